@@ -1,0 +1,31 @@
+#pragma once
+
+#include <cstdint>
+
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// Where the job engine persists what it decides and what workers report. Every method is
+// one durable transaction: when it returns OK the write survives a crash. Implementations
+// are thread-safe. storage/sqlite_store.h is the real one; tests may use an in-memory one.
+class Journal {
+ public:
+  virtual ~Journal() = default;
+
+  // Inserts a trial and returns its id (the record's id field is ignored).
+  virtual StatusOr<int64_t> CreateTrial(const TrialRecord& trial) = 0;
+  // Overwrites the stored trial with the same id.
+  virtual Status UpdateTrial(const TrialRecord& trial) = 0;
+  // Stores one epoch. A point for an epoch the trial already has replaces it, so a
+  // report that arrives twice is stored once.
+  virtual Status AppendCurvePoint(const CurvePoint& point) = 0;
+  // A trial's epoch and its new trial state in one transaction.
+  virtual Status RecordEpoch(const CurvePoint& point, const TrialRecord& trial) = 0;
+  virtual Status SetJobState(int64_t job_id, JobState state, const std::string& message,
+                             double at) = 0;
+  virtual Status UpsertWorker(const WorkerRecord& worker) = 0;
+};
+
+}  // namespace topotune

@@ -1,0 +1,60 @@
+#include "tuner/types.h"
+
+namespace topotune {
+
+const char* OptimizerName(Optimizer optimizer) {
+  return optimizer == Optimizer::kAdam ? "adam" : "sgd";
+}
+
+std::optional<Optimizer> ParseOptimizer(const std::string& name) {
+  if (name == "sgd") return Optimizer::kSgd;
+  if (name == "adam") return Optimizer::kAdam;
+  return std::nullopt;
+}
+
+int AshaSettings::RungEpochs(int rung) const {
+  int epochs = min_epochs;
+  for (int k = 0; k < rung; ++k) epochs *= reduction_factor;
+  return epochs;
+}
+
+int AshaSettings::MaxEpochs() const { return RungEpochs(num_rungs - 1); }
+
+const std::vector<std::string>& KnownModels() {
+  static const std::vector<std::string> kModels = {"lenet"};
+  return kModels;
+}
+
+namespace {
+constexpr const char* kJobStates[] = {"queued", "running", "completed", "cancelled", "failed"};
+constexpr const char* kTrialStates[] = {"pending", "running",    "paused", "completed",
+                                        "stopped", "infeasible", "failed"};
+}  // namespace
+
+const char* JobStateName(JobState state) { return kJobStates[static_cast<int>(state)]; }
+
+std::optional<JobState> ParseJobState(const std::string& name) {
+  for (int i = 0; i < 5; ++i)
+    if (name == kJobStates[i]) return static_cast<JobState>(i);
+  return std::nullopt;
+}
+
+bool IsTerminal(JobState state) {
+  return state == JobState::kCompleted || state == JobState::kCancelled ||
+         state == JobState::kFailed;
+}
+
+const char* TrialStateName(TrialState state) { return kTrialStates[static_cast<int>(state)]; }
+
+std::optional<TrialState> ParseTrialState(const std::string& name) {
+  for (int i = 0; i < 7; ++i)
+    if (name == kTrialStates[i]) return static_cast<TrialState>(i);
+  return std::nullopt;
+}
+
+bool IsTerminal(TrialState state) {
+  return state == TrialState::kCompleted || state == TrialState::kStopped ||
+         state == TrialState::kInfeasible || state == TrialState::kFailed;
+}
+
+}  // namespace topotune

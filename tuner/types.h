@@ -1,0 +1,148 @@
+#pragma once
+
+// The records of the tuning domain: what a job asks for, what a trial is, what a worker
+// reports. Plain structs, no I/O; api/ turns them into JSON and storage/ into rows.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace topotune {
+
+enum class Optimizer { kSgd, kAdam };
+const char* OptimizerName(Optimizer optimizer);  // "sgd" or "adam"
+std::optional<Optimizer> ParseOptimizer(const std::string& name);
+
+// One point of the search space.
+struct TrialConfig {
+  int batch_size = 0;
+  double learning_rate = 0.0;
+  Optimizer optimizer = Optimizer::kSgd;
+};
+
+// Batch sizes are powers of two in [batch_size_min, batch_size_max]; the learning rate is
+// log-uniform in [lr_min, lr_max].
+struct SearchSpace {
+  std::vector<int> batch_sizes;
+  double lr_min = 1e-4;
+  double lr_max = 1.0;
+  std::vector<Optimizer> optimizers;
+};
+
+// Where a worker finds the training data. Paths are resolved on the worker, relative to
+// its --data-root.
+struct DatasetSpec {
+  std::string format = "cifar10-bin";  ///< "cifar10-bin" (the only format for now)
+  std::string path;                    ///< folder with data_batch_*.bin and test_batch.bin
+  int64_t max_train_samples = 0;       ///< 0 = use every training sample
+  int64_t max_val_samples = 0;         ///< 0 = use every test sample
+};
+
+// Asynchronous successive halving. Rung k trains a trial to min_epochs * eta^k epochs.
+struct AshaSettings {
+  int min_epochs = 1;        ///< epochs of rung 0
+  int reduction_factor = 3;  ///< eta: the top 1/eta of a rung is promoted
+  int num_rungs = 3;         ///< rungs 0 .. num_rungs-1
+  int MaxEpochs() const;     ///< epochs of the top rung
+  int RungEpochs(int rung) const;
+};
+
+// A validated tuning job. See api/job_spec_json.h for the JSON form.
+struct JobSpec {
+  std::string name;
+  std::string model;  ///< one of KnownModels()
+  DatasetSpec dataset;
+  SearchSpace space;
+  double target_accuracy = 0.0;  ///< validation accuracy in (0, 1] that defines TTA
+  int max_trials = 16;           ///< configurations sampled in all
+  std::string algorithm = "asha";
+  AshaSettings asha;
+  double momentum = 0.9;     ///< SGD momentum
+  uint64_t seed = 0;         ///< the sampler's seed; trial seeds derive from it
+  int grid_lr_points = 8;    ///< learning rates a comparable hand grid would try
+  int threads_per_trial = 0; ///< intra-op threads on the worker; 0 = the worker decides
+};
+
+// Models a worker can build by name.
+const std::vector<std::string>& KnownModels();
+
+enum class JobState { kQueued, kRunning, kCompleted, kCancelled, kFailed };
+const char* JobStateName(JobState state);
+std::optional<JobState> ParseJobState(const std::string& name);
+bool IsTerminal(JobState state);
+
+enum class TrialState {
+  kPending,     ///< waiting for a worker (new, or promoted to a higher rung)
+  kRunning,     ///< on a worker
+  kPaused,      ///< finished its rung; waits for promotion
+  kCompleted,   ///< reached the target, or finished the top rung
+  kStopped,     ///< stopped by the scheduler (not promoted, bound-pruned, cancelled)
+  kInfeasible,  ///< the device could not run it (out of memory)
+  kFailed,      ///< diverged or errored
+};
+const char* TrialStateName(TrialState state);
+std::optional<TrialState> ParseTrialState(const std::string& name);
+bool IsTerminal(TrialState state);
+
+struct TrialRecord {
+  int64_t id = 0;      ///< unique over all jobs (storage row id)
+  int64_t job_id = 0;
+  int number = 0;      ///< 0, 1, 2 ... within the job
+  TrialConfig config;
+  uint64_t seed = 0;
+  TrialState state = TrialState::kPending;
+  int rung = 0;             ///< the rung it is in (or was last in)
+  int epochs_done = 0;      ///< epochs trained so far
+  int target_epochs = 0;    ///< epochs its current rung trains to
+  std::string worker;       ///< the worker that ran it last (and holds its checkpoint)
+  std::string reason;       ///< why it ended, in words
+  bool reached_target = false;
+  double tta_s = 0.0;       ///< training seconds to the target when reached_target
+  double train_s = 0.0;     ///< training seconds so far (compute + communication)
+  double best_accuracy = 0.0;
+};
+
+// One epoch of one trial, as the worker measured it.
+struct CurvePoint {
+  int64_t trial_id = 0;
+  int epoch = 0;              ///< 1-based
+  int64_t samples_seen = 0;   ///< cumulative training samples
+  double train_loss = 0.0;
+  double val_accuracy = 0.0;
+  double compute_s = 0.0;     ///< forward + backward + optimizer + data loading this epoch
+  double comm_s = 0.0;        ///< synchronisation this epoch (0 on one device)
+  double eval_s = 0.0;        ///< validation this epoch (kept out of TTA)
+  double wall_s = 0.0;        ///< wall-clock seconds of the whole epoch
+  double step_ms_p50 = 0.0;   ///< median training step
+  double step_ms_p95 = 0.0;
+  int64_t peak_memory_bytes = 0;
+};
+
+// What a worker says about its device when it registers.
+struct DeviceProfile {
+  std::string kind = "cpu";  ///< "cpu" or "cuda"
+  std::string name;          ///< CPU model or GPU name
+  int cores = 0;
+  int64_t memory_bytes = 0;
+};
+
+struct WorkerRecord {
+  std::string id;  ///< the worker's name, stable across reconnects
+  DeviceProfile device;
+  std::string state;  ///< "idle", "busy", "offline"
+  double connected_at = 0.0;
+  double last_heartbeat = 0.0;
+};
+
+struct JobRecord {
+  int64_t id = 0;
+  std::string name;
+  std::string spec_json;  ///< the spec as submitted (normalised)
+  JobState state = JobState::kQueued;
+  std::string message;    ///< why it failed or was cancelled
+  double created_at = 0.0;
+  double finished_at = 0.0;
+};
+
+}  // namespace topotune

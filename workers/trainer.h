@@ -1,0 +1,63 @@
+#pragma once
+
+// Trains one trial segment with LibTorch. This header keeps torch out: the implementation
+// is in trainer.cc and models.cc, the only translation units that include torch/torch.h.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "tuner/types.h"
+
+namespace topotune {
+
+struct TrainRequest {
+  std::string model;      ///< a name from KnownModels()
+  std::string data_dir;   ///< resolved folder of the CIFAR-10 binary files
+  int64_t max_train_samples = 0;
+  int64_t max_val_samples = 0;
+  TrialConfig config;
+  double momentum = 0.9;
+  uint64_t seed = 0;
+  int start_epoch = 0;    ///< epochs already trained; > 0 loads the checkpoint
+  int end_epoch = 1;      ///< train until this many epochs in all
+  double target_accuracy = 1.0;  ///< stop early once validation accuracy reaches it
+  std::string checkpoint_path;   ///< loaded when start_epoch > 0, written after the segment
+};
+
+struct TrainResult {
+  std::string status = "completed";  ///< "completed", "stopped", "infeasible", "failed"
+  std::string message;               ///< why, in words, when not completed
+  int epochs_done = 0;
+  bool reached_target = false;
+};
+
+// Runs training segments. Keeps loaded datasets between trials. Not thread-safe: one
+// trial at a time.
+class Trainer {
+ public:
+  // threads: intra-op threads for LibTorch; 0 keeps LibTorch's default.
+  explicit Trainer(int threads);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains `request`, calling on_epoch after every epoch (its trial_id is left 0). Returns
+  // between batches soon after `stop` becomes true ("stopped"). Never throws: a bad model
+  // name, unreadable data, out-of-memory ("infeasible") or a loss that is not finite
+  // ("failed") come back in the result.
+  TrainResult Run(const TrainRequest& request,
+                  const std::function<void(const CurvePoint&)>& on_epoch,
+                  const std::atomic<bool>& stop);
+
+  // "cpu" or "cuda", and the device's name, as LibTorch sees it.
+  static DeviceProfile ProbeDevice();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace topotune
