@@ -4,14 +4,22 @@ namespace topotune {
 
 const char* Status::CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kInvalidArgument: return "INVALID_ARGUMENT";
-    case Code::kNotFound: return "NOT_FOUND";
-    case Code::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case Code::kPayloadTooLarge: return "PAYLOAD_TOO_LARGE";
-    case Code::kUnavailable: return "UNAVAILABLE";
-    case Code::kIOError: return "IO_ERROR";
-    case Code::kInternal: return "INTERNAL";
+    case Code::kOk:
+      return "OK";
+    case Code::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case Code::kNotFound:
+      return "NOT_FOUND";
+    case Code::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case Code::kPayloadTooLarge:
+      return "PAYLOAD_TOO_LARGE";
+    case Code::kUnavailable:
+      return "UNAVAILABLE";
+    case Code::kIOError:
+      return "IO_ERROR";
+    case Code::kInternal:
+      return "INTERNAL";
   }
   return "UNKNOWN";
 }

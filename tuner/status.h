@@ -12,13 +12,13 @@ class Status {
  public:
   enum class Code {
     kOk = 0,
-    kInvalidArgument,    // the caller's input is wrong (HTTP 400)
-    kNotFound,           // no such job, trial or worker (HTTP 404)
-    kFailedPrecondition, // valid input, wrong state (HTTP 409)
-    kPayloadTooLarge,    // the request is bigger than allowed (HTTP 413)
-    kUnavailable,        // try again later (HTTP 503)
-    kIOError,            // disk, database or socket failure (HTTP 500)
-    kInternal,           // a bug (HTTP 500)
+    kInvalidArgument,     // the caller's input is wrong (HTTP 400)
+    kNotFound,            // no such job, trial or worker (HTTP 404)
+    kFailedPrecondition,  // valid input, wrong state (HTTP 409)
+    kPayloadTooLarge,     // the request is bigger than allowed (HTTP 413)
+    kUnavailable,         // try again later (HTTP 503)
+    kIOError,             // disk, database or socket failure (HTTP 500)
+    kInternal,            // a bug (HTTP 500)
   };
 
   Status() = default;
@@ -72,8 +72,8 @@ class StatusOr {
 
 }  // namespace topotune
 
-#define TOPOTUNE_RETURN_IF_ERROR(expr)         \
-  do {                                         \
-    ::topotune::Status _st = (expr);           \
-    if (!_st.ok()) return _st;                 \
+#define TOPOTUNE_RETURN_IF_ERROR(expr) \
+  do {                                 \
+    ::topotune::Status _st = (expr);   \
+    if (!_st.ok()) return _st;         \
   } while (0)

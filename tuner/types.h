@@ -58,10 +58,10 @@ struct JobSpec {
   int max_trials = 16;           ///< configurations sampled in all
   std::string algorithm = "asha";
   AshaSettings asha;
-  double momentum = 0.9;     ///< SGD momentum
-  uint64_t seed = 0;         ///< the sampler's seed; trial seeds derive from it
-  int grid_lr_points = 8;    ///< learning rates a comparable hand grid would try
-  int threads_per_trial = 0; ///< intra-op threads on the worker; 0 = the worker decides
+  double momentum = 0.9;      ///< SGD momentum
+  uint64_t seed = 0;          ///< the sampler's seed; trial seeds derive from it
+  int grid_lr_points = 8;     ///< learning rates a comparable hand grid would try
+  int threads_per_trial = 0;  ///< intra-op threads on the worker; 0 = the worker decides
 };
 
 // Models a worker can build by name.
@@ -86,35 +86,35 @@ std::optional<TrialState> ParseTrialState(const std::string& name);
 bool IsTerminal(TrialState state);
 
 struct TrialRecord {
-  int64_t id = 0;      ///< unique over all jobs (storage row id)
+  int64_t id = 0;  ///< unique over all jobs (storage row id)
   int64_t job_id = 0;
-  int number = 0;      ///< 0, 1, 2 ... within the job
+  int number = 0;  ///< 0, 1, 2 ... within the job
   TrialConfig config;
   uint64_t seed = 0;
   TrialState state = TrialState::kPending;
-  int rung = 0;             ///< the rung it is in (or was last in)
-  int epochs_done = 0;      ///< epochs trained so far
-  int target_epochs = 0;    ///< epochs its current rung trains to
-  std::string worker;       ///< the worker that ran it last (and holds its checkpoint)
-  std::string reason;       ///< why it ended, in words
+  int rung = 0;           ///< the rung it is in (or was last in)
+  int epochs_done = 0;    ///< epochs trained so far
+  int target_epochs = 0;  ///< epochs its current rung trains to
+  std::string worker;     ///< the worker that ran it last (and holds its checkpoint)
+  std::string reason;     ///< why it ended, in words
   bool reached_target = false;
-  double tta_s = 0.0;       ///< training seconds to the target when reached_target
-  double train_s = 0.0;     ///< training seconds so far (compute + communication)
+  double tta_s = 0.0;    ///< training seconds to the target when reached_target
+  double train_s = 0.0;  ///< training seconds so far (compute + communication)
   double best_accuracy = 0.0;
 };
 
 // One epoch of one trial, as the worker measured it.
 struct CurvePoint {
   int64_t trial_id = 0;
-  int epoch = 0;              ///< 1-based
-  int64_t samples_seen = 0;   ///< cumulative training samples
+  int epoch = 0;             ///< 1-based
+  int64_t samples_seen = 0;  ///< cumulative training samples
   double train_loss = 0.0;
   double val_accuracy = 0.0;
-  double compute_s = 0.0;     ///< forward + backward + optimizer + data loading this epoch
-  double comm_s = 0.0;        ///< synchronisation this epoch (0 on one device)
-  double eval_s = 0.0;        ///< validation this epoch (kept out of TTA)
-  double wall_s = 0.0;        ///< wall-clock seconds of the whole epoch
-  double step_ms_p50 = 0.0;   ///< median training step
+  double compute_s = 0.0;    ///< forward + backward + optimizer + data loading this epoch
+  double comm_s = 0.0;       ///< synchronisation this epoch (0 on one device)
+  double eval_s = 0.0;       ///< validation this epoch (kept out of TTA)
+  double wall_s = 0.0;       ///< wall-clock seconds of the whole epoch
+  double step_ms_p50 = 0.0;  ///< median training step
   double step_ms_p95 = 0.0;
   int64_t peak_memory_bytes = 0;
 };
@@ -140,7 +140,7 @@ struct JobRecord {
   std::string name;
   std::string spec_json;  ///< the spec as submitted (normalised)
   JobState state = JobState::kQueued;
-  std::string message;    ///< why it failed or was cancelled
+  std::string message;  ///< why it failed or was cancelled
   double created_at = 0.0;
   double finished_at = 0.0;
 };

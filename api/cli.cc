@@ -1,0 +1,375 @@
+#include "api/cli.h"
+
+#include <httplib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/job_spec_json.h"
+#include "api/report_json.h"
+#include "storage/store.h"
+#include "tuner/report.h"
+
+namespace topotune {
+namespace {
+
+using nlohmann::json;
+
+const char kUsage[] =
+    "usage: topotune [--server URL] COMMAND\n"
+    "  submit FILE [--watch]   submit a job spec (JSON); --watch follows it to the end\n"
+    "  list                    every job\n"
+    "  status ID [--watch]     state and progress; --watch redraws a progress bar\n"
+    "  report ID [--json]      the best-config report (--db FILE reads the database file\n"
+    "                          directly, without a server)\n"
+    "  cancel ID               stop a running job\n"
+    "  workers                 the workers the controller knows\n"
+    "The server defaults to $TOPOTUNE_SERVER, else http://127.0.0.1:7700.\n";
+
+struct Args {
+  std::string server;
+  std::string db;
+  std::string command;
+  std::vector<std::string> positional;
+  bool watch = false;
+  bool as_json = false;
+};
+
+// A request's JSON answer, or an error message for the user.
+struct Answer {
+  bool ok = false;
+  json body;
+  std::string error;
+};
+
+Answer Call(const std::string& server, const std::string& method, const std::string& path,
+            const std::string& body = "") {
+  httplib::Client client(server);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(60);
+  httplib::Result res =
+      method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
+  Answer a;
+  if (!res) {
+    a.error = "cannot reach topotuned at " + server + ": " + httplib::to_string(res.error());
+    return a;
+  }
+  a.body = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (a.body.is_discarded()) {
+    a.error = "HTTP " + std::to_string(res->status) + ": the answer is not JSON";
+    return a;
+  }
+  if (res->status >= 300) {
+    a.error = "HTTP " + std::to_string(res->status) + " " +
+              a.body["error"].value("code", std::string("")) + ": " +
+              a.body["error"].value("message", std::string(""));
+    return a;
+  }
+  a.ok = true;
+  return a;
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string Sci(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
+  return buf;
+}
+
+std::string ConfigText(const json& config) {
+  return "batch size " + std::to_string(config["batch_size"].get<int>()) + ", learning rate " +
+         Sci(config["learning_rate"].get<double>()) + ", optimizer " +
+         config["optimizer"].get<std::string>();
+}
+
+std::string CountsText(const json& by_state) {
+  std::string out;
+  for (auto it = by_state.begin(); it != by_state.end(); ++it) {
+    out += (out.empty() ? "" : ", ") + std::to_string(it.value().get<int>()) + " " + it.key();
+  }
+  return out.empty() ? "no trials yet" : out;
+}
+
+std::string Bar(double fraction, int width) {
+  const int filled = static_cast<int>(fraction * width + 0.5);
+  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+}
+
+void PrintReport(const json& r) {
+  const json& job = r["job"];
+  std::printf("Job %lld \"%s\": %s (algorithm %s, target validation accuracy %s)\n",
+              job["id"].get<long long>(), job["name"].get<std::string>().c_str(),
+              job["state"].get<std::string>().c_str(), r["algorithm"].get<std::string>().c_str(),
+              Fixed(r["target_accuracy"].get<double>(), 3).c_str());
+  const json& best = r["best"];
+  if (best.is_null()) {
+    std::printf("No trial finished an epoch: there is no best configuration.\n");
+  } else {
+    std::printf("\nBest configuration: %s\n", ConfigText(best["config"]).c_str());
+    if (r["target_reached"].get<bool>()) {
+      std::printf("  time-to-accuracy %s s of training (measured): reached %s at epoch %d\n",
+                  Fixed(best["tta_s"].get<double>(), 2).c_str(),
+                  Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
+                  best["epochs_done"].get<int>());
+    } else {
+      std::printf("  the target was NOT reached; best validation accuracy %s after %d epochs\n",
+                  Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
+                  best["epochs_done"].get<int>());
+    }
+    std::printf("  trial %d on worker %s\n", best["number"].get<int>(),
+                best["worker"].get<std::string>().c_str());
+  }
+  const json& grid = r["grid"];
+  std::printf("\nCompute spent: %s s over %d epochs of %d trials (%s)\n",
+              Fixed(r["compute_s"].get<double>(), 1).c_str(), r["epochs_trained"].get<int>(),
+              r["trials_total"].get<int>(), CountsText(r["trials_by_state"]).c_str());
+  if (grid["cost_s"].get<double>() > 0) {
+    const double ratio = r["compute_vs_grid"].get<double>();
+    std::printf(
+        "Full grid over the same space: %d configurations x %d epochs = %s s (estimated from "
+        "this job's measured epoch times, %d of the batch sizes measured)\n",
+        grid["points"].get<int>(), grid["epochs_per_point"].get<int>(),
+        Fixed(grid["cost_s"].get<double>(), 1).c_str(), grid["batch_sizes_measured"].get<int>());
+    std::printf("Compute vs full grid: %s (%sx less)\n", Fixed(ratio, 3).c_str(),
+                Fixed(ratio > 0 ? 1.0 / ratio : 0.0, 1).c_str());
+  }
+  if (!r["best_curve"].empty()) {
+    std::printf("\nLearning curve of the best trial:\n  %5s %10s %10s %12s %10s\n", "epoch",
+                "val_acc", "train_loss", "train_s_cum", "step_p50");
+    double cumulative = 0.0;
+    for (const json& p : r["best_curve"]) {
+      cumulative += p["compute_s"].get<double>() + p["comm_s"].get<double>();
+      std::printf("  %5d %10s %10s %12s %8s ms\n", p["epoch"].get<int>(),
+                  Fixed(p["val_accuracy"].get<double>(), 3).c_str(),
+                  Fixed(p["train_loss"].get<double>(), 4).c_str(), Fixed(cumulative, 2).c_str(),
+                  Fixed(p["step_ms_p50"].get<double>(), 2).c_str());
+    }
+  }
+  std::printf("\nTrials, best first:\n  %4s %6s %10s %5s %11s %5s %6s %8s %8s  %s\n", "#", "batch",
+              "lr", "opt", "state", "rung", "epochs", "best_acc", "tta_s", "reason");
+  for (const json& t : r["ranking"]) {
+    std::printf("  %4d %6d %10s %5s %11s %5d %6d %8s %8s  %s\n", t["number"].get<int>(),
+                t["config"]["batch_size"].get<int>(),
+                Sci(t["config"]["learning_rate"].get<double>()).c_str(),
+                t["config"]["optimizer"].get<std::string>().c_str(),
+                t["state"].get<std::string>().c_str(), t["rung"].get<int>(),
+                t["epochs_done"].get<int>(), Fixed(t["best_accuracy"].get<double>(), 3).c_str(),
+                t["tta_s"].is_null() ? "-" : Fixed(t["tta_s"].get<double>(), 2).c_str(),
+                t["reason"].get<std::string>().c_str());
+  }
+}
+
+// The report built from the database file alone, as the server would build it.
+int ReportFromDb(const Args& args, int64_t id) {
+  StatusOr<std::unique_ptr<Store>> store = Store::Open(args.db);
+  if (!store.ok()) {
+    std::fprintf(stderr, "topotune: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  StatusOr<JobRecord> job = (*store)->GetJob(id);
+  StatusOr<std::vector<TrialRecord>> trials = (*store)->ListTrials(id);
+  StatusOr<std::vector<CurvePoint>> points = (*store)->ListCurvePoints(id);
+  if (!job.ok() || !trials.ok() || !points.ok()) {
+    const Status& s = !job.ok() ? job.status() : !trials.ok() ? trials.status() : points.status();
+    std::fprintf(stderr, "topotune: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  StatusOr<JobSpec> spec = ParseJobSpec(job->spec_json);
+  if (!spec.ok()) {
+    std::fprintf(stderr, "topotune: stored spec: %s\n", spec.status().ToString().c_str());
+    return 1;
+  }
+  const json report = ToJson(BuildReport(*job, *spec, *trials, *points));
+  if (args.as_json) {
+    std::printf("%s\n", report.dump(2).c_str());
+  } else {
+    PrintReport(report);
+  }
+  return 0;
+}
+
+int Fail(const std::string& error) {
+  std::fprintf(stderr, "topotune: %s\n", error.c_str());
+  return 1;
+}
+
+// Polls the job until it ends, redrawing one progress line (a line per change when the
+// output is not a terminal).
+int Watch(const Args& args, const std::string& id) {
+  const bool tty = isatty(fileno(stdout));
+  std::string last;
+  for (;;) {
+    Answer a = Call(args.server, "GET", "/v1/jobs/" + id);
+    if (!a.ok) return Fail(a.error);
+    const json& p = a.body["progress"];
+    std::string line = "job " + id + " " + a.body["state"].get<std::string>() + " " +
+                       Bar(p["fraction"].get<double>(), 30) + " " +
+                       std::to_string(p["trials_sampled"].get<int>()) + "/" +
+                       std::to_string(p["trials_total"].get<int>()) + " trials (" +
+                       CountsText(p["trials_by_state"]) + ")";
+    if (!p["best"].is_null()) {
+      const json& b = p["best"];
+      line += b["reached_target"].get<bool>()
+                  ? "; best TTA " + Fixed(b["tta_s"].get<double>(), 1) + " s"
+                  : "; best acc " + Fixed(b["best_accuracy"].get<double>(), 3);
+    }
+    if (tty) {
+      std::printf("\r\033[K%s", line.c_str());
+      std::fflush(stdout);
+    } else if (line != last) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
+    last = line;
+    const std::string state = a.body["state"].get<std::string>();
+    if (state == "completed" || state == "cancelled" || state == "failed") {
+      if (tty) std::printf("\n");
+      if (state == "failed") return Fail("job failed: " + a.body["message"].get<std::string>());
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  }
+}
+
+bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
+  const char* env = std::getenv("TOPOTUNE_SERVER");
+  args->server = env != nullptr && *env ? env : "http://127.0.0.1:7700";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--server" || arg == "--db") {
+      if (i + 1 >= argc) {
+        *error = arg + " needs a value";
+        return false;
+      }
+      (arg == "--server" ? args->server : args->db) = argv[++i];
+    } else if (arg == "--watch") {
+      args->watch = true;
+    } else if (arg == "--json") {
+      args->as_json = true;
+    } else if (arg == "-h" || arg == "--help") {
+      *error = "";
+      return false;
+    } else if (!arg.empty() && arg[0] == '-') {
+      *error = "unknown option " + arg;
+      return false;
+    } else if (args->command.empty()) {
+      args->command = arg;
+    } else {
+      args->positional.push_back(arg);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  Args args;
+  std::string error;
+  if (!ParseArgs(argc, argv, &args, &error) || args.command.empty()) {
+    if (!error.empty()) std::fprintf(stderr, "topotune: %s\n", error.c_str());
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  const std::string& cmd = args.command;
+  const bool needs_arg = cmd == "submit" || cmd == "status" || cmd == "report" || cmd == "cancel";
+  if (needs_arg != (args.positional.size() == 1) || args.positional.size() > 1) {
+    std::fprintf(stderr, "topotune: %s takes %s\n%s", cmd.c_str(),
+                 needs_arg ? "one argument" : "no argument", kUsage);
+    return 2;
+  }
+  const std::string arg = needs_arg ? args.positional[0] : "";
+
+  if (cmd == "submit") {
+    std::ifstream in(arg);
+    if (!in) return Fail("cannot read " + arg);
+    std::stringstream text;
+    text << in.rdbuf();
+    Answer a = Call(args.server, "POST", "/v1/jobs", text.str());
+    if (!a.ok) return Fail(a.error);
+    const std::string id = std::to_string(a.body["id"].get<long long>());
+    std::printf("submitted job %s (%s)\n", id.c_str(), a.body["name"].get<std::string>().c_str());
+    std::fflush(stdout);
+    return args.watch ? Watch(args, id) : 0;
+  }
+  if (cmd == "list") {
+    Answer a = Call(args.server, "GET", "/v1/jobs");
+    if (!a.ok) return Fail(a.error);
+    std::printf("%5s  %-24s %-10s\n", "id", "name", "state");
+    for (const json& j : a.body["jobs"]) {
+      std::printf("%5lld  %-24s %-10s\n", j["id"].get<long long>(),
+                  j["name"].get<std::string>().c_str(), j["state"].get<std::string>().c_str());
+    }
+    return 0;
+  }
+  if (cmd == "status") {
+    if (args.watch) return Watch(args, arg);
+    Answer a = Call(args.server, "GET", "/v1/jobs/" + arg);
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+      return 0;
+    }
+    const json& p = a.body["progress"];
+    std::printf("job %s \"%s\": %s %s %d/%d trials sampled (%s)\n", arg.c_str(),
+                a.body["name"].get<std::string>().c_str(),
+                a.body["state"].get<std::string>().c_str(),
+                Bar(p["fraction"].get<double>(), 30).c_str(), p["trials_sampled"].get<int>(),
+                p["trials_total"].get<int>(), CountsText(p["trials_by_state"]).c_str());
+    if (!p["best"].is_null())
+      std::printf("best so far: %s\n", ConfigText(p["best"]["config"]).c_str());
+    return 0;
+  }
+  if (cmd == "report") {
+    if (!args.db.empty()) {
+      const long long id = std::atoll(arg.c_str());
+      if (id <= 0) return Fail("job id must be a positive integer, got '" + arg + "'");
+      return ReportFromDb(args, id);
+    }
+    Answer a = Call(args.server, "GET", "/v1/jobs/" + arg + "/report");
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+    } else {
+      PrintReport(a.body);
+    }
+    return 0;
+  }
+  if (cmd == "cancel") {
+    Answer a = Call(args.server, "POST", "/v1/jobs/" + arg + "/cancel");
+    if (!a.ok) return Fail(a.error);
+    std::printf("job %s %s\n", arg.c_str(), a.body["state"].get<std::string>().c_str());
+    return 0;
+  }
+  if (cmd == "workers") {
+    Answer a = Call(args.server, "GET", "/v1/workers");
+    if (!a.ok) return Fail(a.error);
+    std::printf("%-16s %-8s %-5s %6s %10s  %s\n", "id", "state", "kind", "cores", "memory_GiB",
+                "device");
+    for (const json& w : a.body["workers"]) {
+      std::printf("%-16s %-8s %-5s %6d %10s  %s\n", w["id"].get<std::string>().c_str(),
+                  w["state"].get<std::string>().c_str(),
+                  w["device"]["kind"].get<std::string>().c_str(), w["device"]["cores"].get<int>(),
+                  Fixed(w["device"]["memory_bytes"].get<double>() / (1 << 30), 1).c_str(),
+                  w["device"]["name"].get<std::string>().c_str());
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "topotune: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
+
+}  // namespace topotune

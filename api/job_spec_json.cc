@@ -1,0 +1,342 @@
+#include "api/job_spec_json.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace topotune {
+namespace {
+
+using nlohmann::json;
+
+std::string Num(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+// A reader of one JSON object that names the path of every field in its errors and
+// rejects fields it was not asked about.
+class Fields {
+ public:
+  Fields(const json& j, std::string path) : j_(j), path_(std::move(path)) {}
+
+  std::string Name(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  const json* Find(const std::string& key) {
+    seen_.insert(key);
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  Status Required(const std::string& key, const json** out, const std::string& hint) {
+    *out = Find(key);
+    if (*out == nullptr) return Status::InvalidArgument(Name(key) + " is required: " + hint);
+    return Status::OK();
+  }
+  Status Int(const std::string& key, int64_t lo, int64_t hi, int64_t* out) {
+    const json* v = Find(key);
+    if (v == nullptr) return Status::OK();
+    if (!v->is_number_integer()) {
+      return Status::InvalidArgument(Name(key) + " must be an integer, got " + Describe(*v));
+    }
+    const int64_t x =
+        v->is_number_unsigned() && v->get<uint64_t>() > INT64_MAX ? INT64_MAX : v->get<int64_t>();
+    if (x < lo || x > hi) {
+      return Status::InvalidArgument(Name(key) + " must be in [" + std::to_string(lo) + ", " +
+                                     std::to_string(hi) + "], got " + std::to_string(x));
+    }
+    *out = x;
+    return Status::OK();
+  }
+  template <typename T>
+  Status IntAs(const std::string& key, int64_t lo, int64_t hi, T* out) {
+    int64_t x = static_cast<int64_t>(*out);
+    TOPOTUNE_RETURN_IF_ERROR(Int(key, lo, hi, &x));
+    *out = static_cast<T>(x);
+    return Status::OK();
+  }
+  Status Number(const std::string& key, double* out) {
+    const json* v = Find(key);
+    if (v == nullptr) return Status::OK();
+    if (!v->is_number()) {
+      return Status::InvalidArgument(Name(key) + " must be a number, got " + Describe(*v));
+    }
+    *out = v->get<double>();
+    return Status::OK();
+  }
+  Status String(const std::string& key, std::string* out) {
+    const json* v = Find(key);
+    if (v == nullptr) return Status::OK();
+    if (!v->is_string()) {
+      return Status::InvalidArgument(Name(key) + " must be a string, got " + Describe(*v));
+    }
+    *out = v->get<std::string>();
+    return Status::OK();
+  }
+  Status Object(const std::string& key, const json** out) {
+    *out = Find(key);
+    if (*out != nullptr && !(*out)->is_object()) {
+      return Status::InvalidArgument(Name(key) + " must be an object, got " + Describe(**out));
+    }
+    return Status::OK();
+  }
+  // Call last: any field nobody asked about is an error.
+  Status NoOthers() const {
+    for (auto it = j_.begin(); it != j_.end(); ++it) {
+      if (!seen_.count(it.key())) return Status::InvalidArgument("unknown field " + Name(it.key()));
+    }
+    return Status::OK();
+  }
+  static std::string Describe(const json& v) {
+    std::string text = v.dump();
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return std::string(v.type_name()) + " " + text;
+  }
+
+ private:
+  const json& j_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+bool IsPowerOfTwo(int64_t x) { return x >= 1 && (x & (x - 1)) == 0; }
+
+Status ParseBatchSizes(const json& j, SearchSpace* space) {
+  const std::string path = "search_space.batch_size";
+  if (!j.is_object()) {
+    return Status::InvalidArgument(path + " must be an object {\"min\": 16, \"max\": 512} or " +
+                                   "{\"values\": [...]}, got " + Fields::Describe(j));
+  }
+  Fields f(j, path);
+  space->batch_sizes.clear();
+  if (const json* values = f.Find("values")) {
+    if (!values->is_array() || values->empty()) {
+      return Status::InvalidArgument(path + ".values must be a non-empty array of integers");
+    }
+    for (const json& v : *values) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 65536) {
+        return Status::InvalidArgument(path + ".values: every batch size must be an integer in " +
+                                       "[1, 65536], got " + Fields::Describe(v));
+      }
+      space->batch_sizes.push_back(v.get<int>());
+    }
+    std::sort(space->batch_sizes.begin(), space->batch_sizes.end());
+    space->batch_sizes.erase(std::unique(space->batch_sizes.begin(), space->batch_sizes.end()),
+                             space->batch_sizes.end());
+    return f.NoOthers();
+  }
+  const json* unused;
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("min", &unused, "the smallest batch size, a power of two"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("max", &unused, "the largest batch size, a power of two"));
+  int64_t lo = 0, hi = 0;
+  TOPOTUNE_RETURN_IF_ERROR(f.Int("min", INT64_MIN, INT64_MAX, &lo));
+  TOPOTUNE_RETURN_IF_ERROR(f.Int("max", INT64_MIN, INT64_MAX, &hi));
+  for (auto [name, x] : {std::pair<const char*, int64_t>{"min", lo}, {"max", hi}}) {
+    if (!IsPowerOfTwo(x) || x > 65536) {
+      return Status::InvalidArgument(
+          path + "." + name + " must be a power of two in [1, 65536], got " + std::to_string(x));
+    }
+  }
+  if (lo > hi) {
+    return Status::InvalidArgument(path + ": min (" + std::to_string(lo) +
+                                   ") must not exceed max (" + std::to_string(hi) + ")");
+  }
+  for (int64_t b = lo; b <= hi; b *= 2) space->batch_sizes.push_back(static_cast<int>(b));
+  return f.NoOthers();
+}
+
+Status ParseLearningRate(const json& j, SearchSpace* space) {
+  const std::string path = "search_space.learning_rate";
+  if (!j.is_object()) {
+    return Status::InvalidArgument(path + " must be an object {\"min\": 1e-4, \"max\": 1.0}, got " +
+                                   Fields::Describe(j));
+  }
+  Fields f(j, path);
+  const json* unused;
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("min", &unused, "the smallest learning rate, > 0"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("max", &unused, "the largest learning rate"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("min", &space->lr_min));
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("max", &space->lr_max));
+  std::string scale = "log";
+  TOPOTUNE_RETURN_IF_ERROR(f.String("scale", &scale));
+  if (scale != "log") {
+    return Status::InvalidArgument(
+        path + ".scale must be \"log\" (the only scale supported), got \"" + scale + "\"");
+  }
+  if (!(space->lr_min > 0)) {
+    return Status::InvalidArgument(path + ".min must be > 0 (the scale is logarithmic), got " +
+                                   Num(space->lr_min));
+  }
+  if (!(space->lr_min < space->lr_max)) {
+    return Status::InvalidArgument(path + ": min (" + Num(space->lr_min) +
+                                   ") must be less than max (" + Num(space->lr_max) + ")");
+  }
+  if (space->lr_max > 100) {
+    return Status::InvalidArgument(path + ".max must be <= 100, got " + Num(space->lr_max));
+  }
+  return f.NoOthers();
+}
+
+Status ParseOptimizers(const json& j, SearchSpace* space) {
+  const std::string path = "search_space.optimizer";
+  if (!j.is_array() || j.empty()) {
+    return Status::InvalidArgument(
+        path + " must be a non-empty array of \"sgd\" and/or \"adam\", got " + Fields::Describe(j));
+  }
+  space->optimizers.clear();
+  for (const json& v : j) {
+    std::optional<Optimizer> o =
+        v.is_string() ? ParseOptimizer(v.get<std::string>()) : std::nullopt;
+    if (!o) {
+      return Status::InvalidArgument(path + ": unknown optimizer " + v.dump() +
+                                     "; known optimizers: \"sgd\" (with momentum), \"adam\"");
+    }
+    if (std::find(space->optimizers.begin(), space->optimizers.end(), *o) !=
+        space->optimizers.end()) {
+      return Status::InvalidArgument(path + ": " + v.dump() + " is listed twice");
+    }
+    space->optimizers.push_back(*o);
+  }
+  return Status::OK();
+}
+
+Status ParseSearchSpace(const json& j, SearchSpace* space) {
+  Fields f(j, "search_space");
+  const json* field;
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("batch_size", &field, "{\"min\": 16, \"max\": 512}"));
+  TOPOTUNE_RETURN_IF_ERROR(ParseBatchSizes(*field, space));
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("learning_rate", &field, "{\"min\": 1e-4, \"max\": 1.0}"));
+  TOPOTUNE_RETURN_IF_ERROR(ParseLearningRate(*field, space));
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("optimizer", &field, "[\"sgd\", \"adam\"]"));
+  TOPOTUNE_RETURN_IF_ERROR(ParseOptimizers(*field, space));
+  return f.NoOthers();
+}
+
+Status ParseDataset(const json& j, DatasetSpec* d) {
+  Fields f(j, "dataset");
+  TOPOTUNE_RETURN_IF_ERROR(f.String("format", &d->format));
+  if (d->format != "cifar10-bin") {
+    return Status::InvalidArgument("dataset.format: unknown format \"" + d->format +
+                                   "\"; known formats: \"cifar10-bin\"");
+  }
+  const json* unused;
+  TOPOTUNE_RETURN_IF_ERROR(
+      f.Required("path", &unused, "the folder with the data files, on the worker"));
+  TOPOTUNE_RETURN_IF_ERROR(f.String("path", &d->path));
+  if (d->path.empty()) return Status::InvalidArgument("dataset.path must not be empty");
+  TOPOTUNE_RETURN_IF_ERROR(f.Int("max_train_samples", 0, INT64_MAX, &d->max_train_samples));
+  TOPOTUNE_RETURN_IF_ERROR(f.Int("max_val_samples", 0, INT64_MAX, &d->max_val_samples));
+  return f.NoOthers();
+}
+
+Status ParseScheduler(const json& j, JobSpec* spec) {
+  Fields f(j, "scheduler");
+  TOPOTUNE_RETURN_IF_ERROR(f.String("algorithm", &spec->algorithm));
+  if (spec->algorithm == "auto") spec->algorithm = "asha";
+  if (spec->algorithm != "asha") {
+    return Status::InvalidArgument("scheduler.algorithm: \"" + spec->algorithm +
+                                   "\" is not supported; supported: \"asha\", \"auto\"");
+  }
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("min_epochs", 1, 1000, &spec->asha.min_epochs));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("reduction_factor", 2, 16, &spec->asha.reduction_factor));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("rungs", 1, 10, &spec->asha.num_rungs));
+  double max_epochs = spec->asha.min_epochs;
+  for (int k = 1; k < spec->asha.num_rungs; ++k) max_epochs *= spec->asha.reduction_factor;
+  if (max_epochs > 10000) {
+    return Status::InvalidArgument(
+        "scheduler: the top rung would train " + Num(max_epochs) +
+        " epochs (min_epochs * reduction_factor^(rungs-1)); the limit is 10000");
+  }
+  return f.NoOthers();
+}
+
+}  // namespace
+
+StatusOr<JobSpec> JobSpecFromJson(const json& j) {
+  if (!j.is_object()) {
+    return Status::InvalidArgument("a job spec must be a JSON object, got " + Fields::Describe(j));
+  }
+  JobSpec spec;
+  spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  Fields f(j, "");
+  TOPOTUNE_RETURN_IF_ERROR(f.String("name", &spec.name));
+  if (spec.name.size() > 200) return Status::InvalidArgument("name is longer than 200 characters");
+  const json* field;
+  TOPOTUNE_RETURN_IF_ERROR(f.Required("model", &field, "one of the known models"));
+  TOPOTUNE_RETURN_IF_ERROR(f.String("model", &spec.model));
+  const auto& known = KnownModels();
+  if (std::find(known.begin(), known.end(), spec.model) == known.end()) {
+    std::string list;
+    for (const auto& m : known) list += (list.empty() ? "\"" : ", \"") + m + "\"";
+    return Status::InvalidArgument("model: unknown model \"" + spec.model +
+                                   "\"; known models: " + list);
+  }
+  TOPOTUNE_RETURN_IF_ERROR(
+      f.Required("dataset", &field, "{\"format\": \"cifar10-bin\", \"path\": ...}"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Object("dataset", &field));
+  TOPOTUNE_RETURN_IF_ERROR(ParseDataset(*field, &spec.dataset));
+  TOPOTUNE_RETURN_IF_ERROR(
+      f.Required("target_accuracy", &field,
+                 "the validation accuracy in (0, 1] that defines time-to-accuracy"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("target_accuracy", &spec.target_accuracy));
+  if (!(spec.target_accuracy > 0 && spec.target_accuracy <= 1)) {
+    return Status::InvalidArgument("target_accuracy must be in (0, 1], got " +
+                                   Num(spec.target_accuracy));
+  }
+  TOPOTUNE_RETURN_IF_ERROR(
+      f.Required("search_space", &field, "batch_size, learning_rate and optimizer ranges"));
+  TOPOTUNE_RETURN_IF_ERROR(f.Object("search_space", &field));
+  TOPOTUNE_RETURN_IF_ERROR(ParseSearchSpace(*field, &spec.space));
+  TOPOTUNE_RETURN_IF_ERROR(f.Object("scheduler", &field));
+  if (field != nullptr) TOPOTUNE_RETURN_IF_ERROR(ParseScheduler(*field, &spec));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_trials", 1, 10000, &spec.max_trials));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("seed", 0, INT64_MAX, &spec.seed));
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("momentum", &spec.momentum));
+  if (!(spec.momentum >= 0 && spec.momentum < 1)) {
+    return Status::InvalidArgument("momentum must be in [0, 1), got " + Num(spec.momentum));
+  }
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("grid_lr_points", 1, 100, &spec.grid_lr_points));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("threads_per_trial", 0, 1024, &spec.threads_per_trial));
+  TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
+  return spec;
+}
+
+StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return Status::InvalidArgument("the job spec is not valid JSON: " + std::string(e.what()));
+  }
+  return JobSpecFromJson(j);
+}
+
+json JobSpecToJson(const JobSpec& spec) {
+  json optimizers = json::array();
+  for (Optimizer o : spec.space.optimizers) optimizers.push_back(OptimizerName(o));
+  return {{"name", spec.name},
+          {"model", spec.model},
+          {"dataset",
+           {{"format", spec.dataset.format},
+            {"path", spec.dataset.path},
+            {"max_train_samples", spec.dataset.max_train_samples},
+            {"max_val_samples", spec.dataset.max_val_samples}}},
+          {"target_accuracy", spec.target_accuracy},
+          {"search_space",
+           {{"batch_size", {{"values", spec.space.batch_sizes}}},
+            {"learning_rate",
+             {{"min", spec.space.lr_min}, {"max", spec.space.lr_max}, {"scale", "log"}}},
+            {"optimizer", optimizers}}},
+          {"scheduler",
+           {{"algorithm", spec.algorithm},
+            {"min_epochs", spec.asha.min_epochs},
+            {"reduction_factor", spec.asha.reduction_factor},
+            {"rungs", spec.asha.num_rungs}}},
+          {"max_trials", spec.max_trials},
+          {"seed", spec.seed},
+          {"momentum", spec.momentum},
+          {"grid_lr_points", spec.grid_lr_points},
+          {"threads_per_trial", spec.threads_per_trial}};
+}
+
+}  // namespace topotune

@@ -1,0 +1,31 @@
+#pragma once
+
+// The JSON form of a tuning job, as POST /v1/jobs takes it:
+//
+//   {"name": "quickstart", "model": "lenet",
+//    "dataset": {"format": "cifar10-bin", "path": "data/shapes", "max_train_samples": 0},
+//    "target_accuracy": 0.8,
+//    "search_space": {"batch_size": {"min": 16, "max": 512},
+//                     "learning_rate": {"min": 1e-4, "max": 1.0, "scale": "log"},
+//                     "optimizer": ["sgd", "adam"]},
+//    "scheduler": {"algorithm": "asha", "min_epochs": 1, "reduction_factor": 3, "rungs": 3},
+//    "max_trials": 16, "seed": 1, "momentum": 0.9, "grid_lr_points": 8}
+//
+// Unknown fields are errors (a typo must not silently fall back to a default).
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// Parses and validates a job spec. Errors are InvalidArgument naming the field and what it
+// must be: "search_space.learning_rate: min (1) must be less than max (0.001)".
+StatusOr<JobSpec> ParseJobSpec(const std::string& text);
+StatusOr<JobSpec> JobSpecFromJson(const nlohmann::json& j);
+// The normalised spec, every default filled in; JobSpecFromJson(JobSpecToJson(s)) == s.
+nlohmann::json JobSpecToJson(const JobSpec& spec);
+
+}  // namespace topotune

@@ -1,0 +1,194 @@
+#include "api/protocol.h"
+
+#include <cmath>
+
+namespace topotune {
+
+std::string EncodeFrame(const nlohmann::json& message) {
+  const std::string payload = message.dump();
+  const auto n = static_cast<uint32_t>(payload.size());
+  std::string frame;
+  frame.reserve(4 + payload.size());
+  frame.push_back(static_cast<char>((n >> 24) & 0xff));
+  frame.push_back(static_cast<char>((n >> 16) & 0xff));
+  frame.push_back(static_cast<char>((n >> 8) & 0xff));
+  frame.push_back(static_cast<char>(n & 0xff));
+  frame += payload;
+  return frame;
+}
+
+uint32_t DecodeFrameLength(const unsigned char header[4]) {
+  return (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) | (uint32_t{header[2]} << 8) |
+         uint32_t{header[3]};
+}
+
+StatusOr<nlohmann::json> ParseMessage(const std::string& payload) {
+  nlohmann::json j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument("frame is not valid JSON");
+  if (!j.is_object()) return Status::InvalidArgument("frame is not a JSON object");
+  auto type = j.find("type");
+  if (type == j.end() || !type->is_string()) {
+    return Status::InvalidArgument("frame has no string field 'type'");
+  }
+  return j;
+}
+
+namespace {
+
+// Reads field `key` of object `j` into `out`, or explains what is wrong with it.
+template <typename T>
+Status Get(const nlohmann::json& j, const char* key, T* out) {
+  auto it = j.find(key);
+  if (it == j.end()) return Status::InvalidArgument(std::string("missing field '") + key + "'");
+  try {
+    *out = it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    return Status::InvalidArgument(std::string("field '") + key +
+                                   "' has the wrong type: " + it->type_name());
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(*out)) {
+      return Status::InvalidArgument(std::string("field '") + key + "' is not finite");
+    }
+  }
+  return Status::OK();
+}
+
+Status RequireObject(const nlohmann::json& j, const char* what) {
+  if (!j.is_object()) return Status::InvalidArgument(std::string(what) + " must be an object");
+  return Status::OK();
+}
+
+}  // namespace
+
+TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec& spec) {
+  TrialAssignment a;
+  a.job_id = assignment.job_id;
+  a.trial_id = assignment.trial.id;
+  a.trial_number = assignment.trial.number;
+  a.model = spec.model;
+  a.dataset = spec.dataset;
+  a.config = assignment.trial.config;
+  a.momentum = spec.momentum;
+  a.seed = assignment.trial.seed;
+  a.start_epoch = assignment.start_epoch;
+  a.end_epoch = assignment.trial.target_epochs;
+  a.target_accuracy = spec.target_accuracy;
+  a.threads = spec.threads_per_trial;
+  a.checkpoint = assignment.checkpoint;
+  return a;
+}
+
+nlohmann::json ToJson(const TrialAssignment& a) {
+  return {{"job_id", a.job_id},
+          {"trial_id", a.trial_id},
+          {"trial_number", a.trial_number},
+          {"model", a.model},
+          {"dataset",
+           {{"format", a.dataset.format},
+            {"path", a.dataset.path},
+            {"max_train_samples", a.dataset.max_train_samples},
+            {"max_val_samples", a.dataset.max_val_samples}}},
+          {"config",
+           {{"batch_size", a.config.batch_size},
+            {"learning_rate", a.config.learning_rate},
+            {"optimizer", OptimizerName(a.config.optimizer)}}},
+          {"momentum", a.momentum},
+          {"seed", a.seed},
+          {"start_epoch", a.start_epoch},
+          {"end_epoch", a.end_epoch},
+          {"target_accuracy", a.target_accuracy},
+          {"threads", a.threads},
+          {"checkpoint", a.checkpoint}};
+}
+
+StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
+  TrialAssignment a;
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(j, "assignment"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "job_id", &a.job_id));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "trial_id", &a.trial_id));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "trial_number", &a.trial_number));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "model", &a.model));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "momentum", &a.momentum));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "seed", &a.seed));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "start_epoch", &a.start_epoch));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "end_epoch", &a.end_epoch));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "target_accuracy", &a.target_accuracy));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "threads", &a.threads));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "checkpoint", &a.checkpoint));
+  const auto& d = j.value("dataset", nlohmann::json());
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(d, "dataset"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "format", &a.dataset.format));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "path", &a.dataset.path));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_train_samples", &a.dataset.max_train_samples));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_val_samples", &a.dataset.max_val_samples));
+  const auto& c = j.value("config", nlohmann::json());
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(c, "config"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(c, "batch_size", &a.config.batch_size));
+  TOPOTUNE_RETURN_IF_ERROR(Get(c, "learning_rate", &a.config.learning_rate));
+  std::string optimizer;
+  TOPOTUNE_RETURN_IF_ERROR(Get(c, "optimizer", &optimizer));
+  std::optional<Optimizer> parsed = ParseOptimizer(optimizer);
+  if (!parsed) return Status::InvalidArgument("unknown optimizer '" + optimizer + "'");
+  a.config.optimizer = *parsed;
+  if (a.config.batch_size < 1 || a.start_epoch < 0 || a.end_epoch <= a.start_epoch) {
+    return Status::InvalidArgument("assignment has batch_size < 1 or an empty epoch range");
+  }
+  return a;
+}
+
+nlohmann::json ToJson(const CurvePoint& p) {
+  return {{"epoch", p.epoch},
+          {"samples_seen", p.samples_seen},
+          {"train_loss", p.train_loss},
+          {"val_accuracy", p.val_accuracy},
+          {"compute_s", p.compute_s},
+          {"comm_s", p.comm_s},
+          {"eval_s", p.eval_s},
+          {"wall_s", p.wall_s},
+          {"step_ms_p50", p.step_ms_p50},
+          {"step_ms_p95", p.step_ms_p95},
+          {"peak_memory_bytes", p.peak_memory_bytes}};
+}
+
+StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j) {
+  CurvePoint p;
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(j, "point"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "epoch", &p.epoch));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "samples_seen", &p.samples_seen));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "train_loss", &p.train_loss));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "val_accuracy", &p.val_accuracy));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "compute_s", &p.compute_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "comm_s", &p.comm_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "eval_s", &p.eval_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "wall_s", &p.wall_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "step_ms_p50", &p.step_ms_p50));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "step_ms_p95", &p.step_ms_p95));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "peak_memory_bytes", &p.peak_memory_bytes));
+  if (p.val_accuracy < 0 || p.val_accuracy > 1) {
+    return Status::InvalidArgument("val_accuracy must be in [0, 1]");
+  }
+  if (p.compute_s < 0 || p.comm_s < 0 || p.eval_s < 0 || p.wall_s < 0) {
+    return Status::InvalidArgument("times must be >= 0");
+  }
+  return p;
+}
+
+nlohmann::json ToJson(const DeviceProfile& d) {
+  return {{"kind", d.kind}, {"name", d.name}, {"cores", d.cores}, {"memory_bytes", d.memory_bytes}};
+}
+
+StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j) {
+  DeviceProfile d;
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(j, "device"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "kind", &d.kind));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "name", &d.name));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "cores", &d.cores));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "memory_bytes", &d.memory_bytes));
+  if (d.kind != "cpu" && d.kind != "cuda") {
+    return Status::InvalidArgument("device.kind must be 'cpu' or 'cuda', got '" + d.kind + "'");
+  }
+  return d;
+}
+
+}  // namespace topotune

@@ -1,0 +1,93 @@
+#include "api/report_json.h"
+
+#include "api/protocol.h"
+
+namespace topotune {
+
+using nlohmann::json;
+
+json ToJson(const TrialRecord& t) {
+  json j = {{"id", t.id},
+            {"number", t.number},
+            {"config",
+             {{"batch_size", t.config.batch_size},
+              {"learning_rate", t.config.learning_rate},
+              {"optimizer", OptimizerName(t.config.optimizer)}}},
+            {"seed", t.seed},
+            {"state", TrialStateName(t.state)},
+            {"rung", t.rung},
+            {"epochs_done", t.epochs_done},
+            {"target_epochs", t.target_epochs},
+            {"worker", t.worker},
+            {"reason", t.reason},
+            {"reached_target", t.reached_target},
+            {"train_s", t.train_s},
+            {"best_accuracy", t.best_accuracy}};
+  j["tta_s"] = t.reached_target ? json(t.tta_s) : json(nullptr);
+  return j;
+}
+
+json ToJson(const JobRecord& job) {
+  return {{"id", job.id},
+          {"name", job.name},
+          {"state", JobStateName(job.state)},
+          {"message", job.message},
+          {"created_at", job.created_at},
+          {"finished_at", job.finished_at > 0 ? json(job.finished_at) : json(nullptr)}};
+}
+
+json ToJson(const WorkerRecord& w) {
+  return {{"id", w.id},
+          {"device", ToJson(w.device)},
+          {"state", w.state},
+          {"connected_at", w.connected_at},
+          {"last_heartbeat", w.last_heartbeat}};
+}
+
+json ToJson(const JobProgress& p) {
+  return {{"fraction", p.fraction},
+          {"trials_total", p.trials_total},
+          {"trials_sampled", p.trials_sampled},
+          {"trials_by_state", p.trials_by_state},
+          {"best", p.best ? ToJson(*p.best) : json(nullptr)}};
+}
+
+json TrialWithCurve(const TrialRecord& t, const std::vector<CurvePoint>& points) {
+  json j = ToJson(t);
+  json curve = json::array();
+  for (const auto& p : points) {
+    if (p.trial_id == t.id) curve.push_back(ToJson(p));
+  }
+  j["curve"] = std::move(curve);
+  return j;
+}
+
+json ToJson(const Report& r) {
+  json ranking = json::array();
+  for (const auto& t : r.ranking) ranking.push_back(ToJson(t));
+  json curve = json::array();
+  for (const auto& p : r.best_curve) curve.push_back(ToJson(p));
+  return {{"job", ToJson(r.job)},
+          {"algorithm", r.algorithm},
+          {"target_accuracy", r.target_accuracy},
+          {"target_reached", r.target_reached},
+          {"best", r.best ? ToJson(*r.best) : json(nullptr)},
+          {"best_curve", curve},
+          {"trials_total", r.trials_total},
+          {"trials_by_state", r.trials_by_state},
+          {"epochs_trained", r.epochs_trained},
+          {"compute_s", r.compute_s},
+          {"train_s", r.train_s},
+          {"grid",
+           {{"points", r.grid.points},
+            {"epochs_per_point", r.grid.epochs_per_point},
+            {"cost_s", r.grid.cost_s},
+            {"batch_sizes_measured", r.grid.batch_sizes_measured},
+            {"basis",
+             "every batch size x optimizer x grid_lr_points learning rates, each trained for "
+             "the top rung's epochs at the epoch times measured in this job"}}},
+          {"compute_vs_grid", r.grid_ratio},
+          {"ranking", ranking}};
+}
+
+}  // namespace topotune

@@ -1,0 +1,124 @@
+// topotuned: the controller. REST API, worker gateway, tuning engine, SQLite.
+//
+//   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--ports-file FILE]
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "api/rest_server.h"
+#include "api/worker_gateway.h"
+#include "storage/store.h"
+
+namespace {
+
+topotune::RestServer* g_server = nullptr;
+
+void OnSignal(int) {
+  if (g_server != nullptr) g_server->Stop();
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+bool SplitHostPort(const std::string& text, std::string* host, int* port) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = text.substr(0, colon);
+  try {
+    *port = std::stoi(text.substr(colon + 1));
+  } catch (...) {
+    return false;
+  }
+  return !host->empty() && *port >= 0 && *port < 65536;
+}
+
+int Usage(const char* error) {
+  std::fprintf(stderr,
+               "topotuned: %s\n"
+               "usage: topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] "
+               "[--ports-file FILE]\n"
+               "  --db FILE            SQLite database (default topotune.db)\n"
+               "  --http HOST:PORT     REST API (default 127.0.0.1:7700; port 0 picks one)\n"
+               "  --workers HOST:PORT  worker gateway (default 127.0.0.1:7701)\n"
+               "  --ports-file FILE    write the bound ports as JSON once listening\n",
+               error);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace topotune;
+  std::string db = "topotune.db";
+  std::string ports_file;
+  RestServer::Options http;
+  WorkerGateway::Options gateway_options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--db" && has_value) {
+      db = argv[++i];
+    } else if (arg == "--http" && has_value) {
+      if (!SplitHostPort(argv[++i], &http.host, &http.port)) return Usage("bad --http HOST:PORT");
+    } else if (arg == "--workers" && has_value) {
+      if (!SplitHostPort(argv[++i], &gateway_options.host, &gateway_options.port)) {
+        return Usage("bad --workers HOST:PORT");
+      }
+    } else if (arg == "--ports-file" && has_value) {
+      ports_file = argv[++i];
+    } else {
+      return Usage(("unknown or incomplete argument '" + arg + "'").c_str());
+    }
+  }
+
+  StatusOr<std::unique_ptr<Store>> store = Store::Open(db);
+  if (!store.ok()) {
+    std::fprintf(stderr, "topotuned: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  // Jobs left unfinished by an earlier run cannot be resumed yet: say so in the record.
+  if (auto jobs = (*store)->ListJobs(); jobs.ok()) {
+    for (const auto& job : *jobs) {
+      if (!IsTerminal(job.state)) {
+        (*store)->SetJobState(job.id, JobState::kFailed,
+                              "the controller restarted while the job ran; resuming is not "
+                              "supported yet",
+                              Now());
+      }
+    }
+  }
+
+  WorkerGateway gateway(gateway_options);
+  Dispatcher dispatcher(store->get(), &gateway, Now);
+  gateway.Attach(&dispatcher);
+  RestServer server(store->get(), &dispatcher, Now, http);
+  Status s = gateway.Start();
+  if (s.ok()) s = server.Bind();
+  if (!s.ok()) {
+    std::fprintf(stderr, "topotuned: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  if (!ports_file.empty()) {
+    std::ofstream out(ports_file + ".tmp");
+    out << "{\"http\": " << server.port() << ", \"workers\": " << gateway.port() << "}\n";
+    out.close();
+    std::rename((ports_file + ".tmp").c_str(), ports_file.c_str());
+  }
+  std::fprintf(stderr, "topotuned: REST API on http://%s:%d, workers on %s:%d, database %s\n",
+               http.host.c_str(), server.port(), gateway_options.host.c_str(), gateway.port(),
+               db.c_str());
+  g_server = &server;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  server.Run();
+  g_server = nullptr;
+  gateway.Stop();
+  std::fprintf(stderr, "topotuned: stopped\n");
+  return 0;
+}

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "tuner/dispatcher.h"
+#include "tuner/status.h"
+
+namespace topotune {
+
+// The controller's end of the worker protocol (api/protocol.h) on Boost.Asio TCP. One
+// thread runs every connection; frames from workers go to the Dispatcher, frames to
+// workers are queued from any thread. A worker that sends garbage gets an error frame
+// naming the problem and is disconnected; one that misses heartbeats for lease_s loses
+// its lease, and its trial goes back to the dispatcher.
+class WorkerGateway final : public WorkerChannel {
+ public:
+  struct Options {
+    std::string host = "127.0.0.1";
+    int port = 7701;           ///< 0 picks a free port
+    double heartbeat_s = 2.0;  ///< how often both ends send a heartbeat
+    double lease_s = 15.0;     ///< silence after which a worker is dropped
+  };
+  explicit WorkerGateway(Options options);
+  ~WorkerGateway() override;
+  WorkerGateway(const WorkerGateway&) = delete;
+  WorkerGateway& operator=(const WorkerGateway&) = delete;
+
+  // Must be called once before Start(); `dispatcher` must outlive the gateway.
+  void Attach(Dispatcher* dispatcher);
+  // Binds and starts the network thread.
+  Status Start();
+  // The bound port (after Start).
+  int port() const;
+  // Closes every connection and joins the thread. Idempotent.
+  void Stop();
+
+  void SendAssignment(const std::string& worker_id, const Assignment& assignment,
+                      const JobSpec& spec) override;
+  void SendStop(const std::string& worker_id, int64_t trial_id, const std::string& reason) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace topotune

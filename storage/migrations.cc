@@ -1,0 +1,178 @@
+#include "storage/migrations.h"
+
+#include <sqlite3.h>
+
+#include <string>
+
+namespace topotune {
+namespace {
+
+// The bookkeeping table exists before any migration, so it is created outside them.
+constexpr const char* kCreateSchemaMigrations = R"sql(
+CREATE TABLE IF NOT EXISTS schema_migrations (
+  version INTEGER PRIMARY KEY,
+  applied_at REAL NOT NULL  -- seconds since the Unix epoch
+);
+)sql";
+
+// No IF NOT EXISTS: a migration that ran twice must fail loudly.
+// Enum columns hold their names (JobStateName, TrialStateName, OptimizerName). Trials by
+// job are served by the index behind UNIQUE (job_id, number); curve points by trial by
+// their primary key.
+constexpr const char* kInitialSchema = R"sql(
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  spec_json TEXT NOT NULL,
+  state TEXT NOT NULL,
+  message TEXT NOT NULL DEFAULT '',
+  created_at REAL NOT NULL,
+  finished_at REAL NOT NULL DEFAULT 0
+);
+
+CREATE TABLE trials (
+  id INTEGER PRIMARY KEY,
+  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  number INTEGER NOT NULL,
+  batch_size INTEGER NOT NULL,
+  learning_rate REAL NOT NULL,
+  optimizer TEXT NOT NULL,
+  seed INTEGER NOT NULL,  -- the uint64 seed's bits as int64
+  state TEXT NOT NULL,
+  rung INTEGER NOT NULL,
+  epochs_done INTEGER NOT NULL,
+  target_epochs INTEGER NOT NULL,
+  worker TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  reached_target INTEGER NOT NULL,
+  tta_s REAL NOT NULL,
+  train_s REAL NOT NULL,
+  best_accuracy REAL NOT NULL,
+  UNIQUE (job_id, number)
+);
+
+CREATE TABLE curve_points (
+  trial_id INTEGER NOT NULL REFERENCES trials (id) ON DELETE CASCADE,
+  epoch INTEGER NOT NULL,
+  samples_seen INTEGER NOT NULL,
+  train_loss REAL NOT NULL,
+  val_accuracy REAL NOT NULL,
+  compute_s REAL NOT NULL,
+  comm_s REAL NOT NULL,
+  eval_s REAL NOT NULL,
+  wall_s REAL NOT NULL,
+  step_ms_p50 REAL NOT NULL,
+  step_ms_p95 REAL NOT NULL,
+  peak_memory_bytes INTEGER NOT NULL,
+  PRIMARY KEY (trial_id, epoch)
+);
+
+CREATE TABLE workers (
+  id TEXT PRIMARY KEY,
+  device_kind TEXT NOT NULL,
+  device_name TEXT NOT NULL,
+  cores INTEGER NOT NULL,
+  memory_bytes INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  connected_at REAL NOT NULL,
+  last_heartbeat REAL NOT NULL
+);
+)sql";
+
+Status Exec(sqlite3* db, const char* sql, const std::string& what) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
+  std::string message = what + ": " + (error != nullptr ? error : sqlite3_errmsg(db));
+  sqlite3_free(error);
+  return Status::IOError(message);
+}
+
+// The highest version in schema_migrations, 0 for a new database.
+StatusOr<int> CurrentVersion(sqlite3* db) {
+  sqlite3_stmt* stmt = nullptr;
+  const char* sql = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  int version = rc == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : 0;
+  if (rc != SQLITE_ROW) {
+    Status status =
+        Status::IOError(std::string("reading the schema version: ") + sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    return status;
+  }
+  sqlite3_finalize(stmt);
+  return version;
+}
+
+Status RecordVersion(sqlite3* db, int version) {
+  sqlite3_stmt* stmt = nullptr;
+  const char* sql =
+      "INSERT INTO schema_migrations (version, applied_at) "
+      "VALUES (?, (julianday('now') - 2440587.5) * 86400.0)";
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int(stmt, 1, version);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  Status status = rc == SQLITE_DONE
+                      ? Status::OK()
+                      : Status::IOError("recording schema version " + std::to_string(version) +
+                                        ": " + sqlite3_errmsg(db));
+  sqlite3_finalize(stmt);
+  if (!status.ok()) return status;
+  // PRAGMA takes no bound parameters; `version` is one of our own constants.
+  const std::string pragma = "PRAGMA user_version = " + std::to_string(version);
+  return Exec(db, pragma.c_str(), "setting user_version");
+}
+
+// Runs `migration` in one transaction, unless another connection applied it first.
+Status Apply(sqlite3* db, const Migration& migration) {
+  const std::string what = "applying migration " + std::to_string(migration.version);
+  TOPOTUNE_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", what));
+  Status status = [&]() -> Status {
+    StatusOr<int> version = CurrentVersion(db);
+    if (!version.ok()) return version.status();
+    if (*version >= migration.version) return Status::OK();
+    TOPOTUNE_RETURN_IF_ERROR(Exec(db, migration.sql, what));
+    return RecordVersion(db, migration.version);
+  }();
+  if (status.ok()) status = Exec(db, "COMMIT", what);
+  if (!status.ok() && sqlite3_get_autocommit(db) == 0) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  return status;
+}
+
+}  // namespace
+
+const std::vector<Migration>& Migrations() {
+  static const std::vector<Migration> kMigrations = {
+      {1, kInitialSchema},
+  };
+  return kMigrations;
+}
+
+StatusOr<int> ApplyMigrations(sqlite3* db) {
+  const std::vector<Migration>& migrations = Migrations();
+  for (size_t i = 0; i < migrations.size(); ++i) {
+    if (migrations[i].version != static_cast<int>(i) + 1) {
+      return Status::Internal("migration " + std::to_string(i) + " has version " +
+                              std::to_string(migrations[i].version) + ", expected " +
+                              std::to_string(i + 1));
+    }
+  }
+  TOPOTUNE_RETURN_IF_ERROR(
+      Exec(db, kCreateSchemaMigrations, "creating the schema_migrations table"));
+  StatusOr<int> version = CurrentVersion(db);
+  if (!version.ok()) return version.status();
+  const int latest = static_cast<int>(migrations.size());
+  if (*version > latest) {
+    return Status::FailedPrecondition("database schema version " + std::to_string(*version) +
+                                      " is newer than this build's " + std::to_string(latest));
+  }
+  for (const Migration& migration : migrations) {
+    if (migration.version <= *version) continue;
+    TOPOTUNE_RETURN_IF_ERROR(Apply(db, migration));
+  }
+  return CurrentVersion(db);
+}
+
+}  // namespace topotune

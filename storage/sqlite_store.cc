@@ -1,0 +1,514 @@
+// The SQLite Store. sqlite3.h stays in this file (and migrations.cc).
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "storage/migrations.h"
+#include "storage/store.h"
+
+namespace topotune {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+struct ConnectionCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using Connection = std::unique_ptr<sqlite3, ConnectionCloser>;
+
+Status SqliteError(sqlite3* db, const std::string& what) {
+  return Status::IOError(what + ": " + sqlite3_errmsg(db));
+}
+
+// A prepared statement with positional binds. The first failure (prepare, bind or step)
+// is kept and returned by Step/Run, so binds can be chained without checks.
+class Statement {
+ public:
+  // `what` says what the statement is for, in error messages.
+  Statement(sqlite3* db, const char* sql, std::string what) : db_(db), what_(std::move(what)) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) Fail();
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& BindInt(int64_t value) {
+    if (status_.ok()) Check(sqlite3_bind_int64(stmt_, ++index_, value));
+    return *this;
+  }
+  Statement& BindDouble(double value) {
+    if (status_.ok()) Check(sqlite3_bind_double(stmt_, ++index_, value));
+    return *this;
+  }
+  Statement& BindText(const std::string& value) {
+    if (status_.ok()) {
+      Check(sqlite3_bind_text(stmt_, ++index_, value.data(), static_cast<int>(value.size()),
+                              SQLITE_TRANSIENT));
+    }
+    return *this;
+  }
+
+  // True when a row is ready, false when the statement is done.
+  StatusOr<bool> Step() {
+    if (!status_.ok()) return status_;
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    Fail();
+    return status_;
+  }
+  // Runs a statement that returns no rows.
+  Status Run() {
+    StatusOr<bool> row = Step();
+    return row.status();
+  }
+
+  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  double Double(int column) const { return sqlite3_column_double(stmt_, column); }
+  std::string Text(int column) const {
+    const unsigned char* text = sqlite3_column_text(stmt_, column);
+    if (text == nullptr) return "";
+    return std::string(reinterpret_cast<const char*>(text),
+                       static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
+  }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK) status_ = Status::IOError(what_ + ": " + sqlite3_errstr(rc));
+  }
+  void Fail() { status_ = SqliteError(db_, what_); }
+
+  sqlite3* db_;
+  std::string what_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int index_ = 0;
+  Status status_;
+};
+
+Status Exec(sqlite3* db, const char* sql, const std::string& what) {
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK) return Status::OK();
+  return SqliteError(db, what);
+}
+
+Status CorruptRow(const std::string& column, const std::string& value, int64_t id) {
+  return Status::IOError("corrupt row: " + column + " is '" + value + "' in row " +
+                         std::to_string(id));
+}
+
+// Column lists, in the order the Read* functions below expect.
+constexpr const char* kSelectJobs =
+    "SELECT id, name, spec_json, state, message, created_at, finished_at FROM jobs";
+// The trial's columns after id (the order of BindTrialFields).
+constexpr const char* kTrialFields =
+    "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
+    "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
+    "best_accuracy";
+constexpr const char* kSelectWorkers =
+    "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
+    "last_heartbeat FROM workers";
+
+StatusOr<JobRecord> ReadJob(const Statement& row) {
+  JobRecord job;
+  job.id = row.Int(0);
+  job.name = row.Text(1);
+  job.spec_json = row.Text(2);
+  const std::string state = row.Text(3);
+  std::optional<JobState> parsed = ParseJobState(state);
+  if (!parsed) return CorruptRow("jobs.state", state, job.id);
+  job.state = *parsed;
+  job.message = row.Text(4);
+  job.created_at = row.Double(5);
+  job.finished_at = row.Double(6);
+  return job;
+}
+
+StatusOr<TrialRecord> ReadTrial(const Statement& row) {
+  TrialRecord trial;
+  trial.id = row.Int(0);
+  trial.job_id = row.Int(1);
+  trial.number = static_cast<int>(row.Int(2));
+  trial.config.batch_size = static_cast<int>(row.Int(3));
+  trial.config.learning_rate = row.Double(4);
+  const std::string optimizer = row.Text(5);
+  std::optional<Optimizer> parsed_optimizer = ParseOptimizer(optimizer);
+  if (!parsed_optimizer) return CorruptRow("trials.optimizer", optimizer, trial.id);
+  trial.config.optimizer = *parsed_optimizer;
+  trial.seed = static_cast<uint64_t>(row.Int(6));
+  const std::string state = row.Text(7);
+  std::optional<TrialState> parsed_state = ParseTrialState(state);
+  if (!parsed_state) return CorruptRow("trials.state", state, trial.id);
+  trial.state = *parsed_state;
+  trial.rung = static_cast<int>(row.Int(8));
+  trial.epochs_done = static_cast<int>(row.Int(9));
+  trial.target_epochs = static_cast<int>(row.Int(10));
+  trial.worker = row.Text(11);
+  trial.reason = row.Text(12);
+  trial.reached_target = row.Int(13) != 0;
+  trial.tta_s = row.Double(14);
+  trial.train_s = row.Double(15);
+  trial.best_accuracy = row.Double(16);
+  return trial;
+}
+
+StatusOr<CurvePoint> ReadCurvePoint(const Statement& row) {
+  CurvePoint point;
+  point.trial_id = row.Int(0);
+  point.epoch = static_cast<int>(row.Int(1));
+  point.samples_seen = row.Int(2);
+  point.train_loss = row.Double(3);
+  point.val_accuracy = row.Double(4);
+  point.compute_s = row.Double(5);
+  point.comm_s = row.Double(6);
+  point.eval_s = row.Double(7);
+  point.wall_s = row.Double(8);
+  point.step_ms_p50 = row.Double(9);
+  point.step_ms_p95 = row.Double(10);
+  point.peak_memory_bytes = row.Int(11);
+  return point;
+}
+
+StatusOr<WorkerRecord> ReadWorker(const Statement& row) {
+  WorkerRecord worker;
+  worker.id = row.Text(0);
+  worker.device.kind = row.Text(1);
+  worker.device.name = row.Text(2);
+  worker.device.cores = static_cast<int>(row.Int(3));
+  worker.device.memory_bytes = row.Int(4);
+  worker.state = row.Text(5);
+  worker.connected_at = row.Double(6);
+  worker.last_heartbeat = row.Double(7);
+  return worker;
+}
+
+// Every row of `stmt`, converted by `read`.
+template <typename Record>
+StatusOr<std::vector<Record>> ReadAll(Statement& stmt, StatusOr<Record> (*read)(const Statement&)) {
+  std::vector<Record> records;
+  while (true) {
+    StatusOr<bool> row = stmt.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return records;
+    StatusOr<Record> record = read(stmt);
+    if (!record.ok()) return record.status();
+    records.push_back(std::move(record).value());
+  }
+}
+
+// Binds the trial's columns after id, in kTrialFields order.
+Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
+  return stmt.BindInt(trial.job_id)
+      .BindInt(trial.number)
+      .BindInt(trial.config.batch_size)
+      .BindDouble(trial.config.learning_rate)
+      .BindText(OptimizerName(trial.config.optimizer))
+      .BindInt(static_cast<int64_t>(trial.seed))
+      .BindText(TrialStateName(trial.state))
+      .BindInt(trial.rung)
+      .BindInt(trial.epochs_done)
+      .BindInt(trial.target_epochs)
+      .BindText(trial.worker)
+      .BindText(trial.reason)
+      .BindInt(trial.reached_target ? 1 : 0)
+      .BindDouble(trial.tta_s)
+      .BindDouble(trial.train_s)
+      .BindDouble(trial.best_accuracy);
+}
+
+Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
+  Statement stmt(db,
+                 "UPDATE trials SET job_id = ?, number = ?, batch_size = ?, learning_rate = ?, "
+                 "optimizer = ?, seed = ?, state = ?, rung = ?, epochs_done = ?, "
+                 "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
+                 "train_s = ?, best_accuracy = ? WHERE id = ?",
+                 "updating trial " + std::to_string(trial.id));
+  BindTrialFields(stmt, trial).BindInt(trial.id);
+  TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+  if (sqlite3_changes(db) == 0) {
+    return Status::NotFound("trial " + std::to_string(trial.id) + " not found");
+  }
+  return Status::OK();
+}
+
+Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
+  Statement stmt(db,
+                 "INSERT OR REPLACE INTO curve_points (trial_id, epoch, samples_seen, "
+                 "train_loss, val_accuracy, compute_s, comm_s, eval_s, wall_s, step_ms_p50, "
+                 "step_ms_p95, peak_memory_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "storing epoch " + std::to_string(point.epoch) + " of trial " +
+                     std::to_string(point.trial_id));
+  stmt.BindInt(point.trial_id)
+      .BindInt(point.epoch)
+      .BindInt(point.samples_seen)
+      .BindDouble(point.train_loss)
+      .BindDouble(point.val_accuracy)
+      .BindDouble(point.compute_s)
+      .BindDouble(point.comm_s)
+      .BindDouble(point.eval_s)
+      .BindDouble(point.wall_s)
+      .BindDouble(point.step_ms_p50)
+      .BindDouble(point.step_ms_p95)
+      .BindInt(point.peak_memory_bytes);
+  return stmt.Run();
+}
+
+// The Store on one SQLite file in WAL mode. Thread-safe. Writes are serialised on the
+// writer connection, each method one BEGIN IMMEDIATE transaction. Reads use a second,
+// read-only connection under its own mutex, so they run beside writes; where the file
+// cannot be in WAL mode (":memory:"), reads share the writer and its mutex.
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(Connection writer, Connection reader, int schema_version)
+      : writer_(std::move(writer)), reader_(std::move(reader)), schema_version_(schema_version) {}
+
+  StatusOr<int64_t> CreateTrial(const TrialRecord& trial) override {
+    int64_t id = 0;
+    TOPOTUNE_RETURN_IF_ERROR(
+        Write("creating trial " + std::to_string(trial.number) + " of job " +
+                  std::to_string(trial.job_id),
+              [&](sqlite3* db, const std::string& what) {
+                const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
+                                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                Statement stmt(db, sql.c_str(), what);
+                BindTrialFields(stmt, trial);
+                TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+                id = sqlite3_last_insert_rowid(db);
+                return Status::OK();
+              }));
+    return id;
+  }
+
+  Status UpdateTrial(const TrialRecord& trial) override {
+    return Write("updating trial " + std::to_string(trial.id),
+                 [&](sqlite3* db, const std::string&) { return UpdateTrialRow(db, trial); });
+  }
+
+  Status AppendCurvePoint(const CurvePoint& point) override {
+    return Write("storing a curve point",
+                 [&](sqlite3* db, const std::string&) { return InsertCurvePoint(db, point); });
+  }
+
+  Status RecordEpoch(const CurvePoint& point, const TrialRecord& trial) override {
+    if (point.trial_id != trial.id) {
+      return Status::InvalidArgument("curve point of trial " + std::to_string(point.trial_id) +
+                                     " recorded with trial " + std::to_string(trial.id));
+    }
+    return Write(
+        "recording epoch " + std::to_string(point.epoch) + " of trial " + std::to_string(trial.id),
+        [&](sqlite3* db, const std::string&) {
+          TOPOTUNE_RETURN_IF_ERROR(InsertCurvePoint(db, point));
+          return UpdateTrialRow(db, trial);
+        });
+  }
+
+  // finished_at becomes `at` for a terminal state, 0 otherwise.
+  Status SetJobState(int64_t job_id, JobState state, const std::string& message,
+                     double at) override {
+    const std::string job = "job " + std::to_string(job_id);
+    return Write("setting the state of " + job, [&](sqlite3* db, const std::string& what) {
+      Statement stmt(db, "UPDATE jobs SET state = ?, message = ?, finished_at = ? WHERE id = ?",
+                     what);
+      stmt.BindText(JobStateName(state))
+          .BindText(message)
+          .BindDouble(IsTerminal(state) ? at : 0.0)
+          .BindInt(job_id);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(db) == 0) return Status::NotFound(job + " not found");
+      return Status::OK();
+    });
+  }
+
+  Status UpsertWorker(const WorkerRecord& worker) override {
+    return Write("storing worker '" + worker.id + "'", [&](sqlite3* db, const std::string& what) {
+      Statement stmt(db,
+                     "INSERT INTO workers (id, device_kind, device_name, cores, memory_bytes, "
+                     "state, connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                     "ON CONFLICT (id) DO UPDATE SET device_kind = excluded.device_kind, "
+                     "device_name = excluded.device_name, cores = excluded.cores, "
+                     "memory_bytes = excluded.memory_bytes, state = excluded.state, "
+                     "connected_at = excluded.connected_at, "
+                     "last_heartbeat = excluded.last_heartbeat",
+                     what);
+      stmt.BindText(worker.id)
+          .BindText(worker.device.kind)
+          .BindText(worker.device.name)
+          .BindInt(worker.device.cores)
+          .BindInt(worker.device.memory_bytes)
+          .BindText(worker.state)
+          .BindDouble(worker.connected_at)
+          .BindDouble(worker.last_heartbeat);
+      return stmt.Run();
+    });
+  }
+
+  StatusOr<int64_t> CreateJob(const JobRecord& job) override {
+    int64_t id = 0;
+    TOPOTUNE_RETURN_IF_ERROR(
+        Write("creating job '" + job.name + "'", [&](sqlite3* db, const std::string& what) {
+          Statement stmt(db,
+                         "INSERT INTO jobs (name, spec_json, state, message, created_at, "
+                         "finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         what);
+          stmt.BindText(job.name)
+              .BindText(job.spec_json)
+              .BindText(JobStateName(job.state))
+              .BindText(job.message)
+              .BindDouble(job.created_at)
+              .BindDouble(job.finished_at);
+          TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+          id = sqlite3_last_insert_rowid(db);
+          return Status::OK();
+        }));
+    return id;
+  }
+
+  StatusOr<JobRecord> GetJob(int64_t job_id) override {
+    const std::string job = "job " + std::to_string(job_id);
+    return Read<JobRecord>([&](sqlite3* db) -> StatusOr<JobRecord> {
+      const std::string sql = std::string(kSelectJobs) + " WHERE id = ?";
+      Statement stmt(db, sql.c_str(), "reading " + job);
+      stmt.BindInt(job_id);
+      StatusOr<bool> row = stmt.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return Status::NotFound(job + " not found");
+      return ReadJob(stmt);
+    });
+  }
+
+  StatusOr<std::vector<JobRecord>> ListJobs() override {
+    return Read<std::vector<JobRecord>>([&](sqlite3* db) {
+      const std::string sql = std::string(kSelectJobs) + " ORDER BY id";
+      Statement stmt(db, sql.c_str(), "listing jobs");
+      return ReadAll(stmt, &ReadJob);
+    });
+  }
+
+  StatusOr<std::vector<TrialRecord>> ListTrials(int64_t job_id) override {
+    return Read<std::vector<TrialRecord>>([&](sqlite3* db) {
+      const std::string sql = std::string("SELECT id, ") + kTrialFields +
+                              " FROM trials WHERE job_id = ? ORDER BY number";
+      Statement stmt(db, sql.c_str(), "listing the trials of job " + std::to_string(job_id));
+      stmt.BindInt(job_id);
+      return ReadAll(stmt, &ReadTrial);
+    });
+  }
+
+  StatusOr<std::vector<CurvePoint>> ListCurvePoints(int64_t job_id) override {
+    return Read<std::vector<CurvePoint>>([&](sqlite3* db) {
+      Statement stmt(db,
+                     "SELECT c.trial_id, c.epoch, c.samples_seen, c.train_loss, c.val_accuracy, "
+                     "c.compute_s, c.comm_s, c.eval_s, c.wall_s, c.step_ms_p50, c.step_ms_p95, "
+                     "c.peak_memory_bytes FROM curve_points AS c JOIN trials AS t "
+                     "ON t.id = c.trial_id WHERE t.job_id = ? ORDER BY c.trial_id, c.epoch",
+                     "listing the curve points of job " + std::to_string(job_id));
+      stmt.BindInt(job_id);
+      return ReadAll(stmt, &ReadCurvePoint);
+    });
+  }
+
+  StatusOr<std::vector<WorkerRecord>> ListWorkers() override {
+    return Read<std::vector<WorkerRecord>>([&](sqlite3* db) {
+      const std::string sql = std::string(kSelectWorkers) + " ORDER BY id";
+      Statement stmt(db, sql.c_str(), "listing workers");
+      return ReadAll(stmt, &ReadWorker);
+    });
+  }
+
+  int SchemaVersion() const override { return schema_version_; }
+
+ private:
+  // Runs `body` in one BEGIN IMMEDIATE transaction on the writer; commits if it returns OK,
+  // rolls back otherwise. `what` names the operation in errors and is passed to `body`.
+  Status Write(const std::string& what,
+               const std::function<Status(sqlite3*, const std::string&)>& body) {
+    std::lock_guard<std::mutex> lock(write_mutex_);
+    sqlite3* db = writer_.get();
+    TOPOTUNE_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", what));
+    Status status = body(db, what);
+    if (status.ok()) status = Exec(db, "COMMIT", what);
+    if (!status.ok() && sqlite3_get_autocommit(db) == 0) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    return status;
+  }
+
+  // Runs `body` on the reader connection (or on the writer where there is no reader).
+  template <typename T>
+  StatusOr<T> Read(const std::function<StatusOr<T>(sqlite3*)>& body) {
+    if (reader_ != nullptr) {
+      std::lock_guard<std::mutex> lock(read_mutex_);
+      return body(reader_.get());
+    }
+    std::lock_guard<std::mutex> lock(write_mutex_);
+    return body(writer_.get());
+  }
+
+  std::mutex write_mutex_;
+  Connection writer_;  // GUARDED_BY(write_mutex_)
+  std::mutex read_mutex_;
+  Connection reader_;  // GUARDED_BY(read_mutex_); null when reads use the writer
+  const int schema_version_;
+};
+
+// Opens `path` with `flags` and the busy timeout; the error says what failed.
+StatusOr<Connection> OpenConnection(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  Connection db(raw);  // closes the handle sqlite returns even on failure
+  if (rc != SQLITE_OK) {
+    return Status::IOError("opening database '" + path +
+                           "': " + (raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  if (sqlite3_busy_timeout(db.get(), kBusyTimeoutMs) != SQLITE_OK) {
+    return SqliteError(db.get(), "setting the busy timeout of '" + path + "'");
+  }
+  return db;
+}
+
+// Switches the file to WAL; false where SQLite keeps another mode (in-memory databases).
+StatusOr<bool> EnableWal(sqlite3* db, const std::string& path) {
+  Statement stmt(db, "PRAGMA journal_mode = WAL", "enabling WAL on '" + path + "'");
+  StatusOr<bool> row = stmt.Step();
+  if (!row.ok()) return row.status();
+  return *row && stmt.Text(0) == "wal";
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  // NOMUTEX: each connection is used under one of the store's mutexes.
+  StatusOr<Connection> writer =
+      OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  if (!writer.ok()) return writer.status();
+  sqlite3* db = writer->get();
+  StatusOr<bool> wal = EnableWal(db, path);
+  if (!wal.ok()) return wal.status();
+  TOPOTUNE_RETURN_IF_ERROR(
+      Exec(db, "PRAGMA synchronous = NORMAL", "setting synchronous on '" + path + "'"));
+  TOPOTUNE_RETURN_IF_ERROR(
+      Exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys on '" + path + "'"));
+  StatusOr<int> version = ApplyMigrations(db);
+  if (!version.ok()) {
+    return Status(version.status().code(),
+                  "migrating '" + path + "': " + version.status().message());
+  }
+
+  Connection reader;
+  if (*wal) {
+    StatusOr<Connection> opened = OpenConnection(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+    if (!opened.ok()) return opened.status();
+    reader = std::move(opened).value();
+  }
+  return std::unique_ptr<Store>(
+      new SqliteStore(std::move(writer).value(), std::move(reader), *version));
+}
+
+}  // namespace topotune

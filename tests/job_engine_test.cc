@@ -1,0 +1,214 @@
+#include "tuner/job_engine.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/memory_journal.h"
+
+namespace topotune {
+namespace {
+
+JobSpec SmallSpec(int max_trials) {
+  JobSpec spec;
+  spec.model = "lenet";
+  spec.space.batch_sizes = {16, 32, 64};
+  spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  spec.target_accuracy = 0.9;
+  spec.max_trials = max_trials;
+  spec.asha = {/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2};
+  spec.seed = 7;
+  return spec;
+}
+
+JobRecord Job() {
+  JobRecord job;
+  job.id = 1;
+  job.state = JobState::kQueued;
+  return job;
+}
+
+CurvePoint Epoch(int epoch, double accuracy, double seconds) {
+  CurvePoint p;
+  p.epoch = epoch;
+  p.val_accuracy = accuracy;
+  p.compute_s = seconds;
+  p.wall_s = seconds;
+  return p;
+}
+
+// Runs a trial's assigned segment to its end with the given accuracy per epoch.
+void RunSegment(JobEngine& engine, const Assignment& a, double accuracy, double seconds) {
+  for (int e = a.start_epoch + 1; e <= a.trial.target_epochs; ++e) {
+    StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(e, accuracy, seconds));
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    if (v->stop) break;
+  }
+  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+}
+
+Assignment Next(JobEngine& engine, const std::string& worker) {
+  StatusOr<std::optional<Assignment>> a = engine.NextAssignment(worker, 0);
+  EXPECT_TRUE(a.ok());
+  EXPECT_TRUE(a->has_value());
+  return a->value_or(Assignment{});
+}
+
+TEST(JobEngine, PromotesTheTopThirdAndResumesFromTheRungOnTheSameWorker) {
+  MemoryJournal journal;
+  JobEngine engine(Job(), SmallSpec(3), &journal);
+  engine.SetWorkerOnline("w1", true);
+  const double acc[] = {0.3, 0.6, 0.5};
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    Assignment a = Next(engine, "w1");
+    EXPECT_EQ(a.start_epoch, 0);
+    EXPECT_EQ(a.trial.target_epochs, 1);
+    ids.push_back(a.trial.id);
+    RunSegment(engine, a, acc[i], 1.0);
+  }
+  // floor(3/3) = 1 promotion: the trial with 0.6, resumed at epoch 1 to epoch 3.
+  Assignment promoted = Next(engine, "w1");
+  EXPECT_EQ(promoted.trial.id, ids[1]);
+  EXPECT_EQ(promoted.start_epoch, 1);
+  EXPECT_EQ(promoted.trial.target_epochs, 3);
+  EXPECT_EQ(promoted.trial.rung, 1);
+  EXPECT_EQ(promoted.checkpoint, "job1-trial1.pt");
+  RunSegment(engine, promoted, 0.7, 1.0);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_EQ(journal.trials[ids[1]].state, TrialState::kCompleted);
+  EXPECT_EQ(journal.trials[ids[1]].epochs_done, 3);
+  EXPECT_EQ(journal.trials[ids[0]].state, TrialState::kStopped);
+  EXPECT_NE(journal.trials[ids[0]].reason.find("not promoted"), std::string::npos);
+}
+
+TEST(JobEngine, PromotionWaitsForTheWorkerThatHoldsTheCheckpoint) {
+  MemoryJournal journal;
+  JobEngine engine(Job(), SmallSpec(4), &journal);
+  engine.SetWorkerOnline("w1", true);
+  engine.SetWorkerOnline("w2", true);
+  Assignment best = Next(engine, "w1");
+  RunSegment(engine, best, 0.8, 1.0);
+  for (int i = 0; i < 2; ++i) RunSegment(engine, Next(engine, "w2"), 0.2, 1.0);
+  // w2 asks: the promotable trial lives on w1, so w2 gets a new trial instead.
+  Assignment other = Next(engine, "w2");
+  EXPECT_NE(other.trial.id, best.trial.id);
+  EXPECT_EQ(other.start_epoch, 0);
+  Assignment resumed = Next(engine, "w1");
+  EXPECT_EQ(resumed.trial.id, best.trial.id);
+  EXPECT_EQ(resumed.start_epoch, 1);
+}
+
+TEST(JobEngine, StopsATrialAtTheTargetAndRecordsItsTimeToAccuracy) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(1);
+  spec.asha = {3, 3, 1};
+  JobEngine engine(Job(), spec, &journal);
+  Assignment a = Next(engine, "w1");
+  ASSERT_FALSE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 2.0))->stop);
+  StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(2, 0.95, 3.0));
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->stop);
+  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"stopped", "told to stop"}, 0).ok());
+  const TrialRecord& t = journal.trials[a.trial.id];
+  EXPECT_EQ(t.state, TrialState::kCompleted);
+  EXPECT_TRUE(t.reached_target);
+  EXPECT_DOUBLE_EQ(t.tta_s, 5.0);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_DOUBLE_EQ(*engine.IncumbentTta(), 5.0);
+}
+
+TEST(JobEngine, BoundPrunesATrialSlowerThanTheIncumbent) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(2);
+  spec.asha = {5, 3, 1};
+  JobEngine engine(Job(), spec, &journal);
+  Assignment fast = Next(engine, "w1");
+  Assignment slow = Next(engine, "w2");
+  ASSERT_TRUE(engine.OnEpoch(fast.trial.id, Epoch(1, 0.95, 4.0))->stop);
+  ASSERT_TRUE(engine.OnSegmentEnded(fast.trial.id, {"stopped", ""}, 0).ok());
+  EXPECT_FALSE(engine.OnEpoch(slow.trial.id, Epoch(1, 0.5, 3.0))->stop);
+  StatusOr<EpochVerdict> v = engine.OnEpoch(slow.trial.id, Epoch(2, 0.6, 3.0));
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->stop);
+  EXPECT_NE(v->reason.find("bound"), std::string::npos);
+  ASSERT_TRUE(engine.OnSegmentEnded(slow.trial.id, {"stopped", ""}, 0).ok());
+  EXPECT_EQ(journal.trials[slow.trial.id].state, TrialState::kStopped);
+  EXPECT_NE(journal.trials[slow.trial.id].reason.find("bound"), std::string::npos);
+}
+
+TEST(JobEngine, ARepeatedEpochIsStoredOnceAndNotCountedTwice) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(1);
+  spec.asha = {3, 3, 1};
+  JobEngine engine(Job(), spec, &journal);
+  Assignment a = Next(engine, "w1");
+  ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 2.0)).ok());
+  ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 2.0)).ok());
+  EXPECT_DOUBLE_EQ(journal.trials[a.trial.id].train_s, 2.0);
+  EXPECT_EQ(journal.points.size(), 1u);
+  // Skipping an epoch is an error.
+  EXPECT_FALSE(engine.OnEpoch(a.trial.id, Epoch(3, 0.5, 2.0)).ok());
+}
+
+TEST(JobEngine, ATrialOfALostWorkerIsRerunElsewhereFromItsLastCheckpoint) {
+  MemoryJournal journal;
+  JobEngine engine(Job(), SmallSpec(1), &journal);
+  engine.SetWorkerOnline("w1", true);
+  engine.SetWorkerOnline("w2", true);
+  Assignment a = Next(engine, "w1");
+  ASSERT_TRUE(engine.OnWorkerLost("w1", 0).ok());
+  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kPending);
+  Assignment again = Next(engine, "w2");
+  EXPECT_EQ(again.trial.id, a.trial.id);
+  EXPECT_EQ(again.start_epoch, 0);
+}
+
+TEST(JobEngine, FailedAndInfeasibleSegmentsEndTheirTrials) {
+  MemoryJournal journal;
+  JobEngine engine(Job(), SmallSpec(2), &journal);
+  Assignment a = Next(engine, "w1");
+  Assignment b = Next(engine, "w2");
+  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"infeasible", "out of memory"}, 0).ok());
+  ASSERT_TRUE(engine.OnSegmentEnded(b.trial.id, {"failed", "diverged"}, 0).ok());
+  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kInfeasible);
+  EXPECT_EQ(journal.trials[b.trial.id].state, TrialState::kFailed);
+  EXPECT_EQ(journal.trials[b.trial.id].reason, "diverged");
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
+TEST(JobEngine, CancelStopsEveryUnfinishedTrial) {
+  MemoryJournal journal;
+  JobEngine engine(Job(), SmallSpec(5), &journal);
+  Assignment a = Next(engine, "w1");
+  StatusOr<std::vector<std::pair<std::string, int64_t>>> running = engine.Cancel(0);
+  ASSERT_TRUE(running.ok());
+  ASSERT_EQ(running->size(), 1u);
+  EXPECT_EQ((*running)[0].first, "w1");
+  EXPECT_EQ(engine.state(), JobState::kCancelled);
+  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kStopped);
+  EXPECT_FALSE(engine.NextAssignment("w1", 0)->has_value());
+  EXPECT_FALSE(engine.Cancel(0).ok());
+}
+
+TEST(JobEngine, SamplesConfigurationsInsideTheSpace) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(50);
+  spec.space.lr_min = 1e-3;
+  spec.space.lr_max = 1e-1;
+  JobEngine engine(Job(), spec, &journal);
+  int adam = 0;
+  for (int i = 0; i < 50; ++i) {
+    Assignment a = Next(engine, "w" + std::to_string(i));
+    EXPECT_GE(a.trial.config.learning_rate, 1e-3);
+    EXPECT_LE(a.trial.config.learning_rate, 1e-1);
+    EXPECT_TRUE(a.trial.config.batch_size == 16 || a.trial.config.batch_size == 32 ||
+                a.trial.config.batch_size == 64);
+    adam += a.trial.config.optimizer == Optimizer::kAdam;
+  }
+  EXPECT_GT(adam, 10);
+  EXPECT_LT(adam, 40);
+  EXPECT_FALSE(engine.NextAssignment("another", 0)->has_value());  // max_trials reached
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,114 @@
+#include <gtest/gtest.h>
+
+#include "api/job_spec_json.h"
+
+namespace topotune {
+namespace {
+
+using nlohmann::json;
+
+json ValidSpec() {
+  return json::parse(R"({
+    "name": "t", "model": "lenet",
+    "dataset": {"format": "cifar10-bin", "path": "data/shapes"},
+    "target_accuracy": 0.8,
+    "search_space": {"batch_size": {"min": 16, "max": 512},
+                     "learning_rate": {"min": 1e-4, "max": 1.0, "scale": "log"},
+                     "optimizer": ["sgd", "adam"]},
+    "scheduler": {"algorithm": "asha", "min_epochs": 1, "reduction_factor": 3, "rungs": 3},
+    "max_trials": 12, "seed": 3})");
+}
+
+// The error message for `spec`, which must be rejected.
+std::string ErrorOf(const std::string& text) {
+  StatusOr<JobSpec> spec = ParseJobSpec(text);
+  EXPECT_FALSE(spec.ok()) << text;
+  if (spec.ok()) return "";
+  EXPECT_EQ(spec.status().code(), Status::Code::kInvalidArgument);
+  return spec.status().message();
+}
+
+TEST(JobSpec, ParsesAValidSpecWithPowersOfTwo) {
+  StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->space.batch_sizes, (std::vector<int>{16, 32, 64, 128, 256, 512}));
+  EXPECT_DOUBLE_EQ(spec->space.lr_min, 1e-4);
+  EXPECT_EQ(spec->space.optimizers.size(), 2u);
+  EXPECT_EQ(spec->asha.MaxEpochs(), 9);
+  EXPECT_EQ(spec->max_trials, 12);
+  EXPECT_EQ(spec->seed, 3u);
+}
+
+TEST(JobSpec, NormalisedFormRoundTrips) {
+  StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
+  ASSERT_TRUE(spec.ok());
+  StatusOr<JobSpec> again = JobSpecFromJson(JobSpecToJson(*spec));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(JobSpecToJson(*again), JobSpecToJson(*spec));
+}
+
+TEST(JobSpec, RejectsBadJson) {
+  EXPECT_NE(ErrorOf("{\"model\": ").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(ErrorOf("[1, 2]").find("must be a JSON object"), std::string::npos);
+}
+
+TEST(JobSpec, RejectsAnUnknownOptimizer) {
+  json j = ValidSpec();
+  j["search_space"]["optimizer"] = {"sgd", "rmsprop"};
+  const std::string m = ErrorOf(j.dump());
+  EXPECT_NE(m.find("search_space.optimizer"), std::string::npos) << m;
+  EXPECT_NE(m.find("rmsprop"), std::string::npos) << m;
+}
+
+TEST(JobSpec, RejectsAnInvertedLearningRateRange) {
+  json j = ValidSpec();
+  j["search_space"]["learning_rate"] = {{"min", 1.0}, {"max", 0.001}};
+  const std::string m = ErrorOf(j.dump());
+  EXPECT_NE(m.find("search_space.learning_rate"), std::string::npos) << m;
+  EXPECT_NE(m.find("must be less than max"), std::string::npos) << m;
+}
+
+TEST(JobSpec, RejectsBatchSizeZero) {
+  json j = ValidSpec();
+  j["search_space"]["batch_size"]["min"] = 0;
+  const std::string m = ErrorOf(j.dump());
+  EXPECT_NE(m.find("search_space.batch_size.min"), std::string::npos) << m;
+  EXPECT_NE(m.find("got 0"), std::string::npos) << m;
+  j["search_space"]["batch_size"] = {{"values", {32, 0}}};
+  EXPECT_NE(ErrorOf(j.dump()).find("batch_size.values"), std::string::npos);
+}
+
+TEST(JobSpec, RejectsAMissingTarget) {
+  json j = ValidSpec();
+  j.erase("target_accuracy");
+  EXPECT_NE(ErrorOf(j.dump()).find("target_accuracy is required"), std::string::npos);
+  j["target_accuracy"] = 1.5;
+  EXPECT_NE(ErrorOf(j.dump()).find("target_accuracy must be in (0, 1]"), std::string::npos);
+}
+
+TEST(JobSpec, RejectsAnUnknownModel) {
+  json j = ValidSpec();
+  j["model"] = "resnet9000";
+  const std::string m = ErrorOf(j.dump());
+  EXPECT_NE(m.find("unknown model \"resnet9000\""), std::string::npos) << m;
+  EXPECT_NE(m.find("lenet"), std::string::npos) << m;  // lists the known ones
+}
+
+TEST(JobSpec, RejectsWrongTypesAndUnknownFields) {
+  json j = ValidSpec();
+  j["max_trials"] = "ten";
+  EXPECT_NE(ErrorOf(j.dump()).find("max_trials must be an integer, got string"), std::string::npos);
+  j = ValidSpec();
+  j["max_trails"] = 10;  // a typo must not fall back to the default
+  EXPECT_NE(ErrorOf(j.dump()).find("unknown field max_trails"), std::string::npos);
+  j = ValidSpec();
+  j["scheduler"]["reduction_factor"] = 1;
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.reduction_factor must be in [2, 16]"),
+            std::string::npos);
+  j = ValidSpec();
+  j["dataset"].erase("path");
+  EXPECT_NE(ErrorOf(j.dump()).find("dataset.path is required"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace topotune

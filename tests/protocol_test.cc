@@ -1,0 +1,65 @@
+#include "api/protocol.h"
+
+#include <gtest/gtest.h>
+
+namespace topotune {
+namespace {
+
+TEST(Protocol, FramesCarryTheirLengthBigEndian) {
+  const std::string frame = EncodeFrame({{"type", "heartbeat"}});
+  ASSERT_GE(frame.size(), 4u);
+  const uint32_t n = DecodeFrameLength(reinterpret_cast<const unsigned char*>(frame.data()));
+  EXPECT_EQ(n, frame.size() - 4);
+  StatusOr<nlohmann::json> m = ParseMessage(frame.substr(4));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)["type"], "heartbeat");
+}
+
+TEST(Protocol, RejectsGarbageWithAReason) {
+  EXPECT_NE(ParseMessage("not json").status().message().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(ParseMessage("[1]").status().message().find("not a JSON object"), std::string::npos);
+  EXPECT_NE(ParseMessage("{\"type\": 3}").status().message().find("'type'"), std::string::npos);
+}
+
+TEST(Protocol, AssignmentRoundTrips) {
+  Assignment a;
+  a.job_id = 4;
+  a.trial.id = 17;
+  a.trial.number = 2;
+  a.trial.config = {64, 0.003, Optimizer::kAdam};
+  a.trial.seed = 99;
+  a.trial.target_epochs = 9;
+  a.start_epoch = 3;
+  a.checkpoint = "job4-trial2.pt";
+  JobSpec spec;
+  spec.model = "lenet";
+  spec.dataset.path = "data/x";
+  spec.target_accuracy = 0.8;
+  StatusOr<TrialAssignment> back = TrialAssignmentFromJson(ToJson(MakeTrialAssignment(a, spec)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->trial_id, 17);
+  EXPECT_EQ(back->config.batch_size, 64);
+  EXPECT_EQ(back->config.optimizer, Optimizer::kAdam);
+  EXPECT_EQ(back->start_epoch, 3);
+  EXPECT_EQ(back->end_epoch, 9);
+  EXPECT_EQ(back->dataset.path, "data/x");
+  EXPECT_EQ(back->checkpoint, "job4-trial2.pt");
+}
+
+TEST(Protocol, CurvePointRejectsWrongTypesAndRanges) {
+  CurvePoint p;
+  p.epoch = 1;
+  p.val_accuracy = 0.5;
+  nlohmann::json j = ToJson(p);
+  EXPECT_TRUE(CurvePointFromJson(j).ok());
+  j["val_accuracy"] = "high";
+  EXPECT_NE(CurvePointFromJson(j).status().message().find("val_accuracy"), std::string::npos);
+  j["val_accuracy"] = 1.5;
+  EXPECT_FALSE(CurvePointFromJson(j).ok());
+  j.erase("val_accuracy");
+  EXPECT_NE(CurvePointFromJson(j).status().message().find("missing field 'val_accuracy'"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace topotune

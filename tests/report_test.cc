@@ -1,0 +1,85 @@
+#include "tuner/report.h"
+
+#include <gtest/gtest.h>
+
+namespace topotune {
+namespace {
+
+TrialRecord Trial(int64_t id, int batch, bool reached, double tta, double acc) {
+  TrialRecord t;
+  t.id = id;
+  t.number = static_cast<int>(id);
+  t.config.batch_size = batch;
+  t.reached_target = reached;
+  t.tta_s = tta;
+  t.best_accuracy = acc;
+  t.epochs_done = 1;
+  t.state = reached ? TrialState::kCompleted : TrialState::kStopped;
+  return t;
+}
+
+CurvePoint Point(int64_t trial, int epoch, double wall) {
+  CurvePoint p;
+  p.trial_id = trial;
+  p.epoch = epoch;
+  p.wall_s = wall;
+  p.compute_s = wall * 0.9;
+  return p;
+}
+
+JobSpec Spec() {
+  JobSpec spec;
+  spec.space.batch_sizes = {16, 32, 64};
+  spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  spec.grid_lr_points = 4;
+  spec.asha = {1, 3, 2};  // top rung: 3 epochs
+  spec.target_accuracy = 0.8;
+  return spec;
+}
+
+TEST(Report, BestIsTheLeastTimeToAccuracy) {
+  std::vector<TrialRecord> trials = {Trial(1, 16, true, 9.0, 0.85), Trial(2, 64, true, 4.0, 0.81),
+                                     Trial(3, 32, false, 0.0, 0.99)};
+  std::vector<CurvePoint> points = {Point(1, 1, 5.0), Point(2, 1, 2.0), Point(2, 2, 2.0),
+                                    Point(3, 1, 3.0)};
+  Report r = BuildReport(JobRecord{}, Spec(), trials, points);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->id, 2);
+  EXPECT_TRUE(r.target_reached);
+  ASSERT_EQ(r.best_curve.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.compute_s, 12.0);
+  EXPECT_EQ(r.epochs_trained, 4);
+  EXPECT_EQ(r.ranking[0].id, 2);
+  EXPECT_EQ(r.ranking[1].id, 1);
+  EXPECT_EQ(r.ranking[2].id, 3);
+}
+
+TEST(Report, GridCostUsesMeasuredEpochTimesPerBatchSize) {
+  std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 64, false, 0, 0.5)};
+  std::vector<CurvePoint> points = {Point(1, 1, 8.0), Point(2, 1, 2.0)};
+  Report r = BuildReport(JobRecord{}, Spec(), trials, points);
+  // 32 is interpolated in log-log space between 16 (8 s) and 64 (2 s): 4 s.
+  // Each batch size: 2 optimizers x 4 learning rates x 3 epochs = 24 epochs.
+  EXPECT_EQ(r.grid.points, 24);
+  EXPECT_EQ(r.grid.batch_sizes_measured, 2);
+  EXPECT_NEAR(r.grid.cost_s, 24 * (8.0 + 4.0 + 2.0), 1e-9);
+  EXPECT_NEAR(r.grid_ratio, 10.0 / r.grid.cost_s, 1e-12);
+  EXPECT_FALSE(r.target_reached);
+  EXPECT_EQ(r.best->id, 1);  // equal accuracy: the lower number
+}
+
+TEST(Report, ProgressIsCompleteOnlyWhenTheJobIs) {
+  JobRecord job;
+  job.state = JobState::kRunning;
+  JobSpec spec = Spec();
+  spec.max_trials = 4;
+  std::vector<TrialRecord> trials = {Trial(1, 16, true, 1.0, 0.9), Trial(2, 16, true, 1.0, 0.9),
+                                     Trial(3, 16, true, 1.0, 0.9), Trial(4, 16, true, 1.0, 0.9)};
+  EXPECT_LT(SummariseProgress(job, spec, trials).fraction, 1.0);
+  job.state = JobState::kCompleted;
+  EXPECT_DOUBLE_EQ(SummariseProgress(job, spec, trials).fraction, 1.0);
+  EXPECT_EQ(SummariseProgress(job, spec, trials).trials_by_state.at("completed"), 4);
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,570 @@
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "storage/migrations.h"
+#include "storage/store.h"
+
+namespace topotune {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory per test for the database file, removed with everything in it.
+class TempDatabase {
+ public:
+  TempDatabase() {
+    std::string pattern = (fs::path(::testing::TempDir()) / "storage_test.XXXXXX").string();
+    const char* dir = mkdtemp(pattern.data());
+    EXPECT_NE(dir, nullptr) << "mkdtemp " << pattern;
+    if (dir != nullptr) dir_ = dir;
+  }
+  ~TempDatabase() {
+    std::error_code error;
+    fs::remove_all(dir_, error);
+  }
+  TempDatabase(const TempDatabase&) = delete;
+  TempDatabase& operator=(const TempDatabase&) = delete;
+
+  std::string path() const { return (dir_ / "topotune.db").string(); }
+
+ private:
+  fs::path dir_;
+};
+
+std::unique_ptr<Store> OpenOrDie(const std::string& path) {
+  StatusOr<std::unique_ptr<Store>> store = Store::Open(path);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  if (!store.ok()) return nullptr;
+  return std::move(store).value();
+}
+
+JobRecord MakeJob(const std::string& name) {
+  JobRecord job;
+  job.name = name;
+  job.spec_json = R"({"name":")" + name + R"(","model":"lenet"})";
+  job.state = JobState::kRunning;
+  job.message = "message of " + name;
+  job.created_at = 1700000000.125;
+  job.finished_at = 0.0;
+  return job;
+}
+
+TrialRecord MakeTrial(int64_t job_id, int number) {
+  TrialRecord trial;
+  trial.job_id = job_id;
+  trial.number = number;
+  trial.config.batch_size = 64 << number;
+  trial.config.learning_rate = 0.1 / (number + 3);
+  trial.config.optimizer = number % 2 == 0 ? Optimizer::kSgd : Optimizer::kAdam;
+  trial.seed = 0xfedcba9876543210ULL + number;  // above INT64_MAX: checks the bit round-trip
+  trial.state = TrialState::kPaused;
+  trial.rung = 1;
+  trial.epochs_done = 3;
+  trial.target_epochs = 9;
+  trial.worker = "worker-" + std::to_string(number);
+  trial.reason = "finished rung 1";
+  trial.reached_target = true;
+  trial.tta_s = 12.345678901234567;
+  trial.train_s = 98.76543210987654;
+  trial.best_accuracy = 0.6180339887498949;
+  return trial;
+}
+
+CurvePoint MakePoint(int64_t trial_id, int epoch) {
+  CurvePoint point;
+  point.trial_id = trial_id;
+  point.epoch = epoch;
+  point.samples_seen = int64_t{50000} * epoch;
+  point.train_loss = 2.302585092994046 / epoch;
+  point.val_accuracy = 0.1 * epoch;
+  point.compute_s = 10.5 * epoch;
+  point.comm_s = 0.25;
+  point.eval_s = 1.75;
+  point.wall_s = 12.5 * epoch;
+  point.step_ms_p50 = 3.125;
+  point.step_ms_p95 = 4.875;
+  point.peak_memory_bytes = int64_t{3} << 32;  // above INT32_MAX
+  return point;
+}
+
+void ExpectSameJob(const JobRecord& a, const JobRecord& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.spec_json, b.spec_json);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.message, b.message);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.finished_at, b.finished_at);
+}
+
+void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.job_id, b.job_id);
+  EXPECT_EQ(a.number, b.number);
+  EXPECT_EQ(a.config.batch_size, b.config.batch_size);
+  EXPECT_EQ(a.config.learning_rate, b.config.learning_rate);
+  EXPECT_EQ(a.config.optimizer, b.config.optimizer);
+  EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.rung, b.rung);
+  EXPECT_EQ(a.epochs_done, b.epochs_done);
+  EXPECT_EQ(a.target_epochs, b.target_epochs);
+  EXPECT_EQ(a.worker, b.worker);
+  EXPECT_EQ(a.reason, b.reason);
+  EXPECT_EQ(a.reached_target, b.reached_target);
+  EXPECT_EQ(a.tta_s, b.tta_s);
+  EXPECT_EQ(a.train_s, b.train_s);
+  EXPECT_EQ(a.best_accuracy, b.best_accuracy);
+}
+
+void ExpectSamePoint(const CurvePoint& a, const CurvePoint& b) {
+  EXPECT_EQ(a.trial_id, b.trial_id);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.samples_seen, b.samples_seen);
+  EXPECT_EQ(a.train_loss, b.train_loss);
+  EXPECT_EQ(a.val_accuracy, b.val_accuracy);
+  EXPECT_EQ(a.compute_s, b.compute_s);
+  EXPECT_EQ(a.comm_s, b.comm_s);
+  EXPECT_EQ(a.eval_s, b.eval_s);
+  EXPECT_EQ(a.wall_s, b.wall_s);
+  EXPECT_EQ(a.step_ms_p50, b.step_ms_p50);
+  EXPECT_EQ(a.step_ms_p95, b.step_ms_p95);
+  EXPECT_EQ(a.peak_memory_bytes, b.peak_memory_bytes);
+}
+
+TEST(Storage, OpenCreatesSchemaAtLatestVersion) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(fs::exists(db.path()));
+  ASSERT_FALSE(Migrations().empty());
+  EXPECT_EQ(store->SchemaVersion(), static_cast<int>(Migrations().size()));
+  EXPECT_EQ(store->SchemaVersion(), Migrations().back().version);
+
+  // Every table is there and empty.
+  StatusOr<std::vector<JobRecord>> jobs = store->ListJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status().ToString();
+  EXPECT_TRUE(jobs->empty());
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(1);
+  ASSERT_TRUE(trials.ok()) << trials.status().ToString();
+  EXPECT_TRUE(trials->empty());
+  StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(1);
+  ASSERT_TRUE(points.ok()) << points.status().ToString();
+  EXPECT_TRUE(points->empty());
+  StatusOr<std::vector<WorkerRecord>> workers = store->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status().ToString();
+  EXPECT_TRUE(workers->empty());
+}
+
+TEST(Storage, ReopenKeepsDataAndDoesNotReapplyMigrations) {
+  TempDatabase db;
+  int64_t job_id = 0;
+  int64_t trial_id = 0;
+  {
+    std::unique_ptr<Store> store = OpenOrDie(db.path());
+    ASSERT_NE(store, nullptr);
+    StatusOr<int64_t> job = store->CreateJob(MakeJob("first"));
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    job_id = *job;
+    StatusOr<int64_t> trial = store->CreateTrial(MakeTrial(job_id, 0));
+    ASSERT_TRUE(trial.ok()) << trial.status().ToString();
+    trial_id = *trial;
+    ASSERT_TRUE(store->AppendCurvePoint(MakePoint(trial_id, 1)).ok());
+  }
+  // Migration 1 creates its tables without IF NOT EXISTS: applying it again would fail
+  // the open, and would not keep the rows.
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    std::unique_ptr<Store> store = OpenOrDie(db.path());
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->SchemaVersion(), static_cast<int>(Migrations().size()));
+    StatusOr<JobRecord> job = store->GetJob(job_id);
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    EXPECT_EQ(job->name, "first");
+    StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(job_id);
+    ASSERT_TRUE(trials.ok()) << trials.status().ToString();
+    ASSERT_EQ(trials->size(), 1u);
+    EXPECT_EQ((*trials)[0].id, trial_id);
+    StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(job_id);
+    ASSERT_TRUE(points.ok()) << points.status().ToString();
+    ASSERT_EQ(points->size(), 1u);
+    ExpectSamePoint((*points)[0], MakePoint(trial_id, 1));
+  }
+}
+
+TEST(Storage, JobsRoundTripAllFieldsInIdOrder) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+
+  std::vector<JobRecord> created;
+  const JobState states[] = {JobState::kQueued, JobState::kRunning, JobState::kCompleted,
+                             JobState::kCancelled, JobState::kFailed};
+  for (int i = 0; i < 5; ++i) {
+    JobRecord job = MakeJob("job-" + std::to_string(i) + " with 'quotes'; DROP TABLE jobs;--");
+    job.id = 999;  // ignored
+    job.state = states[i];
+    job.created_at = 1700000000.5 + i;
+    job.finished_at = i == 0 ? 0.0 : 1700000100.0625 + i;
+    StatusOr<int64_t> id = store->CreateJob(job);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    if (!created.empty()) {
+      EXPECT_GT(*id, created.back().id);
+    }
+    job.id = *id;
+    created.push_back(job);
+  }
+
+  for (const JobRecord& job : created) {
+    StatusOr<JobRecord> read = store->GetJob(job.id);
+    ASSERT_TRUE(read.ok()) << read.status().ToString();
+    ExpectSameJob(*read, job);
+  }
+  StatusOr<std::vector<JobRecord>> jobs = store->ListJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status().ToString();
+  ASSERT_EQ(jobs->size(), created.size());
+  for (size_t i = 0; i < created.size(); ++i) ExpectSameJob((*jobs)[i], created[i]);
+}
+
+TEST(Storage, GetJobOfMissingIdIsNotFound) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<JobRecord> job = store->GetJob(42);
+  ASSERT_FALSE(job.ok());
+  EXPECT_EQ(job.status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(job.status().message(), "job 42 not found");
+}
+
+TEST(Storage, SetJobStateStoresStateMessageAndFinishTime) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  JobRecord job = MakeJob("stateful");
+  job.state = JobState::kQueued;
+  job.message = "";
+  StatusOr<int64_t> id = store->CreateJob(job);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+
+  ASSERT_TRUE(store->SetJobState(*id, JobState::kRunning, "", 1700000001.0).ok());
+  StatusOr<JobRecord> running = store->GetJob(*id);
+  ASSERT_TRUE(running.ok()) << running.status().ToString();
+  EXPECT_EQ(running->state, JobState::kRunning);
+  EXPECT_EQ(running->finished_at, 0.0);  // not finished yet
+  EXPECT_EQ(running->created_at, job.created_at);
+
+  ASSERT_TRUE(store->SetJobState(*id, JobState::kFailed, "worker lost", 1700000002.5).ok());
+  StatusOr<JobRecord> failed = store->GetJob(*id);
+  ASSERT_TRUE(failed.ok()) << failed.status().ToString();
+  EXPECT_EQ(failed->state, JobState::kFailed);
+  EXPECT_EQ(failed->message, "worker lost");
+  EXPECT_EQ(failed->finished_at, 1700000002.5);
+  EXPECT_EQ(failed->name, "stateful");
+
+  Status missing = store->SetJobState(*id + 1, JobState::kCancelled, "", 1.0);
+  EXPECT_EQ(missing.code(), Status::Code::kNotFound) << missing.ToString();
+}
+
+TEST(Storage, TrialsRoundTripAllFieldsByNumber) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  StatusOr<int64_t> other_job = store->CreateJob(MakeJob("b"));
+  ASSERT_TRUE(job.ok() && other_job.ok());
+
+  // Created out of order; listed by number. One trial per state.
+  const TrialState states[] = {
+      TrialState::kPending, TrialState::kRunning,    TrialState::kPaused, TrialState::kCompleted,
+      TrialState::kStopped, TrialState::kInfeasible, TrialState::kFailed};
+  std::vector<TrialRecord> expected(7);
+  for (int number : {3, 0, 6, 1, 5, 2, 4}) {
+    TrialRecord trial = MakeTrial(*job, number);
+    trial.id = 12345;  // ignored
+    trial.state = states[number];
+    trial.reached_target = number % 2 == 1;
+    StatusOr<int64_t> id = store->CreateTrial(trial);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    trial.id = *id;
+    expected[number] = trial;
+  }
+  ASSERT_TRUE(store->CreateTrial(MakeTrial(*other_job, 0)).ok());
+
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
+  ASSERT_TRUE(trials.ok()) << trials.status().ToString();
+  ASSERT_EQ(trials->size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) ExpectSameTrial((*trials)[i], expected[i]);
+
+  StatusOr<std::vector<TrialRecord>> other = store->ListTrials(*other_job);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0].job_id, *other_job);
+}
+
+TEST(Storage, CreateTrialRejectsDuplicateNumberAndMissingJob) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(store->CreateTrial(MakeTrial(*job, 0)).ok());
+
+  StatusOr<int64_t> duplicate = store->CreateTrial(MakeTrial(*job, 0));
+  ASSERT_FALSE(duplicate.ok());
+  EXPECT_EQ(duplicate.status().code(), Status::Code::kIOError);
+  EXPECT_NE(duplicate.status().message().find("UNIQUE"), std::string::npos)
+      << duplicate.status().message();
+
+  // Foreign keys are enforced.
+  StatusOr<int64_t> orphan = store->CreateTrial(MakeTrial(*job + 100, 0));
+  ASSERT_FALSE(orphan.ok());
+  EXPECT_NE(orphan.status().message().find("FOREIGN KEY"), std::string::npos)
+      << orphan.status().message();
+
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
+  ASSERT_TRUE(trials.ok());
+  EXPECT_EQ(trials->size(), 1u);
+}
+
+TEST(Storage, UpdateTrialOverwritesEveryField) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  ASSERT_TRUE(job.ok());
+  StatusOr<int64_t> id = store->CreateTrial(MakeTrial(*job, 0));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+
+  TrialRecord updated = MakeTrial(*job, 7);
+  updated.id = *id;
+  updated.config.batch_size = 512;
+  updated.config.learning_rate = 3.0e-4;
+  updated.config.optimizer = Optimizer::kAdam;
+  updated.seed = 1;
+  updated.state = TrialState::kCompleted;
+  updated.rung = 2;
+  updated.epochs_done = 27;
+  updated.target_epochs = 27;
+  updated.worker = "gpu-0";
+  updated.reason = "reached the target";
+  updated.reached_target = true;
+  updated.tta_s = 1.0 / 3.0;
+  updated.train_s = 2.0 / 3.0;
+  updated.best_accuracy = 0.99;
+  Status status = store->UpdateTrial(updated);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
+  ASSERT_TRUE(trials.ok()) << trials.status().ToString();
+  ASSERT_EQ(trials->size(), 1u);
+  ExpectSameTrial((*trials)[0], updated);
+
+  TrialRecord missing = updated;
+  missing.id = *id + 100;
+  Status not_found = store->UpdateTrial(missing);
+  EXPECT_EQ(not_found.code(), Status::Code::kNotFound) << not_found.ToString();
+}
+
+TEST(Storage, CurvePointsRoundTripAndDuplicateEpochIsReplaced) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  StatusOr<int64_t> other_job = store->CreateJob(MakeJob("b"));
+  ASSERT_TRUE(job.ok() && other_job.ok());
+  StatusOr<int64_t> t0 = store->CreateTrial(MakeTrial(*job, 0));
+  StatusOr<int64_t> t1 = store->CreateTrial(MakeTrial(*job, 1));
+  StatusOr<int64_t> t_other = store->CreateTrial(MakeTrial(*other_job, 0));
+  ASSERT_TRUE(t0.ok() && t1.ok() && t_other.ok());
+
+  // Out of order, across trials; the listing is by (trial id, epoch).
+  for (auto [trial, epoch] : std::vector<std::pair<int64_t, int>>{
+           {*t1, 2}, {*t0, 2}, {*t1, 1}, {*t0, 1}, {*t0, 3}, {*t_other, 1}}) {
+    Status status = store->AppendCurvePoint(MakePoint(trial, epoch));
+    ASSERT_TRUE(status.ok()) << status.ToString();
+  }
+  // The same epoch again, with other numbers: stored once, the latest wins.
+  CurvePoint again = MakePoint(*t0, 2);
+  again.val_accuracy = 0.875;
+  again.train_loss = 0.5;
+  ASSERT_TRUE(store->AppendCurvePoint(again).ok());
+  ASSERT_TRUE(store->AppendCurvePoint(again).ok());
+
+  StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(*job);
+  ASSERT_TRUE(points.ok()) << points.status().ToString();
+  const std::vector<CurvePoint> expected = {MakePoint(*t0, 1), again, MakePoint(*t0, 3),
+                                            MakePoint(*t1, 1), MakePoint(*t1, 2)};
+  ASSERT_EQ(points->size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) ExpectSamePoint((*points)[i], expected[i]);
+
+  // A point for a trial that does not exist is refused.
+  EXPECT_FALSE(store->AppendCurvePoint(MakePoint(*t_other + 100, 1)).ok());
+}
+
+TEST(Storage, RecordEpochWritesPointAndTrialTogether) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  ASSERT_TRUE(job.ok());
+  TrialRecord trial = MakeTrial(*job, 0);
+  trial.state = TrialState::kRunning;
+  trial.epochs_done = 0;
+  StatusOr<int64_t> id = store->CreateTrial(trial);
+  StatusOr<int64_t> sibling = store->CreateTrial(MakeTrial(*job, 1));
+  ASSERT_TRUE(id.ok() && sibling.ok());
+  trial.id = *id;
+
+  trial.epochs_done = 1;
+  trial.best_accuracy = 0.42;
+  Status status = store->RecordEpoch(MakePoint(*id, 1), trial);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(*job);
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
+  ASSERT_TRUE(points.ok() && trials.ok());
+  ASSERT_EQ(points->size(), 1u);
+  ExpectSamePoint((*points)[0], MakePoint(*id, 1));
+  ExpectSameTrial((*trials)[0], trial);
+
+  // The trial update fails (its number collides with the sibling's): the point of the
+  // same transaction must not be stored either.
+  TrialRecord bad = trial;
+  bad.epochs_done = 2;
+  bad.number = 1;
+  Status failed = store->RecordEpoch(MakePoint(*id, 2), bad);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.code(), Status::Code::kIOError) << failed.ToString();
+  points = store->ListCurvePoints(*job);
+  trials = store->ListTrials(*job);
+  ASSERT_TRUE(points.ok() && trials.ok());
+  EXPECT_EQ(points->size(), 1u);
+  ExpectSameTrial((*trials)[0], trial);
+
+  // A trial that does not exist: NotFound, and nothing stored.
+  TrialRecord gone = trial;
+  gone.id = *sibling + 100;
+  CurvePoint gone_point = MakePoint(gone.id, 1);
+  EXPECT_FALSE(store->RecordEpoch(gone_point, gone).ok());
+  // A point of another trial than the record is refused.
+  EXPECT_EQ(store->RecordEpoch(MakePoint(*sibling, 1), trial).code(),
+            Status::Code::kInvalidArgument);
+  points = store->ListCurvePoints(*job);
+  ASSERT_TRUE(points.ok());
+  EXPECT_EQ(points->size(), 1u);
+}
+
+TEST(Storage, UpsertWorkerInsertsThenUpdates) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  WorkerRecord gpu;
+  gpu.id = "worker-b";
+  gpu.device = {"cuda", "NVIDIA H200", 132, int64_t{141} << 30};
+  gpu.state = "idle";
+  gpu.connected_at = 1700000000.25;
+  gpu.last_heartbeat = 1700000000.25;
+  WorkerRecord cpu;
+  cpu.id = "worker-a";
+  cpu.device = {"cpu", "Xeon", 16, int64_t{128} << 30};
+  cpu.state = "busy";
+  cpu.connected_at = 1700000001.5;
+  cpu.last_heartbeat = 1700000002.75;
+  ASSERT_TRUE(store->UpsertWorker(gpu).ok());
+  ASSERT_TRUE(store->UpsertWorker(cpu).ok());
+
+  gpu.state = "busy";
+  gpu.last_heartbeat = 1700000010.125;
+  gpu.device.name = "NVIDIA H200 (MIG)";
+  Status status = store->UpsertWorker(gpu);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+
+  StatusOr<std::vector<WorkerRecord>> workers = store->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status().ToString();
+  ASSERT_EQ(workers->size(), 2u);  // by id: worker-a, worker-b
+  const WorkerRecord* expected[] = {&cpu, &gpu};
+  for (int i = 0; i < 2; ++i) {
+    const WorkerRecord& got = (*workers)[i];
+    const WorkerRecord& want = *expected[i];
+    EXPECT_EQ(got.id, want.id);
+    EXPECT_EQ(got.device.kind, want.device.kind);
+    EXPECT_EQ(got.device.name, want.device.name);
+    EXPECT_EQ(got.device.cores, want.device.cores);
+    EXPECT_EQ(got.device.memory_bytes, want.device.memory_bytes);
+    EXPECT_EQ(got.state, want.state);
+    EXPECT_EQ(got.connected_at, want.connected_at);
+    EXPECT_EQ(got.last_heartbeat, want.last_heartbeat);
+  }
+}
+
+TEST(Storage, DatabaseIsInWalMode) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(MakeJob("a")).ok());
+  EXPECT_TRUE(fs::exists(db.path() + "-wal"));
+  EXPECT_TRUE(fs::exists(db.path() + "-shm"));
+}
+
+TEST(Storage, OpenInMissingDirectoryFails) {
+  TempDatabase db;
+  const std::string path = (fs::path(db.path()).parent_path() / "no" / "such" / "x.db").string();
+  StatusOr<std::unique_ptr<Store>> store = Store::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Status::Code::kIOError);
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status().message();
+  EXPECT_NE(store.status().message().find("unable to open"), std::string::npos)
+      << store.status().message();
+}
+
+TEST(Storage, InMemoryDatabaseReadsItsOwnWrites) {
+  // ":memory:" cannot use WAL; reads then share the writer connection.
+  std::unique_ptr<Store> store = OpenOrDie(":memory:");
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->SchemaVersion(), static_cast<int>(Migrations().size()));
+  StatusOr<int64_t> id = store->CreateJob(MakeJob("memory"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  StatusOr<JobRecord> job = store->GetJob(*id);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ(job->name, "memory");
+}
+
+TEST(Storage, ConcurrentWritesAndReadsAllLand) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 4;
+  constexpr int kJobsPerThread = 25;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads + 1, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kJobsPerThread; ++i) {
+        if (!store->CreateJob(MakeJob("t" + std::to_string(t))).ok()) ++failures[t];
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    size_t last = 0;
+    for (int i = 0; i < 50; ++i) {
+      StatusOr<std::vector<JobRecord>> jobs = store->ListJobs();
+      if (!jobs.ok() || jobs->size() < last) ++failures[kThreads];
+      if (jobs.ok()) last = jobs->size();
+    }
+  });
+  for (std::thread& thread : threads) thread.join();
+  for (int count : failures) EXPECT_EQ(count, 0);
+  StatusOr<std::vector<JobRecord>> jobs = store->ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), static_cast<size_t>(kThreads * kJobsPerThread));
+  for (size_t i = 1; i < jobs->size(); ++i) EXPECT_LT((*jobs)[i - 1].id, (*jobs)[i].id);
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,161 @@
+#include "tuner/dispatcher.h"
+
+#include <cstdio>
+
+namespace topotune {
+
+Dispatcher::Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock)
+    : journal_(journal), channel_(channel), clock_(std::move(clock)) {}
+
+Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto engine = std::make_unique<JobEngine>(job, spec, journal_);
+  for (const auto& [id, w] : workers_) engine->SetWorkerOnline(id, true);
+  jobs_[job.id] = std::move(engine);
+  Pump();
+  return Status::OK();
+}
+
+Status Dispatcher::CancelJob(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return Status::NotFound("job " + std::to_string(job_id) + " is not running");
+  }
+  StatusOr<std::vector<std::pair<std::string, int64_t>>> running = it->second->Cancel(clock_());
+  if (!running.ok()) return running.status();
+  for (const auto& [worker_id, trial_id] : *running) {
+    channel_->SendStop(worker_id, trial_id, "job cancelled");
+  }
+  Retire();
+  return Status::OK();
+}
+
+bool Dispatcher::IsActive(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return jobs_.count(job_id) > 0;
+}
+
+Status Dispatcher::SetWorkerState(Connected& w, const std::string& state) {
+  w.record.state = state;
+  w.record.last_heartbeat = clock_();
+  return journal_->UpsertWorker(w.record);
+}
+
+Status Dispatcher::WorkerConnected(const WorkerRecord& worker) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (workers_.count(worker.id)) {
+    return Status::FailedPrecondition("a worker named '" + worker.id + "' is already connected");
+  }
+  Connected& w = workers_[worker.id];
+  w.record = worker;
+  w.record.connected_at = clock_();
+  Status s = SetWorkerState(w, "idle");
+  if (!s.ok()) {
+    workers_.erase(worker.id);
+    return s;
+  }
+  for (auto& [id, engine] : jobs_) engine->SetWorkerOnline(worker.id, true);
+  Pump();
+  return Status::OK();
+}
+
+Status Dispatcher::WorkerHeartbeat(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return Status::NotFound("worker " + worker_id);
+  it->second.record.last_heartbeat = clock_();
+  return Status::OK();
+}
+
+void Dispatcher::WorkerDisconnected(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  SetWorkerState(it->second, "offline");  // best effort: the worker is gone either way
+  workers_.erase(it);
+  for (auto& [id, engine] : jobs_) engine->OnWorkerLost(worker_id, clock_());
+  Retire();
+  Pump();
+}
+
+JobEngine* Dispatcher::EngineOfTrial(int64_t trial_id) {
+  for (auto& [id, engine] : jobs_) {
+    if (engine->HasTrial(trial_id)) return engine.get();
+  }
+  return nullptr;
+}
+
+StatusOr<EpochVerdict> Dispatcher::OnEpoch(const std::string& worker_id, int64_t trial_id,
+                                           const CurvePoint& point) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end() || w->second.trial_id != trial_id) {
+    return EpochVerdict{
+        true, "trial " + std::to_string(trial_id) + " is not assigned to worker " + worker_id};
+  }
+  JobEngine* engine = EngineOfTrial(trial_id);
+  if (engine == nullptr) return EpochVerdict{true, "its job is no longer running"};
+  w->second.record.last_heartbeat = clock_();
+  return engine->OnEpoch(trial_id, point);
+}
+
+Status Dispatcher::OnSegmentEnded(const std::string& worker_id, int64_t trial_id,
+                                  const SegmentOutcome& outcome) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end()) return Status::NotFound("worker " + worker_id);
+  Status status = Status::OK();
+  if (w->second.trial_id == trial_id) {
+    w->second.trial_id.reset();
+    SetWorkerState(w->second, "idle");
+    if (JobEngine* engine = EngineOfTrial(trial_id)) {
+      status = engine->OnSegmentEnded(trial_id, outcome, clock_());
+    }
+  }
+  Retire();
+  Pump();
+  return status;
+}
+
+std::vector<WorkerRecord> Dispatcher::Workers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<WorkerRecord> out;
+  for (const auto& [id, w] : workers_) out.push_back(w.record);
+  return out;
+}
+
+void Dispatcher::Retire() {
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if (IsTerminal(it->second->state())) {
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Dispatcher::Pump() {
+  for (auto& [worker_id, w] : workers_) {
+    if (w.trial_id) continue;
+    for (auto& [job_id, engine] : jobs_) {
+      StatusOr<std::optional<Assignment>> next = engine->NextAssignment(worker_id, clock_());
+      if (!next.ok()) {
+        std::fprintf(stderr, "topotuned: job %lld: %s\n", static_cast<long long>(job_id),
+                     next.status().ToString().c_str());
+        engine->Fail("could not persist: " + next.status().message(), clock_());
+        continue;
+      }
+      if (!next->has_value()) continue;
+      const Assignment& a = **next;
+      w.trial_id = a.trial.id;
+      w.job_id = job_id;
+      SetWorkerState(w, "busy");
+      channel_->SendAssignment(worker_id, a, engine->spec());
+      break;
+    }
+  }
+  Retire();
+}
+
+}  // namespace topotune

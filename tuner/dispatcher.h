@@ -1,0 +1,77 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tuner/job_engine.h"
+
+namespace topotune {
+
+// How the dispatcher talks to workers. Implementations must not block and must not call
+// back into the Dispatcher from these methods (api/worker_gateway.cc queues the frames).
+class WorkerChannel {
+ public:
+  virtual ~WorkerChannel() = default;
+  virtual void SendAssignment(const std::string& worker_id, const Assignment& assignment,
+                              const JobSpec& spec) = 0;
+  virtual void SendStop(const std::string& worker_id, int64_t trial_id,
+                        const std::string& reason) = 0;
+};
+
+// Matches free workers with the trials of active jobs (oldest job first) and routes what
+// workers report to the job that owns the trial. Thread-safe: every public method takes
+// mutex_, so the REST threads and the gateway thread may call it at once.
+class Dispatcher {
+ public:
+  // `journal` and `channel` must outlive the dispatcher; `clock` returns seconds since
+  // the epoch.
+  Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock);
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  // Starts running a job that is already stored.
+  Status AddJob(const JobRecord& job, const JobSpec& spec);
+  // NotFound if the job is not active here.
+  Status CancelJob(int64_t job_id);
+  bool IsActive(int64_t job_id) const;
+
+  // A worker registered. FailedPrecondition if a worker of that id is connected already.
+  Status WorkerConnected(const WorkerRecord& worker);
+  Status WorkerHeartbeat(const std::string& worker_id);
+  void WorkerDisconnected(const std::string& worker_id);
+
+  // A worker's epoch report; the verdict says whether it should stop the trial.
+  StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id,
+                                 const CurvePoint& point);
+  Status OnSegmentEnded(const std::string& worker_id, int64_t trial_id,
+                        const SegmentOutcome& outcome);
+
+  // The connected workers, as last seen.
+  std::vector<WorkerRecord> Workers() const;
+
+ private:
+  struct Connected {
+    WorkerRecord record;
+    std::optional<int64_t> trial_id;  // the trial it runs, if busy
+    int64_t job_id = 0;
+  };
+  JobEngine* EngineOfTrial(int64_t trial_id);                     // requires mutex_
+  void Pump();                                                    // requires mutex_
+  void Retire();                                                  // requires mutex_
+  Status SetWorkerState(Connected& w, const std::string& state);  // requires mutex_
+
+  Journal* journal_;
+  WorkerChannel* channel_;
+  std::function<double()> clock_;
+  mutable std::mutex mutex_;
+  std::map<int64_t, std::unique_ptr<JobEngine>> jobs_;  // GUARDED_BY(mutex_), active jobs
+  std::map<std::string, Connected> workers_;            // GUARDED_BY(mutex_)
+};
+
+}  // namespace topotune

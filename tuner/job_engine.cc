@@ -1,0 +1,321 @@
+#include "tuner/job_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace topotune {
+namespace {
+
+std::string Format(const char* fmt, double a) {
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), fmt, a);
+  return buf;
+}
+
+}  // namespace
+
+JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
+    : job_(std::move(job)),
+      spec_(std::move(spec)),
+      journal_(journal),
+      sampler_(std::make_unique<RandomSampler>(spec_.space, spec_.seed)),
+      rungs_(spec_.asha.num_rungs, spec_.asha.reduction_factor) {}
+
+std::optional<double> JobEngine::IncumbentTta() const {
+  std::optional<double> best;
+  for (const auto& [id, t] : trials_) {
+    if (t.record.reached_target && (!best || t.record.tta_s < *best)) best = t.record.tta_s;
+  }
+  return best;
+}
+
+void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online) {
+  if (online) {
+    online_workers_.insert(worker_id);
+  } else {
+    online_workers_.erase(worker_id);
+  }
+}
+
+bool JobEngine::HolderOnline(const TrialRecord& trial) const {
+  return online_workers_.count(trial.worker) > 0;
+}
+
+int JobEngine::SegmentStart(const TrialRecord& trial) const {
+  return trial.rung == 0 ? 0 : spec_.asha.RungEpochs(trial.rung - 1);
+}
+
+void JobEngine::Recount(LiveTrial& t) const {
+  double sum = 0.0;
+  for (double s : t.epoch_train_s) sum += s;
+  t.record.train_s = sum;
+  t.record.epochs_done = static_cast<int>(t.epoch_train_s.size());
+}
+
+Assignment JobEngine::Start(LiveTrial& t, const std::string& worker_id, int start_epoch) {
+  t.record.state = TrialState::kRunning;
+  t.record.worker = worker_id;
+  t.record.reason.clear();
+  t.stop_reason.clear();
+  Assignment a;
+  a.job_id = job_.id;
+  a.trial = t.record;
+  a.start_epoch = start_epoch;
+  a.checkpoint =
+      "job" + std::to_string(job_.id) + "-trial" + std::to_string(t.record.number) + ".pt";
+  return a;
+}
+
+Status JobEngine::MarkRunning(double now) {
+  if (job_.state != JobState::kQueued) return Status::OK();
+  TOPOTUNE_RETURN_IF_ERROR(journal_->SetJobState(job_.id, JobState::kRunning, "", now));
+  job_.state = JobState::kRunning;
+  return Status::OK();
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string& worker_id,
+                                                              double now) {
+  if (IsTerminal(job_.state)) return std::optional<Assignment>();
+  for (auto step : {&JobEngine::TryPending, &JobEngine::TryPromotion, &JobEngine::TryNewTrial}) {
+    StatusOr<std::optional<Assignment>> got = (this->*step)(worker_id);
+    if (!got.ok()) return got.status();
+    if (got->has_value()) {
+      TOPOTUNE_RETURN_IF_ERROR(MarkRunning(now));
+      return got;
+    }
+  }
+  TOPOTUNE_RETURN_IF_ERROR(MaybeFinish(now));
+  return std::optional<Assignment>();
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& worker_id) {
+  for (auto& [id, t] : trials_) {
+    if (t.record.state != TrialState::kPending) continue;
+    const int start = SegmentStart(t.record);
+    // A segment that resumes needs the checkpoint on the worker that wrote it.
+    if (start > 0 && t.record.worker != worker_id) continue;
+    Assignment a = Start(t, worker_id, start);
+    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+    return std::optional<Assignment>(std::move(a));
+  }
+  return std::optional<Assignment>();
+}
+
+StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
+  const std::optional<double> incumbent = IncumbentTta();
+  if (!incumbent || t.record.train_s < *incumbent) return false;
+  rungs_.MarkPromoted(t.record.rung, t.record.id);
+  t.record.state = TrialState::kStopped;
+  t.record.reason = Format("bound: %.2f s of training already exceed", t.record.train_s) +
+                    Format(" the incumbent's time-to-accuracy %.2f s", *incumbent);
+  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  return true;
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& worker_id) {
+  for (const AshaRungs::Candidate& c : rungs_.PromotionCandidates()) {
+    LiveTrial& t = trials_.at(c.trial_id);
+    if (t.record.state != TrialState::kPaused) continue;
+    StatusOr<bool> pruned = PruneIfBeaten(t);
+    if (!pruned.ok()) return pruned.status();
+    if (*pruned) continue;
+    if (t.record.worker != worker_id) continue;  // its checkpoint lives on another worker
+    rungs_.MarkPromoted(c.rung, t.record.id);
+    t.record.rung = c.rung + 1;
+    t.record.target_epochs = spec_.asha.RungEpochs(t.record.rung);
+    Assignment a = Start(t, worker_id, t.record.epochs_done);
+    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+    return std::optional<Assignment>(std::move(a));
+  }
+  return std::optional<Assignment>();
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& worker_id) {
+  if (sampled_ >= spec_.max_trials) return std::optional<Assignment>();
+  TrialRecord record;
+  record.job_id = job_.id;
+  record.number = sampled_;
+  record.config = sampler_->Propose();
+  record.seed = TrialSeed(spec_.seed, sampled_);
+  record.state = TrialState::kRunning;
+  record.rung = 0;
+  record.target_epochs = spec_.asha.RungEpochs(0);
+  record.worker = worker_id;
+  StatusOr<int64_t> id = journal_->CreateTrial(record);
+  if (!id.ok()) return id.status();
+  record.id = *id;
+  ++sampled_;
+  LiveTrial& t = trials_[record.id];
+  t.record = record;
+  return std::optional<Assignment>(Start(t, worker_id, 0));
+}
+
+StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& point) {
+  auto it = trials_.find(trial_id);
+  if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(trial_id));
+  LiveTrial& t = it->second;
+  if (t.record.state != TrialState::kRunning) {
+    return EpochVerdict{true, "trial is " + std::string(TrialStateName(t.record.state))};
+  }
+  const int done = static_cast<int>(t.epoch_train_s.size());
+  if (point.epoch < 1 || point.epoch > done + 1) {
+    return Status::InvalidArgument("trial " + std::to_string(trial_id) + " reported epoch " +
+                                   std::to_string(point.epoch) + " after epoch " +
+                                   std::to_string(done));
+  }
+  if (!std::isfinite(point.val_accuracy) || point.val_accuracy < 0 || point.val_accuracy > 1 ||
+      !std::isfinite(point.compute_s) || point.compute_s < 0) {
+    return Status::InvalidArgument("trial " + std::to_string(trial_id) +
+                                   ": val_accuracy must be in [0, 1] and compute_s >= 0");
+  }
+  CurvePoint stored = point;
+  stored.trial_id = trial_id;
+  t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
+  t.epoch_train_s.back() = point.compute_s + point.comm_s;
+  Recount(t);
+  t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
+  EpochVerdict verdict;
+  const std::optional<double> incumbent = IncumbentTta();
+  if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
+    t.record.reached_target = true;
+    t.record.tta_s = t.record.train_s;
+    verdict = {true, "reached the target"};
+  } else if (incumbent && t.record.train_s >= *incumbent) {
+    verdict = {true, Format("bound: %.2f s of training already exceed", t.record.train_s) +
+                         Format(" the incumbent's time-to-accuracy %.2f s", *incumbent)};
+    t.stop_reason = verdict.reason;
+  }
+  TOPOTUNE_RETURN_IF_ERROR(journal_->RecordEpoch(stored, t.record));
+  return verdict;
+}
+
+Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome, double now) {
+  auto it = trials_.find(trial_id);
+  if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(trial_id));
+  LiveTrial& t = it->second;
+  if (t.record.state != TrialState::kRunning) return Status::OK();  // a repeat
+  TrialRecord& r = t.record;
+  const RungResult result{r.id, r.reached_target, r.tta_s,
+                          r.epochs_done > 0 ? r.best_accuracy : 0.0};
+  if (r.reached_target) {
+    rungs_.Record(r.rung, result);
+    rungs_.MarkPromoted(r.rung, r.id);
+    sampler_->Observe(r.config, 1.0 + 1.0 / (1.0 + r.tta_s));
+    r.state = TrialState::kCompleted;
+    r.reason = "reached target " + Format("%.3f", spec_.target_accuracy) + " at epoch " +
+               std::to_string(r.epochs_done) + Format(" (TTA %.2f s)", r.tta_s);
+  } else if (!t.stop_reason.empty()) {
+    r.state = TrialState::kStopped;
+    r.reason = t.stop_reason;
+  } else if (outcome.status == "completed") {
+    if (r.epochs_done < r.target_epochs) {
+      r.state = TrialState::kFailed;
+      r.reason = "worker ended the segment after " + std::to_string(r.epochs_done) + " of " +
+                 std::to_string(r.target_epochs) + " epochs";
+    } else {
+      rungs_.Record(r.rung, result);
+      sampler_->Observe(r.config, result.accuracy);
+      if (r.rung + 1 >= spec_.asha.num_rungs) {
+        rungs_.MarkPromoted(r.rung, r.id);
+        r.state = TrialState::kCompleted;
+        r.reason = "trained the top rung (" + std::to_string(r.epochs_done) +
+                   " epochs) without reaching the target";
+      } else {
+        r.state = TrialState::kPaused;
+        r.reason = "finished rung " + std::to_string(r.rung);
+      }
+    }
+  } else if (outcome.status == "stopped") {
+    r.state = TrialState::kStopped;
+    r.reason = outcome.message.empty() ? "stopped by the worker" : outcome.message;
+  } else if (outcome.status == "infeasible") {
+    r.state = TrialState::kInfeasible;
+    r.reason = outcome.message;
+  } else {
+    r.state = TrialState::kFailed;
+    r.reason = outcome.status == "failed" ? outcome.message
+                                          : "unknown segment status '" + outcome.status + "'";
+  }
+  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(r));
+  return MaybeFinish(now);
+}
+
+Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
+  SetWorkerOnline(worker_id, false);
+  for (auto& [id, t] : trials_) {
+    if (t.record.state != TrialState::kRunning || t.record.worker != worker_id) continue;
+    if (t.record.reached_target) {
+      TOPOTUNE_RETURN_IF_ERROR(OnSegmentEnded(id, {"completed", ""}, now));
+      continue;
+    }
+    const int start = SegmentStart(t.record);
+    t.epoch_train_s.resize(static_cast<size_t>(start));
+    Recount(t);
+    t.record.state = TrialState::kPending;
+    t.record.reason = "worker " + worker_id + " lost; rerun from epoch " + std::to_string(start);
+    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  }
+  return MaybeFinish(now);
+}
+
+Status JobEngine::MaybeFinish(double now) {
+  if (IsTerminal(job_.state) || sampled_ < spec_.max_trials) return Status::OK();
+  for (const auto& [id, t] : trials_) {
+    const TrialState s = t.record.state;
+    if (s == TrialState::kRunning) return Status::OK();
+    if (s == TrialState::kPending && (SegmentStart(t.record) == 0 || HolderOnline(t.record))) {
+      return Status::OK();
+    }
+  }
+  for (const AshaRungs::Candidate& c : rungs_.PromotionCandidates()) {
+    LiveTrial& t = trials_.at(c.trial_id);
+    if (t.record.state != TrialState::kPaused) continue;
+    StatusOr<bool> pruned = PruneIfBeaten(t);
+    if (!pruned.ok()) return pruned.status();
+    if (!*pruned && HolderOnline(t.record)) return Status::OK();  // its worker will take it
+  }
+  // Nothing can run any more: what waits is stopped, and the job is done.
+  for (auto& [id, t] : trials_) {
+    if (IsTerminal(t.record.state)) continue;
+    const bool paused = t.record.state == TrialState::kPaused;
+    t.record.state = TrialState::kStopped;
+    if (!paused || rungs_.IsPromoted(t.record.rung, id)) {
+      t.record.reason = "its checkpoint is on worker " + t.record.worker + ", which is offline";
+    } else {
+      t.record.reason = "not promoted: below the top 1/" +
+                        std::to_string(spec_.asha.reduction_factor) + " of rung " +
+                        std::to_string(t.record.rung);
+    }
+    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  }
+  TOPOTUNE_RETURN_IF_ERROR(journal_->SetJobState(job_.id, JobState::kCompleted, "", now));
+  job_.state = JobState::kCompleted;
+  return Status::OK();
+}
+
+StatusOr<std::vector<std::pair<std::string, int64_t>>> JobEngine::Cancel(double now) {
+  std::vector<std::pair<std::string, int64_t>> running;
+  if (IsTerminal(job_.state)) {
+    return Status::FailedPrecondition("job " + std::to_string(job_.id) + " is already " +
+                                      JobStateName(job_.state));
+  }
+  for (auto& [id, t] : trials_) {
+    if (IsTerminal(t.record.state)) continue;
+    if (t.record.state == TrialState::kRunning) running.emplace_back(t.record.worker, id);
+    t.record.state = TrialState::kStopped;
+    t.record.reason = "job cancelled";
+    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  }
+  TOPOTUNE_RETURN_IF_ERROR(
+      journal_->SetJobState(job_.id, JobState::kCancelled, "cancelled by request", now));
+  job_.state = JobState::kCancelled;
+  return running;
+}
+
+Status JobEngine::Fail(const std::string& message, double now) {
+  job_.state = JobState::kFailed;
+  return journal_->SetJobState(job_.id, JobState::kFailed, message, now);
+}
+
+}  // namespace topotune

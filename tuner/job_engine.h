@@ -1,0 +1,114 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tuner/asha.h"
+#include "tuner/journal.h"
+#include "tuner/sampler.h"
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// A trial segment for one worker: train `trial` from start_epoch to trial.target_epochs.
+struct Assignment {
+  int64_t job_id = 0;
+  TrialRecord trial;       ///< state kRunning on the worker
+  int start_epoch = 0;     ///< > 0: resume from `checkpoint`
+  std::string checkpoint;  ///< the worker-local checkpoint name, "job3-trial7.pt"
+};
+
+// The engine's answer to an epoch report.
+struct EpochVerdict {
+  bool stop = false;
+  std::string reason;
+};
+
+// How a worker says a segment ended: "completed", "stopped", "infeasible" or "failed".
+struct SegmentOutcome {
+  std::string status;
+  std::string message;
+};
+
+// The state machine of one tuning job: random sampling under ASHA, trials that stop at the
+// target, bound pruning against the incumbent's time-to-accuracy, promotion that resumes
+// from the checkpoint on the worker that holds it. Every state change goes through the
+// journal before it is acted on. Not thread-safe: the Dispatcher serialises calls.
+class JobEngine {
+ public:
+  // `journal` must outlive the engine.
+  JobEngine(JobRecord job, JobSpec spec, Journal* journal);
+  JobEngine(const JobEngine&) = delete;
+  JobEngine& operator=(const JobEngine&) = delete;
+
+  int64_t job_id() const { return job_.id; }
+  JobState state() const { return job_.state; }
+  const JobSpec& spec() const { return spec_; }
+
+  // The next segment for a free worker, or nullopt when this job has nothing it may run
+  // now. Persists the trial before returning it.
+  StatusOr<std::optional<Assignment>> NextAssignment(const std::string& worker_id, double now);
+
+  // Records an epoch of a running trial and says whether the worker should stop. A repeated
+  // epoch replaces the stored one. An epoch of a trial that is not running is ignored and
+  // answered with stop.
+  StatusOr<EpochVerdict> OnEpoch(int64_t trial_id, const CurvePoint& point);
+
+  // A worker ended a segment. Repeats are ignored.
+  Status OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome, double now);
+
+  // A worker disconnected or lost its lease: its running trials go back to pending, to be
+  // rerun from their last checkpoint (on the same worker when that checkpoint exists).
+  Status OnWorkerLost(const std::string& worker_id, double now);
+
+  // Which workers are connected: a paused trial whose checkpoint holder is offline cannot
+  // be promoted, and the job does not wait for it.
+  void SetWorkerOnline(const std::string& worker_id, bool online);
+
+  // Cancels the job: every unfinished trial is stopped. Returns the (worker, trial id)
+  // pairs that were running, to be told to stop.
+  StatusOr<std::vector<std::pair<std::string, int64_t>>> Cancel(double now);
+
+  // Marks the job failed (for example when the controller cannot persist it).
+  Status Fail(const std::string& message, double now);
+
+  bool HasTrial(int64_t trial_id) const { return trials_.count(trial_id) > 0; }
+  // The best time-to-accuracy so far, if any trial reached the target.
+  std::optional<double> IncumbentTta() const;
+
+ private:
+  struct LiveTrial {
+    TrialRecord record;
+    std::vector<double> epoch_train_s;  // training seconds of each epoch done
+    std::string stop_reason;            // set when the engine asked the worker to stop
+  };
+
+  StatusOr<std::optional<Assignment>> TryPending(const std::string& worker_id);
+  StatusOr<std::optional<Assignment>> TryPromotion(const std::string& worker_id);
+  StatusOr<std::optional<Assignment>> TryNewTrial(const std::string& worker_id);
+  Assignment Start(LiveTrial& t, const std::string& worker_id, int start_epoch);
+  // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
+  StatusOr<bool> PruneIfBeaten(LiveTrial& t);
+  bool HolderOnline(const TrialRecord& trial) const;
+  Status MarkRunning(double now);
+  Status MaybeFinish(double now);
+  int SegmentStart(const TrialRecord& trial) const;
+  void Recount(LiveTrial& t) const;
+
+  JobRecord job_;
+  JobSpec spec_;
+  Journal* journal_;
+  std::unique_ptr<Sampler> sampler_;
+  AshaRungs rungs_;
+  std::map<int64_t, LiveTrial> trials_;  // by trial id
+  std::set<std::string> online_workers_;
+  int sampled_ = 0;
+};
+
+}  // namespace topotune

@@ -1,0 +1,112 @@
+#include "tuner/report.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace topotune {
+
+bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b) {
+  if (a.reached_target != b.reached_target) return a.reached_target;
+  if (a.reached_target && a.tta_s != b.tta_s) return a.tta_s < b.tta_s;
+  if (a.best_accuracy != b.best_accuracy) return a.best_accuracy > b.best_accuracy;
+  return a.number < b.number;
+}
+
+namespace {
+
+std::optional<TrialRecord> Best(const std::vector<TrialRecord>& trials) {
+  std::optional<TrialRecord> best;
+  for (const auto& t : trials) {
+    if (t.epochs_done == 0) continue;
+    if (!best || TrialRanksAbove(t, *best)) best = t;
+  }
+  return best;
+}
+
+// Mean epoch wall time per batch size, from the measured points.
+std::map<int, double> EpochSecondsByBatch(const std::vector<TrialRecord>& trials,
+                                          const std::vector<CurvePoint>& points) {
+  std::map<int64_t, int> batch_of;
+  for (const auto& t : trials) batch_of[t.id] = t.config.batch_size;
+  std::map<int, std::pair<double, int>> sums;
+  for (const auto& p : points) {
+    auto it = batch_of.find(p.trial_id);
+    if (it == batch_of.end()) continue;
+    sums[it->second].first += p.wall_s;
+    sums[it->second].second += 1;
+  }
+  std::map<int, double> mean;
+  for (const auto& [b, s] : sums) mean[b] = s.first / s.second;
+  return mean;
+}
+
+// Epoch seconds at batch size b: measured, else interpolated linearly in (log b, log s)
+// between the nearest measured sizes, else the nearest one's.
+double EpochSecondsAt(const std::map<int, double>& measured, int b) {
+  auto hi = measured.lower_bound(b);
+  if (hi != measured.end() && hi->first == b) return hi->second;
+  if (hi == measured.end()) return std::prev(hi)->second;
+  if (hi == measured.begin()) return hi->second;
+  auto lo = std::prev(hi);
+  const double x =
+      (std::log(b) - std::log(lo->first)) / (std::log(hi->first) - std::log(lo->first));
+  return std::exp(std::log(lo->second) + x * (std::log(hi->second) - std::log(lo->second)));
+}
+
+}  // namespace
+
+Report BuildReport(const JobRecord& job, const JobSpec& spec,
+                   const std::vector<TrialRecord>& trials, const std::vector<CurvePoint>& points) {
+  Report r;
+  r.job = job;
+  r.algorithm = spec.algorithm;
+  r.target_accuracy = spec.target_accuracy;
+  r.trials_total = static_cast<int>(trials.size());
+  for (const auto& t : trials) ++r.trials_by_state[TrialStateName(t.state)];
+  r.best = Best(trials);
+  r.target_reached = r.best && r.best->reached_target;
+  for (const auto& p : points) {
+    r.compute_s += p.wall_s;
+    r.train_s += p.compute_s + p.comm_s;
+    ++r.epochs_trained;
+    if (r.best && p.trial_id == r.best->id) r.best_curve.push_back(p);
+  }
+  std::sort(r.best_curve.begin(), r.best_curve.end(),
+            [](const CurvePoint& a, const CurvePoint& b) { return a.epoch < b.epoch; });
+  r.ranking = trials;
+  std::stable_sort(r.ranking.begin(), r.ranking.end(), TrialRanksAbove);
+
+  const std::map<int, double> measured = EpochSecondsByBatch(trials, points);
+  r.grid.epochs_per_point = spec.asha.MaxEpochs();
+  const int per_batch = static_cast<int>(spec.space.optimizers.size()) * spec.grid_lr_points;
+  r.grid.points = per_batch * static_cast<int>(spec.space.batch_sizes.size());
+  if (!measured.empty()) {
+    for (int b : spec.space.batch_sizes) {
+      if (measured.count(b)) ++r.grid.batch_sizes_measured;
+      r.grid.cost_s += per_batch * r.grid.epochs_per_point * EpochSecondsAt(measured, b);
+    }
+  }
+  r.grid_ratio = r.grid.cost_s > 0 ? r.compute_s / r.grid.cost_s : 0.0;
+  return r;
+}
+
+JobProgress SummariseProgress(const JobRecord& job, const JobSpec& spec,
+                              const std::vector<TrialRecord>& trials) {
+  JobProgress p;
+  p.trials_total = spec.max_trials;
+  p.trials_sampled = static_cast<int>(trials.size());
+  int settled = 0;
+  for (const auto& t : trials) {
+    ++p.trials_by_state[TrialStateName(t.state)];
+    if (IsTerminal(t.state) || t.state == TrialState::kPaused) ++settled;
+  }
+  p.best = Best(trials);
+  if (IsTerminal(job.state)) {
+    p.fraction = 1.0;
+  } else if (spec.max_trials > 0) {
+    p.fraction = std::min(0.99, static_cast<double>(settled) / spec.max_trials);
+  }
+  return p;
+}
+
+}  // namespace topotune

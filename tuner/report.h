@@ -1,0 +1,57 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tuner/types.h"
+
+namespace topotune {
+
+// What a full grid over the job's space would have cost: every batch size x optimizer x
+// grid_lr_points learning rates, each trained for the top rung's epochs, at the epoch
+// times measured in this job (log-log interpolated for batch sizes no trial used).
+struct GridEstimate {
+  int points = 0;
+  int epochs_per_point = 0;
+  double cost_s = 0.0;
+  int batch_sizes_measured = 0;  ///< of the space's batch sizes, how many had a trial
+};
+
+// The best-config report of a job, computed from stored records alone.
+struct Report {
+  JobRecord job;
+  std::string algorithm;
+  double target_accuracy = 0.0;
+  bool target_reached = false;
+  std::optional<TrialRecord> best;  ///< least TTA; else highest accuracy
+  std::vector<CurvePoint> best_curve;
+  int trials_total = 0;
+  std::map<std::string, int> trials_by_state;  ///< state name -> count
+  int epochs_trained = 0;
+  double compute_s = 0.0;  ///< wall seconds of every epoch of every trial, evaluation included
+  double train_s = 0.0;    ///< training seconds (compute + communication) of every epoch
+  GridEstimate grid;
+  double grid_ratio = 0.0;           ///< compute_s / grid.cost_s; 0 when the grid cost is unknown
+  std::vector<TrialRecord> ranking;  ///< every trial, best first
+};
+
+// Trials that reached the target rank first, by TTA, then the rest by best accuracy.
+bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b);
+
+Report BuildReport(const JobRecord& job, const JobSpec& spec,
+                   const std::vector<TrialRecord>& trials, const std::vector<CurvePoint>& points);
+
+// Progress of a job for status displays.
+struct JobProgress {
+  double fraction = 0.0;  ///< 0..1; 1 only once the job is finished
+  int trials_total = 0;
+  int trials_sampled = 0;
+  std::map<std::string, int> trials_by_state;
+  std::optional<TrialRecord> best;
+};
+JobProgress SummariseProgress(const JobRecord& job, const JobSpec& spec,
+                              const std::vector<TrialRecord>& trials);
+
+}  // namespace topotune

@@ -1,0 +1,37 @@
+#include "tuner/sampler.h"
+
+#include <cmath>
+
+namespace topotune {
+namespace {
+
+// A uniform double in [0, 1) from the raw engine output, identical on every platform
+// (std::uniform_real_distribution is not specified bit-for-bit).
+double Uniform01(std::mt19937_64& rng) { return (rng() >> 11) * (1.0 / 9007199254740992.0); }
+
+}  // namespace
+
+RandomSampler::RandomSampler(SearchSpace space, uint64_t seed)
+    : space_(std::move(space)), rng_(seed) {}
+
+TrialConfig RandomSampler::Propose() {
+  TrialConfig config;
+  config.batch_size =
+      space_.batch_sizes[static_cast<size_t>(Uniform01(rng_) * space_.batch_sizes.size())];
+  const double log_lr = std::log(space_.lr_min) +
+                        Uniform01(rng_) * (std::log(space_.lr_max) - std::log(space_.lr_min));
+  config.learning_rate = std::exp(log_lr);
+  config.optimizer =
+      space_.optimizers[static_cast<size_t>(Uniform01(rng_) * space_.optimizers.size())];
+  return config;
+}
+
+uint64_t TrialSeed(uint64_t job_seed, int number) {
+  // splitmix64 of the pair.
+  uint64_t z = job_seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(number) + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFFULL;  // fits a signed 64-bit column
+}
+
+}  // namespace topotune

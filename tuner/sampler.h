@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+
+#include "tuner/types.h"
+
+namespace topotune {
+
+// Proposes configurations from a search space. Not thread-safe.
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+  // The next configuration to try.
+  virtual TrialConfig Propose() = 0;
+  // What a configuration achieved: higher `score` is better. Samplers that learn use it.
+  virtual void Observe(const TrialConfig& config, double score) {
+    (void)config;
+    (void)score;
+  }
+};
+
+// Independent draws: batch size uniform over the space's powers of two, learning rate
+// log-uniform in [lr_min, lr_max], optimizer uniform.
+class RandomSampler final : public Sampler {
+ public:
+  RandomSampler(SearchSpace space, uint64_t seed);
+  TrialConfig Propose() override;
+
+ private:
+  SearchSpace space_;
+  std::mt19937_64 rng_;
+};
+
+// The seed of trial `number` of a job whose sampler seed is `job_seed`: distinct per
+// trial, reproducible.
+uint64_t TrialSeed(uint64_t job_seed, int number);
+
+}  // namespace topotune
