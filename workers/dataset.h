@@ -35,7 +35,7 @@ StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
 struct ShapesOptions {
   int64_t train_samples = 5000;  ///< written to data_batch_1.bin
   int64_t test_samples = 1000;   ///< written to test_batch.bin
-  double noise = 0.25;           ///< std of the pixel noise, 0..1; higher is harder
+  double noise = 0.15;           ///< std of the pixel noise, 0..1; higher is harder
   uint64_t seed = 1;
 };
 

@@ -1,0 +1,41 @@
+# Sourced by examples/quickstart.sh, tests/run.sh and .ci/run: installs what is missing
+# from Debian's packages, then configures and builds. Functions only; nothing runs on source.
+
+TOPOTUNE_PACKAGES="libtorch-dev libboost-dev nlohmann-json3-dev libcpp-httplib-dev \
+libsqlite3-dev libgtest-dev libeigen3-dev cmake g++ make pkg-config sqlite3"
+
+topotune_install_deps() {
+  local missing=""
+  for p in $TOPOTUNE_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  echo "==> installing:$missing"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+}
+
+# topotune_build BUILD_DIR [cmake -D options...] -- [targets...]
+topotune_build() {
+  local dir="$1"
+  shift
+  local cmake_args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    cmake_args+=("$1")
+    shift
+  done
+  [ "${1:-}" = "--" ] && shift
+  local jobs
+  jobs=$(nproc 2>/dev/null || echo 2)
+  echo "==> building in $dir"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >"$dir.cmake.log" 2>&1 ||
+    { cat "$dir.cmake.log"; return 1; }
+  if [ $# -gt 0 ]; then
+    cmake --build "$dir" -j "$jobs" --target "$@"
+  else
+    cmake --build "$dir" -j "$jobs"
+  fi
+}

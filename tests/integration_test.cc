@@ -1,0 +1,314 @@
+// End-to-end: topotuned and two topotune-worker processes on loopback, a real SQLite file,
+// real LibTorch training on a small generated dataset, driven through the REST API.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/protocol.h"
+#include "workers/dataset.h"
+
+namespace topotune {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// A child process started with its output in a log file; stopped with SIGTERM.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& log) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Process() { Stop(); }
+  bool Running() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    return waitpid(pid_, &status, WNOHANG) == 0;
+  }
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) != 0) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Everything one test needs: a folder, a dataset, a controller and two workers.
+class Cluster {
+ public:
+  Cluster() {
+    dir_ = fs::temp_directory_path() /
+           ("topotune-it-" + std::to_string(getpid()) + "-" + std::to_string(counter_++));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    ShapesOptions data;
+    data.train_samples = 1200;
+    data.test_samples = 400;
+    EXPECT_TRUE(WriteShapesDataset((dir_ / "data" / "shapes").string(), data).ok());
+    const fs::path ports = dir_ / "ports.json";
+    server_ = std::make_unique<Process>(
+        std::vector<std::string>{TOPOTUNED_BIN, "--db", db().string(), "--http", "127.0.0.1:0",
+                                 "--workers", "127.0.0.1:0", "--ports-file", ports.string()},
+        (dir_ / "topotuned.log").string());
+    for (int i = 0; i < 100 && !fs::exists(ports); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const json p = json::parse(ReadFile(ports));
+    http_port_ = p["http"].get<int>();
+    worker_port_ = p["workers"].get<int>();
+    for (const char* name : {"w1", "w2"}) {
+      workers_.push_back(std::make_unique<Process>(
+          std::vector<std::string>{TOPOTUNE_WORKER_BIN, "--controller",
+                                   "127.0.0.1:" + std::to_string(worker_port_), "--name", name,
+                                   "--data-root", dir_.string(), "--checkpoint-dir",
+                                   (dir_ / "checkpoints").string(), "--threads", "1"},
+          (dir_ / (std::string(name) + ".log")).string()));
+    }
+  }
+  ~Cluster() {
+    workers_.clear();
+    server_.reset();
+    if (!::testing::Test::HasFailure()) fs::remove_all(dir_);
+  }
+
+  fs::path db() const { return dir_ / "topotune.db"; }
+  const fs::path& dir() const { return dir_; }
+  int worker_port() const { return worker_port_; }
+  bool ServerRunning() { return server_->Running(); }
+  std::string Log(const std::string& name) { return ReadFile(dir_ / name); }
+
+  httplib::Result Get(const std::string& path) {
+    httplib::Client c("127.0.0.1", http_port_);
+    return c.Get(path.c_str());
+  }
+  httplib::Result Post(const std::string& path, const std::string& body) {
+    httplib::Client c("127.0.0.1", http_port_);
+    return c.Post(path.c_str(), body, "application/json");
+  }
+
+  // Waits until the job is in a terminal state; returns it.
+  json WaitForJob(int64_t id, int timeout_s) {
+    json job;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto res = Get("/v1/jobs/" + std::to_string(id));
+      if (res && res->status == 200) {
+        job = json::parse(res->body);
+        const std::string state = job["state"];
+        if (state == "completed" || state == "failed" || state == "cancelled") return job;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    return job;
+  }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path dir_;
+  std::unique_ptr<Process> server_;
+  std::vector<std::unique_ptr<Process>> workers_;
+  int http_port_ = 0;
+  int worker_port_ = 0;
+};
+
+json SmallJob() {
+  return json::parse(R"({
+    "name": "it", "model": "lenet",
+    "dataset": {"format": "cifar10-bin", "path": "data/shapes"},
+    "target_accuracy": 0.6,
+    "search_space": {"batch_size": {"min": 16, "max": 128},
+                     "learning_rate": {"min": 1e-3, "max": 0.3},
+                     "optimizer": ["sgd", "adam"]},
+    "scheduler": {"algorithm": "asha", "min_epochs": 1, "reduction_factor": 2, "rungs": 3},
+    "max_trials": 6, "seed": 5})");
+}
+
+TEST(Integration, RunsAJobToCompletionAndTheDatabaseAgreesWithTheReport) {
+  Cluster cluster;
+  auto submitted = cluster.Post("/v1/jobs", SmallJob().dump());
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+
+  const json job = cluster.WaitForJob(id, 400);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("topotuned.log")
+                                       << cluster.Log("w1.log") << cluster.Log("w2.log");
+  EXPECT_DOUBLE_EQ(job["progress"]["fraction"].get<double>(), 1.0);
+
+  auto workers = cluster.Get("/v1/workers");
+  ASSERT_TRUE(workers);
+  EXPECT_EQ(json::parse(workers->body)["workers"].size(), 2u);
+
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  const json trials = json::parse(trials_res->body)["trials"];
+  ASSERT_EQ(trials.size(), 6u);
+  int epochs = 0;
+  std::set<std::string> used_workers;
+  for (const json& t : trials) {
+    const std::string state = t["state"];
+    EXPECT_TRUE(state == "completed" || state == "stopped" || state == "failed") << t.dump();
+    EXPECT_EQ(t["curve"].size(), t["epochs_done"].get<size_t>()) << t.dump();
+    epochs += t["epochs_done"].get<int>();
+    used_workers.insert(t["worker"].get<std::string>());
+    for (size_t e = 0; e < t["curve"].size(); ++e) {
+      EXPECT_EQ(t["curve"][e]["epoch"].get<size_t>(), e + 1);  // promotion resumed, no gap
+    }
+  }
+  EXPECT_EQ(used_workers.size(), 2u);
+
+  auto report_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report_res);
+  const json report = json::parse(report_res->body);
+  ASSERT_FALSE(report["best"].is_null());
+  EXPECT_EQ(report["epochs_trained"].get<int>(), epochs);
+  EXPECT_GT(report["compute_s"].get<double>(), 0.0);
+  EXPECT_GT(report["grid"]["cost_s"].get<double>(), report["compute_s"].get<double>());
+  EXPECT_GT(report["compute_vs_grid"].get<double>(), 0.0);
+  EXPECT_LT(report["compute_vs_grid"].get<double>(), 1.0);
+  if (report["target_reached"].get<bool>()) {
+    EXPECT_GT(report["best"]["tta_s"].get<double>(), 0.0);
+    // The best curve reaches the target at its last epoch and not before.
+    const json& curve = report["best_curve"];
+    EXPECT_GE(curve.back()["val_accuracy"].get<double>(), 0.6);
+  }
+
+  // Trials and curve points in the SQLite file agree with the report: rebuild it from the
+  // file alone with the CLI.
+  const fs::path out = cluster.dir() / "offline.json";
+  const std::string cmd = std::string(TOPOTUNE_CLI_BIN) + " report " + std::to_string(id) +
+                          " --json --db " + cluster.db().string() + " > " + out.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const json offline = json::parse(ReadFile(out));
+  EXPECT_EQ(offline["best"], report["best"]);
+  EXPECT_EQ(offline["ranking"], report["ranking"]);
+  EXPECT_DOUBLE_EQ(offline["compute_s"].get<double>(), report["compute_s"].get<double>());
+}
+
+TEST(Integration, MalformedJobsGet400NamingTheProblemAndTheServerKeepsServing) {
+  Cluster cluster;
+  struct Case {
+    std::string body;
+    std::string expect;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"{\"model\": \"lenet\",", "not valid JSON"});
+  json j = SmallJob();
+  j["search_space"]["optimizer"] = {"sgd", "lion"};
+  cases.push_back({j.dump(), "unknown optimizer"});
+  j = SmallJob();
+  j["search_space"]["learning_rate"] = {{"min", 0.5}, {"max", 0.01}};
+  cases.push_back({j.dump(), "must be less than max"});
+  j = SmallJob();
+  j["search_space"]["batch_size"]["min"] = 0;
+  cases.push_back({j.dump(), "search_space.batch_size.min"});
+  j = SmallJob();
+  j.erase("target_accuracy");
+  cases.push_back({j.dump(), "target_accuracy is required"});
+  j = SmallJob();
+  j["model"] = "alexnet-9000";
+  cases.push_back({j.dump(), "unknown model"});
+  for (const Case& c : cases) {
+    auto res = cluster.Post("/v1/jobs", c.body);
+    ASSERT_TRUE(res) << c.expect;
+    EXPECT_EQ(res->status, 400) << c.body;
+    const json body = json::parse(res->body);
+    EXPECT_EQ(body["error"]["code"], "INVALID_ARGUMENT");
+    EXPECT_NE(body["error"]["message"].get<std::string>().find(c.expect), std::string::npos)
+        << body.dump();
+  }
+  // Too large, unknown job, bad id, unknown route: clear errors too.
+  auto big = cluster.Post("/v1/jobs", std::string(2 * 1024 * 1024, ' '));
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  auto missing = cluster.Get("/v1/jobs/999");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_NE(missing->body.find("job 999 not found"), std::string::npos) << missing->body;
+  auto bad_id = cluster.Get("/v1/jobs/abc/report");
+  ASSERT_TRUE(bad_id);
+  EXPECT_EQ(bad_id->status, 400);
+
+  // A worker that sends garbage gets an error frame and is dropped; the controller lives.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(cluster.worker_port()));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string garbage = std::string("\x00\x00\x00\x05", 4) + "hello";
+  ASSERT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
+  unsigned char header[4];
+  ASSERT_EQ(recv(fd, header, 4, MSG_WAITALL), 4);
+  std::string reply(DecodeFrameLength(header), '\0');
+  ASSERT_EQ(recv(fd, reply.data(), reply.size(), MSG_WAITALL), static_cast<ssize_t>(reply.size()));
+  const json error = json::parse(reply);
+  EXPECT_EQ(error["type"], "error");
+  EXPECT_NE(error["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  close(fd);
+
+  EXPECT_TRUE(cluster.ServerRunning());
+  auto ok = cluster.Post("/v1/jobs", SmallJob().dump());
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 201) << ok->body;
+  const int64_t id = json::parse(ok->body)["id"].get<int64_t>();
+  auto cancel = cluster.Post("/v1/jobs/" + std::to_string(id) + "/cancel", "");
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->status, 200) << cancel->body;
+  EXPECT_EQ(json::parse(cancel->body)["state"], "cancelled");
+  auto again = cluster.Post("/v1/jobs/" + std::to_string(id) + "/cancel", "");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 409);
+  auto jobs = cluster.Get("/v1/jobs");
+  ASSERT_TRUE(jobs);
+  EXPECT_EQ(json::parse(jobs->body)["jobs"].size(), 1u);  // the malformed ones stored nothing
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,261 @@
+#include "workers/agent.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include "api/protocol.h"
+#include "workers/trainer.h"
+
+namespace topotune {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using nlohmann::json;
+
+struct Agent::Impl {
+  explicit Impl(AgentOptions o) : options(std::move(o)), trainer(options.threads) {}
+
+  AgentOptions options;
+  Trainer trainer;
+  asio::io_context io;
+  std::unique_ptr<tcp::socket> socket;
+  std::unique_ptr<asio::steady_timer> heartbeat;
+  unsigned char header[4] = {0, 0, 0, 0};
+  std::string payload;
+  std::deque<std::string> writes;
+  bool connected = false;
+  double heartbeat_s = 2.0;
+  std::atomic<bool> shutdown{false};
+  Status fatal;  // set when the controller refuses us
+
+  // The training thread and the trial it runs.
+  std::thread training;
+  std::atomic<bool> stop_training{false};
+  std::optional<int64_t> current_trial;
+
+  void Log(const std::string& message) {
+    std::fprintf(stderr, "topotune-worker %s: %s\n", options.worker_id.c_str(), message.c_str());
+  }
+
+  bool Connect() {
+    const auto deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(options.controller_host, ec);
+    tcp::resolver resolver(io);
+    while (!shutdown) {
+      socket = std::make_unique<tcp::socket>(io);
+      if (!ec) {
+        socket->connect(
+            tcp::endpoint(address, static_cast<unsigned short>(options.controller_port)), ec);
+      } else {
+        auto endpoints =
+            resolver.resolve(options.controller_host, std::to_string(options.controller_port), ec);
+        if (!ec) asio::connect(*socket, endpoints, ec);
+      }
+      if (!ec) return true;
+      if (std::chrono::steady_clock::now() > deadline) {
+        fatal =
+            Status::Unavailable("cannot reach the controller at " + options.controller_host + ":" +
+                                std::to_string(options.controller_port) + ": " + ec.message());
+        return false;
+      }
+      ec.clear();
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    return false;
+  }
+
+  void Send(std::string frame) {
+    if (!connected) return;
+    const bool idle = writes.empty();
+    writes.push_back(std::move(frame));
+    if (idle) WriteNext();
+  }
+
+  void WriteNext() {
+    asio::async_write(*socket, asio::buffer(writes.front()),
+                      [this](boost::system::error_code ec, size_t) {
+                        if (ec) return Disconnect("write failed: " + ec.message());
+                        writes.pop_front();
+                        if (!writes.empty()) WriteNext();
+                      });
+  }
+
+  void Disconnect(const std::string& why) {
+    if (!connected) return;
+    connected = false;
+    Log("disconnected: " + why);
+    boost::system::error_code ignored;
+    socket->close(ignored);
+    heartbeat->cancel();
+    writes.clear();
+    io.stop();
+  }
+
+  void ReadHeader() {
+    asio::async_read(*socket, asio::buffer(header), [this](boost::system::error_code ec, size_t) {
+      if (ec)
+        return Disconnect(ec == asio::error::eof ? "controller closed the connection"
+                                                 : ec.message());
+      const uint32_t n = DecodeFrameLength(header);
+      if (n == 0 || n > kMaxFrameBytes) {
+        return Disconnect("controller sent a frame of " + std::to_string(n) + " bytes");
+      }
+      payload.resize(n);
+      asio::async_read(*socket, asio::buffer(payload),
+                       [this](boost::system::error_code ec2, size_t) {
+                         if (ec2) return Disconnect(ec2.message());
+                         Handle(payload);
+                         if (connected) ReadHeader();
+                       });
+    });
+  }
+
+  void Tick() {
+    heartbeat->expires_after(std::chrono::milliseconds(static_cast<int64_t>(heartbeat_s * 1000)));
+    heartbeat->async_wait([this](boost::system::error_code ec) {
+      if (ec || !connected) return;
+      if (shutdown) return Disconnect("shutting down");
+      Send(EncodeFrame({{"type", "heartbeat"}}));
+      Tick();
+    });
+  }
+
+  void Handle(const std::string& text) {
+    StatusOr<json> parsed = ParseMessage(text);
+    if (!parsed.ok()) return Disconnect("controller sent garbage: " + parsed.status().message());
+    const json& m = *parsed;
+    const std::string type = m["type"].get<std::string>();
+    if (type == "welcome") {
+      heartbeat_s = m.value("heartbeat_s", 2.0);
+      Log("registered with the controller");
+    } else if (type == "assign") {
+      StatusOr<TrialAssignment> a = TrialAssignmentFromJson(m.value("assignment", json()));
+      if (!a.ok()) return Disconnect("bad assignment: " + a.status().message());
+      StartTraining(*a);
+    } else if (type == "stop") {
+      if (current_trial && m.value("trial_id", int64_t{-1}) == *current_trial) {
+        stop_training = true;
+      }
+    } else if (type == "error") {
+      fatal = Status::FailedPrecondition("controller refused this worker: " +
+                                         m.value("message", std::string()));
+      Log(fatal.message());
+      shutdown = true;
+      Disconnect("refused");
+    } else if (type != "heartbeat") {
+      Log("ignoring an unknown frame type '" + type + "'");
+    }
+  }
+
+  std::string Resolve(const std::string& root, const std::string& path) {
+    std::filesystem::path p(path);
+    return p.is_absolute() ? p.string() : (std::filesystem::path(root) / p).string();
+  }
+
+  void StartTraining(const TrialAssignment& a) {
+    if (current_trial) {
+      Send(EncodeFrame(
+          {{"type", "result"},
+           {"trial_id", a.trial_id},
+           {"status", "failed"},
+           {"message", "worker is busy with trial " + std::to_string(*current_trial)}}));
+      return;
+    }
+    JoinTraining();
+    TrainRequest request;
+    request.model = a.model;
+    request.data_dir = Resolve(options.data_root, a.dataset.path);
+    request.max_train_samples = a.dataset.max_train_samples;
+    request.max_val_samples = a.dataset.max_val_samples;
+    request.config = a.config;
+    request.momentum = a.momentum;
+    request.seed = a.seed;
+    request.start_epoch = a.start_epoch;
+    request.end_epoch = a.end_epoch;
+    request.target_accuracy = a.target_accuracy;
+    request.checkpoint_path = Resolve(options.checkpoint_dir, a.checkpoint);
+    current_trial = a.trial_id;
+    stop_training = false;
+    char what[200];
+    std::snprintf(what, sizeof(what), "trial %lld: %s bs=%d lr=%.3g epochs %d..%d",
+                  static_cast<long long>(a.trial_id), OptimizerName(a.config.optimizer),
+                  a.config.batch_size, a.config.learning_rate, a.start_epoch + 1, a.end_epoch);
+    Log(what);
+    const int64_t trial_id = a.trial_id;
+    training = std::thread([this, request, trial_id] {
+      TrainResult result = trainer.Run(
+          request,
+          [this, trial_id](const CurvePoint& p) {
+            std::string frame =
+                EncodeFrame({{"type", "progress"}, {"trial_id", trial_id}, {"point", ToJson(p)}});
+            asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
+          },
+          stop_training);
+      std::string frame = EncodeFrame({{"type", "result"},
+                                       {"trial_id", trial_id},
+                                       {"status", result.status},
+                                       {"message", result.message}});
+      asio::post(io, [this, frame = std::move(frame), trial_id, result]() mutable {
+        if (result.status != "completed")
+          Log("trial " + std::to_string(trial_id) + " " + result.status + ": " + result.message);
+        current_trial.reset();
+        Send(std::move(frame));
+      });
+    });
+  }
+
+  void JoinTraining() {
+    if (training.joinable()) training.join();
+  }
+
+  Status Run() {
+    if (options.worker_id.empty()) {
+      char host[256] = {0};
+      gethostname(host, sizeof(host) - 1);
+      options.worker_id = host;
+    }
+    const DeviceProfile device = Trainer::ProbeDevice();
+    while (!shutdown) {
+      if (!Connect()) break;
+      connected = true;
+      heartbeat = std::make_unique<asio::steady_timer>(io);
+      Send(EncodeFrame({{"type", "hello"},
+                        {"protocol", kProtocolVersion},
+                        {"worker_id", options.worker_id},
+                        {"device", ToJson(device)}}));
+      ReadHeader();
+      Tick();
+      io.restart();
+      io.run();
+      // The connection is gone: whatever trains now belongs to a lease we lost.
+      stop_training = true;
+      JoinTraining();
+      current_trial.reset();
+      io.restart();
+      io.poll();  // drop what the training thread posted
+      connected = false;
+    }
+    stop_training = true;
+    JoinTraining();
+    if (!fatal.ok()) return fatal;
+    return Status::OK();
+  }
+};
+
+Agent::Agent(AgentOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Agent::~Agent() = default;
+Status Agent::Run() { return impl_->Run(); }
+void Agent::Shutdown() { impl_->shutdown = true; }
+
+}  // namespace topotune

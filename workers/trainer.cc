@@ -1,0 +1,423 @@
+#include "workers/trainer.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "workers/dataset.h"
+#include "workers/models.h"
+
+// CUDA extras (caching-allocator peak, device name and memory) need the CUDA headers,
+// which only a CUDA build of LibTorch brings; a CPU build leaves them out.
+#if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAConfig.h>) && \
+    __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#define TOPOTUNE_HAVE_CUDA_API 1
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace topotune {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kEvalBatch = 1000;
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+// The first number after `key` in a /proc file such as "VmHWM:   1234 kB", times
+// `multiplier`; 0 if absent.
+int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multiplier) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, key.size(), key) != 0) continue;
+    std::istringstream fields(line.substr(key.size()));
+    int64_t value = 0;
+    if (fields >> value) return value * multiplier;
+  }
+  return 0;
+}
+
+// A training and a validation set as normalised float tensors on the CPU.
+struct LoadedData {
+  torch::Tensor train_images;  ///< [N, 3, 32, 32] float, (x / 255 - mean) / std
+  torch::Tensor train_labels;  ///< [N] int64
+  torch::Tensor val_images;
+  torch::Tensor val_labels;
+  torch::Tensor mean;    ///< [3], per channel, of the training images scaled to 0..1
+  torch::Tensor stddev;  ///< [3]
+};
+
+torch::Tensor ImagesAsFloat(ImageSet& set) {
+  return torch::from_blob(set.pixels.data(), {set.count, set.channels, set.height, set.width},
+                          torch::kUInt8)
+      .to(torch::kFloat32)
+      .div_(255.0);
+}
+
+torch::Tensor LabelsAsLong(ImageSet& set) {
+  return torch::from_blob(set.labels.data(), {set.count}, torch::kUInt8).to(torch::kInt64);
+}
+
+StatusOr<std::shared_ptr<LoadedData>> LoadData(const TrainRequest& request) {
+  StatusOr<ImageSet> train = ReadCifar10(request.data_dir, "train", request.max_train_samples);
+  if (!train.ok()) return train.status();
+  StatusOr<ImageSet> val = ReadCifar10(request.data_dir, "test", request.max_val_samples);
+  if (!val.ok()) return val.status();
+
+  auto data = std::make_shared<LoadedData>();
+  data->train_images = ImagesAsFloat(*train);
+  data->mean = data->train_images.mean(/*dim=*/{0, 2, 3});
+  data->stddev = data->train_images.std(/*dim=*/{0, 2, 3}).clamp_min(1e-6);
+  const torch::Tensor mean = data->mean.view({1, -1, 1, 1});
+  const torch::Tensor stddev = data->stddev.view({1, -1, 1, 1});
+  data->train_images.sub_(mean).div_(stddev);
+  data->train_labels = LabelsAsLong(*train);
+  data->val_images = ImagesAsFloat(*val).sub_(mean).div_(stddev);
+  data->val_labels = LabelsAsLong(*val);
+  return data;
+}
+
+// Value at quantile q (0..1) of `values`, nearest rank; 0 for none.
+double Percentile(std::vector<double> values, double q) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(values.size())));
+  return values[std::min(values.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+bool IsOutOfMemory(const std::string& message) {
+  return message.find("out of memory") != std::string::npos ||
+         message.find("can't allocate memory") != std::string::npos ||
+         message.find("Cannot allocate memory") != std::string::npos;
+}
+
+TrainResult Ended(std::string status, std::string message, int epochs_done,
+                  bool reached_target = false) {
+  TrainResult result;
+  result.status = std::move(status);
+  result.message = std::move(message);
+  result.epochs_done = epochs_done;
+  result.reached_target = reached_target;
+  return result;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  torch::Device device = torch::kCPU;
+  // Datasets by "dir|max_train|max_val", converted once and kept for later trials.
+  std::map<std::string, std::shared_ptr<LoadedData>> datasets;
+
+  StatusOr<std::shared_ptr<LoadedData>> Data(const TrainRequest& request);
+  void Synchronize() const {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  }
+  void ResetPeakMemory() const;
+  int64_t PeakMemory() const;
+  // The body of Run; may throw (LibTorch errors), which Run turns into a result.
+  // *epochs_done follows the epochs completed so far, for that case.
+  TrainResult Train(const TrainRequest& request,
+                    const std::function<void(const CurvePoint&)>& on_epoch,
+                    const std::atomic<bool>& stop, int* epochs_done);
+};
+
+Trainer::Trainer(int threads) : impl_(std::make_unique<Impl>()) {
+  if (threads > 0) {
+    torch::set_num_threads(threads);
+    // Allowed once per process, before any inter-op work; a second Trainer keeps the first
+    // setting.
+    static std::once_flag interop_once;
+    std::call_once(interop_once, [threads] {
+      try {
+        torch::set_num_interop_threads(threads);
+      } catch (const std::exception&) {
+      }
+    });
+  }
+  if (torch::cuda::is_available()) impl_->device = torch::Device(torch::kCUDA, 0);
+}
+
+Trainer::~Trainer() = default;
+
+StatusOr<std::shared_ptr<LoadedData>> Trainer::Impl::Data(const TrainRequest& request) {
+  const std::string key = request.data_dir + "|" + std::to_string(request.max_train_samples) + "|" +
+                          std::to_string(request.max_val_samples);
+  auto it = datasets.find(key);
+  if (it != datasets.end()) return it->second;
+  StatusOr<std::shared_ptr<LoadedData>> data = LoadData(request);
+  if (data.ok()) datasets.emplace(key, *data);
+  return data;
+}
+
+void Trainer::Impl::ResetPeakMemory() const {
+#ifdef TOPOTUNE_HAVE_CUDA_API
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+    return;
+  }
+#endif
+  // "5" resets VmHWM to the current RSS (Linux >= 4.0), so the peak is this trial's.
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
+}
+
+int64_t Trainer::Impl::PeakMemory() const {
+#ifdef TOPOTUNE_HAVE_CUDA_API
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats
+        .reserved_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .peak;
+  }
+#endif
+  return ReadProcNumber("/proc/self/status", "VmHWM:", 1024);
+}
+
+TrainResult Trainer::Run(const TrainRequest& request,
+                         const std::function<void(const CurvePoint&)>& on_epoch,
+                         const std::atomic<bool>& stop) {
+  int epochs_done = request.start_epoch;
+  try {
+    return impl_->Train(request, on_epoch, stop, &epochs_done);
+  } catch (const std::bad_alloc&) {
+    return Ended("infeasible", "out of memory (std::bad_alloc)", epochs_done);
+  } catch (const std::exception& e) {
+    // c10::Error derives from std::exception; its what() carries a backtrace after the
+    // first line, which the message keeps out.
+    const std::string message = e.what();
+    const std::string first_line = message.substr(0, message.find('\n'));
+    return Ended(IsOutOfMemory(message) ? "infeasible" : "failed", first_line, epochs_done);
+  } catch (...) {
+    return Ended("failed", "unknown exception", epochs_done);
+  }
+}
+
+TrainResult Trainer::Impl::Train(const TrainRequest& request,
+                                 const std::function<void(const CurvePoint&)>& on_epoch,
+                                 const std::atomic<bool>& stop, int* epochs_done) {
+  const int start = request.start_epoch;
+  if (request.config.batch_size < 1) {
+    return Ended("failed",
+                 "batch_size is " + std::to_string(request.config.batch_size) + ", expected >= 1",
+                 start);
+  }
+  if (!(request.config.learning_rate > 0.0) || !std::isfinite(request.config.learning_rate)) {
+    return Ended("failed", "learning_rate must be a positive number", start);
+  }
+  if (start < 0 || request.end_epoch <= start) {
+    return Ended("failed",
+                 "epochs " + std::to_string(start) + " -> " + std::to_string(request.end_epoch) +
+                     ": end_epoch must exceed start_epoch >= 0",
+                 start);
+  }
+
+  const std::vector<std::string>& models = ModelNames();
+  if (std::find(models.begin(), models.end(), request.model) == models.end()) {
+    return Ended("failed", MakeModel(request.model).status().message(), start);
+  }
+  StatusOr<std::shared_ptr<LoadedData>> loaded = Data(request);
+  if (!loaded.ok()) return Ended("failed", loaded.status().message(), start);
+  const LoadedData& data = **loaded;
+
+  // The seed alone decides the initial weights (and, with the epoch, the shuffles).
+  torch::manual_seed(request.seed);
+  StatusOr<std::shared_ptr<ImageClassifierImpl>> made = MakeModel(request.model);
+  if (!made.ok()) return Ended("failed", made.status().message(), start);
+  std::shared_ptr<ImageClassifierImpl> model = *made;
+  model->to(device);
+
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (request.config.optimizer == Optimizer::kAdam) {
+    optimizer = std::make_unique<torch::optim::Adam>(
+        model->parameters(), torch::optim::AdamOptions(request.config.learning_rate));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        model->parameters(),
+        torch::optim::SGDOptions(request.config.learning_rate).momentum(request.momentum));
+  }
+
+  if (start > 0) {
+    if (request.checkpoint_path.empty() || !fs::exists(request.checkpoint_path)) {
+      return Ended("failed",
+                   "cannot resume from epoch " + std::to_string(start) + ": checkpoint '" +
+                       request.checkpoint_path + "' does not exist",
+                   start);
+    }
+    torch::serialize::InputArchive archive;
+    archive.load_from(request.checkpoint_path, device);
+    torch::Tensor saved_epoch;
+    archive.read("epoch", saved_epoch);
+    if (saved_epoch.item<int64_t>() != start) {
+      return Ended("failed",
+                   "checkpoint " + request.checkpoint_path + " holds epoch " +
+                       std::to_string(saved_epoch.item<int64_t>()) + ", not start_epoch " +
+                       std::to_string(start),
+                   start);
+    }
+    torch::serialize::InputArchive model_archive, optimizer_archive;
+    archive.read("model", model_archive);
+    archive.read("optimizer", optimizer_archive);
+    model->load(model_archive);
+    optimizer->load(optimizer_archive);
+  }
+
+  const int64_t train_count = data.train_images.size(0);
+  const int64_t val_count = data.val_images.size(0);
+  const int64_t batch = request.config.batch_size;
+  ResetPeakMemory();
+
+  bool reached_target = false;
+  for (int epoch = start + 1; epoch <= request.end_epoch; ++epoch) {
+    const Clock::time_point epoch_begin = Clock::now();
+    model->train();
+    at::Generator shuffle_rng =
+        at::detail::createCPUGenerator(request.seed + static_cast<uint64_t>(epoch));
+    const torch::Tensor order = torch::randperm(train_count, shuffle_rng);
+
+    std::vector<double> step_ms;
+    step_ms.reserve(static_cast<size_t>((train_count + batch - 1) / batch));
+    double data_s = 0.0, forward_s = 0.0, backward_s = 0.0, update_s = 0.0;
+    double loss_sum = 0.0;
+    int step = 0;
+    for (int64_t begin = 0; begin < train_count; begin += batch, ++step) {
+      if (stop.load()) {
+        return Ended("stopped", "stopped at epoch " + std::to_string(epoch), *epochs_done);
+      }
+      const Clock::time_point t0 = Clock::now();
+      const torch::Tensor index =
+          order.slice(/*dim=*/0, begin, std::min(begin + batch, train_count));
+      const torch::Tensor images = data.train_images.index_select(0, index).to(device);
+      const torch::Tensor labels = data.train_labels.index_select(0, index).to(device);
+      Synchronize();
+      const Clock::time_point t1 = Clock::now();
+      optimizer->zero_grad();
+      torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
+      Synchronize();
+      const Clock::time_point t2 = Clock::now();
+      loss.backward();
+      Synchronize();
+      const Clock::time_point t3 = Clock::now();
+      optimizer->step();
+      Synchronize();
+      const Clock::time_point t4 = Clock::now();
+      data_s += Seconds(t0, t1);
+      forward_s += Seconds(t1, t2);
+      backward_s += Seconds(t2, t3);
+      update_s += Seconds(t3, t4);
+      step_ms.push_back(1000.0 * Seconds(t0, t4));
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        std::ostringstream message;
+        message << "diverged: train loss is " << (std::isnan(loss_value) ? "nan" : "inf")
+                << " at epoch " << epoch << ", step " << step + 1;
+        return Ended("failed", message.str(), *epochs_done);
+      }
+      loss_sum += loss_value * static_cast<double>(index.size(0));
+    }
+
+    const Clock::time_point eval_begin = Clock::now();
+    int64_t correct = 0;
+    {
+      torch::NoGradGuard no_grad;
+      model->eval();
+      for (int64_t begin = 0; begin < val_count; begin += kEvalBatch) {
+        const int64_t end = std::min(begin + kEvalBatch, val_count);
+        const torch::Tensor images = data.val_images.slice(0, begin, end).to(device);
+        const torch::Tensor labels = data.val_labels.slice(0, begin, end).to(device);
+        const torch::Tensor predicted = model->forward(images).argmax(/*dim=*/1);
+        correct += predicted.eq(labels).sum().item<int64_t>();
+      }
+    }
+    const Clock::time_point eval_end = Clock::now();
+
+    CurvePoint point;
+    point.epoch = epoch;
+    point.samples_seen = static_cast<int64_t>(epoch) * train_count;
+    point.train_loss = loss_sum / static_cast<double>(train_count);
+    point.val_accuracy = static_cast<double>(correct) / static_cast<double>(val_count);
+    point.compute_s = data_s + forward_s + backward_s + update_s;
+    point.comm_s = 0.0;
+    point.eval_s = Seconds(eval_begin, eval_end);
+    point.wall_s = Seconds(epoch_begin, eval_end);
+    point.step_ms_p50 = Percentile(step_ms, 0.50);
+    point.step_ms_p95 = Percentile(step_ms, 0.95);
+    point.peak_memory_bytes = PeakMemory();
+    *epochs_done = epoch;
+    if (on_epoch) on_epoch(point);
+    if (point.val_accuracy >= request.target_accuracy) {
+      reached_target = true;
+      break;
+    }
+  }
+
+  if (!request.checkpoint_path.empty()) {
+    const fs::path path(request.checkpoint_path);
+    if (path.has_parent_path()) fs::create_directories(path.parent_path());
+    torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+    model->save(model_archive);
+    optimizer->save(optimizer_archive);
+    archive.write("epoch", torch::tensor(static_cast<int64_t>(*epochs_done)));
+    archive.write("model", model_archive);
+    archive.write("optimizer", optimizer_archive);
+    // Write aside and rename, so a crash never leaves half a checkpoint behind.
+    const std::string partial = request.checkpoint_path + ".partial";
+    archive.save_to(partial);
+    fs::rename(partial, path);
+  }
+  return Ended("completed", reached_target ? "reached the target accuracy" : "", *epochs_done,
+               reached_target);
+}
+
+DeviceProfile Trainer::ProbeDevice() {
+  DeviceProfile profile;
+  profile.cores = static_cast<int>(std::thread::hardware_concurrency());
+  if (torch::cuda::is_available()) {
+    profile.kind = "cuda";
+    profile.name = "cuda:0";
+#ifdef TOPOTUNE_HAVE_CUDA_API
+    cudaDeviceProp properties;
+    if (cudaGetDeviceProperties(&properties, 0) == cudaSuccess) {
+      profile.name = properties.name;
+      profile.memory_bytes = static_cast<int64_t>(properties.totalGlobalMem);
+    }
+#endif
+    if (profile.memory_bytes == 0) {
+      profile.memory_bytes = ReadProcNumber("/proc/meminfo", "MemTotal:", 1024);
+    }
+    return profile;
+  }
+  profile.kind = "cpu";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.compare(0, 10, "model name") != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon != std::string::npos)
+      profile.name = line.substr(line.find_first_not_of(" \t", colon + 1));
+    break;
+  }
+  if (profile.name.empty()) profile.name = "cpu";
+  profile.memory_bytes = ReadProcNumber("/proc/meminfo", "MemTotal:", 1024);
+  return profile;
+}
+
+}  // namespace topotune
