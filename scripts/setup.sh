@@ -31,8 +31,9 @@ topotune_build() {
   local jobs
   jobs=$(nproc 2>/dev/null || echo 2)
   echo "==> building in $dir"
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >"$dir.cmake.log" 2>&1 ||
-    { cat "$dir.cmake.log"; return 1; }
+  mkdir -p "$dir"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >"$dir/cmake.log" 2>&1 ||
+    { cat "$dir/cmake.log"; return 1; }
   if [ $# -gt 0 ]; then
     cmake --build "$dir" -j "$jobs" --target "$@"
   else
