@@ -296,7 +296,6 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
     return Status::InvalidArgument("momentum must be in [0, 1), got " + Num(spec.momentum));
   }
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("grid_lr_points", 1, 100, &spec.grid_lr_points));
-  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("threads_per_trial", 0, 1024, &spec.threads_per_trial));
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
   return spec;
 }
@@ -335,8 +334,7 @@ json JobSpecToJson(const JobSpec& spec) {
           {"max_trials", spec.max_trials},
           {"seed", spec.seed},
           {"momentum", spec.momentum},
-          {"grid_lr_points", spec.grid_lr_points},
-          {"threads_per_trial", spec.threads_per_trial}};
+          {"grid_lr_points", spec.grid_lr_points}};
 }
 
 }  // namespace topotune

@@ -74,7 +74,6 @@ TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec&
   a.start_epoch = assignment.start_epoch;
   a.end_epoch = assignment.trial.target_epochs;
   a.target_accuracy = spec.target_accuracy;
-  a.threads = spec.threads_per_trial;
   a.checkpoint = assignment.checkpoint;
   return a;
 }
@@ -98,7 +97,6 @@ nlohmann::json ToJson(const TrialAssignment& a) {
           {"start_epoch", a.start_epoch},
           {"end_epoch", a.end_epoch},
           {"target_accuracy", a.target_accuracy},
-          {"threads", a.threads},
           {"checkpoint", a.checkpoint}};
 }
 
@@ -114,7 +112,6 @@ StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "start_epoch", &a.start_epoch));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "end_epoch", &a.end_epoch));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "target_accuracy", &a.target_accuracy));
-  TOPOTUNE_RETURN_IF_ERROR(Get(j, "threads", &a.threads));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "checkpoint", &a.checkpoint));
   const auto& d = j.value("dataset", nlohmann::json());
   TOPOTUNE_RETURN_IF_ERROR(RequireObject(d, "dataset"));

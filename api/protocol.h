@@ -42,7 +42,6 @@ struct TrialAssignment {
   int start_epoch = 0;
   int end_epoch = 0;
   double target_accuracy = 1.0;
-  int threads = 0;
   std::string checkpoint;
 };
 TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec& spec);

@@ -1,10 +1,12 @@
 // topotuned: the controller. REST API, worker gateway, tuning engine, SQLite.
 //
-//   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--ports-file FILE]
+//   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--lease S]
+//             [--ports-file FILE]
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -42,10 +44,11 @@ int Usage(const char* error) {
   std::fprintf(stderr,
                "topotuned: %s\n"
                "usage: topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] "
-               "[--ports-file FILE]\n"
+               "[--lease S] [--ports-file FILE]\n"
                "  --db FILE            SQLite database (default topotune.db)\n"
                "  --http HOST:PORT     REST API (default 127.0.0.1:7700; port 0 picks one)\n"
                "  --workers HOST:PORT  worker gateway (default 127.0.0.1:7701)\n"
+               "  --lease S            drop a worker silent for S seconds (default 15)\n"
                "  --ports-file FILE    write the bound ports as JSON once listening\n",
                error);
   return 2;
@@ -69,6 +72,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--workers" && has_value) {
       if (!SplitHostPort(argv[++i], &gateway_options.host, &gateway_options.port)) {
         return Usage("bad --workers HOST:PORT");
+      }
+    } else if (arg == "--lease" && has_value) {
+      gateway_options.lease_s = std::atof(argv[++i]);
+      if (gateway_options.lease_s <= gateway_options.heartbeat_s) {
+        return Usage("--lease must be longer than the 2 s heartbeat");
       }
     } else if (arg == "--ports-file" && has_value) {
       ports_file = argv[++i];

@@ -47,6 +47,9 @@ class Process {
     }
   }
   ~Process() { Stop(); }
+  void Signal(int signal) {
+    if (pid_ > 0) kill(pid_, signal);
+  }
   bool Running() {
     if (pid_ <= 0) return false;
     int status = 0;
@@ -82,7 +85,7 @@ std::string ReadFile(const fs::path& path) {
 // Everything one test needs: a folder, a dataset, a controller and two workers.
 class Cluster {
  public:
-  Cluster() {
+  explicit Cluster(const std::string& lease_s = "15") {
     dir_ = fs::temp_directory_path() /
            ("topotune-it-" + std::to_string(getpid()) + "-" + std::to_string(counter_++));
     fs::remove_all(dir_);
@@ -94,7 +97,8 @@ class Cluster {
     const fs::path ports = dir_ / "ports.json";
     server_ = std::make_unique<Process>(
         std::vector<std::string>{TOPOTUNED_BIN, "--db", db().string(), "--http", "127.0.0.1:0",
-                                 "--workers", "127.0.0.1:0", "--ports-file", ports.string()},
+                                 "--workers", "127.0.0.1:0", "--lease", lease_s, "--ports-file",
+                                 ports.string()},
         (dir_ / "topotuned.log").string());
     for (int i = 0; i < 100 && !fs::exists(ports); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -121,6 +125,7 @@ class Cluster {
   const fs::path& dir() const { return dir_; }
   int worker_port() const { return worker_port_; }
   bool ServerRunning() { return server_->Running(); }
+  Process& worker(size_t i) { return *workers_[i]; }
   std::string Log(const std::string& name) { return ReadFile(dir_ / name); }
 
   httplib::Result Get(const std::string& path) {
@@ -308,6 +313,53 @@ TEST(Integration, MalformedJobsGet400NamingTheProblemAndTheServerKeepsServing) {
   auto jobs = cluster.Get("/v1/jobs");
   ASSERT_TRUE(jobs);
   EXPECT_EQ(json::parse(jobs->body)["jobs"].size(), 1u);  // the malformed ones stored nothing
+}
+
+TEST(Integration, AWorkerThatGoesSilentLosesItsLeaseAndItsTrialIsRerun) {
+  Cluster cluster(/*lease_s=*/"3");
+  json spec = SmallJob();
+  spec["max_trials"] = 4;
+  spec["scheduler"]["min_epochs"] = 2;
+  auto submitted = cluster.Post("/v1/jobs", spec.dump());
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  // Wait until w1 runs a trial, then freeze it: its connection stays open but silent.
+  int64_t frozen_trial = -1;
+  for (int i = 0; i < 200 && frozen_trial < 0; ++i) {
+    auto res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+    if (res && res->status == 200) {
+      const json body = json::parse(res->body);
+      for (const json& t : body["trials"]) {
+        if (t["state"] == "running" && t["worker"] == "w1") frozen_trial = t["id"].get<int64_t>();
+      }
+    }
+    if (frozen_trial < 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(frozen_trial, 0) << cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials")->body
+                             << cluster.Log("topotuned.log") << cluster.Log("w1.log");
+  cluster.worker(0).Signal(SIGSTOP);
+
+  const json job = cluster.WaitForJob(id, 300);
+  cluster.worker(0).Signal(SIGKILL);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("topotuned.log");
+  EXPECT_NE(cluster.Log("topotuned.log").find("w1 silent"), std::string::npos);
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  const json trials = json::parse(trials_res->body)["trials"];
+  for (const json& t : trials) {
+    if (t["id"].get<int64_t>() != frozen_trial) continue;
+    // Rerun from epoch 0 on the worker that is left, with a gap-free curve.
+    EXPECT_EQ(t["worker"], "w2") << t.dump();
+    EXPECT_GE(t["epochs_done"].get<int>(), 1) << t.dump();
+    EXPECT_EQ(t["curve"].size(), t["epochs_done"].get<size_t>());
+  }
+  auto workers = cluster.Get("/v1/workers");
+  ASSERT_TRUE(workers);
+  const json worker_list = json::parse(workers->body)["workers"];
+  for (const json& w : worker_list) {
+    if (w["id"] == "w1") EXPECT_EQ(w["state"], "offline");
+  }
 }
 
 }  // namespace

@@ -61,7 +61,6 @@ struct JobSpec {
   double momentum = 0.9;      ///< SGD momentum
   uint64_t seed = 0;          ///< the sampler's seed; trial seeds derive from it
   int grid_lr_points = 8;     ///< learning rates a comparable hand grid would try
-  int threads_per_trial = 0;  ///< intra-op threads on the worker; 0 = the worker decides
 };
 
 // Models a worker can build by name.
