@@ -215,9 +215,9 @@ Status ParseSearchSpace(const json& j, SearchSpace* space) {
 Status ParseDataset(const json& j, DatasetSpec* d) {
   Fields f(j, "dataset");
   TOPOTUNE_RETURN_IF_ERROR(f.String("format", &d->format));
-  if (d->format != "cifar10-bin") {
+  if (d->format != "cifar10-bin" && d->format != "mnist-idx") {
     return Status::InvalidArgument("dataset.format: unknown format \"" + d->format +
-                                   "\"; known formats: \"cifar10-bin\"");
+                                   "\"; known formats: \"cifar10-bin\", \"mnist-idx\"");
   }
   const json* unused;
   TOPOTUNE_RETURN_IF_ERROR(
@@ -226,6 +226,13 @@ Status ParseDataset(const json& j, DatasetSpec* d) {
   if (d->path.empty()) return Status::InvalidArgument("dataset.path must not be empty");
   TOPOTUNE_RETURN_IF_ERROR(f.Int("max_train_samples", 0, INT64_MAX, &d->max_train_samples));
   TOPOTUNE_RETURN_IF_ERROR(f.Int("max_val_samples", 0, INT64_MAX, &d->max_val_samples));
+  if (const json* augment = f.Find("augment")) {
+    if (!augment->is_boolean()) {
+      return Status::InvalidArgument("dataset.augment must be true or false, got " +
+                                     Fields::Describe(*augment));
+    }
+    d->augment = augment->get<bool>();
+  }
   return f.NoOthers();
 }
 
@@ -319,7 +326,8 @@ json JobSpecToJson(const JobSpec& spec) {
            {{"format", spec.dataset.format},
             {"path", spec.dataset.path},
             {"max_train_samples", spec.dataset.max_train_samples},
-            {"max_val_samples", spec.dataset.max_val_samples}}},
+            {"max_val_samples", spec.dataset.max_val_samples},
+            {"augment", spec.dataset.augment}}},
           {"target_accuracy", spec.target_accuracy},
           {"search_space",
            {{"batch_size", {{"values", spec.space.batch_sizes}}},

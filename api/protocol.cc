@@ -83,11 +83,7 @@ nlohmann::json ToJson(const TrialAssignment& a) {
           {"trial_id", a.trial_id},
           {"trial_number", a.trial_number},
           {"model", a.model},
-          {"dataset",
-           {{"format", a.dataset.format},
-            {"path", a.dataset.path},
-            {"max_train_samples", a.dataset.max_train_samples},
-            {"max_val_samples", a.dataset.max_val_samples}}},
+          {"dataset", ToJson(a.dataset)},
           {"config",
            {{"batch_size", a.config.batch_size},
             {"learning_rate", a.config.learning_rate},
@@ -113,12 +109,9 @@ StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "end_epoch", &a.end_epoch));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "target_accuracy", &a.target_accuracy));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "checkpoint", &a.checkpoint));
-  const auto& d = j.value("dataset", nlohmann::json());
-  TOPOTUNE_RETURN_IF_ERROR(RequireObject(d, "dataset"));
-  TOPOTUNE_RETURN_IF_ERROR(Get(d, "format", &a.dataset.format));
-  TOPOTUNE_RETURN_IF_ERROR(Get(d, "path", &a.dataset.path));
-  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_train_samples", &a.dataset.max_train_samples));
-  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_val_samples", &a.dataset.max_val_samples));
+  StatusOr<DatasetSpec> dataset = DatasetSpecFromJson(j.value("dataset", nlohmann::json()));
+  if (!dataset.ok()) return dataset.status();
+  a.dataset = *dataset;
   const auto& c = j.value("config", nlohmann::json());
   TOPOTUNE_RETURN_IF_ERROR(RequireObject(c, "config"));
   TOPOTUNE_RETURN_IF_ERROR(Get(c, "batch_size", &a.config.batch_size));
@@ -145,7 +138,11 @@ nlohmann::json ToJson(const CurvePoint& p) {
           {"wall_s", p.wall_s},
           {"step_ms_p50", p.step_ms_p50},
           {"step_ms_p95", p.step_ms_p95},
-          {"peak_memory_bytes", p.peak_memory_bytes}};
+          {"peak_memory_bytes", p.peak_memory_bytes},
+          {"data_s", p.data_s},
+          {"forward_s", p.forward_s},
+          {"backward_s", p.backward_s},
+          {"optimizer_s", p.optimizer_s}};
 }
 
 StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j) {
@@ -162,11 +159,75 @@ StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "step_ms_p50", &p.step_ms_p50));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "step_ms_p95", &p.step_ms_p95));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "peak_memory_bytes", &p.peak_memory_bytes));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "data_s", &p.data_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "forward_s", &p.forward_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "backward_s", &p.backward_s));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "optimizer_s", &p.optimizer_s));
   if (p.val_accuracy < 0 || p.val_accuracy > 1) {
     return Status::InvalidArgument("val_accuracy must be in [0, 1]");
   }
   if (p.compute_s < 0 || p.comm_s < 0 || p.eval_s < 0 || p.wall_s < 0) {
     return Status::InvalidArgument("times must be >= 0");
+  }
+  return p;
+}
+
+nlohmann::json ToJson(const DatasetSpec& d) {
+  return {{"format", d.format},
+          {"path", d.path},
+          {"max_train_samples", d.max_train_samples},
+          {"max_val_samples", d.max_val_samples},
+          {"augment", d.augment}};
+}
+
+StatusOr<DatasetSpec> DatasetSpecFromJson(const nlohmann::json& d) {
+  DatasetSpec spec;
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(d, "dataset"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "format", &spec.format));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "path", &spec.path));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_train_samples", &spec.max_train_samples));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "max_val_samples", &spec.max_val_samples));
+  TOPOTUNE_RETURN_IF_ERROR(Get(d, "augment", &spec.augment));
+  return spec;
+}
+
+nlohmann::json ToJson(const DeviceProbe& p) {
+  nlohmann::json batches = nlohmann::json::array();
+  for (const BatchProbe& b : p.batches) {
+    batches.push_back({{"batch_size", b.batch_size},
+                       {"fits", b.fits},
+                       {"step_ms", b.step_ms},
+                       {"peak_memory_bytes", b.peak_memory_bytes},
+                       {"error", b.error}});
+  }
+  return {{"model", p.model},
+          {"input", p.input},
+          {"max_batch_size", p.MaxBatchSize()},
+          {"measured_at", p.measured_at},
+          {"batches", batches}};
+}
+
+StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
+  DeviceProbe p;
+  TOPOTUNE_RETURN_IF_ERROR(RequireObject(j, "probe"));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "model", &p.model));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "input", &p.input));
+  auto batches = j.find("batches");
+  if (batches == j.end() || !batches->is_array()) {
+    return Status::InvalidArgument("probe.batches must be an array");
+  }
+  for (const nlohmann::json& b : *batches) {
+    BatchProbe probe;
+    TOPOTUNE_RETURN_IF_ERROR(RequireObject(b, "probe.batches[]"));
+    TOPOTUNE_RETURN_IF_ERROR(Get(b, "batch_size", &probe.batch_size));
+    TOPOTUNE_RETURN_IF_ERROR(Get(b, "fits", &probe.fits));
+    TOPOTUNE_RETURN_IF_ERROR(Get(b, "step_ms", &probe.step_ms));
+    TOPOTUNE_RETURN_IF_ERROR(Get(b, "peak_memory_bytes", &probe.peak_memory_bytes));
+    TOPOTUNE_RETURN_IF_ERROR(Get(b, "error", &probe.error));
+    if (probe.batch_size < 1 || probe.step_ms < 0) {
+      return Status::InvalidArgument("probe.batches[]: batch_size must be >= 1, step_ms >= 0");
+    }
+    p.batches.push_back(probe);
   }
   return p;
 }

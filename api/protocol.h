@@ -5,8 +5,10 @@
 // "type". Shared by the controller's gateway and the worker agent.
 //
 //   worker -> controller: hello {worker_id, device, protocol}, heartbeat {},
-//                         progress {trial_id, point}, result {trial_id, status, message}
+//                         progress {trial_id, point}, result {trial_id, status, message},
+//                         probe_result {key, probe} or {key, error}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
+//                         probe {key, model, dataset, batch_sizes},
 //                         stop {trial_id, reason}, heartbeat {}, error {message}
 
 #include <cstdint>
@@ -50,6 +52,10 @@ nlohmann::json ToJson(const TrialAssignment& a);
 StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j);
 nlohmann::json ToJson(const CurvePoint& p);
 StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j);
+nlohmann::json ToJson(const DeviceProbe& p);  // without worker_id
+StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j);
+nlohmann::json ToJson(const DatasetSpec& d);
+StatusOr<DatasetSpec> DatasetSpecFromJson(const nlohmann::json& j);
 nlohmann::json ToJson(const DeviceProfile& d);
 StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j);
 

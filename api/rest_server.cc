@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "api/job_spec_json.h"
+#include "api/protocol.h"
 #include "api/report_json.h"
 #include "tuner/report.h"
 
@@ -173,8 +174,17 @@ struct RestServer::Impl {
   StatusOr<json> Workers() {
     StatusOr<std::vector<WorkerRecord>> stored = store->ListWorkers();
     if (!stored.ok()) return stored.status();
+    StatusOr<std::vector<DeviceProbe>> probes = store->ListDeviceProbes();
+    if (!probes.ok()) return probes.status();
     json out = json::array();
-    for (const auto& w : *stored) out.push_back(ToJson(w));
+    for (const auto& w : *stored) {
+      json worker = ToJson(w);
+      worker["profiles"] = json::array();
+      for (const DeviceProbe& p : *probes) {
+        if (p.worker_id == w.id) worker["profiles"].push_back(ToJson(p));
+      }
+      out.push_back(std::move(worker));
+    }
     return json{{"workers", out}};
   }
 

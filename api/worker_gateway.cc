@@ -156,6 +156,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (type == "heartbeat") return gateway_->dispatcher->WorkerHeartbeat(worker_id_);
     if (type == "progress") return Progress(m);
     if (type == "result") return Result(m);
+    if (type == "probe_result") return ProbeResult(m);
     return Status::InvalidArgument("unknown frame type '" + type + "'");
   }
 
@@ -236,6 +237,22 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
                    static_cast<long long>(trial->get<int64_t>()), s.ToString().c_str());
     }
     return Status::OK();
+  }
+
+  Status ProbeResult(const json& m) {
+    auto key = m.find("key");
+    if (key == m.end() || !key->is_string()) {
+      return Status::InvalidArgument("probe_result.key must be a string");
+    }
+    StatusOr<DeviceProbe> probe = Status::Unavailable("");
+    if (auto error = m.find("error"); error != m.end()) {
+      probe = Status::FailedPrecondition(error->is_string() ? error->get<std::string>()
+                                                            : error->dump());
+    } else {
+      probe = DeviceProbeFromJson(m.value("probe", json()));
+      if (!probe.ok()) return Status::InvalidArgument("probe_result." + probe.status().message());
+    }
+    return gateway_->dispatcher->OnProbeResult(worker_id_, key->get<std::string>(), probe);
   }
 
   Impl* gateway_;
@@ -322,6 +339,16 @@ void WorkerGateway::SendStop(const std::string& worker_id, int64_t trial_id,
                              const std::string& reason) {
   impl_->Post(worker_id,
               EncodeFrame({{"type", "stop"}, {"trial_id", trial_id}, {"reason", reason}}));
+}
+
+void WorkerGateway::SendProbe(const std::string& worker_id, const std::string& key,
+                              const std::string& model, const DatasetSpec& dataset,
+                              const std::vector<int>& batch_sizes) {
+  impl_->Post(worker_id, EncodeFrame({{"type", "probe"},
+                                      {"key", key},
+                                      {"model", model},
+                                      {"dataset", ToJson(dataset)},
+                                      {"batch_sizes", batch_sizes}}));
 }
 
 }  // namespace topotune

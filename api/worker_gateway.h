@@ -38,6 +38,8 @@ class WorkerGateway final : public WorkerChannel {
   void SendAssignment(const std::string& worker_id, const Assignment& assignment,
                       const JobSpec& spec) override;
   void SendStop(const std::string& worker_id, int64_t trial_id, const std::string& reason) override;
+  void SendProbe(const std::string& worker_id, const std::string& key, const std::string& model,
+                 const DatasetSpec& dataset, const std::vector<int>& batch_sizes) override;
 
  private:
   struct Impl;

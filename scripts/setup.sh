@@ -2,7 +2,7 @@
 # from Debian's packages, then configures and builds. Functions only; nothing runs on source.
 
 TOPOTUNE_PACKAGES="libtorch-dev libboost-dev nlohmann-json3-dev libcpp-httplib-dev \
-libsqlite3-dev libgtest-dev libeigen3-dev cmake g++ make pkg-config sqlite3"
+libsqlite3-dev libgtest-dev libeigen3-dev zlib1g-dev cmake g++ make pkg-config sqlite3"
 
 topotune_install_deps() {
   local missing=""

@@ -79,6 +79,27 @@ CREATE TABLE workers (
 );
 )sql";
 
+// Per-phase training times of an epoch, and what devices measured per batch size.
+constexpr const char* kPhasesAndDeviceProfiles = R"sql(
+ALTER TABLE curve_points ADD COLUMN data_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE curve_points ADD COLUMN forward_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE curve_points ADD COLUMN backward_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE curve_points ADD COLUMN optimizer_s REAL NOT NULL DEFAULT 0;
+
+CREATE TABLE device_profiles (
+  worker_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  input TEXT NOT NULL,  -- "CxHxW"
+  batch_size INTEGER NOT NULL,
+  fits INTEGER NOT NULL,
+  step_ms REAL NOT NULL,
+  peak_memory_bytes INTEGER NOT NULL,
+  error TEXT NOT NULL,
+  measured_at REAL NOT NULL,
+  PRIMARY KEY (worker_id, model, input, batch_size)
+);
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -146,6 +167,7 @@ Status Apply(sqlite3* db, const Migration& migration) {
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},
+      {2, kPhasesAndDeviceProfiles},
   };
   return kMigrations;
 }

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -172,6 +173,10 @@ StatusOr<CurvePoint> ReadCurvePoint(const Statement& row) {
   point.step_ms_p50 = row.Double(9);
   point.step_ms_p95 = row.Double(10);
   point.peak_memory_bytes = row.Int(11);
+  point.data_s = row.Double(12);
+  point.forward_s = row.Double(13);
+  point.backward_s = row.Double(14);
+  point.optimizer_s = row.Double(15);
   return point;
 }
 
@@ -241,7 +246,8 @@ Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
   Statement stmt(db,
                  "INSERT OR REPLACE INTO curve_points (trial_id, epoch, samples_seen, "
                  "train_loss, val_accuracy, compute_s, comm_s, eval_s, wall_s, step_ms_p50, "
-                 "step_ms_p95, peak_memory_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "step_ms_p95, peak_memory_bytes, data_s, forward_s, backward_s, optimizer_s) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  "storing epoch " + std::to_string(point.epoch) + " of trial " +
                      std::to_string(point.trial_id));
   stmt.BindInt(point.trial_id)
@@ -255,7 +261,11 @@ Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
       .BindDouble(point.wall_s)
       .BindDouble(point.step_ms_p50)
       .BindDouble(point.step_ms_p95)
-      .BindInt(point.peak_memory_bytes);
+      .BindInt(point.peak_memory_bytes)
+      .BindDouble(point.data_s)
+      .BindDouble(point.forward_s)
+      .BindDouble(point.backward_s)
+      .BindDouble(point.optimizer_s);
   return stmt.Run();
 }
 
@@ -348,6 +358,62 @@ class SqliteStore final : public Store {
     });
   }
 
+  Status UpsertDeviceProbe(const DeviceProbe& probe) override {
+    return Write("storing the probe of " + probe.model + " on worker '" + probe.worker_id + "'",
+                 [&](sqlite3* db, const std::string& what) -> Status {
+                   for (const BatchProbe& b : probe.batches) {
+                     Statement stmt(db,
+                                    "INSERT OR REPLACE INTO device_profiles (worker_id, model, "
+                                    "input, batch_size, fits, step_ms, peak_memory_bytes, error, "
+                                    "measured_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    what);
+                     stmt.BindText(probe.worker_id)
+                         .BindText(probe.model)
+                         .BindText(probe.input)
+                         .BindInt(b.batch_size)
+                         .BindInt(b.fits ? 1 : 0)
+                         .BindDouble(b.step_ms)
+                         .BindInt(b.peak_memory_bytes)
+                         .BindText(b.error)
+                         .BindDouble(probe.measured_at);
+                     TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+                   }
+                   return Status::OK();
+                 });
+  }
+
+  StatusOr<std::vector<DeviceProbe>> ListDeviceProbes() override {
+    return Read<std::vector<DeviceProbe>>([&](sqlite3* db) -> StatusOr<std::vector<DeviceProbe>> {
+      Statement stmt(db,
+                     "SELECT worker_id, model, input, batch_size, fits, step_ms, "
+                     "peak_memory_bytes, error, measured_at FROM device_profiles "
+                     "ORDER BY worker_id, model, input, batch_size",
+                     "listing device profiles");
+      std::vector<DeviceProbe> probes;
+      while (true) {
+        StatusOr<bool> row = stmt.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) return probes;
+        if (probes.empty() || probes.back().worker_id != stmt.Text(0) ||
+            probes.back().model != stmt.Text(1) || probes.back().input != stmt.Text(2)) {
+          DeviceProbe p;
+          p.worker_id = stmt.Text(0);
+          p.model = stmt.Text(1);
+          p.input = stmt.Text(2);
+          probes.push_back(p);
+        }
+        BatchProbe b;
+        b.batch_size = static_cast<int>(stmt.Int(3));
+        b.fits = stmt.Int(4) != 0;
+        b.step_ms = stmt.Double(5);
+        b.peak_memory_bytes = stmt.Int(6);
+        b.error = stmt.Text(7);
+        probes.back().measured_at = std::max(probes.back().measured_at, stmt.Double(8));
+        probes.back().batches.push_back(b);
+      }
+    });
+  }
+
   StatusOr<int64_t> CreateJob(const JobRecord& job) override {
     int64_t id = 0;
     TOPOTUNE_RETURN_IF_ERROR(
@@ -405,7 +471,8 @@ class SqliteStore final : public Store {
       Statement stmt(db,
                      "SELECT c.trial_id, c.epoch, c.samples_seen, c.train_loss, c.val_accuracy, "
                      "c.compute_s, c.comm_s, c.eval_s, c.wall_s, c.step_ms_p50, c.step_ms_p95, "
-                     "c.peak_memory_bytes FROM curve_points AS c JOIN trials AS t "
+                     "c.peak_memory_bytes, c.data_s, c.forward_s, c.backward_s, c.optimizer_s "
+                     "FROM curve_points AS c JOIN trials AS t "
                      "ON t.id = c.trial_id WHERE t.job_id = ? ORDER BY c.trial_id, c.epoch",
                      "listing the curve points of job " + std::to_string(job_id));
       stmt.BindInt(job_id);

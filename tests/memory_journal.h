@@ -40,7 +40,13 @@ class MemoryJournal : public Journal {
     return Status::OK();
   }
 
+  Status UpsertDeviceProbe(const DeviceProbe& probe) override {
+    probes.push_back(probe);
+    return Status::OK();
+  }
+
   std::map<int64_t, TrialRecord> trials;
+  std::vector<DeviceProbe> probes;
   std::map<std::pair<int64_t, int>, CurvePoint> points;
   std::vector<JobState> job_states;
   std::map<std::string, WorkerRecord> workers;

@@ -92,6 +92,10 @@ CurvePoint MakePoint(int64_t trial_id, int epoch) {
   point.step_ms_p50 = 3.125;
   point.step_ms_p95 = 4.875;
   point.peak_memory_bytes = int64_t{3} << 32;  // above INT32_MAX
+  point.data_s = 0.5 * epoch;
+  point.forward_s = 3.5 * epoch;
+  point.backward_s = 5.25 * epoch;
+  point.optimizer_s = 1.25 * epoch;
   return point;
 }
 
@@ -138,6 +142,10 @@ void ExpectSamePoint(const CurvePoint& a, const CurvePoint& b) {
   EXPECT_EQ(a.step_ms_p50, b.step_ms_p50);
   EXPECT_EQ(a.step_ms_p95, b.step_ms_p95);
   EXPECT_EQ(a.peak_memory_bytes, b.peak_memory_bytes);
+  EXPECT_EQ(a.data_s, b.data_s);
+  EXPECT_EQ(a.forward_s, b.forward_s);
+  EXPECT_EQ(a.backward_s, b.backward_s);
+  EXPECT_EQ(a.optimizer_s, b.optimizer_s);
 }
 
 TEST(Storage, OpenCreatesSchemaAtLatestVersion) {
@@ -458,6 +466,40 @@ TEST(Storage, RecordEpochWritesPointAndTrialTogether) {
   points = store->ListCurvePoints(*job);
   ASSERT_TRUE(points.ok());
   EXPECT_EQ(points->size(), 1u);
+}
+
+TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  DeviceProbe probe;
+  probe.worker_id = "jetson-1";
+  probe.model = "resnet18";
+  probe.input = "3x32x32";
+  probe.measured_at = 100.0;
+  probe.batches = {{16, true, 12.5, int64_t{1} << 30, ""},
+                   {32, true, 23.0, int64_t{3} << 30, ""},
+                   {64, false, 0.0, 0, "out of memory"}};
+  ASSERT_TRUE(store->UpsertDeviceProbe(probe).ok());
+  DeviceProbe other = probe;
+  other.model = "lenet";
+  other.batches = {{512, true, 4.0, 1000, ""}};
+  ASSERT_TRUE(store->UpsertDeviceProbe(other).ok());
+  probe.batches[1].step_ms = 22.0;  // measured again
+  probe.batches.resize(2);
+  ASSERT_TRUE(store->UpsertDeviceProbe(probe).ok());
+
+  StatusOr<std::vector<DeviceProbe>> probes = store->ListDeviceProbes();
+  ASSERT_TRUE(probes.ok()) << probes.status().ToString();
+  ASSERT_EQ(probes->size(), 2u);
+  EXPECT_EQ((*probes)[0].model, "lenet");  // ordered by (worker, model, input)
+  const DeviceProbe& got = (*probes)[1];
+  ASSERT_EQ(got.batches.size(), 3u);
+  EXPECT_EQ(got.batches[1].step_ms, 22.0);
+  EXPECT_EQ(got.batches[1].peak_memory_bytes, int64_t{3} << 30);
+  EXPECT_FALSE(got.batches[2].fits);
+  EXPECT_EQ(got.batches[2].error, "out of memory");
+  EXPECT_EQ(got.MaxBatchSize(), 32);
 }
 
 TEST(Storage, UpsertWorkerInsertsThenUpdates) {

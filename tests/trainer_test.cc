@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -20,8 +22,45 @@ namespace fs = std::filesystem;
 constexpr int64_t kTrainSamples = 2000;
 constexpr int64_t kTestSamples = 500;
 
-// A temporary folder per test binary with one generated shapes dataset, made on first use
-// and removed when the tests end.
+// The centre 28x28 crop of each image of a 3-channel set, in the channel where it varies
+// most: the shapes as one-channel, MNIST-size images.
+ImageSet GreyCentreCrop(const ImageSet& rgb) {
+  constexpr int kSide = 28;
+  ImageSet grey;
+  grey.count = rgb.count;
+  grey.channels = 1;
+  grey.height = kSide;
+  grey.width = kSide;
+  grey.labels = rgb.labels;
+  const size_t plane = static_cast<size_t>(rgb.height) * rgb.width;
+  const int top = (rgb.height - kSide) / 2, left = (rgb.width - kSide) / 2;
+  for (int64_t i = 0; i < rgb.count; ++i) {
+    const uint8_t* image = rgb.pixels.data() + static_cast<size_t>(i) * rgb.channels * plane;
+    const uint8_t* best = image;
+    double best_variance = -1.0;
+    for (int c = 0; c < rgb.channels; ++c) {
+      double sum = 0.0, sum_squares = 0.0;
+      for (size_t at = 0; at < plane; ++at) {
+        const double value = image[c * plane + at];
+        sum += value;
+        sum_squares += value * value;
+      }
+      const double variance = sum_squares / plane - (sum / plane) * (sum / plane);
+      if (variance > best_variance) {
+        best_variance = variance;
+        best = image + c * plane;
+      }
+    }
+    for (int y = top; y < top + kSide; ++y) {
+      const uint8_t* row = best + static_cast<size_t>(y) * rgb.width + left;
+      grey.pixels.insert(grey.pixels.end(), row, row + kSide);
+    }
+  }
+  return grey;
+}
+
+// A temporary folder per test binary with one generated shapes dataset (and its MNIST-format
+// twin), made on first use and removed when the tests end.
 class ShapesEnvironment : public ::testing::Environment {
  public:
   static const fs::path& Root() {
@@ -37,6 +76,21 @@ class ShapesEnvironment : public ::testing::Environment {
       options.test_samples = kTestSamples;
       const Status status = WriteShapesDataset(path.string(), options);
       EXPECT_TRUE(status.ok()) << status.ToString();
+      return path.string();
+    }();
+    return dir;
+  }
+  // The same shapes as one-channel 28x28 images in gzipped MNIST IDX files.
+  static std::string MnistDataDir() {
+    static const std::string dir = [] {
+      const fs::path path = Root() / "shapes_mnist";
+      for (const char* split : {"train", "test"}) {
+        StatusOr<ImageSet> rgb = ReadCifar10(DataDir(), split);
+        EXPECT_TRUE(rgb.ok()) << rgb.status().ToString();
+        if (!rgb.ok()) break;
+        const Status status = WriteMnistIdx(path.string(), split, GreyCentreCrop(*rgb), true);
+        EXPECT_TRUE(status.ok()) << status.ToString();
+      }
       return path.string();
     }();
     return dir;
@@ -102,6 +156,8 @@ TEST(Trainer, LearnsShapesWithAGoodConfig) {
     EXPECT_EQ(point.samples_seen, point.epoch * kTrainSamples);
     EXPECT_TRUE(std::isfinite(point.train_loss));
     EXPECT_GT(point.compute_s, 0.0);
+    EXPECT_NEAR(point.data_s + point.forward_s + point.backward_s + point.optimizer_s,
+                point.compute_s, 1e-6 * point.compute_s);
     EXPECT_EQ(point.comm_s, 0.0);
     EXPECT_GT(point.eval_s, 0.0);
     EXPECT_GE(point.wall_s, point.compute_s + point.eval_s);
@@ -226,6 +282,122 @@ TEST(Trainer, HugeLearningRateDivergesOrLearnsNothing) {
     ASSERT_FALSE(outcome.points.empty());
     EXPECT_LT(outcome.points.back().val_accuracy, 0.3);
   }
+}
+
+TEST(Trainer, PhaseTimesArePositiveAndSumToComputeTime) {
+  TrainRequest request = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 2);
+  request.max_train_samples = 512;
+  const Outcome outcome = Train(request);
+  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.points.size(), 2u);
+  for (const CurvePoint& point : outcome.points) {
+    SCOPED_TRACE("epoch " + std::to_string(point.epoch));
+    EXPECT_GT(point.data_s, 0.0);
+    EXPECT_GT(point.forward_s, 0.0);
+    EXPECT_GT(point.backward_s, 0.0);
+    EXPECT_GT(point.optimizer_s, 0.0);
+    EXPECT_NEAR(point.data_s + point.forward_s + point.backward_s + point.optimizer_s,
+                point.compute_s, 1e-6 * point.compute_s);
+    // Training needs more than the copying of its batches.
+    EXPECT_GT(point.forward_s + point.backward_s, point.data_s);
+  }
+}
+
+// A product target: on one CPU thread, LeNet at batch 128 spends at most 5% of its training
+// time getting batches ready.
+TEST(Trainer, DataLoadingIsASmallShareOfComputeForLeNet) {
+  TrainRequest request = Request(/*batch_size=*/128, Optimizer::kSgd, 0.05, 3);
+  const Outcome outcome = Train(request);
+  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.points.size(), 3u);
+  double data_s = 0.0, compute_s = 0.0;
+  for (const CurvePoint& point : outcome.points) {
+    data_s += point.data_s;
+    compute_s += point.compute_s;
+  }
+  const double share = data_s / compute_s;
+  RecordProperty("data_share_percent", std::to_string(100.0 * share));
+  std::printf("data loading: %.2f%% of compute (%.4f s of %.4f s over 3 epochs)\n", 100.0 * share,
+              data_s, compute_s);
+  EXPECT_LE(share, 0.05);
+}
+
+TEST(Trainer, LeNetLearnsOneChannelMnistFormatShapes) {
+  TrainRequest request = Request(/*batch_size=*/16, Optimizer::kAdam, 2e-3, 3);
+  request.data_format = "mnist-idx";
+  request.data_dir = ShapesEnvironment::MnistDataDir();
+  const Outcome outcome = Train(request);
+  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.points.size(), 3u);
+  EXPECT_EQ(outcome.points.back().samples_seen, 3 * kTrainSamples);
+  EXPECT_LT(outcome.points.back().train_loss, outcome.points.front().train_loss);
+  EXPECT_GT(outcome.points.back().val_accuracy, 0.3) << "chance is 0.1";
+}
+
+TEST(Trainer, DatasetsOfDifferentFormatsInOneFolderAreKeptApart) {
+  // The cache key holds the format: the 3-channel set of a folder is not reused for its
+  // MNIST files, nor the other way round.
+  const fs::path both = ShapesEnvironment::Root() / "both_formats";
+  fs::create_directories(both);
+  for (const char* name : {"data_batch_1.bin", "test_batch.bin"}) {
+    fs::copy_file(fs::path(ShapesEnvironment::DataDir()) / name, both / name,
+                  fs::copy_options::overwrite_existing);
+  }
+  for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    fs::copy_file(fs::path(ShapesEnvironment::MnistDataDir()) / name, both / name,
+                  fs::copy_options::overwrite_existing);
+  }
+  for (const char* format : {"cifar10-bin", "mnist-idx", "cifar10-bin"}) {
+    SCOPED_TRACE(format);
+    TrainRequest request = Request(/*batch_size=*/64, Optimizer::kSgd, 0.05, 1);
+    request.data_format = format;
+    request.data_dir = both.string();
+    request.max_train_samples = 128;
+    request.max_val_samples = 64;
+    const Outcome outcome = Train(request);
+    EXPECT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  }
+  TrainRequest unknown = Request(/*batch_size=*/64, Optimizer::kSgd, 0.05, 1);
+  unknown.data_format = "imagenet-jpeg";
+  const Outcome outcome = Train(unknown);
+  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_NE(outcome.result.message.find("imagenet-jpeg"), std::string::npos)
+      << outcome.result.message;
+}
+
+TEST(Trainer, AugmentationTrainsAndIsDeterministicForASeed) {
+  TrainRequest request = Request(/*batch_size=*/32, Optimizer::kAdam, 2e-3, 3);
+  request.max_train_samples = 1000;
+  request.augment = true;
+  const Outcome first = Train(request);
+  ASSERT_EQ(first.result.status, "completed") << first.result.message;
+  ASSERT_EQ(first.points.size(), 3u);
+  EXPECT_GT(first.points.back().val_accuracy, 0.2) << "chance is 0.1";
+  for (const CurvePoint& point : first.points) EXPECT_GT(point.data_s, 0.0);
+
+  const Outcome second = Train(request);
+  ASSERT_EQ(second.points.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(second.points[i].val_accuracy, first.points[i].val_accuracy) << "epoch " << i + 1;
+    EXPECT_EQ(second.points[i].train_loss, first.points[i].train_loss) << "epoch " << i + 1;
+  }
+
+  // The crops and flips change what the model sees.
+  request.augment = false;
+  const Outcome plain = Train(request);
+  ASSERT_EQ(plain.points.size(), 3u);
+  EXPECT_NE(plain.points[0].train_loss, first.points[0].train_loss);
+}
+
+TEST(Trainer, MemoryStaysFlatAcrossEpochs) {
+  const Outcome outcome = Train(Request(/*batch_size=*/64, Optimizer::kAdam, 1e-3, 4));
+  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.points.size(), 4u);
+  const double second = static_cast<double>(outcome.points[1].peak_memory_bytes);
+  const double fourth = static_cast<double>(outcome.points[3].peak_memory_bytes);
+  std::printf("peak memory: epoch 2 %.1f MB, epoch 4 %.1f MB\n", second / 1e6, fourth / 1e6);
+  EXPECT_LE(fourth - second, std::max(0.05 * second, 20e6));
 }
 
 TEST(Trainer, ProbeDeviceDescribesThisMachine) {

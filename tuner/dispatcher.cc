@@ -1,8 +1,13 @@
 #include "tuner/dispatcher.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace topotune {
+
+std::string ProbeKey(const JobSpec& spec) {
+  return spec.model + "|" + spec.dataset.format + "|" + spec.dataset.path;
+}
 
 Dispatcher::Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock)
     : journal_(journal), channel_(channel), clock_(std::move(clock)) {}
@@ -110,12 +115,68 @@ Status Dispatcher::OnSegmentEnded(const std::string& worker_id, int64_t trial_id
     w->second.trial_id.reset();
     SetWorkerState(w->second, "idle");
     if (JobEngine* engine = EngineOfTrial(trial_id)) {
+      if (outcome.status == "infeasible") {
+        // The probe was optimistic: never send this worker a batch this large again.
+        int& limit = w->second.max_batch[ProbeKey(engine->spec())];
+        limit = std::min(limit, w->second.batch_size - 1);
+      }
       status = engine->OnSegmentEnded(trial_id, outcome, clock_());
     }
   }
   Retire();
   Pump();
   return status;
+}
+
+Status Dispatcher::OnProbeResult(const std::string& worker_id, const std::string& key,
+                                 const StatusOr<DeviceProbe>& probe) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end()) return Status::NotFound("worker " + worker_id);
+  if (w->second.probing != key) {
+    return Status::InvalidArgument("probe_result for '" + key + "', which was not asked for");
+  }
+  w->second.probing.clear();
+  Status status = Status::OK();
+  if (probe.ok()) {
+    DeviceProbe stored = *probe;
+    stored.worker_id = worker_id;
+    stored.measured_at = clock_();
+    w->second.max_batch[key] = stored.MaxBatchSize();
+    status = journal_->UpsertDeviceProbe(stored);
+  } else {
+    w->second.max_batch[key] = 0;
+    std::fprintf(stderr, "topotuned: worker %s could not probe %s: %s\n", worker_id.c_str(),
+                 key.c_str(), probe.status().message().c_str());
+  }
+  SetWorkerState(w->second, "idle");
+  FailJobsNoWorkerCanHold();
+  Pump();
+  return status;
+}
+
+void Dispatcher::FailJobsNoWorkerCanHold() {
+  for (auto& [job_id, engine] : jobs_) {
+    const JobSpec& spec = engine->spec();
+    const std::string key = ProbeKey(spec);
+    const int smallest = spec.space.batch_sizes.empty() ? 1 : spec.space.batch_sizes.front();
+    bool any_can = workers_.empty();
+    std::string limits;
+    for (const auto& [id, w] : workers_) {
+      auto limit = w.max_batch.find(key);
+      if (limit == w.max_batch.end() || limit->second >= smallest) {
+        any_can = true;
+        break;
+      }
+      limits += (limits.empty() ? "" : ", ") + id + " fits " + std::to_string(limit->second);
+    }
+    if (!any_can) {
+      engine->Fail("no connected worker can hold batch size " + std::to_string(smallest) + " of " +
+                       spec.model + " (" + limits + ")",
+                   clock_());
+    }
+  }
+  Retire();
 }
 
 std::vector<WorkerRecord> Dispatcher::Workers() const {
@@ -137,9 +198,20 @@ void Dispatcher::Retire() {
 
 void Dispatcher::Pump() {
   for (auto& [worker_id, w] : workers_) {
-    if (w.trial_id) continue;
+    if (w.trial_id || !w.probing.empty()) continue;
     for (auto& [job_id, engine] : jobs_) {
-      StatusOr<std::optional<Assignment>> next = engine->NextAssignment(worker_id, clock_());
+      const std::string key = ProbeKey(engine->spec());
+      auto limit = w.max_batch.find(key);
+      if (limit == w.max_batch.end()) {
+        // First the device's limits for this model and input, then trials.
+        w.probing = key;
+        SetWorkerState(w, "probing");
+        channel_->SendProbe(worker_id, key, engine->spec().model, engine->spec().dataset,
+                            engine->spec().space.batch_sizes);
+        break;
+      }
+      StatusOr<std::optional<Assignment>> next =
+          engine->NextAssignment(worker_id, clock_(), limit->second);
       if (!next.ok()) {
         std::fprintf(stderr, "topotuned: job %lld: %s\n", static_cast<long long>(job_id),
                      next.status().ToString().c_str());
@@ -150,6 +222,7 @@ void Dispatcher::Pump() {
       const Assignment& a = **next;
       w.trial_id = a.trial.id;
       w.job_id = job_id;
+      w.batch_size = a.trial.config.batch_size;
       SetWorkerState(w, "busy");
       channel_->SendAssignment(worker_id, a, engine->spec());
       break;

@@ -22,7 +22,15 @@ class WorkerChannel {
                               const JobSpec& spec) = 0;
   virtual void SendStop(const std::string& worker_id, int64_t trial_id,
                         const std::string& reason) = 0;
+  // Asks a worker to probe `model` on the dataset's input at these batch sizes; it answers
+  // through Dispatcher::OnProbeResult with the same key.
+  virtual void SendProbe(const std::string& worker_id, const std::string& key,
+                         const std::string& model, const DatasetSpec& dataset,
+                         const std::vector<int>& batch_sizes) = 0;
 };
+
+// The key under which a worker's probe of a job's model and data is kept.
+std::string ProbeKey(const JobSpec& spec);
 
 // Matches free workers with the trials of active jobs (oldest job first) and routes what
 // workers report to the job that owns the trial. Thread-safe: every public method takes
@@ -51,6 +59,10 @@ class Dispatcher {
                                  const CurvePoint& point);
   Status OnSegmentEnded(const std::string& worker_id, int64_t trial_id,
                         const SegmentOutcome& outcome);
+  // A worker's probe answer: the probe is stored and the worker is given batch sizes up to
+  // the largest that fits; an error means it gets none of that job's trials.
+  Status OnProbeResult(const std::string& worker_id, const std::string& key,
+                       const StatusOr<DeviceProbe>& probe);
 
   // The connected workers, as last seen.
   std::vector<WorkerRecord> Workers() const;
@@ -60,7 +72,11 @@ class Dispatcher {
     WorkerRecord record;
     std::optional<int64_t> trial_id;  // the trial it runs, if busy
     int64_t job_id = 0;
+    int batch_size = 0;                    // of that trial
+    std::string probing;                   // the probe key it is measuring, if any
+    std::map<std::string, int> max_batch;  // probe key -> largest batch size that fits
   };
+  void FailJobsNoWorkerCanHold();                                 // requires mutex_
   JobEngine* EngineOfTrial(int64_t trial_id);                     // requires mutex_
   void Pump();                                                    // requires mutex_
   void Retire();                                                  // requires mutex_

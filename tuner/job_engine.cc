@@ -75,10 +75,10 @@ Status JobEngine::MarkRunning(double now) {
 }
 
 StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string& worker_id,
-                                                              double now) {
+                                                              double now, int max_batch_size) {
   if (IsTerminal(job_.state)) return std::optional<Assignment>();
   for (auto step : {&JobEngine::TryPending, &JobEngine::TryPromotion, &JobEngine::TryNewTrial}) {
-    StatusOr<std::optional<Assignment>> got = (this->*step)(worker_id);
+    StatusOr<std::optional<Assignment>> got = (this->*step)(worker_id, max_batch_size);
     if (!got.ok()) return got.status();
     if (got->has_value()) {
       TOPOTUNE_RETURN_IF_ERROR(MarkRunning(now));
@@ -89,9 +89,11 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string&
   return std::optional<Assignment>();
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& worker_id) {
+StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& worker_id,
+                                                          int max_batch) {
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
+    if (t.record.config.batch_size > max_batch) continue;
     const int start = SegmentStart(t.record);
     // A segment that resumes needs the checkpoint on the worker that wrote it.
     if (start > 0 && t.record.worker != worker_id) continue;
@@ -113,7 +115,8 @@ StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
   return true;
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& worker_id) {
+StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& worker_id,
+                                                            int max_batch) {
   for (const AshaRungs::Candidate& c : rungs_.PromotionCandidates()) {
     LiveTrial& t = trials_.at(c.trial_id);
     if (t.record.state != TrialState::kPaused) continue;
@@ -121,6 +124,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& w
     if (!pruned.ok()) return pruned.status();
     if (*pruned) continue;
     if (t.record.worker != worker_id) continue;  // its checkpoint lives on another worker
+    if (t.record.config.batch_size > max_batch) continue;
     rungs_.MarkPromoted(c.rung, t.record.id);
     t.record.rung = c.rung + 1;
     t.record.target_epochs = spec_.asha.RungEpochs(t.record.rung);
@@ -131,12 +135,16 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& w
   return std::optional<Assignment>();
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& worker_id) {
+StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& worker_id,
+                                                           int max_batch) {
   if (sampled_ >= spec_.max_trials) return std::optional<Assignment>();
+  if (spec_.space.batch_sizes.empty() || spec_.space.batch_sizes.front() > max_batch) {
+    return std::optional<Assignment>();  // this worker cannot hold any batch of the space
+  }
   TrialRecord record;
   record.job_id = job_.id;
   record.number = sampled_;
-  record.config = sampler_->Propose();
+  record.config = sampler_->Propose(max_batch);
   record.seed = TrialSeed(spec_.seed, sampled_);
   record.state = TrialState::kRunning;
   record.rung = 0;

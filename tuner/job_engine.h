@@ -51,9 +51,12 @@ class JobEngine {
   JobState state() const { return job_.state; }
   const JobSpec& spec() const { return spec_; }
 
-  // The next segment for a free worker, or nullopt when this job has nothing it may run
-  // now. Persists the trial before returning it.
-  StatusOr<std::optional<Assignment>> NextAssignment(const std::string& worker_id, double now);
+  // The next segment for a free worker that can hold batches of up to max_batch_size
+  // (its probed limit for this job's model), or nullopt when this job has nothing that
+  // worker may run now. Persists the trial before returning it.
+  StatusOr<std::optional<Assignment>> NextAssignment(const std::string& worker_id, double now,
+                                                     int max_batch_size = kAnyBatchSize);
+  static constexpr int kAnyBatchSize = 1 << 30;
 
   // Records an epoch of a running trial and says whether the worker should stop. A repeated
   // epoch replaces the stored one. An epoch of a trial that is not running is ignored and
@@ -89,9 +92,9 @@ class JobEngine {
     std::string stop_reason;            // set when the engine asked the worker to stop
   };
 
-  StatusOr<std::optional<Assignment>> TryPending(const std::string& worker_id);
-  StatusOr<std::optional<Assignment>> TryPromotion(const std::string& worker_id);
-  StatusOr<std::optional<Assignment>> TryNewTrial(const std::string& worker_id);
+  StatusOr<std::optional<Assignment>> TryPending(const std::string& worker_id, int max_batch);
+  StatusOr<std::optional<Assignment>> TryPromotion(const std::string& worker_id, int max_batch);
+  StatusOr<std::optional<Assignment>> TryNewTrial(const std::string& worker_id, int max_batch);
   Assignment Start(LiveTrial& t, const std::string& worker_id, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
   StatusOr<bool> PruneIfBeaten(LiveTrial& t);

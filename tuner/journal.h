@@ -26,6 +26,8 @@ class Journal {
   virtual Status SetJobState(int64_t job_id, JobState state, const std::string& message,
                              double at) = 0;
   virtual Status UpsertWorker(const WorkerRecord& worker) = 0;
+  // Replaces the stored rows of the probe's (worker, model, input) batch sizes.
+  virtual Status UpsertDeviceProbe(const DeviceProbe& probe) = 0;
 };
 
 }  // namespace topotune

@@ -1,5 +1,6 @@
 #include "tuner/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace topotune {
@@ -14,10 +15,14 @@ double Uniform01(std::mt19937_64& rng) { return (rng() >> 11) * (1.0 / 900719925
 RandomSampler::RandomSampler(SearchSpace space, uint64_t seed)
     : space_(std::move(space)), rng_(seed) {}
 
-TrialConfig RandomSampler::Propose() {
+TrialConfig RandomSampler::Propose(int max_batch_size) {
   TrialConfig config;
-  config.batch_size =
-      space_.batch_sizes[static_cast<size_t>(Uniform01(rng_) * space_.batch_sizes.size())];
+  size_t allowed = 0;  // batch_sizes ascend
+  while (allowed < space_.batch_sizes.size() && space_.batch_sizes[allowed] <= max_batch_size) {
+    ++allowed;
+  }
+  allowed = std::max<size_t>(allowed, 1);
+  config.batch_size = space_.batch_sizes[static_cast<size_t>(Uniform01(rng_) * allowed)];
   const double log_lr = std::log(space_.lr_min) +
                         Uniform01(rng_) * (std::log(space_.lr_max) - std::log(space_.lr_min));
   config.learning_rate = std::exp(log_lr);

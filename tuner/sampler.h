@@ -12,8 +12,9 @@ namespace topotune {
 class Sampler {
  public:
   virtual ~Sampler() = default;
-  // The next configuration to try.
-  virtual TrialConfig Propose() = 0;
+  // The next configuration to try, with a batch size of at most max_batch_size (the
+  // device's limit; the caller ensures the space has one that small).
+  virtual TrialConfig Propose(int max_batch_size) = 0;
   // What a configuration achieved: higher `score` is better. Samplers that learn use it.
   virtual void Observe(const TrialConfig& config, double score) {
     (void)config;
@@ -26,7 +27,7 @@ class Sampler {
 class RandomSampler final : public Sampler {
  public:
   RandomSampler(SearchSpace space, uint64_t seed);
-  TrialConfig Propose() override;
+  TrialConfig Propose(int max_batch_size) override;
 
  private:
   SearchSpace space_;

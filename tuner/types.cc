@@ -20,8 +20,17 @@ int AshaSettings::RungEpochs(int rung) const {
 
 int AshaSettings::MaxEpochs() const { return RungEpochs(num_rungs - 1); }
 
+int DeviceProbe::MaxBatchSize() const {
+  int best = 0;
+  for (const BatchProbe& b : batches) {
+    if (b.fits && b.batch_size > best) best = b.batch_size;
+  }
+  return best;
+}
+
 const std::vector<std::string>& KnownModels() {
-  static const std::vector<std::string> kModels = {"lenet"};
+  static const std::vector<std::string> kModels = {
+      "lenet", "resnet8", "resnet20", "resnet18", "resnet50", "mobilenetv2", "vgg11"};
   return kModels;
 }
 

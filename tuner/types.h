@@ -33,10 +33,11 @@ struct SearchSpace {
 // Where a worker finds the training data. Paths are resolved on the worker, relative to
 // its --data-root.
 struct DatasetSpec {
-  std::string format = "cifar10-bin";  ///< "cifar10-bin" (the only format for now)
-  std::string path;                    ///< folder with data_batch_*.bin and test_batch.bin
+  std::string format = "cifar10-bin";  ///< "cifar10-bin" or "mnist-idx"
+  std::string path;                    ///< folder with the format's files
   int64_t max_train_samples = 0;       ///< 0 = use every training sample
   int64_t max_val_samples = 0;         ///< 0 = use every test sample
+  bool augment = false;                ///< random crop (4-pixel padding) and horizontal flip
 };
 
 // Asynchronous successive halving. Rung k trains a trial to min_epochs * eta^k epochs.
@@ -58,9 +59,9 @@ struct JobSpec {
   int max_trials = 16;           ///< configurations sampled in all
   std::string algorithm = "asha";
   AshaSettings asha;
-  double momentum = 0.9;      ///< SGD momentum
-  uint64_t seed = 0;          ///< the sampler's seed; trial seeds derive from it
-  int grid_lr_points = 8;     ///< learning rates a comparable hand grid would try
+  double momentum = 0.9;   ///< SGD momentum
+  uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
+  int grid_lr_points = 8;  ///< learning rates a comparable hand grid would try
 };
 
 // Models a worker can build by name.
@@ -110,6 +111,10 @@ struct CurvePoint {
   double train_loss = 0.0;
   double val_accuracy = 0.0;
   double compute_s = 0.0;    ///< forward + backward + optimizer + data loading this epoch
+  double data_s = 0.0;       ///< of compute_s: batch assembly (and augmentation)
+  double forward_s = 0.0;    ///< of compute_s: forward pass and loss
+  double backward_s = 0.0;   ///< of compute_s: backward pass
+  double optimizer_s = 0.0;  ///< of compute_s: optimizer step
   double comm_s = 0.0;       ///< synchronisation this epoch (0 on one device)
   double eval_s = 0.0;       ///< validation this epoch (kept out of TTA)
   double wall_s = 0.0;       ///< wall-clock seconds of the whole epoch
@@ -124,6 +129,27 @@ struct DeviceProfile {
   std::string name;          ///< CPU model or GPU name
   int cores = 0;
   int64_t memory_bytes = 0;
+};
+
+// What a device measured for one (model, input shape, batch size): a training step on
+// random data, or the out-of-memory error that says the batch does not fit.
+struct BatchProbe {
+  int batch_size = 0;
+  bool fits = false;
+  double step_ms = 0.0;           ///< forward + backward + optimizer step, median
+  int64_t peak_memory_bytes = 0;  ///< peak RSS (CPU) or allocator peak (CUDA) after it
+  std::string error;              ///< why it does not fit
+};
+
+// A worker's probe of one model on one input shape ("3x32x32").
+struct DeviceProbe {
+  std::string worker_id;
+  std::string model;
+  std::string input;
+  std::vector<BatchProbe> batches;  ///< ascending batch size
+  double measured_at = 0.0;
+  // The largest batch size that fits; 0 if none does.
+  int MaxBatchSize() const;
 };
 
 struct WorkerRecord {

@@ -1,17 +1,21 @@
 #include "workers/agent.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <thread>
 
 #include "api/protocol.h"
+#include "workers/device_probe.h"
 #include "workers/trainer.h"
 
 namespace topotune {
@@ -25,6 +29,7 @@ struct Agent::Impl {
 
   AgentOptions options;
   Trainer trainer;
+  DeviceProber prober;
   asio::io_context io;
   std::unique_ptr<tcp::socket> socket;
   std::unique_ptr<asio::steady_timer> heartbeat;
@@ -143,6 +148,8 @@ struct Agent::Impl {
       StatusOr<TrialAssignment> a = TrialAssignmentFromJson(m.value("assignment", json()));
       if (!a.ok()) return Disconnect("bad assignment: " + a.status().message());
       StartTraining(*a);
+    } else if (type == "probe") {
+      StartProbe(m);
     } else if (type == "stop") {
       if (current_trial && m.value("trial_id", int64_t{-1}) == *current_trial) {
         stop_training = true;
@@ -175,7 +182,9 @@ struct Agent::Impl {
     JoinTraining();
     TrainRequest request;
     request.model = a.model;
+    request.data_format = a.dataset.format;
     request.data_dir = Resolve(options.data_root, a.dataset.path);
+    request.augment = a.dataset.augment;
     request.max_train_samples = a.dataset.max_train_samples;
     request.max_val_samples = a.dataset.max_val_samples;
     request.config = a.config;
@@ -215,6 +224,65 @@ struct Agent::Impl {
     });
   }
 
+  // Probes on the training thread (the worker is idle while it probes) and answers with
+  // a probe_result frame.
+  void StartProbe(const json& m) {
+    const std::string key = m.value("key", std::string());
+    StatusOr<DatasetSpec> dataset = DatasetSpecFromJson(m.value("dataset", json()));
+    ProbeRequest request;
+    request.model = m.value("model", std::string());
+    try {
+      request.batch_sizes = m.value("batch_sizes", std::vector<int>());
+    } catch (const json::exception&) {
+      dataset = Status::InvalidArgument("probe.batch_sizes must be integers");
+    }
+    if (!dataset.ok() || current_trial) {
+      Send(EncodeFrame({{"type", "probe_result"},
+                        {"key", key},
+                        {"error", dataset.ok() ? "worker is busy" : dataset.status().message()}}));
+      return;
+    }
+    request.data_format = dataset->format;
+    request.data_dir = Resolve(options.data_root, dataset->path);
+    JoinTraining();
+    Log("probing " + request.model + " at " + std::to_string(request.batch_sizes.size()) +
+        " batch sizes");
+    training = std::thread([this, request, key] {
+      StatusOr<DeviceProbe> probe = prober.Probe(request);
+      json frame = {{"type", "probe_result"}, {"key", key}};
+      if (probe.ok()) {
+        frame["probe"] = ToJson(*probe);
+        Log("probe: largest batch size that fits: " + std::to_string(probe->MaxBatchSize()));
+      } else {
+        frame["error"] = probe.status().message();
+        Log("probe failed: " + probe.status().message());
+      }
+      std::string encoded = EncodeFrame(frame);
+      asio::post(io, [this, encoded = std::move(encoded)]() mutable { Send(std::move(encoded)); });
+    });
+  }
+
+  // Caps the address space at its current size plus the budget (RLIMIT_AS).
+  Status ApplyMemoryBudget(DeviceProfile* device) {
+    if (options.memory_budget_bytes <= 0) return Status::OK();
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    int64_t vm_kb = 0;
+    while (std::getline(in, line)) {
+      if (line.rfind("VmSize:", 0) == 0) vm_kb = std::atoll(line.c_str() + 7);
+    }
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max =
+        static_cast<rlim_t>(vm_kb * 1024 + options.memory_budget_bytes);
+    if (vm_kb == 0 || setrlimit(RLIMIT_AS, &limit) != 0) {
+      return Status::IOError("cannot apply the memory budget (RLIMIT_AS)");
+    }
+    device->memory_bytes = std::min(device->memory_bytes, options.memory_budget_bytes);
+    Log("address space capped at " + std::to_string(limit.rlim_cur >> 20) + " MiB (" +
+        std::to_string(options.memory_budget_bytes >> 20) + " MiB above its size at start)");
+    return Status::OK();
+  }
+
   void JoinTraining() {
     if (training.joinable()) training.join();
   }
@@ -225,7 +293,8 @@ struct Agent::Impl {
       gethostname(host, sizeof(host) - 1);
       options.worker_id = host;
     }
-    const DeviceProfile device = Trainer::ProbeDevice();
+    DeviceProfile device = Trainer::ProbeDevice();
+    TOPOTUNE_RETURN_IF_ERROR(ApplyMemoryBudget(&device));
     while (!shutdown) {
       if (!Connect()) break;
       connected = true;

@@ -15,6 +15,9 @@ struct AgentOptions {
   std::string checkpoint_dir = "checkpoints";  ///< where segments save and resume
   int threads = 0;                             ///< intra-op threads; 0 = LibTorch's default
   double connect_timeout_s = 60;               ///< give up reconnecting after this long
+  /// > 0: cap the address space (RLIMIT_AS, as `ulimit -v` does) this far above its size
+  /// once LibTorch is up, to emulate a device with little memory.
+  int64_t memory_budget_bytes = 0;
 };
 
 // The worker agent: connects to topotuned's gateway, registers its device profile, trains

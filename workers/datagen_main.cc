@@ -1,21 +1,97 @@
-// topotune-datagen: writes the generated shapes dataset in CIFAR-10 binary format.
+// topotune-datagen: writes the generated shapes dataset in CIFAR-10 binary format, or
+// as one-channel 28x28 images in MNIST's IDX format.
+
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "workers/dataset.h"
 
 namespace {
 
+namespace fs = std::filesystem;
+
 constexpr char kUsage[] =
-    "usage: topotune-datagen --out DIR [--train N] [--test N] [--noise X] [--seed S]\n"
-    "  --out DIR    folder to write data_batch_1.bin, test_batch.bin, batches.meta.txt\n"
+    "usage: topotune-datagen --out DIR [--format F] [--gzip] [--train N] [--test N] [--noise X]\n"
+    "                        [--seed S]\n"
+    "  --out DIR    folder to write the dataset and batches.meta.txt into\n"
+    "  --format F   cifar10-bin (default): data_batch_1.bin, test_batch.bin, 3x32x32;\n"
+    "               mnist-idx: train-/t10k-images-idx3-ubyte and -labels-idx1-ubyte, 1x28x28\n"
+    "               (the centre crop of the channel where each shape stands out most)\n"
+    "  --gzip       mnist-idx only: write the files gzipped, with a .gz suffix\n"
     "  --train N    training images (default 5000)\n"
     "  --test N     test images (default 1000)\n"
     "  --noise X    std of the pixel noise, 0..1 (default 0.15)\n"
     "  --seed S     random seed (default 1)\n";
+
+constexpr int kMnistSide = 28;
+
+// The centre kMnistSide x kMnistSide crop of a 3-channel set, one channel per image: the
+// one that varies most, where the shape stands out best (a luma mix can make a shape and
+// its background the same grey).
+topotune::ImageSet GreyCentreCrop(const topotune::ImageSet& rgb) {
+  topotune::ImageSet grey;
+  grey.count = rgb.count;
+  grey.channels = 1;
+  grey.height = kMnistSide;
+  grey.width = kMnistSide;
+  grey.num_classes = rgb.num_classes;
+  grey.labels = rgb.labels;
+  grey.pixels.reserve(static_cast<size_t>(rgb.count) * kMnistSide * kMnistSide);
+  const int top = (rgb.height - kMnistSide) / 2, left = (rgb.width - kMnistSide) / 2;
+  const size_t plane = static_cast<size_t>(rgb.height) * rgb.width;
+  for (int64_t i = 0; i < rgb.count; ++i) {
+    const uint8_t* image = rgb.pixels.data() + static_cast<size_t>(i) * rgb.channels * plane;
+    const uint8_t* best = image;
+    double best_variance = -1.0;
+    for (int c = 0; c < rgb.channels; ++c) {
+      double sum = 0.0, sum_squares = 0.0;
+      for (size_t at = 0; at < plane; ++at) {
+        const double value = image[c * plane + at];
+        sum += value;
+        sum_squares += value * value;
+      }
+      const double mean = sum / static_cast<double>(plane);
+      const double variance = sum_squares / static_cast<double>(plane) - mean * mean;
+      if (variance > best_variance) {
+        best_variance = variance;
+        best = image + c * plane;
+      }
+    }
+    for (int y = top; y < top + kMnistSide; ++y) {
+      const uint8_t* row = best + static_cast<size_t>(y) * rgb.width + left;
+      grey.pixels.insert(grey.pixels.end(), row, row + kMnistSide);
+    }
+  }
+  return grey;
+}
+
+// Generates the shapes in a scratch folder, then writes both splits to `out` as MNIST IDX.
+topotune::Status WriteShapesAsMnist(const std::string& out, const topotune::ShapesOptions& options,
+                                    bool gzip) {
+  const fs::path scratch =
+      fs::temp_directory_path() / ("topotune-datagen-" + std::to_string(::getpid()));
+  topotune::Status status = topotune::WriteShapesDataset(scratch.string(), options);
+  for (const char* split : {"train", "test"}) {
+    if (!status.ok()) break;
+    topotune::StatusOr<topotune::ImageSet> rgb = topotune::ReadCifar10(scratch.string(), split);
+    status =
+        rgb.ok() ? topotune::WriteMnistIdx(out, split, GreyCentreCrop(*rgb), gzip) : rgb.status();
+  }
+  std::error_code ec;
+  if (status.ok()) {
+    fs::copy_file(scratch / "batches.meta.txt", fs::path(out) / "batches.meta.txt",
+                  fs::copy_options::overwrite_existing, ec);
+    if (ec) status = topotune::Status::IOError("cannot write batches.meta.txt: " + ec.message());
+  }
+  fs::remove_all(scratch, ec);
+  return status;
+}
 
 int BadFlag(const std::string& message) {
   std::fprintf(stderr, "topotune-datagen: %s\n%s", message.c_str(), kUsage);
@@ -50,6 +126,8 @@ bool ParseDouble(const std::string& text, double* value) {
 
 int main(int argc, char** argv) {
   std::string out;
+  std::string format = "cifar10-bin";
+  bool gzip = false;
   topotune::ShapesOptions options;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
@@ -57,13 +135,17 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
+    if (flag == "--gzip") {
+      gzip = true;
+      continue;
+    }
     std::string value;
     const size_t equals = flag.find('=');
     if (equals != std::string::npos) {
       value = flag.substr(equals + 1);
       flag = flag.substr(0, equals);
-    } else if (flag == "--out" || flag == "--train" || flag == "--test" || flag == "--noise" ||
-               flag == "--seed") {
+    } else if (flag == "--out" || flag == "--format" || flag == "--train" || flag == "--test" ||
+               flag == "--noise" || flag == "--seed") {
       if (i + 1 >= argc) return BadFlag(flag + " needs a value");
       value = argv[++i];
     } else {
@@ -75,6 +157,11 @@ int main(int argc, char** argv) {
     if (flag == "--out") {
       if (value.empty()) return BadFlag("--out is empty");
       out = value;
+    } else if (flag == "--format") {
+      if (value != "cifar10-bin" && value != "mnist-idx") {
+        return BadFlag("--format is '" + value + "', expected cifar10-bin or mnist-idx");
+      }
+      format = value;
     } else if (flag == "--train") {
       if (!ParseInt(value, &count) || count < 1) {
         return BadFlag("--train is '" + value + "', expected an integer >= 1");
@@ -99,16 +186,23 @@ int main(int argc, char** argv) {
     }
   }
   if (out.empty()) return BadFlag("--out DIR is required");
+  if (gzip && format != "mnist-idx") return BadFlag("--gzip needs --format mnist-idx");
 
-  const topotune::Status status = topotune::WriteShapesDataset(out, options);
+  const bool mnist = format == "mnist-idx";
+  const topotune::Status status =
+      mnist ? WriteShapesAsMnist(out, options, gzip) : topotune::WriteShapesDataset(out, options);
   if (!status.ok()) {
     std::fprintf(stderr, "topotune-datagen: %s\n", status.ToString().c_str());
     return 1;
   }
+  const std::string suffix = gzip ? ".gz" : "";
+  const std::string train_file = mnist ? "train-*-ubyte" + suffix : "data_batch_1.bin";
+  const std::string test_file = mnist ? "t10k-*-ubyte" + suffix : "test_batch.bin";
   std::printf(
-      "wrote %s: data_batch_1.bin (%lld train images), test_batch.bin (%lld test images), "
-      "batches.meta.txt; noise %g, seed %llu\n",
-      out.c_str(), static_cast<long long>(options.train_samples),
+      "wrote %s (%s): %s (%lld train images), %s (%lld test images), batches.meta.txt; "
+      "noise %g, seed %llu\n",
+      out.c_str(), format.c_str(), train_file.c_str(),
+      static_cast<long long>(options.train_samples), test_file.c_str(),
       static_cast<long long>(options.test_samples), options.noise,
       static_cast<unsigned long long>(options.seed));
   return 0;

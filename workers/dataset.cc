@@ -1,10 +1,15 @@
 #include "workers/dataset.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <random>
 #include <system_error>
 #include <utility>
@@ -22,6 +27,10 @@ constexpr int64_t kImageBytes = kChannels * kSide * kSide;  // 3072
 constexpr int64_t kRecordBytes = 1 + kImageBytes;           // 3073
 constexpr int kMaxTrainBatches = 5;
 constexpr double kPi = 3.14159265358979323846;
+constexpr uint32_t kIdxImagesMagic = 0x00000803;  // unsigned bytes, 3 dimensions
+constexpr uint32_t kIdxLabelsMagic = 0x00000801;  // unsigned bytes, 1 dimension
+constexpr uint32_t kIdxMaxSide = 1 << 14;         // far above any real image side
+constexpr unsigned kGzChunkBytes = 1 << 20;
 
 // Appends the records of one CIFAR-10 batch file to `set`, up to `limit` images in all
 // (0 = no limit).
@@ -62,6 +71,115 @@ Status AppendBatchFile(const fs::path& path, int64_t limit, ImageSet* set) {
   }
   set->count += records;
   return Status::OK();
+}
+
+// A file read through zlib: gzipped or plain alike. Closes on destruction.
+class GzReader {
+ public:
+  explicit GzReader(const fs::path& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {}
+  ~GzReader() {
+    if (file_ != nullptr) gzclose(file_);
+  }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+
+  Status Open() const {
+    if (file_ == nullptr) return Status::IOError("cannot open " + path_.string());
+    return Status::OK();
+  }
+
+  // Appends exactly `bytes` bytes to `out`, or says how many the file lacked (`what` names
+  // the part being read).
+  Status Read(uint64_t bytes, const std::string& what, std::vector<uint8_t>* out) {
+    // Grows with what arrives, so a corrupt header cannot ask for a huge buffer up front.
+    uint64_t done = 0;
+    while (done < bytes) {
+      const unsigned chunk = static_cast<unsigned>(std::min<uint64_t>(kGzChunkBytes, bytes - done));
+      const size_t offset = out->size();
+      out->resize(offset + chunk);
+      const int got = gzread(file_, out->data() + offset, chunk);
+      if (got < 0) {
+        int code = 0;
+        const char* message = gzerror(file_, &code);
+        out->resize(offset);
+        return Status::IOError(path_.string() + ": cannot read " + what + ": " +
+                               (message != nullptr ? message : "zlib error"));
+      }
+      out->resize(offset + static_cast<size_t>(got));
+      done += static_cast<uint64_t>(got);
+      if (got < static_cast<int>(chunk)) break;
+    }
+    if (done < bytes) {
+      return Status::InvalidArgument(path_.string() + ": truncated: expected " +
+                                     std::to_string(bytes) + " bytes of " + what + ", found " +
+                                     std::to_string(done));
+    }
+    return Status::OK();
+  }
+
+  // Reads `count` big-endian 32-bit words of the IDX header.
+  Status ReadHeader(int count, std::vector<uint32_t>* words) {
+    std::vector<uint8_t> bytes;
+    TOPOTUNE_RETURN_IF_ERROR(Read(4u * static_cast<uint64_t>(count), "IDX header", &bytes));
+    words->clear();
+    for (int i = 0; i < count; ++i) {
+      const uint8_t* b = bytes.data() + 4 * i;
+      words->push_back((uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) |
+                       uint32_t{b[3]});
+    }
+    return Status::OK();
+  }
+
+ private:
+  fs::path path_;
+  gzFile file_;
+};
+
+std::string Hex(uint32_t value) {
+  char text[16];
+  std::snprintf(text, sizeof(text), "0x%08x", value);
+  return text;
+}
+
+// `name` in `dir` if it exists, else `name`.gz, else nothing; `tried` collects the names
+// that were not there.
+std::optional<fs::path> FindIdxFile(const fs::path& dir, const std::string& name,
+                                    std::vector<std::string>* tried) {
+  std::error_code ec;
+  for (const std::string& candidate : {name, name + ".gz"}) {
+    const fs::path path = dir / candidate;
+    if (fs::is_regular_file(path, ec)) return path;
+    tried->push_back(candidate);
+  }
+  return std::nullopt;
+}
+
+void AppendBigEndian(uint32_t value, std::vector<uint8_t>* out) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<uint8_t>(value >> shift));
+}
+
+// Writes header + body to `path` through zlib, compressed or not ("T": transparent).
+Status WriteGzFile(const fs::path& path, bool gzip, const std::vector<uint8_t>& header,
+                   const uint8_t* body, size_t body_bytes) {
+  gzFile file = gzopen(path.c_str(), gzip ? "wb" : "wbT");
+  if (file == nullptr) return Status::IOError("cannot create " + path.string());
+  bool ok = gzwrite(file, header.data(), static_cast<unsigned>(header.size())) ==
+            static_cast<int>(header.size());
+  for (size_t done = 0; ok && done < body_bytes;) {
+    const unsigned chunk =
+        static_cast<unsigned>(std::min<size_t>(kGzChunkBytes, body_bytes - done));
+    ok = gzwrite(file, body + done, chunk) == static_cast<int>(chunk);
+    done += chunk;
+  }
+  ok = (gzclose(file) == Z_OK) && ok;
+  if (!ok) return Status::IOError("cannot write " + path.string());
+  return Status::OK();
+}
+
+// File names of the MNIST pair of `split`: images first, then labels.
+std::pair<std::string, std::string> MnistFileNames(const std::string& split) {
+  const std::string prefix = split == "train" ? "train" : "t10k";
+  return {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
 }
 
 // A portable random source: mt19937_64 is specified bit for bit by the standard; the
@@ -317,6 +435,145 @@ StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
     return Status::InvalidArgument("the " + split + " split in " + dir + " has no records");
   }
   return set;
+}
+
+StatusOr<ImageSet> ReadMnist(const std::string& dir, const std::string& split,
+                             int64_t max_samples) {
+  if (split != "train" && split != "test") {
+    return Status::InvalidArgument("split is '" + split + "', expected 'train' or 'test'");
+  }
+  if (max_samples < 0) {
+    return Status::InvalidArgument("max_samples is " + std::to_string(max_samples) +
+                                   ", expected >= 0");
+  }
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return Status::InvalidArgument("dataset folder " + dir + " does not exist");
+  }
+  const auto [images_name, labels_name] = MnistFileNames(split);
+  std::vector<std::string> tried;
+  const std::optional<fs::path> images_path = FindIdxFile(dir, images_name, &tried);
+  const std::optional<fs::path> labels_path = FindIdxFile(dir, labels_name, &tried);
+  if (!images_path || !labels_path) {
+    std::string names;
+    for (const std::string& name : tried) names += (names.empty() ? "" : ", ") + name;
+    return Status::InvalidArgument("MNIST " + split + " split incomplete in " + dir +
+                                   ": no file named " + names);
+  }
+
+  GzReader images(*images_path);
+  TOPOTUNE_RETURN_IF_ERROR(images.Open());
+  std::vector<uint32_t> image_header;
+  TOPOTUNE_RETURN_IF_ERROR(images.ReadHeader(4, &image_header));
+  if (image_header[0] != kIdxImagesMagic) {
+    return Status::InvalidArgument(images_path->string() + ": magic number " +
+                                   Hex(image_header[0]) + ", expected " + Hex(kIdxImagesMagic) +
+                                   " (IDX images of unsigned bytes)");
+  }
+  const uint32_t rows = image_header[2], cols = image_header[3];
+  if (rows == 0 || cols == 0 || rows > kIdxMaxSide || cols > kIdxMaxSide) {
+    return Status::InvalidArgument(images_path->string() + ": images of " + std::to_string(rows) +
+                                   "x" + std::to_string(cols) + " pixels, expected 1.." +
+                                   std::to_string(kIdxMaxSide) + " each way");
+  }
+
+  GzReader labels(*labels_path);
+  TOPOTUNE_RETURN_IF_ERROR(labels.Open());
+  std::vector<uint32_t> label_header;
+  TOPOTUNE_RETURN_IF_ERROR(labels.ReadHeader(2, &label_header));
+  if (label_header[0] != kIdxLabelsMagic) {
+    return Status::InvalidArgument(labels_path->string() + ": magic number " +
+                                   Hex(label_header[0]) + ", expected " + Hex(kIdxLabelsMagic) +
+                                   " (IDX labels of unsigned bytes)");
+  }
+  if (label_header[1] != image_header[1]) {
+    return Status::InvalidArgument(
+        labels_path->string() + " holds " + std::to_string(label_header[1]) + " labels but " +
+        images_path->string() + " holds " + std::to_string(image_header[1]) + " images");
+  }
+
+  int64_t count = image_header[1];
+  if (max_samples > 0) count = std::min(count, max_samples);
+  if (count == 0) {
+    return Status::InvalidArgument("the " + split + " split in " + dir + " has no records");
+  }
+  ImageSet set;
+  set.count = count;
+  set.channels = 1;
+  set.height = static_cast<int>(rows);
+  set.width = static_cast<int>(cols);
+  set.num_classes = kNumClasses;
+  TOPOTUNE_RETURN_IF_ERROR(
+      images.Read(static_cast<uint64_t>(count) * rows * cols, "pixels", &set.pixels));
+  TOPOTUNE_RETURN_IF_ERROR(labels.Read(static_cast<uint64_t>(count), "labels", &set.labels));
+  for (int64_t i = 0; i < count; ++i) {
+    if (set.labels[i] >= kNumClasses) {
+      return Status::InvalidArgument(labels_path->string() + ": record " + std::to_string(i) +
+                                     " has label " + std::to_string(set.labels[i]) +
+                                     ", expected 0.." + std::to_string(kNumClasses - 1));
+    }
+  }
+  return set;
+}
+
+StatusOr<ImageSet> ReadImageSet(const std::string& format, const std::string& dir,
+                                const std::string& split, int64_t max_samples) {
+  if (format == "cifar10-bin") return ReadCifar10(dir, split, max_samples);
+  if (format == "mnist-idx") return ReadMnist(dir, split, max_samples);
+  return Status::InvalidArgument("dataset format is '" + format +
+                                 "', expected one of: cifar10-bin, mnist-idx");
+}
+
+Status WriteMnistIdx(const std::string& dir, const std::string& split, const ImageSet& images,
+                     bool gzip) {
+  if (split != "train" && split != "test") {
+    return Status::InvalidArgument("split is '" + split + "', expected 'train' or 'test'");
+  }
+  if (images.channels != 1) {
+    return Status::InvalidArgument("MNIST IDX holds one-channel images, these have " +
+                                   std::to_string(images.channels) + " channels");
+  }
+  if (images.count < 0 || images.height < 1 || images.width < 1 ||
+      images.count > std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("image set of " + std::to_string(images.count) + " images of " +
+                                   std::to_string(images.height) + "x" +
+                                   std::to_string(images.width) + " cannot be written as IDX");
+  }
+  const uint64_t image_bytes = static_cast<uint64_t>(images.height) * images.width;
+  if (images.pixels.size() != static_cast<uint64_t>(images.count) * image_bytes ||
+      images.labels.size() != static_cast<uint64_t>(images.count)) {
+    return Status::InvalidArgument("image set of " + std::to_string(images.count) + " images has " +
+                                   std::to_string(images.pixels.size()) + " pixel bytes and " +
+                                   std::to_string(images.labels.size()) + " labels, expected " +
+                                   std::to_string(images.count * image_bytes) + " and " +
+                                   std::to_string(images.count));
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
+
+  const auto [images_name, labels_name] = MnistFileNames(split);
+  const std::string suffix = gzip ? ".gz" : "";
+  const std::string stale_suffix = gzip ? "" : ".gz";
+  // The reader prefers the plain name: a stale other variant would shadow or confuse.
+  for (const std::string& name : {images_name, labels_name}) {
+    const fs::path stale = fs::path(dir) / (name + stale_suffix);
+    fs::remove(stale, ec);
+    if (ec) return Status::IOError("cannot remove " + stale.string() + ": " + ec.message());
+  }
+
+  std::vector<uint8_t> header;
+  AppendBigEndian(kIdxImagesMagic, &header);
+  AppendBigEndian(static_cast<uint32_t>(images.count), &header);
+  AppendBigEndian(static_cast<uint32_t>(images.height), &header);
+  AppendBigEndian(static_cast<uint32_t>(images.width), &header);
+  TOPOTUNE_RETURN_IF_ERROR(WriteGzFile(fs::path(dir) / (images_name + suffix), gzip, header,
+                                       images.pixels.data(), images.pixels.size()));
+  header.clear();
+  AppendBigEndian(kIdxLabelsMagic, &header);
+  AppendBigEndian(static_cast<uint32_t>(images.count), &header);
+  return WriteGzFile(fs::path(dir) / (labels_name + suffix), gzip, header, images.labels.data(),
+                     images.labels.size());
 }
 
 Status WriteShapesDataset(const std::string& dir, const ShapesOptions& options) {

@@ -30,6 +30,24 @@ struct ImageSet {
 StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
                                int64_t max_samples = 0);
 
+// Reads MNIST IDX files from `dir`: train-images-idx3-ubyte and train-labels-idx1-ubyte
+// (split "train") or t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (split "test"),
+// each either plain or gzipped with a ".gz" suffix. Images come back with channels = 1.
+// Bad magic numbers, mismatched counts or truncated files are errors naming the file.
+StatusOr<ImageSet> ReadMnist(const std::string& dir, const std::string& split,
+                             int64_t max_samples = 0);
+
+// ReadCifar10 or ReadMnist by format name ("cifar10-bin", "mnist-idx"); an unknown
+// format is InvalidArgument naming the known ones.
+StatusOr<ImageSet> ReadImageSet(const std::string& format, const std::string& dir,
+                                const std::string& split, int64_t max_samples = 0);
+
+// Writes a one-channel `images` as the MNIST IDX pair of `split` ("train" or "test") in
+// `dir`, gzipped (".gz" names) when `gzip`. For tests and the generator: real MNIST files
+// are read the same way.
+Status WriteMnistIdx(const std::string& dir, const std::string& split, const ImageSet& images,
+                     bool gzip);
+
 // Options of the generated dataset: 10 classes of shapes and textures (disc, square,
 // triangle, cross, ring, stripes, ...) at random position, size and colour, under noise.
 struct ShapesOptions {

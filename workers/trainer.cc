@@ -37,6 +37,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kEvalBatch = 1000;
+constexpr int64_t kCropPadding = 4;  ///< pixels of padding around an augmentation crop
 
 double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
@@ -56,14 +57,24 @@ int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multipl
   return 0;
 }
 
-// A training and a validation set as normalised float tensors on the CPU.
+// SplitMix64 finaliser: decorrelates generator seeds derived from one trial seed.
+uint64_t MixSeed(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// A training and a validation set as normalised, contiguous float tensors on the CPU.
 struct LoadedData {
-  torch::Tensor train_images;  ///< [N, 3, 32, 32] float, (x / 255 - mean) / std
+  torch::Tensor train_images;  ///< [N, C, H, W] float, (x / 255 - mean) / std
   torch::Tensor train_labels;  ///< [N] int64
   torch::Tensor val_images;
   torch::Tensor val_labels;
-  torch::Tensor mean;    ///< [3], per channel, of the training images scaled to 0..1
-  torch::Tensor stddev;  ///< [3]
+  torch::Tensor mean;    ///< [C], per channel, of the training images scaled to 0..1
+  torch::Tensor stddev;  ///< [C]
+  torch::Tensor black;   ///< [C], a 0 pixel after normalisation: the padding of crops
+  ModelInput input;      ///< what a model for these images takes
 };
 
 torch::Tensor ImagesAsFloat(ImageSet& set) {
@@ -78,12 +89,26 @@ torch::Tensor LabelsAsLong(ImageSet& set) {
 }
 
 StatusOr<std::shared_ptr<LoadedData>> LoadData(const TrainRequest& request) {
-  StatusOr<ImageSet> train = ReadCifar10(request.data_dir, "train", request.max_train_samples);
+  StatusOr<ImageSet> train =
+      ReadImageSet(request.data_format, request.data_dir, "train", request.max_train_samples);
   if (!train.ok()) return train.status();
-  StatusOr<ImageSet> val = ReadCifar10(request.data_dir, "test", request.max_val_samples);
+  StatusOr<ImageSet> val =
+      ReadImageSet(request.data_format, request.data_dir, "test", request.max_val_samples);
   if (!val.ok()) return val.status();
+  if (val->channels != train->channels || val->height != train->height ||
+      val->width != train->width) {
+    return Status::InvalidArgument(
+        "in " + request.data_dir + " the training images are " + std::to_string(train->channels) +
+        "x" + std::to_string(train->height) + "x" + std::to_string(train->width) +
+        " but the test images " + std::to_string(val->channels) + "x" +
+        std::to_string(val->height) + "x" + std::to_string(val->width));
+  }
 
   auto data = std::make_shared<LoadedData>();
+  data->input.channels = train->channels;
+  data->input.height = train->height;
+  data->input.width = train->width;
+  data->input.num_classes = train->num_classes;
   data->train_images = ImagesAsFloat(*train);
   data->mean = data->train_images.mean(/*dim=*/{0, 2, 3});
   data->stddev = data->train_images.std(/*dim=*/{0, 2, 3}).clamp_min(1e-6);
@@ -93,6 +118,7 @@ StatusOr<std::shared_ptr<LoadedData>> LoadData(const TrainRequest& request) {
   data->train_labels = LabelsAsLong(*train);
   data->val_images = ImagesAsFloat(*val).sub_(mean).div_(stddev);
   data->val_labels = LabelsAsLong(*val);
+  data->black = data->mean.neg().div_(data->stddev);
   return data;
 }
 
@@ -102,6 +128,50 @@ double Percentile(std::vector<double> values, double q) {
   std::sort(values.begin(), values.end());
   const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(values.size())));
   return values[std::min(values.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+// Each image of `images` [N, C, H, W] cut at a random offset out of itself padded by
+// kCropPadding pixels of `black` [C] (a 0 pixel, as torchvision pads before normalising),
+// and mirrored left-right with probability 1/2. The draws come from `rng`; the work runs on
+// the images' device.
+torch::Tensor CropAndFlip(const torch::Tensor& images, const torch::Tensor& black,
+                          at::Generator& rng) {
+  const int64_t n = images.size(0), channels = images.size(1);
+  const int64_t height = images.size(2), width = images.size(3);
+  const int64_t padded_width = width + 2 * kCropPadding;
+  torch::Tensor padded =
+      torch::empty({n, channels, height + 2 * kCropPadding, padded_width}, images.options());
+  padded.copy_(black.to(images.device()).view({1, channels, 1, 1}));
+  padded.narrow(2, kCropPadding, height).narrow(3, kCropPadding, width).copy_(images);
+  // Per image: top and left corner of the crop in `padded`, and whether to mirror it.
+  const torch::Tensor corners = torch::randint(0, 2 * kCropPadding + 1, {2, n}, rng);
+  const torch::Tensor mirror = torch::randint(0, 2, {n}, rng);
+
+  if (!images.is_cuda()) {
+    // One strided copy per image: on a CPU a third of the time of a gather.
+    const auto corner = corners.accessor<int64_t, 2>();
+    const auto flip = mirror.accessor<int64_t, 1>();
+    const torch::Tensor mirrored = padded.flip(/*dims=*/{3});
+    torch::Tensor out = torch::empty_like(images);
+    for (int64_t i = 0; i < n; ++i) {
+      // Column left + x of an image is column padded_width - 1 - left - x of its mirror.
+      const torch::Tensor& source = flip[i] != 0 ? mirrored : padded;
+      const int64_t left = flip[i] != 0 ? padded_width - width - corner[1][i] : corner[1][i];
+      out[i].copy_(source[i].narrow(1, corner[0][i], height).narrow(2, left, width));
+    }
+    return out;
+  }
+  // On a GPU two gathers, rows then columns, beat n small copies.
+  const torch::Tensor x = torch::arange(width, torch::kLong).view({1, width});
+  const torch::Tensor rows =
+      corners[0].view({n, 1}) + torch::arange(height, torch::kLong).view({1, height});
+  const torch::Tensor cols =
+      corners[1].view({n, 1}) + torch::where(mirror.view({n, 1}) != 0, (width - 1) - x, x);
+  const torch::Tensor cropped_rows = padded.gather(
+      2,
+      rows.to(images.device()).view({n, 1, height, 1}).expand({n, channels, height, padded_width}));
+  return cropped_rows.gather(
+      3, cols.to(images.device()).view({n, 1, 1, width}).expand({n, channels, height, width}));
 }
 
 bool IsOutOfMemory(const std::string& message) {
@@ -124,12 +194,17 @@ TrainResult Ended(std::string status, std::string message, int epochs_done,
 
 struct Trainer::Impl {
   torch::Device device = torch::kCPU;
-  // Datasets by "dir|max_train|max_val", converted once and kept for later trials.
+  // Datasets by "format|dir|max_train|max_val", converted once and kept for later trials.
   std::map<std::string, std::shared_ptr<LoadedData>> datasets;
 
   StatusOr<std::shared_ptr<LoadedData>> Data(const TrainRequest& request);
   void Synchronize() const {
     if (device.is_cuda()) torch::cuda::synchronize();
+  }
+  // The time once the device has finished the work queued so far.
+  Clock::time_point Now() const {
+    Synchronize();
+    return Clock::now();
   }
   void ResetPeakMemory() const;
   int64_t PeakMemory() const;
@@ -159,7 +234,8 @@ Trainer::Trainer(int threads) : impl_(std::make_unique<Impl>()) {
 Trainer::~Trainer() = default;
 
 StatusOr<std::shared_ptr<LoadedData>> Trainer::Impl::Data(const TrainRequest& request) {
-  const std::string key = request.data_dir + "|" + std::to_string(request.max_train_samples) + "|" +
+  const std::string key = request.data_format + "|" + request.data_dir + "|" +
+                          std::to_string(request.max_train_samples) + "|" +
                           std::to_string(request.max_val_samples);
   auto it = datasets.find(key);
   if (it != datasets.end()) return it->second;
@@ -232,7 +308,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   const std::vector<std::string>& models = ModelNames();
   if (std::find(models.begin(), models.end(), request.model) == models.end()) {
-    return Ended("failed", MakeModel(request.model).status().message(), start);
+    return Ended("failed", MakeModel(request.model, ModelInput{}).status().message(), start);
   }
   StatusOr<std::shared_ptr<LoadedData>> loaded = Data(request);
   if (!loaded.ok()) return Ended("failed", loaded.status().message(), start);
@@ -240,7 +316,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   // The seed alone decides the initial weights (and, with the epoch, the shuffles).
   torch::manual_seed(request.seed);
-  StatusOr<std::shared_ptr<ImageClassifierImpl>> made = MakeModel(request.model);
+  StatusOr<std::shared_ptr<ImageClassifierImpl>> made = MakeModel(request.model, data.input);
   if (!made.ok()) return Ended("failed", made.status().message(), start);
   std::shared_ptr<ImageClassifierImpl> model = *made;
   model->to(device);
@@ -287,42 +363,44 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   bool reached_target = false;
   for (int epoch = start + 1; epoch <= request.end_epoch; ++epoch) {
-    const Clock::time_point epoch_begin = Clock::now();
+    const Clock::time_point epoch_begin = Now();
     model->train();
+    // Shuffle and augmentation depend on (seed, epoch) only: a resumed trial draws what a
+    // straight run would.
     at::Generator shuffle_rng =
         at::detail::createCPUGenerator(request.seed + static_cast<uint64_t>(epoch));
+    at::Generator augment_rng = at::detail::createCPUGenerator(
+        MixSeed(request.seed ^ MixSeed(static_cast<uint64_t>(epoch))));
     const torch::Tensor order = torch::randperm(train_count, shuffle_rng);
 
     std::vector<double> step_ms;
     step_ms.reserve(static_cast<size_t>((train_count + batch - 1) / batch));
-    double data_s = 0.0, forward_s = 0.0, backward_s = 0.0, update_s = 0.0;
+    double data_s = 0.0, forward_s = 0.0, backward_s = 0.0, optimizer_s = 0.0;
     double loss_sum = 0.0;
     int step = 0;
     for (int64_t begin = 0; begin < train_count; begin += batch, ++step) {
       if (stop.load()) {
         return Ended("stopped", "stopped at epoch " + std::to_string(epoch), *epochs_done);
       }
-      const Clock::time_point t0 = Clock::now();
-      const torch::Tensor index =
-          order.slice(/*dim=*/0, begin, std::min(begin + batch, train_count));
-      const torch::Tensor images = data.train_images.index_select(0, index).to(device);
+      const Clock::time_point t0 = Now();
+      const int64_t end = std::min(begin + batch, train_count);
+      const torch::Tensor index = order.slice(/*dim=*/0, begin, end);
+      torch::Tensor images = data.train_images.index_select(0, index).to(device);
       const torch::Tensor labels = data.train_labels.index_select(0, index).to(device);
-      Synchronize();
-      const Clock::time_point t1 = Clock::now();
-      optimizer->zero_grad();
-      torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
-      Synchronize();
-      const Clock::time_point t2 = Clock::now();
+      if (request.augment) images = CropAndFlip(images, data.black, augment_rng);
+      const Clock::time_point t1 = Now();
+      const torch::Tensor loss =
+          torch::nn::functional::cross_entropy(model->forward(images), labels);
+      const Clock::time_point t2 = Now();
       loss.backward();
-      Synchronize();
-      const Clock::time_point t3 = Clock::now();
+      const Clock::time_point t3 = Now();
       optimizer->step();
-      Synchronize();
-      const Clock::time_point t4 = Clock::now();
+      optimizer->zero_grad();
+      const Clock::time_point t4 = Now();
       data_s += Seconds(t0, t1);
       forward_s += Seconds(t1, t2);
       backward_s += Seconds(t2, t3);
-      update_s += Seconds(t3, t4);
+      optimizer_s += Seconds(t3, t4);
       step_ms.push_back(1000.0 * Seconds(t0, t4));
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
@@ -331,10 +409,10 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
                 << " at epoch " << epoch << ", step " << step + 1;
         return Ended("failed", message.str(), *epochs_done);
       }
-      loss_sum += loss_value * static_cast<double>(index.size(0));
+      loss_sum += loss_value * static_cast<double>(end - begin);
     }
 
-    const Clock::time_point eval_begin = Clock::now();
+    const Clock::time_point eval_begin = Now();
     int64_t correct = 0;
     {
       torch::NoGradGuard no_grad;
@@ -347,14 +425,18 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
         correct += predicted.eq(labels).sum().item<int64_t>();
       }
     }
-    const Clock::time_point eval_end = Clock::now();
+    const Clock::time_point eval_end = Now();
 
     CurvePoint point;
     point.epoch = epoch;
     point.samples_seen = static_cast<int64_t>(epoch) * train_count;
     point.train_loss = loss_sum / static_cast<double>(train_count);
     point.val_accuracy = static_cast<double>(correct) / static_cast<double>(val_count);
-    point.compute_s = data_s + forward_s + backward_s + update_s;
+    point.data_s = data_s;
+    point.forward_s = forward_s;
+    point.backward_s = backward_s;
+    point.optimizer_s = optimizer_s;
+    point.compute_s = data_s + forward_s + backward_s + optimizer_s;
     point.comm_s = 0.0;
     point.eval_s = Seconds(eval_begin, eval_end);
     point.wall_s = Seconds(epoch_begin, eval_end);

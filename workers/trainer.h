@@ -14,15 +14,17 @@
 namespace topotune {
 
 struct TrainRequest {
-  std::string model;      ///< a name from KnownModels()
-  std::string data_dir;   ///< resolved folder of the CIFAR-10 binary files
+  std::string model;                        ///< a name from KnownModels()
+  std::string data_format = "cifar10-bin";  ///< "cifar10-bin" or "mnist-idx"
+  std::string data_dir;                     ///< resolved folder of the dataset's files
   int64_t max_train_samples = 0;
   int64_t max_val_samples = 0;
+  bool augment = false;  ///< random crop (4-pixel zero padding) and horizontal flip per batch
   TrialConfig config;
   double momentum = 0.9;
   uint64_t seed = 0;
-  int start_epoch = 0;    ///< epochs already trained; > 0 loads the checkpoint
-  int end_epoch = 1;      ///< train until this many epochs in all
+  int start_epoch = 0;           ///< epochs already trained; > 0 loads the checkpoint
+  int end_epoch = 1;             ///< train until this many epochs in all
   double target_accuracy = 1.0;  ///< stop early once validation accuracy reaches it
   std::string checkpoint_path;   ///< loaded when start_epoch > 0, written after the segment
 };

@@ -5,9 +5,13 @@
 
 #include <csignal>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "workers/agent.h"
+#include "workers/replay_recorder.h"
+#include "workers/trainer.h"
 
 namespace {
 
@@ -28,14 +32,132 @@ int Usage(const std::string& error) {
                "  --data-root DIR         where relative dataset paths start (default .)\n"
                "  --checkpoint-dir DIR    trial checkpoints (default checkpoints)\n"
                "  --threads N             LibTorch intra-op threads (default: LibTorch's)\n"
-               "  --connect-timeout S     give up reaching the controller after S s (60)\n",
+               "  --connect-timeout S     give up reaching the controller after S s (60)\n"
+               "  --memory-budget MIB     cap the address space this far above its size at\n"
+               "                          start (RLIMIT_AS, like ulimit -v): emulates a small\n"
+               "                          device\n",
                error.c_str());
   return 2;
+}
+
+template <typename T>
+std::vector<T> SplitList(const std::string& text, T (*parse)(const std::string&)) {
+  std::vector<T> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? comma : comma - start);
+    if (!item.empty()) out.push_back(parse(item));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+int ParseInt(const std::string& s) { return std::stoi(s); }
+double ParseDouble(const std::string& s) { return std::stod(s); }
+uint64_t ParseSeed(const std::string& s) { return std::stoull(s); }
+topotune::Optimizer ParseOptimizerOrThrow(const std::string& s) {
+  auto o = topotune::ParseOptimizer(s);
+  if (!o) throw std::invalid_argument("unknown optimizer " + s);
+  return *o;
+}
+
+int RecordUsage(const std::string& error) {
+  std::fprintf(stderr,
+               "topotune-worker record-replay: %s\n"
+               "usage: topotune-worker record-replay --out FILE.csv --data DIR\n"
+               "         [--model lenet] [--data-format cifar10-bin|mnist-idx]\n"
+               "         [--batch-sizes 16,32,...] [--lrs 0.001,0.01,... | --lr-range LO:HI:N]\n"
+               "         [--optimizers sgd,adam] [--seeds 0,1] [--epochs N] [--momentum M]\n"
+               "         [--max-train N] [--max-val N] [--augment] [--threads N] [--shard I/N]\n"
+               "Runs the whole grid with real training and writes the replay table.\n",
+               error.c_str());
+  return 2;
+}
+
+// topotune-worker record-replay ...: records a replay table on this device.
+int RecordReplayMain(int argc, char** argv) {
+  topotune::ReplayGrid grid;
+  grid.batch_sizes = {16, 32, 64, 128, 256, 512};
+  grid.learning_rates = topotune::LogSpaced(1e-4, 1.0, 9);
+  grid.optimizers = {topotune::Optimizer::kSgd, topotune::Optimizer::kAdam};
+  grid.seeds = {0, 1};
+  std::string out;
+  int threads = 0;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--augment") {
+      grid.augment = true;
+      continue;
+    }
+    if (i + 1 >= argc) return RecordUsage("unknown or incomplete argument '" + arg + "'");
+    const std::string value = argv[++i];
+    try {
+      if (arg == "--out") {
+        out = value;
+      } else if (arg == "--data") {
+        grid.data_dir = value;
+      } else if (arg == "--data-format") {
+        grid.data_format = value;
+      } else if (arg == "--model") {
+        grid.model = value;
+      } else if (arg == "--batch-sizes") {
+        grid.batch_sizes = SplitList<int>(value, ParseInt);
+      } else if (arg == "--lrs") {
+        grid.learning_rates = SplitList<double>(value, ParseDouble);
+      } else if (arg == "--lr-range") {
+        size_t a = value.find(':'), b = value.rfind(':');
+        if (a == std::string::npos || a == b) return RecordUsage("--lr-range needs LO:HI:N");
+        grid.learning_rates = topotune::LogSpaced(std::stod(value.substr(0, a)),
+                                                  std::stod(value.substr(a + 1, b - a - 1)),
+                                                  std::stoi(value.substr(b + 1)));
+      } else if (arg == "--optimizers") {
+        grid.optimizers = SplitList<topotune::Optimizer>(value, ParseOptimizerOrThrow);
+      } else if (arg == "--seeds") {
+        grid.seeds = SplitList<uint64_t>(value, ParseSeed);
+      } else if (arg == "--epochs") {
+        grid.epochs = std::stoi(value);
+      } else if (arg == "--momentum") {
+        grid.momentum = std::stod(value);
+      } else if (arg == "--max-train") {
+        grid.max_train_samples = std::stoll(value);
+      } else if (arg == "--max-val") {
+        grid.max_val_samples = std::stoll(value);
+      } else if (arg == "--threads") {
+        threads = std::stoi(value);
+      } else if (arg == "--shard") {
+        const size_t slash = value.find('/');
+        if (slash == std::string::npos) return RecordUsage("--shard needs I/N");
+        grid.shard = std::stoi(value.substr(0, slash));
+        grid.num_shards = std::stoi(value.substr(slash + 1));
+      } else {
+        return RecordUsage("unknown argument '" + arg + "'");
+      }
+    } catch (const std::exception&) {
+      return RecordUsage("bad value '" + value + "' for " + arg);
+    }
+  }
+  if (out.empty()) return RecordUsage("--out is required");
+  topotune::Status valid = topotune::ValidateReplayGrid(grid);
+  if (!valid.ok()) return RecordUsage(valid.message());
+  topotune::Trainer trainer(threads);
+  const topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
+  topotune::Status s = topotune::RecordReplayTable(
+      grid, trainer, device.kind + ":" + device.name + ":threads=" + std::to_string(threads), out,
+      [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+  if (!s.ok()) {
+    std::fprintf(stderr, "topotune-worker record-replay: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "wrote %s\n", out.c_str());
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "record-replay") return RecordReplayMain(argc, argv);
   topotune::AgentOptions options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -55,6 +177,9 @@ int main(int argc, char** argv) {
         options.checkpoint_dir = value;
       } else if (arg == "--threads") {
         options.threads = std::stoi(value);
+      } else if (arg == "--memory-budget") {
+        options.memory_budget_bytes = static_cast<int64_t>(std::stod(value) * (1 << 20));
+        if (options.memory_budget_bytes <= 0) return Usage("--memory-budget must be > 0 MiB");
       } else if (arg == "--connect-timeout") {
         options.connect_timeout_s = std::stod(value);
       } else {

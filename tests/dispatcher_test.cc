@@ -1,0 +1,148 @@
+#include "tuner/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/memory_journal.h"
+
+namespace topotune {
+namespace {
+
+// Records what the dispatcher sends.
+class FakeChannel : public WorkerChannel {
+ public:
+  void SendAssignment(const std::string& worker_id, const Assignment& a, const JobSpec&) override {
+    assignments.emplace_back(worker_id, a);
+  }
+  void SendStop(const std::string& worker_id, int64_t trial_id, const std::string&) override {
+    stops.emplace_back(worker_id, trial_id);
+  }
+  void SendProbe(const std::string& worker_id, const std::string& key, const std::string&,
+                 const DatasetSpec&, const std::vector<int>& batch_sizes) override {
+    probes.push_back({worker_id, key, batch_sizes});
+  }
+  struct Probe {
+    std::string worker_id;
+    std::string key;
+    std::vector<int> batch_sizes;
+  };
+  std::vector<std::pair<std::string, Assignment>> assignments;
+  std::vector<std::pair<std::string, int64_t>> stops;
+  std::vector<Probe> probes;
+};
+
+JobSpec Spec() {
+  JobSpec spec;
+  spec.model = "resnet8";
+  spec.dataset.path = "data/shapes";
+  spec.space.batch_sizes = {16, 32, 64, 128, 256, 512};
+  spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  spec.target_accuracy = 0.99;
+  spec.max_trials = 40;
+  spec.asha = {1, 3, 1};
+  return spec;
+}
+
+WorkerRecord Worker(const std::string& id) {
+  WorkerRecord w;
+  w.id = id;
+  return w;
+}
+
+DeviceProbe ProbeUpTo(int max_fit) {
+  DeviceProbe p;
+  p.model = "resnet8";
+  p.input = "3x32x32";
+  for (int b = 16; b <= 512; b *= 2) p.batches.push_back({b, b <= max_fit, 1.0, 0, ""});
+  return p;
+}
+
+CurvePoint Epoch1() {
+  CurvePoint p;
+  p.epoch = 1;
+  p.val_accuracy = 0.5;
+  p.compute_s = 1.0;
+  return p;
+}
+
+TEST(Dispatcher, ProbesAWorkerFirstAndNeverSendsItABatchThatDoesNotFit) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, Spec()).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("small")).ok());
+  ASSERT_EQ(channel.probes.size(), 1u);
+  EXPECT_TRUE(channel.assignments.empty());  // no trial before the probe answers
+  EXPECT_EQ(channel.probes[0].batch_sizes, Spec().space.batch_sizes);
+
+  ASSERT_TRUE(dispatcher.OnProbeResult("small", channel.probes[0].key, ProbeUpTo(64)).ok());
+  ASSERT_EQ(journal.probes.size(), 1u);
+  EXPECT_EQ(journal.probes[0].worker_id, "small");
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_EQ(channel.assignments.size(), static_cast<size_t>(i + 1));
+    const Assignment& a = channel.assignments.back().second;
+    EXPECT_LE(a.trial.config.batch_size, 64);
+    ASSERT_TRUE(dispatcher.OnEpoch("small", a.trial.id, Epoch1()).ok());
+    ASSERT_TRUE(dispatcher.OnSegmentEnded("small", a.trial.id, {"completed", ""}).ok());
+  }
+}
+
+TEST(Dispatcher, AnOutOfMemoryTrialLowersTheWorkersLimit) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, Spec()).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("w", channel.probes[0].key, ProbeUpTo(512)).ok());
+  // Trials until one uses a batch of 128 or more, which then runs out of memory.
+  int oom_batch = 0;
+  for (int i = 0; i < 40 && oom_batch == 0; ++i) {
+    const Assignment a = channel.assignments.back().second;
+    const bool big = a.trial.config.batch_size >= 128;
+    if (big) oom_batch = a.trial.config.batch_size;
+    ASSERT_TRUE(dispatcher
+                    .OnSegmentEnded("w", a.trial.id,
+                                    big ? SegmentOutcome{"infeasible", "out of memory"}
+                                        : SegmentOutcome{"failed", "diverged"})
+                    .ok());
+  }
+  ASSERT_GT(oom_batch, 0);
+  EXPECT_EQ(
+      journal.trials[channel.assignments[channel.assignments.size() - 2].second.trial.id].state,
+      TrialState::kInfeasible);
+  // Every later trial stays below the batch size that did not fit.
+  for (int i = 0; i < 20; ++i) {
+    const Assignment a = channel.assignments.back().second;
+    EXPECT_LT(a.trial.config.batch_size, oom_batch);
+    ASSERT_TRUE(dispatcher.OnSegmentEnded("w", a.trial.id, {"failed", "diverged"}).ok());
+  }
+}
+
+TEST(Dispatcher, AJobNoWorkerCanHoldFailsWithAReason) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, Spec()).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("tiny")).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("tiny", channel.probes[0].key, ProbeUpTo(8)).ok());
+  EXPECT_FALSE(dispatcher.IsActive(1));
+  ASSERT_FALSE(journal.job_states.empty());
+  EXPECT_EQ(journal.job_states.back(), JobState::kFailed);
+  EXPECT_TRUE(channel.assignments.empty());
+}
+
+TEST(Dispatcher, AProbeResultNobodyAskedForIsRejected) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
+  EXPECT_FALSE(dispatcher.OnProbeResult("w", "lenet|cifar10-bin|x", ProbeUpTo(64)).ok());
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,98 @@
+#include "workers/replay_recorder.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include "workers/dataset.h"
+#include "workers/trainer.h"
+
+namespace topotune {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(ReplayRecorder, RecordsEveryEpochOfEveryRunOfTheGrid) {
+  const fs::path dir = fs::temp_directory_path() / ("topotune-replay-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  ShapesOptions data;
+  data.train_samples = 400;
+  data.test_samples = 200;
+  ASSERT_TRUE(WriteShapesDataset((dir / "shapes").string(), data).ok());
+  ReplayGrid grid;
+  grid.data_dir = (dir / "shapes").string();
+  grid.batch_sizes = {32, 64};
+  grid.learning_rates = {1e-3, 1e6};  // the second diverges under SGD
+  grid.optimizers = {Optimizer::kSgd};
+  grid.seeds = {0, 1};
+  grid.epochs = 2;
+  Trainer trainer(/*threads=*/1);
+  std::vector<std::string> log;
+  const std::string csv = (dir / "table.csv").string();
+  ASSERT_TRUE(RecordReplayTable(grid, trainer, "cpu:test", csv, [&](const std::string& line) {
+                log.push_back(line);
+              }).ok());
+  EXPECT_EQ(log.size(), 8u);  // one line per run
+
+  std::ifstream in(csv);
+  std::string line;
+  int comments = 0;
+  std::map<std::tuple<int, std::string, int>, int> epochs;  // (batch, lr, seed) -> rows
+  bool saw_header = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("#", 0) == 0) {
+      ++comments;
+      continue;
+    }
+    if (!saw_header) {
+      EXPECT_EQ(line, "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds");
+      saw_header = true;
+      continue;
+    }
+    std::stringstream row(line);
+    std::string batch, lr, optimizer, seed, epoch, accuracy, seconds;
+    std::getline(row, batch, ',');
+    std::getline(row, lr, ',');
+    std::getline(row, optimizer, ',');
+    std::getline(row, seed, ',');
+    std::getline(row, epoch, ',');
+    std::getline(row, accuracy, ',');
+    std::getline(row, seconds, ',');
+    EXPECT_EQ(optimizer, "sgd");
+    EXPECT_GT(std::stod(seconds), 0.0);
+    EXPECT_GE(std::stod(accuracy), 0.0);
+    EXPECT_LE(std::stod(accuracy), 1.0);
+    ++epochs[{std::stoi(batch), lr, std::stoi(seed)}];
+  }
+  EXPECT_GE(comments, 5);
+  ASSERT_TRUE(saw_header);
+  for (int batch : {32, 64}) {
+    for (int seed : {0, 1}) {
+      EXPECT_EQ((epochs[{batch, "0.001", seed}]), 2);  // complete curves
+      EXPECT_LT((epochs[{batch, "1e+06", seed}]), 2);  // diverged runs end early
+    }
+  }
+  fs::remove_all(dir);
+}
+
+TEST(ReplayRecorder, RejectsAnEmptyGrid) {
+  ReplayGrid grid;
+  grid.data_dir = "x";
+  EXPECT_FALSE(ValidateReplayGrid(grid).ok());
+  grid.batch_sizes = {16};
+  grid.learning_rates = {0.1};
+  grid.optimizers = {Optimizer::kAdam};
+  grid.seeds = {0};
+  EXPECT_TRUE(ValidateReplayGrid(grid).ok());
+  grid.shard = 2;
+  grid.num_shards = 2;
+  EXPECT_FALSE(ValidateReplayGrid(grid).ok());
+}
+
+}  // namespace
+}  // namespace topotune

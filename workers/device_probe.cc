@@ -1,0 +1,128 @@
+#include "workers/device_probe.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <new>
+#include <sstream>
+
+#include "workers/dataset.h"
+#include "workers/models.h"
+
+namespace topotune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool IsOutOfMemory(const std::string& what) {
+  return what.find("out of memory") != std::string::npos ||
+         what.find("can't allocate memory") != std::string::npos ||
+         what.find("bad_alloc") != std::string::npos ||
+         what.find("Cannot allocate memory") != std::string::npos;
+}
+
+int64_t PeakMemoryBytes(const torch::Device& device) {
+  (void)device;
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream fields(line.substr(6));
+      int64_t kb = 0;
+      fields >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+// One training step of `model` on random data of the batch's shape; the seconds it took.
+double Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer, const ModelInput& input,
+            int batch_size, const torch::Device& device) {
+  const auto start = Clock::now();
+  torch::Tensor images =
+      torch::randn({batch_size, input.channels, input.height, input.width}, device);
+  torch::Tensor labels = torch::randint(input.num_classes, {batch_size},
+                                        torch::TensorOptions().dtype(torch::kInt64).device(device));
+  optimizer.zero_grad();
+  torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(images), labels);
+  loss.backward();
+  optimizer.step();
+  if (device.is_cuda()) torch::cuda::synchronize();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+std::string InputKey(int channels, int height, int width) {
+  return std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
+}
+
+StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
+  StatusOr<ImageSet> sample = ReadImageSet(request.data_format, request.data_dir, "test", 1);
+  if (!sample.ok()) return sample.status();
+  ModelInput input;
+  input.channels = sample->channels;
+  input.height = sample->height;
+  input.width = sample->width;
+  input.num_classes = sample->num_classes;
+  DeviceProbe probe;
+  probe.model = request.model;
+  probe.input = InputKey(input.channels, input.height, input.width);
+  const torch::Device device(torch::cuda::is_available() ? torch::kCUDA : torch::kCPU);
+
+  std::vector<int> sizes = request.batch_sizes;
+  std::sort(sizes.begin(), sizes.end());
+  int failed_at = 0;  // the smallest batch size that ran out of memory
+  for (int batch_size : sizes) {
+    const auto key = std::make_tuple(request.model, probe.input, batch_size);
+    if (auto hit = cache_.find(key); hit != cache_.end()) {
+      probe.batches.push_back(hit->second);
+      if (!hit->second.fits && failed_at == 0) failed_at = batch_size;
+      continue;
+    }
+    BatchProbe b;
+    b.batch_size = batch_size;
+    if (failed_at > 0) {
+      b.error = "larger than batch size " + std::to_string(failed_at) + ", which did not fit";
+      probe.batches.push_back(b);  // not cached: a later probe may retry it
+      continue;
+    }
+    try {
+      StatusOr<std::shared_ptr<ImageClassifierImpl>> model = MakeModel(request.model, input);
+      if (!model.ok()) return model.status();
+      (*model)->to(device);
+      (*model)->train();
+      torch::optim::SGD optimizer((*model)->parameters(), torch::optim::SGDOptions(0.01));
+      Step(**model, optimizer, input, batch_size, device);  // warm-up: allocations, caches
+      std::vector<double> times;
+      for (int i = 0; i < std::max(1, request.timed_steps); ++i) {
+        times.push_back(Step(**model, optimizer, input, batch_size, device));
+      }
+      std::sort(times.begin(), times.end());
+      b.fits = true;
+      b.step_ms = times[times.size() / 2] * 1000.0;
+      b.peak_memory_bytes = PeakMemoryBytes(device);
+    } catch (const std::bad_alloc&) {
+      b.error = "out of memory (std::bad_alloc)";
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      if (!IsOutOfMemory(what)) {
+        return Status::Internal("probing " + request.model + " at batch size " +
+                                std::to_string(batch_size) + ": " + what.substr(0, 300));
+      }
+      b.error = "out of memory: " + what.substr(0, what.find('\n'));
+    }
+    if (!b.fits) {
+      failed_at = batch_size;
+      if (device.is_cuda()) torch::cuda::synchronize();
+    }
+    cache_[key] = b;
+    probe.batches.push_back(b);
+  }
+  return probe;
+}
+
+}  // namespace topotune

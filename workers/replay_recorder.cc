@@ -1,0 +1,120 @@
+#include "workers/replay_recorder.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "workers/trainer.h"
+
+namespace topotune {
+
+std::vector<double> LogSpaced(double lo, double hi, int n) {
+  std::vector<double> out;
+  for (int i = 0; i < n; ++i) {
+    const double x = n == 1 ? 0.0 : static_cast<double>(i) / (n - 1);
+    out.push_back(std::exp(std::log(lo) + x * (std::log(hi) - std::log(lo))));
+  }
+  return out;
+}
+
+Status ValidateReplayGrid(const ReplayGrid& grid) {
+  if (grid.batch_sizes.empty() || grid.learning_rates.empty() || grid.optimizers.empty() ||
+      grid.seeds.empty()) {
+    return Status::InvalidArgument(
+        "a replay grid needs at least one batch size, learning rate, optimizer and seed");
+  }
+  for (int b : grid.batch_sizes) {
+    if (b < 1) return Status::InvalidArgument("batch sizes must be >= 1");
+  }
+  for (double lr : grid.learning_rates) {
+    if (!(lr > 0)) return Status::InvalidArgument("learning rates must be > 0");
+  }
+  if (grid.epochs < 1) return Status::InvalidArgument("epochs must be >= 1");
+  if (grid.num_shards < 1 || grid.shard < 0 || grid.shard >= grid.num_shards) {
+    return Status::InvalidArgument("shard must be in [0, num_shards)");
+  }
+  if (grid.data_dir.empty()) return Status::InvalidArgument("the grid needs a dataset folder");
+  return Status::OK();
+}
+
+Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::string& device,
+                         const std::string& out_csv,
+                         const std::function<void(const std::string&)>& log) {
+  TOPOTUNE_RETURN_IF_ERROR(ValidateReplayGrid(grid));
+  std::ofstream out(out_csv);
+  if (!out) return Status::IOError("cannot write " + out_csv);
+  out << "# model=" << grid.model << "\n"
+      << "# dataset=" << grid.data_format << ":" << grid.data_dir << "\n"
+      << "# max_train_samples=" << grid.max_train_samples << "\n"
+      << "# augment=" << (grid.augment ? "true" : "false") << "\n"
+      << "# momentum=" << grid.momentum << "\n"
+      << "# device=" << device << "\n"
+      << "# epochs=" << grid.epochs << "\n"
+      << "# shard=" << grid.shard << "/" << grid.num_shards << "\n"
+      << "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  out.flush();
+  const size_t total = grid.batch_sizes.size() * grid.learning_rates.size() *
+                       grid.optimizers.size() * grid.seeds.size();
+  size_t index = 0;
+  std::atomic<bool> never_stop{false};
+  for (int batch_size : grid.batch_sizes) {
+    for (double lr : grid.learning_rates) {
+      for (Optimizer optimizer : grid.optimizers) {
+        for (uint64_t seed : grid.seeds) {
+          if (index++ % static_cast<size_t>(grid.num_shards) != static_cast<size_t>(grid.shard)) {
+            continue;
+          }
+          TrainRequest request;
+          request.model = grid.model;
+          request.data_format = grid.data_format;
+          request.data_dir = grid.data_dir;
+          request.max_train_samples = grid.max_train_samples;
+          request.max_val_samples = grid.max_val_samples;
+          request.augment = grid.augment;
+          request.config = {batch_size, lr, optimizer};
+          request.momentum = grid.momentum;
+          request.seed = seed;
+          request.end_epoch = grid.epochs;
+          request.target_accuracy = 2.0;  // never stop early: record whole curves
+          char lr_text[32];
+          std::snprintf(lr_text, sizeof(lr_text), "%.6g", lr);
+          double best = 0.0;
+          TrainResult result = trainer.Run(
+              request,
+              [&](const CurvePoint& p) {
+                out << batch_size << "," << lr_text << "," << OptimizerName(optimizer) << ","
+                    << seed << "," << p.epoch << "," << p.val_accuracy << ","
+                    << p.compute_s + p.comm_s << "\n";
+                best = std::max(best, p.val_accuracy);
+              },
+              never_stop);
+          out.flush();
+          if (!out) return Status::IOError("writing " + out_csv + " failed");
+          if (result.status == "infeasible") {
+            log("run " + std::to_string(index) + "/" + std::to_string(total) +
+                ": infeasible: " + result.message);
+            continue;
+          }
+          if (result.status != "completed" &&
+              result.message.find("diverged") == std::string::npos) {
+            return Status::Internal("run bs=" + std::to_string(batch_size) + " lr=" + lr_text +
+                                    " " + OptimizerName(optimizer) + " seed " +
+                                    std::to_string(seed) + ": " + result.status + ": " +
+                                    result.message);
+          }
+          char line[200];
+          std::snprintf(line, sizeof(line), "run %zu/%zu: bs=%d lr=%s %s seed %llu: %s, best %.3f",
+                        index, total, batch_size, lr_text, OptimizerName(optimizer),
+                        static_cast<unsigned long long>(seed),
+                        result.status == "completed" ? "completed" : "diverged", best);
+          log(line);
+        }
+      }
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace topotune

@@ -1,0 +1,57 @@
+#pragma once
+
+// Records replay tables (DESIGN.md, "Replay table"): runs a real training grid with the
+// worker's own trainer and writes one CSV row per (configuration, seed, epoch):
+//
+//   # model=lenet
+//   # momentum=0.9
+//   ...
+//   batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds
+//
+// epoch_seconds is that epoch's training time (compute + communication, evaluation
+// excluded), as the trainer measured it on this device. A run that diverges ends early:
+// its later epochs have no rows.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+class Trainer;
+
+struct ReplayGrid {
+  std::string model = "lenet";
+  std::string data_format = "cifar10-bin";
+  std::string data_dir;
+  int64_t max_train_samples = 0;
+  int64_t max_val_samples = 0;
+  bool augment = false;
+  std::vector<int> batch_sizes;
+  std::vector<double> learning_rates;
+  std::vector<Optimizer> optimizers;
+  std::vector<uint64_t> seeds;
+  int epochs = 10;
+  double momentum = 0.9;
+  int shard = 0;       ///< this process runs runs shard, shard + num_shards, ...
+  int num_shards = 1;  ///< to record one grid with several processes
+};
+
+// Checks a grid: every list non-empty, epochs >= 1, shard in [0, num_shards).
+Status ValidateReplayGrid(const ReplayGrid& grid);
+
+// Runs the grid's runs of this shard in order and writes the table to `out_csv` (the
+// comment header, the column header, then rows, flushed after every run). `device` names
+// the recording device in the header. `log` hears one line per run.
+Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::string& device,
+                         const std::string& out_csv,
+                         const std::function<void(const std::string&)>& log);
+
+// n learning rates evenly spaced in log space from lo to hi, both included.
+std::vector<double> LogSpaced(double lo, double hi, int n);
+
+}  // namespace topotune
