@@ -85,7 +85,9 @@ std::string ReadFile(const fs::path& path) {
 // Everything one test needs: a folder, a dataset, a controller and two workers.
 class Cluster {
  public:
-  explicit Cluster(const std::string& lease_s = "15") {
+  // Starts topotuned and one worker per entry of `worker_flags` (extra flags each).
+  explicit Cluster(const std::string& lease_s = "15",
+                   const std::vector<std::vector<std::string>>& worker_flags = {{}, {}}) {
     dir_ = fs::temp_directory_path() /
            ("topotune-it-" + std::to_string(getpid()) + "-" + std::to_string(counter_++));
     fs::remove_all(dir_);
@@ -106,13 +108,21 @@ class Cluster {
     const json p = json::parse(ReadFile(ports));
     http_port_ = p["http"].get<int>();
     worker_port_ = p["workers"].get<int>();
-    for (const char* name : {"w1", "w2"}) {
-      workers_.push_back(std::make_unique<Process>(
-          std::vector<std::string>{TOPOTUNE_WORKER_BIN, "--controller",
-                                   "127.0.0.1:" + std::to_string(worker_port_), "--name", name,
-                                   "--data-root", dir_.string(), "--checkpoint-dir",
-                                   (dir_ / "checkpoints").string(), "--threads", "1"},
-          (dir_ / (std::string(name) + ".log")).string()));
+    for (size_t i = 0; i < worker_flags.size(); ++i) {
+      const std::string name = "w" + std::to_string(i + 1);
+      std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN,
+                                       "--controller",
+                                       "127.0.0.1:" + std::to_string(worker_port_),
+                                       "--name",
+                                       name,
+                                       "--data-root",
+                                       dir_.string(),
+                                       "--checkpoint-dir",
+                                       (dir_ / "checkpoints").string(),
+                                       "--threads",
+                                       "1"};
+      argv.insert(argv.end(), worker_flags[i].begin(), worker_flags[i].end());
+      workers_.push_back(std::make_unique<Process>(argv, (dir_ / (name + ".log")).string()));
     }
   }
   ~Cluster() {
@@ -359,6 +369,57 @@ TEST(Integration, AWorkerThatGoesSilentLosesItsLeaseAndItsTrialIsRerun) {
   const json worker_list = json::parse(workers->body)["workers"];
   for (const json& w : worker_list) {
     if (w["id"] == "w1") EXPECT_EQ(w["state"], "offline");
+  }
+}
+
+TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarger) {
+  // One worker whose address space is capped 400 MiB above its size at start (RLIMIT_AS,
+  // what `ulimit -v` sets): ResNet-8 at batch 1024 needs about 1.5 GB.
+  Cluster cluster("15", {{"--memory-budget", "400"}});
+  json spec = SmallJob();
+  spec["model"] = "resnet8";
+  spec["dataset"]["max_train_samples"] = 256;
+  spec["dataset"]["max_val_samples"] = 128;
+  spec["search_space"]["batch_size"] = {{"min", 16}, {"max", 1024}};
+  spec["scheduler"] = {{"min_epochs", 1}, {"reduction_factor", 2}, {"rungs", 1}};
+  spec["max_trials"] = 6;
+  auto submitted = cluster.Post("/v1/jobs", spec.dump());
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const json job = cluster.WaitForJob(id, 400);
+  ASSERT_EQ(job["state"], "completed")
+      << job.dump() << cluster.Log("topotuned.log") << cluster.Log("w1.log");
+  EXPECT_TRUE(cluster.worker(0).Running()) << cluster.Log("w1.log");
+
+  auto workers = cluster.Get("/v1/workers");
+  ASSERT_TRUE(workers);
+  const json list = json::parse(workers->body)["workers"];
+  ASSERT_EQ(list.size(), 1u);
+  ASSERT_EQ(list[0]["profiles"].size(), 1u) << list.dump();
+  const json& profile = list[0]["profiles"][0];
+  EXPECT_EQ(profile["model"], "resnet8");
+  EXPECT_EQ(profile["input"], "3x32x32");
+  const int max_batch = profile["max_batch_size"].get<int>();
+  EXPECT_GE(max_batch, 16);
+  EXPECT_LT(max_batch, 1024);
+  bool saw_oom = false;
+  for (const json& b : profile["batches"]) {
+    if (b["fits"].get<bool>()) {
+      EXPECT_GT(b["step_ms"].get<double>(), 0.0);
+    } else {
+      saw_oom |= b["error"].get<std::string>().find("out of memory") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(saw_oom) << profile.dump();
+
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  const json trials = json::parse(trials_res->body)["trials"];
+  EXPECT_EQ(trials.size(), 6u);
+  for (const json& t : trials) {
+    EXPECT_LE(t["config"]["batch_size"].get<int>(), max_batch) << t.dump();
+    EXPECT_NE(t["state"], "infeasible") << t.dump();
   }
 }
 
