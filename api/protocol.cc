@@ -243,8 +243,9 @@ StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "name", &d.name));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "cores", &d.cores));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "memory_bytes", &d.memory_bytes));
-  if (d.kind != "cpu" && d.kind != "cuda") {
-    return Status::InvalidArgument("device.kind must be 'cpu' or 'cuda', got '" + d.kind + "'");
+  if (d.kind != "cpu" && d.kind != "cuda" && d.kind != "replay") {
+    return Status::InvalidArgument("device.kind must be 'cpu', 'cuda' or 'replay', got '" + d.kind +
+                                   "'");
   }
   return d;
 }

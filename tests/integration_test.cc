@@ -10,10 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -421,6 +424,75 @@ TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarg
     EXPECT_LE(t["config"]["batch_size"].get<int>(), max_batch) << t.dump();
     EXPECT_NE(t["state"], "infeasible") << t.dump();
   }
+}
+
+// A replay table with a known optimum: accuracy after e epochs approaches a ceiling that
+// is highest at lr 0.01 and batch 64 for adam; epochs get cheaper with larger batches.
+std::string SyntheticReplayTable() {
+  std::ostringstream out;
+  out << std::setprecision(17) << "# model=lenet\n# device=synthetic\n"
+      << "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  for (int b = 16; b <= 512; b *= 2) {
+    for (double lr : {1e-4, 1e-3, 1e-2, 1e-1, 1.0}) {
+      for (const char* opt : {"sgd", "adam"}) {
+        for (int seed = 0; seed < 2; ++seed) {
+          const double distance = std::abs(std::log10(lr) + 2) + std::abs(std::log2(b) - 6) / 3;
+          const double ceiling = (std::string(opt) == "adam" ? 0.95 : 0.9) - 0.15 * distance;
+          const double rate = 0.5 / (1.0 + distance);
+          for (int e = 1; e <= 9; ++e) {
+            const double acc = std::max(0.1, ceiling * (1 - std::exp(-rate * e)) - 0.01 * seed);
+            out << b << "," << lr << "," << opt << "," << seed << "," << e << "," << acc << ","
+                << 8.0 / std::sqrt(b) << "\n";
+          }
+        }
+      }
+    }
+  }
+  return out.str();
+}
+
+TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
+  const fs::path table =
+      fs::temp_directory_path() / ("topotune-replay-table-" + std::to_string(getpid()) + ".csv");
+  {
+    std::ofstream out(table);
+    out << SyntheticReplayTable();
+  }
+  Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
+  json spec = SmallJob();
+  spec["target_accuracy"] = 0.7;
+  spec["search_space"]["batch_size"] = {{"min", 16}, {"max", 512}};
+  spec["search_space"]["learning_rate"] = {{"min", 1e-4}, {"max", 1.0}};
+  spec["max_trials"] = 30;
+  spec["scheduler"] = {{"min_epochs", 1}, {"reduction_factor", 3}, {"rungs", 3}};
+  const auto start = std::chrono::steady_clock::now();
+  auto submitted = cluster.Post("/v1/jobs", spec.dump());
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const json job = cluster.WaitForJob(id, 60);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+
+  auto report_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report_res);
+  const json report = json::parse(report_res->body);
+  ASSERT_TRUE(report["target_reached"].get<bool>()) << report.dump();
+  // Simulated time: every epoch costs exactly what the table recorded for its batch size.
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  const json trials = json::parse(trials_res->body)["trials"];
+  double recorded = 0.0;
+  for (const json& t : trials) {
+    for (const json& p : t["curve"]) {
+      recorded += p["compute_s"].get<double>();
+      const double expected = 8.0 / std::sqrt(t["config"]["batch_size"].get<double>());
+      // The trial's batch size is one of the table's, so its epochs cost exactly that.
+      EXPECT_NEAR(p["compute_s"].get<double>(), expected, 1e-9) << t.dump();
+    }
+  }
+  EXPECT_NEAR(report["train_s"].get<double>(), recorded, 1e-6);
+  fs::remove(table);
 }
 
 }  // namespace

@@ -209,7 +209,7 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
   if (r.reached_target) {
     rungs_.Record(r.rung, result);
     rungs_.MarkPromoted(r.rung, r.id);
-    sampler_->Observe(r.config, 1.0 + 1.0 / (1.0 + r.tta_s));
+    sampler_->Observe({r.config, r.rung, 1.0 + 1.0 / (1.0 + r.tta_s)});
     r.state = TrialState::kCompleted;
     r.reason = "reached target " + Format("%.3f", spec_.target_accuracy) + " at epoch " +
                std::to_string(r.epochs_done) + Format(" (TTA %.2f s)", r.tta_s);
@@ -223,7 +223,7 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
                  std::to_string(r.target_epochs) + " epochs";
     } else {
       rungs_.Record(r.rung, result);
-      sampler_->Observe(r.config, result.accuracy);
+      sampler_->Observe({r.config, r.rung, result.accuracy});
       if (r.rung + 1 >= spec_.asha.num_rungs) {
         rungs_.MarkPromoted(r.rung, r.id);
         r.state = TrialState::kCompleted;

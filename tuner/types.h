@@ -125,7 +125,7 @@ struct CurvePoint {
 
 // What a worker says about its device when it registers.
 struct DeviceProfile {
-  std::string kind = "cpu";  ///< "cpu" or "cuda"
+  std::string kind = "cpu";  ///< "cpu", "cuda", or "replay" (a replay-table worker)
   std::string name;          ///< CPU model or GPU name
   int cores = 0;
   int64_t memory_bytes = 0;

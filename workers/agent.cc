@@ -16,6 +16,7 @@
 
 #include "api/protocol.h"
 #include "workers/device_probe.h"
+#include "workers/replay_table.h"
 #include "workers/trainer.h"
 
 namespace topotune {
@@ -30,6 +31,7 @@ struct Agent::Impl {
   AgentOptions options;
   Trainer trainer;
   DeviceProber prober;
+  std::optional<ReplayTable> replay;
   asio::io_context io;
   std::unique_ptr<tcp::socket> socket;
   std::unique_ptr<asio::steady_timer> heartbeat;
@@ -203,14 +205,14 @@ struct Agent::Impl {
     Log(what);
     const int64_t trial_id = a.trial_id;
     training = std::thread([this, request, trial_id] {
-      TrainResult result = trainer.Run(
-          request,
-          [this, trial_id](const CurvePoint& p) {
-            std::string frame =
-                EncodeFrame({{"type", "progress"}, {"trial_id", trial_id}, {"point", ToJson(p)}});
-            asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
-          },
-          stop_training);
+      auto on_epoch = [this, trial_id](const CurvePoint& p) {
+        std::string frame =
+            EncodeFrame({{"type", "progress"}, {"trial_id", trial_id}, {"point", ToJson(p)}});
+        asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
+      };
+      TrainResult result =
+          replay ? ReplaySegment(*replay, request, options.replay_speedup, on_epoch, stop_training)
+                 : trainer.Run(request, on_epoch, stop_training);
       std::string frame = EncodeFrame({{"type", "result"},
                                        {"trial_id", trial_id},
                                        {"status", result.status},
@@ -244,6 +246,15 @@ struct Agent::Impl {
     }
     request.data_format = dataset->format;
     request.data_dir = Resolve(options.data_root, dataset->path);
+    if (replay) {
+      // The table is the device: every recorded batch size fits (trials snap to them).
+      DeviceProbe probe;
+      probe.model = request.model;
+      probe.input = "replay";
+      for (int b : request.batch_sizes) probe.batches.push_back({b, true, 0.0, 0, ""});
+      Send(EncodeFrame({{"type", "probe_result"}, {"key", key}, {"probe", ToJson(probe)}}));
+      return;
+    }
     JoinTraining();
     Log("probing " + request.model + " at " + std::to_string(request.batch_sizes.size()) +
         " batch sizes");
@@ -293,7 +304,21 @@ struct Agent::Impl {
       gethostname(host, sizeof(host) - 1);
       options.worker_id = host;
     }
-    DeviceProfile device = Trainer::ProbeDevice();
+    DeviceProfile device;
+    if (!options.replay_table.empty()) {
+      StatusOr<ReplayTable> table = ReplayTable::Load(options.replay_table);
+      if (!table.ok()) return table.status();
+      replay = std::move(*table);
+      device.kind = "replay";
+      auto recorded_on = replay->meta().find("device");
+      device.name = options.replay_table +
+                    (recorded_on == replay->meta().end() ? "" : " (" + recorded_on->second + ")");
+      device.cores = 1;
+      Log("replaying " + std::to_string(replay->runs().size()) + " recorded configurations from " +
+          options.replay_table);
+    } else {
+      device = Trainer::ProbeDevice();
+    }
     TOPOTUNE_RETURN_IF_ERROR(ApplyMemoryBudget(&device));
     while (!shutdown) {
       if (!Connect()) break;

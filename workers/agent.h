@@ -18,6 +18,8 @@ struct AgentOptions {
   /// > 0: cap the address space (RLIMIT_AS, as `ulimit -v` does) this far above its size
   /// once LibTorch is up, to emulate a device with little memory.
   int64_t memory_budget_bytes = 0;
+  std::string replay_table;     ///< non-empty: answer trials from this replay table, no training
+  double replay_speedup = 1.0;  ///< simulated seconds per real second; 0 = no waiting
 };
 
 // The worker agent: connects to topotuned's gateway, registers its device profile, trains

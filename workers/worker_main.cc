@@ -33,6 +33,10 @@ int Usage(const std::string& error) {
                "  --checkpoint-dir DIR    trial checkpoints (default checkpoints)\n"
                "  --threads N             LibTorch intra-op threads (default: LibTorch's)\n"
                "  --connect-timeout S     give up reaching the controller after S s (60)\n"
+               "  --replay TABLE.csv      answer trials from a recorded replay table instead\n"
+               "                          of training (see record-replay)\n"
+               "  --speedup X             replay X simulated seconds per second (default 1;\n"
+               "                          0 = no waiting)\n"
                "  --memory-budget MIB     cap the address space this far above its size at\n"
                "                          start (RLIMIT_AS, like ulimit -v): emulates a small\n"
                "                          device\n",
@@ -180,6 +184,11 @@ int main(int argc, char** argv) {
       } else if (arg == "--memory-budget") {
         options.memory_budget_bytes = static_cast<int64_t>(std::stod(value) * (1 << 20));
         if (options.memory_budget_bytes <= 0) return Usage("--memory-budget must be > 0 MiB");
+      } else if (arg == "--replay") {
+        options.replay_table = value;
+      } else if (arg == "--speedup") {
+        options.replay_speedup = std::stod(value);
+        if (options.replay_speedup < 0) return Usage("--speedup must be >= 0");
       } else if (arg == "--connect-timeout") {
         options.connect_timeout_s = std::stod(value);
       } else {

@@ -1,0 +1,354 @@
+#include "tuner/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "tuner/gp_sampler.h"
+#include "tuner/grid_sampler.h"
+#include "tuner/tpe_sampler.h"
+
+namespace topotune {
+namespace {
+
+constexpr Optimizer kSgd = Optimizer::kSgd;
+constexpr Optimizer kAdam = Optimizer::kAdam;
+
+SearchSpace Space(std::vector<int> batch_sizes, double lr_min, double lr_max,
+                  std::vector<Optimizer> optimizers) {
+  SearchSpace space;
+  space.batch_sizes = std::move(batch_sizes);
+  space.lr_min = lr_min;
+  space.lr_max = lr_max;
+  space.optimizers = std::move(optimizers);
+  return space;
+}
+
+// The space of the multi-dimensional tests: batch 16 .. 1024, lr 1e-5 .. 1, both optimizers.
+SearchSpace WideSpace() {
+  return Space({16, 32, 64, 128, 256, 512, 1024}, 1e-5, 1.0, {kSgd, kAdam});
+}
+
+// The learning rate's position in [lr_min, lr_max] on a log scale, in [0, 1].
+double LrPosition(const SearchSpace& space, const TrialConfig& c) {
+  return std::log(c.learning_rate / space.lr_min) / std::log(space.lr_max / space.lr_min);
+}
+
+// A score that peaks at lr 10^-2.5 with batch 128 and SGD (1.0); Adam's best learning
+// rate is lower and grows more slowly with the batch size, and it peaks at 0.8.
+double BatchLrOptimizerScore(const TrialConfig& c) {
+  const double log_batch = std::log2(c.batch_size);
+  const bool adam = c.optimizer == kAdam;
+  const double best_log_lr = adam ? -3.5 + 0.1 * (log_batch - 7) : -2.5 + 0.3 * (log_batch - 7);
+  const double lr_error = std::log10(c.learning_rate) - best_log_lr;
+  return (adam ? 0.8 : 1.0) - 0.4 * lr_error * lr_error - 0.03 * (log_batch - 7) * (log_batch - 7);
+}
+
+using Objective = std::function<Observation(const TrialConfig&)>;
+
+Objective Succeeds(std::function<double(const TrialConfig&)> score) {
+  return [score](const TrialConfig& c) {
+    Observation o;
+    o.config = c;
+    o.score = score(c);
+    return o;
+  };
+}
+
+// Proposes and observes `budget` configurations; returns the best score seen.
+double BestAfter(Sampler& sampler, int budget, const Objective& objective) {
+  double best = -1e300;
+  for (int i = 0; i < budget; ++i) {
+    const Observation o = objective(sampler.Propose(INT_MAX));
+    sampler.Observe(o);
+    if (o.kind == Observation::Kind::kOk) best = std::max(best, o.score);
+  }
+  return best;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median over seeds of the regret (1 - best score) after `budget` evaluations.
+double MedianRegret(const std::function<std::unique_ptr<Sampler>(uint64_t)>& make, int budget,
+                    const Objective& objective, double optimum, int seeds) {
+  std::vector<double> regrets;
+  for (int seed = 1; seed <= seeds; ++seed) {
+    std::unique_ptr<Sampler> sampler = make(seed);
+    regrets.push_back(optimum - BestAfter(*sampler, budget, objective));
+  }
+  return Median(regrets);
+}
+
+TEST(Samplers, GridEnumeratesEveryPointOnceWithBothEndsThenCycles) {
+  const SearchSpace space = Space({16, 32, 64}, 1e-4, 0.5, {kSgd, kAdam});
+  ASSERT_EQ(GridSampler::Size(space, 5), 30);
+  GridSampler grid(space, 5);
+  std::set<std::tuple<int, double, int>> seen;
+  std::set<double> lrs;
+  std::vector<TrialConfig> first_pass;
+  for (int i = 0; i < 30; ++i) {
+    const TrialConfig c = grid.Propose(INT_MAX);
+    first_pass.push_back(c);
+    seen.insert({c.batch_size, c.learning_rate, static_cast<int>(c.optimizer)});
+    lrs.insert(c.learning_rate);
+  }
+  EXPECT_EQ(seen.size(), 30u);
+  ASSERT_EQ(lrs.size(), 5u);
+  EXPECT_EQ(*lrs.begin(), 1e-4);
+  EXPECT_EQ(*lrs.rbegin(), 0.5);
+  const std::vector<double> lr_values(lrs.begin(), lrs.end());
+  for (size_t i = 1; i < lr_values.size(); ++i) {  // log-spaced: a constant ratio
+    EXPECT_NEAR(lr_values[i] / lr_values[i - 1], std::pow(0.5 / 1e-4, 0.25), 1e-9);
+  }
+  for (int i = 0; i < 30; ++i) {  // the second pass repeats the first, in order
+    const TrialConfig c = grid.Propose(INT_MAX);
+    EXPECT_EQ(c.batch_size, first_pass[i].batch_size);
+    EXPECT_EQ(c.learning_rate, first_pass[i].learning_rate);
+    EXPECT_EQ(c.optimizer, first_pass[i].optimizer);
+  }
+}
+
+TEST(Samplers, GridSkipsBatchesAboveTheLimitAndProposesThemLater) {
+  const SearchSpace space = Space({16, 32, 64}, 1e-4, 1.0, {kSgd, kAdam});
+  GridSampler grid(space, 5);
+  std::set<std::tuple<int, double, int>> small, large;
+  for (int i = 0; i < 20; ++i) {  // the 20 points with batch <= 32, each once
+    const TrialConfig c = grid.Propose(32);
+    ASSERT_LE(c.batch_size, 32);
+    small.insert({c.batch_size, c.learning_rate, static_cast<int>(c.optimizer)});
+  }
+  EXPECT_EQ(small.size(), 20u);
+  for (int i = 0; i < 10; ++i) {  // a larger device gets the 10 skipped ones first
+    const TrialConfig c = grid.Propose(64);
+    EXPECT_EQ(c.batch_size, 64);
+    large.insert({c.batch_size, c.learning_rate, static_cast<int>(c.optimizer)});
+  }
+  EXPECT_EQ(large.size(), 10u);
+  for (int i = 0; i < 40; ++i) EXPECT_LE(grid.Propose(16).batch_size, 16);
+}
+
+TEST(Samplers, GpFindsTheOptimumOfAQuadraticInLogLrWithin15Evaluations) {
+  const SearchSpace space = Space({64}, 1e-4, 1.0, {kSgd});
+  const double optimum_position = 0.37;
+  const Objective objective = Succeeds([&](const TrialConfig& c) {
+    const double d = LrPosition(space, c) - optimum_position;
+    return 1.0 - d * d;
+  });
+  GpSampler gp(space, /*seed=*/7);
+  TrialConfig best;
+  double best_score = -1e300;
+  for (int i = 0; i < 15; ++i) {
+    const TrialConfig c = gp.Propose(INT_MAX);
+    const Observation o = objective(c);
+    gp.Observe(o);
+    if (o.score > best_score) {
+      best_score = o.score;
+      best = c;
+    }
+  }
+  EXPECT_NEAR(LrPosition(space, best), optimum_position, 0.05);  // of the log-lr span
+
+  auto make_gp = [&](uint64_t seed) { return std::make_unique<GpSampler>(space, seed); };
+  auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
+  const double gp_regret = MedianRegret(make_gp, 15, objective, 1.0, 9);
+  const double random_regret = MedianRegret(make_random, 15, objective, 1.0, 9);
+  EXPECT_LT(gp_regret, 0.05 * 0.05);  // within 5% of the span at the median seed
+  EXPECT_LT(gp_regret, 0.2 * random_regret);
+}
+
+TEST(Samplers, GpBeatsRandomSearchOverBatchLrAndOptimizer) {
+  const SearchSpace space = WideSpace();
+  const Objective objective = Succeeds(BatchLrOptimizerScore);
+  auto make_gp = [&](uint64_t seed) { return std::make_unique<GpSampler>(space, seed); };
+  auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
+  const double gp_regret = MedianRegret(make_gp, 30, objective, 1.0, 10);
+  const double random_regret = MedianRegret(make_random, 30, objective, 1.0, 10);
+  EXPECT_LT(gp_regret, 0.5 * random_regret);
+  EXPECT_LT(gp_regret, 0.05);
+}
+
+TEST(Samplers, TpeBeatsRandomSearchOverBatchLrAndOptimizer) {
+  const SearchSpace space = WideSpace();
+  const Objective objective = Succeeds(BatchLrOptimizerScore);
+  auto make_tpe = [&](uint64_t seed) { return std::make_unique<TpeSampler>(space, seed); };
+  auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
+  const double tpe_regret = MedianRegret(make_tpe, 40, objective, 1.0, 10);
+  const double random_regret = MedianRegret(make_random, 40, objective, 1.0, 10);
+  EXPECT_LT(tpe_regret, 0.7 * random_regret);
+}
+
+// Every learning rate above 10^-2.5 (the middle of the span) diverges; below it, larger is
+// better, so the best configurations sit right at the edge.
+TEST(Samplers, FailedObservationsSteerProposalsAway) {
+  const SearchSpace space = WideSpace();
+  const Objective objective = [&](const TrialConfig& c) {
+    Observation o;
+    o.config = c;
+    if (LrPosition(space, c) > 0.5) {
+      o.kind = Observation::Kind::kFailed;
+    } else {
+      o.score =
+          0.5 + 0.1 * std::log10(c.learning_rate) - 0.02 * std::abs(std::log2(c.batch_size) - 7);
+    }
+    return o;
+  };
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  samplers.push_back(std::make_unique<GpSampler>(space, 3));
+  samplers.push_back(std::make_unique<TpeSampler>(space, 3));
+  for (size_t s = 0; s < samplers.size(); ++s) {
+    Sampler& sampler = *samplers[s];
+    BestAfter(sampler, 30, objective);
+    int below = 0;
+    for (int i = 0; i < 20; ++i) {
+      const Observation o = objective(sampler.Propose(INT_MAX));
+      sampler.Observe(o);
+      below += o.kind == Observation::Kind::kOk;
+    }
+    EXPECT_GE(below, 16) << (s == 0 ? "GP" : "TPE");
+  }
+}
+
+// Scores grow with the batch size; two devices alternate, one holding at most batch 32.
+TEST(Samplers, EverySamplerRespectsTheBatchLimit) {
+  const SearchSpace space = WideSpace();
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  samplers.push_back(std::make_unique<RandomSampler>(space, 5));
+  samplers.push_back(std::make_unique<GridSampler>(space, 4));
+  samplers.push_back(std::make_unique<GpSampler>(space, 5));
+  samplers.push_back(std::make_unique<TpeSampler>(space, 5));
+  for (size_t s = 0; s < samplers.size(); ++s) {
+    Sampler& sampler = *samplers[s];
+    int large_on_big_device = 0;
+    for (int i = 0; i < 60; ++i) {
+      const int limit = i % 2 ? 32 : 1024;
+      const TrialConfig c = sampler.Propose(limit);
+      ASSERT_LE(c.batch_size, limit) << "sampler " << s << " proposal " << i;
+      ASSERT_NE(std::find(space.batch_sizes.begin(), space.batch_sizes.end(), c.batch_size),
+                space.batch_sizes.end());
+      if (i >= 30 && limit == 1024) large_on_big_device += c.batch_size >= 256;
+      Observation o;
+      o.config = c;
+      o.score = std::log2(c.batch_size) - 0.3 * std::abs(std::log10(c.learning_rate) + 2.0);
+      sampler.Observe(o);
+    }
+    if (s >= 2) EXPECT_GE(large_on_big_device, 10) << "sampler " << s;  // of 15
+  }
+  // An infeasible observation is data, not a crash; the limit still holds after it.
+  GpSampler gp(space, 9);
+  TpeSampler tpe(space, 9);
+  for (Sampler* sampler : std::vector<Sampler*>{&gp, &tpe}) {
+    for (int i = 0; i < 20; ++i) {
+      const TrialConfig c = sampler->Propose(1024);
+      Observation o;
+      o.config = c;
+      o.kind = c.batch_size > 128 ? Observation::Kind::kInfeasible : Observation::Kind::kOk;
+      o.score = std::log2(c.batch_size);
+      sampler->Observe(o);
+    }
+    for (int i = 0; i < 10; ++i) EXPECT_LE(sampler->Propose(64).batch_size, 64);
+  }
+}
+
+// Rung 0 favours small learning rates, rung 1 large ones: once rung 1 has enough
+// observations the model follows it (BOHB), and a fixed rung policy does not.
+TEST(Samplers, ModelsFitTheHighestRungWithEnoughObservations) {
+  const SearchSpace space = Space({64}, 1e-4, 1.0, {kSgd});
+  auto observe = [&](Sampler& sampler, const TrialConfig& c, int rung) {
+    Observation o;
+    o.config = c;
+    o.rung = rung;
+    const double x = LrPosition(space, c);
+    o.score = rung == 0 ? -x : x;
+    sampler.Observe(o);
+  };
+  auto check = [&](Sampler& sampler, std::function<int()> modelled_rung, bool fixed) {
+    RandomSampler random(space, 11);
+    for (int i = 0; i < 10; ++i) observe(sampler, random.Propose(INT_MAX), 0);
+    for (int i = 0; i < 3; ++i) observe(sampler, random.Propose(INT_MAX), 1);
+    sampler.Propose(INT_MAX);
+    EXPECT_EQ(modelled_rung(), 0);  // rung 1 has 3 < 8 observations
+    for (int i = 0; i < 7; ++i) observe(sampler, random.Propose(INT_MAX), 1);
+    int high = 0;
+    for (int i = 0; i < 10; ++i) {
+      const TrialConfig c = sampler.Propose(INT_MAX);
+      EXPECT_EQ(modelled_rung(), fixed ? 0 : 1);
+      high += LrPosition(space, c) > 0.5;
+      observe(sampler, c, fixed ? 0 : 1);
+    }
+    if (fixed) {
+      EXPECT_LE(high, 2);
+    } else {
+      EXPECT_GE(high, 8);
+    }
+  };
+  GpSamplerOptions gp_options;
+  gp_options.n_startup = 8;
+  GpSampler gp(space, 1, gp_options);
+  check(
+      gp, [&] { return gp.modelled_rung(); }, false);
+  gp_options.fit_rung = 0;
+  GpSampler gp_fixed(space, 1, gp_options);
+  check(
+      gp_fixed, [&] { return gp_fixed.modelled_rung(); }, true);
+  TpeSamplerOptions tpe_options;
+  tpe_options.n_startup = 8;
+  TpeSampler tpe(space, 1, tpe_options);
+  check(
+      tpe, [&] { return tpe.modelled_rung(); }, false);
+  tpe_options.fit_rung = 0;
+  TpeSampler tpe_fixed(space, 1, tpe_options);
+  check(
+      tpe_fixed, [&] { return tpe_fixed.modelled_rung(); }, true);
+}
+
+TEST(Samplers, SameSeedSameProposals) {
+  const SearchSpace space = WideSpace();
+  const Objective objective = Succeeds(BatchLrOptimizerScore);
+  auto trace = [&](Sampler& sampler) {
+    std::vector<std::tuple<int, double, int>> proposals;
+    for (int i = 0; i < 20; ++i) {
+      const TrialConfig c = sampler.Propose(INT_MAX);
+      proposals.push_back({c.batch_size, c.learning_rate, static_cast<int>(c.optimizer)});
+      sampler.Observe(objective(c));
+    }
+    return proposals;
+  };
+  GpSampler gp_a(space, 42), gp_b(space, 42), gp_c(space, 43);
+  EXPECT_EQ(trace(gp_a), trace(gp_b));
+  EXPECT_NE(trace(gp_a), trace(gp_c));
+  TpeSampler tpe_a(space, 42), tpe_b(space, 42), tpe_c(space, 43);
+  EXPECT_EQ(trace(tpe_a), trace(tpe_b));
+  EXPECT_NE(trace(tpe_a), trace(tpe_c));
+}
+
+// Concurrent proposals (no observation in between) spread out instead of repeating.
+TEST(Samplers, PendingProposalsAreNotRepeated) {
+  const SearchSpace space = Space({64}, 1e-4, 1.0, {kSgd});
+  const Objective objective = Succeeds([&](const TrialConfig& c) {
+    const double d = LrPosition(space, c) - 0.5;
+    return -d * d;
+  });
+  GpSampler gp(space, 2);
+  TpeSampler tpe(space, 2);
+  for (Sampler* sampler : std::vector<Sampler*>{&gp, &tpe}) {
+    BestAfter(*sampler, 20, objective);
+    std::vector<double> batch;
+    for (int i = 0; i < 4; ++i) batch.push_back(LrPosition(space, sampler->Propose(INT_MAX)));
+    std::sort(batch.begin(), batch.end());
+    for (size_t i = 1; i < batch.size(); ++i) EXPECT_GT(batch[i] - batch[i - 1], 1e-3);
+  }
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,65 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "tuner/sampler.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+struct TpeSamplerOptions {
+  int n_startup = 10;           ///< random proposals until this many observations
+  int n_ei_candidates = 24;     ///< draws from l(x) per proposal
+  double gamma = 0.25;          ///< fraction of observations in the good group ...
+  int max_good = 25;            ///< ... at most this many (Optuna: min(ceil(0.1 n), 25))
+  double prior_weight = 1.0;    ///< weight of the prior component of each density
+  int min_points_per_rung = 0;  ///< observations a rung needs to be modelled; 0 = n_startup
+  int fit_rung = -1;            ///< >= 0: model only this rung; -1: the highest rung with enough
+  int max_pending = 8;          ///< unobserved proposals counted as bad (constant liar); 0 = off
+};
+
+// Tree-structured Parzen Estimator (Bergstra et al. 2011), multivariate as Optuna's
+// TPESampler(multivariate=True).
+//
+// The observations of the modelled rung are split into a good group (the best
+// ceil(gamma * n), at most max_good, successful ones only) and a bad group (the rest).
+// Each group's density is a mixture with one component per observation plus a broad prior
+// component (weight prior_weight); older observations weigh less once a group has more
+// than 25 (Optuna's default_weights). A component is a product over the normalised space:
+//   - log learning rate in [0, 1]: a Gaussian truncated to [0, 1];
+//   - log2 batch size: the same Gaussian integrated over each power of two's cell, so the
+//     density lives on the space's batch sizes (Optuna's discrete distributions);
+//   - optimizer: a categorical that puts 1 on the observed optimizer plus
+//     prior_weight / n_components on each (Optuna's categorical kernel).
+// Bandwidth: 0.2 * n^(-1/(d + 4)) with d the number of dimensions, at least
+// 1 / min(100, n + 1) (Optuna's multivariate rule and magic clip); the prior component has
+// mean 0.5 and bandwidth 1. A proposal draws n_ei_candidates from l(x) restricted to the
+// batch sizes <= max_batch_size and returns the one with the largest l(x) / g(x).
+//
+// Failed and infeasible observations of every rung are in the bad group (a configuration
+// that breaks at a short budget breaks at a longer one). Fidelity as GpSampler: the
+// highest rung with at least min_points_per_rung observations, random when none.
+// Proposals not yet observed (the last max_pending) are in the bad group too (Optuna's
+// constant_liar), so concurrent proposals spread out.
+//
+// Deterministic for a seed. Not thread-safe.
+class TpeSampler final : public Sampler {
+ public:
+  TpeSampler(SearchSpace space, uint64_t seed, TpeSamplerOptions options = {});
+  ~TpeSampler() override;
+  TpeSampler(const TpeSampler&) = delete;
+  TpeSampler& operator=(const TpeSampler&) = delete;
+
+  TrialConfig Propose(int max_batch_size) override;
+  void Observe(const Observation& observation) override;
+
+  // The rung the last proposal modelled; -1 if it was random.
+  int modelled_rung() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace topotune
