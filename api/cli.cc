@@ -114,6 +114,11 @@ void PrintReport(const json& r) {
               job["id"].get<long long>(), job["name"].get<std::string>().c_str(),
               job["state"].get<std::string>().c_str(), r["algorithm"].get<std::string>().c_str(),
               Fixed(r["target_accuracy"].get<double>(), 3).c_str());
+  if (!r.value("auto_reason", std::string()).empty()) {
+    std::printf("Algorithm chosen by \"auto\": %s (%s)\n",
+                r["algorithm"].get<std::string>().c_str(),
+                r["auto_reason"].get<std::string>().c_str());
+  }
   const json& best = r["best"];
   if (best.is_null()) {
     std::printf("No trial finished an epoch: there is no best configuration.\n");

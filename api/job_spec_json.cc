@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include "tuner/algorithms.h"
+
 namespace topotune {
 namespace {
 
@@ -239,10 +241,14 @@ Status ParseDataset(const json& j, DatasetSpec* d) {
 Status ParseScheduler(const json& j, JobSpec* spec) {
   Fields f(j, "scheduler");
   TOPOTUNE_RETURN_IF_ERROR(f.String("algorithm", &spec->algorithm));
-  if (spec->algorithm == "auto") spec->algorithm = "asha";
-  if (spec->algorithm != "asha") {
-    return Status::InvalidArgument("scheduler.algorithm: \"" + spec->algorithm +
-                                   "\" is not supported; supported: \"asha\", \"auto\"");
+  TOPOTUNE_RETURN_IF_ERROR(f.String("auto_reason", &spec->auto_reason));
+  const auto& known = KnownAlgorithms();
+  if (spec->algorithm != "auto" &&
+      std::find(known.begin(), known.end(), spec->algorithm) == known.end()) {
+    std::string list = "\"auto\"";
+    for (const auto& a : known) list += ", \"" + a + "\"";
+    return Status::InvalidArgument("scheduler.algorithm: unknown algorithm \"" + spec->algorithm +
+                                   "\"; known: " + list);
   }
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("min_epochs", 1, 1000, &spec->asha.min_epochs));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("reduction_factor", 2, 16, &spec->asha.reduction_factor));
@@ -304,6 +310,7 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   }
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("grid_lr_points", 1, 100, &spec.grid_lr_points));
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
+  if (spec.algorithm == "auto") spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
   return spec;
 }
 
@@ -338,7 +345,8 @@ json JobSpecToJson(const JobSpec& spec) {
            {{"algorithm", spec.algorithm},
             {"min_epochs", spec.asha.min_epochs},
             {"reduction_factor", spec.asha.reduction_factor},
-            {"rungs", spec.asha.num_rungs}}},
+            {"rungs", spec.asha.num_rungs},
+            {"auto_reason", spec.auto_reason}}},
           {"max_trials", spec.max_trials},
           {"seed", spec.seed},
           {"momentum", spec.momentum},

@@ -69,6 +69,7 @@ json ToJson(const Report& r) {
   for (const auto& p : r.best_curve) curve.push_back(ToJson(p));
   return {{"job", ToJson(r.job)},
           {"algorithm", r.algorithm},
+          {"auto_reason", r.auto_reason},
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
           {"best", r.best ? ToJson(*r.best) : json(nullptr)},

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Summarises the JSON lines of bench/run_throughput.sh: per case (model, batch, threads)
-the median samples/s of the C++ Trainer and of Python PyTorch over the rounds, their
-ratio, the per-round paired ratios, and where the C++ time goes.
+the median samples/s of the C++ Trainer and of Python PyTorch over the rounds and their
+ratio (and the ratio of samples per CPU second, which does not count time spent waiting
+for a core), then the per-round paired ratios, how much CPU each side got, and where the
+C++ time goes.
 
 usage: summarize_throughput.py RESULTS.jsonl
 """
@@ -11,8 +13,15 @@ import statistics
 import sys
 
 
+def table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main():
-    if len(sys.argv) < 2:
+    if len(sys.argv) != 2:
         sys.exit(__doc__)
     runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
     cases = {}
@@ -20,36 +29,51 @@ def main():
         key = (run["model"], run["batch"], run["threads"])
         cases.setdefault(key, {"cpp": [], "python": []})[run["impl"]].append(run)
 
-    header = ("| model | batch | threads | samples/epoch | C++ samples/s (median) | "
-              "Python samples/s (median) | ratio C++/Python | paired ratios per round | "
-              "C++ data share | C++ fwd / bwd / opt share | same loss |")
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    below = []
+    main_rows, detail_rows, below = [], [], []
     for (model, batch, threads), by_impl in cases.items():
         cpp, python = by_impl["cpp"], by_impl["python"]
         if not cpp or not python:
             continue
-        cpp_median = statistics.median(r["samples_per_s"] for r in cpp)
-        python_median = statistics.median(r["samples_per_s"] for r in python)
-        ratio = cpp_median / python_median
-        paired = [c["samples_per_s"] / p["samples_per_s"] for c, p in zip(cpp, python)]
+
+        def median(side, field):
+            return statistics.median(r[field] for r in side)
 
         def share(field):
             return statistics.median(r[field] / r["compute_s"] for r in cpp)
 
-        # The two sides train the same weights on the same batches: the epoch losses agree
-        # to float rounding when the mirror is exact.
+        ratio = median(cpp, "samples_per_s") / median(python, "samples_per_s")
+        paired = [c["samples_per_s"] / p["samples_per_s"] for c, p in zip(cpp, python)]
+        # Same seed, same data: both sides train the same weights on the same batches, so
+        # the epoch losses agree to float rounding when the mirror is exact.
         same_loss = all(abs(c["train_loss"] - p["train_loss"]) <= 1e-4 * abs(p["train_loss"])
                         for c, p in zip(cpp, python))
-        print("| %s | %d | %d | %d | %.1f | %.1f | **%.3f** | %s | %.2f%% | %.0f / %.0f / %.1f%% "
-              "| %s |" % (
-                  model, batch, threads, cpp[0]["samples"], cpp_median, python_median, ratio,
-                  " ".join("%.3f" % r for r in paired), 100.0 * share("data_s"),
-                  100.0 * share("forward_s"), 100.0 * share("backward_s"),
-                  100.0 * share("optimizer_s"), "yes" if same_loss else "NO"))
+        main_rows.append([
+            model, str(batch), str(threads), str(cpp[0]["samples"]),
+            "%.1f" % median(cpp, "samples_per_s"), "%.1f" % median(python, "samples_per_s"),
+            "**%.3f**" % ratio,
+            "%.3f" % (median(cpp, "samples_per_cpu_s") / median(python, "samples_per_cpu_s")),
+            "%.2f%%" % (100.0 * share("data_s")),
+            "yes" if same_loss else "NO"])
+        detail_rows.append([
+            model, str(batch), " ".join("%.3f" % r for r in paired),
+            "%.3f" % (median(python, "step_ms_p50") / median(cpp, "step_ms_p50")),
+            "%.2f / %.2f" % (median(cpp, "cpu_per_wall"), median(python, "cpu_per_wall")),
+            "%.1f / %.1f / %.1f%%" % (100.0 * share("forward_s"), 100.0 * share("backward_s"),
+                                      100.0 * share("optimizer_s")),
+            "%.1f / %.1f%%" % (100.0 * statistics.median(
+                r["optimizer_s"] / r["compute_s"] for r in python),
+                100.0 * statistics.median(r["data_s"] / r["compute_s"] for r in python))])
         if ratio < 1.0:
             below.append("%s batch %d" % (model, batch))
+
+    table(["model", "batch", "threads", "samples/epoch", "C++ samples/s (median)",
+           "Python samples/s (median)", "ratio C++/Python", "ratio per CPU second",
+           "C++ data share", "same loss"],
+          main_rows)
+    print()
+    table(["model", "batch", "paired C++/Python per round", "step p50 Python/C++",
+           "CPU/wall C++ / Python (median)", "C++ fwd / bwd / opt share",
+           "Python opt / data share"], detail_rows)
     print()
     if below:
         print("C++/Python below 1.0 for: " + ", ".join(below))

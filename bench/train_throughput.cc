@@ -4,9 +4,12 @@
 // one: training samples / CurvePoint::compute_s (batch assembly, forward, loss, backward
 // and optimizer step; evaluation and checkpointing excluded).
 
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -32,13 +35,33 @@ constexpr char kUsage[] =
     "  --threads T         LibTorch intra-op (and inter-op) threads, as the worker's --threads\n"
     "                      (default 1)\n"
     "  --train-samples N   first N training images (default 0: all)\n"
-    "  --val-samples N     first N test images for the untimed evaluation (default 200)\n"
+    "  --val-samples N     first N test images for the untimed evaluation after each epoch\n"
+    "                      (default 1: its CPU time falls into cpu_s, kept negligible)\n"
     "  --seed S            weights and shuffle seed (default 0)\n"
     "  --json              print one JSON line instead of text\n"
     "  --generate DIR      write the shapes dataset (N training, N test images) and exit\n";
 
 // SGD with momentum 0.9 (TrainRequest's default), lr 0.01: what the Python twin runs.
 constexpr double kLearningRate = 0.01;
+
+// CPU seconds of this process, all threads.
+double ProcessCpuSeconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+double WallSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// An epoch's point and the clocks when the trainer reported it.
+struct EpochMark {
+  topotune::CurvePoint point;
+  double cpu_s = 0.0;
+  double wall_s = 0.0;
+};
 
 struct Options {
   std::string data_dir;
@@ -47,7 +70,7 @@ struct Options {
   int batch = 32;
   int threads = 1;
   int64_t train_samples = 0;
-  int64_t val_samples = 200;
+  int64_t val_samples = 1;
   uint64_t seed = 0;
   bool json = false;
 };
@@ -109,7 +132,7 @@ Options ParseOptions(int argc, char** argv) {
 int Generate(const Options& options) {
   topotune::ShapesOptions shapes;
   if (options.train_samples > 0) shapes.train_samples = options.train_samples;
-  shapes.test_samples = options.val_samples;
+  shapes.test_samples = std::max<int64_t>(options.val_samples, 200);
   const topotune::Status status = topotune::WriteShapesDataset(options.generate_dir, shapes);
   if (!status.ok()) {
     std::fprintf(stderr, "bench_train_throughput: %s\n", status.ToString().c_str());
@@ -138,42 +161,53 @@ int main(int argc, char** argv) {
       (fs::temp_directory_path() / ("bench_train_throughput_" + std::to_string(::getpid()) + ".pt"))
           .string();
 
-  std::vector<topotune::CurvePoint> points;
+  std::vector<EpochMark> marks;
   std::atomic<bool> stop{false};
   topotune::Trainer trainer(options.threads);
   const topotune::TrainResult result = trainer.Run(
-      request, [&points](const topotune::CurvePoint& point) { points.push_back(point); }, stop);
+      request,
+      [&marks](const topotune::CurvePoint& point) {
+        marks.push_back({point, ProcessCpuSeconds(), WallSeconds()});
+      },
+      stop);
   std::error_code ignored;
   fs::remove(request.checkpoint_path, ignored);
-  if (result.status != "completed" || points.size() != 2) {
+  if (result.status != "completed" || marks.size() != 2) {
     std::fprintf(stderr, "bench_train_throughput: training %s: %s\n", result.status.c_str(),
                  result.message.c_str());
     return 1;
   }
 
-  const topotune::CurvePoint& timed = points[1];
-  const int64_t samples = timed.samples_seen - points[0].samples_seen;
+  const topotune::CurvePoint& timed = marks[1].point;
+  const int64_t samples = timed.samples_seen - marks[0].point.samples_seen;
   const double samples_per_s = static_cast<double>(samples) / timed.compute_s;
   const double data_share = timed.data_s / timed.compute_s;
+  // CPU seconds of the timed epoch (its evaluation of --val-samples images included), and
+  // per wall second: about `threads` on a quiet machine, lower when other processes took
+  // the cores. samples / cpu_s does not count the time the process waited for a core.
+  const double cpu_s = marks[1].cpu_s - marks[0].cpu_s;
+  const double cpu_per_wall = cpu_s / (marks[1].wall_s - marks[0].wall_s);
+  const double samples_per_cpu_s = static_cast<double>(samples) / cpu_s;
   if (options.json) {
     std::printf(
         "{\"impl\": \"cpp\", \"model\": \"%s\", \"batch\": %d, \"threads\": %d, "
         "\"samples\": %lld, \"samples_per_s\": %.6g, \"compute_s\": %.6g, \"data_s\": %.6g, "
         "\"forward_s\": %.6g, \"backward_s\": %.6g, \"optimizer_s\": %.6g, "
-        "\"data_share\": %.6g, \"step_ms_p50\": %.6g, \"warmup_loss\": %.8g, "
-        "\"train_loss\": %.8g}\n",
+        "\"data_share\": %.6g, \"step_ms_p50\": %.6g, \"cpu_s\": %.6g, "
+        "\"samples_per_cpu_s\": %.6g, \"cpu_per_wall\": %.4g, "
+        "\"warmup_loss\": %.8g, \"train_loss\": %.8g}\n",
         options.model.c_str(), options.batch, options.threads, static_cast<long long>(samples),
         samples_per_s, timed.compute_s, timed.data_s, timed.forward_s, timed.backward_s,
-        timed.optimizer_s, data_share, timed.step_ms_p50, points[0].train_loss,
-        timed.train_loss);
+        timed.optimizer_s, data_share, timed.step_ms_p50, cpu_s, samples_per_cpu_s, cpu_per_wall,
+        marks[0].point.train_loss, timed.train_loss);
   } else {
     std::printf(
         "C++ Trainer  %s  batch %d  threads %d: %.1f samples/s (%lld samples in %.3f s; "
         "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f ms; "
-        "train loss %.4f)\n",
+        "CPU/wall %.2f; train loss %.4f)\n",
         options.model.c_str(), options.batch, options.threads, samples_per_s,
         static_cast<long long>(samples), timed.compute_s, 100.0 * data_share, timed.forward_s,
-        timed.backward_s, timed.optimizer_s, timed.step_ms_p50, timed.train_loss);
+        timed.backward_s, timed.optimizer_s, timed.step_ms_p50, cpu_per_wall, timed.train_loss);
   }
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/memory_journal.h"
+#include "tuner/algorithms.h"
 
 namespace topotune {
 namespace {
@@ -208,6 +209,72 @@ TEST(JobEngine, SamplesConfigurationsInsideTheSpace) {
   EXPECT_GT(adam, 10);
   EXPECT_LT(adam, 40);
   EXPECT_FALSE(engine.NextAssignment("another", 0)->has_value());  // max_trials reached
+}
+
+TEST(JobEngine, SynchronousHalvingWaitsForTheWholeRung) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(3);
+  spec.algorithm = "sha";
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  engine.SetWorkerOnline("w2", true);
+  Assignment a = Next(engine, "w1");
+  Assignment b = Next(engine, "w2");
+  RunSegment(engine, a, 0.8, 1.0);
+  RunSegment(engine, b, 0.2, 1.0);
+  // SHA promotes only once every trial of rung 0 has a result, however clear the winner.
+  Assignment c = Next(engine, "w1");
+  EXPECT_EQ(c.start_epoch, 0);  // the third new trial, not a promotion
+  EXPECT_FALSE(engine.NextAssignment("w1", 0)->has_value());  // rung 0 still running
+  RunSegment(engine, c, 0.1, 1.0);
+  Assignment promoted = Next(engine, "w1");
+  EXPECT_EQ(promoted.trial.id, a.trial.id);
+  EXPECT_EQ(promoted.start_epoch, 1);
+}
+
+TEST(JobEngine, HyperbandBracketsStartAtDifferentRungs) {
+  JobSpec spec = SmallSpec(100);
+  spec.algorithm = "hyperband";
+  spec.asha = {1, 3, 3};  // rungs of 1, 3, 9 epochs
+  const std::vector<BracketPlan> plans = PlanBrackets(spec);
+  // s = 2: 9 trials from rung 0; s = 1: ceil(3/2 * 3) = 5 from rung 1; s = 0: 3 from rung 2.
+  ASSERT_GE(plans.size(), 3u);
+  EXPECT_EQ(plans[0].start_rung, 0);
+  EXPECT_EQ(plans[0].quota, 9);
+  EXPECT_EQ(plans[1].start_rung, 1);
+  EXPECT_EQ(plans[1].quota, 5);
+  EXPECT_EQ(plans[2].start_rung, 2);
+  EXPECT_EQ(plans[2].quota, 3);
+  int total = 0;
+  for (const auto& p : plans) {
+    EXPECT_TRUE(p.synchronous);
+    total += p.quota;
+  }
+  EXPECT_EQ(total, 100);
+
+  MemoryJournal journal;
+  JobEngine engine(Job(), spec, &journal);
+  for (int i = 0; i < 9; ++i)
+    EXPECT_EQ(Next(engine, "w" + std::to_string(i)).trial.target_epochs, 1);
+  Assignment second_bracket = Next(engine, "x");
+  EXPECT_EQ(second_bracket.trial.rung, 1);
+  EXPECT_EQ(second_bracket.trial.target_epochs, 3);
+  EXPECT_EQ(second_bracket.start_epoch, 0);  // a new trial trains from scratch to rung 1
+}
+
+TEST(JobEngine, RandomAndGridTrainEveryTrialToTheTopRung) {
+  for (const char* algorithm : {"random", "grid"}) {
+    MemoryJournal journal;
+    JobSpec spec = SmallSpec(2);
+    spec.algorithm = algorithm;
+    spec.asha = {1, 3, 3};
+    JobEngine engine(Job(), spec, &journal);
+    Assignment a = Next(engine, "w1");
+    EXPECT_EQ(a.trial.target_epochs, 9) << algorithm;
+    RunSegment(engine, a, 0.5, 1.0);
+    EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kCompleted) << algorithm;
+    EXPECT_EQ(journal.trials[a.trial.id].epochs_done, 9) << algorithm;
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -163,8 +164,8 @@ TEST(Samplers, GpFindsTheOptimumOfAQuadraticInLogLrWithin15Evaluations) {
   auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
   const double gp_regret = MedianRegret(make_gp, 15, objective, 1.0, 9);
   const double random_regret = MedianRegret(make_random, 15, objective, 1.0, 9);
-  EXPECT_LT(gp_regret, 0.05 * 0.05);  // within 5% of the span at the median seed
-  EXPECT_LT(gp_regret, 0.2 * random_regret);
+  EXPECT_LT(gp_regret, 0.01 * 0.01);  // within 1% of the span at the median seed
+  EXPECT_LT(gp_regret, 0.05 * random_regret);
 }
 
 TEST(Samplers, GpBeatsRandomSearchOverBatchLrAndOptimizer) {
@@ -174,8 +175,8 @@ TEST(Samplers, GpBeatsRandomSearchOverBatchLrAndOptimizer) {
   auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
   const double gp_regret = MedianRegret(make_gp, 30, objective, 1.0, 10);
   const double random_regret = MedianRegret(make_random, 30, objective, 1.0, 10);
-  EXPECT_LT(gp_regret, 0.5 * random_regret);
-  EXPECT_LT(gp_regret, 0.05);
+  EXPECT_LT(gp_regret, 0.1 * random_regret);
+  EXPECT_LT(gp_regret, 0.01);
 }
 
 TEST(Samplers, TpeBeatsRandomSearchOverBatchLrAndOptimizer) {
@@ -185,37 +186,42 @@ TEST(Samplers, TpeBeatsRandomSearchOverBatchLrAndOptimizer) {
   auto make_random = [&](uint64_t seed) { return std::make_unique<RandomSampler>(space, seed); };
   const double tpe_regret = MedianRegret(make_tpe, 40, objective, 1.0, 10);
   const double random_regret = MedianRegret(make_random, 40, objective, 1.0, 10);
-  EXPECT_LT(tpe_regret, 0.7 * random_regret);
+  EXPECT_LT(tpe_regret, 0.25 * random_regret);
 }
 
-// Every learning rate above 10^-2.5 (the middle of the span) diverges; below it, larger is
-// better, so the best configurations sit right at the edge.
+// Every learning rate above 10^-2.5 (the middle of the span) diverges; the best ones are a
+// little below. Random search would propose half of its configurations above; a model that
+// dropped failures would keep exploring there, where it never sees a result.
 TEST(Samplers, FailedObservationsSteerProposalsAway) {
   const SearchSpace space = WideSpace();
   const Objective objective = [&](const TrialConfig& c) {
     Observation o;
     o.config = c;
-    if (LrPosition(space, c) > 0.5) {
+    const double x = LrPosition(space, c);
+    if (x > 0.5) {
       o.kind = Observation::Kind::kFailed;
     } else {
-      o.score =
-          0.5 + 0.1 * std::log10(c.learning_rate) - 0.02 * std::abs(std::log2(c.batch_size) - 7);
+      o.score = 1.0 - 4.0 * (x - 0.4) * (x - 0.4) - 0.02 * std::abs(std::log2(c.batch_size) - 7);
     }
     return o;
   };
-  std::vector<std::unique_ptr<Sampler>> samplers;
-  samplers.push_back(std::make_unique<GpSampler>(space, 3));
-  samplers.push_back(std::make_unique<TpeSampler>(space, 3));
-  for (size_t s = 0; s < samplers.size(); ++s) {
-    Sampler& sampler = *samplers[s];
-    BestAfter(sampler, 30, objective);
-    int below = 0;
-    for (int i = 0; i < 20; ++i) {
-      const Observation o = objective(sampler.Propose(INT_MAX));
-      sampler.Observe(o);
-      below += o.kind == Observation::Kind::kOk;
+  for (const char* kind : {"GP", "TPE"}) {
+    int below = 0;  // of 3 seeds x 20 proposals
+    for (uint64_t seed = 1; seed <= 3; ++seed) {
+      std::unique_ptr<Sampler> sampler;
+      if (kind == std::string("GP")) {
+        sampler = std::make_unique<GpSampler>(space, seed);
+      } else {
+        sampler = std::make_unique<TpeSampler>(space, seed);
+      }
+      BestAfter(*sampler, 40, objective);
+      for (int i = 0; i < 20; ++i) {
+        const Observation o = objective(sampler->Propose(INT_MAX));
+        sampler->Observe(o);
+        below += o.kind == Observation::Kind::kOk;
+      }
     }
-    EXPECT_GE(below, 16) << (s == 0 ? "GP" : "TPE");
+    EXPECT_GE(below, 48) << kind;  // 80%
   }
 }
 
@@ -242,7 +248,9 @@ TEST(Samplers, EverySamplerRespectsTheBatchLimit) {
       o.score = std::log2(c.batch_size) - 0.3 * std::abs(std::log10(c.learning_rate) + 2.0);
       sampler.Observe(o);
     }
-    if (s >= 2) EXPECT_GE(large_on_big_device, 10) << "sampler " << s;  // of 15
+    if (s >= 2) {  // the models still go for large batches where they fit
+      EXPECT_GE(large_on_big_device, 10) << "sampler " << s;  // of 15
+    }
   }
   // An infeasible observation is data, not a crash; the limit still holds after it.
   GpSampler gp(space, 9);
@@ -294,6 +302,7 @@ TEST(Samplers, ModelsFitTheHighestRungWithEnoughObservations) {
   };
   GpSamplerOptions gp_options;
   gp_options.n_startup = 8;
+  gp_options.random_fraction = 0.0;  // every proposal after the start-up is modelled
   GpSampler gp(space, 1, gp_options);
   check(
       gp, [&] { return gp.modelled_rung(); }, false);
@@ -332,21 +341,22 @@ TEST(Samplers, SameSeedSameProposals) {
   EXPECT_NE(trace(tpe_a), trace(tpe_c));
 }
 
-// Concurrent proposals (no observation in between) spread out instead of repeating.
-TEST(Samplers, PendingProposalsAreNotRepeated) {
+// Concurrent proposals (several workers ask before any result comes back) spread out:
+// the GP fantasises pending proposals, so its expected improvement moves elsewhere.
+// (Without that, all four land within 1e-3 of each other here.)
+TEST(Samplers, GpSpreadsConcurrentProposals) {
   const SearchSpace space = Space({64}, 1e-4, 1.0, {kSgd});
   const Objective objective = Succeeds([&](const TrialConfig& c) {
-    const double d = LrPosition(space, c) - 0.5;
-    return -d * d;
+    const double x = LrPosition(space, c);
+    return std::sin(6 * 3.141592653589793 * x) + 0.5 * x;  // three bumps: the model stays unsure
   });
   GpSampler gp(space, 2);
-  TpeSampler tpe(space, 2);
-  for (Sampler* sampler : std::vector<Sampler*>{&gp, &tpe}) {
-    BestAfter(*sampler, 20, objective);
-    std::vector<double> batch;
-    for (int i = 0; i < 4; ++i) batch.push_back(LrPosition(space, sampler->Propose(INT_MAX)));
-    std::sort(batch.begin(), batch.end());
-    for (size_t i = 1; i < batch.size(); ++i) EXPECT_GT(batch[i] - batch[i - 1], 1e-3);
+  BestAfter(gp, 8, objective);  // the random start-up
+  std::vector<double> concurrent;
+  for (int i = 0; i < 4; ++i) concurrent.push_back(LrPosition(space, gp.Propose(INT_MAX)));
+  std::sort(concurrent.begin(), concurrent.end());
+  for (size_t i = 1; i < concurrent.size(); ++i) {
+    EXPECT_GT(concurrent[i] - concurrent[i - 1], 0.02);  // of the log-lr span
   }
 }
 

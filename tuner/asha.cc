@@ -10,8 +10,11 @@ bool RanksAbove(const RungResult& a, const RungResult& b) {
   return a.accuracy > b.accuracy;
 }
 
-AshaRungs::AshaRungs(int num_rungs, int reduction_factor)
+AshaRungs::AshaRungs(int num_rungs, int reduction_factor, bool synchronous, int first_rung)
     : reduction_factor_(reduction_factor),
+      synchronous_(synchronous),
+      first_rung_(first_rung),
+      entered_(static_cast<size_t>(num_rungs)),
       rungs_(static_cast<size_t>(num_rungs)),
       promoted_(static_cast<size_t>(num_rungs)) {}
 
@@ -35,9 +38,17 @@ std::vector<int64_t> AshaRungs::TopOfRung(int rung) const {
   return ids;
 }
 
+void AshaRungs::Enter(int rung) { ++entered_[static_cast<size_t>(rung)]; }
+
+bool AshaRungs::RungComplete(int rung) const {
+  if (rung == first_rung_ && !first_rung_closed_) return false;
+  return Size(rung) >= entered_[static_cast<size_t>(rung)];
+}
+
 std::vector<AshaRungs::Candidate> AshaRungs::PromotionCandidates() const {
   std::vector<Candidate> candidates;
-  for (int rung = static_cast<int>(rungs_.size()) - 2; rung >= 0; --rung) {
+  for (int rung = static_cast<int>(rungs_.size()) - 2; rung >= first_rung_; --rung) {
+    if (synchronous_ && !RungComplete(rung)) continue;
     for (int64_t id : TopOfRung(rung)) {
       if (!IsPromoted(rung, id)) candidates.push_back({rung, id});
     }

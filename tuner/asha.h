@@ -15,12 +15,23 @@ struct RungResult {
 };
 bool RanksAbove(const RungResult& a, const RungResult& b);
 
-// The promotion rule of asynchronous successive halving (Li et al., 2020): a trial in
-// rung k may be promoted to rung k+1 once it is among the top floor(n_k / eta) of the n_k
-// results recorded in rung k. Decisions never wait for a rung to fill. Not thread-safe.
+// The promotion rule of successive halving. Asynchronous (ASHA, Li et al., 2020): a trial
+// in rung k may be promoted to rung k+1 once it is among the top floor(n_k / eta) of the
+// n_k results recorded in rung k; decisions never wait for a rung to fill. Synchronous
+// (SHA, as in each Hyperband bracket): the top of rung k is promoted only once every trial
+// that entered rung k has a result there and no new trial will enter the first rung.
+// Trials enter at `first_rung` (Hyperband's brackets start at different rungs). Not
+// thread-safe.
 class AshaRungs {
  public:
-  AshaRungs(int num_rungs, int reduction_factor);
+  AshaRungs(int num_rungs, int reduction_factor, bool synchronous = false, int first_rung = 0);
+
+  // A trial started training toward `rung` (a new one at first_rung, or a promotion).
+  void Enter(int rung);
+  // No new trial will enter the first rung (the bracket is full).
+  void CloseFirstRung() { first_rung_closed_ = true; }
+  int first_rung() const { return first_rung_; }
+  int top_rung() const { return static_cast<int>(rungs_.size()) - 1; }
 
   // Records a trial's result at the end of `rung`.
   void Record(int rung, const RungResult& result);
@@ -40,7 +51,13 @@ class AshaRungs {
   int Size(int rung) const { return static_cast<int>(rungs_[rung].size()); }
 
  private:
+  bool RungComplete(int rung) const;
+
   int reduction_factor_;
+  bool synchronous_;
+  int first_rung_;
+  bool first_rung_closed_ = false;
+  std::vector<int> entered_;                    // per rung
   std::vector<std::vector<RungResult>> rungs_;  // per rung, in arrival order
   std::vector<std::vector<int64_t>> promoted_;  // per rung
 };

@@ -94,8 +94,7 @@ class Encoding {
     return num_optimizers() > 1 ? index / (num_optimizers() - 1.0) : 0;
   }
   Eigen::RowVector3d Encode(const TrialConfig& c) const {
-    return {Batch(BatchIndex(c.batch_size)), Lr(c.learning_rate),
-            Opt(OptimizerIndex(c.optimizer))};
+    return {Batch(BatchIndex(c.batch_size)), Lr(c.learning_rate), Opt(OptimizerIndex(c.optimizer))};
   }
   TrialConfig Decode(int batch_index, double lr, int optimizer_index) const {
     TrialConfig c;
@@ -169,12 +168,13 @@ double LogMarginalLikelihood(const Points& x, const Eigen::VectorXd& y, const Hy
 }
 
 // Maximises f over the box [lower, upper] by Nelder-Mead (standard coefficients,
-// vertices clamped into the box) from `start`, with at most max_evals evaluations.
+// vertices clamped into the box) from `start`, with at most max_evals evaluations or until
+// the simplex's values differ by less than `tolerance`.
 // Returns the best point; *best_value receives f there.
 template <typename Objective>
 Eigen::VectorXd NelderMead(const Objective& f, const Eigen::VectorXd& start,
-                           const Eigen::VectorXd& lower, const Eigen::VectorXd& upper,
-                           double step, int max_evals, double* best_value) {
+                           const Eigen::VectorXd& lower, const Eigen::VectorXd& upper, double step,
+                           double tolerance, int max_evals, double* best_value) {
   const int n = static_cast<int>(start.size());
   auto clamp = [&](Eigen::VectorXd v) { return v.cwiseMax(lower).cwiseMin(upper).eval(); };
   std::vector<Eigen::VectorXd> simplex(n + 1, clamp(start));
@@ -193,7 +193,7 @@ Eigen::VectorXd NelderMead(const Objective& f, const Eigen::VectorXd& start,
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return cost[a] < cost[b]; });
     const int best = order[0], second_worst = order[n - 1], worst = order[n];
-    if (std::abs(cost[worst] - cost[best]) < 1e-6) break;
+    if (std::abs(cost[worst] - cost[best]) < tolerance) break;
     Eigen::VectorXd centroid = Eigen::VectorXd::Zero(n);
     for (int i = 0; i < n; ++i) centroid += simplex[order[i]];
     centroid /= n;
@@ -295,11 +295,12 @@ struct GpSampler::State {
   bool fitted = false;
   int fitted_rung = -1;
   int rows_at_fit = 0;
-  Eigen::MatrixXd chol;  ///< lower Cholesky factor of K + noise I
-  Eigen::VectorXd alpha;  ///< (K + noise I)^-1 y
+  Eigen::MatrixXd chol;    ///< lower Cholesky factor of K + noise I
+  Eigen::VectorXd alpha;   ///< (K + noise I)^-1 y
   double incumbent = 0.0;  ///< the best posterior mean at the data
 
   // Pending proposals of the current Propose, and buffers reused across calls.
+  double target = 0.0;  ///< EI's bar: the incumbent, or a pending proposal's mean above it
   bool use_pending = false;
   Points pending_x;
   Eigen::MatrixXd pending_b;     ///< L^-1 K(x, pending)
@@ -392,7 +393,8 @@ void GpSampler::State::Build(int model_rung) {
   const int every = std::clamp(num_rows / 10, 1, std::max(1, options.refit_every));
   if (!fitted || fitted_rung != model_rung || num_rows - rows_at_fit >= every ||
       num_rows < rows_at_fit) {
-    const std::vector<int> fit_rows = BestAndRecent(model_rows, std::max(1, options.max_fit_points));
+    const std::vector<int> fit_rows =
+        BestAndRecent(model_rows, std::max(1, options.max_fit_points));
     Points fit_x(fit_rows.size(), 3);
     Eigen::VectorXd fit_y(fit_rows.size());
     for (size_t i = 0; i < fit_rows.size(); ++i) {
@@ -415,8 +417,8 @@ void GpSampler::State::Build(int model_rung) {
   }
   chol = llt.matrixL();
   alpha = llt.solve(y);
-  // Posterior mean at the data: K_f alpha = y - noise * alpha.
-  incumbent = (y - (hyper.noise() + kJitter) * alpha).maxCoeff();
+  // Posterior mean at the data: (K - added diagonal) alpha = y - added * alpha.
+  incumbent = (y - (k(0, 0) - hyper.signal()) * alpha).maxCoeff();
   rung = model_rung;
   dirty = false;
 }
@@ -440,6 +442,8 @@ Hyper GpSampler::State::Fit(const Points& fit_x, const Eigen::VectorXd& fit_y) {
     for (int i = 0; i < k; ++i) h.log_theta[free[i]] = v[i];
     return LogMarginalLikelihood(fit_x, fit_y, h);
   };
+  // The first fit starts from the default and random points, later ones from the
+  // previous optimum and the default.
   std::vector<Eigen::VectorXd> starts;
   Eigen::VectorXd start(k);
   for (int i = 0; i < k; ++i) start[i] = base.log_theta[free[i]];
@@ -448,8 +452,7 @@ Hyper GpSampler::State::Fit(const Points& fit_x, const Eigen::VectorXd& fit_y) {
     for (int i = 0; i < k; ++i) start[i] = DefaultHyper().log_theta[free[i]];
     starts.push_back(start);
   }
-  const int restarts = fitted ? 2 : std::max(1, options.fit_restarts);
-  while (static_cast<int>(starts.size()) < restarts + (fitted ? 1 : 0)) {
+  while (!fitted && static_cast<int>(starts.size()) < options.fit_restarts) {
     for (int i = 0; i < k; ++i) start[i] = lower[i] + Uniform01(rng) * (upper[i] - lower[i]);
     starts.push_back(start);
   }
@@ -458,7 +461,8 @@ Hyper GpSampler::State::Fit(const Points& fit_x, const Eigen::VectorXd& fit_y) {
   for (const Eigen::VectorXd& s : starts) {
     double value;
     const Eigen::VectorXd v =
-        NelderMead(objective, s, lower, upper, /*step=*/1.0, /*max_evals=*/40 * k, &value);
+        NelderMead(objective, s, lower, upper, /*step=*/1.0, /*tolerance=*/1e-3,
+                   /*max_evals=*/40 * k, &value);
     if (value > best_value) {
       best_value = value;
       for (int i = 0; i < k; ++i) best.log_theta[free[i]] = v[i];
@@ -514,14 +518,21 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
                              : ModelledRung(observations, options.fit_rung, min_points);
   last_rung = model_rung;
   if (model_rung < 0) return startup.Propose(max_batch_size);
+  if (Uniform01(rng) < options.random_fraction) {
+    last_rung = -1;
+    return startup.Propose(max_batch_size);
+  }
   if (dirty || rung != model_rung) Build(model_rung);
 
   // Pending proposals (kriging believer): extend the Cholesky factor by their rows.
   pending_x.resize(static_cast<Eigen::Index>(pending.size()), 3);
   for (size_t i = 0; i < pending.size(); ++i) pending_x.row(i) = encoding.Encode(pending[i]);
   use_pending = pending_x.rows() > 0;
+  target = incumbent;
   if (use_pending) {
     Covariance(x, pending_x, hyper, &pending_b);
+    // Their fantasised results are the posterior mean: they may raise the bar.
+    target = std::max(target, (pending_b.transpose() * alpha).maxCoeff());
     chol.triangularView<Eigen::Lower>().solveInPlace(pending_b);
     Eigen::MatrixXd schur;
     Covariance(pending_x, pending_x, hyper, &schur);
@@ -530,6 +541,7 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
     const Eigen::LLT<Eigen::MatrixXd> llt(schur);
     use_pending = llt.info() == Eigen::Success;
     if (use_pending) pending_chol = llt.matrixL();
+    if (!use_pending) target = incumbent;
   }
 
   // Stage 1: the stratified and local candidates; stage 2: around the winner.
@@ -570,7 +582,7 @@ std::pair<int, double> GpSampler::State::Acquire(const std::vector<Candidate>& c
     double nearest = k_star.col(j).maxCoeff();
     if (use_pending) nearest = std::max(nearest, k_pending.col(j).maxCoeff());
     const double var = std::max(signal - nearest * nearest / (signal + noise), 1e-12);
-    bound[j] = LogExpectedImprovement(mean[j], std::sqrt(var), incumbent);
+    bound[j] = LogExpectedImprovement(mean[j], std::sqrt(var), target);
   }
   std::vector<int> order(m);
   std::iota(order.begin(), order.end(), 0);
@@ -597,7 +609,7 @@ std::pair<int, double> GpSampler::State::Acquire(const std::vector<Candidate>& c
     for (int i = 0; i < size; ++i) {
       const int j = order[start + i];
       const double value =
-          LogExpectedImprovement(mean[j], std::sqrt(std::max(var[i], 1e-12)), incumbent);
+          LogExpectedImprovement(mean[j], std::sqrt(std::max(var[i], 1e-12)), target);
       if (value > best_value) {
         best_value = value;
         best = j;

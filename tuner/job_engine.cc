@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "tuner/algorithms.h"
+
 namespace topotune {
 namespace {
 
@@ -19,8 +21,13 @@ JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
     : job_(std::move(job)),
       spec_(std::move(spec)),
       journal_(journal),
-      sampler_(std::make_unique<RandomSampler>(spec_.space, spec_.seed)),
-      rungs_(spec_.asha.num_rungs, spec_.asha.reduction_factor) {}
+      sampler_(MakeSampler(spec_)) {
+  for (const BracketPlan& plan : PlanBrackets(spec_)) {
+    brackets_.push_back({AshaRungs(spec_.asha.num_rungs, spec_.asha.reduction_factor,
+                                   plan.synchronous, plan.start_rung),
+                         plan.quota, 0});
+  }
+}
 
 std::optional<double> JobEngine::IncumbentTta() const {
   std::optional<double> best;
@@ -42,8 +49,21 @@ bool JobEngine::HolderOnline(const TrialRecord& trial) const {
   return online_workers_.count(trial.worker) > 0;
 }
 
-int JobEngine::SegmentStart(const TrialRecord& trial) const {
-  return trial.rung == 0 ? 0 : spec_.asha.RungEpochs(trial.rung - 1);
+int JobEngine::SegmentStart(const LiveTrial& t) const {
+  return t.record.rung == FirstRungOf(t) ? 0 : spec_.asha.RungEpochs(t.record.rung - 1);
+}
+
+void JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
+  TrialRecord& r = t.record;
+  AshaRungs& rungs = brackets_[t.bracket].rungs;
+  const bool ok = kind == Observation::Kind::kOk;
+  const double accuracy = ok && r.epochs_done > 0 ? r.best_accuracy : -1.0;
+  rungs.Record(r.rung, {r.id, r.reached_target, r.tta_s, accuracy});
+  // Finished trials (at the target, at the top, failed, stopped) are never promoted.
+  if (IsTerminal(r.state)) rungs.MarkPromoted(r.rung, r.id);
+  // The sampler's score: a trial at the target beats every one that is not, by TTA.
+  const double score = r.reached_target ? 1.0 + 1.0 / (1.0 + r.tta_s) : std::max(accuracy, 0.0);
+  sampler_->Observe({r.config, r.rung, score, kind});
 }
 
 void JobEngine::Recount(LiveTrial& t) const {
@@ -94,7 +114,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& wor
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
     if (t.record.config.batch_size > max_batch) continue;
-    const int start = SegmentStart(t.record);
+    const int start = SegmentStart(t);
     // A segment that resumes needs the checkpoint on the worker that wrote it.
     if (start > 0 && t.record.worker != worker_id) continue;
     Assignment a = Start(t, worker_id, start);
@@ -107,7 +127,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& wor
 StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
   const std::optional<double> incumbent = IncumbentTta();
   if (!incumbent || t.record.train_s < *incumbent) return false;
-  rungs_.MarkPromoted(t.record.rung, t.record.id);
+  brackets_[t.bracket].rungs.MarkPromoted(t.record.rung, t.record.id);
   t.record.state = TrialState::kStopped;
   t.record.reason = Format("bound: %.2f s of training already exceed", t.record.train_s) +
                     Format(" the incumbent's time-to-accuracy %.2f s", *incumbent);
@@ -117,20 +137,23 @@ StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
 
 StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& worker_id,
                                                             int max_batch) {
-  for (const AshaRungs::Candidate& c : rungs_.PromotionCandidates()) {
-    LiveTrial& t = trials_.at(c.trial_id);
-    if (t.record.state != TrialState::kPaused) continue;
-    StatusOr<bool> pruned = PruneIfBeaten(t);
-    if (!pruned.ok()) return pruned.status();
-    if (*pruned) continue;
-    if (t.record.worker != worker_id) continue;  // its checkpoint lives on another worker
-    if (t.record.config.batch_size > max_batch) continue;
-    rungs_.MarkPromoted(c.rung, t.record.id);
-    t.record.rung = c.rung + 1;
-    t.record.target_epochs = spec_.asha.RungEpochs(t.record.rung);
-    Assignment a = Start(t, worker_id, t.record.epochs_done);
-    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
-    return std::optional<Assignment>(std::move(a));
+  for (Bracket& bracket : brackets_) {
+    for (const AshaRungs::Candidate& c : bracket.rungs.PromotionCandidates()) {
+      LiveTrial& t = trials_.at(c.trial_id);
+      if (t.record.state != TrialState::kPaused) continue;
+      StatusOr<bool> pruned = PruneIfBeaten(t);
+      if (!pruned.ok()) return pruned.status();
+      if (*pruned) continue;
+      if (t.record.worker != worker_id) continue;  // its checkpoint lives on another worker
+      if (t.record.config.batch_size > max_batch) continue;
+      bracket.rungs.MarkPromoted(c.rung, t.record.id);
+      bracket.rungs.Enter(c.rung + 1);
+      t.record.rung = c.rung + 1;
+      t.record.target_epochs = spec_.asha.RungEpochs(t.record.rung);
+      Assignment a = Start(t, worker_id, t.record.epochs_done);
+      TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+      return std::optional<Assignment>(std::move(a));
+    }
   }
   return std::optional<Assignment>();
 }
@@ -141,21 +164,30 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& wo
   if (spec_.space.batch_sizes.empty() || spec_.space.batch_sizes.front() > max_batch) {
     return std::optional<Assignment>();  // this worker cannot hold any batch of the space
   }
+  size_t bracket = 0;
+  while (bracket < brackets_.size() && brackets_[bracket].created >= brackets_[bracket].quota) {
+    ++bracket;
+  }
+  if (bracket == brackets_.size()) return std::optional<Assignment>();
+  Bracket& b = brackets_[bracket];
   TrialRecord record;
   record.job_id = job_.id;
   record.number = sampled_;
   record.config = sampler_->Propose(max_batch);
   record.seed = TrialSeed(spec_.seed, sampled_);
   record.state = TrialState::kRunning;
-  record.rung = 0;
-  record.target_epochs = spec_.asha.RungEpochs(0);
+  record.rung = b.rungs.first_rung();
+  record.target_epochs = spec_.asha.RungEpochs(record.rung);
   record.worker = worker_id;
   StatusOr<int64_t> id = journal_->CreateTrial(record);
   if (!id.ok()) return id.status();
   record.id = *id;
   ++sampled_;
+  b.rungs.Enter(record.rung);
+  if (++b.created == b.quota) b.rungs.CloseFirstRung();
   LiveTrial& t = trials_[record.id];
   t.record = record;
+  t.bracket = bracket;
   return std::optional<Assignment>(Start(t, worker_id, 0));
 }
 
@@ -204,46 +236,44 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
   LiveTrial& t = it->second;
   if (t.record.state != TrialState::kRunning) return Status::OK();  // a repeat
   TrialRecord& r = t.record;
-  const RungResult result{r.id, r.reached_target, r.tta_s,
-                          r.epochs_done > 0 ? r.best_accuracy : 0.0};
   if (r.reached_target) {
-    rungs_.Record(r.rung, result);
-    rungs_.MarkPromoted(r.rung, r.id);
-    sampler_->Observe({r.config, r.rung, 1.0 + 1.0 / (1.0 + r.tta_s)});
     r.state = TrialState::kCompleted;
     r.reason = "reached target " + Format("%.3f", spec_.target_accuracy) + " at epoch " +
                std::to_string(r.epochs_done) + Format(" (TTA %.2f s)", r.tta_s);
+    RecordRungResult(t, Observation::Kind::kOk);
   } else if (!t.stop_reason.empty()) {
     r.state = TrialState::kStopped;
     r.reason = t.stop_reason;
+    RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == "completed") {
     if (r.epochs_done < r.target_epochs) {
       r.state = TrialState::kFailed;
       r.reason = "worker ended the segment after " + std::to_string(r.epochs_done) + " of " +
                  std::to_string(r.target_epochs) + " epochs";
+      RecordRungResult(t, Observation::Kind::kFailed);
+    } else if (r.rung + 1 >= spec_.asha.num_rungs) {
+      r.state = TrialState::kCompleted;
+      r.reason = "trained the top rung (" + std::to_string(r.epochs_done) +
+                 " epochs) without reaching the target";
+      RecordRungResult(t, Observation::Kind::kOk);
     } else {
-      rungs_.Record(r.rung, result);
-      sampler_->Observe({r.config, r.rung, result.accuracy});
-      if (r.rung + 1 >= spec_.asha.num_rungs) {
-        rungs_.MarkPromoted(r.rung, r.id);
-        r.state = TrialState::kCompleted;
-        r.reason = "trained the top rung (" + std::to_string(r.epochs_done) +
-                   " epochs) without reaching the target";
-      } else {
-        r.state = TrialState::kPaused;
-        r.reason = "finished rung " + std::to_string(r.rung);
-      }
+      r.state = TrialState::kPaused;
+      r.reason = "finished rung " + std::to_string(r.rung);
+      RecordRungResult(t, Observation::Kind::kOk);
     }
   } else if (outcome.status == "stopped") {
     r.state = TrialState::kStopped;
     r.reason = outcome.message.empty() ? "stopped by the worker" : outcome.message;
+    RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == "infeasible") {
     r.state = TrialState::kInfeasible;
     r.reason = outcome.message;
+    RecordRungResult(t, Observation::Kind::kInfeasible);
   } else {
     r.state = TrialState::kFailed;
     r.reason = outcome.status == "failed" ? outcome.message
                                           : "unknown segment status '" + outcome.status + "'";
+    RecordRungResult(t, Observation::Kind::kFailed);
   }
   TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(r));
   return MaybeFinish(now);
@@ -257,7 +287,7 @@ Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
       TOPOTUNE_RETURN_IF_ERROR(OnSegmentEnded(id, {"completed", ""}, now));
       continue;
     }
-    const int start = SegmentStart(t.record);
+    const int start = SegmentStart(t);
     t.epoch_train_s.resize(static_cast<size_t>(start));
     Recount(t);
     t.record.state = TrialState::kPending;
@@ -272,23 +302,25 @@ Status JobEngine::MaybeFinish(double now) {
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
     if (s == TrialState::kRunning) return Status::OK();
-    if (s == TrialState::kPending && (SegmentStart(t.record) == 0 || HolderOnline(t.record))) {
+    if (s == TrialState::kPending && (SegmentStart(t) == 0 || HolderOnline(t.record))) {
       return Status::OK();
     }
   }
-  for (const AshaRungs::Candidate& c : rungs_.PromotionCandidates()) {
-    LiveTrial& t = trials_.at(c.trial_id);
-    if (t.record.state != TrialState::kPaused) continue;
-    StatusOr<bool> pruned = PruneIfBeaten(t);
-    if (!pruned.ok()) return pruned.status();
-    if (!*pruned && HolderOnline(t.record)) return Status::OK();  // its worker will take it
+  for (Bracket& bracket : brackets_) {
+    for (const AshaRungs::Candidate& c : bracket.rungs.PromotionCandidates()) {
+      LiveTrial& t = trials_.at(c.trial_id);
+      if (t.record.state != TrialState::kPaused) continue;
+      StatusOr<bool> pruned = PruneIfBeaten(t);
+      if (!pruned.ok()) return pruned.status();
+      if (!*pruned && HolderOnline(t.record)) return Status::OK();  // its worker will take it
+    }
   }
   // Nothing can run any more: what waits is stopped, and the job is done.
   for (auto& [id, t] : trials_) {
     if (IsTerminal(t.record.state)) continue;
     const bool paused = t.record.state == TrialState::kPaused;
     t.record.state = TrialState::kStopped;
-    if (!paused || rungs_.IsPromoted(t.record.rung, id)) {
+    if (!paused || brackets_[t.bracket].rungs.IsPromoted(t.record.rung, id)) {
       t.record.reason = "its checkpoint is on worker " + t.record.worker + ", which is offline";
     } else {
       t.record.reason = "not promoted: below the top 1/" +

@@ -36,10 +36,11 @@ struct SegmentOutcome {
   std::string message;
 };
 
-// The state machine of one tuning job: random sampling under ASHA, trials that stop at the
-// target, bound pruning against the incumbent's time-to-accuracy, promotion that resumes
-// from the checkpoint on the worker that holds it. Every state change goes through the
-// journal before it is acted on. Not thread-safe: the Dispatcher serialises calls.
+// The state machine of one tuning job: the job's sampler proposes, its brackets of
+// successive halving (tuner/algorithms.h) allocate epochs, trials stop at the target,
+// bound pruning stops trials that can no longer beat the incumbent's time-to-accuracy,
+// and promotion resumes from the checkpoint on the worker that holds it. Every state change goes
+// through the journal before it is acted on. Not thread-safe: the Dispatcher serialises calls.
 class JobEngine {
  public:
   // `journal` must outlive the engine.
@@ -88,6 +89,7 @@ class JobEngine {
  private:
   struct LiveTrial {
     TrialRecord record;
+    size_t bracket = 0;                 // index into brackets_
     std::vector<double> epoch_train_s;  // training seconds of each epoch done
     std::string stop_reason;            // set when the engine asked the worker to stop
   };
@@ -101,14 +103,23 @@ class JobEngine {
   bool HolderOnline(const TrialRecord& trial) const;
   Status MarkRunning(double now);
   Status MaybeFinish(double now);
-  int SegmentStart(const TrialRecord& trial) const;
+  int SegmentStart(const LiveTrial& t) const;
   void Recount(LiveTrial& t) const;
+  // Records a trial's result at its rung and tells the sampler.
+  void RecordRungResult(LiveTrial& t, Observation::Kind kind);
+  int FirstRungOf(const LiveTrial& t) const { return brackets_[t.bracket].rungs.first_rung(); }
+
+  struct Bracket {
+    AshaRungs rungs;
+    int quota = 0;
+    int created = 0;
+  };
 
   JobRecord job_;
   JobSpec spec_;
   Journal* journal_;
   std::unique_ptr<Sampler> sampler_;
-  AshaRungs rungs_;
+  std::vector<Bracket> brackets_;
   std::map<int64_t, LiveTrial> trials_;  // by trial id
   std::set<std::string> online_workers_;
   int sampled_ = 0;

@@ -23,6 +23,7 @@ struct GridEstimate {
 struct Report {
   JobRecord job;
   std::string algorithm;
+  std::string auto_reason;  ///< why "auto" chose it, if it did
   double target_accuracy = 0.0;
   bool target_reached = false;
   std::optional<TrialRecord> best;  ///< least TTA; else highest accuracy

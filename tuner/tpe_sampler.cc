@@ -87,8 +87,7 @@ struct Dims {
 // A Parzen density over the normalised space: one component per point plus a prior.
 class Parzen {
  public:
-  Parzen(const std::vector<Point>& points, const Dims& dims, double prior_weight)
-      : dims_(dims) {
+  Parzen(const std::vector<Point>& points, const Dims& dims, double prior_weight) : dims_(dims) {
     const int n = static_cast<int>(points.size());
     const int kernels = n + 1;
     // Optuna's default_weights: a ramp from 1/n to 1 over all but the 25 most recent.
@@ -98,9 +97,8 @@ class Parzen {
     }
     weight[n] = prior_weight;
     const double total = std::accumulate(weight.begin(), weight.end(), 0.0);
-    const double bandwidth =
-        std::max(0.2 * std::pow(std::max(n, 1), -1.0 / (dims.Count() + 4)),
-                 1.0 / std::min(100.0, 1.0 + kernels));
+    const double bandwidth = std::max(0.2 * std::pow(std::max(n, 1), -1.0 / (dims.Count() + 4)),
+                                      1.0 / std::min(100.0, 1.0 + kernels));
     // Batch index k sits at k * step in [0, 1] and owns the cell of width step around it.
     step_ = dims.num_batches > 1 ? 1.0 / (dims.num_batches - 1) : 1.0;
     const double batch_range = 1.0 + step_;
@@ -191,7 +189,7 @@ class Parzen {
   struct Component {
     double log_weight;
     double lr_mu, lr_sigma, lr_log_z;
-    int optimizer;  ///< -1: the prior (uniform)
+    int optimizer;                       ///< -1: the prior (uniform)
     std::vector<double> batch_log_mass;  ///< per batch index, normalised over all of them
   };
 
@@ -312,9 +310,8 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
       ok.push_back(i);
     }
   }
-  std::stable_sort(ok.begin(), ok.end(), [&](int a, int b) {
-    return observations[a].score > observations[b].score;
-  });
+  std::stable_sort(ok.begin(), ok.end(),
+                   [&](int a, int b) { return observations[a].score > observations[b].score; });
   const int n = static_cast<int>(ok.size()) + failures;
   int num_good = std::min(static_cast<int>(std::ceil(options.gamma * n)), options.max_good);
   num_good = std::min(std::max(num_good, 1), static_cast<int>(ok.size()));

@@ -11,7 +11,7 @@ namespace topotune {
 struct TpeSamplerOptions {
   int n_startup = 10;           ///< random proposals until this many observations
   int n_ei_candidates = 24;     ///< draws from l(x) per proposal
-  double gamma = 0.25;          ///< fraction of observations in the good group ...
+  double gamma = 0.25;          ///< fraction of observations in the good group (hyperopt) ...
   int max_good = 25;            ///< ... at most this many (Optuna: min(ceil(0.1 n), 25))
   double prior_weight = 1.0;    ///< weight of the prior component of each density
   int min_points_per_rung = 0;  ///< observations a rung needs to be modelled; 0 = n_startup

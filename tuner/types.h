@@ -55,9 +55,10 @@ struct JobSpec {
   std::string model;  ///< one of KnownModels()
   DatasetSpec dataset;
   SearchSpace space;
-  double target_accuracy = 0.0;  ///< validation accuracy in (0, 1] that defines TTA
-  int max_trials = 16;           ///< configurations sampled in all
-  std::string algorithm = "asha";
+  double target_accuracy = 0.0;    ///< validation accuracy in (0, 1] that defines TTA
+  int max_trials = 16;             ///< configurations sampled in all
+  std::string algorithm = "asha";  ///< one of KnownAlgorithms() (tuner/algorithms.h)
+  std::string auto_reason;         ///< set when "auto" chose `algorithm`: why
   AshaSettings asha;
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it

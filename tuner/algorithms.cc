@@ -1,0 +1,50 @@
+#include "tuner/algorithms.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace topotune {
+
+const std::vector<std::string>& KnownAlgorithms() {
+  static const std::vector<std::string> kAlgorithms = {"grid",      "random", "asha", "sha",
+                                                       "hyperband", "tpe",    "gp",   "bohb"};
+  return kAlgorithms;
+}
+
+std::string AutoAlgorithm(const JobSpec& spec, std::string* why) {
+  if (spec.max_trials < 12) {
+    *why = "fewer than 12 trials: too few for a model to pay off, so random sampling under ASHA";
+    return "asha";
+  }
+  *why = "12 or more trials: model-based sampling under successive halving";
+  return "asha";
+}
+
+std::vector<BracketPlan> PlanBrackets(const JobSpec& spec) {
+  const int top = spec.asha.num_rungs - 1;
+  const std::string& a = spec.algorithm;
+  if (a == "grid" || a == "random") return {{top, spec.max_trials, false}};
+  if (a == "sha") return {{0, spec.max_trials, true}};
+  if (a == "hyperband" || a == "bohb") {
+    // Li et al. (2018): bracket s starts at rung top - s with
+    // ceil((s_max + 1) / (s + 1) * eta^s) trials; iterations repeat until max_trials.
+    std::vector<BracketPlan> plans;
+    int left = spec.max_trials;
+    while (left > 0) {
+      for (int s = top; s >= 0 && left > 0; --s) {
+        const int n = static_cast<int>(
+            std::ceil((top + 1.0) / (s + 1.0) * std::pow(spec.asha.reduction_factor, s)));
+        plans.push_back({top - s, std::min(n, left), true});
+        left -= plans.back().quota;
+      }
+    }
+    return plans;
+  }
+  return {{0, spec.max_trials, false}};  // asha, tpe, gp
+}
+
+std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
+  return std::make_unique<RandomSampler>(spec.space, spec.seed);
+}
+
+}  // namespace topotune
