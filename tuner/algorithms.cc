@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tuner/gp_sampler.h"
+#include "tuner/grid_sampler.h"
+#include "tuner/tpe_sampler.h"
+
 namespace topotune {
 
 const std::vector<std::string>& KnownAlgorithms() {
@@ -44,6 +48,10 @@ std::vector<BracketPlan> PlanBrackets(const JobSpec& spec) {
 }
 
 std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
+  const std::string& a = spec.algorithm;
+  if (a == "grid") return std::make_unique<GridSampler>(spec.space, spec.grid_lr_points);
+  if (a == "tpe" || a == "bohb") return std::make_unique<TpeSampler>(spec.space, spec.seed);
+  if (a == "gp") return std::make_unique<GpSampler>(spec.space, spec.seed);
   return std::make_unique<RandomSampler>(spec.space, spec.seed);
 }
 
