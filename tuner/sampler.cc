@@ -2,15 +2,33 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+
+#include "tuner/sampler_util.h"
 
 namespace topotune {
-namespace {
-
-// A uniform double in [0, 1) from the raw engine output, identical on every platform
-// (std::uniform_real_distribution is not specified bit-for-bit).
 double Uniform01(std::mt19937_64& rng) { return (rng() >> 11) * (1.0 / 9007199254740992.0); }
 
-}  // namespace
+double StandardNormal(std::mt19937_64& rng) {
+  const double u1 = 1.0 - Uniform01(rng);  // (0, 1]
+  const double u2 = Uniform01(rng);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+int ModelledRung(const std::vector<Observation>& observations, int fit_rung, int min_points) {
+  std::map<int, int> counts;
+  for (const Observation& o : observations) ++counts[o.rung];
+  if (fit_rung >= 0) return counts[fit_rung] >= min_points ? fit_rung : -1;
+  for (auto it = counts.rbegin(); it != counts.rend(); ++it) {
+    if (it->second >= min_points) return it->first;
+  }
+  return -1;
+}
+
+bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
+  return a.batch_size == b.batch_size && a.learning_rate == b.learning_rate &&
+         a.optimizer == b.optimizer;
+}
 
 RandomSampler::RandomSampler(SearchSpace space, uint64_t seed)
     : space_(std::move(space)), rng_(seed) {}

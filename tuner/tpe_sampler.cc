@@ -10,39 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include "tuner/sampler_util.h"
+
 namespace topotune {
 namespace {
 
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kHalfLog2Pi = 0.9189385332046727;
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// A uniform double in [0, 1), identical on every platform (as in sampler.cc).
-double Uniform01(std::mt19937_64& rng) { return (rng() >> 11) * (1.0 / 9007199254740992.0); }
-
-// A standard normal draw by Box-Muller: portable, unlike std::normal_distribution.
-double StandardNormal(std::mt19937_64& rng) {
-  const double u1 = 1.0 - Uniform01(rng);  // (0, 1]
-  const double u2 = Uniform01(rng);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-}
-
-// The rung a model fits: `fit_rung` when it has enough observations, else (fit_rung < 0)
-// the highest rung with at least `min_points`; -1 when there is none.
-int ModelledRung(const std::vector<Observation>& observations, int fit_rung, int min_points) {
-  std::map<int, int> counts;
-  for (const Observation& o : observations) ++counts[o.rung];
-  if (fit_rung >= 0) return counts[fit_rung] >= min_points ? fit_rung : -1;
-  for (auto it = counts.rbegin(); it != counts.rend(); ++it) {
-    if (it->second >= min_points) return it->first;
-  }
-  return -1;
-}
-
-bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
-  return a.batch_size == b.batch_size && a.learning_rate == b.learning_rate &&
-         a.optimizer == b.optimizer;
-}
 
 // log(Phi(b) - Phi(a)) for a <= b, from the tail where it is exact.
 double LogNormalMass(double a, double b) {
