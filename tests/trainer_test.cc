@@ -171,6 +171,15 @@ TEST(Trainer, LearnsShapesWithAGoodConfig) {
   EXPECT_TRUE(fs::exists(request.checkpoint_path));
 }
 
+TEST(Trainer, ResNet8LearnsTheGeneratedShapesInTwoEpochs) {
+  TrainRequest request = Request(/*batch_size=*/16, Optimizer::kAdam, 2e-3, 2);
+  request.model = "resnet8";
+  const Outcome outcome = Train(request);
+  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.points.size(), 2u);
+  EXPECT_GT(outcome.points.back().val_accuracy, 0.3) << "chance is 0.1";
+}
+
 TEST(Trainer, ResumeContinuesTheEpochsAndMatchesAStraightRun) {
   TrainRequest first = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 1);
   first.max_train_samples = 512;
