@@ -1,5 +1,6 @@
 #include "workers/trainer.h"
 
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <new>
@@ -216,6 +218,15 @@ struct Trainer::Impl {
 };
 
 Trainer::Trainer(int threads) : impl_(std::make_unique<Impl>()) {
+  // Keep freed tensor buffers in the heap. glibc's defaults map large buffers with mmap and
+  // hand the top of the heap back to the kernel whenever a step's tensors are freed, so the
+  // next step page-faults them back in: ResNet-18 on a CPU spent 6-8% of its step time
+  // there (bench/RESULTS.md). The worker is a training process; it keeps what it used.
+  static std::once_flag malloc_once;
+  std::call_once(malloc_once, [] {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  });
   if (threads > 0) {
     torch::set_num_threads(threads);
     // Allowed once per process, before any inter-op work; a second Trainer keeps the first
@@ -251,7 +262,9 @@ void Trainer::Impl::ResetPeakMemory() const {
     return;
   }
 #endif
-  // "5" resets VmHWM to the current RSS (Linux >= 4.0), so the peak is this trial's.
+  // Give back what an earlier, larger trial left in the heap, then reset VmHWM to the
+  // current RSS ("5", Linux >= 4.0), so the peak is this trial's.
+  malloc_trim(0);
   std::ofstream clear_refs("/proc/self/clear_refs");
   clear_refs << "5";
 }
