@@ -18,7 +18,10 @@
 #   RESNET18_SAMPLES [512]  training images per epoch for resnet18 (slow on a CPU)
 #   BUILD_DIR [build-bench] build folder for bench_train_throughput (Release)
 #   JOBS [2]                parallel compile jobs
-# About 9 minutes on 2 cores with the defaults, the build excluded.
+# glibc's MALLOC_*_ variables and GLIBC_TUNABLES pass through to both sides, e.g.
+#   MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 bench/run_throughput.sh
+# shows what keeping freed tensor buffers in the heap would do (see bench/RESULTS.md).
+# About 10 minutes on 2 cores with the defaults, the build excluded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +84,8 @@ if [ "$cpp_lib" != "$python_lib" ]; then
   echo "error: the two sides load different LibTorch libraries" >&2
   exit 1
 fi
+malloc_env=$(env | grep -E '^(MALLOC_[A-Z_]+_|GLIBC_TUNABLES)=' | tr '\n' ' ' || true)
+echo "malloc:      ${malloc_env:-glibc defaults (no MALLOC_*_ or GLIBC_TUNABLES set)}"
 echo "settings:    threads $THREADS, $ROUNDS rounds, lenet $LENET_SAMPLES and resnet18" \
   "$RESNET18_SAMPLES training images per epoch, SGD lr 0.01 momentum 0.9"
 echo

@@ -5,7 +5,7 @@ ratio (and the ratio of samples per CPU second, which does not count time spent 
 for a core), then the per-round paired ratios, how much CPU each side got, and where the
 C++ time goes.
 
-usage: summarize_throughput.py RESULTS.jsonl
+usage: summarize_throughput.py RESULTS.jsonl [MORE.jsonl ...]   (several files: pooled)
 """
 
 import json
@@ -21,9 +21,10 @@ def table(header, rows):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+    runs = [json.loads(line) for path in sys.argv[1:] for line in open(path)
+            if line.startswith("{")]
     cases = {}
     for run in runs:
         key = (run["model"], run["batch"], run["threads"])
@@ -36,7 +37,9 @@ def main():
             continue
 
         def median(side, field):
-            return statistics.median(r[field] for r in side)
+            # Older result files lack some fields: nan when no run has it.
+            values = [r[field] for r in side if field in r]
+            return statistics.median(values) if values else float("nan")
 
         def share(field):
             return statistics.median(r[field] / r["compute_s"] for r in cpp)
@@ -60,6 +63,8 @@ def main():
             "%.2f / %.2f" % (median(cpp, "cpu_per_wall"), median(python, "cpu_per_wall")),
             "%.1f / %.1f / %.1f%%" % (100.0 * share("forward_s"), 100.0 * share("backward_s"),
                                       100.0 * share("optimizer_s")),
+            "%.0f / %.0f" % (median(cpp, "page_faults_per_step"),
+                             median(python, "page_faults_per_step")),
             "%.1f / %.1f%%" % (100.0 * statistics.median(
                 r["optimizer_s"] / r["compute_s"] for r in python),
                 100.0 * statistics.median(r["data_s"] / r["compute_s"] for r in python))])
@@ -73,6 +78,7 @@ def main():
     print()
     table(["model", "batch", "paired C++/Python per round", "step p50 Python/C++",
            "CPU/wall C++ / Python (median)", "C++ fwd / bwd / opt share",
+           "page faults per step C++ / Python",
            "Python opt / data share"], detail_rows)
     print()
     if below:

@@ -4,6 +4,7 @@
 // one: training samples / CurvePoint::compute_s (batch assembly, forward, loss, backward
 // and optimizer step; evaluation and checkpointing excluded).
 
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,8 +53,15 @@ double ProcessCpuSeconds() {
 }
 
 double WallSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Minor page faults of this process so far: a fresh page mapped in, typically a large
+// tensor's buffer that malloc took from (and gave back to) the kernel.
+int64_t MinorPageFaults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
 }
 
 // An epoch's point and the clocks when the trainer reported it.
@@ -61,6 +69,7 @@ struct EpochMark {
   topotune::CurvePoint point;
   double cpu_s = 0.0;
   double wall_s = 0.0;
+  int64_t page_faults = 0;
 };
 
 struct Options {
@@ -155,8 +164,8 @@ int main(int argc, char** argv) {
   request.config = {options.batch, kLearningRate, topotune::Optimizer::kSgd};
   request.seed = options.seed;
   request.start_epoch = 0;
-  request.end_epoch = 2;            // a warm-up epoch, then the timed one
-  request.target_accuracy = 2.0;    // never reached: both epochs always run
+  request.end_epoch = 2;          // a warm-up epoch, then the timed one
+  request.target_accuracy = 2.0;  // never reached: both epochs always run
   request.checkpoint_path =
       (fs::temp_directory_path() / ("bench_train_throughput_" + std::to_string(::getpid()) + ".pt"))
           .string();
@@ -167,7 +176,7 @@ int main(int argc, char** argv) {
   const topotune::TrainResult result = trainer.Run(
       request,
       [&marks](const topotune::CurvePoint& point) {
-        marks.push_back({point, ProcessCpuSeconds(), WallSeconds()});
+        marks.push_back({point, ProcessCpuSeconds(), WallSeconds(), MinorPageFaults()});
       },
       stop);
   std::error_code ignored;
@@ -188,26 +197,30 @@ int main(int argc, char** argv) {
   const double cpu_s = marks[1].cpu_s - marks[0].cpu_s;
   const double cpu_per_wall = cpu_s / (marks[1].wall_s - marks[0].wall_s);
   const double samples_per_cpu_s = static_cast<double>(samples) / cpu_s;
+  const int64_t steps = (samples + options.batch - 1) / options.batch;
+  const double page_faults_per_step =
+      static_cast<double>(marks[1].page_faults - marks[0].page_faults) / static_cast<double>(steps);
   if (options.json) {
     std::printf(
         "{\"impl\": \"cpp\", \"model\": \"%s\", \"batch\": %d, \"threads\": %d, "
         "\"samples\": %lld, \"samples_per_s\": %.6g, \"compute_s\": %.6g, \"data_s\": %.6g, "
         "\"forward_s\": %.6g, \"backward_s\": %.6g, \"optimizer_s\": %.6g, "
         "\"data_share\": %.6g, \"step_ms_p50\": %.6g, \"cpu_s\": %.6g, "
-        "\"samples_per_cpu_s\": %.6g, \"cpu_per_wall\": %.4g, "
+        "\"samples_per_cpu_s\": %.6g, \"cpu_per_wall\": %.4g, \"page_faults_per_step\": %.6g, "
         "\"warmup_loss\": %.8g, \"train_loss\": %.8g}\n",
         options.model.c_str(), options.batch, options.threads, static_cast<long long>(samples),
         samples_per_s, timed.compute_s, timed.data_s, timed.forward_s, timed.backward_s,
         timed.optimizer_s, data_share, timed.step_ms_p50, cpu_s, samples_per_cpu_s, cpu_per_wall,
-        marks[0].point.train_loss, timed.train_loss);
+        page_faults_per_step, marks[0].point.train_loss, timed.train_loss);
   } else {
     std::printf(
         "C++ Trainer  %s  batch %d  threads %d: %.1f samples/s (%lld samples in %.3f s; "
         "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f ms; "
-        "CPU/wall %.2f; train loss %.4f)\n",
+        "CPU/wall %.2f; %.0f page faults per step; train loss %.4f)\n",
         options.model.c_str(), options.batch, options.threads, samples_per_s,
         static_cast<long long>(samples), timed.compute_s, 100.0 * data_share, timed.forward_s,
-        timed.backward_s, timed.optimizer_s, timed.step_ms_p50, cpu_per_wall, timed.train_loss);
+        timed.backward_s, timed.optimizer_s, timed.step_ms_p50, cpu_per_wall, page_faults_per_step,
+        timed.train_loss);
   }
   return 0;
 }

@@ -24,6 +24,7 @@ with --json, with the same fields as bench_train_throughput --json.
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -226,11 +227,13 @@ def main():
 
     warmup = train_epoch(model, optimizer, images, labels, args.batch, args.seed, 1)
     cpu_begin, wall_begin = time.process_time(), time.perf_counter()
+    faults_begin = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     compute_s, data_s, forward_s, backward_s, optimizer_s, steps, loss = train_epoch(
         model, optimizer, images, labels, args.batch, args.seed, 2)
     # CPU seconds of the timed epoch, and per wall second: about `threads` on a quiet
     # machine. samples / cpu_s does not count the time the process waited for a core.
     cpu_s = time.process_time() - cpu_begin
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_begin
     cpu_per_wall = cpu_s / (time.perf_counter() - wall_begin)
     samples = images.size(0)
     result = {
@@ -240,6 +243,7 @@ def main():
         "optimizer_s": optimizer_s, "data_share": data_s / compute_s,
         "step_ms_p50": 1000.0 * median_rank(steps), "cpu_s": cpu_s,
         "samples_per_cpu_s": samples / cpu_s, "cpu_per_wall": cpu_per_wall,
+        "page_faults_per_step": faults / len(steps),
         "warmup_loss": warmup[-1],
         "train_loss": loss,
     }
@@ -248,10 +252,10 @@ def main():
     else:
         print("Python PyTorch %s  batch %d  threads %d: %.1f samples/s (%d samples in %.3f s; "
               "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f "
-              "ms; CPU/wall %.2f; train loss %.4f)" % (
+              "ms; CPU/wall %.2f; %.0f page faults per step; train loss %.4f)" % (
                   args.model, args.batch, args.threads, result["samples_per_s"], samples,
                   compute_s, 100.0 * result["data_share"], forward_s, backward_s, optimizer_s,
-                  result["step_ms_p50"], cpu_per_wall, loss))
+                  result["step_ms_p50"], cpu_per_wall, result["page_faults_per_step"], loss))
 
 
 if __name__ == "__main__":
