@@ -2,7 +2,7 @@
 """Search efficiency on a replay table: Topotune's algorithms vs grid search vs Optuna.
 
     bench/search_benchmark.py --table bench/replay/lenet_shapes_cpu.csv [--target 0.80]
-        [--seeds 20] [--budget 60] [--lanes 2] [--json OUT.json]
+        [--seeds 20] [--budget 60] [--lanes 4] [--json OUT.json]
 
 What it measures (DESIGN.md, "Search efficiency: how it is measured"):
 
@@ -459,7 +459,9 @@ def optuna_run(table_path, target, setup, seed, budget):
                 raise optuna.TrialPruned()
         return penalty_unit * (2.0 - best)
 
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    # A fixed name: HyperbandPruner assigns brackets by hashing the study name.
+    study = optuna.create_study(study_name=f"{setup}-{seed}", direction="minimize",
+                                sampler=sampler, pruner=pruner)
     study.optimize(objective, n_trials=budget)
     result = evaluate(events, config_of, truth, apply_bound=False)
     result["raw_cost"], result["raw_total"] = result["cost"], result["total"]
@@ -496,8 +498,18 @@ def quantile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * frac
 
 
+def bootstrap_median(xs, reps=2000, seed=0):
+    """A 95% percentile-bootstrap interval of the median (inf-aware)."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    meds = sorted(quantile([rng.choice(xs) for _ in xs], 0.5) for _ in range(reps))
+    return meds[int(0.025 * reps)], meds[int(0.975 * reps) - 1]
+
+
 def summarize(name, runs, grid):
     costs = [r["cost"] / grid for r in runs]
+    lo, hi = bootstrap_median(costs)
     raw = [r["raw_cost"] / grid for r in runs]
     return {
         "name": name,
@@ -506,6 +518,7 @@ def summarize(name, runs, grid):
         "p25": quantile(costs, 0.25),
         "median": quantile(costs, 0.5),
         "p75": quantile(costs, 0.75),
+        "median_ci95": [lo, hi],
         "success_median": quantile([c for c in costs if c < INF], 0.5),
         "tried_near": sum(1 for r in runs if r["tried_near"] > 0) / len(runs),
         "near_reached": sum(1 for r in runs if r["near_reached"] > 0) / len(runs),
@@ -549,7 +562,7 @@ def main():
                     help="default: as many as fit: min_epochs * eta^(rungs-1) <= table epochs")
     ap.add_argument("--algorithms", default=",".join(TOPOTUNE_ALGORITHMS))
     ap.add_argument("--optuna", default=",".join(OPTUNA_SETUPS), help="'' = skip Optuna")
-    ap.add_argument("--lanes", type=int, default=2,
+    ap.add_argument("--lanes", type=int, default=4,
                     help="controllers (each with one replay worker) and Optuna processes")
     ap.add_argument("--topotuned", default=os.path.join(repo, "build/api/topotuned"))
     ap.add_argument("--worker", default=os.path.join(repo, "build/workers/topotune-worker"))
@@ -612,7 +625,7 @@ def main():
     print(f"cost to near-optimal / grid cost ({truth.grid_full:.1f} s), over seeds "
           "(smaller is better; inf = the final incumbent was not near-optimal)")
     head = (f"{'algorithm':<18} {'runs':>4} {'success':>7} {'p25':>7} {'median':>7} "
-            f"{'p75':>7} {'vs random':>9} {'vs ' + (best_optuna['name'] if best_optuna else '-'):>20}"
+            f"{'p75':>7} {'median 95% CI':>15} {'vs random':>9} {'vs ' + (best_optuna['name'] if best_optuna else '-'):>20}"
             f" {'total/grid':>10} {'succ med':>8} {'tried':>5} {'hit':>5} {'overrun':>7}"
             f" {'raw med':>7}")
     print(head)
@@ -621,13 +634,14 @@ def main():
         vr = r["median"] / random_row["median"] if random_row and random_row["median"] not in (0, INF) else float("nan")
         vo = r["median"] / best_optuna["median"] if best_optuna and best_optuna["median"] not in (0, INF) else float("nan")
         print(f"{r['name']:<18} {r['runs']:>4} {r['success']:>7.0%} {fmt(r['p25']):>7} "
-              f"{fmt(r['median']):>7} {fmt(r['p75']):>7} {fmt(vr, 2):>9} {fmt(vo, 2):>20} "
+              f"{fmt(r['median']):>7} {fmt(r['p75']):>7} "
+              f"{fmt(r['median_ci95'][0]) + '-' + fmt(r['median_ci95'][1]):>15} {fmt(vr, 2):>9} {fmt(vo, 2):>20} "
               f"{fmt(r['total_median']):>10} {fmt(r['success_median']):>8} "
               f"{r['tried_near']:>5.0%} {r['near_reached']:>5.0%} {r['overrun_epochs']:>7} "
               f"{fmt(r['raw_median']):>7}")
     print(f"(grid stopping at the target: {truth.grid_stop / truth.grid_full:.3f} of the grid;"
           " 'grid' above is the product's grid algorithm in its order, with bound pruning; "
-          "succ med = median over the successful runs only; tried = runs that tried a "
+          "median 95% CI: bootstrap over the seeds; succ med = median over the successful runs only; tried = runs that tried a "
           "near-optimal configuration, hit = runs in which one reached the target; "
           "overrun = epochs dropped as replay artifacts, raw med = median without dropping them)")
 
@@ -639,7 +653,8 @@ def main():
                    "within_tenth_of_grid": best["median"] <= 0.1}
         print()
         print(f"best Topotune algorithm: {best['name']}, median cost to near-optimal "
-              f"{fmt(best['median'])} of grid: "
+              f"{fmt(best['median'])} of grid (95% CI {fmt(best['median_ci95'][0])}-"
+              f"{fmt(best['median_ci95'][1])}, success {best['success']:.0%}): "
               f"{'<=' if best['median'] <= 0.1 else 'NOT <='} 1/10 of grid")
         if best_optuna:
             below = best["median"] < best_optuna["median"]
@@ -647,7 +662,9 @@ def main():
                             "best_optuna_median": best_optuna["median"],
                             "below_best_optuna": below})
             print(f"best Optuna setup: {best_optuna['name']}, median {fmt(best_optuna['median'])}"
-                  f" of grid: Topotune's best is {'below' if below else 'NOT below'} it")
+                  f" of grid (95% CI {fmt(best_optuna['median_ci95'][0])}-"
+                  f"{fmt(best_optuna['median_ci95'][1])}, success {best_optuna['success']:.0%}):"
+                  f" Topotune's best is {'below' if below else 'NOT below'} it")
     mism = sum(r.get("replay_mismatches", 0) for runs in results.values() for r in runs)
     if mism:
         print(f"WARNING: {mism} recorded epochs differ from the table's curve of their "

@@ -39,6 +39,21 @@ TEST(JobSpec, ParsesAValidSpecWithPowersOfTwo) {
   EXPECT_EQ(spec->seed, 3u);
 }
 
+TEST(JobSpec, AutoRecordsTheAlgorithmItChoseAndWhy) {
+  json j = ValidSpec();
+  j["scheduler"]["algorithm"] = "auto";
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->algorithm, "bohb");  // 12 trials
+  EXPECT_FALSE(spec->auto_reason.empty());
+  j["max_trials"] = 6;
+  spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->algorithm, "asha");
+  j["scheduler"]["algorithm"] = "annealing";
+  EXPECT_NE(ErrorOf(j.dump()).find("unknown algorithm \"annealing\""), std::string::npos);
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

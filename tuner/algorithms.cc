@@ -20,8 +20,10 @@ std::string AutoAlgorithm(const JobSpec& spec, std::string* why) {
     *why = "fewer than 12 trials: too few for a model to pay off, so random sampling under ASHA";
     return "asha";
   }
-  *why = "12 or more trials: model-based sampling under successive halving";
-  return "asha";
+  *why =
+      "12 or more trials: TPE in Hyperband's brackets (BOHB), the most reliable in the replay "
+      "benchmark (bench/RESULTS.md)";
+  return "bohb";
 }
 
 std::vector<BracketPlan> PlanBrackets(const JobSpec& spec) {
