@@ -272,6 +272,9 @@ void WorkerGateway::Impl::Accept() {
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
     } else {
+      // Frames are small and answered at once: Nagle's algorithm would hold them back.
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
       std::make_shared<Session>(this, std::move(socket))->Start();
     }
     Accept();

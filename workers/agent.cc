@@ -69,7 +69,10 @@ struct Agent::Impl {
             resolver.resolve(options.controller_host, std::to_string(options.controller_port), ec);
         if (!ec) asio::connect(*socket, endpoints, ec);
       }
-      if (!ec) return true;
+      if (!ec) {
+        socket->set_option(tcp::no_delay(true), ec);  // small frames, sent at once
+        return true;
+      }
       if (std::chrono::steady_clock::now() > deadline) {
         fatal =
             Status::Unavailable("cannot reach the controller at " + options.controller_host + ":" +
