@@ -22,43 +22,6 @@ namespace fs = std::filesystem;
 constexpr int64_t kTrainSamples = 2000;
 constexpr int64_t kTestSamples = 500;
 
-// The centre 28x28 crop of each image of a 3-channel set, in the channel where it varies
-// most: the shapes as one-channel, MNIST-size images.
-ImageSet GreyCentreCrop(const ImageSet& rgb) {
-  constexpr int kSide = 28;
-  ImageSet grey;
-  grey.count = rgb.count;
-  grey.channels = 1;
-  grey.height = kSide;
-  grey.width = kSide;
-  grey.labels = rgb.labels;
-  const size_t plane = static_cast<size_t>(rgb.height) * rgb.width;
-  const int top = (rgb.height - kSide) / 2, left = (rgb.width - kSide) / 2;
-  for (int64_t i = 0; i < rgb.count; ++i) {
-    const uint8_t* image = rgb.pixels.data() + static_cast<size_t>(i) * rgb.channels * plane;
-    const uint8_t* best = image;
-    double best_variance = -1.0;
-    for (int c = 0; c < rgb.channels; ++c) {
-      double sum = 0.0, sum_squares = 0.0;
-      for (size_t at = 0; at < plane; ++at) {
-        const double value = image[c * plane + at];
-        sum += value;
-        sum_squares += value * value;
-      }
-      const double variance = sum_squares / plane - (sum / plane) * (sum / plane);
-      if (variance > best_variance) {
-        best_variance = variance;
-        best = image + c * plane;
-      }
-    }
-    for (int y = top; y < top + kSide; ++y) {
-      const uint8_t* row = best + static_cast<size_t>(y) * rgb.width + left;
-      grey.pixels.insert(grey.pixels.end(), row, row + kSide);
-    }
-  }
-  return grey;
-}
-
 // A temporary folder per test binary with one generated shapes dataset (and its MNIST-format
 // twin), made on first use and removed when the tests end.
 class ShapesEnvironment : public ::testing::Environment {

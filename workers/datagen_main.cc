@@ -29,48 +29,6 @@ constexpr char kUsage[] =
     "  --noise X    std of the pixel noise, 0..1 (default 0.15)\n"
     "  --seed S     random seed (default 1)\n";
 
-constexpr int kMnistSide = 28;
-
-// The centre kMnistSide x kMnistSide crop of a 3-channel set, one channel per image: the
-// one that varies most, where the shape stands out best (a luma mix can make a shape and
-// its background the same grey).
-topotune::ImageSet GreyCentreCrop(const topotune::ImageSet& rgb) {
-  topotune::ImageSet grey;
-  grey.count = rgb.count;
-  grey.channels = 1;
-  grey.height = kMnistSide;
-  grey.width = kMnistSide;
-  grey.num_classes = rgb.num_classes;
-  grey.labels = rgb.labels;
-  grey.pixels.reserve(static_cast<size_t>(rgb.count) * kMnistSide * kMnistSide);
-  const int top = (rgb.height - kMnistSide) / 2, left = (rgb.width - kMnistSide) / 2;
-  const size_t plane = static_cast<size_t>(rgb.height) * rgb.width;
-  for (int64_t i = 0; i < rgb.count; ++i) {
-    const uint8_t* image = rgb.pixels.data() + static_cast<size_t>(i) * rgb.channels * plane;
-    const uint8_t* best = image;
-    double best_variance = -1.0;
-    for (int c = 0; c < rgb.channels; ++c) {
-      double sum = 0.0, sum_squares = 0.0;
-      for (size_t at = 0; at < plane; ++at) {
-        const double value = image[c * plane + at];
-        sum += value;
-        sum_squares += value * value;
-      }
-      const double mean = sum / static_cast<double>(plane);
-      const double variance = sum_squares / static_cast<double>(plane) - mean * mean;
-      if (variance > best_variance) {
-        best_variance = variance;
-        best = image + c * plane;
-      }
-    }
-    for (int y = top; y < top + kMnistSide; ++y) {
-      const uint8_t* row = best + static_cast<size_t>(y) * rgb.width + left;
-      grey.pixels.insert(grey.pixels.end(), row, row + kMnistSide);
-    }
-  }
-  return grey;
-}
-
 // Generates the shapes in a scratch folder, then writes both splits to `out` as MNIST IDX.
 topotune::Status WriteShapesAsMnist(const std::string& out, const topotune::ShapesOptions& options,
                                     bool gzip) {
@@ -80,8 +38,8 @@ topotune::Status WriteShapesAsMnist(const std::string& out, const topotune::Shap
   for (const char* split : {"train", "test"}) {
     if (!status.ok()) break;
     topotune::StatusOr<topotune::ImageSet> rgb = topotune::ReadCifar10(scratch.string(), split);
-    status =
-        rgb.ok() ? topotune::WriteMnistIdx(out, split, GreyCentreCrop(*rgb), gzip) : rgb.status();
+    status = rgb.ok() ? topotune::WriteMnistIdx(out, split, topotune::GreyCentreCrop(*rgb), gzip)
+                      : rgb.status();
   }
   std::error_code ec;
   if (status.ok()) {

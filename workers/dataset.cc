@@ -612,4 +612,41 @@ Status WriteShapesDataset(const std::string& dir, const ShapesOptions& options) 
   return Status::OK();
 }
 
+ImageSet GreyCentreCrop(const ImageSet& rgb) {
+  ImageSet grey;
+  grey.count = rgb.count;
+  grey.channels = 1;
+  grey.height = kMnistImageSide;
+  grey.width = kMnistImageSide;
+  grey.num_classes = rgb.num_classes;
+  grey.labels = rgb.labels;
+  grey.pixels.reserve(static_cast<size_t>(rgb.count) * kMnistImageSide * kMnistImageSide);
+  const int top = (rgb.height - kMnistImageSide) / 2, left = (rgb.width - kMnistImageSide) / 2;
+  const size_t plane = static_cast<size_t>(rgb.height) * rgb.width;
+  for (int64_t i = 0; i < rgb.count; ++i) {
+    const uint8_t* image = rgb.pixels.data() + static_cast<size_t>(i) * rgb.channels * plane;
+    const uint8_t* best = image;
+    double best_variance = -1.0;
+    for (int c = 0; c < rgb.channels; ++c) {
+      double sum = 0.0, sum_squares = 0.0;
+      for (size_t at = 0; at < plane; ++at) {
+        const double value = image[c * plane + at];
+        sum += value;
+        sum_squares += value * value;
+      }
+      const double mean = sum / static_cast<double>(plane);
+      const double variance = sum_squares / static_cast<double>(plane) - mean * mean;
+      if (variance > best_variance) {
+        best_variance = variance;
+        best = image + c * plane;
+      }
+    }
+    for (int y = top; y < top + kMnistImageSide; ++y) {
+      const uint8_t* row = best + static_cast<size_t>(y) * rgb.width + left;
+      grey.pixels.insert(grey.pixels.end(), row, row + kMnistImageSide);
+    }
+  }
+  return grey;
+}
+
 }  // namespace topotune

@@ -48,6 +48,14 @@ StatusOr<ImageSet> ReadImageSet(const std::string& format, const std::string& di
 Status WriteMnistIdx(const std::string& dir, const std::string& split, const ImageSet& images,
                      bool gzip);
 
+// The side of MNIST-size images.
+constexpr int kMnistImageSide = 28;
+
+// The centre kMnistImageSide x kMnistImageSide crop of each image of a multi-channel set,
+// in the channel where that image varies most: the generated shapes as one-channel,
+// MNIST-size images (a luma mix can make a shape the grey of its background).
+ImageSet GreyCentreCrop(const ImageSet& rgb);
+
 // Options of the generated dataset: 10 classes of shapes and textures (disc, square,
 // triangle, cross, ring, stripes, ...) at random position, size and colour, under noise.
 struct ShapesOptions {
