@@ -294,23 +294,13 @@ int GpSampler::modelled_rung() const { return state_->last_rung; }
 void GpSampler::Observe(const Observation& observation) {
   State& s = *state_;
   s.observations.push_back(observation);
-  for (auto it = s.pending.begin(); it != s.pending.end(); ++it) {
-    if (SameConfig(*it, observation.config)) {
-      s.pending.erase(it);
-      break;
-    }
-  }
+  ForgetPending(&s.pending, observation.config);
   s.dirty = true;
 }
 
 TrialConfig GpSampler::Propose(int max_batch_size) {
   TrialConfig config = state_->Propose(max_batch_size);
-  if (state_->options.max_pending > 0) {
-    state_->pending.push_back(config);
-    while (static_cast<int>(state_->pending.size()) > state_->options.max_pending) {
-      state_->pending.pop_front();
-    }
-  }
+  RememberPending(&state_->pending, config, state_->options.max_pending);
   return config;
 }
 

@@ -30,6 +30,21 @@ bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
          a.optimizer == b.optimizer;
 }
 
+void RememberPending(std::deque<TrialConfig>* pending, const TrialConfig& config, int max_pending) {
+  if (max_pending <= 0) return;
+  pending->push_back(config);
+  while (static_cast<int>(pending->size()) > max_pending) pending->pop_front();
+}
+
+void ForgetPending(std::deque<TrialConfig>* pending, const TrialConfig& config) {
+  for (auto it = pending->begin(); it != pending->end(); ++it) {
+    if (SameConfig(*it, config)) {
+      pending->erase(it);
+      return;
+    }
+  }
+}
+
 RandomSampler::RandomSampler(SearchSpace space, uint64_t seed)
     : space_(std::move(space)), rng_(seed) {}
 

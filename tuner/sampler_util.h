@@ -2,6 +2,7 @@
 
 // Small helpers the samplers share (tuner/*_sampler.cc). Not a public interface.
 
+#include <deque>
 #include <random>
 #include <vector>
 
@@ -21,5 +22,11 @@ double StandardNormal(std::mt19937_64& rng);
 int ModelledRung(const std::vector<Observation>& observations, int fit_rung, int min_points);
 
 bool SameConfig(const TrialConfig& a, const TrialConfig& b);
+
+// Proposals not yet observed, which model-based samplers treat as if their result were the
+// model's prediction so concurrent proposals spread out. Remember keeps the newest
+// max_pending (0 keeps none); Forget drops the oldest one equal to `config`.
+void RememberPending(std::deque<TrialConfig>* pending, const TrialConfig& config, int max_pending);
+void ForgetPending(std::deque<TrialConfig>* pending, const TrialConfig& config);
 
 }  // namespace topotune
