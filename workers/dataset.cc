@@ -395,10 +395,8 @@ Status WriteShapesFile(const fs::path& path, int64_t count, double noise, uint64
   return Status::OK();
 }
 
-}  // namespace
-
-StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
-                               int64_t max_samples) {
+// The checks every reader makes before it opens a file.
+Status CheckReadArguments(const std::string& dir, const std::string& split, int64_t max_samples) {
   if (split != "train" && split != "test") {
     return Status::InvalidArgument("split is '" + split + "', expected 'train' or 'test'");
   }
@@ -410,7 +408,15 @@ StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
   if (!fs::is_directory(dir, ec)) {
     return Status::InvalidArgument("dataset folder " + dir + " does not exist");
   }
+  return Status::OK();
+}
 
+}  // namespace
+
+StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
+                               int64_t max_samples) {
+  TOPOTUNE_RETURN_IF_ERROR(CheckReadArguments(dir, split, max_samples));
+  std::error_code ec;
   std::vector<fs::path> files;
   if (split == "train") {
     for (int i = 1; i <= kMaxTrainBatches; ++i) {
@@ -439,17 +445,7 @@ StatusOr<ImageSet> ReadCifar10(const std::string& dir, const std::string& split,
 
 StatusOr<ImageSet> ReadMnist(const std::string& dir, const std::string& split,
                              int64_t max_samples) {
-  if (split != "train" && split != "test") {
-    return Status::InvalidArgument("split is '" + split + "', expected 'train' or 'test'");
-  }
-  if (max_samples < 0) {
-    return Status::InvalidArgument("max_samples is " + std::to_string(max_samples) +
-                                   ", expected >= 0");
-  }
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    return Status::InvalidArgument("dataset folder " + dir + " does not exist");
-  }
+  TOPOTUNE_RETURN_IF_ERROR(CheckReadArguments(dir, split, max_samples));
   const auto [images_name, labels_name] = MnistFileNames(split);
   std::vector<std::string> tried;
   const std::optional<fs::path> images_path = FindIdxFile(dir, images_name, &tried);
