@@ -33,13 +33,7 @@ PYTHON=/usr/bin/python3
 
 source scripts/setup.sh
 topotune_install_deps
-if ! "$PYTHON" -c 'import optuna' 2>/dev/null; then
-  echo "==> installing python3-optuna"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-optuna
-fi
+"$PYTHON" -c 'import optuna' 2>/dev/null || topotune_apt_install python3-optuna
 topotune_build "$BUILD_DIR" -- topotuned topotune-worker bench_sampler_latency
 mkdir -p "$OUT_DIR"
 

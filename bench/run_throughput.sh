@@ -40,13 +40,7 @@ PYTHON=/usr/bin/python3
 
 source scripts/setup.sh
 topotune_install_deps
-if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
-  echo "==> installing python3-torch"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-torch
-fi
+"$PYTHON" -c 'import torch' 2>/dev/null || topotune_apt_install python3-torch
 
 echo "==> building bench_train_throughput in $BUILD_DIR"
 mkdir -p "$BUILD_DIR"

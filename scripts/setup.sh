@@ -11,11 +11,16 @@ topotune_install_deps() {
       missing="$missing $p"
   done
   [ -z "$missing" ] && return 0
-  echo "==> installing:$missing"
+  topotune_apt_install $missing
+}
+
+# topotune_apt_install PACKAGE...: installs Debian packages (with sudo when not root).
+topotune_apt_install() {
+  echo "==> installing: $*"
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
 }
 
 # topotune_build BUILD_DIR [cmake -D options...] -- [targets...]
