@@ -225,6 +225,52 @@ TEST(Samplers, FailedObservationsSteerProposalsAway) {
   }
 }
 
+// Successive halving in miniature: every proposal is observed at rung 0, and one that ranks
+// in the top third of rung 0 so far is promoted and observed at rung 1 as well. Learning
+// rates above the middle of the range train to chance (0.1) and are never promoted, so the
+// model of rung 1 sees them only through rung 0. Returns how many of the `measured`
+// proposals after a warm-up of 30 landed there.
+int ProposalsIntoTheDeadHalf(Sampler& sampler, const SearchSpace& space, int measured) {
+  auto accuracy = [&](const TrialConfig& c) {
+    const double x = LrPosition(space, c);
+    if (x > 0.5) return 0.1;
+    return 0.9 - 2.0 * (x - 0.3) * (x - 0.3) - 0.02 * std::abs(std::log2(c.batch_size) - 7);
+  };
+  std::vector<double> rung0;
+  int dead = 0;
+  for (int i = 0; i < 30 + measured; ++i) {
+    const TrialConfig c = sampler.Propose(INT_MAX);
+    const double a = accuracy(c);
+    if (i >= 30) dead += LrPosition(space, c) > 0.5;
+    sampler.Observe({c, 0, a, Observation::Kind::kOk});
+    rung0.push_back(a);
+    const auto beaten = std::count_if(rung0.begin(), rung0.end(), [&](double s) { return s < a; });
+    if (beaten >= rung0.size() - rung0.size() / 3 && rung0.size() >= 3) {
+      sampler.Observe({c, 1, a + 0.05, Observation::Kind::kOk});
+    }
+  }
+  return dead;
+}
+
+TEST(Samplers, ConfigurationsStoppedAtALowerRungSteerProposalsAway) {
+  // Random sampling puts half of its proposals in the dead half; a model of rung 1 that
+  // ignored rung 0 would put most there, where it has no data and EI is largest.
+  const SearchSpace space = WideSpace();
+  for (const char* kind : {"GP", "TPE"}) {
+    int dead = 0;  // of 3 seeds x 30 proposals
+    for (uint64_t seed = 1; seed <= 3; ++seed) {
+      std::unique_ptr<Sampler> sampler;
+      if (kind == std::string("GP")) {
+        sampler = std::make_unique<GpSampler>(space, seed);
+      } else {
+        sampler = std::make_unique<TpeSampler>(space, seed);
+      }
+      dead += ProposalsIntoTheDeadHalf(*sampler, space, 30);
+    }
+    EXPECT_LE(dead, 18) << kind;  // 20%
+  }
+}
+
 // Scores grow with the batch size; two devices alternate, one holding at most batch 32.
 TEST(Samplers, EverySamplerRespectsTheBatchLimit) {
   const SearchSpace space = WideSpace();

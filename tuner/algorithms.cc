@@ -52,8 +52,18 @@ std::vector<BracketPlan> PlanBrackets(const JobSpec& spec) {
 std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
   const std::string& a = spec.algorithm;
   if (a == "grid") return std::make_unique<GridSampler>(spec.space, spec.grid_lr_points);
-  if (a == "tpe" || a == "bohb") return std::make_unique<TpeSampler>(spec.space, spec.seed);
-  if (a == "gp") return std::make_unique<GpSampler>(spec.space, spec.seed);
+  // Successive halving promotes the top 1/eta of a rung; the rest were stopped there.
+  const double promote_fraction = 1.0 / std::max(2, spec.asha.reduction_factor);
+  if (a == "tpe" || a == "bohb") {
+    TpeSamplerOptions options;
+    options.promote_fraction = promote_fraction;
+    return std::make_unique<TpeSampler>(spec.space, spec.seed, options);
+  }
+  if (a == "gp") {
+    GpSamplerOptions options;
+    options.promote_fraction = promote_fraction;
+    return std::make_unique<GpSampler>(spec.space, spec.seed, options);
+  }
   return std::make_unique<RandomSampler>(spec.space, spec.seed);
 }
 

@@ -338,6 +338,13 @@ void GpSampler::State::Build(int model_rung) {
   for (int i = 0; i < static_cast<int>(observations.size()); ++i) {
     if (observations[i].kind != Observation::Kind::kOk) rows.push_back({i, imputed});
   }
+  // Stopped at a lower rung: below the rung's worst, by rank, and as far below the best
+  // stopped one as their own rung's scores say (a run at chance sits far below a near miss).
+  const double ceiling = std::isfinite(worst) ? worst : imputed;
+  for (const StoppedBelow& s :
+       StoppedBelowRung(observations, model_rung, options.promote_fraction)) {
+    rows.push_back({s.observation, imputed + (ceiling - imputed) * s.position - s.gap});
+  }
   const int num_rows = static_cast<int>(rows.size());
 
   const std::vector<int> chosen = BestAndRecent(rows, std::max(1, options.max_model_points));

@@ -22,6 +22,7 @@ struct GpSamplerOptions {
   int n_refine_candidates = 60;  ///< learning-rate perturbations of the winner (second stage)
   int max_pending = 8;           ///< unobserved proposals fantasised by kriging believer; 0 = off
   double failure_margin = 0.25;  ///< failed/infeasible score: worst - margin * (best - worst)
+  double promote_fraction = 1.0 / 3;  ///< the scheduler's 1/eta (see StoppedBelowRung)
 };
 
 // Gaussian-process Bayesian optimisation over (batch size, learning rate, optimizer).
@@ -57,6 +58,10 @@ struct GpSamplerOptions {
 //
 // Fidelity (BOHB). Scores are comparable only within a rung. The model fits the highest
 // rung with at least min_points_per_rung observations; with none, it proposes at random.
+// Configurations that successive halving stopped at a lower rung (below the top
+// promote_fraction there, never seen higher) enter that model too, ranked below all of its
+// own observations (by rung reached, then score) and above the failures' score. Without
+// them the model of rung 1 knows nothing of what died at rung 0 and proposes it again.
 //
 // Scale. With more than max_model_points observations the GP conditions on the best half
 // and the most recent of the rest (so recent failures stay), and the cost of a proposal

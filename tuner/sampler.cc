@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "tuner/sampler_util.h"
 
@@ -28,6 +29,48 @@ int ModelledRung(const std::vector<Observation>& observations, int fit_rung, int
 bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
   return a.batch_size == b.batch_size && a.learning_rate == b.learning_rate &&
          a.optimizer == b.optimizer;
+}
+
+std::vector<StoppedBelow> StoppedBelowRung(const std::vector<Observation>& observations, int rung,
+                                           double promote_fraction) {
+  std::vector<StoppedBelow> stopped;
+  if (rung <= 0) return stopped;
+  using Key = std::tuple<int, double, Optimizer>;
+  auto key = [](const TrialConfig& c) { return Key(c.batch_size, c.learning_rate, c.optimizer); };
+  std::map<Key, int> reached;                  // the highest rung each configuration reached
+  std::map<int, std::vector<double>> by_rung;  // scores of each lower rung, ascending
+  for (const Observation& o : observations) {
+    if (o.kind != Observation::Kind::kOk) continue;
+    auto [it, inserted] = reached.emplace(key(o.config), o.rung);
+    if (!inserted) it->second = std::max(it->second, o.rung);
+    if (o.rung < rung && std::isfinite(o.score)) by_rung[o.rung].push_back(o.score);
+  }
+  for (auto& [r, scores] : by_rung) std::sort(scores.begin(), scores.end());
+  const double cut = 1.0 - std::clamp(promote_fraction, 0.0, 1.0);
+  for (int i = 0; i < static_cast<int>(observations.size()); ++i) {
+    const Observation& o = observations[i];
+    if (o.kind != Observation::Kind::kOk || o.rung >= rung || !std::isfinite(o.score)) continue;
+    if (reached.at(key(o.config)) != o.rung) continue;  // it went further
+    const std::vector<double>& scores = by_rung.at(o.rung);
+    // The share of its rung it beats; the top promote_fraction may still be promoted.
+    const double beaten =
+        static_cast<double>(std::lower_bound(scores.begin(), scores.end(), o.score) -
+                            scores.begin()) /
+        static_cast<double>(scores.size());
+    if (beaten >= cut) continue;
+    stopped.push_back({i, (o.rung + beaten / cut) / rung, 0.0});
+  }
+  std::map<int, double> best_stopped;
+  for (const StoppedBelow& s : stopped) {
+    const Observation& o = observations[s.observation];
+    auto [it, inserted] = best_stopped.emplace(o.rung, o.score);
+    if (!inserted) it->second = std::max(it->second, o.score);
+  }
+  for (StoppedBelow& s : stopped) {
+    const Observation& o = observations[s.observation];
+    s.gap = best_stopped.at(o.rung) - o.score;
+  }
+  return stopped;
 }
 
 void RememberPending(std::deque<TrialConfig>* pending, const TrialConfig& config, int max_pending) {

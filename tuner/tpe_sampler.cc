@@ -277,7 +277,9 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
   }
   std::stable_sort(ok.begin(), ok.end(),
                    [&](int a, int b) { return observations[a].score > observations[b].score; });
-  const int n = static_cast<int>(ok.size()) + failures;
+  const std::vector<StoppedBelow> stopped =
+      StoppedBelowRung(observations, rung, options.promote_fraction);
+  const int n = static_cast<int>(ok.size() + stopped.size()) + failures;
   int num_good = std::min(static_cast<int>(std::ceil(options.gamma * n)), options.max_good);
   num_good = std::min(std::max(num_good, 1), static_cast<int>(ok.size()));
 
@@ -287,6 +289,7 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
   for (int i = 0; i < static_cast<int>(observations.size()); ++i) {
     if (observations[i].kind != Observation::Kind::kOk) bad.push_back(i);
   }
+  for (const StoppedBelow& s : stopped) bad.push_back(s.observation);
   std::sort(good.begin(), good.end());
   std::sort(bad.begin(), bad.end());
   std::vector<Point> good_points, bad_points;

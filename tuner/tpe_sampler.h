@@ -17,6 +17,7 @@ struct TpeSamplerOptions {
   int min_points_per_rung = 0;  ///< observations a rung needs to be modelled; 0 = n_startup
   int fit_rung = -1;            ///< >= 0: model only this rung; -1: the highest rung with enough
   int max_pending = 8;          ///< unobserved proposals counted as bad (constant liar); 0 = off
+  double promote_fraction = 1.0 / 3;  ///< the scheduler's 1/eta (see StoppedBelowRung)
 };
 
 // Tree-structured Parzen Estimator (Bergstra et al. 2011), multivariate as Optuna's
@@ -39,7 +40,9 @@ struct TpeSamplerOptions {
 //
 // Failed and infeasible observations of every rung are in the bad group (a configuration
 // that breaks at a short budget breaks at a longer one). Fidelity as GpSampler: the
-// highest rung with at least min_points_per_rung observations, random when none.
+// highest rung with at least min_points_per_rung observations, random when none; the
+// configurations stopped at lower rungs (StoppedBelowRung) are in its bad group, as Optuna
+// ranks pruned trials below completed ones.
 // Proposals not yet observed (the last max_pending) are in the bad group too (Optuna's
 // constant_liar), so concurrent proposals spread out.
 //
