@@ -143,11 +143,20 @@ void PrintReport(const json& r) {
               r["trials_total"].get<int>(), CountsText(r["trials_by_state"]).c_str());
   if (grid["cost_s"].get<double>() > 0) {
     const double ratio = r["compute_vs_grid"].get<double>();
-    std::printf(
-        "Full grid over the same space: %d configurations x %d epochs = %s s (estimated from "
-        "this job's measured epoch times, %d of the batch sizes measured)\n",
-        grid["points"].get<int>(), grid["epochs_per_point"].get<int>(),
-        Fixed(grid["cost_s"].get<double>(), 1).c_str(), grid["batch_sizes_measured"].get<int>());
+    const double per_point_s = grid.value("seconds_per_point", 0.0);
+    if (per_point_s > 0) {
+      std::printf(
+          "Full grid over the same space: %d configurations x %s s of training = %s s with "
+          "evaluation (estimated from this job's ratio of wall to training time)\n",
+          grid["points"].get<int>(), Fixed(per_point_s, 1).c_str(),
+          Fixed(grid["cost_s"].get<double>(), 1).c_str());
+    } else {
+      std::printf(
+          "Full grid over the same space: %d configurations x %d epochs = %s s (estimated from "
+          "this job's measured epoch times, %d of the batch sizes measured)\n",
+          grid["points"].get<int>(), grid["epochs_per_point"].get<int>(),
+          Fixed(grid["cost_s"].get<double>(), 1).c_str(), grid["batch_sizes_measured"].get<int>());
+    }
     std::printf("Compute vs full grid: %s (%sx less)\n", Fixed(ratio, 3).c_str(),
                 Fixed(ratio > 0 ? 1.0 / ratio : 0.0, 1).c_str());
   }

@@ -253,6 +253,30 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("min_epochs", 1, 1000, &spec->asha.min_epochs));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("reduction_factor", 2, 16, &spec->asha.reduction_factor));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("rungs", 1, 10, &spec->asha.num_rungs));
+  std::string unit = RungUnitName(spec->asha.unit);
+  TOPOTUNE_RETURN_IF_ERROR(f.String("rung_unit", &unit));
+  if (unit != "epochs" && unit != "seconds") {
+    return Status::InvalidArgument("scheduler.rung_unit must be \"epochs\" or \"seconds\", got \"" +
+                                   unit + "\"");
+  }
+  spec->asha.unit = unit == "seconds" ? RungUnit::kSeconds : RungUnit::kEpochs;
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("min_seconds", &spec->asha.min_seconds));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_epochs", 1, 10000, &spec->asha.max_epochs));
+  if (spec->asha.unit == RungUnit::kSeconds) {
+    if (!(spec->asha.min_seconds > 0) || spec->asha.min_seconds > 1e6) {
+      return Status::InvalidArgument(
+          "scheduler.min_seconds: rung_unit \"seconds\" needs the training seconds of rung 0, "
+          "in (0, 1e6], got " +
+          Num(spec->asha.min_seconds));
+    }
+    return f.NoOthers();
+  }
+  for (const char* key : {"min_seconds", "max_epochs"}) {
+    if (j.contains(key)) {
+      return Status::InvalidArgument("scheduler." + std::string(key) +
+                                     " applies only with \"rung_unit\": \"seconds\"");
+    }
+  }
   double max_epochs = spec->asha.min_epochs;
   for (int k = 1; k < spec->asha.num_rungs; ++k) max_epochs *= spec->asha.reduction_factor;
   if (max_epochs > 10000) {
@@ -327,30 +351,36 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
 json JobSpecToJson(const JobSpec& spec) {
   json optimizers = json::array();
   for (Optimizer o : spec.space.optimizers) optimizers.push_back(OptimizerName(o));
-  return {{"name", spec.name},
-          {"model", spec.model},
-          {"dataset",
-           {{"format", spec.dataset.format},
-            {"path", spec.dataset.path},
-            {"max_train_samples", spec.dataset.max_train_samples},
-            {"max_val_samples", spec.dataset.max_val_samples},
-            {"augment", spec.dataset.augment}}},
-          {"target_accuracy", spec.target_accuracy},
-          {"search_space",
-           {{"batch_size", {{"values", spec.space.batch_sizes}}},
-            {"learning_rate",
-             {{"min", spec.space.lr_min}, {"max", spec.space.lr_max}, {"scale", "log"}}},
-            {"optimizer", optimizers}}},
-          {"scheduler",
-           {{"algorithm", spec.algorithm},
-            {"min_epochs", spec.asha.min_epochs},
-            {"reduction_factor", spec.asha.reduction_factor},
-            {"rungs", spec.asha.num_rungs},
-            {"auto_reason", spec.auto_reason}}},
-          {"max_trials", spec.max_trials},
-          {"seed", spec.seed},
-          {"momentum", spec.momentum},
-          {"grid_lr_points", spec.grid_lr_points}};
+  json j = {{"name", spec.name},
+            {"model", spec.model},
+            {"dataset",
+             {{"format", spec.dataset.format},
+              {"path", spec.dataset.path},
+              {"max_train_samples", spec.dataset.max_train_samples},
+              {"max_val_samples", spec.dataset.max_val_samples},
+              {"augment", spec.dataset.augment}}},
+            {"target_accuracy", spec.target_accuracy},
+            {"search_space",
+             {{"batch_size", {{"values", spec.space.batch_sizes}}},
+              {"learning_rate",
+               {{"min", spec.space.lr_min}, {"max", spec.space.lr_max}, {"scale", "log"}}},
+              {"optimizer", optimizers}}},
+            {"scheduler",
+             {{"algorithm", spec.algorithm},
+              {"rung_unit", RungUnitName(spec.asha.unit)},
+              {"min_epochs", spec.asha.min_epochs},
+              {"reduction_factor", spec.asha.reduction_factor},
+              {"rungs", spec.asha.num_rungs},
+              {"auto_reason", spec.auto_reason}}},
+            {"max_trials", spec.max_trials},
+            {"seed", spec.seed},
+            {"momentum", spec.momentum},
+            {"grid_lr_points", spec.grid_lr_points}};
+  if (spec.asha.unit == RungUnit::kSeconds) {
+    j["scheduler"]["min_seconds"] = spec.asha.min_seconds;
+    j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
+  }
+  return j;
 }
 
 }  // namespace topotune

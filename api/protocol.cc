@@ -75,6 +75,8 @@ TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec&
   a.end_epoch = assignment.trial.target_epochs;
   a.target_accuracy = spec.target_accuracy;
   a.checkpoint = assignment.checkpoint;
+  a.train_s_before = assignment.trial.train_s;
+  a.max_train_s = assignment.max_train_s;
   return a;
 }
 
@@ -93,7 +95,9 @@ nlohmann::json ToJson(const TrialAssignment& a) {
           {"start_epoch", a.start_epoch},
           {"end_epoch", a.end_epoch},
           {"target_accuracy", a.target_accuracy},
-          {"checkpoint", a.checkpoint}};
+          {"checkpoint", a.checkpoint},
+          {"train_s_before", a.train_s_before},
+          {"max_train_s", a.max_train_s}};
 }
 
 StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
@@ -109,6 +113,12 @@ StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "end_epoch", &a.end_epoch));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "target_accuracy", &a.target_accuracy));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "checkpoint", &a.checkpoint));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "train_s_before", &a.train_s_before));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "max_train_s", &a.max_train_s));
+  if (!std::isfinite(a.train_s_before) || a.train_s_before < 0 || !std::isfinite(a.max_train_s) ||
+      a.max_train_s < 0) {
+    return Status::InvalidArgument("assignment: train_s_before and max_train_s must be >= 0");
+  }
   StatusOr<DatasetSpec> dataset = DatasetSpecFromJson(j.value("dataset", nlohmann::json()));
   if (!dataset.ok()) return dataset.status();
   a.dataset = *dataset;

@@ -45,6 +45,8 @@ struct TrialAssignment {
   int end_epoch = 0;
   double target_accuracy = 1.0;
   std::string checkpoint;
+  double train_s_before = 0.0;  ///< the trial's training seconds before this segment
+  double max_train_s = 0.0;     ///< > 0: end after the epoch whose total reaches it
 };
 TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec& spec);
 

@@ -82,11 +82,15 @@ json ToJson(const Report& r) {
           {"grid",
            {{"points", r.grid.points},
             {"epochs_per_point", r.grid.epochs_per_point},
+            {"seconds_per_point", r.grid.seconds_per_point},
             {"cost_s", r.grid.cost_s},
             {"batch_sizes_measured", r.grid.batch_sizes_measured},
             {"basis",
-             "every batch size x optimizer x grid_lr_points learning rates, each trained for "
-             "the top rung's epochs at the epoch times measured in this job"}}},
+             r.grid.seconds_per_point > 0
+                 ? "every batch size x optimizer x grid_lr_points learning rates, each trained "
+                   "for the top rung's seconds, with this job's ratio of wall to training time"
+                 : "every batch size x optimizer x grid_lr_points learning rates, each trained "
+                   "for the top rung's epochs at the epoch times measured in this job"}}},
           {"compute_vs_grid", r.grid_ratio},
           {"ranking", ranking}};
 }

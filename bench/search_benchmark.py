@@ -30,10 +30,11 @@ Topotune runs go through the real product: topotuned (REST, gateway, SQLite) and
 lane and waited for, so each job has the worker to itself. Its epochs are read from the
 SQLite file, curve_points in rowid (arrival) order.
 
-Replay artifact corrected: at --speedup 0 the replay worker plays a whole segment at once,
-so a "stop" the controller sends after an epoch (bound pruning: the trial's training time
-already exceeds the incumbent's TTA) arrives after the segment is over; the epochs after
-the verdict are recorded although a worker that trains for real stops within a step. The
+Replay artifact corrected: at --speedup 0 the replay worker plays a whole segment at once.
+The worker applies the bound it was given with the assignment (the incumbent's TTA when the
+segment began), but a "stop" the controller sends after an epoch because the incumbent
+improved during the segment arrives after the segment is over; the epochs after the
+verdict are recorded although a worker that trains for real stops within a step. The
 benchmark replays the controller's rule over the arrival order (a trial not at the target
 whose cumulative seconds >= the least TTA reached so far is stopped) and drops the epochs a
 trial recorded after its stop verdict; they are reported ("overrun") and the uncorrected
@@ -70,7 +71,9 @@ import urllib.error
 import urllib.request
 
 INF = float("inf")
-TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto"]
+TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto",
+                       "asha@s", "gp@s", "bohb@s"]
+SECONDS_SUFFIX = "@s"  # the same algorithm with rungs in seconds ("rung_unit": "seconds")
 OPTUNA_SETUPS = ["optuna-tpe-sha", "optuna-random-hb"]
 NEAR = 1.1  # near-optimal: true TTA within 10% of TTA*
 
@@ -351,6 +354,12 @@ def job_spec(table, args, algorithm, seed):
         "seed": seed,
         "grid_lr_points": len(table.lrs),
     }
+    if algorithm.endswith(SECONDS_SUFFIX):
+        # Rung 0 gets the seconds of min_epochs median epochs; no trial runs past the table.
+        spec["scheduler"] = {"algorithm": algorithm[:-len(SECONDS_SUFFIX)],
+                             "rung_unit": "seconds", "min_seconds": args.min_seconds,
+                             "max_epochs": table.epochs, "reduction_factor": args.eta,
+                             "rungs": args.rungs}
     if algorithm == "grid":
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     return spec
@@ -560,6 +569,9 @@ def main():
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=None,
                     help="default: as many as fit: min_epochs * eta^(rungs-1) <= table epochs")
+    ap.add_argument("--min-seconds", type=float, default=None,
+                    help="rung 0 of the '@s' algorithms (rungs in seconds); default: "
+                         "min_epochs x the table's median epoch seconds")
     ap.add_argument("--algorithms", default=",".join(TOPOTUNE_ALGORITHMS))
     ap.add_argument("--optuna", default=",".join(OPTUNA_SETUPS), help="'' = skip Optuna")
     ap.add_argument("--lanes", type=int, default=4,
@@ -578,6 +590,9 @@ def main():
         args.rungs = 1
         while args.min_epochs * args.eta ** args.rungs <= table.epochs:
             args.rungs += 1
+    if args.min_seconds is None:
+        seconds = sorted(sec for cs in table.curves.values() for c in cs.values() for _, sec in c)
+        args.min_seconds = round(args.min_epochs * seconds[len(seconds) // 2], 3)
     top = args.min_epochs * args.eta ** (args.rungs - 1)
     if top > table.epochs:
         sys.exit(f"the top rung ({top} epochs) exceeds the table's {table.epochs} epochs")
@@ -606,7 +621,9 @@ def main():
           f" grid stopping each run at the target: {truth.grid_stop:.1f} s "
           f"({truth.grid_stop / truth.grid_full:.3f} of the full grid)")
     print(f"budget {args.budget} trials per run, {args.seeds} seeds; Topotune rungs {rungs} "
-          f"epochs (min_epochs {args.min_epochs}, reduction_factor {args.eta})", flush=True)
+          f"epochs (min_epochs {args.min_epochs}, reduction_factor {args.eta}); '@s' rungs "
+          f"{[round(args.min_seconds * args.eta ** k, 3) for k in range(args.rungs)]} training "
+          f"seconds, at most {table.epochs} epochs", flush=True)
 
     results = {}
     if algorithms or args.grid_seeds > 0:

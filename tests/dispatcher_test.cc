@@ -38,7 +38,7 @@ JobSpec Spec() {
   spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
   spec.target_accuracy = 0.99;
   spec.max_trials = 40;
-  spec.asha = {1, 3, 1};
+  spec.asha = AshaSettings::InEpochs(1, 3, 1);
   return spec;
 }
 

@@ -495,5 +495,47 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
   fs::remove(table);
 }
 
+TEST(Integration, RungsInSecondsGiveFastConfigurationsMoreEpochs) {
+  const fs::path table =
+      fs::temp_directory_path() / ("topotune-replay-sec-" + std::to_string(getpid()) + ".csv");
+  {
+    std::ofstream out(table);
+    out << SyntheticReplayTable();
+  }
+  Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
+  json spec = SmallJob();
+  spec["target_accuracy"] = 0.99;  // never reached: every trial runs on its rung budgets
+  spec["search_space"]["batch_size"] = {{"min", 16}, {"max", 512}};
+  spec["search_space"]["learning_rate"] = {{"min", 1e-4}, {"max", 1.0}};
+  spec["max_trials"] = 12;
+  spec["scheduler"] = {{"algorithm", "asha"}, {"rung_unit", "seconds"}, {"min_seconds", 1.5},
+                       {"max_epochs", 9},     {"reduction_factor", 3},  {"rungs", 2}};
+  auto submitted = cluster.Post("/v1/jobs", spec.dump());
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const json job = cluster.WaitForJob(id, 60);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  const json trials = json::parse(trials_res->body)["trials"];
+  ASSERT_EQ(trials.size(), 12u);
+  int promoted = 0;
+  for (const json& t : trials) {
+    ASSERT_NE(t["state"], "failed") << t.dump();
+    // Each rung ends at the first epoch whose total reaches 1.5 * 3^rung seconds (the
+    // table's epochs take 8 / sqrt(batch) s: 2 s at batch 16, 0.35 s at 512), or at 9.
+    const double epoch_s = 8.0 / std::sqrt(t["config"]["batch_size"].get<double>());
+    const double budget = 1.5 * std::pow(3, t["rung"].get<int>());
+    const int epochs = t["epochs_done"].get<int>();
+    const int expected = std::min(9, static_cast<int>(std::ceil(budget / epoch_s - 1e-9)));
+    EXPECT_EQ(epochs, expected) << t.dump();
+    EXPECT_EQ(t["curve"].size(), static_cast<size_t>(epochs)) << t.dump();
+    promoted += t["rung"].get<int>() == 1;
+  }
+  EXPECT_GE(promoted, 1);
+  fs::remove(table);
+}
+
 }  // namespace
 }  // namespace topotune

@@ -15,7 +15,7 @@ JobSpec SmallSpec(int max_trials) {
   spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
   spec.target_accuracy = 0.9;
   spec.max_trials = max_trials;
-  spec.asha = {/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2};
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2);
   spec.seed = 7;
   return spec;
 }
@@ -101,7 +101,7 @@ TEST(JobEngine, PromotionWaitsForTheWorkerThatHoldsTheCheckpoint) {
 TEST(JobEngine, StopsATrialAtTheTargetAndRecordsItsTimeToAccuracy) {
   MemoryJournal journal;
   JobSpec spec = SmallSpec(1);
-  spec.asha = {3, 3, 1};
+  spec.asha = AshaSettings::InEpochs(3, 3, 1);
   JobEngine engine(Job(), spec, &journal);
   Assignment a = Next(engine, "w1");
   ASSERT_FALSE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 2.0))->stop);
@@ -121,7 +121,7 @@ TEST(JobEngine, StopsATrialAtTheTargetAndRecordsItsTimeToAccuracy) {
 TEST(JobEngine, BoundPrunesATrialSlowerThanTheIncumbent) {
   MemoryJournal journal;
   JobSpec spec = SmallSpec(2);
-  spec.asha = {5, 3, 1};
+  spec.asha = AshaSettings::InEpochs(5, 3, 1);
   JobEngine engine(Job(), spec, &journal);
   Assignment fast = Next(engine, "w1");
   Assignment slow = Next(engine, "w2");
@@ -140,7 +140,7 @@ TEST(JobEngine, BoundPrunesATrialSlowerThanTheIncumbent) {
 TEST(JobEngine, ARepeatedEpochIsStoredOnceAndNotCountedTwice) {
   MemoryJournal journal;
   JobSpec spec = SmallSpec(1);
-  spec.asha = {3, 3, 1};
+  spec.asha = AshaSettings::InEpochs(3, 3, 1);
   JobEngine engine(Job(), spec, &journal);
   Assignment a = Next(engine, "w1");
   ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 2.0)).ok());
@@ -235,7 +235,7 @@ TEST(JobEngine, SynchronousHalvingWaitsForTheWholeRung) {
 TEST(JobEngine, HyperbandBracketsStartAtDifferentRungs) {
   JobSpec spec = SmallSpec(100);
   spec.algorithm = "hyperband";
-  spec.asha = {1, 3, 3};  // rungs of 1, 3, 9 epochs
+  spec.asha = AshaSettings::InEpochs(1, 3, 3);  // rungs of 1, 3, 9 epochs
   const std::vector<BracketPlan> plans = PlanBrackets(spec);
   // s = 2: 9 trials from rung 0; s = 1: ceil(3/2 * 3) = 5 from rung 1; s = 0: 3 from rung 2.
   ASSERT_GE(plans.size(), 3u);
@@ -267,7 +267,7 @@ TEST(JobEngine, RandomAndGridTrainEveryTrialToTheTopRung) {
     MemoryJournal journal;
     JobSpec spec = SmallSpec(2);
     spec.algorithm = algorithm;
-    spec.asha = {1, 3, 3};
+    spec.asha = AshaSettings::InEpochs(1, 3, 3);
     JobEngine engine(Job(), spec, &journal);
     Assignment a = Next(engine, "w1");
     EXPECT_EQ(a.trial.target_epochs, 9) << algorithm;
@@ -275,6 +275,89 @@ TEST(JobEngine, RandomAndGridTrainEveryTrialToTheTopRung) {
     EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kCompleted) << algorithm;
     EXPECT_EQ(journal.trials[a.trial.id].epochs_done, 9) << algorithm;
   }
+}
+
+// Runs a segment as a worker does: epochs of `seconds` each until the verdict says stop,
+// the assignment's max_train_s is used up, or target_epochs. Returns the epochs trained.
+int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, double seconds) {
+  double trained = 0.0;
+  int e = a.start_epoch;
+  while (e < a.trial.target_epochs) {
+    ++e;
+    StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(e, accuracy, seconds));
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    trained += seconds;
+    if (!v.ok() || v->stop) break;
+    if (a.max_train_s > 0 && a.trial.train_s + trained >= a.max_train_s) break;
+  }
+  EXPECT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+  return e - a.start_epoch;
+}
+
+TEST(JobEngine, RungsInSecondsEndAtTheEpochThatUsesUpTheirBudget) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(3);
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
+                                      /*num_rungs=*/2, /*max_epochs=*/20);
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  // Slow epochs get fewer of them in the same seconds: 0.8 s epochs -> 3 (2.4 s);
+  // 1.5 s -> 2 (3.0 s); 0.5 s -> 4 (2.0 s).
+  const double seconds[] = {0.8, 1.5, 0.5};
+  const double acc[] = {0.6, 0.3, 0.5};
+  const int expected_epochs[] = {3, 2, 4};
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    Assignment a = Next(engine, "w1");
+    EXPECT_EQ(a.trial.target_epochs, 20);  // the cap; the seconds end the rung
+    EXPECT_DOUBLE_EQ(a.max_train_s, 2.0);
+    EXPECT_EQ(RunTimedSegment(engine, a, acc[i], seconds[i]), expected_epochs[i]);
+    ids.push_back(a.trial.id);
+    EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kPaused)
+        << journal.trials[a.trial.id].reason;
+  }
+  // The best of rung 0 (0.6) resumes where it stopped, for rung 1's 6 s in all.
+  Assignment promoted = Next(engine, "w1");
+  EXPECT_EQ(promoted.trial.id, ids[0]);
+  EXPECT_EQ(promoted.start_epoch, 3);
+  EXPECT_DOUBLE_EQ(promoted.max_train_s, 6.0);
+  EXPECT_NEAR(promoted.trial.train_s, 2.4, 1e-12);
+  EXPECT_EQ(RunTimedSegment(engine, promoted, 0.7, 0.8), 5);  // 2.4 + 5 * 0.8 = 6.4 s
+  EXPECT_EQ(journal.trials[ids[0]].state, TrialState::kCompleted);
+  EXPECT_EQ(journal.trials[ids[0]].epochs_done, 8);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
+TEST(JobEngine, ASegmentThatEndsBeforeItsSecondsIsAFailure) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(1);
+  spec.asha = AshaSettings::InSeconds(5.0, 3, 2, 20);
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  Assignment a = Next(engine, "w1");
+  ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.4, 1.0)).ok());
+  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kFailed);
+}
+
+TEST(JobEngine, TheWorkerIsToldTheBoundAndItsStopCountsAsPruning) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(3);
+  spec.asha = AshaSettings::InEpochs(4, 3, 1);
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  Assignment first = Next(engine, "w1");
+  EXPECT_EQ(first.max_train_s, 0.0);  // no incumbent yet
+  // Reaches 0.9 at epoch 2: TTA 2.0 s.
+  ASSERT_TRUE(engine.OnEpoch(first.trial.id, Epoch(1, 0.5, 1.0)).ok());
+  ASSERT_TRUE(engine.OnEpoch(first.trial.id, Epoch(2, 0.95, 1.0)).ok());
+  ASSERT_TRUE(engine.OnSegmentEnded(first.trial.id, {"completed", ""}, 0).ok());
+  Assignment second = Next(engine, "w1");
+  EXPECT_DOUBLE_EQ(second.max_train_s, 2.0);
+  EXPECT_EQ(RunTimedSegment(engine, second, 0.5, 0.75), 3);  // 2.25 s >= 2.0 s
+  EXPECT_EQ(journal.trials[second.trial.id].state, TrialState::kStopped);
+  EXPECT_NE(journal.trials[second.trial.id].reason.find("bound"), std::string::npos)
+      << journal.trials[second.trial.id].reason;
 }
 
 }  // namespace

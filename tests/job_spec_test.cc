@@ -54,6 +54,30 @@ TEST(JobSpec, AutoRecordsTheAlgorithmItChoseAndWhy) {
   EXPECT_NE(ErrorOf(j.dump()).find("unknown algorithm \"annealing\""), std::string::npos);
 }
 
+TEST(JobSpec, RungsInSecondsNeedTheirBudgetAndRoundTrip) {
+  json j = ValidSpec();
+  j["scheduler"]["rung_unit"] = "seconds";
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.min_seconds"), std::string::npos);
+  j["scheduler"]["min_seconds"] = 2.5;
+  j["scheduler"]["max_epochs"] = 40;
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->asha.unit, RungUnit::kSeconds);
+  EXPECT_DOUBLE_EQ(spec->asha.RungSeconds(2), 2.5 * 9);
+  EXPECT_EQ(spec->asha.MaxEpochs(), 40);
+  StatusOr<JobSpec> again = JobSpecFromJson(JobSpecToJson(*spec));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_DOUBLE_EQ(again->asha.min_seconds, 2.5);
+  EXPECT_EQ(again->asha.max_epochs, 40);
+  j["scheduler"]["rung_unit"] = "minutes";
+  EXPECT_NE(ErrorOf(j.dump()).find("rung_unit"), std::string::npos);
+  j["scheduler"]["rung_unit"] = "epochs";
+  EXPECT_NE(ErrorOf(j.dump()).find("min_seconds applies only"), std::string::npos);
+  j["scheduler"]["rung_unit"] = "seconds";
+  j["scheduler"]["min_seconds"] = "fast";
+  EXPECT_NE(ErrorOf(j.dump()).find("must be a number"), std::string::npos);
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

@@ -31,6 +31,8 @@ TEST(Protocol, AssignmentRoundTrips) {
   a.trial.target_epochs = 9;
   a.start_epoch = 3;
   a.checkpoint = "job4-trial2.pt";
+  a.trial.train_s = 4.25;
+  a.max_train_s = 12.5;
   JobSpec spec;
   spec.model = "lenet";
   spec.dataset.path = "data/x";
@@ -44,6 +46,11 @@ TEST(Protocol, AssignmentRoundTrips) {
   EXPECT_EQ(back->end_epoch, 9);
   EXPECT_EQ(back->dataset.path, "data/x");
   EXPECT_EQ(back->checkpoint, "job4-trial2.pt");
+  EXPECT_DOUBLE_EQ(back->train_s_before, 4.25);
+  EXPECT_DOUBLE_EQ(back->max_train_s, 12.5);
+  nlohmann::json j = ToJson(*back);
+  j["max_train_s"] = -1.0;
+  EXPECT_FALSE(TrialAssignmentFromJson(j).ok());
 }
 
 TEST(Protocol, CurvePointRejectsWrongTypesAndRanges) {

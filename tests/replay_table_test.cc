@@ -64,6 +64,25 @@ TEST(ReplayTable, ReplaysASegmentStoppingAtTheTargetWithRecordedTimes) {
   EXPECT_DOUBLE_EQ(points[0].val_accuracy, 0.6);
 }
 
+TEST(ReplayTable, ASegmentEndsAtTheEpochThatUsesUpItsSeconds) {
+  ReplayTable table = Table();
+  TrainRequest request;
+  request.config = {32, 0.01, Optimizer::kSgd};
+  request.seed = 0;  // 2.0 s epochs
+  request.end_epoch = 3;
+  request.target_accuracy = 0.99;
+  request.train_s_before = 1.0;  // as if an earlier segment had trained 1 s
+  request.max_train_s = 4.5;     // 1 + 2 < 4.5 <= 1 + 2 + 2
+  std::vector<CurvePoint> points;
+  std::atomic<bool> stop{false};
+  TrainResult r = ReplaySegment(
+      table, request, 0, [&](const CurvePoint& p) { points.push_back(p); }, stop);
+  EXPECT_EQ(r.status, "completed");
+  EXPECT_FALSE(r.reached_target);
+  EXPECT_EQ(r.epochs_done, 2);
+  EXPECT_EQ(points.size(), 2u);
+}
+
 TEST(ReplayTable, ACurveThatEndsEarlyIsADivergedRun) {
   ReplayTable table = Table();
   TrainRequest request;

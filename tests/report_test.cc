@@ -32,7 +32,7 @@ JobSpec Spec() {
   spec.space.batch_sizes = {16, 32, 64};
   spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
   spec.grid_lr_points = 4;
-  spec.asha = {1, 3, 2};  // top rung: 3 epochs
+  spec.asha = AshaSettings::InEpochs(1, 3, 2);  // top rung: 3 epochs
   spec.target_accuracy = 0.8;
   return spec;
 }
@@ -66,6 +66,18 @@ TEST(Report, GridCostUsesMeasuredEpochTimesPerBatchSize) {
   EXPECT_NEAR(r.grid_ratio, 10.0 / r.grid.cost_s, 1e-12);
   EXPECT_FALSE(r.target_reached);
   EXPECT_EQ(r.best->id, 1);  // equal accuracy: the lower number
+}
+
+TEST(Report, WithRungsInSecondsTheGridTrainsEachPointForTheTopRungsSeconds) {
+  JobSpec spec = Spec();
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, 3, 2, /*max_epochs=*/50);
+  std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5)};
+  std::vector<CurvePoint> points = {Point(1, 1, 8.0), Point(1, 2, 2.0)};  // 9 of 10 s train
+  Report r = BuildReport(JobRecord{}, spec, trials, points);
+  EXPECT_EQ(r.grid.points, 24);
+  EXPECT_DOUBLE_EQ(r.grid.seconds_per_point, 6.0);
+  EXPECT_EQ(r.grid.epochs_per_point, 0);
+  EXPECT_NEAR(r.grid.cost_s, 24 * 6.0 / 0.9, 1e-9);
 }
 
 TEST(Report, ProgressIsCompleteOnlyWhenTheJobIs) {

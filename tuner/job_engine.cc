@@ -49,8 +49,14 @@ bool JobEngine::HolderOnline(const TrialRecord& trial) const {
   return online_workers_.count(trial.worker) > 0;
 }
 
-int JobEngine::SegmentStart(const LiveTrial& t) const {
-  return t.record.rung == FirstRungOf(t) ? 0 : spec_.asha.RungEpochs(t.record.rung - 1);
+bool JobEngine::RungDone(const LiveTrial& t) const {
+  if (t.record.epochs_done >= t.record.target_epochs) return true;
+  return InSeconds() && ReachedSeconds(t, spec_.asha.RungSeconds(t.record.rung));
+}
+
+std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
+  return Format("bound: %.2f s of training already exceed", t.record.train_s) +
+         Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
 }
 
 void JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
@@ -81,10 +87,17 @@ Assignment JobEngine::Start(LiveTrial& t, const std::string& worker_id, int star
   t.record.worker = worker_id;
   t.record.reason.clear();
   t.stop_reason.clear();
+  const std::optional<double> incumbent = IncumbentTta();
+  t.bound_s = incumbent ? *incumbent : 0.0;
   Assignment a;
   a.job_id = job_.id;
   a.trial = t.record;
   a.start_epoch = start_epoch;
+  a.max_train_s = t.bound_s;
+  if (InSeconds()) {
+    const double rung_s = spec_.asha.RungSeconds(t.record.rung);
+    a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
+  }
   a.checkpoint =
       "job" + std::to_string(job_.id) + "-trial" + std::to_string(t.record.number) + ".pt";
   return a;
@@ -132,8 +145,7 @@ StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
   if (!incumbent || t.record.train_s < *incumbent) return false;
   brackets_[t.bracket].rungs.MarkPromoted(t.record.rung, t.record.id);
   t.record.state = TrialState::kStopped;
-  t.record.reason = Format("bound: %.2f s of training already exceed", t.record.train_s) +
-                    Format(" the incumbent's time-to-accuracy %.2f s", *incumbent);
+  t.record.reason = BoundReason(t, *incumbent);
   TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
   return true;
 }
@@ -152,7 +164,9 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& w
       bracket.rungs.MarkPromoted(c.rung, t.record.id);
       bracket.rungs.Enter(c.rung + 1);
       t.record.rung = c.rung + 1;
-      t.record.target_epochs = spec_.asha.RungEpochs(t.record.rung);
+      t.record.target_epochs =
+          InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(t.record.rung);
+      t.rung_start_epoch = t.record.epochs_done;
       Assignment a = Start(t, worker_id, t.record.epochs_done);
       TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
       return std::optional<Assignment>(std::move(a));
@@ -180,7 +194,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& wo
   record.seed = TrialSeed(spec_.seed, sampled_);
   record.state = TrialState::kRunning;
   record.rung = b.rungs.first_rung();
-  record.target_epochs = spec_.asha.RungEpochs(record.rung);
+  record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(record.rung);
   record.worker = worker_id;
   StatusOr<int64_t> id = journal_->CreateTrial(record);
   if (!id.ok()) return id.status();
@@ -225,8 +239,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
     t.record.tta_s = t.record.train_s;
     verdict = {true, "reached the target"};
   } else if (incumbent && t.record.train_s >= *incumbent) {
-    verdict = {true, Format("bound: %.2f s of training already exceed", t.record.train_s) +
-                         Format(" the incumbent's time-to-accuracy %.2f s", *incumbent)};
+    verdict = {true, BoundReason(t, *incumbent)};
     t.stop_reason = verdict.reason;
   }
   TOPOTUNE_RETURN_IF_ERROR(journal_->RecordEpoch(stored, t.record));
@@ -249,15 +262,21 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
     r.reason = t.stop_reason;
     RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == "completed") {
-    if (r.epochs_done < r.target_epochs) {
+    if (ReachedSeconds(t, t.bound_s) && !RungDone(t)) {
+      // The worker applied the bound itself, at the epoch our verdict would have named.
+      r.state = TrialState::kStopped;
+      r.reason = BoundReason(t, t.bound_s);
+      RecordRungResult(t, Observation::Kind::kOk);
+    } else if (!RungDone(t)) {
       r.state = TrialState::kFailed;
       r.reason = "worker ended the segment after " + std::to_string(r.epochs_done) + " of " +
                  std::to_string(r.target_epochs) + " epochs";
       RecordRungResult(t, Observation::Kind::kFailed);
-    } else if (r.rung + 1 >= spec_.asha.num_rungs) {
+    } else if (r.rung + 1 >= spec_.asha.num_rungs || r.epochs_done >= spec_.asha.MaxEpochs()) {
       r.state = TrialState::kCompleted;
-      r.reason = "trained the top rung (" + std::to_string(r.epochs_done) +
-                 " epochs) without reaching the target";
+      r.reason = "trained the top rung (" + std::to_string(r.epochs_done) + " epochs" +
+                 (InSeconds() ? Format(", %.2f s", r.train_s) : "") +
+                 ") without reaching the target";
       RecordRungResult(t, Observation::Kind::kOk);
     } else {
       r.state = TrialState::kPaused;

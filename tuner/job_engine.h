@@ -22,6 +22,11 @@ struct Assignment {
   TrialRecord trial;       ///< state kRunning on the worker
   int start_epoch = 0;     ///< > 0: resume from `checkpoint`
   std::string checkpoint;  ///< the worker-local checkpoint name, "job3-trial7.pt"
+  // > 0: end the segment after the epoch at which the trial's training seconds (its
+  // trial.train_s before the segment plus the segment's) reach this: the rung's budget in
+  // seconds, or the incumbent's time-to-accuracy (bound pruning), whichever is less. The
+  // worker applies it itself, so no epoch runs past it while a stop is on the wire.
+  double max_train_s = 0.0;
 };
 
 // The engine's answer to an epoch report.
@@ -92,6 +97,8 @@ class JobEngine {
     size_t bracket = 0;                 // index into brackets_
     std::vector<double> epoch_train_s;  // training seconds of each epoch done
     std::string stop_reason;            // set when the engine asked the worker to stop
+    int rung_start_epoch = 0;           // epochs done when its current rung began
+    double bound_s = 0.0;               // the incumbent's TTA when its segment began; 0: none
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const std::string& worker_id, int max_batch);
@@ -103,7 +110,15 @@ class JobEngine {
   bool HolderOnline(const TrialRecord& trial) const;
   Status MarkRunning(double now);
   Status MaybeFinish(double now);
-  int SegmentStart(const LiveTrial& t) const;
+  int SegmentStart(const LiveTrial& t) const { return t.rung_start_epoch; }
+  bool InSeconds() const { return spec_.asha.unit == RungUnit::kSeconds; }
+  // Whether t's training seconds reached `limit` (at the precision of the sums compared).
+  static bool ReachedSeconds(const LiveTrial& t, double limit) {
+    return limit > 0 && t.record.train_s >= limit * (1.0 - 1e-12);
+  }
+  // The trial's current rung is trained to its end: its epochs, or its seconds.
+  bool RungDone(const LiveTrial& t) const;
+  std::string BoundReason(const LiveTrial& t, double incumbent) const;
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung and tells the sampler.
   void RecordRungResult(LiveTrial& t, Observation::Kind kind);

@@ -78,11 +78,17 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
   std::stable_sort(r.ranking.begin(), r.ranking.end(), TrialRanksAbove);
 
   const std::map<int, double> measured = EpochSecondsByBatch(trials, points);
-  r.grid.epochs_per_point = spec.asha.MaxEpochs();
   const int per_batch = static_cast<int>(spec.space.optimizers.size()) * spec.grid_lr_points;
   r.grid.points = per_batch * static_cast<int>(spec.space.batch_sizes.size());
-  if (!measured.empty()) {
-    for (int b : spec.space.batch_sizes) {
+  if (spec.asha.unit == RungUnit::kSeconds) {
+    r.grid.seconds_per_point = spec.asha.RungSeconds(spec.asha.num_rungs - 1);
+    r.grid.batch_sizes_measured = static_cast<int>(measured.size());
+    if (r.train_s > 0) {
+      r.grid.cost_s = r.grid.points * r.grid.seconds_per_point * (r.compute_s / r.train_s);
+    }
+  } else {
+    r.grid.epochs_per_point = spec.asha.MaxEpochs();
+    for (int b : measured.empty() ? std::vector<int>() : spec.space.batch_sizes) {
       if (measured.count(b)) ++r.grid.batch_sizes_measured;
       r.grid.cost_s += per_batch * r.grid.epochs_per_point * EpochSecondsAt(measured, b);
     }

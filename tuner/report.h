@@ -11,10 +11,13 @@ namespace topotune {
 
 // What a full grid over the job's space would have cost: every batch size x optimizer x
 // grid_lr_points learning rates, each trained for the top rung's epochs, at the epoch
-// times measured in this job (log-log interpolated for batch sizes no trial used).
+// times measured in this job (log-log interpolated for batch sizes no trial used). With
+// rungs in seconds, each is trained for the top rung's seconds instead, plus evaluation
+// and overhead in this job's proportion of wall to training seconds.
 struct GridEstimate {
   int points = 0;
-  int epochs_per_point = 0;
+  int epochs_per_point = 0;        ///< rungs in epochs; else 0
+  double seconds_per_point = 0.0;  ///< rungs in seconds: the top rung's training seconds
   double cost_s = 0.0;
   int batch_sizes_measured = 0;  ///< of the space's batch sizes, how many had a trial
 };

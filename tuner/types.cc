@@ -18,7 +18,38 @@ int AshaSettings::RungEpochs(int rung) const {
   return epochs;
 }
 
-int AshaSettings::MaxEpochs() const { return RungEpochs(num_rungs - 1); }
+int AshaSettings::MaxEpochs() const {
+  return unit == RungUnit::kSeconds ? max_epochs : RungEpochs(num_rungs - 1);
+}
+
+double AshaSettings::RungSeconds(int rung) const {
+  double seconds = min_seconds;
+  for (int k = 0; k < rung; ++k) seconds *= reduction_factor;
+  return seconds;
+}
+
+AshaSettings AshaSettings::InEpochs(int min_epochs, int reduction_factor, int num_rungs) {
+  AshaSettings a;
+  a.min_epochs = min_epochs;
+  a.reduction_factor = reduction_factor;
+  a.num_rungs = num_rungs;
+  return a;
+}
+
+AshaSettings AshaSettings::InSeconds(double min_seconds, int reduction_factor, int num_rungs,
+                                     int max_epochs) {
+  AshaSettings a;
+  a.unit = RungUnit::kSeconds;
+  a.min_seconds = min_seconds;
+  a.reduction_factor = reduction_factor;
+  a.num_rungs = num_rungs;
+  a.max_epochs = max_epochs;
+  return a;
+}
+
+const char* RungUnitName(RungUnit unit) {
+  return unit == RungUnit::kSeconds ? "seconds" : "epochs";
+}
 
 int DeviceProbe::MaxBatchSize() const {
   int best = 0;

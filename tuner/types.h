@@ -40,13 +40,28 @@ struct DatasetSpec {
   bool augment = false;                ///< random crop (4-pixel padding) and horizontal flip
 };
 
-// Asynchronous successive halving. Rung k trains a trial to min_epochs * eta^k epochs.
+// The budget of successive halving's rungs. In epochs, rung k trains a trial to
+// min_epochs * eta^k epochs. In seconds (DESIGN.md: so a slow board and a fast GPU compare
+// fairly), rung k trains it until its training seconds (compute + communication, as the
+// worker measured them) first reach min_seconds * eta^k, at an epoch boundary, and at most
+// max_epochs epochs in all.
+enum class RungUnit { kEpochs, kSeconds };
+const char* RungUnitName(RungUnit unit);  // "epochs" or "seconds"
+
 struct AshaSettings {
-  int min_epochs = 1;        ///< epochs of rung 0
-  int reduction_factor = 3;  ///< eta: the top 1/eta of a rung is promoted
-  int num_rungs = 3;         ///< rungs 0 .. num_rungs-1
-  int MaxEpochs() const;     ///< epochs of the top rung
-  int RungEpochs(int rung) const;
+  RungUnit unit = RungUnit::kEpochs;
+  int min_epochs = 1;                  ///< epochs of rung 0 (unit epochs)
+  double min_seconds = 0.0;            ///< training seconds of rung 0 (unit seconds)
+  int max_epochs = 100;                ///< epochs a trial trains at most (unit seconds)
+  int reduction_factor = 3;            ///< eta: the top 1/eta of a rung is promoted
+  int num_rungs = 3;                   ///< rungs 0 .. num_rungs-1
+  int MaxEpochs() const;               ///< epochs of the top rung (unit seconds: max_epochs)
+  int RungEpochs(int rung) const;      ///< unit epochs: the epochs rung `rung` trains to
+  double RungSeconds(int rung) const;  ///< unit seconds: min_seconds * eta^rung
+
+  static AshaSettings InEpochs(int min_epochs, int reduction_factor, int num_rungs);
+  static AshaSettings InSeconds(double min_seconds, int reduction_factor, int num_rungs,
+                                int max_epochs);
 };
 
 // A validated tuning job. See api/job_spec_json.h for the JSON form.

@@ -198,6 +198,8 @@ struct Agent::Impl {
     request.start_epoch = a.start_epoch;
     request.end_epoch = a.end_epoch;
     request.target_accuracy = a.target_accuracy;
+    request.train_s_before = a.train_s_before;
+    request.max_train_s = a.max_train_s;
     request.checkpoint_path = Resolve(options.checkpoint_dir, a.checkpoint);
     current_trial = a.trial_id;
     stop_training = false;

@@ -144,6 +144,7 @@ TrainResult ReplaySegment(const ReplayTable& table, const TrainRequest& request,
   result.epochs_done = request.start_epoch;
   const ReplayTable::Run& run = table.Nearest(request.config);
   const std::vector<ReplayTable::Epoch>& curve = table.CurveFor(run, request.seed);
+  double segment_train_s = 0.0;
   for (int epoch = request.start_epoch + 1; epoch <= request.end_epoch; ++epoch) {
     if (stop) {
       result.status = "stopped";
@@ -172,6 +173,8 @@ TrainResult ReplaySegment(const ReplayTable& table, const TrainRequest& request,
       result.reached_target = true;
       return result;
     }
+    segment_train_s += p.compute_s + p.comm_s;
+    if (TrainTimeUp(request, segment_train_s)) return result;
   }
   return result;
 }

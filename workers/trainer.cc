@@ -375,6 +375,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
   ResetPeakMemory();
 
   bool reached_target = false;
+  double segment_train_s = 0.0;  // summed as the controller sums the trial's epochs
   for (int epoch = start + 1; epoch <= request.end_epoch; ++epoch) {
     const Clock::time_point epoch_begin = Now();
     model->train();
@@ -462,6 +463,8 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
       reached_target = true;
       break;
     }
+    segment_train_s += point.compute_s + point.comm_s;
+    if (TrainTimeUp(request, segment_train_s)) break;  // the rung's seconds, or the bound
   }
 
   if (!request.checkpoint_path.empty()) {

@@ -26,8 +26,17 @@ struct TrainRequest {
   int start_epoch = 0;           ///< epochs already trained; > 0 loads the checkpoint
   int end_epoch = 1;             ///< train until this many epochs in all
   double target_accuracy = 1.0;  ///< stop early once validation accuracy reaches it
+  double train_s_before = 0.0;   ///< training seconds of the trial's earlier segments
+  double max_train_s = 0.0;      ///< > 0: end after the epoch at which the total reaches it
   std::string checkpoint_path;   ///< loaded when start_epoch > 0, written after the segment
 };
+
+// Whether a segment whose epochs trained `segment_s` seconds so far has used up the
+// request's max_train_s (the trial's total, earlier segments included).
+inline bool TrainTimeUp(const TrainRequest& request, double segment_s) {
+  return request.max_train_s > 0 &&
+         request.train_s_before + segment_s >= request.max_train_s * (1.0 - 1e-12);
+}
 
 struct TrainResult {
   std::string status = "completed";  ///< "completed", "stopped", "infeasible", "failed"
