@@ -150,6 +150,16 @@ class Cluster {
     return c.Post(path.c_str(), body, "application/json");
   }
 
+  // Submits a job that must be accepted; returns its id, or -1 (a test failure).
+  int64_t Submit(const json& spec) {
+    auto submitted = Post("/v1/jobs", spec.dump());
+    if (!submitted || submitted->status != 201) {
+      ADD_FAILURE() << "submit failed: " << (submitted ? submitted->body : "no response");
+      return -1;
+    }
+    return json::parse(submitted->body)["id"].get<int64_t>();
+  }
+
   // Waits until the job is in a terminal state; returns it.
   json WaitForJob(int64_t id, int timeout_s) {
     json job;
@@ -189,10 +199,8 @@ json SmallJob() {
 
 TEST(Integration, RunsAJobToCompletionAndTheDatabaseAgreesWithTheReport) {
   Cluster cluster;
-  auto submitted = cluster.Post("/v1/jobs", SmallJob().dump());
-  ASSERT_TRUE(submitted);
-  ASSERT_EQ(submitted->status, 201) << submitted->body;
-  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const int64_t id = cluster.Submit(SmallJob());
+  ASSERT_GE(id, 0);
 
   const json job = cluster.WaitForJob(id, 400);
   ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("topotuned.log")
@@ -333,10 +341,8 @@ TEST(Integration, AWorkerThatGoesSilentLosesItsLeaseAndItsTrialIsRerun) {
   json spec = SmallJob();
   spec["max_trials"] = 4;
   spec["scheduler"]["min_epochs"] = 2;
-  auto submitted = cluster.Post("/v1/jobs", spec.dump());
-  ASSERT_TRUE(submitted);
-  ASSERT_EQ(submitted->status, 201) << submitted->body;
-  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
   // Wait until w1 runs a trial, then freeze it: its connection stays open but silent.
   int64_t frozen_trial = -1;
   for (int i = 0; i < 200 && frozen_trial < 0; ++i) {
@@ -386,10 +392,8 @@ TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarg
   spec["search_space"]["batch_size"] = {{"min", 16}, {"max", 1024}};
   spec["scheduler"] = {{"min_epochs", 1}, {"reduction_factor", 2}, {"rungs", 1}};
   spec["max_trials"] = 6;
-  auto submitted = cluster.Post("/v1/jobs", spec.dump());
-  ASSERT_TRUE(submitted);
-  ASSERT_EQ(submitted->status, 201) << submitted->body;
-  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
   const json job = cluster.WaitForJob(id, 400);
   ASSERT_EQ(job["state"], "completed")
       << job.dump() << cluster.Log("topotuned.log") << cluster.Log("w1.log");
@@ -428,6 +432,17 @@ TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarg
 
 // A replay table with a known optimum: accuracy after e epochs approaches a ceiling that
 // is highest at lr 0.01 and batch 64 for adam; epochs get cheaper with larger batches.
+std::string SyntheticReplayTable();
+
+// Writes the synthetic table to a temporary file named after `name`.
+fs::path WriteSyntheticTable(const std::string& name) {
+  const fs::path table =
+      fs::temp_directory_path() / ("topotune-" + name + "-" + std::to_string(getpid()) + ".csv");
+  std::ofstream out(table);
+  out << SyntheticReplayTable();
+  return table;
+}
+
 std::string SyntheticReplayTable() {
   std::ostringstream out;
   out << std::setprecision(17) << "# model=lenet\n# device=synthetic\n"
@@ -452,12 +467,7 @@ std::string SyntheticReplayTable() {
 }
 
 TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
-  const fs::path table =
-      fs::temp_directory_path() / ("topotune-replay-table-" + std::to_string(getpid()) + ".csv");
-  {
-    std::ofstream out(table);
-    out << SyntheticReplayTable();
-  }
+  const fs::path table = WriteSyntheticTable("replay-table");
   Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
   json spec = SmallJob();
   spec["target_accuracy"] = 0.7;
@@ -466,10 +476,8 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
   spec["max_trials"] = 30;
   spec["scheduler"] = {{"min_epochs", 1}, {"reduction_factor", 3}, {"rungs", 3}};
   const auto start = std::chrono::steady_clock::now();
-  auto submitted = cluster.Post("/v1/jobs", spec.dump());
-  ASSERT_TRUE(submitted);
-  ASSERT_EQ(submitted->status, 201) << submitted->body;
-  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
   const json job = cluster.WaitForJob(id, 60);
   ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
@@ -496,12 +504,7 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
 }
 
 TEST(Integration, RungsInSecondsGiveFastConfigurationsMoreEpochs) {
-  const fs::path table =
-      fs::temp_directory_path() / ("topotune-replay-sec-" + std::to_string(getpid()) + ".csv");
-  {
-    std::ofstream out(table);
-    out << SyntheticReplayTable();
-  }
+  const fs::path table = WriteSyntheticTable("replay-sec");
   Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
   json spec = SmallJob();
   spec["target_accuracy"] = 0.99;  // never reached: every trial runs on its rung budgets
@@ -510,10 +513,8 @@ TEST(Integration, RungsInSecondsGiveFastConfigurationsMoreEpochs) {
   spec["max_trials"] = 12;
   spec["scheduler"] = {{"algorithm", "asha"}, {"rung_unit", "seconds"}, {"min_seconds", 1.5},
                        {"max_epochs", 9},     {"reduction_factor", 3},  {"rungs", 2}};
-  auto submitted = cluster.Post("/v1/jobs", spec.dump());
-  ASSERT_TRUE(submitted);
-  ASSERT_EQ(submitted->status, 201) << submitted->body;
-  const int64_t id = json::parse(submitted->body)["id"].get<int64_t>();
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
   const json job = cluster.WaitForJob(id, 60);
   ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
   auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");

@@ -63,6 +63,13 @@ Objective Succeeds(std::function<double(const TrialConfig&)> score) {
   };
 }
 
+// A model-based sampler by name: "GP" or "TPE".
+std::unique_ptr<Sampler> ModelSampler(const std::string& kind, const SearchSpace& space,
+                                      uint64_t seed) {
+  if (kind == "GP") return std::make_unique<GpSampler>(space, seed);
+  return std::make_unique<TpeSampler>(space, seed);
+}
+
 // Proposes and observes `budget` configurations; returns the best score seen.
 double BestAfter(Sampler& sampler, int budget, const Objective& objective) {
   double best = -1e300;
@@ -208,12 +215,7 @@ TEST(Samplers, FailedObservationsSteerProposalsAway) {
   for (const char* kind : {"GP", "TPE"}) {
     int below = 0;  // of 3 seeds x 20 proposals
     for (uint64_t seed = 1; seed <= 3; ++seed) {
-      std::unique_ptr<Sampler> sampler;
-      if (kind == std::string("GP")) {
-        sampler = std::make_unique<GpSampler>(space, seed);
-      } else {
-        sampler = std::make_unique<TpeSampler>(space, seed);
-      }
+      std::unique_ptr<Sampler> sampler = ModelSampler(kind, space, seed);
       BestAfter(*sampler, 40, objective);
       for (int i = 0; i < 20; ++i) {
         const Observation o = objective(sampler->Propose(INT_MAX));
@@ -259,12 +261,7 @@ TEST(Samplers, ConfigurationsStoppedAtALowerRungSteerProposalsAway) {
   for (const char* kind : {"GP", "TPE"}) {
     int dead = 0;  // of 3 seeds x 30 proposals
     for (uint64_t seed = 1; seed <= 3; ++seed) {
-      std::unique_ptr<Sampler> sampler;
-      if (kind == std::string("GP")) {
-        sampler = std::make_unique<GpSampler>(space, seed);
-      } else {
-        sampler = std::make_unique<TpeSampler>(space, seed);
-      }
+      std::unique_ptr<Sampler> sampler = ModelSampler(kind, space, seed);
       dead += ProposalsIntoTheDeadHalf(*sampler, space, 30);
     }
     EXPECT_LE(dead, 18) << kind;  // 20%
