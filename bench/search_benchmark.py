@@ -560,7 +560,8 @@ def main():
     repo = os.path.dirname(here)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", required=True)
-    ap.add_argument("--target", type=float, default=0.80)
+    ap.add_argument("--target", type=float, default=None,
+                    help="default: the table's '# bench_target=' comment, else 0.80")
     ap.add_argument("--seeds", type=int, default=20, help="runs per algorithm (>= 20)")
     ap.add_argument("--grid-seeds", type=int, default=None,
                     help="runs of the product's grid algorithm (default --seeds; 0 = none)")
@@ -586,6 +587,8 @@ def main():
     if args.grid_seeds is None:
         args.grid_seeds = args.seeds
     table = Table(args.table)
+    if args.target is None:
+        args.target = float(table.meta.get("bench_target", 0.80))
     if args.rungs is None:
         args.rungs = 1
         while args.min_epochs * args.eta ** args.rungs <= table.epochs:
