@@ -44,7 +44,7 @@ TEST(JobSpec, AutoRecordsTheAlgorithmItChoseAndWhy) {
   j["scheduler"]["algorithm"] = "auto";
   StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  EXPECT_EQ(spec->algorithm, "bohb");  // 12 trials
+  EXPECT_EQ(spec->algorithm, "tpe");  // 12 trials
   EXPECT_FALSE(spec->auto_reason.empty());
   j["max_trials"] = 6;
   spec = ParseJobSpec(j.dump());

@@ -122,7 +122,6 @@ class JobEngine {
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung and tells the sampler.
   void RecordRungResult(LiveTrial& t, Observation::Kind kind);
-  int FirstRungOf(const LiveTrial& t) const { return brackets_[t.bracket].rungs.first_rung(); }
 
   struct Bracket {
     AshaRungs rungs;
