@@ -51,7 +51,7 @@ bool JobEngine::HolderOnline(const TrialRecord& trial) const {
 
 bool JobEngine::RungDone(const LiveTrial& t) const {
   if (t.record.epochs_done >= t.record.target_epochs) return true;
-  return InSeconds() && ReachedSeconds(t, spec_.asha.RungSeconds(t.record.rung));
+  return InSeconds() && ReachedSeconds(t.record.train_s, spec_.asha.RungSeconds(t.record.rung));
 }
 
 std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
@@ -262,7 +262,7 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
     r.reason = t.stop_reason;
     RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == "completed") {
-    if (ReachedSeconds(t, t.bound_s) && !RungDone(t)) {
+    if (ReachedSeconds(r.train_s, t.bound_s) && !RungDone(t)) {
       // The worker applied the bound itself, at the epoch our verdict would have named.
       r.state = TrialState::kStopped;
       r.reason = BoundReason(t, t.bound_s);

@@ -112,10 +112,6 @@ class JobEngine {
   Status MaybeFinish(double now);
   int SegmentStart(const LiveTrial& t) const { return t.rung_start_epoch; }
   bool InSeconds() const { return spec_.asha.unit == RungUnit::kSeconds; }
-  // Whether t's training seconds reached `limit` (at the precision of the sums compared).
-  static bool ReachedSeconds(const LiveTrial& t, double limit) {
-    return limit > 0 && t.record.train_s >= limit * (1.0 - 1e-12);
-  }
   // The trial's current rung is trained to its end: its epochs, or its seconds.
   bool RungDone(const LiveTrial& t) const;
   std::string BoundReason(const LiveTrial& t, double incumbent) const;

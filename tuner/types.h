@@ -48,6 +48,12 @@ struct DatasetSpec {
 enum class RungUnit { kEpochs, kSeconds };
 const char* RungUnitName(RungUnit unit);  // "epochs" or "seconds"
 
+// Whether a trial's training seconds `total_s` reached `limit_s` (> 0). The controller and
+// the worker sum the same epochs in a different order; the tolerance makes them agree.
+inline bool ReachedSeconds(double total_s, double limit_s) {
+  return limit_s > 0 && total_s >= limit_s * (1.0 - 1e-12);
+}
+
 struct AshaSettings {
   RungUnit unit = RungUnit::kEpochs;
   int min_epochs = 1;                  ///< epochs of rung 0 (unit epochs)

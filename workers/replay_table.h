@@ -54,9 +54,8 @@ class ReplayTable {
 
 // Plays one segment of `request` from the table: epochs start_epoch+1 .. end_epoch of the
 // nearest configuration's curve, waiting each epoch's seconds divided by `speedup` (0: no
-// waiting), stopping after the epoch that reaches the target or uses up max_train_s, or
-// when `stop` is set. A
-// curve that ends early is a diverged run: "failed".
+// waiting). It stops after the epoch that reaches the target or uses up max_train_s, or
+// when `stop` is set. A curve that ends early is a diverged run: "failed".
 TrainResult ReplaySegment(const ReplayTable& table, const TrainRequest& request, double speedup,
                           const std::function<void(const CurvePoint&)>& on_epoch,
                           const std::atomic<bool>& stop);

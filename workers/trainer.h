@@ -34,8 +34,7 @@ struct TrainRequest {
 // Whether a segment whose epochs trained `segment_s` seconds so far has used up the
 // request's max_train_s (the trial's total, earlier segments included).
 inline bool TrainTimeUp(const TrainRequest& request, double segment_s) {
-  return request.max_train_s > 0 &&
-         request.train_s_before + segment_s >= request.max_train_s * (1.0 - 1e-12);
+  return ReachedSeconds(request.train_s_before + segment_s, request.max_train_s);
 }
 
 struct TrainResult {
