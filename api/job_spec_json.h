@@ -11,6 +11,12 @@
 //    "scheduler": {"algorithm": "asha", "min_epochs": 1, "reduction_factor": 3, "rungs": 3},
 //    "max_trials": 16, "seed": 1, "momentum": 0.9, "grid_lr_points": 8}
 //
+// Rungs in training seconds instead of epochs (rung k: min_seconds * reduction_factor^k,
+// each trial at most max_epochs epochs, default 100):
+//
+//    "scheduler": {"algorithm": "tpe", "rung_unit": "seconds", "min_seconds": 5,
+//                  "max_epochs": 50, "reduction_factor": 3, "rungs": 3}
+//
 // Unknown fields are errors (a typo must not silently fall back to a default).
 
 #include <nlohmann/json.hpp>
