@@ -432,17 +432,6 @@ TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarg
 
 // A replay table with a known optimum: accuracy after e epochs approaches a ceiling that
 // is highest at lr 0.01 and batch 64 for adam; epochs get cheaper with larger batches.
-std::string SyntheticReplayTable();
-
-// Writes the synthetic table to a temporary file named after `name`.
-fs::path WriteSyntheticTable(const std::string& name) {
-  const fs::path table =
-      fs::temp_directory_path() / ("topotune-" + name + "-" + std::to_string(getpid()) + ".csv");
-  std::ofstream out(table);
-  out << SyntheticReplayTable();
-  return table;
-}
-
 std::string SyntheticReplayTable() {
   std::ostringstream out;
   out << std::setprecision(17) << "# model=lenet\n# device=synthetic\n"
@@ -464,6 +453,15 @@ std::string SyntheticReplayTable() {
     }
   }
   return out.str();
+}
+
+// Writes the synthetic table to a temporary file named after `name`.
+fs::path WriteSyntheticTable(const std::string& name) {
+  const fs::path table =
+      fs::temp_directory_path() / ("topotune-" + name + "-" + std::to_string(getpid()) + ".csv");
+  std::ofstream out(table);
+  out << SyntheticReplayTable();
+  return table;
 }
 
 TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {

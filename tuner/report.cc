@@ -88,7 +88,8 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
     }
   } else {
     r.grid.epochs_per_point = spec.asha.MaxEpochs();
-    for (int b : measured.empty() ? std::vector<int>() : spec.space.batch_sizes) {
+    for (int b : spec.space.batch_sizes) {
+      if (measured.empty()) break;  // no epoch time to estimate from
       if (measured.count(b)) ++r.grid.batch_sizes_measured;
       r.grid.cost_s += per_batch * r.grid.epochs_per_point * EpochSecondsAt(measured, b);
     }
