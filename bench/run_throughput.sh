@@ -78,6 +78,10 @@ if [ "$cpp_lib" != "$python_lib" ]; then
   echo "error: the two sides load different LibTorch libraries" >&2
   exit 1
 fi
+# LibTorch's matrix products go through libblas.so.3: Debian's alternatives pick the BLAS
+# (OpenBLAS once libopenblas0-openmp is installed, as scripts/setup.sh does; else netlib).
+blas_lib=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo unknown)
+echo "BLAS:        $blas_lib (both sides)"
 malloc_env=$(env | grep -E '^(MALLOC_[A-Z_]+_|GLIBC_TUNABLES)=' | tr '\n' ' ' || true)
 echo "malloc:      ${malloc_env:-glibc defaults (no MALLOC_*_ or GLIBC_TUNABLES set)}"
 echo "settings:    threads $THREADS, $ROUNDS rounds, lenet $LENET_SAMPLES and resnet18" \

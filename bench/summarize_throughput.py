@@ -27,11 +27,12 @@ def main():
             if line.startswith("{")]
     cases = {}
     for run in runs:
-        key = (run["model"], run["batch"], run["threads"])
+        # Files from before the GPU support hold CPU runs without a "device" field.
+        key = (run.get("device", "cpu"), run["model"], run["batch"], run["threads"])
         cases.setdefault(key, {"cpp": [], "python": []})[run["impl"]].append(run)
 
     main_rows, detail_rows, below = [], [], []
-    for (model, batch, threads), by_impl in cases.items():
+    for (device, model, batch, threads), by_impl in cases.items():
         cpp, python = by_impl["cpp"], by_impl["python"]
         if not cpp or not python:
             continue
@@ -51,7 +52,7 @@ def main():
         same_loss = all(abs(c["train_loss"] - p["train_loss"]) <= 1e-4 * abs(p["train_loss"])
                         for c, p in zip(cpp, python))
         main_rows.append([
-            model, str(batch), str(threads), str(cpp[0]["samples"]),
+            device, model, str(batch), str(threads), str(cpp[0]["samples"]),
             "%.1f" % median(cpp, "samples_per_s"), "%.1f" % median(python, "samples_per_s"),
             "**%.3f**" % ratio,
             "%.3f" % (median(cpp, "samples_per_cpu_s") / median(python, "samples_per_cpu_s")),
@@ -69,9 +70,9 @@ def main():
                 r["optimizer_s"] / r["compute_s"] for r in python),
                 100.0 * statistics.median(r["data_s"] / r["compute_s"] for r in python))])
         if ratio < 1.0:
-            below.append("%s batch %d" % (model, batch))
+            below.append("%s %s batch %d" % (device, model, batch))
 
-    table(["model", "batch", "threads", "samples/epoch", "C++ samples/s (median)",
+    table(["device", "model", "batch", "threads", "samples/epoch", "C++ samples/s (median)",
            "Python samples/s (median)", "ratio C++/Python", "ratio per CPU second",
            "C++ data share", "same loss"],
           main_rows)

@@ -200,24 +200,28 @@ int main(int argc, char** argv) {
   const int64_t steps = (samples + options.batch - 1) / options.batch;
   const double page_faults_per_step =
       static_cast<double>(marks[1].page_faults - marks[0].page_faults) / static_cast<double>(steps);
+  // The Trainer's choice: the first CUDA GPU when there is one, else the CPU.
+  const std::string device = topotune::Trainer::ProbeDevice().kind;
   if (options.json) {
     std::printf(
-        "{\"impl\": \"cpp\", \"model\": \"%s\", \"batch\": %d, \"threads\": %d, "
+        "{\"impl\": \"cpp\", \"device\": \"%s\", \"model\": \"%s\", \"batch\": %d, \"threads\": "
+        "%d, "
         "\"samples\": %lld, \"samples_per_s\": %.6g, \"compute_s\": %.6g, \"data_s\": %.6g, "
         "\"forward_s\": %.6g, \"backward_s\": %.6g, \"optimizer_s\": %.6g, "
         "\"data_share\": %.6g, \"step_ms_p50\": %.6g, \"cpu_s\": %.6g, "
         "\"samples_per_cpu_s\": %.6g, \"cpu_per_wall\": %.4g, \"page_faults_per_step\": %.6g, "
         "\"warmup_loss\": %.8g, \"train_loss\": %.8g}\n",
-        options.model.c_str(), options.batch, options.threads, static_cast<long long>(samples),
-        samples_per_s, timed.compute_s, timed.data_s, timed.forward_s, timed.backward_s,
-        timed.optimizer_s, data_share, timed.step_ms_p50, cpu_s, samples_per_cpu_s, cpu_per_wall,
-        page_faults_per_step, marks[0].point.train_loss, timed.train_loss);
+        device.c_str(), options.model.c_str(), options.batch, options.threads,
+        static_cast<long long>(samples), samples_per_s, timed.compute_s, timed.data_s,
+        timed.forward_s, timed.backward_s, timed.optimizer_s, data_share, timed.step_ms_p50, cpu_s,
+        samples_per_cpu_s, cpu_per_wall, page_faults_per_step, marks[0].point.train_loss,
+        timed.train_loss);
   } else {
     std::printf(
-        "C++ Trainer  %s  batch %d  threads %d: %.1f samples/s (%lld samples in %.3f s; "
+        "C++ Trainer  %s on %s  batch %d  threads %d: %.1f samples/s (%lld samples in %.3f s; "
         "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f ms; "
         "CPU/wall %.2f; %.0f page faults per step; train loss %.4f)\n",
-        options.model.c_str(), options.batch, options.threads, samples_per_s,
+        options.model.c_str(), device.c_str(), options.batch, options.threads, samples_per_s,
         static_cast<long long>(samples), timed.compute_s, 100.0 * data_share, timed.forward_s,
         timed.backward_s, timed.optimizer_s, timed.step_ms_p50, cpu_per_wall, page_faults_per_step,
         timed.train_loss);

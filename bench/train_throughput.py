@@ -2,16 +2,20 @@
 """The work of bench_train_throughput in Python PyTorch, for a side-by-side comparison.
 
 Mirrors what workers/trainer.cc does for one trial segment of two epochs (a warm-up epoch,
-then the timed one) on the CPU:
+then the timed one), on the first CUDA GPU when there is one (as the Trainer), else the CPU:
   * data: the CIFAR-10 binary files of --data (data_batch_1.bin .. data_batch_5.bin,
     whichever exist, the first --train-samples images), as float x / 255 normalised per
     channel with the training set's mean and (unbiased) std, clamped at 1e-6;
   * model: lenet or resnet18 exactly as workers/models.h lays them out (the parameter
     counts are asserted), initialised the same way;
   * training: per epoch a randperm from a generator seeded with seed + epoch, batches by
-    index_select, cross entropy, SGD(lr 0.01, momentum 0.9), step() then zero_grad(),
+    index_select, cross entropy, SGD(lr 0.01, momentum 0.9), step() then
+    zero_grad(set_to_none=True) (the trainer's DropGradients),
     loss.item() after every step (the trainer's divergence check, outside the timing);
   * threads: torch.set_num_threads(T) and torch.set_num_interop_threads(T), as Trainer(T);
+  * device: the data stays in host memory, each batch is copied to the device after
+    index_select; on a GPU the clock is read after torch.cuda.synchronize(), as the
+    Trainer's Now();
   * timing: per step, batch assembly + forward and loss + backward + step and zero_grad,
     summed over the epoch (CurvePoint.compute_s). The trainer's evaluation after each
     epoch is untimed there and left out here.
@@ -154,7 +158,18 @@ MODELS = {"lenet": LeNet, "resnet18": ResNet18}
 
 # ---- training (workers/trainer.cc Trainer::Impl::Train) ----
 
-def train_epoch(model, optimizer, images, labels, batch, seed, epoch):
+def device_clock(device):
+    """time.perf_counter once the device has finished the work queued so far."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def clock():
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return clock
+
+
+def train_epoch(model, optimizer, images, labels, batch, seed, epoch, device):
     """One epoch; returns (compute_s, data_s, forward_s, backward_s, optimizer_s, step
     seconds, mean train loss)."""
     model.train()
@@ -163,20 +178,20 @@ def train_epoch(model, optimizer, images, labels, batch, seed, epoch):
     data_s = forward_s = backward_s = optimizer_s = 0.0
     steps = []
     loss_sum = 0.0
-    clock = time.perf_counter
+    clock = device_clock(device)
     for begin in range(0, count, batch):
         t0 = clock()
         end = min(begin + batch, count)
         index = order[begin:end]
-        batch_images = images.index_select(0, index)
-        batch_labels = labels.index_select(0, index)
+        batch_images = images.index_select(0, index).to(device)
+        batch_labels = labels.index_select(0, index).to(device)
         t1 = clock()
         loss = F.cross_entropy(model(batch_images), batch_labels)
         t2 = clock()
         loss.backward()
         t3 = clock()
         optimizer.step()
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=True)  # the trainer's DropGradients
         t4 = clock()
         data_s += t1 - t0
         forward_s += t2 - t1
@@ -217,19 +232,22 @@ def main():
     images_u8, labels = read_cifar10_train(args.data, args.train_samples)
     images = normalised(images_u8)
 
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters == PARAMETER_COUNTS[args.model], (
         "%s has %d parameters, the C++ model %d" % (args.model, parameters,
                                                     PARAMETER_COUNTS[args.model]))
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
 
-    warmup = train_epoch(model, optimizer, images, labels, args.batch, args.seed, 1)
+    warmup = train_epoch(model, optimizer, images, labels, args.batch, args.seed, 1,
+                         device)
     cpu_begin, wall_begin = time.process_time(), time.perf_counter()
     faults_begin = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     compute_s, data_s, forward_s, backward_s, optimizer_s, steps, loss = train_epoch(
-        model, optimizer, images, labels, args.batch, args.seed, 2)
+        model, optimizer, images, labels, args.batch, args.seed, 2, device)
     # CPU seconds of the timed epoch, and per wall second: about `threads` on a quiet
     # machine. samples / cpu_s does not count the time the process waited for a core.
     cpu_s = time.process_time() - cpu_begin
@@ -237,7 +255,7 @@ def main():
     cpu_per_wall = cpu_s / (time.perf_counter() - wall_begin)
     samples = images.size(0)
     result = {
-        "impl": "python", "model": args.model, "batch": args.batch, "threads": args.threads,
+        "impl": "python", "device": device.type, "model": args.model, "batch": args.batch, "threads": args.threads,
         "samples": samples, "samples_per_s": samples / compute_s, "compute_s": compute_s,
         "data_s": data_s, "forward_s": forward_s, "backward_s": backward_s,
         "optimizer_s": optimizer_s, "data_share": data_s / compute_s,
@@ -250,10 +268,11 @@ def main():
     if args.json:
         print(json.dumps(result))
     else:
-        print("Python PyTorch %s  batch %d  threads %d: %.1f samples/s (%d samples in %.3f s; "
+        print("Python PyTorch %s on %s  batch %d  threads %d: %.1f samples/s (%d samples in %.3f s; "
               "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f "
               "ms; CPU/wall %.2f; %.0f page faults per step; train loss %.4f)" % (
-                  args.model, args.batch, args.threads, result["samples_per_s"], samples,
+                  args.model, device.type, args.batch, args.threads, result["samples_per_s"],
+                  samples,
                   compute_s, 100.0 * result["data_share"], forward_s, backward_s, optimizer_s,
                   result["step_ms_p50"], cpu_per_wall, result["page_faults_per_step"], loss))
 

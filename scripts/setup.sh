@@ -1,8 +1,12 @@
 # Sourced by examples/quickstart.sh, tests/run.sh and .ci/run: installs what is missing
 # from Debian's packages, then configures and builds. Functions only; nothing runs on source.
 
-TOPOTUNE_PACKAGES="libtorch-dev libboost-dev nlohmann-json3-dev libcpp-httplib-dev \
-libsqlite3-dev libgtest-dev libeigen3-dev zlib1g-dev cmake g++ make pkg-config sqlite3"
+# libopenblas0-openmp: LibTorch's CPU matrix products call libblas.so.3, which is netlib's
+# unoptimised reference BLAS unless an optimised one is installed; OpenBLAS's OpenMP build
+# follows LibTorch's thread count. LeNet's linear layers run ~18x faster with it.
+TOPOTUNE_PACKAGES="libtorch-dev libopenblas0-openmp libboost-dev nlohmann-json3-dev \
+libcpp-httplib-dev libsqlite3-dev libgtest-dev libeigen3-dev zlib1g-dev cmake g++ make \
+pkg-config sqlite3"
 
 topotune_install_deps() {
   local missing=""

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "api/protocol.h"
@@ -428,6 +429,64 @@ TEST(Integration, AWorkerUnderAMemoryLimitFindsItsLargestBatchAndGetsNothingLarg
     EXPECT_LE(t["config"]["batch_size"].get<int>(), max_batch) << t.dump();
     EXPECT_NE(t["state"], "infeasible") << t.dump();
   }
+}
+
+// Runs `command` through the shell; its exit status and what it printed (stdout and stderr).
+std::pair<int, std::string> RunCommand(const std::string& command) {
+  std::string output;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, output};
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknownModel) {
+  const fs::path dir = fs::temp_directory_path() / ("topotune-probe-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  ShapesOptions data;
+  data.train_samples = 64;
+  data.test_samples = 64;
+  ASSERT_TRUE(WriteShapesDataset(dir.string(), data).ok());
+  const std::string probe = std::string(TOPOTUNE_WORKER_BIN) + " probe --data " + dir.string();
+
+  // `ulimit -v` as a user sets it: ResNet-8 at batch 4096 needs several GB, more than the
+  // 2.5 GB of address space (LibTorch's own mappings included) that this leaves.
+  const auto [status, output] =
+      RunCommand("ulimit -v 2500000 && " + probe +
+                 " --model resnet8 --batch-sizes 8,4096,16 --steps 1 --threads 1 2>/dev/null");
+  ASSERT_EQ(status, 0) << output;
+  const json result = json::parse(output);
+  EXPECT_TRUE(result["device"]["kind"] == "cpu" || result["device"]["kind"] == "cuda") << output;
+  EXPECT_GT(result["device"]["memory_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(result["probe"]["model"], "resnet8");
+  EXPECT_EQ(result["probe"]["input"], "3x32x32");
+  const json& batches = result["probe"]["batches"];
+  ASSERT_EQ(batches.size(), 3u) << output;  // tried in ascending order
+  EXPECT_EQ(batches[0]["batch_size"], 8);
+  EXPECT_EQ(batches[1]["batch_size"], 16);
+  EXPECT_EQ(batches[2]["batch_size"], 4096);
+  for (int i : {0, 1}) {
+    EXPECT_TRUE(batches[i]["fits"].get<bool>()) << output;
+    EXPECT_GT(batches[i]["step_ms"].get<double>(), 0.0);
+    EXPECT_GT(batches[i]["peak_memory_bytes"].get<int64_t>(), 0);
+  }
+  if (result["device"]["kind"] == "cpu") {
+    EXPECT_FALSE(batches[2]["fits"].get<bool>()) << output;
+    EXPECT_NE(batches[2]["error"].get<std::string>().find("out of memory"), std::string::npos);
+    EXPECT_EQ(result["probe"]["max_batch_size"], 16);
+  }
+
+  const auto [bad_status, bad_output] = RunCommand(probe + " --model resnet7");
+  EXPECT_EQ(bad_status, 1);
+  EXPECT_NE(bad_output.find("unknown model 'resnet7'"), std::string::npos) << bad_output;
+  const auto [usage_status, usage_output] = RunCommand(probe + " --batch-sizes 8,x");
+  EXPECT_EQ(usage_status, 2);
+  EXPECT_NE(usage_output.find("bad value '8,x' for --batch-sizes"), std::string::npos)
+      << usage_output;
+  fs::remove_all(dir);
 }
 
 // A replay table with a known optimum: accuracy after e epochs approaches a ceiling that

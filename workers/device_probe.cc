@@ -46,7 +46,7 @@ double Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer, cons
       torch::randn({batch_size, input.channels, input.height, input.width}, device);
   torch::Tensor labels = torch::randint(input.num_classes, {batch_size},
                                         torch::TensorOptions().dtype(torch::kInt64).device(device));
-  optimizer.zero_grad();
+  DropGradients(model);
   torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(images), labels);
   loss.backward();
   optimizer.step();

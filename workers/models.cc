@@ -438,6 +438,10 @@ const std::vector<std::string>& ModelNames() {
   return kNames;
 }
 
+void DropGradients(nn::Module& model) {
+  for (torch::Tensor& parameter : model.parameters()) parameter.mutable_grad().reset();
+}
+
 StatusOr<std::shared_ptr<ImageClassifierImpl>> MakeModel(const std::string& name,
                                                          const ModelInput& input) {
   for (const auto& entry : ModelRegistry()) {

@@ -409,7 +409,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
       loss.backward();
       const Clock::time_point t3 = Now();
       optimizer->step();
-      optimizer->zero_grad();
+      DropGradients(*model);
       const Clock::time_point t4 = Now();
       data_s += Seconds(t0, t1);
       forward_s += Seconds(t1, t2);

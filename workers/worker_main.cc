@@ -2,14 +2,20 @@
 //
 //   topotune-worker [--controller HOST:PORT] [--name ID] [--data-root DIR]
 //                   [--checkpoint-dir DIR] [--threads N] [--connect-timeout S]
+//   topotune-worker record-replay ...   (records a replay table; see RecordUsage)
+//   topotune-worker probe ...           (prints this device's probe; see ProbeUsage)
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "api/protocol.h"
 #include "workers/agent.h"
+#include "workers/device_probe.h"
 #include "workers/replay_recorder.h"
 #include "workers/trainer.h"
 
@@ -39,7 +45,9 @@ int Usage(const std::string& error) {
                "                          0 = no waiting)\n"
                "  --memory-budget MIB     cap the address space this far above its size at\n"
                "                          start (RLIMIT_AS, like ulimit -v): emulates a small\n"
-               "                          device\n",
+               "                          device\n"
+               "       topotune-worker record-replay ...   record a replay table (real training)\n"
+               "       topotune-worker probe ...           print this device's probe of a model\n",
                error.c_str());
   return 2;
 }
@@ -158,10 +166,77 @@ int RecordReplayMain(int argc, char** argv) {
   return 0;
 }
 
+int ProbeUsage(const std::string& error) {
+  std::fprintf(stderr,
+               "topotune-worker probe: %s\n"
+               "usage: topotune-worker probe --data DIR [--model lenet]\n"
+               "         [--data-format cifar10-bin|mnist-idx] [--batch-sizes 16,32,...]\n"
+               "         [--steps N] [--threads N]\n"
+               "Measures this device as a worker does when the controller asks: the step time\n"
+               "of each batch size and the largest that fits in memory. Prints one JSON object\n"
+               "{\"device\": ..., \"probe\": ...} (the probe_result frame's fields).\n",
+               error.c_str());
+  return 2;
+}
+
+// topotune-worker probe ...: the device profile and one model's probe, as JSON on stdout.
+int ProbeMain(int argc, char** argv) {
+  topotune::ProbeRequest request;
+  request.model = "lenet";
+  request.batch_sizes = {16, 32, 64, 128, 256, 512};
+  int threads = 0;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) return ProbeUsage("unknown or incomplete argument '" + arg + "'");
+    const std::string value = argv[++i];
+    try {
+      if (arg == "--data") {
+        request.data_dir = value;
+      } else if (arg == "--data-format") {
+        request.data_format = value;
+      } else if (arg == "--model") {
+        request.model = value;
+      } else if (arg == "--batch-sizes") {
+        request.batch_sizes = SplitList<int>(value, ParseInt);
+      } else if (arg == "--steps") {
+        request.timed_steps = ParseInt(value);
+      } else if (arg == "--threads") {
+        threads = ParseInt(value);
+      } else {
+        return ProbeUsage("unknown argument '" + arg + "'");
+      }
+    } catch (const std::exception&) {
+      return ProbeUsage("bad value '" + value + "' for " + arg);
+    }
+  }
+  if (request.data_dir.empty()) return ProbeUsage("--data is required");
+  if (request.batch_sizes.empty()) return ProbeUsage("--batch-sizes is empty");
+  for (int b : request.batch_sizes) {
+    if (b <= 0) return ProbeUsage("batch sizes must be > 0, not " + std::to_string(b));
+  }
+  if (request.timed_steps <= 0) return ProbeUsage("--steps must be > 0");
+  std::sort(request.batch_sizes.begin(), request.batch_sizes.end());
+  topotune::Trainer trainer(threads);  // sets LibTorch's threads, as the agent does
+  const topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
+  topotune::DeviceProber prober;
+  topotune::StatusOr<topotune::DeviceProbe> probe = prober.Probe(request);
+  if (!probe.ok()) {
+    std::fprintf(stderr, "topotune-worker probe: %s\n", probe.status().ToString().c_str());
+    return 1;
+  }
+  probe->measured_at =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const nlohmann::json out = {{"device", topotune::ToJson(device)},
+                              {"probe", topotune::ToJson(*probe)}};
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "record-replay") return RecordReplayMain(argc, argv);
+  if (argc > 1 && std::string(argv[1]) == "probe") return ProbeMain(argc, argv);
   topotune::AgentOptions options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
