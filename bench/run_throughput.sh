@@ -18,6 +18,11 @@
 #   RESNET18_SAMPLES [512]  training images per epoch for resnet18 (slow on a CPU)
 #   BUILD_DIR [build-bench] build folder for bench_train_throughput (Release)
 #   JOBS [2]                parallel compile jobs
+#   PYTHON [/usr/bin/python3]  the Python whose torch is compared (Debian's python3-torch)
+#   PREBUILT [0]            1: install nothing and build nothing; use BUILD_DIR's
+#                           bench_train_throughput and topotune-datagen as they are (a GPU
+#                           machine's worker-only build: bench/gpu/run_checks.sh)
+# On a machine with a CUDA GPU both sides train on it (the Trainer's choice).
 # glibc's MALLOC_*_ variables and GLIBC_TUNABLES pass through to both sides, e.g.
 #   MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 bench/run_throughput.sh
 # shows what keeping freed tensor buffers in the heap would do (see bench/RESULTS.md).
@@ -36,17 +41,20 @@ JOBS="${JOBS:-2}"
 # that the second metric (samples per CPU second) counts.
 VAL_SAMPLES=1
 # Debian's interpreter, where python3-torch lives (a python3 earlier on PATH may lack it).
-PYTHON=/usr/bin/python3
+PYTHON="${PYTHON:-/usr/bin/python3}"
+PREBUILT="${PREBUILT:-0}"
 
-source scripts/setup.sh
-topotune_install_deps
-"$PYTHON" -c 'import torch' 2>/dev/null || topotune_apt_install python3-torch
+if [ "$PREBUILT" != 1 ]; then
+  source scripts/setup.sh
+  topotune_install_deps
+  "$PYTHON" -c 'import torch' 2>/dev/null || topotune_apt_install python3-torch
 
-echo "==> building bench_train_throughput in $BUILD_DIR"
-mkdir -p "$BUILD_DIR"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$BUILD_DIR/cmake.log" 2>&1 ||
-  { cat "$BUILD_DIR/cmake.log"; exit 1; }
-cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_train_throughput topotune-datagen
+  echo "==> building bench_train_throughput in $BUILD_DIR"
+  mkdir -p "$BUILD_DIR"
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$BUILD_DIR/cmake.log" 2>&1 ||
+    { cat "$BUILD_DIR/cmake.log"; exit 1; }
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_train_throughput topotune-datagen
+fi
 BENCH="$BUILD_DIR/bench/bench_train_throughput"
 
 TRAIN_IMAGES=$((LENET_SAMPLES > RESNET18_SAMPLES ? LENET_SAMPLES : RESNET18_SAMPLES))
@@ -68,8 +76,8 @@ echo
 echo "== Training throughput: C++ Trainer vs Python PyTorch =="
 echo "date:        $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:     $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "packages:    libtorch-dev $(dpkg-query -W -f='${Version}' libtorch-dev)," \
-  "python3-torch $(dpkg-query -W -f='${Version}' python3-torch)" \
+echo "packages:    libtorch-dev $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo -)," \
+  "python3-torch $(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || echo -)" \
   "(torch.__version__ $("$PYTHON" -c 'import torch; print(torch.__version__)'))," \
   "Python $("$PYTHON" -c 'import platform; print(platform.python_version())')"
 echo "C++ loads:    $cpp_lib"
@@ -81,7 +89,7 @@ fi
 # LibTorch's matrix products go through libblas.so.3: Debian's alternatives pick the BLAS
 # (OpenBLAS once libopenblas0-openmp is installed, as scripts/setup.sh does; else netlib).
 blas_lib=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo unknown)
-echo "BLAS:        $blas_lib (both sides)"
+echo "BLAS:        $blas_lib (both sides, when LibTorch is Debian's)"
 malloc_env=$(env | grep -E '^(MALLOC_[A-Z_]+_|GLIBC_TUNABLES)=' | tr '\n' ' ' || true)
 echo "malloc:      ${malloc_env:-glibc defaults (no MALLOC_*_ or GLIBC_TUNABLES set)}"
 echo "settings:    threads $THREADS, $ROUNDS rounds, lenet $LENET_SAMPLES and resnet18" \

@@ -8,11 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "workers/dataset.h"
+#include "workers/memory_stats.h"
 
 namespace topotune {
 namespace {
@@ -370,6 +373,23 @@ TEST(Trainer, MemoryStaysFlatAcrossEpochs) {
   const double fourth = static_cast<double>(outcome.points[3].peak_memory_bytes);
   std::printf("peak memory: epoch 2 %.1f MB, epoch 4 %.1f MB\n", second / 1e6, fourth / 1e6);
   EXPECT_LE(fourth - second, std::max(0.05 * second, 20e6));
+}
+
+TEST(MemoryStats, ResetStartsANewPeakOnTheCpu) {
+  constexpr size_t kBytes = size_t{256} << 20;
+  ResetPeakMemory(/*cuda_device=*/-1);
+  const int64_t before = PeakMemory(-1);
+  ASSERT_GT(before, 0);
+  {
+    std::unique_ptr<char[]> block(new char[kBytes]);
+    std::memset(block.get(), 1, kBytes);  // resident, not just reserved
+    EXPECT_GE(PeakMemory(-1), before + static_cast<int64_t>(kBytes) * 9 / 10);
+  }
+  // Freed, given back by the reset's malloc_trim, and no longer part of the new peak.
+  ResetPeakMemory(-1);
+  EXPECT_LT(PeakMemory(-1), before + static_cast<int64_t>(kBytes) / 2);
+  EXPECT_EQ(ReadProcNumber("/proc/self/status", "NoSuchField:", 1024), 0);
+  EXPECT_GT(ReadProcNumber("/proc/meminfo", "MemTotal:", 1024), 0);
 }
 
 TEST(Trainer, ProbeDeviceDescribesThisMachine) {

@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <new>
-#include <sstream>
 
 #include "workers/dataset.h"
+#include "workers/memory_stats.h"
 #include "workers/models.h"
 
 namespace topotune {
@@ -21,21 +20,6 @@ bool IsOutOfMemory(const std::string& what) {
          what.find("can't allocate memory") != std::string::npos ||
          what.find("bad_alloc") != std::string::npos ||
          what.find("Cannot allocate memory") != std::string::npos;
-}
-
-int64_t PeakMemoryBytes(const torch::Device& device) {
-  (void)device;
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) {
-      std::istringstream fields(line.substr(6));
-      int64_t kb = 0;
-      fields >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
 }
 
 // One training step of `model` on random data of the batch's shape; the seconds it took.
@@ -72,6 +56,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
   probe.model = request.model;
   probe.input = InputKey(input.channels, input.height, input.width);
   const torch::Device device(torch::cuda::is_available() ? torch::kCUDA : torch::kCPU);
+  const int memory_device = device.is_cuda() ? 0 : -1;
 
   std::vector<int> sizes = request.batch_sizes;
   std::sort(sizes.begin(), sizes.end());
@@ -90,6 +75,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       probe.batches.push_back(b);  // not cached: a later probe may retry it
       continue;
     }
+    ResetPeakMemory(memory_device);
     try {
       StatusOr<std::shared_ptr<ImageClassifierImpl>> model = MakeModel(request.model, input);
       if (!model.ok()) return model.status();
@@ -104,16 +90,23 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       std::sort(times.begin(), times.end());
       b.fits = true;
       b.step_ms = times[times.size() / 2] * 1000.0;
-      b.peak_memory_bytes = PeakMemoryBytes(device);
+      b.peak_memory_bytes = PeakMemory(memory_device);
     } catch (const std::bad_alloc&) {
       b.error = "out of memory (std::bad_alloc)";
     } catch (const std::exception& e) {
       const std::string what = e.what();
-      if (!IsOutOfMemory(what)) {
+      const std::string first_line = what.substr(0, std::min<size_t>(what.find('\n'), 300));
+      if (IsOutOfMemory(what)) {
+        b.error = "out of memory: " + first_line;
+      } else if (std::any_of(probe.batches.begin(), probe.batches.end(),
+                             [](const BatchProbe& p) { return p.fits; })) {
+        // A smaller batch trained, so the model and device work: this size hit a limit
+        // other than memory (a kernel's 32-bit indexing, say). It does not fit either.
+        b.error = "failed: " + first_line;
+      } else {
         return Status::Internal("probing " + request.model + " at batch size " +
-                                std::to_string(batch_size) + ": " + what.substr(0, 300));
+                                std::to_string(batch_size) + ": " + first_line);
       }
-      b.error = "out of memory: " + what.substr(0, what.find('\n'));
     }
     if (!b.fits) {
       failed_at = batch_size;

@@ -28,8 +28,9 @@ class DeviceProber {
  public:
   // Fills probe.model, probe.input and probe.batches (worker_id and measured_at are the
   // caller's). A batch size that runs out of memory does not fit, and neither does any
-  // larger one (not tried). Never throws; an error that is not out-of-memory (unknown
-  // model, unreadable data) is returned as a status.
+  // larger one (not tried); nor does one that fails otherwise after a smaller one trained
+  // (a kernel's size limit). Peak memory is per batch size. Never throws; an error before
+  // any batch size trained (unknown model, unreadable data) is returned as a status.
   StatusOr<DeviceProbe> Probe(const ProbeRequest& request);
 
  private:

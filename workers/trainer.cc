@@ -20,14 +20,13 @@
 #include <vector>
 
 #include "workers/dataset.h"
+#include "workers/memory_stats.h"
 #include "workers/models.h"
 
-// CUDA extras (caching-allocator peak, device name and memory) need the CUDA headers,
-// which only a CUDA build of LibTorch brings; a CPU build leaves them out.
-#if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAConfig.h>) && \
-    __has_include(<c10/cuda/CUDACachingAllocator.h>)
+// The GPU's name and memory need the CUDA runtime's header, which only a CUDA build of
+// LibTorch brings; a CPU build leaves them out.
+#if __has_include(<cuda_runtime_api.h>)
 #define TOPOTUNE_HAVE_CUDA_API 1
-#include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -43,20 +42,6 @@ constexpr int64_t kCropPadding = 4;  ///< pixels of padding around an augmentati
 
 double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-
-// The first number after `key` in a /proc file such as "VmHWM:   1234 kB", times
-// `multiplier`; 0 if absent.
-int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multiplier) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.compare(0, key.size(), key) != 0) continue;
-    std::istringstream fields(line.substr(key.size()));
-    int64_t value = 0;
-    if (fields >> value) return value * multiplier;
-  }
-  return 0;
 }
 
 // SplitMix64 finaliser: decorrelates generator seeds derived from one trial seed.
@@ -208,8 +193,8 @@ struct Trainer::Impl {
     Synchronize();
     return Clock::now();
   }
-  void ResetPeakMemory() const;
-  int64_t PeakMemory() const;
+  // The device's index for memory_stats.h: the GPU's, or -1 for the CPU.
+  int MemoryDevice() const { return device.is_cuda() ? device.index() : -1; }
   // The body of Run; may throw (LibTorch errors), which Run turns into a result.
   // *epochs_done follows the epochs completed so far, for that case.
   TrainResult Train(const TrainRequest& request,
@@ -253,32 +238,6 @@ StatusOr<std::shared_ptr<LoadedData>> Trainer::Impl::Data(const TrainRequest& re
   StatusOr<std::shared_ptr<LoadedData>> data = LoadData(request);
   if (data.ok()) datasets.emplace(key, *data);
   return data;
-}
-
-void Trainer::Impl::ResetPeakMemory() const {
-#ifdef TOPOTUNE_HAVE_CUDA_API
-  if (device.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-    return;
-  }
-#endif
-  // Give back what an earlier, larger trial left in the heap, then reset VmHWM to the
-  // current RSS ("5", Linux >= 4.0), so the peak is this trial's.
-  malloc_trim(0);
-  std::ofstream clear_refs("/proc/self/clear_refs");
-  clear_refs << "5";
-}
-
-int64_t Trainer::Impl::PeakMemory() const {
-#ifdef TOPOTUNE_HAVE_CUDA_API
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats
-        .reserved_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
-        .peak;
-  }
-#endif
-  return ReadProcNumber("/proc/self/status", "VmHWM:", 1024);
 }
 
 TrainResult Trainer::Run(const TrainRequest& request,
@@ -372,7 +331,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
   const int64_t train_count = data.train_images.size(0);
   const int64_t val_count = data.val_images.size(0);
   const int64_t batch = request.config.batch_size;
-  ResetPeakMemory();
+  ResetPeakMemory(MemoryDevice());
 
   bool reached_target = false;
   double segment_train_s = 0.0;  // summed as the controller sums the trial's epochs
@@ -456,7 +415,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     point.wall_s = Seconds(epoch_begin, eval_end);
     point.step_ms_p50 = Percentile(step_ms, 0.50);
     point.step_ms_p95 = Percentile(step_ms, 0.95);
-    point.peak_memory_bytes = PeakMemory();
+    point.peak_memory_bytes = PeakMemory(MemoryDevice());
     *epochs_done = epoch;
     if (on_epoch) on_epoch(point);
     if (point.val_accuracy >= request.target_accuracy) {
