@@ -76,8 +76,8 @@ echo
 echo "== Training throughput: C++ Trainer vs Python PyTorch =="
 echo "date:        $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:     $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "packages:    libtorch-dev $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo -)," \
-  "python3-torch $(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || echo -)" \
+version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo -; }
+echo "packages:    libtorch-dev $(version libtorch-dev), python3-torch $(version python3-torch)" \
   "(torch.__version__ $("$PYTHON" -c 'import torch; print(torch.__version__)'))," \
   "Python $("$PYTHON" -c 'import platform; print(platform.python_version())')"
 echo "C++ loads:    $cpp_lib"

@@ -255,7 +255,8 @@ def main():
     cpu_per_wall = cpu_s / (time.perf_counter() - wall_begin)
     samples = images.size(0)
     result = {
-        "impl": "python", "device": device.type, "model": args.model, "batch": args.batch, "threads": args.threads,
+        "impl": "python", "device": device.type, "model": args.model, "batch": args.batch,
+        "threads": args.threads,
         "samples": samples, "samples_per_s": samples / compute_s, "compute_s": compute_s,
         "data_s": data_s, "forward_s": forward_s, "backward_s": backward_s,
         "optimizer_s": optimizer_s, "data_share": data_s / compute_s,
@@ -268,7 +269,8 @@ def main():
     if args.json:
         print(json.dumps(result))
     else:
-        print("Python PyTorch %s on %s  batch %d  threads %d: %.1f samples/s (%d samples in %.3f s; "
+        print("Python PyTorch %s on %s  batch %d  threads %d: %.1f samples/s (%d samples in "
+              "%.3f s; "
               "data %.1f%%, forward %.3f s, backward %.3f s, optimizer %.3f s; step p50 %.2f "
               "ms; CPU/wall %.2f; %.0f page faults per step; train loss %.4f)" % (
                   args.model, device.type, args.batch, args.threads, result["samples_per_s"],

@@ -30,6 +30,8 @@ int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multipl
 void ResetPeakMemory(int cuda_device) {
 #ifdef TOPOTUNE_HAVE_CUDA_ALLOCATOR
   if (cuda_device >= 0) {
+    // Release the blocks an earlier run left cached, or the new peak would start at them.
+    c10::cuda::CUDACachingAllocator::emptyCache();
     c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(cuda_device));
     return;
   }

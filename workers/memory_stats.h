@@ -14,9 +14,10 @@ namespace topotune {
 // `multiplier`; 0 if absent.
 int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multiplier);
 
-// Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On the CPU it first
-// gives back to the kernel what malloc holds free (an earlier, larger run's buffers), then
-// resets VmHWM to the current RSS (/proc/self/clear_refs "5", Linux >= 4.0).
+// Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On a GPU it first
+// releases the caching allocator's free blocks; on the CPU it gives back to the kernel what
+// malloc holds free (an earlier, larger run's buffers), then resets VmHWM to the current
+// RSS (/proc/self/clear_refs "5", Linux >= 4.0).
 void ResetPeakMemory(int cuda_device);
 
 // Bytes at the peak since the last ResetPeakMemory; 0 if unknown.

@@ -14,7 +14,8 @@ grep -qx '/.gpukit/' .git/info/exclude 2>/dev/null || echo '/.gpukit/' >>.git/in
 rm -rf "$KIT"
 mkdir -p "$KIT"
 # apt runs downloads as _apt, which cannot write into a root-owned folder elsewhere.
-(cd "$KIT" && apt-get download $PACKAGES 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+(cd "$KIT" && apt-get download $PACKAGES 2>&1 |
+  grep -v '^W: Download is performed unsandboxed' || true)
 count=$(ls "$KIT"/*.deb 2>/dev/null | wc -l)
 [ "$count" -eq 4 ] || { echo "make_kit: expected 4 packages in $KIT, got $count" >&2; exit 1; }
 echo "wrote $KIT ($(du -sh "$KIT" | cut -f1)): $(cd "$KIT" && ls *.deb | tr '\n' ' ')"

@@ -64,8 +64,8 @@ say "python: $("$PYTHON" -c 'import torch; print("torch", torch.__version__, "cu
 torch_dir=$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # The C++ programs load the CUDA libraries of the pip packages through libtorch_cuda's
 # RPATH; Python preloads them. Make both sides find the same ones.
-nvidia_libs=$(ls -d "$(dirname "$torch_dir")"/nvidia/*/lib "$(dirname "$torch_dir")"/nvidia/*/*/lib \
-  2>/dev/null | tr '\n' ':')
+site=$(dirname "$torch_dir")
+nvidia_libs=$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/*/*/lib 2>/dev/null | tr '\n' ':')
 export LD_LIBRARY_PATH="$torch_dir/lib:${nvidia_libs}${LD_LIBRARY_PATH:-}"
 
 build() {
