@@ -184,8 +184,8 @@ int main(int argc, char** argv) {
             "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"max_ms\": %.4f}\n",
             r.sampler.c_str(), r.n, r.rounds, r.first_ms, r.p50_ms, r.p90_ms, r.max_ms);
       } else {
-        std::printf("%-16s %6d %6d %10.3f %10.3f %10.3f %10.3f\n", r.sampler.c_str(), r.n,
-                    r.rounds, r.first_ms, r.p50_ms, r.p90_ms, r.max_ms);
+        std::printf("%-16s %6d %6d %10.3f %10.3f %10.3f %10.3f\n", r.sampler.c_str(), r.n, r.rounds,
+                    r.first_ms, r.p50_ms, r.p90_ms, r.max_ms);
       }
       std::fflush(stdout);
     }

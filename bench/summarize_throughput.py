@@ -2,15 +2,25 @@
 """Summarises the JSON lines of bench/run_throughput.sh: per case (model, batch, threads)
 the median samples/s of the C++ Trainer and of Python PyTorch over the rounds and their
 ratio (and the ratio of samples per CPU second, which does not count time spent waiting
-for a core), then the per-round paired ratios, how much CPU each side got, and where the
-C++ time goes.
+for a core), then the per-round paired ratios with their median and its 95% bootstrap
+interval, how much CPU each side got, and where the C++ time goes.
 
 usage: summarize_throughput.py RESULTS.jsonl [MORE.jsonl ...]   (several files: pooled)
 """
 
 import json
+import random
 import statistics
 import sys
+
+
+def median_ci(values, resamples=2000, seed=1):
+    """The median of `values` and a 95% bootstrap interval for it (percentile method)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return (statistics.median(values), medians[int(0.025 * resamples)],
+            medians[int(0.975 * resamples) - 1])
 
 
 def table(header, rows):
@@ -58,8 +68,10 @@ def main():
             "%.3f" % (median(cpp, "samples_per_cpu_s") / median(python, "samples_per_cpu_s")),
             "%.2f%%" % (100.0 * share("data_s")),
             "yes" if same_loss else "NO"])
+        paired_median, low, high = median_ci(paired)
         detail_rows.append([
             model, str(batch), " ".join("%.3f" % r for r in paired),
+            "%.3f (%.3f–%.3f)" % (paired_median, low, high),
             "%.3f" % (median(python, "step_ms_p50") / median(cpp, "step_ms_p50")),
             "%.2f / %.2f" % (median(cpp, "cpu_per_wall"), median(python, "cpu_per_wall")),
             "%.1f / %.1f / %.1f%%" % (100.0 * share("forward_s"), 100.0 * share("backward_s"),
@@ -77,7 +89,8 @@ def main():
            "C++ data share", "same loss"],
           main_rows)
     print()
-    table(["model", "batch", "paired C++/Python per round", "step p50 Python/C++",
+    table(["model", "batch", "paired C++/Python per round",
+           "paired median (95% bootstrap CI)", "step p50 Python/C++",
            "CPU/wall C++ / Python (median)", "C++ fwd / bwd / opt share",
            "page faults per step C++ / Python",
            "Python opt / data share"], detail_rows)
