@@ -68,6 +68,30 @@ site=$(dirname "$torch_dir")
 nvidia_libs=$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/*/*/lib 2>/dev/null | tr '\n' ':')
 export LD_LIBRARY_PATH="$torch_dir/lib:${nvidia_libs}${LD_LIBRARY_PATH:-}"
 
+# unpack_deb DEB DIR: dpkg -x, or the same in Python where the image has no dpkg (a .deb is
+# an ar archive holding data.tar.*).
+unpack_deb() {
+  if command -v dpkg >/dev/null; then
+    dpkg -x "$1" "$2"
+    return
+  fi
+  "$PYTHON" - "$1" "$2" <<'PY'
+import io, sys, tarfile
+raw = open(sys.argv[1], "rb").read()
+assert raw[:8] == b"!<arch>\n", sys.argv[1] + " is not an ar archive"
+pos = 8
+while pos + 60 <= len(raw):
+    name, size = raw[pos:pos + 16].decode().strip().rstrip("/"), int(raw[pos + 48:pos + 58])
+    if name.startswith("data.tar"):
+        member = raw[pos + 60:pos + 60 + size]
+        tarfile.open(fileobj=io.BytesIO(member)).extractall(sys.argv[2])
+        break
+    pos += 60 + size + (size % 2)
+else:
+    sys.exit("no data.tar in " + sys.argv[1])
+PY
+}
+
 build() {
   local prefix="" kit="$PWD/$BUILD/kit" include=/usr/include
   if [ "${NO_KIT:-0}" != 1 ]; then
@@ -76,7 +100,7 @@ build() {
       return 1
     fi
     mkdir -p "$kit"
-    for deb in .gpukit/*.deb; do dpkg -x "$deb" "$kit" || return 1; done
+    for deb in .gpukit/*.deb; do unpack_deb "$deb" "$kit" || return 1; done
     prefix=";$kit/usr"
     include="$kit/usr/include"
   fi
