@@ -288,7 +288,7 @@ int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, dou
     EXPECT_TRUE(v.ok()) << v.status().ToString();
     trained += seconds;
     if (!v.ok() || v->stop) break;
-    if (a.max_train_s > 0 && a.trial.train_s + trained >= a.max_train_s) break;
+    if (ReachedSeconds(a.trial.train_s + trained, a.max_train_s)) break;  // as TrainTimeUp
   }
   EXPECT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
   return e - a.start_epoch;

@@ -5,7 +5,6 @@
 //   topotune-worker record-replay ...   (records a replay table; see RecordUsage)
 //   topotune-worker probe ...           (prints this device's probe; see ProbeUsage)
 
-#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -215,7 +214,6 @@ int ProbeMain(int argc, char** argv) {
     if (b <= 0) return ProbeUsage("batch sizes must be > 0, not " + std::to_string(b));
   }
   if (request.timed_steps <= 0) return ProbeUsage("--steps must be > 0");
-  std::sort(request.batch_sizes.begin(), request.batch_sizes.end());
   topotune::Trainer trainer(threads);  // sets LibTorch's threads, as the agent does
   const topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
   topotune::DeviceProber prober;
