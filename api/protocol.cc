@@ -61,29 +61,11 @@ Status RequireObject(const nlohmann::json& j, const char* what) {
 
 }  // namespace
 
-TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec& spec) {
-  TrialAssignment a;
-  a.job_id = assignment.job_id;
-  a.trial_id = assignment.trial.id;
-  a.trial_number = assignment.trial.number;
-  a.model = spec.model;
-  a.dataset = spec.dataset;
-  a.config = assignment.trial.config;
-  a.momentum = spec.momentum;
-  a.seed = assignment.trial.seed;
-  a.start_epoch = assignment.start_epoch;
-  a.end_epoch = assignment.trial.target_epochs;
-  a.target_accuracy = spec.target_accuracy;
-  a.checkpoint = assignment.checkpoint;
-  a.train_s_before = assignment.trial.train_s;
-  a.max_train_s = assignment.max_train_s;
-  return a;
-}
-
-nlohmann::json ToJson(const TrialAssignment& a) {
+nlohmann::json ToJson(const SegmentSpec& a) {
   return {{"job_id", a.job_id},
           {"trial_id", a.trial_id},
           {"trial_number", a.trial_number},
+          {"attempt", a.attempt},
           {"model", a.model},
           {"dataset", ToJson(a.dataset)},
           {"config",
@@ -100,12 +82,13 @@ nlohmann::json ToJson(const TrialAssignment& a) {
           {"max_train_s", a.max_train_s}};
 }
 
-StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j) {
-  TrialAssignment a;
+StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j) {
+  SegmentSpec a;
   TOPOTUNE_RETURN_IF_ERROR(RequireObject(j, "assignment"));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "job_id", &a.job_id));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "trial_id", &a.trial_id));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "trial_number", &a.trial_number));
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "attempt", &a.attempt));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "model", &a.model));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "momentum", &a.momentum));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "seed", &a.seed));

@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tuner/job_engine.h"
+#include "tuner/segment.h"
 #include "tuner/status.h"
 #include "tuner/types.h"
 
@@ -31,27 +31,8 @@ uint32_t DecodeFrameLength(const unsigned char header[4]);
 // Parses a payload: a JSON object with a string "type", or InvalidArgument saying why not.
 StatusOr<nlohmann::json> ParseMessage(const std::string& payload);
 
-// Everything a worker needs to run one trial segment.
-struct TrialAssignment {
-  int64_t job_id = 0;
-  int64_t trial_id = 0;
-  int trial_number = 0;
-  std::string model;
-  DatasetSpec dataset;
-  TrialConfig config;
-  double momentum = 0.9;
-  uint64_t seed = 0;
-  int start_epoch = 0;
-  int end_epoch = 0;
-  double target_accuracy = 1.0;
-  std::string checkpoint;
-  double train_s_before = 0.0;  ///< the trial's training seconds before this segment
-  double max_train_s = 0.0;     ///< > 0: end after the epoch whose total reaches it
-};
-TrialAssignment MakeTrialAssignment(const Assignment& assignment, const JobSpec& spec);
-
-nlohmann::json ToJson(const TrialAssignment& a);
-StatusOr<TrialAssignment> TrialAssignmentFromJson(const nlohmann::json& j);
+nlohmann::json ToJson(const SegmentSpec& a);
+StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j);
 nlohmann::json ToJson(const CurvePoint& p);
 StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j);
 nlohmann::json ToJson(const DeviceProbe& p);  // without worker_id

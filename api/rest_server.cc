@@ -73,24 +73,10 @@ StatusOr<int64_t> ParseId(const std::string& text) {
 }  // namespace
 
 struct RestServer::Impl {
-  Store* store;
-  Dispatcher* dispatcher;
-  std::function<double()> clock;
+  ControllerService* service;
   Options options;
   httplib::Server server;
   int port = 0;
-
-  // Loads a job and its spec, or says why not.
-  StatusOr<std::pair<JobRecord, JobSpec>> LoadJob(const std::string& id_text) {
-    StatusOr<int64_t> id = ParseId(id_text);
-    if (!id.ok()) return id.status();
-    StatusOr<JobRecord> job = store->GetJob(*id);
-    if (!job.ok()) return job.status();
-    StatusOr<JobSpec> spec = ParseJobSpec(job->spec_json);
-    if (!spec.ok())
-      return Status::Internal("stored spec of job " + id_text + ": " + spec.status().message());
-    return std::make_pair(*job, *spec);
-  }
 
   StatusOr<json> Submit(const httplib::Request& req) {
     if (req.body.size() > options.max_body_bytes) {
@@ -99,90 +85,66 @@ struct RestServer::Impl {
     }
     StatusOr<JobSpec> spec = ParseJobSpec(req.body);
     if (!spec.ok()) return spec.status();
-    JobRecord job;
-    job.name = spec->name.empty() ? spec->model : spec->name;
-    job.spec_json = JobSpecToJson(*spec).dump();
-    job.state = JobState::kQueued;
-    job.created_at = clock();
-    StatusOr<int64_t> id = store->CreateJob(job);
-    if (!id.ok()) return id.status();
-    job.id = *id;
-    TOPOTUNE_RETURN_IF_ERROR(dispatcher->AddJob(job, *spec));
-    json out = ToJson(job);
+    StatusOr<JobRecord> job = service->Submit(*spec, JobSpecToJson(*spec).dump());
+    if (!job.ok()) return job.status();
+    json out = ToJson(*job);
     out["spec"] = JobSpecToJson(*spec);
     return out;
   }
 
   StatusOr<json> List() {
-    StatusOr<std::vector<JobRecord>> jobs = store->ListJobs();
+    StatusOr<std::vector<JobRecord>> jobs = service->ListJobs();
     if (!jobs.ok()) return jobs.status();
     json out = json::array();
     for (const auto& j : *jobs) out.push_back(ToJson(j));
     return json{{"jobs", out}};
   }
 
-  StatusOr<json> Get(const std::string& id) {
-    auto loaded = LoadJob(id);
-    if (!loaded.ok()) return loaded.status();
-    auto& [job, spec] = *loaded;
-    StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(job.id);
-    if (!trials.ok()) return trials.status();
-    json out = ToJson(job);
-    out["spec"] = JobSpecToJson(spec);
-    out["progress"] = ToJson(SummariseProgress(job, spec, *trials));
+  StatusOr<json> Get(const std::string& id_text) {
+    StatusOr<int64_t> id = ParseId(id_text);
+    if (!id.ok()) return id.status();
+    StatusOr<JobDetail> d = service->GetJob(*id, false);
+    if (!d.ok()) return d.status();
+    json out = ToJson(d->job);
+    out["spec"] = JobSpecToJson(d->spec);
+    out["progress"] = ToJson(SummariseProgress(d->job, d->spec, d->trials));
     return out;
   }
 
-  StatusOr<json> Trials(const std::string& id) {
-    auto loaded = LoadJob(id);
-    if (!loaded.ok()) return loaded.status();
-    const JobRecord& job = loaded->first;
-    StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(job.id);
-    if (!trials.ok()) return trials.status();
-    StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(job.id);
-    if (!points.ok()) return points.status();
+  StatusOr<json> Trials(const std::string& id_text) {
+    StatusOr<int64_t> id = ParseId(id_text);
+    if (!id.ok()) return id.status();
+    StatusOr<JobDetail> d = service->GetJob(*id, true);
+    if (!d.ok()) return d.status();
     json out = json::array();
-    for (const auto& t : *trials) out.push_back(TrialWithCurve(t, *points));
-    return json{{"job_id", job.id}, {"trials", out}};
+    for (const auto& t : d->trials) out.push_back(TrialWithCurve(t, d->points));
+    return json{{"job_id", d->job.id}, {"trials", out}};
   }
 
-  StatusOr<json> ReportOf(const std::string& id) {
-    auto loaded = LoadJob(id);
-    if (!loaded.ok()) return loaded.status();
-    auto& [job, spec] = *loaded;
-    StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(job.id);
-    if (!trials.ok()) return trials.status();
-    StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(job.id);
-    if (!points.ok()) return points.status();
-    return ToJson(BuildReport(job, spec, *trials, *points));
+  StatusOr<json> ReportOf(const std::string& id_text) {
+    StatusOr<int64_t> id = ParseId(id_text);
+    if (!id.ok()) return id.status();
+    StatusOr<Report> report = service->ReportOf(*id);
+    if (!report.ok()) return report.status();
+    return ToJson(*report);
   }
 
-  StatusOr<json> Cancel(const std::string& id) {
-    auto loaded = LoadJob(id);
-    if (!loaded.ok()) return loaded.status();
-    const JobRecord& job = loaded->first;
-    if (IsTerminal(job.state) || !dispatcher->IsActive(job.id)) {
-      return Status::FailedPrecondition("job " + id + " is " + JobStateName(job.state) +
-                                        "; only queued or running jobs can be cancelled");
-    }
-    TOPOTUNE_RETURN_IF_ERROR(dispatcher->CancelJob(job.id));
-    StatusOr<JobRecord> after = store->GetJob(job.id);
+  StatusOr<json> Cancel(const std::string& id_text) {
+    StatusOr<int64_t> id = ParseId(id_text);
+    if (!id.ok()) return id.status();
+    StatusOr<JobRecord> after = service->Cancel(*id);
     if (!after.ok()) return after.status();
     return ToJson(*after);
   }
 
   StatusOr<json> Workers() {
-    StatusOr<std::vector<WorkerRecord>> stored = store->ListWorkers();
-    if (!stored.ok()) return stored.status();
-    StatusOr<std::vector<DeviceProbe>> probes = store->ListDeviceProbes();
-    if (!probes.ok()) return probes.status();
+    StatusOr<std::vector<WorkerDetail>> workers = service->Workers();
+    if (!workers.ok()) return workers.status();
     json out = json::array();
-    for (const auto& w : *stored) {
-      json worker = ToJson(w);
+    for (const WorkerDetail& w : *workers) {
+      json worker = ToJson(w.record);
       worker["profiles"] = json::array();
-      for (const DeviceProbe& p : *probes) {
-        if (p.worker_id == w.id) worker["profiles"].push_back(ToJson(p));
-      }
+      for (const DeviceProbe& p : w.probes) worker["profiles"].push_back(ToJson(p));
       out.push_back(std::move(worker));
     }
     return json{{"workers", out}};
@@ -240,12 +202,9 @@ struct RestServer::Impl {
   }
 };
 
-RestServer::RestServer(Store* store, Dispatcher* dispatcher, std::function<double()> clock,
-                       Options options)
+RestServer::RestServer(ControllerService* service, Options options)
     : impl_(std::make_unique<Impl>()) {
-  impl_->store = store;
-  impl_->dispatcher = dispatcher;
-  impl_->clock = std::move(clock);
+  impl_->service = service;
   impl_->options = std::move(options);
   impl_->Routes();
 }

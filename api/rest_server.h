@@ -5,8 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "storage/store.h"
-#include "tuner/dispatcher.h"
+#include "tuner/controller_service.h"
 #include "tuner/status.h"
 
 namespace topotune {
@@ -28,8 +27,8 @@ class RestServer {
     int port = 7700;                      ///< 0 picks a free port
     size_t max_body_bytes = 1024 * 1024;  ///< larger requests get 413
   };
-  // `store` and `dispatcher` must outlive the server; `clock` returns seconds since epoch.
-  RestServer(Store* store, Dispatcher* dispatcher, std::function<double()> clock, Options options);
+  // `service` must outlive the server.
+  RestServer(ControllerService* service, Options options);
   ~RestServer();
   RestServer(const RestServer&) = delete;
   RestServer& operator=(const RestServer&) = delete;

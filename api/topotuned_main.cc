@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "api/job_spec_json.h"
 #include "api/rest_server.h"
 #include "api/worker_gateway.h"
 #include "storage/store.h"
@@ -90,22 +91,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "topotuned: %s\n", store.status().ToString().c_str());
     return 1;
   }
-  // Jobs left unfinished by an earlier run cannot be resumed yet: say so in the record.
-  if (auto jobs = (*store)->ListJobs(); jobs.ok()) {
-    for (const auto& job : *jobs) {
-      if (!IsTerminal(job.state)) {
-        (*store)->SetJobState(job.id, JobState::kFailed,
-                              "the controller restarted while the job ran; resuming is not "
-                              "supported yet",
-                              Now());
-      }
-    }
-  }
-
   WorkerGateway gateway(gateway_options);
-  Dispatcher dispatcher(store->get(), &gateway, Now);
-  gateway.Attach(&dispatcher);
-  RestServer server(store->get(), &dispatcher, Now, http);
+  ControllerService service(store->get(), &gateway, ParseJobSpec, Now);
+  gateway.Attach(&service);
+  // Every unfinished job of an earlier run resumes before workers can connect.
+  if (StatusOr<int> resumed = service.ResumeJobs(); !resumed.ok()) {
+    std::fprintf(stderr, "topotuned: %s\n", resumed.status().ToString().c_str());
+    return 1;
+  } else if (*resumed > 0) {
+    std::fprintf(stderr, "topotuned: resumed %d unfinished job(s)\n", *resumed);
+  }
+  RestServer server(&service, http);
   Status s = gateway.Start();
   if (s.ok()) s = server.Bind();
   if (!s.ok()) {

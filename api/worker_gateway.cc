@@ -34,7 +34,7 @@ struct WorkerGateway::Impl {
   class Session;
 
   Options options;
-  Dispatcher* dispatcher = nullptr;
+  ControllerService* service = nullptr;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   tcp::acceptor acceptor{io};
@@ -82,7 +82,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (!worker_id_.empty()) {
       auto it = gateway_->sessions.find(worker_id_);
       if (it != gateway_->sessions.end() && it->second.get() == this) gateway_->sessions.erase(it);
-      gateway_->dispatcher->WorkerDisconnected(worker_id_);
+      gateway_->service->WorkerDisconnected(worker_id_);
     }
   }
 
@@ -153,7 +153,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
       return Status::InvalidArgument("the first frame must be 'hello', got '" + type + "'");
     }
     if (type == "hello") return Hello(m);
-    if (type == "heartbeat") return gateway_->dispatcher->WorkerHeartbeat(worker_id_);
+    if (type == "heartbeat") return gateway_->service->WorkerHeartbeat(worker_id_);
     if (type == "progress") return Progress(m);
     if (type == "result") return Result(m);
     if (type == "probe_result") return ProbeResult(m);
@@ -187,7 +187,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     Send(EncodeFrame({{"type", "welcome"},
                       {"heartbeat_s", gateway_->options.heartbeat_s},
                       {"lease_s", gateway_->options.lease_s}}));
-    Status s = gateway_->dispatcher->WorkerConnected(record);
+    Status s = gateway_->service->WorkerConnected(record);
     if (!s.ok()) {
       gateway_->sessions.erase(id);
       worker_id_.clear();
@@ -203,10 +203,15 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (trial == m.end() || !trial->is_number_integer()) {
       return Status::InvalidArgument("progress.trial_id must be an integer");
     }
+    auto attempt = m.find("attempt");
+    if (attempt == m.end() || !attempt->is_number_integer()) {
+      return Status::InvalidArgument("progress.attempt must be an integer");
+    }
     StatusOr<CurvePoint> point = CurvePointFromJson(m.value("point", json()));
     if (!point.ok()) return Status::InvalidArgument("progress.point: " + point.status().message());
     const int64_t trial_id = trial->get<int64_t>();
-    StatusOr<EpochVerdict> verdict = gateway_->dispatcher->OnEpoch(worker_id_, trial_id, *point);
+    StatusOr<EpochVerdict> verdict =
+        gateway_->service->OnEpoch(worker_id_, trial_id, attempt->get<int>(), *point);
     if (!verdict.ok()) return verdict.status();
     if (verdict->stop) {
       Send(EncodeFrame({{"type", "stop"}, {"trial_id", trial_id}, {"reason", verdict->reason}}));
@@ -223,15 +228,18 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (status == m.end() || !status->is_string()) {
       return Status::InvalidArgument("result.status must be a string");
     }
-    SegmentOutcome outcome{status->get<std::string>(), m.value("message", std::string())};
-    if (outcome.status != "completed" && outcome.status != "stopped" &&
-        outcome.status != "infeasible" && outcome.status != "failed") {
-      return Status::InvalidArgument(
-          "result.status must be completed, stopped, infeasible or "
-          "failed, got '" +
-          outcome.status + "'");
+    auto attempt = m.find("attempt");
+    if (attempt == m.end() || !attempt->is_number_integer()) {
+      return Status::InvalidArgument("result.attempt must be an integer");
     }
-    Status s = gateway_->dispatcher->OnSegmentEnded(worker_id_, trial->get<int64_t>(), outcome);
+    std::optional<SegmentStatus> parsed = ParseSegmentStatus(status->get<std::string>());
+    if (!parsed) {
+      return Status::InvalidArgument(
+          "result.status must be completed, stopped, infeasible or failed");
+    }
+    SegmentResult outcome{trial->get<int64_t>(), attempt->get<int>(), *parsed,
+                          m.value("message", std::string())};
+    Status s = gateway_->service->OnSegmentEnded(worker_id_, outcome);
     if (!s.ok()) {
       std::fprintf(stderr, "topotuned: result of trial %lld: %s\n",
                    static_cast<long long>(trial->get<int64_t>()), s.ToString().c_str());
@@ -252,7 +260,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
       probe = DeviceProbeFromJson(m.value("probe", json()));
       if (!probe.ok()) return Status::InvalidArgument("probe_result." + probe.status().message());
     }
-    return gateway_->dispatcher->OnProbeResult(worker_id_, key->get<std::string>(), probe);
+    return gateway_->service->OnProbeResult(worker_id_, key->get<std::string>(), probe);
   }
 
   Impl* gateway_;
@@ -294,10 +302,10 @@ WorkerGateway::WorkerGateway(Options options) : impl_(std::make_unique<Impl>()) 
 
 WorkerGateway::~WorkerGateway() { Stop(); }
 
-void WorkerGateway::Attach(Dispatcher* dispatcher) { impl_->dispatcher = dispatcher; }
+void WorkerGateway::Attach(ControllerService* service) { impl_->service = service; }
 
 Status WorkerGateway::Start() {
-  if (impl_->dispatcher == nullptr) return Status::Internal("WorkerGateway::Attach not called");
+  if (impl_->service == nullptr) return Status::Internal("WorkerGateway::Attach not called");
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return Status::InvalidArgument("bad worker listen address '" + impl_->options.host + "'");
@@ -331,11 +339,8 @@ void WorkerGateway::Stop() {
   impl_->thread.join();
 }
 
-void WorkerGateway::SendAssignment(const std::string& worker_id, const Assignment& assignment,
-                                   const JobSpec& spec) {
-  impl_->Post(worker_id,
-              EncodeFrame({{"type", "assign"},
-                           {"assignment", ToJson(MakeTrialAssignment(assignment, spec))}}));
+void WorkerGateway::SendSegment(const std::string& worker_id, const SegmentSpec& segment) {
+  impl_->Post(worker_id, EncodeFrame({{"type", "assign"}, {"assignment", ToJson(segment)}}));
 }
 
 void WorkerGateway::SendStop(const std::string& worker_id, int64_t trial_id,

@@ -3,13 +3,13 @@
 #include <memory>
 #include <string>
 
-#include "tuner/dispatcher.h"
+#include "tuner/controller_service.h"
 #include "tuner/status.h"
 
 namespace topotune {
 
 // The controller's end of the worker protocol (api/protocol.h) on Boost.Asio TCP. One
-// thread runs every connection; frames from workers go to the Dispatcher, frames to
+// thread runs every connection; frames from workers go to the ControllerService, frames to
 // workers are queued from any thread. A worker that sends garbage gets an error frame
 // naming the problem and is disconnected; one that misses heartbeats for lease_s loses
 // its lease, and its trial goes back to the dispatcher.
@@ -26,8 +26,8 @@ class WorkerGateway final : public WorkerChannel {
   WorkerGateway(const WorkerGateway&) = delete;
   WorkerGateway& operator=(const WorkerGateway&) = delete;
 
-  // Must be called once before Start(); `dispatcher` must outlive the gateway.
-  void Attach(Dispatcher* dispatcher);
+  // Must be called once before Start(); `service` must outlive the gateway.
+  void Attach(ControllerService* service);
   // Binds and starts the network thread.
   Status Start();
   // The bound port (after Start).
@@ -35,8 +35,7 @@ class WorkerGateway final : public WorkerChannel {
   // Closes every connection and joins the thread. Idempotent.
   void Stop();
 
-  void SendAssignment(const std::string& worker_id, const Assignment& assignment,
-                      const JobSpec& spec) override;
+  void SendSegment(const std::string& worker_id, const SegmentSpec& segment) override;
   void SendStop(const std::string& worker_id, int64_t trial_id, const std::string& reason) override;
   void SendProbe(const std::string& worker_id, const std::string& key, const std::string& model,
                  const DatasetSpec& dataset, const std::vector<int>& batch_sizes) override;

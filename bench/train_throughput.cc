@@ -181,9 +181,9 @@ int main(int argc, char** argv) {
       stop);
   std::error_code ignored;
   fs::remove(request.checkpoint_path, ignored);
-  if (result.status != "completed" || marks.size() != 2) {
-    std::fprintf(stderr, "bench_train_throughput: training %s: %s\n", result.status.c_str(),
-                 result.message.c_str());
+  if (result.status != topotune::SegmentStatus::kCompleted || marks.size() != 2) {
+    std::fprintf(stderr, "bench_train_throughput: training %s: %s\n",
+                 topotune::SegmentStatusName(result.status), result.message.c_str());
     return 1;
   }
 

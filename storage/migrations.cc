@@ -100,6 +100,12 @@ CREATE TABLE device_profiles (
 );
 )sql";
 
+// The segment count of a trial: reports carry (trial, attempt), and a report of an attempt
+// that is not the trial's current one is ignored.
+constexpr const char* kTrialAttempts = R"sql(
+ALTER TABLE trials ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -168,6 +174,7 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},
       {2, kPhasesAndDeviceProfiles},
+      {3, kTrialAttempts},
   };
   return kMigrations;
 }

@@ -111,7 +111,7 @@ constexpr const char* kSelectJobs =
 constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
-    "best_accuracy";
+    "best_accuracy, attempt";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat FROM workers";
@@ -156,6 +156,7 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
   trial.tta_s = row.Double(14);
   trial.train_s = row.Double(15);
   trial.best_accuracy = row.Double(16);
+  trial.attempt = static_cast<int>(row.Int(17));
   return trial;
 }
 
@@ -224,7 +225,8 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
       .BindInt(trial.reached_target ? 1 : 0)
       .BindDouble(trial.tta_s)
       .BindDouble(trial.train_s)
-      .BindDouble(trial.best_accuracy);
+      .BindDouble(trial.best_accuracy)
+      .BindInt(trial.attempt);
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -232,7 +234,7 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "UPDATE trials SET job_id = ?, number = ?, batch_size = ?, learning_rate = ?, "
                  "optimizer = ?, seed = ?, state = ?, rung = ?, epochs_done = ?, "
                  "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
-                 "train_s = ?, best_accuracy = ? WHERE id = ?",
+                 "train_s = ?, best_accuracy = ?, attempt = ? WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
@@ -285,7 +287,7 @@ class SqliteStore final : public Store {
                   std::to_string(trial.job_id),
               [&](sqlite3* db, const std::string& what) {
                 const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
-                                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
                 Statement stmt(db, sql.c_str(), what);
                 BindTrialFields(stmt, trial);
                 TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

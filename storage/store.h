@@ -9,23 +9,14 @@
 
 namespace topotune {
 
-// The controller's database: the journal the engine writes through, plus the reads the
-// REST API and reports need. Thread-safe: writes are serialised on one connection (the
+// The controller's database: the journal the engine writes through and reads from, plus
+// what only the adapters need (the schema version). Thread-safe: writes are serialised on one connection (the
 // single writer), reads may run beside them (WAL).
 class Store : public Journal {
  public:
   // Opens (creating if needed) the SQLite file at `path` and applies pending migrations.
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 
-  virtual StatusOr<int64_t> CreateJob(const JobRecord& job) = 0;              // returns the new id
-  virtual StatusOr<JobRecord> GetJob(int64_t job_id) = 0;                     // NotFound if absent
-  virtual StatusOr<std::vector<JobRecord>> ListJobs() = 0;                    // by id ascending
-  virtual StatusOr<std::vector<TrialRecord>> ListTrials(int64_t job_id) = 0;  // by number
-  // Every curve point of every trial of the job, by (trial id, epoch).
-  virtual StatusOr<std::vector<CurvePoint>> ListCurvePoints(int64_t job_id) = 0;
-  virtual StatusOr<std::vector<WorkerRecord>> ListWorkers() = 0;  // by id
-  // Every stored probe, by (worker, model, input), batches ascending.
-  virtual StatusOr<std::vector<DeviceProbe>> ListDeviceProbes() = 0;
   // The schema version after migrations (the number of the last one applied).
   virtual int SchemaVersion() const = 0;
 };

@@ -10,7 +10,7 @@ namespace {
 // Records what the dispatcher sends.
 class FakeChannel : public WorkerChannel {
  public:
-  void SendAssignment(const std::string& worker_id, const Assignment& a, const JobSpec&) override {
+  void SendSegment(const std::string& worker_id, const SegmentSpec& a) override {
     assignments.emplace_back(worker_id, a);
   }
   void SendStop(const std::string& worker_id, int64_t trial_id, const std::string&) override {
@@ -25,7 +25,7 @@ class FakeChannel : public WorkerChannel {
     std::string key;
     std::vector<int> batch_sizes;
   };
-  std::vector<std::pair<std::string, Assignment>> assignments;
+  std::vector<std::pair<std::string, SegmentSpec>> assignments;
   std::vector<std::pair<std::string, int64_t>> stops;
   std::vector<Probe> probes;
 };
@@ -81,10 +81,12 @@ TEST(Dispatcher, ProbesAWorkerFirstAndNeverSendsItABatchThatDoesNotFit) {
   EXPECT_EQ(journal.probes[0].worker_id, "small");
   for (int i = 0; i < 40; ++i) {
     ASSERT_EQ(channel.assignments.size(), static_cast<size_t>(i + 1));
-    const Assignment& a = channel.assignments.back().second;
-    EXPECT_LE(a.trial.config.batch_size, 64);
-    ASSERT_TRUE(dispatcher.OnEpoch("small", a.trial.id, Epoch1()).ok());
-    ASSERT_TRUE(dispatcher.OnSegmentEnded("small", a.trial.id, {"completed", ""}).ok());
+    const SegmentSpec& a = channel.assignments.back().second;
+    EXPECT_LE(a.config.batch_size, 64);
+    ASSERT_TRUE(dispatcher.OnEpoch("small", a.trial_id, a.attempt, Epoch1()).ok());
+    ASSERT_TRUE(
+        dispatcher.OnSegmentEnded("small", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
+            .ok());
   }
 }
 
@@ -100,24 +102,26 @@ TEST(Dispatcher, AnOutOfMemoryTrialLowersTheWorkersLimit) {
   // Trials until one uses a batch of 128 or more, which then runs out of memory.
   int oom_batch = 0;
   for (int i = 0; i < 40 && oom_batch == 0; ++i) {
-    const Assignment a = channel.assignments.back().second;
-    const bool big = a.trial.config.batch_size >= 128;
-    if (big) oom_batch = a.trial.config.batch_size;
+    const SegmentSpec a = channel.assignments.back().second;
+    const bool big = a.config.batch_size >= 128;
+    if (big) oom_batch = a.config.batch_size;
     ASSERT_TRUE(dispatcher
-                    .OnSegmentEnded("w", a.trial.id,
-                                    big ? SegmentOutcome{"infeasible", "out of memory"}
-                                        : SegmentOutcome{"failed", "diverged"})
+                    .OnSegmentEnded("w", {a.trial_id, a.attempt,
+                                          big ? SegmentStatus::kInfeasible : SegmentStatus::kFailed,
+                                          big ? "out of memory" : "diverged"})
                     .ok());
   }
   ASSERT_GT(oom_batch, 0);
   EXPECT_EQ(
-      journal.trials[channel.assignments[channel.assignments.size() - 2].second.trial.id].state,
+      journal.trials[channel.assignments[channel.assignments.size() - 2].second.trial_id].state,
       TrialState::kInfeasible);
   // Every later trial stays below the batch size that did not fit.
   for (int i = 0; i < 20; ++i) {
-    const Assignment a = channel.assignments.back().second;
-    EXPECT_LT(a.trial.config.batch_size, oom_batch);
-    ASSERT_TRUE(dispatcher.OnSegmentEnded("w", a.trial.id, {"failed", "diverged"}).ok());
+    const SegmentSpec a = channel.assignments.back().second;
+    EXPECT_LT(a.config.batch_size, oom_batch);
+    ASSERT_TRUE(
+        dispatcher.OnSegmentEnded("w", {a.trial_id, a.attempt, SegmentStatus::kFailed, "diverged"})
+            .ok());
   }
 }
 

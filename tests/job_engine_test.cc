@@ -43,7 +43,8 @@ void RunSegment(JobEngine& engine, const Assignment& a, double accuracy, double 
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     if (v->stop) break;
   }
-  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
 }
 
 Assignment Next(JobEngine& engine, const std::string& worker) {
@@ -108,7 +109,10 @@ TEST(JobEngine, StopsATrialAtTheTargetAndRecordsItsTimeToAccuracy) {
   StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(2, 0.95, 3.0));
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->stop);
-  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"stopped", "told to stop"}, 0).ok());
+  ASSERT_TRUE(
+      engine
+          .OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kStopped, "told to stop"}, 0)
+          .ok());
   const TrialRecord& t = journal.trials[a.trial.id];
   EXPECT_EQ(t.state, TrialState::kCompleted);
   EXPECT_TRUE(t.reached_target);
@@ -126,13 +130,17 @@ TEST(JobEngine, BoundPrunesATrialSlowerThanTheIncumbent) {
   Assignment fast = Next(engine, "w1");
   Assignment slow = Next(engine, "w2");
   ASSERT_TRUE(engine.OnEpoch(fast.trial.id, Epoch(1, 0.95, 4.0))->stop);
-  ASSERT_TRUE(engine.OnSegmentEnded(fast.trial.id, {"stopped", ""}, 0).ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({fast.trial.id, fast.trial.attempt, SegmentStatus::kStopped, ""}, 0)
+          .ok());
   EXPECT_FALSE(engine.OnEpoch(slow.trial.id, Epoch(1, 0.5, 3.0))->stop);
   StatusOr<EpochVerdict> v = engine.OnEpoch(slow.trial.id, Epoch(2, 0.6, 3.0));
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->stop);
   EXPECT_NE(v->reason.find("bound"), std::string::npos);
-  ASSERT_TRUE(engine.OnSegmentEnded(slow.trial.id, {"stopped", ""}, 0).ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({slow.trial.id, slow.trial.attempt, SegmentStatus::kStopped, ""}, 0)
+          .ok());
   EXPECT_EQ(journal.trials[slow.trial.id].state, TrialState::kStopped);
   EXPECT_NE(journal.trials[slow.trial.id].reason.find("bound"), std::string::npos);
 }
@@ -169,8 +177,13 @@ TEST(JobEngine, FailedAndInfeasibleSegmentsEndTheirTrials) {
   JobEngine engine(Job(), SmallSpec(2), &journal);
   Assignment a = Next(engine, "w1");
   Assignment b = Next(engine, "w2");
-  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"infeasible", "out of memory"}, 0).ok());
-  ASSERT_TRUE(engine.OnSegmentEnded(b.trial.id, {"failed", "diverged"}, 0).ok());
+  ASSERT_TRUE(engine
+                  .OnSegmentEnded(
+                      {a.trial.id, a.trial.attempt, SegmentStatus::kInfeasible, "out of memory"}, 0)
+                  .ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({b.trial.id, b.trial.attempt, SegmentStatus::kFailed, "diverged"}, 0)
+          .ok());
   EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kInfeasible);
   EXPECT_EQ(journal.trials[b.trial.id].state, TrialState::kFailed);
   EXPECT_EQ(journal.trials[b.trial.id].reason, "diverged");
@@ -290,7 +303,8 @@ int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, dou
     if (!v.ok() || v->stop) break;
     if (ReachedSeconds(a.trial.train_s + trained, a.max_train_s)) break;  // as TrainTimeUp
   }
-  EXPECT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+  EXPECT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
   return e - a.start_epoch;
 }
 
@@ -336,7 +350,8 @@ TEST(JobEngine, ASegmentThatEndsBeforeItsSecondsIsAFailure) {
   engine.SetWorkerOnline("w1", true);
   Assignment a = Next(engine, "w1");
   ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.4, 1.0)).ok());
-  ASSERT_TRUE(engine.OnSegmentEnded(a.trial.id, {"completed", ""}, 0).ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
   EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kFailed);
 }
 
@@ -351,7 +366,9 @@ TEST(JobEngine, TheWorkerIsToldTheBoundAndItsStopCountsAsPruning) {
   // Reaches 0.9 at epoch 2: TTA 2.0 s.
   ASSERT_TRUE(engine.OnEpoch(first.trial.id, Epoch(1, 0.5, 1.0)).ok());
   ASSERT_TRUE(engine.OnEpoch(first.trial.id, Epoch(2, 0.95, 1.0)).ok());
-  ASSERT_TRUE(engine.OnSegmentEnded(first.trial.id, {"completed", ""}, 0).ok());
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({first.trial.id, first.trial.attempt, SegmentStatus::kCompleted, ""}, 0)
+          .ok());
   Assignment second = Next(engine, "w1");
   EXPECT_DOUBLE_EQ(second.max_train_s, 2.0);
   EXPECT_EQ(RunTimedSegment(engine, second, 0.5, 0.75), 3);  // 2.25 s >= 2.0 s

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tuner/job_engine.h"
+
 namespace topotune {
 namespace {
 
@@ -37,9 +39,11 @@ TEST(Protocol, AssignmentRoundTrips) {
   spec.model = "lenet";
   spec.dataset.path = "data/x";
   spec.target_accuracy = 0.8;
-  StatusOr<TrialAssignment> back = TrialAssignmentFromJson(ToJson(MakeTrialAssignment(a, spec)));
+  a.trial.attempt = 3;
+  StatusOr<SegmentSpec> back = SegmentSpecFromJson(ToJson(MakeSegmentSpec(a, spec)));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->trial_id, 17);
+  EXPECT_EQ(back->attempt, 3);
   EXPECT_EQ(back->config.batch_size, 64);
   EXPECT_EQ(back->config.optimizer, Optimizer::kAdam);
   EXPECT_EQ(back->start_epoch, 3);
@@ -50,7 +54,7 @@ TEST(Protocol, AssignmentRoundTrips) {
   EXPECT_DOUBLE_EQ(back->max_train_s, 12.5);
   nlohmann::json j = ToJson(*back);
   j["max_train_s"] = -1.0;
-  EXPECT_FALSE(TrialAssignmentFromJson(j).ok());
+  EXPECT_FALSE(SegmentSpecFromJson(j).ok());
 }
 
 TEST(Protocol, CurvePointRejectsWrongTypesAndRanges) {

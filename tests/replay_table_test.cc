@@ -56,7 +56,7 @@ TEST(ReplayTable, ReplaysASegmentStoppingAtTheTargetWithRecordedTimes) {
   std::atomic<bool> stop{false};
   TrainResult r = ReplaySegment(
       table, request, /*speedup=*/0, [&](const CurvePoint& p) { points.push_back(p); }, stop);
-  EXPECT_EQ(r.status, "completed");
+  EXPECT_EQ(r.status, SegmentStatus::kCompleted);
   EXPECT_TRUE(r.reached_target);
   ASSERT_EQ(points.size(), 1u);  // epoch 2 reaches 0.6
   EXPECT_EQ(points[0].epoch, 2);
@@ -77,7 +77,7 @@ TEST(ReplayTable, ASegmentEndsAtTheEpochThatUsesUpItsSeconds) {
   std::atomic<bool> stop{false};
   TrainResult r = ReplaySegment(
       table, request, 0, [&](const CurvePoint& p) { points.push_back(p); }, stop);
-  EXPECT_EQ(r.status, "completed");
+  EXPECT_EQ(r.status, SegmentStatus::kCompleted);
   EXPECT_FALSE(r.reached_target);
   EXPECT_EQ(r.epochs_done, 2);
   EXPECT_EQ(points.size(), 2u);
@@ -92,7 +92,7 @@ TEST(ReplayTable, ACurveThatEndsEarlyIsADivergedRun) {
   int epochs = 0;
   TrainResult r = ReplaySegment(
       table, request, 0, [&](const CurvePoint&) { ++epochs; }, stop);
-  EXPECT_EQ(r.status, "failed");
+  EXPECT_EQ(r.status, SegmentStatus::kFailed);
   EXPECT_NE(r.message.find("diverged"), std::string::npos);
   EXPECT_EQ(epochs, 1);
 }

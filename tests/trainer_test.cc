@@ -110,7 +110,7 @@ Outcome Train(const TrainRequest& request, bool stop_now = false) {
 TEST(Trainer, LearnsShapesWithAGoodConfig) {
   const TrainRequest request = Request(/*batch_size=*/16, Optimizer::kAdam, 2e-3, 4);
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   EXPECT_EQ(outcome.result.epochs_done, 4);
   EXPECT_FALSE(outcome.result.reached_target);
   ASSERT_EQ(outcome.points.size(), 4u);
@@ -141,7 +141,7 @@ TEST(Trainer, ResNet8LearnsTheGeneratedShapesInTwoEpochs) {
   TrainRequest request = Request(/*batch_size=*/16, Optimizer::kAdam, 2e-3, 2);
   request.model = "resnet8";
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   ASSERT_EQ(outcome.points.size(), 2u);
   EXPECT_GT(outcome.points.back().val_accuracy, 0.3) << "chance is 0.1";
 }
@@ -150,7 +150,7 @@ TEST(Trainer, ResumeContinuesTheEpochsAndMatchesAStraightRun) {
   TrainRequest first = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 1);
   first.max_train_samples = 512;
   const Outcome one = Train(first);
-  ASSERT_EQ(one.result.status, "completed") << one.result.message;
+  ASSERT_EQ(one.result.status, SegmentStatus::kCompleted) << one.result.message;
   ASSERT_EQ(one.points.size(), 1u);
   EXPECT_EQ(one.points[0].epoch, 1);
 
@@ -158,7 +158,7 @@ TEST(Trainer, ResumeContinuesTheEpochsAndMatchesAStraightRun) {
   second.start_epoch = 1;
   second.end_epoch = 2;
   const Outcome resumed = Train(second);
-  ASSERT_EQ(resumed.result.status, "completed") << resumed.result.message;
+  ASSERT_EQ(resumed.result.status, SegmentStatus::kCompleted) << resumed.result.message;
   EXPECT_EQ(resumed.result.epochs_done, 2);
   ASSERT_EQ(resumed.points.size(), 1u);
   EXPECT_EQ(resumed.points[0].epoch, 2);
@@ -175,7 +175,7 @@ TEST(Trainer, ResumeContinuesTheEpochsAndMatchesAStraightRun) {
 
   // The checkpoint now holds epoch 2: resuming it as epoch 1 is refused.
   const Outcome stale = Train(second);
-  EXPECT_EQ(stale.result.status, "failed");
+  EXPECT_EQ(stale.result.status, SegmentStatus::kFailed);
   EXPECT_NE(stale.result.message.find("holds epoch 2"), std::string::npos) << stale.result.message;
   EXPECT_TRUE(stale.points.empty());
 }
@@ -186,7 +186,7 @@ TEST(Trainer, StopsAfterTheEpochThatReachesTheTarget) {
   request.max_val_samples = 100;
   request.target_accuracy = 0.0;  // any accuracy reaches it
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   EXPECT_TRUE(outcome.result.reached_target);
   EXPECT_EQ(outcome.result.epochs_done, 1);
   ASSERT_EQ(outcome.points.size(), 1u);
@@ -200,7 +200,7 @@ TEST(Trainer, PresetStopFlagReturnsStoppedAtOnce) {
   const Outcome outcome = Train(request, /*stop_now=*/true);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-  EXPECT_EQ(outcome.result.status, "stopped");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kStopped);
   EXPECT_EQ(outcome.result.epochs_done, 0);
   EXPECT_TRUE(outcome.points.empty());
   EXPECT_LT(seconds, 5.0);
@@ -210,7 +210,7 @@ TEST(Trainer, UnknownModelFailsNamingTheKnownOnes) {
   TrainRequest request = Request(/*batch_size=*/32, Optimizer::kAdam, 1e-3, 1);
   request.model = "resnet-9000";
   const Outcome outcome = Train(request);
-  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_NE(outcome.result.message.find("unknown model 'resnet-9000'; known: lenet"),
             std::string::npos)
       << outcome.result.message;
@@ -222,7 +222,7 @@ TEST(Trainer, MissingCheckpointFails) {
   request.start_epoch = 2;
   request.checkpoint_path = ShapesEnvironment::CheckpointPath("_never_written");
   const Outcome outcome = Train(request);
-  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_EQ(outcome.result.epochs_done, 2);
   EXPECT_NE(outcome.result.message.find(request.checkpoint_path), std::string::npos)
       << outcome.result.message;
@@ -233,14 +233,14 @@ TEST(Trainer, MissingDataFailsNamingTheFolder) {
   TrainRequest request = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 1);
   request.data_dir = (ShapesEnvironment::Root() / "no_such_data").string();
   const Outcome outcome = Train(request);
-  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_NE(outcome.result.message.find(request.data_dir), std::string::npos)
       << outcome.result.message;
 }
 
 TEST(Trainer, RejectsABadBatchSize) {
   const Outcome outcome = Train(Request(/*batch_size=*/0, Optimizer::kSgd, 0.05, 1));
-  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_NE(outcome.result.message.find("batch_size"), std::string::npos);
 }
 
@@ -248,12 +248,12 @@ TEST(Trainer, HugeLearningRateDivergesOrLearnsNothing) {
   TrainRequest request = Request(/*batch_size=*/32, Optimizer::kSgd, 1e6, 2);
   request.max_train_samples = 512;
   const Outcome outcome = Train(request);
-  if (outcome.result.status == "failed") {
+  if (outcome.result.status == SegmentStatus::kFailed) {
     EXPECT_NE(outcome.result.message.find("diverged: train loss is"), std::string::npos)
         << outcome.result.message;
     EXPECT_EQ(outcome.result.epochs_done, static_cast<int>(outcome.points.size()));
   } else {
-    ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+    ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
     ASSERT_FALSE(outcome.points.empty());
     EXPECT_LT(outcome.points.back().val_accuracy, 0.3);
   }
@@ -263,7 +263,7 @@ TEST(Trainer, PhaseTimesArePositiveAndSumToComputeTime) {
   TrainRequest request = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 2);
   request.max_train_samples = 512;
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   ASSERT_EQ(outcome.points.size(), 2u);
   for (const CurvePoint& point : outcome.points) {
     SCOPED_TRACE("epoch " + std::to_string(point.epoch));
@@ -283,7 +283,7 @@ TEST(Trainer, PhaseTimesArePositiveAndSumToComputeTime) {
 TEST(Trainer, DataLoadingIsASmallShareOfComputeForLeNet) {
   TrainRequest request = Request(/*batch_size=*/128, Optimizer::kSgd, 0.05, 3);
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   ASSERT_EQ(outcome.points.size(), 3u);
   double data_s = 0.0, compute_s = 0.0;
   for (const CurvePoint& point : outcome.points) {
@@ -302,7 +302,7 @@ TEST(Trainer, LeNetLearnsOneChannelMnistFormatShapes) {
   request.data_format = "mnist-idx";
   request.data_dir = ShapesEnvironment::MnistDataDir();
   const Outcome outcome = Train(request);
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   ASSERT_EQ(outcome.points.size(), 3u);
   EXPECT_EQ(outcome.points.back().samples_seen, 3 * kTrainSamples);
   EXPECT_LT(outcome.points.back().train_loss, outcome.points.front().train_loss);
@@ -331,12 +331,12 @@ TEST(Trainer, DatasetsOfDifferentFormatsInOneFolderAreKeptApart) {
     request.max_train_samples = 128;
     request.max_val_samples = 64;
     const Outcome outcome = Train(request);
-    EXPECT_EQ(outcome.result.status, "completed") << outcome.result.message;
+    EXPECT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   }
   TrainRequest unknown = Request(/*batch_size=*/64, Optimizer::kSgd, 0.05, 1);
   unknown.data_format = "imagenet-jpeg";
   const Outcome outcome = Train(unknown);
-  EXPECT_EQ(outcome.result.status, "failed");
+  EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_NE(outcome.result.message.find("imagenet-jpeg"), std::string::npos)
       << outcome.result.message;
 }
@@ -346,7 +346,7 @@ TEST(Trainer, AugmentationTrainsAndIsDeterministicForASeed) {
   request.max_train_samples = 1000;
   request.augment = true;
   const Outcome first = Train(request);
-  ASSERT_EQ(first.result.status, "completed") << first.result.message;
+  ASSERT_EQ(first.result.status, SegmentStatus::kCompleted) << first.result.message;
   ASSERT_EQ(first.points.size(), 3u);
   EXPECT_GT(first.points.back().val_accuracy, 0.2) << "chance is 0.1";
   for (const CurvePoint& point : first.points) EXPECT_GT(point.data_s, 0.0);
@@ -367,7 +367,7 @@ TEST(Trainer, AugmentationTrainsAndIsDeterministicForASeed) {
 
 TEST(Trainer, MemoryStaysFlatAcrossEpochs) {
   const Outcome outcome = Train(Request(/*batch_size=*/64, Optimizer::kAdam, 1e-3, 4));
-  ASSERT_EQ(outcome.result.status, "completed") << outcome.result.message;
+  ASSERT_EQ(outcome.result.status, SegmentStatus::kCompleted) << outcome.result.message;
   ASSERT_EQ(outcome.points.size(), 4u);
   const double second = static_cast<double>(outcome.points[1].peak_memory_bytes);
   const double fourth = static_cast<double>(outcome.points[3].peak_memory_bytes);

@@ -21,6 +21,12 @@ Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
   return Status::OK();
 }
 
+Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
+  (void)job;
+  (void)spec;
+  return Status::FailedPrecondition("resuming a job after a restart is not supported yet");
+}
+
 Status Dispatcher::CancelJob(int64_t job_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = jobs_.find(job_id);
@@ -92,12 +98,13 @@ JobEngine* Dispatcher::EngineOfTrial(int64_t trial_id) {
 }
 
 StatusOr<EpochVerdict> Dispatcher::OnEpoch(const std::string& worker_id, int64_t trial_id,
-                                           const CurvePoint& point) {
+                                           int attempt, const CurvePoint& point) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto w = workers_.find(worker_id);
-  if (w == workers_.end() || w->second.trial_id != trial_id) {
-    return EpochVerdict{
-        true, "trial " + std::to_string(trial_id) + " is not assigned to worker " + worker_id};
+  if (w == workers_.end() || w->second.trial_id != trial_id || w->second.attempt != attempt) {
+    return EpochVerdict{true, "trial " + std::to_string(trial_id) + " attempt " +
+                                  std::to_string(attempt) + " is not assigned to worker " +
+                                  worker_id};
   }
   JobEngine* engine = EngineOfTrial(trial_id);
   if (engine == nullptr) return EpochVerdict{true, "its job is no longer running"};
@@ -105,22 +112,23 @@ StatusOr<EpochVerdict> Dispatcher::OnEpoch(const std::string& worker_id, int64_t
   return engine->OnEpoch(trial_id, point);
 }
 
-Status Dispatcher::OnSegmentEnded(const std::string& worker_id, int64_t trial_id,
-                                  const SegmentOutcome& outcome) {
+Status Dispatcher::OnSegmentEnded(const std::string& worker_id, const SegmentResult& outcome) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto w = workers_.find(worker_id);
   if (w == workers_.end()) return Status::NotFound("worker " + worker_id);
+  const int64_t trial_id = outcome.trial_id;
   Status status = Status::OK();
-  if (w->second.trial_id == trial_id) {
+  if (w->second.trial_id == trial_id && w->second.attempt == outcome.attempt) {
     w->second.trial_id.reset();
-    SetWorkerState(w->second, "idle");
+    status = SetWorkerState(w->second, "idle");
     if (JobEngine* engine = EngineOfTrial(trial_id)) {
-      if (outcome.status == "infeasible") {
+      if (outcome.status == SegmentStatus::kInfeasible) {
         // The probe was optimistic: never send this worker a batch this large again.
         int& limit = w->second.max_batch[ProbeKey(engine->spec())];
         limit = std::min(limit, w->second.batch_size - 1);
       }
-      status = engine->OnSegmentEnded(trial_id, outcome, clock_());
+      Status ended = engine->OnSegmentEnded(outcome, clock_());
+      if (status.ok()) status = ended;
     }
   }
   Retire();
@@ -221,10 +229,11 @@ void Dispatcher::Pump() {
       if (!next->has_value()) continue;
       const Assignment& a = **next;
       w.trial_id = a.trial.id;
+      w.attempt = a.trial.attempt;
       w.job_id = job_id;
       w.batch_size = a.trial.config.batch_size;
       SetWorkerState(w, "busy");
-      channel_->SendAssignment(worker_id, a, engine->spec());
+      channel_->SendSegment(worker_id, MakeSegmentSpec(a, engine->spec()));
       break;
     }
   }

@@ -18,8 +18,8 @@ namespace topotune {
 class WorkerChannel {
  public:
   virtual ~WorkerChannel() = default;
-  virtual void SendAssignment(const std::string& worker_id, const Assignment& assignment,
-                              const JobSpec& spec) = 0;
+  // Sends a segment to every worker of its placement.
+  virtual void SendSegment(const std::string& worker_id, const SegmentSpec& segment) = 0;
   virtual void SendStop(const std::string& worker_id, int64_t trial_id,
                         const std::string& reason) = 0;
   // Asks a worker to probe `model` on the dataset's input at these batch sizes; it answers
@@ -45,6 +45,9 @@ class Dispatcher {
 
   // Starts running a job that is already stored.
   Status AddJob(const JobRecord& job, const JobSpec& spec);
+  // Rebuilds the engine of a stored, unfinished job from the journal (after a restart) and
+  // runs it; its running trials go back to pending.
+  Status RestoreJob(const JobRecord& job, const JobSpec& spec);
   // NotFound if the job is not active here.
   Status CancelJob(int64_t job_id);
   bool IsActive(int64_t job_id) const;
@@ -54,11 +57,14 @@ class Dispatcher {
   Status WorkerHeartbeat(const std::string& worker_id);
   void WorkerDisconnected(const std::string& worker_id);
 
-  // A worker's epoch report; the verdict says whether it should stop the trial.
-  StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id,
+  // A worker's epoch report of (trial_id, attempt); the verdict says whether it should stop
+  // the trial. A report for a segment that is not the worker's current one is not stored
+  // and is answered with stop.
+  StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id, int attempt,
                                  const CurvePoint& point);
-  Status OnSegmentEnded(const std::string& worker_id, int64_t trial_id,
-                        const SegmentOutcome& outcome);
+  // A worker ended its segment. A result for a segment that is not its current one is
+  // ignored.
+  Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
   // A worker's probe answer: the probe is stored and the worker is given batch sizes up to
   // the largest that fits; an error means it gets none of that job's trials.
   Status OnProbeResult(const std::string& worker_id, const std::string& key,
@@ -71,6 +77,7 @@ class Dispatcher {
   struct Connected {
     WorkerRecord record;
     std::optional<int64_t> trial_id;  // the trial it runs, if busy
+    int attempt = 0;                  // of that trial
     int64_t job_id = 0;
     int batch_size = 0;                    // of that trial
     std::string probing;                   // the probe key it is measuring, if any

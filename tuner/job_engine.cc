@@ -82,15 +82,37 @@ void JobEngine::Recount(LiveTrial& t) const {
   t.record.epochs_done = static_cast<int>(t.epoch_train_s.size());
 }
 
-Assignment JobEngine::Start(LiveTrial& t, const std::string& worker_id, int start_epoch) {
+SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec) {
+  SegmentSpec s;
+  s.job_id = assignment.job_id;
+  s.trial_id = assignment.trial.id;
+  s.trial_number = assignment.trial.number;
+  s.attempt = assignment.trial.attempt;
+  s.model = spec.model;
+  s.dataset = spec.dataset;
+  s.config = assignment.trial.config;
+  s.momentum = spec.momentum;
+  s.seed = assignment.trial.seed;
+  s.start_epoch = assignment.start_epoch;
+  s.end_epoch = assignment.trial.target_epochs;
+  s.target_accuracy = spec.target_accuracy;
+  s.checkpoint = assignment.checkpoint;
+  s.train_s_before = assignment.trial.train_s;
+  s.max_train_s = assignment.max_train_s;
+  return s;
+}
+
+Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_epoch) {
   t.record.state = TrialState::kRunning;
-  t.record.worker = worker_id;
+  t.record.worker = placement.lead();
+  ++t.record.attempt;
   t.record.reason.clear();
   t.stop_reason.clear();
   const std::optional<double> incumbent = IncumbentTta();
   t.bound_s = incumbent ? *incumbent : 0.0;
   Assignment a;
   a.job_id = job_.id;
+  a.placement = placement;
   a.trial = t.record;
   a.start_epoch = start_epoch;
   a.max_train_s = t.bound_s;
@@ -112,9 +134,17 @@ Status JobEngine::MarkRunning(double now) {
 
 StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string& worker_id,
                                                               double now, int max_batch_size) {
-  if (IsTerminal(job_.state)) return std::optional<Assignment>();
+  Placement placement;
+  placement.workers = {worker_id};
+  placement.max_batch_size = max_batch_size;
+  return NextAssignment(placement, now);
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& placement,
+                                                              double now) {
+  if (IsTerminal(job_.state) || placement.workers.empty()) return std::optional<Assignment>();
   for (auto step : {&JobEngine::TryPending, &JobEngine::TryPromotion, &JobEngine::TryNewTrial}) {
-    StatusOr<std::optional<Assignment>> got = (this->*step)(worker_id, max_batch_size);
+    StatusOr<std::optional<Assignment>> got = (this->*step)(placement);
     if (!got.ok()) return got.status();
     if (got->has_value()) {
       TOPOTUNE_RETURN_IF_ERROR(MarkRunning(now));
@@ -125,15 +155,14 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string&
   return std::optional<Assignment>();
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryPending(const std::string& worker_id,
-                                                          int max_batch) {
+StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& placement) {
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
-    if (t.record.config.batch_size > max_batch) continue;
+    if (t.record.config.batch_size > placement.max_batch_size) continue;
     const int start = SegmentStart(t);
     // A segment that resumes needs the checkpoint on the worker that wrote it.
-    if (start > 0 && t.record.worker != worker_id) continue;
-    Assignment a = Start(t, worker_id, start);
+    if (start > 0 && t.record.worker != placement.lead()) continue;
+    Assignment a = Start(t, placement, start);
     TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
     return std::optional<Assignment>(std::move(a));
   }
@@ -150,8 +179,7 @@ StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
   return true;
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& worker_id,
-                                                            int max_batch) {
+StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const Placement& placement) {
   for (Bracket& bracket : brackets_) {
     for (const AshaRungs::Candidate& c : bracket.rungs.PromotionCandidates()) {
       LiveTrial& t = trials_.at(c.trial_id);
@@ -159,15 +187,16 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& w
       StatusOr<bool> pruned = PruneIfBeaten(t);
       if (!pruned.ok()) return pruned.status();
       if (*pruned) continue;
-      if (t.record.worker != worker_id) continue;  // its checkpoint lives on another worker
-      if (t.record.config.batch_size > max_batch) continue;
+      // Its checkpoint lives on another worker.
+      if (t.record.worker != placement.lead()) continue;
+      if (t.record.config.batch_size > placement.max_batch_size) continue;
       bracket.rungs.MarkPromoted(c.rung, t.record.id);
       bracket.rungs.Enter(c.rung + 1);
       t.record.rung = c.rung + 1;
       t.record.target_epochs =
           InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(t.record.rung);
       t.rung_start_epoch = t.record.epochs_done;
-      Assignment a = Start(t, worker_id, t.record.epochs_done);
+      Assignment a = Start(t, placement, t.record.epochs_done);
       TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
       return std::optional<Assignment>(std::move(a));
     }
@@ -175,8 +204,8 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const std::string& w
   return std::optional<Assignment>();
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& worker_id,
-                                                           int max_batch) {
+StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& placement) {
+  const int max_batch = placement.max_batch_size;
   if (sampled_ >= spec_.max_trials) return std::optional<Assignment>();
   if (spec_.space.batch_sizes.empty() || spec_.space.batch_sizes.front() > max_batch) {
     return std::optional<Assignment>();  // this worker cannot hold any batch of the space
@@ -195,7 +224,8 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& wo
   record.state = TrialState::kRunning;
   record.rung = b.rungs.first_rung();
   record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(record.rung);
-  record.worker = worker_id;
+  record.worker = placement.lead();
+  record.attempt = 1;
   StatusOr<int64_t> id = journal_->CreateTrial(record);
   if (!id.ok()) return id.status();
   record.id = *id;
@@ -205,7 +235,8 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const std::string& wo
   LiveTrial& t = trials_[record.id];
   t.record = record;
   t.bracket = bracket;
-  return std::optional<Assignment>(Start(t, worker_id, 0));
+  t.record.attempt = 0;  // Start counts this segment
+  return std::optional<Assignment>(Start(t, placement, 0));
 }
 
 StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& point) {
@@ -246,11 +277,14 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   return verdict;
 }
 
-Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome, double now) {
-  auto it = trials_.find(trial_id);
-  if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(trial_id));
+Status JobEngine::OnSegmentEnded(const SegmentResult& outcome, double now) {
+  auto it = trials_.find(outcome.trial_id);
+  if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(outcome.trial_id));
   LiveTrial& t = it->second;
-  if (t.record.state != TrialState::kRunning) return Status::OK();  // a repeat
+  // A repeat, or a late result of an attempt that was replaced.
+  if (t.record.state != TrialState::kRunning || outcome.attempt != t.record.attempt) {
+    return Status::OK();
+  }
   TrialRecord& r = t.record;
   if (r.reached_target) {
     r.state = TrialState::kCompleted;
@@ -261,7 +295,7 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
     r.state = TrialState::kStopped;
     r.reason = t.stop_reason;
     RecordRungResult(t, Observation::Kind::kOk);
-  } else if (outcome.status == "completed") {
+  } else if (outcome.status == SegmentStatus::kCompleted) {
     if (ReachedSeconds(r.train_s, t.bound_s) && !RungDone(t)) {
       // The worker applied the bound itself, at the epoch our verdict would have named.
       r.state = TrialState::kStopped;
@@ -283,18 +317,17 @@ Status JobEngine::OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome
       r.reason = "finished rung " + std::to_string(r.rung);
       RecordRungResult(t, Observation::Kind::kOk);
     }
-  } else if (outcome.status == "stopped") {
+  } else if (outcome.status == SegmentStatus::kStopped) {
     r.state = TrialState::kStopped;
     r.reason = outcome.message.empty() ? "stopped by the worker" : outcome.message;
     RecordRungResult(t, Observation::Kind::kOk);
-  } else if (outcome.status == "infeasible") {
+  } else if (outcome.status == SegmentStatus::kInfeasible) {
     r.state = TrialState::kInfeasible;
     r.reason = outcome.message;
     RecordRungResult(t, Observation::Kind::kInfeasible);
   } else {
     r.state = TrialState::kFailed;
-    r.reason = outcome.status == "failed" ? outcome.message
-                                          : "unknown segment status '" + outcome.status + "'";
+    r.reason = outcome.message.empty() ? "failed on the worker" : outcome.message;
     RecordRungResult(t, Observation::Kind::kFailed);
   }
   TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(r));
@@ -306,7 +339,8 @@ Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kRunning || t.record.worker != worker_id) continue;
     if (t.record.reached_target) {
-      TOPOTUNE_RETURN_IF_ERROR(OnSegmentEnded(id, {"completed", ""}, now));
+      TOPOTUNE_RETURN_IF_ERROR(
+          OnSegmentEnded({id, t.record.attempt, SegmentStatus::kCompleted, ""}, now));
       continue;
     }
     const int start = SegmentStart(t);

@@ -11,15 +11,17 @@
 #include "tuner/asha.h"
 #include "tuner/journal.h"
 #include "tuner/sampler.h"
+#include "tuner/segment.h"
 #include "tuner/status.h"
 #include "tuner/types.h"
 
 namespace topotune {
 
-// A trial segment for one worker: train `trial` from start_epoch to trial.target_epochs.
+// A trial segment on a placement: train `trial` from start_epoch to trial.target_epochs.
 struct Assignment {
   int64_t job_id = 0;
-  TrialRecord trial;       ///< state kRunning on the worker
+  Placement placement;
+  TrialRecord trial;       ///< state kRunning on the placement; trial.attempt is this segment
   int start_epoch = 0;     ///< > 0: resume from `checkpoint`
   std::string checkpoint;  ///< the worker-local checkpoint name, "job3-trial7.pt"
   // > 0: end the segment after the epoch at which the trial's training seconds (its
@@ -35,11 +37,8 @@ struct EpochVerdict {
   std::string reason;
 };
 
-// How a worker says a segment ended: "completed", "stopped", "infeasible" or "failed".
-struct SegmentOutcome {
-  std::string status;
-  std::string message;
-};
+// The wire form of an assignment: what the placement's workers train.
+SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec);
 
 // The state machine of one tuning job: the job's sampler proposes, its brackets of
 // successive halving (tuner/algorithms.h) allocate epochs, trials stop at the target,
@@ -57,9 +56,12 @@ class JobEngine {
   JobState state() const { return job_.state; }
   const JobSpec& spec() const { return spec_; }
 
-  // The next segment for a free worker that can hold batches of up to max_batch_size
-  // (its probed limit for this job's model), or nullopt when this job has nothing that
-  // worker may run now. Persists the trial before returning it.
+  // The next segment for a free placement (today one worker) whose workers hold batches of
+  // up to placement.max_batch_size (their probed limit for this job's model), or nullopt
+  // when this job has nothing that placement may run now. Persists the trial before
+  // returning it.
+  StatusOr<std::optional<Assignment>> NextAssignment(const Placement& placement, double now);
+  // The same for one worker with that limit.
   StatusOr<std::optional<Assignment>> NextAssignment(const std::string& worker_id, double now,
                                                      int max_batch_size = kAnyBatchSize);
   static constexpr int kAnyBatchSize = 1 << 30;
@@ -69,8 +71,9 @@ class JobEngine {
   // answered with stop.
   StatusOr<EpochVerdict> OnEpoch(int64_t trial_id, const CurvePoint& point);
 
-  // A worker ended a segment. Repeats are ignored.
-  Status OnSegmentEnded(int64_t trial_id, const SegmentOutcome& outcome, double now);
+  // A placement ended a segment. Repeats, and results of an attempt that is not the
+  // trial's current one, are ignored.
+  Status OnSegmentEnded(const SegmentResult& result, double now);
 
   // A worker disconnected or lost its lease: its running trials go back to pending, to be
   // rerun from their last checkpoint (on the same worker when that checkpoint exists).
@@ -101,10 +104,10 @@ class JobEngine {
     double bound_s = 0.0;               // the incumbent's TTA when its segment began; 0: none
   };
 
-  StatusOr<std::optional<Assignment>> TryPending(const std::string& worker_id, int max_batch);
-  StatusOr<std::optional<Assignment>> TryPromotion(const std::string& worker_id, int max_batch);
-  StatusOr<std::optional<Assignment>> TryNewTrial(const std::string& worker_id, int max_batch);
-  Assignment Start(LiveTrial& t, const std::string& worker_id, int start_epoch);
+  StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
+  StatusOr<std::optional<Assignment>> TryPromotion(const Placement& placement);
+  StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
+  Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
   StatusOr<bool> PruneIfBeaten(LiveTrial& t);
   bool HolderOnline(const TrialRecord& trial) const;

@@ -117,6 +117,7 @@ struct TrialRecord {
   int rung = 0;           ///< the rung it is in (or was last in)
   int epochs_done = 0;    ///< epochs trained so far
   int target_epochs = 0;  ///< epochs its current rung trains to
+  int attempt = 0;        ///< segments started so far; the running one's number
   std::string worker;     ///< the worker that ran it last (and holds its checkpoint)
   std::string reason;     ///< why it ended, in words
   bool reached_target = false;

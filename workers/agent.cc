@@ -150,7 +150,7 @@ struct Agent::Impl {
       heartbeat_s = m.value("heartbeat_s", 2.0);
       Log("registered with the controller");
     } else if (type == "assign") {
-      StatusOr<TrialAssignment> a = TrialAssignmentFromJson(m.value("assignment", json()));
+      StatusOr<SegmentSpec> a = SegmentSpecFromJson(m.value("assignment", json()));
       if (!a.ok()) return Disconnect("bad assignment: " + a.status().message());
       StartTraining(*a);
     } else if (type == "probe") {
@@ -175,12 +175,13 @@ struct Agent::Impl {
     return p.is_absolute() ? p.string() : (std::filesystem::path(root) / p).string();
   }
 
-  void StartTraining(const TrialAssignment& a) {
+  void StartTraining(const SegmentSpec& a) {
     if (current_trial) {
       Send(EncodeFrame(
           {{"type", "result"},
            {"trial_id", a.trial_id},
-           {"status", "failed"},
+           {"attempt", a.attempt},
+           {"status", SegmentStatusName(SegmentStatus::kFailed)},
            {"message", "worker is busy with trial " + std::to_string(*current_trial)}}));
       return;
     }
@@ -209,10 +210,13 @@ struct Agent::Impl {
                   a.config.batch_size, a.config.learning_rate, a.start_epoch + 1, a.end_epoch);
     Log(what);
     const int64_t trial_id = a.trial_id;
-    training = std::thread([this, request, trial_id] {
-      auto on_epoch = [this, trial_id](const CurvePoint& p) {
-        std::string frame =
-            EncodeFrame({{"type", "progress"}, {"trial_id", trial_id}, {"point", ToJson(p)}});
+    const int attempt = a.attempt;
+    training = std::thread([this, request, trial_id, attempt] {
+      auto on_epoch = [this, trial_id, attempt](const CurvePoint& p) {
+        std::string frame = EncodeFrame({{"type", "progress"},
+                                         {"trial_id", trial_id},
+                                         {"attempt", attempt},
+                                         {"point", ToJson(p)}});
         asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
       };
       TrainResult result =
@@ -220,11 +224,14 @@ struct Agent::Impl {
                  : trainer.Run(request, on_epoch, stop_training);
       std::string frame = EncodeFrame({{"type", "result"},
                                        {"trial_id", trial_id},
-                                       {"status", result.status},
+                                       {"attempt", attempt},
+                                       {"status", SegmentStatusName(result.status)},
                                        {"message", result.message}});
       asio::post(io, [this, frame = std::move(frame), trial_id, result]() mutable {
-        if (result.status != "completed")
-          Log("trial " + std::to_string(trial_id) + " " + result.status + ": " + result.message);
+        if (result.status != SegmentStatus::kCompleted) {
+          Log("trial " + std::to_string(trial_id) + " " + SegmentStatusName(result.status) + ": " +
+              result.message);
+        }
         current_trial.reset();
         Send(std::move(frame));
       });

@@ -92,23 +92,23 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
               never_stop);
           out.flush();
           if (!out) return Status::IOError("writing " + out_csv + " failed");
-          if (result.status == "infeasible") {
+          if (result.status == SegmentStatus::kInfeasible) {
             log("run " + std::to_string(index) + "/" + std::to_string(total) +
                 ": infeasible: " + result.message);
             continue;
           }
-          if (result.status != "completed" &&
+          if (result.status != SegmentStatus::kCompleted &&
               result.message.find("diverged") == std::string::npos) {
             return Status::Internal("run bs=" + std::to_string(batch_size) + " lr=" + lr_text +
                                     " " + OptimizerName(optimizer) + " seed " +
-                                    std::to_string(seed) + ": " + result.status + ": " +
+                                    std::to_string(seed) + ": " + SegmentStatusName(result.status) + ": " +
                                     result.message);
           }
           char line[200];
           std::snprintf(line, sizeof(line), "run %zu/%zu: bs=%d lr=%s %s seed %llu: %s, best %.3f",
                         index, total, batch_size, lr_text, OptimizerName(optimizer),
                         static_cast<unsigned long long>(seed),
-                        result.status == "completed" ? "completed" : "diverged", best);
+                        result.status == SegmentStatus::kCompleted ? "completed" : "diverged", best);
           log(line);
         }
       }

@@ -147,12 +147,12 @@ TrainResult ReplaySegment(const ReplayTable& table, const TrainRequest& request,
   double segment_train_s = 0.0;
   for (int epoch = request.start_epoch + 1; epoch <= request.end_epoch; ++epoch) {
     if (stop) {
-      result.status = "stopped";
+      result.status = SegmentStatus::kStopped;
       result.message = "stopped by the controller";
       return result;
     }
     if (epoch > static_cast<int>(curve.size())) {
-      result.status = "failed";
+      result.status = SegmentStatus::kFailed;
       result.message =
           "diverged (replay: the recorded run ends at epoch " + std::to_string(curve.size()) + ")";
       return result;

@@ -167,10 +167,10 @@ bool IsOutOfMemory(const std::string& message) {
          message.find("Cannot allocate memory") != std::string::npos;
 }
 
-TrainResult Ended(std::string status, std::string message, int epochs_done,
+TrainResult Ended(SegmentStatus status, std::string message, int epochs_done,
                   bool reached_target = false) {
   TrainResult result;
-  result.status = std::move(status);
+  result.status = status;
   result.message = std::move(message);
   result.epochs_done = epochs_done;
   result.reached_target = reached_target;
@@ -247,15 +247,15 @@ TrainResult Trainer::Run(const TrainRequest& request,
   try {
     return impl_->Train(request, on_epoch, stop, &epochs_done);
   } catch (const std::bad_alloc&) {
-    return Ended("infeasible", "out of memory (std::bad_alloc)", epochs_done);
+    return Ended(SegmentStatus::kInfeasible, "out of memory (std::bad_alloc)", epochs_done);
   } catch (const std::exception& e) {
     // c10::Error derives from std::exception; its what() carries a backtrace after the
     // first line, which the message keeps out.
     const std::string message = e.what();
     const std::string first_line = message.substr(0, message.find('\n'));
-    return Ended(IsOutOfMemory(message) ? "infeasible" : "failed", first_line, epochs_done);
+    return Ended(IsOutOfMemory(message) ? SegmentStatus::kInfeasible : SegmentStatus::kFailed, first_line, epochs_done);
   } catch (...) {
-    return Ended("failed", "unknown exception", epochs_done);
+    return Ended(SegmentStatus::kFailed, "unknown exception", epochs_done);
   }
 }
 
@@ -264,15 +264,15 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
                                  const std::atomic<bool>& stop, int* epochs_done) {
   const int start = request.start_epoch;
   if (request.config.batch_size < 1) {
-    return Ended("failed",
+    return Ended(SegmentStatus::kFailed,
                  "batch_size is " + std::to_string(request.config.batch_size) + ", expected >= 1",
                  start);
   }
   if (!(request.config.learning_rate > 0.0) || !std::isfinite(request.config.learning_rate)) {
-    return Ended("failed", "learning_rate must be a positive number", start);
+    return Ended(SegmentStatus::kFailed, "learning_rate must be a positive number", start);
   }
   if (start < 0 || request.end_epoch <= start) {
-    return Ended("failed",
+    return Ended(SegmentStatus::kFailed,
                  "epochs " + std::to_string(start) + " -> " + std::to_string(request.end_epoch) +
                      ": end_epoch must exceed start_epoch >= 0",
                  start);
@@ -280,16 +280,16 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   const std::vector<std::string>& models = ModelNames();
   if (std::find(models.begin(), models.end(), request.model) == models.end()) {
-    return Ended("failed", MakeModel(request.model, ModelInput{}).status().message(), start);
+    return Ended(SegmentStatus::kFailed, MakeModel(request.model, ModelInput{}).status().message(), start);
   }
   StatusOr<std::shared_ptr<LoadedData>> loaded = Data(request);
-  if (!loaded.ok()) return Ended("failed", loaded.status().message(), start);
+  if (!loaded.ok()) return Ended(SegmentStatus::kFailed, loaded.status().message(), start);
   const LoadedData& data = **loaded;
 
   // The seed alone decides the initial weights (and, with the epoch, the shuffles).
   torch::manual_seed(request.seed);
   StatusOr<std::shared_ptr<ImageClassifierImpl>> made = MakeModel(request.model, data.input);
-  if (!made.ok()) return Ended("failed", made.status().message(), start);
+  if (!made.ok()) return Ended(SegmentStatus::kFailed, made.status().message(), start);
   std::shared_ptr<ImageClassifierImpl> model = *made;
   model->to(device);
 
@@ -305,7 +305,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   if (start > 0) {
     if (request.checkpoint_path.empty() || !fs::exists(request.checkpoint_path)) {
-      return Ended("failed",
+      return Ended(SegmentStatus::kFailed,
                    "cannot resume from epoch " + std::to_string(start) + ": checkpoint '" +
                        request.checkpoint_path + "' does not exist",
                    start);
@@ -315,7 +315,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     torch::Tensor saved_epoch;
     archive.read("epoch", saved_epoch);
     if (saved_epoch.item<int64_t>() != start) {
-      return Ended("failed",
+      return Ended(SegmentStatus::kFailed,
                    "checkpoint " + request.checkpoint_path + " holds epoch " +
                        std::to_string(saved_epoch.item<int64_t>()) + ", not start_epoch " +
                        std::to_string(start),
@@ -353,7 +353,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     int step = 0;
     for (int64_t begin = 0; begin < train_count; begin += batch, ++step) {
       if (stop.load()) {
-        return Ended("stopped", "stopped at epoch " + std::to_string(epoch), *epochs_done);
+        return Ended(SegmentStatus::kStopped, "stopped at epoch " + std::to_string(epoch), *epochs_done);
       }
       const Clock::time_point t0 = Now();
       const int64_t end = std::min(begin + batch, train_count);
@@ -380,7 +380,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
         std::ostringstream message;
         message << "diverged: train loss is " << (std::isnan(loss_value) ? "nan" : "inf")
                 << " at epoch " << epoch << ", step " << step + 1;
-        return Ended("failed", message.str(), *epochs_done);
+        return Ended(SegmentStatus::kFailed, message.str(), *epochs_done);
       }
       loss_sum += loss_value * static_cast<double>(end - begin);
     }
@@ -440,7 +440,7 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     archive.save_to(partial);
     fs::rename(partial, path);
   }
-  return Ended("completed", reached_target ? "reached the target accuracy" : "", *epochs_done,
+  return Ended(SegmentStatus::kCompleted, reached_target ? "reached the target accuracy" : "", *epochs_done,
                reached_target);
 }
 

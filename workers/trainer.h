@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "tuner/segment.h"
 #include "tuner/types.h"
 
 namespace topotune {
@@ -38,8 +39,8 @@ inline bool TrainTimeUp(const TrainRequest& request, double segment_s) {
 }
 
 struct TrainResult {
-  std::string status = "completed";  ///< "completed", "stopped", "infeasible", "failed"
-  std::string message;               ///< why, in words, when not completed
+  SegmentStatus status = SegmentStatus::kCompleted;
+  std::string message;  ///< why, in words, when not completed
   int epochs_done = 0;
   bool reached_target = false;
 };

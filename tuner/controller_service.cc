@@ -1,0 +1,133 @@
+#include "tuner/controller_service.h"
+
+#include <cstdio>
+
+namespace topotune {
+
+ControllerService::ControllerService(Journal* journal, WorkerChannel* channel,
+                                     SpecDecoder decode_spec, std::function<double()> clock)
+    : journal_(journal),
+      decode_spec_(std::move(decode_spec)),
+      clock_(clock),
+      dispatcher_(journal, channel, clock) {}
+
+StatusOr<int> ControllerService::ResumeJobs() {
+  StatusOr<std::vector<JobRecord>> jobs = journal_->ListJobs();
+  if (!jobs.ok()) return jobs.status();
+  int resumed = 0;
+  for (const JobRecord& job : *jobs) {
+    if (IsTerminal(job.state)) continue;
+    StatusOr<JobSpec> spec = decode_spec_(job.spec_json);
+    Status s = spec.ok() ? dispatcher_.RestoreJob(job, *spec) : spec.status();
+    if (s.ok()) {
+      ++resumed;
+      continue;
+    }
+    std::fprintf(stderr, "topotuned: job %lld cannot resume: %s\n", static_cast<long long>(job.id),
+                 s.ToString().c_str());
+    TOPOTUNE_RETURN_IF_ERROR(journal_->SetJobState(
+        job.id, JobState::kFailed, "could not resume after a restart: " + s.message(), clock_()));
+  }
+  return resumed;
+}
+
+StatusOr<JobRecord> ControllerService::Submit(const JobSpec& spec, const std::string& spec_json) {
+  JobRecord job;
+  job.name = spec.name.empty() ? spec.model : spec.name;
+  job.spec_json = spec_json;
+  job.state = JobState::kQueued;
+  job.created_at = clock_();
+  StatusOr<int64_t> id = journal_->CreateJob(job);
+  if (!id.ok()) return id.status();
+  job.id = *id;
+  TOPOTUNE_RETURN_IF_ERROR(dispatcher_.AddJob(job, spec));
+  return journal_->GetJob(job.id);
+}
+
+StatusOr<JobRecord> ControllerService::Cancel(int64_t job_id) {
+  StatusOr<JobRecord> job = journal_->GetJob(job_id);
+  if (!job.ok()) return job.status();
+  if (IsTerminal(job->state) || !dispatcher_.IsActive(job_id)) {
+    return Status::FailedPrecondition("job " + std::to_string(job_id) + " is " +
+                                      JobStateName(job->state) +
+                                      "; only queued or running jobs can be cancelled");
+  }
+  TOPOTUNE_RETURN_IF_ERROR(dispatcher_.CancelJob(job_id));
+  return journal_->GetJob(job_id);
+}
+
+StatusOr<std::vector<JobRecord>> ControllerService::ListJobs() { return journal_->ListJobs(); }
+
+StatusOr<JobDetail> ControllerService::GetJob(int64_t job_id, bool with_points) {
+  JobDetail detail;
+  StatusOr<JobRecord> job = journal_->GetJob(job_id);
+  if (!job.ok()) return job.status();
+  detail.job = *job;
+  StatusOr<JobSpec> spec = decode_spec_(job->spec_json);
+  if (!spec.ok()) {
+    return Status::Internal("the stored spec of job " + std::to_string(job_id) +
+                            " does not parse: " + spec.status().message());
+  }
+  detail.spec = *spec;
+  StatusOr<std::vector<TrialRecord>> trials = journal_->ListTrials(job_id);
+  if (!trials.ok()) return trials.status();
+  detail.trials = std::move(*trials);
+  if (with_points) {
+    StatusOr<std::vector<CurvePoint>> points = journal_->ListCurvePoints(job_id);
+    if (!points.ok()) return points.status();
+    detail.points = std::move(*points);
+  }
+  return detail;
+}
+
+StatusOr<Report> ControllerService::ReportOf(int64_t job_id) {
+  StatusOr<JobDetail> d = GetJob(job_id, /*with_points=*/true);
+  if (!d.ok()) return d.status();
+  return BuildReport(d->job, d->spec, d->trials, d->points);
+}
+
+StatusOr<std::vector<WorkerDetail>> ControllerService::Workers() {
+  StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
+  if (!workers.ok()) return workers.status();
+  StatusOr<std::vector<DeviceProbe>> probes = journal_->ListDeviceProbes();
+  if (!probes.ok()) return probes.status();
+  std::vector<WorkerDetail> out;
+  for (const WorkerRecord& w : *workers) {
+    WorkerDetail d;
+    d.record = w;
+    for (const DeviceProbe& p : *probes) {
+      if (p.worker_id == w.id) d.probes.push_back(p);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+Status ControllerService::WorkerConnected(const WorkerRecord& worker) {
+  return dispatcher_.WorkerConnected(worker);
+}
+
+Status ControllerService::WorkerHeartbeat(const std::string& worker_id) {
+  return dispatcher_.WorkerHeartbeat(worker_id);
+}
+
+void ControllerService::WorkerDisconnected(const std::string& worker_id) {
+  dispatcher_.WorkerDisconnected(worker_id);
+}
+
+StatusOr<EpochVerdict> ControllerService::OnEpoch(const std::string& worker_id, int64_t trial_id,
+                                                  int attempt, const CurvePoint& point) {
+  return dispatcher_.OnEpoch(worker_id, trial_id, attempt, point);
+}
+
+Status ControllerService::OnSegmentEnded(const std::string& worker_id,
+                                         const SegmentResult& result) {
+  return dispatcher_.OnSegmentEnded(worker_id, result);
+}
+
+Status ControllerService::OnProbeResult(const std::string& worker_id, const std::string& key,
+                                        const StatusOr<DeviceProbe>& probe) {
+  return dispatcher_.OnProbeResult(worker_id, key, probe);
+}
+
+}  // namespace topotune

@@ -1,0 +1,78 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tuner/dispatcher.h"
+#include "tuner/journal.h"
+#include "tuner/report.h"
+#include "tuner/segment.h"
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// A stored job with its spec, its trials and (when asked for) their learning curves.
+struct JobDetail {
+  JobRecord job;
+  JobSpec spec;
+  std::vector<TrialRecord> trials;  ///< by number
+  std::vector<CurvePoint> points;   ///< by (trial id, epoch); empty unless asked for
+};
+
+// A worker the controller knows, with what it measured.
+struct WorkerDetail {
+  WorkerRecord record;
+  std::vector<DeviceProbe> probes;
+};
+
+// The controller's application logic: every use case the REST API and the worker gateway
+// offer, over the journal and the dispatcher. The adapters parse, authenticate and render;
+// they decide nothing. Thread-safe: the dispatcher serialises what changes state, and
+// reads go to the journal.
+class ControllerService {
+ public:
+  // Turns a stored spec_json back into a spec (api/job_spec_json.h's ParseJobSpec).
+  using SpecDecoder = std::function<StatusOr<JobSpec>(const std::string& spec_json)>;
+
+  // `journal` and `channel` must outlive the service; `clock` returns seconds since epoch.
+  ControllerService(Journal* journal, WorkerChannel* channel, SpecDecoder decode_spec,
+                    std::function<double()> clock);
+  ControllerService(const ControllerService&) = delete;
+  ControllerService& operator=(const ControllerService&) = delete;
+
+  // Call once at start, before workers connect: rebuilds the engine of every queued and
+  // running job from the journal and resumes it. A job that cannot be rebuilt is marked
+  // failed with the reason. Returns how many jobs resumed.
+  StatusOr<int> ResumeJobs();
+
+  // Stores a validated job (spec_json is its normalised JSON form) and starts it.
+  StatusOr<JobRecord> Submit(const JobSpec& spec, const std::string& spec_json);
+  // Stops a queued or running job; FailedPrecondition if it already ended.
+  StatusOr<JobRecord> Cancel(int64_t job_id);
+  StatusOr<std::vector<JobRecord>> ListJobs();
+  // NotFound if there is no such job.
+  StatusOr<JobDetail> GetJob(int64_t job_id, bool with_points);
+  StatusOr<Report> ReportOf(int64_t job_id);
+  StatusOr<std::vector<WorkerDetail>> Workers();
+
+  // Worker events, from the gateway (see Dispatcher for their contracts).
+  Status WorkerConnected(const WorkerRecord& worker);
+  Status WorkerHeartbeat(const std::string& worker_id);
+  void WorkerDisconnected(const std::string& worker_id);
+  StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id, int attempt,
+                                 const CurvePoint& point);
+  Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
+  Status OnProbeResult(const std::string& worker_id, const std::string& key,
+                       const StatusOr<DeviceProbe>& probe);
+
+ private:
+  Journal* journal_;
+  SpecDecoder decode_spec_;
+  std::function<double()> clock_;
+  Dispatcher dispatcher_;
+};
+
+}  // namespace topotune
