@@ -100,6 +100,24 @@ CREATE TABLE device_profiles (
 );
 )sql";
 
+// Bearer tokens of the REST API and the worker gateway. hash_hex is the SHA-256 of the
+// secret (of the whole text for an operator-provided external admin token), never the
+// secret; role is a RoleName; revoked_at and last_used_at are 0 until set.
+constexpr const char* kApiTokens = R"sql(
+CREATE TABLE api_tokens (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  hash_hex TEXT NOT NULL,
+  external INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  revoked_at REAL NOT NULL DEFAULT 0,
+  last_used_at REAL NOT NULL DEFAULT 0
+);
+
+CREATE INDEX api_tokens_external_hash ON api_tokens (hash_hex) WHERE external = 1;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -168,6 +186,7 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},
       {2, kPhasesAndDeviceProfiles},
+      {3, kApiTokens},
   };
   return kMigrations;
 }
