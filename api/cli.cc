@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "api/report_json.h"
 #include "storage/store.h"
 #include "tuner/report.h"
+#include "tuner/types.h"
 
 namespace topotune {
 namespace {
@@ -24,7 +26,7 @@ namespace {
 using nlohmann::json;
 
 const char kUsage[] =
-    "usage: topotune [--server URL] COMMAND\n"
+    "usage: topotune [--server URL] [--token-file FILE] COMMAND\n"
     "  submit FILE [--watch]   submit a job spec (JSON); --watch follows it to the end\n"
     "  list                    every job\n"
     "  status ID [--watch]     state and progress; --watch redraws a progress bar\n"
@@ -32,11 +34,22 @@ const char kUsage[] =
     "                          directly, without a server)\n"
     "  cancel ID               stop a running job\n"
     "  workers                 the workers the controller knows\n"
-    "The server defaults to $TOPOTUNE_SERVER, else http://127.0.0.1:7700.\n";
+    "  token create --role ROLE [--name NAME]\n"
+    "                          issue a token (ROLE admin, user or worker; NAME up to 64 of\n"
+    "                          A-Z a-z 0-9 . _ -); prints its text on stdout, this once only\n"
+    "  token list [--json]     every token, revoked ones too (never their secrets)\n"
+    "  token revoke ID         revoke a token; it stops working at once\n"
+    "The server defaults to $TOPOTUNE_SERVER, else http://127.0.0.1:7700. Requests carry\n"
+    "the bearer token on the first line of --token-file, else $TOPOTUNE_TOKEN.\n";
 
 struct Args {
   std::string server;
   std::string db;
+  std::string token_file;
+  std::string token;  ///< from --token-file or $TOPOTUNE_TOKEN; empty = none
+  std::string role;   ///< token create --role
+  std::string name;   ///< token create --name
+  bool name_given = false;
   std::string command;
   std::vector<std::string> positional;
   bool watch = false;
@@ -50,16 +63,20 @@ struct Answer {
   std::string error;
 };
 
-Answer Call(const std::string& server, const std::string& method, const std::string& path,
+// `method` is GET, POST (a JSON body) or DELETE. Sends the bearer token when there is one.
+Answer Call(const Args& args, const std::string& method, const std::string& path,
             const std::string& body = "") {
-  httplib::Client client(server);
+  httplib::Client client(args.server);
   client.set_connection_timeout(5);
   client.set_read_timeout(60);
-  httplib::Result res =
-      method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
+  httplib::Headers headers;
+  if (!args.token.empty()) headers.emplace("Authorization", "Bearer " + args.token);
+  httplib::Result res = method == "POST"     ? client.Post(path, headers, body, "application/json")
+                        : method == "DELETE" ? client.Delete(path, headers)
+                                             : client.Get(path, headers);
   Answer a;
   if (!res) {
-    a.error = "cannot reach topotuned at " + server + ": " + httplib::to_string(res.error());
+    a.error = "cannot reach topotuned at " + args.server + ": " + httplib::to_string(res.error());
     return a;
   }
   a.body = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
@@ -71,10 +88,56 @@ Answer Call(const std::string& server, const std::string& method, const std::str
     a.error = "HTTP " + std::to_string(res->status) + " " +
               a.body["error"].value("code", std::string("")) + ": " +
               a.body["error"].value("message", std::string(""));
+    if (res->status == 401 && args.token.empty()) {
+      a.error += " (no token: pass --token-file FILE or set $TOPOTUNE_TOKEN)";
+    }
     return a;
   }
   a.ok = true;
   return a;
+}
+
+// `text` without leading and trailing whitespace.
+std::string Trim(const std::string& text) {
+  const char* kSpace = " \t\r\n\v\f";
+  const size_t first = text.find_first_not_of(kSpace);
+  if (first == std::string::npos) return "";
+  return text.substr(first, text.find_last_not_of(kSpace) - first + 1);
+}
+
+// Sets args->token from the first line of --token-file, else $TOPOTUNE_TOKEN (trimmed);
+// false with an error when the file cannot be read or its first line is empty.
+bool LoadToken(Args* args, std::string* error) {
+  if (!args->token_file.empty()) {
+    std::ifstream in(args->token_file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+      *error = "cannot read a token from " + args->token_file;
+      return false;
+    }
+    args->token = Trim(line);
+    if (args->token.empty()) {
+      *error = "the first line of " + args->token_file + " is empty: it should hold the token";
+      return false;
+    }
+    return true;
+  }
+  const char* env = std::getenv("TOPOTUNE_TOKEN");
+  args->token = env != nullptr ? Trim(env) : "";
+  return true;
+}
+
+// A time in seconds since the Unix epoch as "YYYY-MM-DD HH:MM:SS" UTC; "-" for null.
+std::string UtcTime(const json& seconds) {
+  if (!seconds.is_number()) return "-";
+  const std::time_t t = static_cast<std::time_t>(seconds.get<double>());
+  std::tm tm{};
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr ||
+      std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm) == 0) {
+    return "-";
+  }
+  return buf;
 }
 
 std::string Fixed(double v, int digits) {
@@ -226,7 +289,7 @@ int Watch(const Args& args, const std::string& id) {
   const bool tty = isatty(fileno(stdout));
   std::string last;
   for (;;) {
-    Answer a = Call(args.server, "GET", "/v1/jobs/" + id);
+    Answer a = Call(args, "GET", "/v1/jobs/" + id);
     if (!a.ok) return Fail(a.error);
     const json& p = a.body["progress"];
     std::string line = "job " + id + " " + a.body["state"].get<std::string>() + " " +
@@ -263,12 +326,21 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
   args->server = env != nullptr && *env ? env : "http://127.0.0.1:7700";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--server" || arg == "--db") {
+    if (arg == "--server" || arg == "--db" || arg == "--token-file" || arg == "--role" ||
+        arg == "--name") {
       if (i + 1 >= argc) {
         *error = arg + " needs a value";
         return false;
       }
-      (arg == "--server" ? args->server : args->db) = argv[++i];
+      const std::string value = argv[++i];
+      if (arg == "--server") args->server = value;
+      if (arg == "--db") args->db = value;
+      if (arg == "--token-file") args->token_file = value;
+      if (arg == "--role") args->role = value;
+      if (arg == "--name") {
+        args->name = value;
+        args->name_given = true;
+      }
     } else if (arg == "--watch") {
       args->watch = true;
     } else if (arg == "--json") {
@@ -288,6 +360,73 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
   return true;
 }
 
+// topotune token create | list | revoke ID.
+int RunToken(const Args& args) {
+  const std::string sub = args.positional.empty() ? "" : args.positional[0];
+  const size_t want_args = sub == "revoke" ? 2 : 1;
+  if ((sub != "create" && sub != "list" && sub != "revoke") ||
+      args.positional.size() != want_args) {
+    std::fprintf(stderr, "topotune: token takes create, list or revoke ID\n%s", kUsage);
+    return 2;
+  }
+  if (sub != "create" && (!args.role.empty() || args.name_given)) {
+    std::fprintf(stderr, "topotune: --role and --name go with token create\n%s", kUsage);
+    return 2;
+  }
+
+  if (sub == "create") {
+    if (!ParseRole(args.role)) {
+      const std::string got = args.role.empty() ? "" : ", got '" + args.role + "'";
+      std::fprintf(stderr, "topotune: token create needs --role admin, user or worker%s\n%s",
+                   got.c_str(), kUsage);
+      return 2;
+    }
+    const json body = {{"role", args.role}, {"name", args.name}};
+    Answer a = Call(args, "POST", "/v1/tokens", body.dump());
+    if (!a.ok) return Fail(a.error);
+    if (!a.body.contains("token") || !a.body["token"].is_string()) {
+      return Fail("the answer to POST /v1/tokens holds no token");
+    }
+    // stdout holds the token alone, for token=$(topotune token create ...).
+    std::printf("%s\n", a.body["token"].get<std::string>().c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "topotune: created %s token %lld \"%s\". Its text above is shown only this "
+                 "once: store it now.\n",
+                 a.body.value("role", std::string()).c_str(), a.body.value("id", 0LL),
+                 a.body.value("name", std::string()).c_str());
+    return 0;
+  }
+  if (sub == "list") {
+    Answer a = Call(args, "GET", "/v1/tokens");
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+      return 0;
+    }
+    std::printf("%5s  %-6s  %-24s %-19s  %-19s  %s\n", "id", "role", "name", "created (UTC)",
+                "last used", "revoked");
+    for (const json& t : a.body["tokens"]) {
+      std::printf("%5lld  %-6s  %-24s %-19s  %-19s  %s\n", t["id"].get<long long>(),
+                  t["role"].get<std::string>().c_str(), t["name"].get<std::string>().c_str(),
+                  UtcTime(t["created_at"]).c_str(), UtcTime(t["last_used_at"]).c_str(),
+                  UtcTime(t["revoked_at"]).c_str());
+    }
+    return 0;
+  }
+  const std::string& id = args.positional[1];
+  if (id.empty() || id.size() > 18 || id[0] == '0' ||
+      id.find_first_not_of("0123456789") != std::string::npos) {
+    std::fprintf(stderr, "topotune: token id must be a positive integer, got '%s'\n", id.c_str());
+    return 2;
+  }
+  Answer a = Call(args, "DELETE", "/v1/tokens/" + id);
+  if (!a.ok) return Fail(a.error);
+  std::printf("revoked %s token %s \"%s\"\n", a.body.value("role", std::string()).c_str(),
+              id.c_str(), a.body.value("name", std::string()).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv) {
@@ -298,7 +437,16 @@ int RunCli(int argc, char** argv) {
     std::fprintf(stderr, "%s", kUsage);
     return 2;
   }
+  if (!LoadToken(&args, &error)) {
+    std::fprintf(stderr, "topotune: %s\n", error.c_str());
+    return 2;
+  }
   const std::string& cmd = args.command;
+  if (cmd == "token") return RunToken(args);
+  if (!args.role.empty() || args.name_given) {
+    std::fprintf(stderr, "topotune: --role and --name go with token create\n%s", kUsage);
+    return 2;
+  }
   const bool needs_arg = cmd == "submit" || cmd == "status" || cmd == "report" || cmd == "cancel";
   if (needs_arg != (args.positional.size() == 1) || args.positional.size() > 1) {
     std::fprintf(stderr, "topotune: %s takes %s\n%s", cmd.c_str(),
@@ -312,7 +460,7 @@ int RunCli(int argc, char** argv) {
     if (!in) return Fail("cannot read " + arg);
     std::stringstream text;
     text << in.rdbuf();
-    Answer a = Call(args.server, "POST", "/v1/jobs", text.str());
+    Answer a = Call(args, "POST", "/v1/jobs", text.str());
     if (!a.ok) return Fail(a.error);
     const std::string id = std::to_string(a.body["id"].get<long long>());
     std::printf("submitted job %s (%s)\n", id.c_str(), a.body["name"].get<std::string>().c_str());
@@ -320,7 +468,7 @@ int RunCli(int argc, char** argv) {
     return args.watch ? Watch(args, id) : 0;
   }
   if (cmd == "list") {
-    Answer a = Call(args.server, "GET", "/v1/jobs");
+    Answer a = Call(args, "GET", "/v1/jobs");
     if (!a.ok) return Fail(a.error);
     std::printf("%5s  %-24s %-10s\n", "id", "name", "state");
     for (const json& j : a.body["jobs"]) {
@@ -331,7 +479,7 @@ int RunCli(int argc, char** argv) {
   }
   if (cmd == "status") {
     if (args.watch) return Watch(args, arg);
-    Answer a = Call(args.server, "GET", "/v1/jobs/" + arg);
+    Answer a = Call(args, "GET", "/v1/jobs/" + arg);
     if (!a.ok) return Fail(a.error);
     if (args.as_json) {
       std::printf("%s\n", a.body.dump(2).c_str());
@@ -353,7 +501,7 @@ int RunCli(int argc, char** argv) {
       if (id <= 0) return Fail("job id must be a positive integer, got '" + arg + "'");
       return ReportFromDb(args, id);
     }
-    Answer a = Call(args.server, "GET", "/v1/jobs/" + arg + "/report");
+    Answer a = Call(args, "GET", "/v1/jobs/" + arg + "/report");
     if (!a.ok) return Fail(a.error);
     if (args.as_json) {
       std::printf("%s\n", a.body.dump(2).c_str());
@@ -363,13 +511,13 @@ int RunCli(int argc, char** argv) {
     return 0;
   }
   if (cmd == "cancel") {
-    Answer a = Call(args.server, "POST", "/v1/jobs/" + arg + "/cancel");
+    Answer a = Call(args, "POST", "/v1/jobs/" + arg + "/cancel");
     if (!a.ok) return Fail(a.error);
     std::printf("job %s %s\n", arg.c_str(), a.body["state"].get<std::string>().c_str());
     return 0;
   }
   if (cmd == "workers") {
-    Answer a = Call(args.server, "GET", "/v1/workers");
+    Answer a = Call(args, "GET", "/v1/workers");
     if (!a.ok) return Fail(a.error);
     std::printf("%-16s %-8s %-5s %6s %10s  %s\n", "id", "state", "kind", "cores", "memory_GiB",
                 "device");

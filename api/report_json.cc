@@ -44,6 +44,16 @@ json ToJson(const WorkerRecord& w) {
           {"last_heartbeat", w.last_heartbeat}};
 }
 
+json ToJson(const TokenRecord& token) {
+  return {{"id", token.id},
+          {"name", token.name},
+          {"role", RoleName(token.role)},
+          {"external", token.external},
+          {"created_at", token.created_at},
+          {"revoked_at", token.revoked_at > 0 ? json(token.revoked_at) : json(nullptr)},
+          {"last_used_at", token.last_used_at > 0 ? json(token.last_used_at) : json(nullptr)}};
+}
+
 json ToJson(const JobProgress& p) {
   return {{"fraction", p.fraction},
           {"trials_total", p.trials_total},

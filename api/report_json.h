@@ -14,6 +14,9 @@ namespace topotune {
 nlohmann::json ToJson(const TrialRecord& t);
 nlohmann::json ToJson(const JobRecord& job);  // without the spec
 nlohmann::json ToJson(const WorkerRecord& w);
+// An API token without its hash: id, name, role, external, created_at, revoked_at and
+// last_used_at (null while 0).
+nlohmann::json ToJson(const TokenRecord& token);
 nlohmann::json ToJson(const JobProgress& p);
 nlohmann::json ToJson(const Report& r);
 // A trial with its learning curve (points of that trial, by epoch).

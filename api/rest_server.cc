@@ -25,6 +25,10 @@ int HttpStatusOf(Status::Code code) {
       return 409;
     case Status::Code::kPayloadTooLarge:
       return 413;
+    case Status::Code::kUnauthenticated:
+      return 401;
+    case Status::Code::kPermissionDenied:
+      return 403;
     case Status::Code::kUnavailable:
       return 503;
     case Status::Code::kIOError:

@@ -100,10 +100,29 @@ CREATE TABLE device_profiles (
 );
 )sql";
 
+<<<<<<< HEAD
 // The segment count of a trial: reports carry (trial, attempt), and a report of an attempt
 // that is not the trial's current one is ignored.
 constexpr const char* kTrialAttempts = R"sql(
 ALTER TABLE trials ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+=======
+// Bearer tokens of the REST API and the worker gateway. hash_hex is the SHA-256 of the
+// secret (of the whole text for an operator-provided external admin token), never the
+// secret; role is a RoleName; revoked_at and last_used_at are 0 until set.
+constexpr const char* kApiTokens = R"sql(
+CREATE TABLE api_tokens (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  hash_hex TEXT NOT NULL,
+  external INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  revoked_at REAL NOT NULL DEFAULT 0,
+  last_used_at REAL NOT NULL DEFAULT 0
+);
+
+CREATE INDEX api_tokens_external_hash ON api_tokens (hash_hex) WHERE external = 1;
+>>>>>>> tokens
 )sql";
 
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
@@ -174,7 +193,11 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},
       {2, kPhasesAndDeviceProfiles},
+<<<<<<< HEAD
       {3, kTrialAttempts},
+=======
+      {4, kApiTokens},
+>>>>>>> tokens
   };
   return kMigrations;
 }

@@ -116,6 +116,10 @@ constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat FROM workers";
 
+constexpr const char* kSelectTokens =
+    "SELECT id, name, role, hash_hex, external, created_at, revoked_at, last_used_at "
+    "FROM api_tokens";
+
 StatusOr<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
   job.id = row.Int(0);
@@ -192,6 +196,22 @@ StatusOr<WorkerRecord> ReadWorker(const Statement& row) {
   worker.connected_at = row.Double(6);
   worker.last_heartbeat = row.Double(7);
   return worker;
+}
+
+StatusOr<TokenRecord> ReadToken(const Statement& row) {
+  TokenRecord token;
+  token.id = row.Int(0);
+  token.name = row.Text(1);
+  const std::string role = row.Text(2);
+  std::optional<Role> parsed = ParseRole(role);
+  if (!parsed) return CorruptRow("api_tokens.role", role, token.id);
+  token.role = *parsed;
+  token.hash_hex = row.Text(3);
+  token.external = row.Int(4) != 0;
+  token.created_at = row.Double(5);
+  token.revoked_at = row.Double(6);
+  token.last_used_at = row.Double(7);
+  return token;
 }
 
 // Every row of `stmt`, converted by `read`.
@@ -487,6 +507,89 @@ class SqliteStore final : public Store {
       const std::string sql = std::string(kSelectWorkers) + " ORDER BY id";
       Statement stmt(db, sql.c_str(), "listing workers");
       return ReadAll(stmt, &ReadWorker);
+    });
+  }
+
+  StatusOr<int64_t> CreateToken(const TokenRecord& token) override {
+    int64_t id = 0;
+    TOPOTUNE_RETURN_IF_ERROR(
+        Write(std::string("creating ") + RoleName(token.role) + " token '" + token.name + "'",
+              [&](sqlite3* db, const std::string& what) {
+                Statement stmt(db,
+                               "INSERT INTO api_tokens (name, role, hash_hex, external, "
+                               "created_at, revoked_at, last_used_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               what);
+                stmt.BindText(token.name)
+                    .BindText(RoleName(token.role))
+                    .BindText(token.hash_hex)
+                    .BindInt(token.external ? 1 : 0)
+                    .BindDouble(token.created_at)
+                    .BindDouble(token.revoked_at)
+                    .BindDouble(token.last_used_at);
+                TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+                id = sqlite3_last_insert_rowid(db);
+                return Status::OK();
+              }));
+    return id;
+  }
+
+  StatusOr<TokenRecord> GetToken(int64_t id) override {
+    const std::string token = "token " + std::to_string(id);
+    return Read<TokenRecord>([&](sqlite3* db) -> StatusOr<TokenRecord> {
+      const std::string sql = std::string(kSelectTokens) + " WHERE id = ?";
+      Statement stmt(db, sql.c_str(), "reading " + token);
+      stmt.BindInt(id);
+      StatusOr<bool> row = stmt.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return Status::NotFound(token + " not found");
+      return ReadToken(stmt);
+    });
+  }
+
+  StatusOr<std::vector<TokenRecord>> ListTokens() override {
+    return Read<std::vector<TokenRecord>>([&](sqlite3* db) {
+      const std::string sql = std::string(kSelectTokens) + " ORDER BY id";
+      Statement stmt(db, sql.c_str(), "listing tokens");
+      return ReadAll(stmt, &ReadToken);
+    });
+  }
+
+  StatusOr<std::vector<TokenRecord>> FindExternalTokens(const std::string& hash_hex) override {
+    return Read<std::vector<TokenRecord>>([&](sqlite3* db) {
+      const std::string sql =
+          std::string(kSelectTokens) + " WHERE external = 1 AND hash_hex = ? ORDER BY id";
+      Statement stmt(db, sql.c_str(), "looking up external tokens");
+      stmt.BindText(hash_hex);
+      return ReadAll(stmt, &ReadToken);
+    });
+  }
+
+  Status RevokeToken(int64_t id, double at) override {
+    const std::string token = "token " + std::to_string(id);
+    return Write("revoking " + token, [&](sqlite3* db, const std::string& what) -> Status {
+      Statement stmt(db, "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at = 0",
+                     what);
+      stmt.BindDouble(at).BindInt(id);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(db) > 0) return Status::OK();
+      Statement exists(db, "SELECT 1 FROM api_tokens WHERE id = ?", what);
+      exists.BindInt(id);
+      StatusOr<bool> row = exists.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return Status::NotFound(token + " not found");
+      return Status::FailedPrecondition(token + " is already revoked");
+    });
+  }
+
+  Status TouchToken(int64_t id, double at) override {
+    const std::string token = "token " + std::to_string(id);
+    return Write("recording the use of " + token, [&](sqlite3* db, const std::string& what) {
+      Statement stmt(db, "UPDATE api_tokens SET last_used_at = ? WHERE id = ?", what);
+      stmt.BindDouble(at).BindInt(id);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(db) == 0) return Status::NotFound(token + " not found");
+      return Status::OK();
     });
   }
 

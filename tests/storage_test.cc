@@ -545,6 +545,89 @@ TEST(Storage, UpsertWorkerInsertsThenUpdates) {
   }
 }
 
+TokenRecord MakeToken(const std::string& name, Role role, bool external) {
+  TokenRecord token;
+  token.name = name;
+  token.role = role;
+  token.hash_hex = std::string(63, 'a') + (external ? "e" : "0");
+  token.external = external;
+  token.created_at = 1700000000.5;
+  return token;
+}
+
+TEST(Storage, TokensRoundTripAllFieldsInIdOrder) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<std::vector<TokenRecord>> empty = store->ListTokens();
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->empty());
+
+  const std::vector<TokenRecord> want = {
+      MakeToken("ops", Role::kAdmin, false), MakeToken("alice", Role::kUser, false),
+      MakeToken("admin", Role::kAdmin, true), MakeToken("board-1", Role::kWorker, false)};
+  std::vector<int64_t> ids;
+  for (const TokenRecord& token : want) {
+    StatusOr<int64_t> id = store->CreateToken(token);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE(store->TouchToken(ids[1], 1700000100.25).ok());
+  ASSERT_TRUE(store->RevokeToken(ids[3], 1700000200.75).ok());
+
+  StatusOr<std::vector<TokenRecord>> got = store->ListTokens();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    const TokenRecord& t = (*got)[i];
+    EXPECT_EQ(t.id, ids[i]);
+    EXPECT_EQ(t.name, want[i].name);
+    EXPECT_EQ(t.role, want[i].role);
+    EXPECT_EQ(t.hash_hex, want[i].hash_hex);
+    EXPECT_EQ(t.external, want[i].external);
+    EXPECT_EQ(t.created_at, want[i].created_at);
+    EXPECT_EQ(t.last_used_at, i == 1 ? 1700000100.25 : 0.0);
+    EXPECT_EQ(t.revoked_at, i == 3 ? 1700000200.75 : 0.0);
+  }
+  StatusOr<TokenRecord> one = store->GetToken(ids[2]);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->name, "admin");
+  EXPECT_TRUE(one->external);
+
+  // Only external rows are found by hash.
+  StatusOr<std::vector<TokenRecord>> external = store->FindExternalTokens(want[2].hash_hex);
+  ASSERT_TRUE(external.ok()) << external.status().ToString();
+  ASSERT_EQ(external->size(), 1u);
+  EXPECT_EQ((*external)[0].id, ids[2]);
+  StatusOr<std::vector<TokenRecord>> internal = store->FindExternalTokens(want[0].hash_hex);
+  ASSERT_TRUE(internal.ok()) << internal.status().ToString();
+  EXPECT_TRUE(internal->empty());
+}
+
+TEST(Storage, TokenErrorsSayWhichTokenAndWhy) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> id = store->CreateToken(MakeToken("u", Role::kUser, false));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  const int64_t missing = *id + 1;
+
+  StatusOr<TokenRecord> get = store->GetToken(missing);
+  EXPECT_EQ(get.status().code(), Status::Code::kNotFound) << get.status().ToString();
+  Status touch = store->TouchToken(missing, 1.0);
+  EXPECT_EQ(touch.code(), Status::Code::kNotFound) << touch.ToString();
+  Status revoke = store->RevokeToken(missing, 1.0);
+  EXPECT_EQ(revoke.code(), Status::Code::kNotFound) << revoke.ToString();
+  EXPECT_NE(revoke.message().find("token " + std::to_string(missing)), std::string::npos);
+
+  ASSERT_TRUE(store->RevokeToken(*id, 2.0).ok());
+  Status twice = store->RevokeToken(*id, 3.0);
+  EXPECT_EQ(twice.code(), Status::Code::kFailedPrecondition) << twice.ToString();
+  StatusOr<TokenRecord> kept = store->GetToken(*id);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(kept->revoked_at, 2.0);  // the first revocation stands
+}
+
 TEST(Storage, DatabaseIsInWalMode) {
   TempDatabase db;
   std::unique_ptr<Store> store = OpenOrDie(db.path());

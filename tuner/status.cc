@@ -14,6 +14,10 @@ const char* Status::CodeName(Code code) {
       return "FAILED_PRECONDITION";
     case Code::kPayloadTooLarge:
       return "PAYLOAD_TOO_LARGE";
+    case Code::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    case Code::kPermissionDenied:
+      return "PERMISSION_DENIED";
     case Code::kUnavailable:
       return "UNAVAILABLE";
     case Code::kIOError:

@@ -16,6 +16,8 @@ class Status {
     kNotFound,            // no such job, trial or worker (HTTP 404)
     kFailedPrecondition,  // valid input, wrong state (HTTP 409)
     kPayloadTooLarge,     // the request is bigger than allowed (HTTP 413)
+    kUnauthenticated,     // no valid credentials: missing, malformed or revoked (HTTP 401)
+    kPermissionDenied,    // valid credentials whose role may not do this (HTTP 403)
     kUnavailable,         // try again later (HTTP 503)
     kIOError,             // disk, database or socket failure (HTTP 500)
     kInternal,            // a bug (HTTP 500)
@@ -31,6 +33,8 @@ class Status {
     return {Code::kFailedPrecondition, std::move(m)};
   }
   static Status PayloadTooLarge(std::string m) { return {Code::kPayloadTooLarge, std::move(m)}; }
+  static Status Unauthenticated(std::string m) { return {Code::kUnauthenticated, std::move(m)}; }
+  static Status PermissionDenied(std::string m) { return {Code::kPermissionDenied, std::move(m)}; }
   static Status Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
   static Status IOError(std::string m) { return {Code::kIOError, std::move(m)}; }
   static Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }

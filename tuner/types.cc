@@ -12,6 +12,25 @@ std::optional<Optimizer> ParseOptimizer(const std::string& name) {
   return std::nullopt;
 }
 
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kAdmin:
+      return "admin";
+    case Role::kUser:
+      return "user";
+    case Role::kWorker:
+      return "worker";
+  }
+  return "unknown";
+}
+
+std::optional<Role> ParseRole(const std::string& name) {
+  if (name == "admin") return Role::kAdmin;
+  if (name == "user") return Role::kUser;
+  if (name == "worker") return Role::kWorker;
+  return std::nullopt;
+}
+
 int AshaSettings::RungEpochs(int rung) const {
   int epochs = min_epochs;
   for (int k = 0; k < rung; ++k) epochs *= reduction_factor;

@@ -183,6 +183,25 @@ struct WorkerRecord {
   double last_heartbeat = 0.0;
 };
 
+// What a bearer token may do: admin everything (including tokens), user jobs and reports,
+// worker the worker gateway.
+enum class Role { kAdmin, kUser, kWorker };
+const char* RoleName(Role role);  // "admin", "user" or "worker"
+std::optional<Role> ParseRole(const std::string& name);
+
+// A stored API token. Only the SHA-256 of its secret is kept, never the secret.
+struct TokenRecord {
+  int64_t id = 0;  ///< storage row id; the ID of the token text tt<ID>.<SECRET>
+  std::string name;
+  Role role = Role::kUser;
+  std::string hash_hex;       ///< lowercase hex SHA-256 of the secret (external: of the text)
+  bool external = false;      ///< an admin secret the operator provided, not tt<ID>.<SECRET>
+  double created_at = 0.0;    ///< seconds since the Unix epoch
+  double revoked_at = 0.0;    ///< 0 = active
+  double last_used_at = 0.0;  ///< 0 = never; updated at most once a minute
+  bool active() const { return revoked_at == 0.0; }
+};
+
 struct JobRecord {
   int64_t id = 0;
   std::string name;
