@@ -193,11 +193,8 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},
       {2, kPhasesAndDeviceProfiles},
-<<<<<<< HEAD
       {3, kTrialAttempts},
-=======
       {4, kApiTokens},
->>>>>>> tokens
   };
   return kMigrations;
 }
