@@ -100,12 +100,12 @@ CREATE TABLE device_profiles (
 );
 )sql";
 
-<<<<<<< HEAD
 // The segment count of a trial: reports carry (trial, attempt), and a report of an attempt
 // that is not the trial's current one is ignored.
 constexpr const char* kTrialAttempts = R"sql(
 ALTER TABLE trials ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
-=======
+)sql";
+
 // Bearer tokens of the REST API and the worker gateway. hash_hex is the SHA-256 of the
 // secret (of the whole text for an operator-provided external admin token), never the
 // secret; role is a RoleName; revoked_at and last_used_at are 0 until set.
@@ -122,7 +122,6 @@ CREATE TABLE api_tokens (
 );
 
 CREATE INDEX api_tokens_external_hash ON api_tokens (hash_hex) WHERE external = 1;
->>>>>>> tokens
 )sql";
 
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
