@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "api/json_input.h"
 #include "tuner/algorithms.h"
 
 namespace topotune {
@@ -66,11 +67,15 @@ class Fields {
     *out = v->get<double>();
     return Status::OK();
   }
-  Status String(const std::string& key, std::string* out) {
+  Status String(const std::string& key, std::string* out, size_t max_bytes = 1024) {
     const json* v = Find(key);
     if (v == nullptr) return Status::OK();
     if (!v->is_string()) {
       return Status::InvalidArgument(Name(key) + " must be a string, got " + Describe(*v));
+    }
+    if (v->get_ref<const std::string&>().size() > max_bytes) {
+      return Status::InvalidArgument(Name(key) + " is longer than " + std::to_string(max_bytes) +
+                                     " bytes");
     }
     *out = v->get<std::string>();
     return Status::OK();
@@ -85,14 +90,14 @@ class Fields {
   // Call last: any field nobody asked about is an error.
   Status NoOthers() const {
     for (auto it = j_.begin(); it != j_.end(); ++it) {
-      if (!seen_.count(it.key())) return Status::InvalidArgument("unknown field " + Name(it.key()));
+      if (!seen_.count(it.key())) {
+        return Status::InvalidArgument("unknown field " + SafeText(Name(it.key()), 80));
+      }
     }
     return Status::OK();
   }
   static std::string Describe(const json& v) {
-    std::string text = v.dump();
-    if (text.size() > 40) text = text.substr(0, 37) + "...";
-    return std::string(v.type_name()) + " " + text;
+    return std::string(v.type_name()) + " " + SafeText(DumpJson(v), 40);
   }
 
  private:
@@ -162,8 +167,9 @@ Status ParseLearningRate(const json& j, SearchSpace* space) {
   std::string scale = "log";
   TOPOTUNE_RETURN_IF_ERROR(f.String("scale", &scale));
   if (scale != "log") {
-    return Status::InvalidArgument(
-        path + ".scale must be \"log\" (the only scale supported), got \"" + scale + "\"");
+    return Status::InvalidArgument(path +
+                                   ".scale must be \"log\" (the only scale supported), got \"" +
+                                   SafeText(scale, 40) + "\"");
   }
   if (!(space->lr_min > 0)) {
     return Status::InvalidArgument(path + ".min must be > 0 (the scale is logarithmic), got " +
@@ -190,12 +196,12 @@ Status ParseOptimizers(const json& j, SearchSpace* space) {
     std::optional<Optimizer> o =
         v.is_string() ? ParseOptimizer(v.get<std::string>()) : std::nullopt;
     if (!o) {
-      return Status::InvalidArgument(path + ": unknown optimizer " + v.dump() +
+      return Status::InvalidArgument(path + ": unknown optimizer " + Fields::Describe(v) +
                                      "; known optimizers: \"sgd\" (with momentum), \"adam\"");
     }
     if (std::find(space->optimizers.begin(), space->optimizers.end(), *o) !=
         space->optimizers.end()) {
-      return Status::InvalidArgument(path + ": " + v.dump() + " is listed twice");
+      return Status::InvalidArgument(path + ": " + Fields::Describe(v) + " is listed twice");
     }
     space->optimizers.push_back(*o);
   }
@@ -218,7 +224,7 @@ Status ParseDataset(const json& j, DatasetSpec* d) {
   Fields f(j, "dataset");
   TOPOTUNE_RETURN_IF_ERROR(f.String("format", &d->format));
   if (d->format != "cifar10-bin" && d->format != "mnist-idx") {
-    return Status::InvalidArgument("dataset.format: unknown format \"" + d->format +
+    return Status::InvalidArgument("dataset.format: unknown format \"" + SafeText(d->format, 40) +
                                    "\"; known formats: \"cifar10-bin\", \"mnist-idx\"");
   }
   const json* unused;
@@ -247,8 +253,8 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
       std::find(known.begin(), known.end(), spec->algorithm) == known.end()) {
     std::string list = "\"auto\"";
     for (const auto& a : known) list += ", \"" + a + "\"";
-    return Status::InvalidArgument("scheduler.algorithm: unknown algorithm \"" + spec->algorithm +
-                                   "\"; known: " + list);
+    return Status::InvalidArgument("scheduler.algorithm: unknown algorithm \"" +
+                                   SafeText(spec->algorithm, 40) + "\"; known: " + list);
   }
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("min_epochs", 1, 1000, &spec->asha.min_epochs));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("reduction_factor", 2, 16, &spec->asha.reduction_factor));
@@ -257,7 +263,7 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   TOPOTUNE_RETURN_IF_ERROR(f.String("rung_unit", &unit));
   if (unit != "epochs" && unit != "seconds") {
     return Status::InvalidArgument("scheduler.rung_unit must be \"epochs\" or \"seconds\", got \"" +
-                                   unit + "\"");
+                                   SafeText(unit, 40) + "\"");
   }
   spec->asha.unit = unit == "seconds" ? RungUnit::kSeconds : RungUnit::kEpochs;
   TOPOTUNE_RETURN_IF_ERROR(f.Number("min_seconds", &spec->asha.min_seconds));
@@ -305,7 +311,7 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   if (std::find(known.begin(), known.end(), spec.model) == known.end()) {
     std::string list;
     for (const auto& m : known) list += (list.empty() ? "\"" : ", \"") + m + "\"";
-    return Status::InvalidArgument("model: unknown model \"" + spec.model +
+    return Status::InvalidArgument("model: unknown model \"" + SafeText(spec.model, 40) +
                                    "\"; known models: " + list);
   }
   TOPOTUNE_RETURN_IF_ERROR(
@@ -339,13 +345,9 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
 }
 
 StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return Status::InvalidArgument("the job spec is not valid JSON: " + std::string(e.what()));
-  }
-  return JobSpecFromJson(j);
+  StatusOr<json> j = ParseUntrustedJson(text);
+  if (!j.ok()) return Status(j.status().code(), "the job spec: " + j.status().message());
+  return JobSpecFromJson(*j);
 }
 
 json JobSpecToJson(const JobSpec& spec) {

@@ -80,7 +80,8 @@ StatusOr<nlohmann::json> ParseUntrustedJson(std::string_view text, const JsonLim
                                    std::to_string(limits.max_bytes));
   }
   size_t bad = 0;
-  if (!IsValidUtf8(text, &bad)) return Status::InvalidArgument("JSON is not valid UTF-8" + Offset(bad));
+  if (!IsValidUtf8(text, &bad))
+    return Status::InvalidArgument("JSON is not valid UTF-8" + Offset(bad));
   // One pass outside the parser bounds what it will build: depth and string sizes.
   size_t depth = 0;
   bool in_string = false;

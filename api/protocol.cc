@@ -1,11 +1,15 @@
 #include "api/protocol.h"
 
 #include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "api/json_input.h"
 
 namespace topotune {
 
 std::string EncodeFrame(const nlohmann::json& message) {
-  const std::string payload = message.dump();
+  const std::string payload = DumpJson(message);
   const auto n = static_cast<uint32_t>(payload.size());
   std::string frame;
   frame.reserve(4 + payload.size());
@@ -22,36 +26,135 @@ uint32_t DecodeFrameLength(const unsigned char header[4]) {
          uint32_t{header[3]};
 }
 
-StatusOr<nlohmann::json> ParseMessage(const std::string& payload) {
-  nlohmann::json j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::InvalidArgument("frame is not valid JSON");
+StatusOr<nlohmann::json> ParseMessage(std::string_view payload) {
+  JsonLimits limits;
+  limits.max_bytes = kMaxFrameBytes;
+  limits.max_depth = 8;
+  StatusOr<nlohmann::json> parsed = ParseUntrustedJson(payload, limits);
+  if (!parsed.ok())
+    return Status::InvalidArgument("frame is not valid JSON: " + parsed.status().message());
+  const nlohmann::json& j = *parsed;
   if (!j.is_object()) return Status::InvalidArgument("frame is not a JSON object");
   auto type = j.find("type");
   if (type == j.end() || !type->is_string()) {
     return Status::InvalidArgument("frame has no string field 'type'");
   }
-  return j;
+  return parsed;
+}
+
+Status FrameReader::Append(const char* data, size_t size) {
+  if (failed_) return Status::InvalidArgument("the frame stream already failed");
+  buffer_.append(data, size);
+  // Check every complete header now, so a bad length is refused before its bytes arrive.
+  size_t at = 0;
+  while (buffer_.size() - at >= 4) {
+    const uint32_t n = DecodeFrameLength(reinterpret_cast<const unsigned char*>(&buffer_[at]));
+    if (n == 0 || n > kMaxFrameBytes) {
+      failed_ = true;
+      return Status::InvalidArgument("frame of " + std::to_string(n) +
+                                     " bytes: frames must be 1 to " +
+                                     std::to_string(kMaxFrameBytes) + " bytes");
+    }
+    if (buffer_.size() - at - 4 < n) break;
+    at += 4 + n;
+  }
+  return Status::OK();
+}
+
+std::optional<std::string> FrameReader::Next() {
+  if (failed_ || buffer_.size() < 4) return std::nullopt;
+  const uint32_t n = DecodeFrameLength(reinterpret_cast<const unsigned char*>(buffer_.data()));
+  if (buffer_.size() - 4 < n) return std::nullopt;
+  std::string payload = buffer_.substr(4, n);
+  buffer_.erase(0, 4 + n);
+  if (buffer_.capacity() > 64 * 1024 && buffer_.size() < buffer_.capacity() / 4) {
+    buffer_.shrink_to_fit();  // one big frame must not pin its memory
+  }
+  return payload;
+}
+
+bool ValidWorkerId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 namespace {
 
-// Reads field `key` of object `j` into `out`, or explains what is wrong with it.
+constexpr size_t kMaxTextBytes = 4096;  // a message, name or key in a frame
+
+// Reads field `key` of object `j` into `out`, or explains what is wrong with it: missing,
+// the wrong JSON type, an integer out of T's range, a number that is not finite, or a
+// string over kMaxTextBytes.
 template <typename T>
 Status Get(const nlohmann::json& j, const char* key, T* out) {
   auto it = j.find(key);
   if (it == j.end()) return Status::InvalidArgument(std::string("missing field '") + key + "'");
-  try {
+  const auto wrong = [&](const char* want) {
+    return Status::InvalidArgument(std::string("field '") + key + "' must be " + want + ", got " +
+                                   it->type_name());
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return wrong("true or false");
+    *out = it->template get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer()) return wrong("an integer");
+    if (it->is_number_unsigned()) {
+      const uint64_t v = it->template get<uint64_t>();
+      if (v > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+        return Status::InvalidArgument(std::string("field '") + key + "' is out of range");
+      }
+      *out = static_cast<T>(v);
+    } else {
+      const int64_t v = it->template get<int64_t>();
+      if constexpr (std::is_unsigned_v<T>) {
+        if (v < 0) return Status::InvalidArgument(std::string("field '") + key + "' is negative");
+      } else {
+        if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+            v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
+          return Status::InvalidArgument(std::string("field '") + key + "' is out of range");
+        }
+      }
+      *out = static_cast<T>(v);
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number()) return wrong("a number");
     *out = it->template get<T>();
-  } catch (const nlohmann::json::exception&) {
-    return Status::InvalidArgument(std::string("field '") + key +
-                                   "' has the wrong type: " + it->type_name());
-  }
-  if constexpr (std::is_floating_point_v<T>) {
     if (!std::isfinite(*out)) {
       return Status::InvalidArgument(std::string("field '") + key + "' is not finite");
     }
+  } else {
+    static_assert(std::is_same_v<T, std::string>, "Get reads bool, integers, numbers, strings");
+    if (!it->is_string()) return wrong("a string");
+    const std::string& v = it->template get_ref<const std::string&>();
+    if (v.size() > kMaxTextBytes) {
+      return Status::InvalidArgument(std::string("field '") + key + "' is longer than " +
+                                     std::to_string(kMaxTextBytes) + " bytes");
+    }
+    *out = v;
   }
   return Status::OK();
+}
+
+// Prefixes a field error with the frame it is in: "hello.device: ...".
+Status In(const std::string& where, const Status& s) {
+  if (s.ok()) return s;
+  return Status(s.code(), where + ": " + s.message());
+}
+
+// The object field `key` of `j`, or an error naming it.
+StatusOr<const nlohmann::json*> Object(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return Status::InvalidArgument(std::string("missing field '") + key + "'");
+  if (!it->is_object()) {
+    return Status::InvalidArgument(std::string("field '") + key + "' must be an object, got " +
+                                   it->type_name());
+  }
+  return &*it;
 }
 
 Status RequireObject(const nlohmann::json& j, const char* what) {
@@ -114,8 +217,13 @@ StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j) {
   std::optional<Optimizer> parsed = ParseOptimizer(optimizer);
   if (!parsed) return Status::InvalidArgument("unknown optimizer '" + optimizer + "'");
   a.config.optimizer = *parsed;
-  if (a.config.batch_size < 1 || a.start_epoch < 0 || a.end_epoch <= a.start_epoch) {
-    return Status::InvalidArgument("assignment has batch_size < 1 or an empty epoch range");
+  if (a.config.batch_size < 1 || a.config.batch_size > 65536 || a.start_epoch < 0 ||
+      a.end_epoch <= a.start_epoch || a.end_epoch > 100000) {
+    return Status::InvalidArgument(
+        "assignment needs batch_size in [1, 65536] and 0 <= start_epoch < end_epoch <= 100000");
+  }
+  if (!(a.config.learning_rate > 0) || a.momentum < 0 || a.momentum >= 1) {
+    return Status::InvalidArgument("assignment needs learning_rate > 0 and momentum in [0, 1)");
   }
   return a;
 }
@@ -156,11 +264,18 @@ StatusOr<CurvePoint> CurvePointFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "forward_s", &p.forward_s));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "backward_s", &p.backward_s));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "optimizer_s", &p.optimizer_s));
+  if (p.epoch < 1 || p.epoch > 100000)
+    return Status::InvalidArgument("epoch must be in [1, 100000]");
   if (p.val_accuracy < 0 || p.val_accuracy > 1) {
     return Status::InvalidArgument("val_accuracy must be in [0, 1]");
   }
-  if (p.compute_s < 0 || p.comm_s < 0 || p.eval_s < 0 || p.wall_s < 0) {
-    return Status::InvalidArgument("times must be >= 0");
+  constexpr double kMaxSeconds = 1e7;  // 115 days: no epoch takes longer
+  for (double t : {p.compute_s, p.comm_s, p.eval_s, p.wall_s, p.data_s, p.forward_s, p.backward_s,
+                   p.optimizer_s}) {
+    if (t < 0 || t > kMaxSeconds) return Status::InvalidArgument("times must be in [0, 1e7] s");
+  }
+  if (p.samples_seen < 0 || p.peak_memory_bytes < 0 || p.step_ms_p50 < 0 || p.step_ms_p95 < 0) {
+    return Status::InvalidArgument("samples_seen, peak_memory_bytes and step times must be >= 0");
   }
   return p;
 }
@@ -209,6 +324,7 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
   if (batches == j.end() || !batches->is_array()) {
     return Status::InvalidArgument("probe.batches must be an array");
   }
+  if (batches->size() > 64) return Status::InvalidArgument("probe.batches has over 64 entries");
   for (const nlohmann::json& b : *batches) {
     BatchProbe probe;
     TOPOTUNE_RETURN_IF_ERROR(RequireObject(b, "probe.batches[]"));
@@ -217,8 +333,10 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "step_ms", &probe.step_ms));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "peak_memory_bytes", &probe.peak_memory_bytes));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "error", &probe.error));
-    if (probe.batch_size < 1 || probe.step_ms < 0) {
-      return Status::InvalidArgument("probe.batches[]: batch_size must be >= 1, step_ms >= 0");
+    if (probe.batch_size < 1 || probe.batch_size > 65536 || probe.step_ms < 0 ||
+        probe.peak_memory_bytes < 0) {
+      return Status::InvalidArgument(
+          "probe.batches[]: batch_size must be in [1, 65536], step_ms and peak_memory_bytes >= 0");
     }
     p.batches.push_back(probe);
   }
@@ -237,10 +355,214 @@ StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "cores", &d.cores));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "memory_bytes", &d.memory_bytes));
   if (d.kind != "cpu" && d.kind != "cuda" && d.kind != "replay") {
-    return Status::InvalidArgument("device.kind must be 'cpu', 'cuda' or 'replay', got '" + d.kind +
-                                   "'");
+    return Status::InvalidArgument("device.kind must be 'cpu', 'cuda' or 'replay', got '" +
+                                   SafeText(d.kind, 20) + "'");
+  }
+  if (d.name.size() > 256) return Status::InvalidArgument("device.name is longer than 256 bytes");
+  if (d.cores < 0 || d.cores > 65536)
+    return Status::InvalidArgument("device.cores must be in [0, 65536]");
+  if (d.memory_bytes < 0 || d.memory_bytes > (int64_t{1} << 50)) {
+    return Status::InvalidArgument("device.memory_bytes must be in [0, 2^50]");
   }
   return d;
 }
+
+StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload) {
+  StatusOr<nlohmann::json> parsed = ParseMessage(payload);
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& m = *parsed;
+  const std::string& type = m["type"].get_ref<const std::string&>();
+  if (type == "hello") {
+    HelloFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("hello", Get(m, "protocol", &f.protocol)));
+    TOPOTUNE_RETURN_IF_ERROR(In("hello", Get(m, "worker_id", &f.worker_id)));
+    if (!ValidWorkerId(f.worker_id)) {
+      return Status::InvalidArgument(
+          "hello.worker_id must be 1-64 characters of letters, digits, '-', '_' or '.'");
+    }
+    if (m.contains("token")) TOPOTUNE_RETURN_IF_ERROR(In("hello", Get(m, "token", &f.token)));
+    StatusOr<const nlohmann::json*> device = Object(m, "device");
+    if (!device.ok()) return In("hello", device.status());
+    StatusOr<DeviceProfile> profile = DeviceProfileFromJson(**device);
+    if (!profile.ok()) return In("hello", profile.status());
+    f.device = *profile;
+    return WorkerFrame(std::move(f));
+  }
+  if (type == "heartbeat") return WorkerFrame(HeartbeatFrame{});
+  if (type == "progress") {
+    ProgressFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("progress", Get(m, "trial_id", &f.trial_id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("progress", Get(m, "attempt", &f.attempt)));
+    StatusOr<const nlohmann::json*> point = Object(m, "point");
+    if (!point.ok()) return In("progress", point.status());
+    StatusOr<CurvePoint> p = CurvePointFromJson(**point);
+    if (!p.ok()) return In("progress.point", p.status());
+    f.point = *p;
+    return WorkerFrame(std::move(f));
+  }
+  if (type == "result") {
+    ResultFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("result", Get(m, "trial_id", &f.result.trial_id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("result", Get(m, "attempt", &f.result.attempt)));
+    std::string status;
+    TOPOTUNE_RETURN_IF_ERROR(In("result", Get(m, "status", &status)));
+    std::optional<SegmentStatus> parsed_status = ParseSegmentStatus(status);
+    if (!parsed_status) {
+      return Status::InvalidArgument(
+          "result.status must be completed, stopped, infeasible or failed, got '" +
+          SafeText(status, 20) + "'");
+    }
+    f.result.status = *parsed_status;
+    if (m.contains("message"))
+      TOPOTUNE_RETURN_IF_ERROR(In("result", Get(m, "message", &f.result.message)));
+    return WorkerFrame(std::move(f));
+  }
+  if (type == "probe_result") {
+    ProbeResultFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("probe_result", Get(m, "key", &f.key)));
+    if (m.contains("error")) {
+      TOPOTUNE_RETURN_IF_ERROR(In("probe_result", Get(m, "error", &f.error)));
+      if (f.error.empty()) return Status::InvalidArgument("probe_result.error must not be empty");
+      return WorkerFrame(std::move(f));
+    }
+    StatusOr<const nlohmann::json*> probe = Object(m, "probe");
+    if (!probe.ok()) return In("probe_result", probe.status());
+    StatusOr<DeviceProbe> p = DeviceProbeFromJson(**probe);
+    if (!p.ok()) return In("probe_result", p.status());
+    f.probe = *p;
+    return WorkerFrame(std::move(f));
+  }
+  return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
+}
+
+StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload) {
+  StatusOr<nlohmann::json> parsed = ParseMessage(payload);
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& m = *parsed;
+  const std::string& type = m["type"].get_ref<const std::string&>();
+  if (type == "welcome") {
+    WelcomeFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("welcome", Get(m, "heartbeat_s", &f.heartbeat_s)));
+    TOPOTUNE_RETURN_IF_ERROR(In("welcome", Get(m, "lease_s", &f.lease_s)));
+    if (f.heartbeat_s < 0.01 || f.heartbeat_s > 3600 || f.lease_s <= f.heartbeat_s) {
+      return Status::InvalidArgument("welcome needs heartbeat_s in [0.01, 3600] below lease_s");
+    }
+    return ControllerFrame(f);
+  }
+  if (type == "assign") {
+    StatusOr<const nlohmann::json*> a = Object(m, "assignment");
+    if (!a.ok()) return In("assign", a.status());
+    StatusOr<SegmentSpec> segment = SegmentSpecFromJson(**a);
+    if (!segment.ok()) return In("assign", segment.status());
+    return ControllerFrame(AssignFrame{*segment});
+  }
+  if (type == "probe") {
+    ProbeFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("probe", Get(m, "key", &f.key)));
+    TOPOTUNE_RETURN_IF_ERROR(In("probe", Get(m, "model", &f.model)));
+    StatusOr<const nlohmann::json*> d = Object(m, "dataset");
+    if (!d.ok()) return In("probe", d.status());
+    StatusOr<DatasetSpec> dataset = DatasetSpecFromJson(**d);
+    if (!dataset.ok()) return In("probe", dataset.status());
+    f.dataset = *dataset;
+    auto sizes = m.find("batch_sizes");
+    if (sizes == m.end() || !sizes->is_array() || sizes->size() > 64) {
+      return Status::InvalidArgument("probe.batch_sizes must be an array of at most 64 integers");
+    }
+    for (const nlohmann::json& b : *sizes) {
+      if (!b.is_number_integer() || b.get<int64_t>() < 1 || b.get<int64_t>() > 65536) {
+        return Status::InvalidArgument("probe.batch_sizes must hold integers in [1, 65536]");
+      }
+      f.batch_sizes.push_back(b.get<int>());
+    }
+    return ControllerFrame(std::move(f));
+  }
+  if (type == "stop") {
+    StopFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("stop", Get(m, "trial_id", &f.trial_id)));
+    if (m.contains("reason")) TOPOTUNE_RETURN_IF_ERROR(In("stop", Get(m, "reason", &f.reason)));
+    return ControllerFrame(std::move(f));
+  }
+  if (type == "heartbeat") return ControllerFrame(HeartbeatFrame{});
+  if (type == "error") {
+    ErrorFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("error", Get(m, "message", &f.message)));
+    if (m.contains("code")) TOPOTUNE_RETURN_IF_ERROR(In("error", Get(m, "code", &f.code)));
+    if (m.contains("fatal")) TOPOTUNE_RETURN_IF_ERROR(In("error", Get(m, "fatal", &f.fatal)));
+    return ControllerFrame(std::move(f));
+  }
+  return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
+}
+
+ErrorFrame ErrorFrameOf(const Status& status) {
+  ErrorFrame f;
+  f.code = Status::CodeName(status.code());
+  f.message = SafeText(status.message(), 1000);
+  f.fatal = status.code() == Status::Code::kUnauthenticated ||
+            status.code() == Status::Code::kPermissionDenied;
+  return f;
+}
+
+ErrorFrame ProtocolVersionError(int got) {
+  return {"PROTOCOL_VERSION",
+          "this controller speaks protocol " + std::to_string(kProtocolVersion) + ", got " +
+              std::to_string(got),
+          true};
+}
+
+nlohmann::json ToJson(const HelloFrame& f) {
+  return {{"type", "hello"},
+          {"protocol", f.protocol},
+          {"worker_id", f.worker_id},
+          {"token", f.token},
+          {"device", ToJson(f.device)}};
+}
+
+nlohmann::json ToJson(const ProgressFrame& f) {
+  return {{"type", "progress"},
+          {"trial_id", f.trial_id},
+          {"attempt", f.attempt},
+          {"point", ToJson(f.point)}};
+}
+
+nlohmann::json ToJson(const ResultFrame& f) {
+  return {{"type", "result"},
+          {"trial_id", f.result.trial_id},
+          {"attempt", f.result.attempt},
+          {"status", SegmentStatusName(f.result.status)},
+          {"message", f.result.message}};
+}
+
+nlohmann::json ToJson(const ProbeResultFrame& f) {
+  nlohmann::json j = {{"type", "probe_result"}, {"key", f.key}};
+  if (f.probe) {
+    j["probe"] = ToJson(*f.probe);
+  } else {
+    j["error"] = f.error.empty() ? "probe failed" : f.error;
+  }
+  return j;
+}
+
+nlohmann::json ToJson(const WelcomeFrame& f) {
+  return {{"type", "welcome"}, {"heartbeat_s", f.heartbeat_s}, {"lease_s", f.lease_s}};
+}
+
+nlohmann::json ToJson(const ProbeFrame& f) {
+  return {{"type", "probe"},
+          {"key", f.key},
+          {"model", f.model},
+          {"dataset", ToJson(f.dataset)},
+          {"batch_sizes", f.batch_sizes}};
+}
+
+nlohmann::json ToJson(const StopFrame& f) {
+  return {{"type", "stop"}, {"trial_id", f.trial_id}, {"reason", f.reason}};
+}
+
+nlohmann::json ToJson(const ErrorFrame& f) {
+  return {{"type", "error"}, {"code", f.code}, {"message", f.message}, {"fatal", f.fatal}};
+}
+
+nlohmann::json HeartbeatJson() { return {{"type", "heartbeat"}}; }
 
 }  // namespace topotune

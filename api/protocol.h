@@ -2,18 +2,29 @@
 
 // The worker protocol of DESIGN.md: length-prefixed JSON frames over one TCP connection.
 // A frame is a 4-byte big-endian payload length and a UTF-8 JSON object with a string
-// "type". Shared by the controller's gateway and the worker agent.
+// "type". Shared by the controller's gateway and the worker agent. Every frame is decoded
+// into a typed struct, with every field type- and range-checked, before it is used.
 //
-//   worker -> controller: hello {worker_id, device, protocol}, heartbeat {},
-//                         progress {trial_id, point}, result {trial_id, status, message},
+//   worker -> controller: hello {protocol, worker_id, token, device}, heartbeat {},
+//                         progress {trial_id, attempt, point},
+//                         result {trial_id, attempt, status, message},
 //                         probe_result {key, probe} or {key, error}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
 //                         probe {key, model, dataset, batch_sizes},
-//                         stop {trial_id, reason}, heartbeat {}, error {message}
+//                         stop {trial_id, reason}, heartbeat {},
+//                         error {code, message, fatal}
+//
+// An error frame with "fatal": true means the worker must not retry: its protocol version
+// or its token was refused (codes PROTOCOL_VERSION, UNAUTHENTICATED, PERMISSION_DENIED).
+// Any other error is the controller's or the connection's, and the worker reconnects.
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
 
 #include "tuner/segment.h"
 #include "tuner/status.h"
@@ -24,12 +35,104 @@ namespace topotune {
 constexpr int kProtocolVersion = 1;
 constexpr uint32_t kMaxFrameBytes = 1u << 20;  ///< frames over 1 MiB are refused
 
-// Header plus payload, ready to write.
+// Header plus payload, ready to write. Never throws (invalid UTF-8 becomes U+FFFD).
 std::string EncodeFrame(const nlohmann::json& message);
 // The payload length a 4-byte header announces.
 uint32_t DecodeFrameLength(const unsigned char header[4]);
-// Parses a payload: a JSON object with a string "type", or InvalidArgument saying why not.
-StatusOr<nlohmann::json> ParseMessage(const std::string& payload);
+// Parses a payload: a JSON object with a string "type" (nesting, size and UTF-8 checked as
+// ParseUntrustedJson does), or InvalidArgument saying why not.
+StatusOr<nlohmann::json> ParseMessage(std::string_view payload);
+
+// Splits a byte stream into frame payloads. Memory grows only with the bytes that arrived
+// (never with what a header announces), up to 4 + kMaxFrameBytes. Not thread-safe.
+class FrameReader {
+ public:
+  // Adds bytes from the stream. InvalidArgument once a header announces a frame of 0 or
+  // more than kMaxFrameBytes bytes; the reader is then unusable.
+  Status Append(const char* data, size_t size);
+  // The next complete payload, if one has arrived.
+  std::optional<std::string> Next();
+  // Whether a frame has begun (header or part of a payload) and is not yet complete.
+  bool InFrame() const { return !buffer_.empty(); }
+  size_t buffered_bytes() const { return buffer_.size(); }
+
+ private:
+  std::string buffer_;  // bytes of the frame(s) not yet returned
+  bool failed_ = false;
+};
+
+// Frames from a worker.
+struct HelloFrame {
+  int protocol = 0;
+  std::string worker_id;  ///< 1-64 of [A-Za-z0-9._-]
+  std::string token;      ///< the worker's bearer token; empty when it has none
+  DeviceProfile device;
+};
+struct HeartbeatFrame {};
+struct ProgressFrame {
+  int64_t trial_id = 0;
+  int attempt = 0;
+  CurvePoint point;
+};
+struct ResultFrame {
+  SegmentResult result;
+};
+struct ProbeResultFrame {
+  std::string key;
+  std::optional<DeviceProbe> probe;  ///< set when the probe ran
+  std::string error;                 ///< why it did not, otherwise
+};
+using WorkerFrame =
+    std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame, ProbeResultFrame>;
+// Decodes and validates one payload from a worker, or says which field is wrong and why.
+StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload);
+
+// Frames from the controller.
+struct WelcomeFrame {
+  double heartbeat_s = 2.0;
+  double lease_s = 15.0;
+};
+struct AssignFrame {
+  SegmentSpec segment;
+};
+struct ProbeFrame {
+  std::string key;
+  std::string model;
+  DatasetSpec dataset;
+  std::vector<int> batch_sizes;
+};
+struct StopFrame {
+  int64_t trial_id = 0;
+  std::string reason;
+};
+struct ErrorFrame {
+  std::string code;  ///< a Status::CodeName, or PROTOCOL_VERSION
+  std::string message;
+  bool fatal = false;  ///< the worker must not retry
+};
+using ControllerFrame =
+    std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame, HeartbeatFrame, ErrorFrame>;
+// Decodes and validates one payload from the controller.
+StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload);
+
+// The error frame of a status; fatal only for the codes a worker must not retry.
+ErrorFrame ErrorFrameOf(const Status& status);
+// The same for a protocol version the controller does not speak (always fatal).
+ErrorFrame ProtocolVersionError(int got);
+
+// Frame encoders (the "type" field included).
+nlohmann::json ToJson(const HelloFrame& f);
+nlohmann::json ToJson(const ProgressFrame& f);
+nlohmann::json ToJson(const ResultFrame& f);
+nlohmann::json ToJson(const ProbeResultFrame& f);
+nlohmann::json ToJson(const WelcomeFrame& f);
+nlohmann::json ToJson(const ProbeFrame& f);
+nlohmann::json ToJson(const StopFrame& f);
+nlohmann::json ToJson(const ErrorFrame& f);
+nlohmann::json HeartbeatJson();
+
+// A worker id: 1-64 characters of letters, digits, '-', '_' or '.'.
+bool ValidWorkerId(const std::string& id);
 
 nlohmann::json ToJson(const SegmentSpec& a);
 StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j);

@@ -1,7 +1,7 @@
 // topotuned: the controller. REST API, worker gateway, tuning engine, SQLite.
 //
 //   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--lease S]
-//             [--ports-file FILE]
+//             [--ports-file FILE] [--admin-token-file FILE]
 
 #include <chrono>
 #include <csignal>
@@ -10,16 +10,17 @@
 #include <cstring>
 #include <fstream>
 #include <string>
-#include <thread>
 
+#include "api/http_server.h"
 #include "api/job_spec_json.h"
-#include "api/rest_server.h"
+#include "api/rest_router.h"
+#include "api/tokens.h"
 #include "api/worker_gateway.h"
 #include "storage/store.h"
 
 namespace {
 
-topotune::RestServer* g_server = nullptr;
+topotune::HttpServer* g_server = nullptr;
 
 void OnSignal(int) {
   if (g_server != nullptr) g_server->Stop();
@@ -45,14 +46,26 @@ int Usage(const char* error) {
   std::fprintf(stderr,
                "topotuned: %s\n"
                "usage: topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] "
-               "[--lease S] [--ports-file FILE]\n"
+               "[--lease S] [--ports-file FILE] [--admin-token-file FILE]\n"
                "  --db FILE            SQLite database (default topotune.db)\n"
                "  --http HOST:PORT     REST API (default 127.0.0.1:7700; port 0 picks one)\n"
                "  --workers HOST:PORT  worker gateway (default 127.0.0.1:7701)\n"
                "  --lease S            drop a worker silent for S seconds (default 15)\n"
-               "  --ports-file FILE    write the bound ports as JSON once listening\n",
+               "  --ports-file FILE    write the bound ports as JSON once listening\n"
+               "  --admin-token-file FILE  an admin secret of your own (32-256 visible ASCII\n"
+               "                       characters, first line); default $TOPOTUNE_ADMIN_TOKEN.\n"
+               "                       Without either, the first start prints a new admin\n"
+               "                       token once.\n",
                error);
   return 2;
+}
+
+// The first line of `path`, trimmed; false if it cannot be read.
+bool ReadFirstLine(const std::string& path, std::string* line) {
+  std::ifstream in(path);
+  if (!in || !std::getline(in, *line)) return false;
+  while (!line->empty() && (line->back() == '\r' || line->back() == ' ')) line->pop_back();
+  return true;
 }
 
 }  // namespace
@@ -61,7 +74,9 @@ int main(int argc, char** argv) {
   using namespace topotune;
   std::string db = "topotune.db";
   std::string ports_file;
-  RestServer::Options http;
+  std::string admin_token;
+  if (const char* env = std::getenv("TOPOTUNE_ADMIN_TOKEN")) admin_token = env;
+  HttpServer::Options http;
   WorkerGateway::Options gateway_options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -81,6 +96,10 @@ int main(int argc, char** argv) {
       }
     } else if (arg == "--ports-file" && has_value) {
       ports_file = argv[++i];
+    } else if (arg == "--admin-token-file" && has_value) {
+      if (!ReadFirstLine(argv[++i], &admin_token)) {
+        return Usage(("cannot read --admin-token-file " + std::string(argv[i])).c_str());
+      }
     } else {
       return Usage(("unknown or incomplete argument '" + arg + "'").c_str());
     }
@@ -91,9 +110,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "topotuned: %s\n", store.status().ToString().c_str());
     return 1;
   }
+  TokenAuthority tokens(store->get(), Now);
+  StatusOr<std::optional<std::string>> admin = tokens.EnsureAdmin(admin_token, Now());
+  if (!admin.ok()) {
+    std::fprintf(stderr, "topotuned: admin token: %s\n", admin.status().ToString().c_str());
+    return 1;
+  }
+  if (admin->has_value()) {
+    std::fprintf(stderr,
+                 "topotuned: created the admin token (shown once; keep it, e.g. in a file for "
+                 "TOPOTUNE_TOKEN / --token-file):\n%s\n",
+                 (*admin)->c_str());
+  }
   WorkerGateway gateway(gateway_options);
   ControllerService service(store->get(), &gateway, ParseJobSpec, Now);
-  gateway.Attach(&service);
+  gateway.Attach(&service, &tokens);
   // Every unfinished job of an earlier run resumes before workers can connect.
   if (StatusOr<int> resumed = service.ResumeJobs(); !resumed.ok()) {
     std::fprintf(stderr, "topotuned: %s\n", resumed.status().ToString().c_str());
@@ -101,7 +132,8 @@ int main(int argc, char** argv) {
   } else if (*resumed > 0) {
     std::fprintf(stderr, "topotuned: resumed %d unfinished job(s)\n", *resumed);
   }
-  RestServer server(&service, http);
+  RestRouter router(&service, &tokens, Now);
+  HttpServer server([&router](const HttpRequest& request) { return router.Handle(request); }, http);
   Status s = gateway.Start();
   if (s.ok()) s = server.Bind();
   if (!s.ok()) {
@@ -120,6 +152,7 @@ int main(int argc, char** argv) {
   g_server = &server;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  std::signal(SIGPIPE, SIG_IGN);
   server.Run();
   g_server = nullptr;
   gateway.Stop();

@@ -1,13 +1,17 @@
 #include "api/worker_gateway.h"
 
+#include <array>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
 #include <deque>
 #include <map>
 #include <thread>
+#include <variant>
 
+#include "api/json_input.h"
 #include "api/protocol.h"
+#include "api/tokens.h"
 
 namespace topotune {
 
@@ -16,30 +20,18 @@ using asio::ip::tcp;
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
-namespace {
-
-bool ValidWorkerId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
-      return false;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 struct WorkerGateway::Impl {
   class Session;
 
   Options options;
   ControllerService* service = nullptr;
+  TokenAuthority* tokens = nullptr;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   tcp::acceptor acceptor{io};
   std::thread thread;
   int port = 0;
+  int connections = 0;                                       // only touched on the io thread
   std::map<std::string, std::shared_ptr<Session>> sessions;  // only touched on the io thread
 
   void Accept();
@@ -50,11 +42,14 @@ struct WorkerGateway::Impl {
 class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Impl* gateway, tcp::socket socket)
-      : gateway_(gateway), socket_(std::move(socket)), timer_(gateway->io) {}
+      : gateway_(gateway), socket_(std::move(socket)), timer_(gateway->io) {
+    ++gateway_->connections;
+  }
+  ~Session() { --gateway_->connections; }
 
   void Start() {
-    last_seen_ = SteadyClock::now();
-    ReadHeader();
+    opened_ = last_seen_ = SteadyClock::now();
+    Read();
     Tick();
   }
 
@@ -66,13 +61,16 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   }
 
   // Sends an error frame naming the problem, then closes once it is written.
-  void Reject(const std::string& message) {
-    std::fprintf(stderr, "topotuned: worker %s: %s\n", Name().c_str(), message.c_str());
-    Send(EncodeFrame({{"type", "error"}, {"message", message}}));
+  void Reject(const ErrorFrame& error) {
+    if (closed_ || close_after_write_) return;
+    std::fprintf(stderr, "topotuned: worker %s: %s\n", Name().c_str(), error.message.c_str());
+    Send(EncodeFrame(ToJson(error)));
     close_after_write_ = true;
+    reading_ = false;
   }
 
-  void Close() {
+  // Closes the connection; a registered worker is reported lost unless `replaced`.
+  void Close(bool replaced = false) {
     if (closed_) return;
     closed_ = true;
     boost::system::error_code ignored;
@@ -82,38 +80,37 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (!worker_id_.empty()) {
       auto it = gateway_->sessions.find(worker_id_);
       if (it != gateway_->sessions.end() && it->second.get() == this) gateway_->sessions.erase(it);
-      gateway_->service->WorkerDisconnected(worker_id_);
+      if (!replaced) gateway_->service->WorkerDisconnected(worker_id_);
     }
   }
+
+  int64_t token_id() const { return token_id_; }
 
  private:
   std::string Name() const { return worker_id_.empty() ? "(unregistered)" : worker_id_; }
 
-  void ReadHeader() {
+  // Reads what arrives, a few KiB at a time: memory follows the bytes received.
+  void Read() {
+    reading_ = true;
     auto self = shared_from_this();
-    asio::async_read(
-        socket_, asio::buffer(header_), [this, self](boost::system::error_code ec, size_t) {
-          if (ec || closed_) return Close();
-          const uint32_t n = DecodeFrameLength(header_);
-          if (n == 0 || n > kMaxFrameBytes) {
-            return Reject("frame of " + std::to_string(n) + " bytes: frames must be 1 to " +
-                          std::to_string(kMaxFrameBytes) + " bytes");
-          }
-          payload_.resize(n);
-          ReadPayload();
-        });
-  }
-
-  void ReadPayload() {
-    auto self = shared_from_this();
-    asio::async_read(socket_, asio::buffer(payload_),
-                     [this, self](boost::system::error_code ec, size_t) {
-                       if (ec || closed_) return Close();
-                       last_seen_ = SteadyClock::now();
-                       Status s = Handle(payload_);
-                       if (!s.ok()) return Reject(s.message());
-                       ReadHeader();
-                     });
+    socket_.async_read_some(asio::buffer(chunk_),
+                            [this, self](boost::system::error_code ec, size_t n) {
+                              if (ec || closed_) return Close();
+                              if (!reading_)
+                                return;  // an error frame is on its way; ignore the rest
+                              if (!frames_.InFrame()) frame_started_ = SteadyClock::now();
+                              Status s = frames_.Append(chunk_.data(), n);
+                              if (!s.ok()) return Reject(ErrorFrameOf(s));
+                              while (std::optional<std::string> payload = frames_.Next()) {
+                                last_seen_ = SteadyClock::now();
+                                frame_started_ = last_seen_;
+                                Status handled = Handle(*payload);
+                                if (!handled.ok())
+                                  return Reject(error_ ? *error_ : ErrorFrameOf(handled));
+                                if (closed_) return;
+                              }
+                              Read();
+                            });
   }
 
   void WriteNext() {
@@ -133,152 +130,172 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
         std::chrono::milliseconds(static_cast<int64_t>(gateway_->options.heartbeat_s * 1000)));
     timer_.async_wait([this, self](boost::system::error_code ec) {
       if (ec || closed_) return;
-      const double silent = std::chrono::duration<double>(SteadyClock::now() - last_seen_).count();
-      if (silent > gateway_->options.lease_s) {
-        std::fprintf(stderr, "topotuned: worker %s silent for %.1f s; lease lost\n", Name().c_str(),
-                     silent);
+      const auto now = SteadyClock::now();
+      const auto seconds = [&](SteadyClock::time_point t) {
+        return std::chrono::duration<double>(now - t).count();
+      };
+      const Options& o = gateway_->options;
+      if (close_after_write_ && seconds(last_seen_) > o.hello_timeout_s) return Close();
+      if (worker_id_.empty() && seconds(opened_) > o.hello_timeout_s) {
+        std::fprintf(stderr, "topotuned: a connection sent no valid hello in %.0f s; closed\n",
+                     o.hello_timeout_s);
         return Close();
       }
-      if (!worker_id_.empty()) Send(EncodeFrame({{"type", "heartbeat"}}));
+      if (frames_.InFrame() && seconds(frame_started_) > o.frame_timeout_s) {
+        std::fprintf(stderr, "topotuned: worker %s: a frame took over %.0f s; closed\n",
+                     Name().c_str(), o.frame_timeout_s);
+        return Close();
+      }
+      if (seconds(last_seen_) > o.lease_s) {
+        std::fprintf(stderr, "topotuned: worker %s silent for %.1f s; lease lost\n", Name().c_str(),
+                     seconds(last_seen_));
+        return Close();
+      }
+      if (!worker_id_.empty()) Send(EncodeFrame(HeartbeatJson()));
       Tick();
     });
   }
 
+  // Handles one payload. An error status closes the connection with an error frame: the
+  // frame in error_ when set, else the status's.
   Status Handle(const std::string& payload) {
-    StatusOr<json> parsed = ParseMessage(payload);
-    if (!parsed.ok()) return parsed.status();
-    const json& m = *parsed;
-    const std::string type = m["type"].get<std::string>();
-    if (worker_id_.empty() && type != "hello") {
-      return Status::InvalidArgument("the first frame must be 'hello', got '" + type + "'");
+    StatusOr<WorkerFrame> frame = DecodeWorkerFrame(payload);
+    if (!frame.ok()) return frame.status();
+    if (worker_id_.empty() && !std::holds_alternative<HelloFrame>(*frame)) {
+      return Status::InvalidArgument("the first frame must be 'hello'");
     }
-    if (type == "hello") return Hello(m);
-    if (type == "heartbeat") return gateway_->service->WorkerHeartbeat(worker_id_);
-    if (type == "progress") return Progress(m);
-    if (type == "result") return Result(m);
-    if (type == "probe_result") return ProbeResult(m);
-    return Status::InvalidArgument("unknown frame type '" + type + "'");
+    return std::visit([this](const auto& f) { return On(f); }, *frame);
   }
 
-  Status Hello(const json& m) {
+  Status On(const HelloFrame& f) {
     if (!worker_id_.empty()) return Status::InvalidArgument("a second 'hello' on one connection");
-    if (m.value("protocol", 0) != kProtocolVersion) {
-      return Status::InvalidArgument("protocol version must be " +
-                                     std::to_string(kProtocolVersion));
+    if (f.protocol != kProtocolVersion) {
+      error_ = ProtocolVersionError(f.protocol);
+      return Status::InvalidArgument(error_->message);
     }
-    const std::string id = m.value("worker_id", std::string());
-    if (!ValidWorkerId(id)) {
-      return Status::InvalidArgument(
-          "hello.worker_id must be 1-64 characters of letters, digits, '-', '_' or '.'");
+    StatusOr<Principal> who = gateway_->tokens->Authenticate(f.token);
+    if (!who.ok()) {
+      if (who.status().code() == Status::Code::kUnauthenticated) {
+        return Status::Unauthenticated("hello.token: " + who.status().message());
+      }
+      return Status::Unavailable("cannot check the token now: " + who.status().message());
     }
-    StatusOr<DeviceProfile> device = DeviceProfileFromJson(m.value("device", json()));
-    if (!device.ok()) return Status::InvalidArgument("hello." + device.status().message());
+    if (who->role != Role::kWorker) {
+      return Status::PermissionDenied("hello.token is a " + std::string(RoleName(who->role)) +
+                                      " token; registering a worker needs a worker token");
+    }
+    auto existing = gateway_->sessions.find(f.worker_id);
+    if (existing != gateway_->sessions.end()) {
+      if (existing->second->token_id() != who->token_id) {
+        return Status::FailedPrecondition("a worker named '" + f.worker_id +
+                                          "' is connected with another token");
+      }
+      // The same worker, reconnected before its old connection timed out: that one is stale.
+      std::fprintf(stderr, "topotuned: worker %s reconnected; its old connection is closed\n",
+                   f.worker_id.c_str());
+      std::shared_ptr<Session> stale = existing->second;
+      gateway_->sessions.erase(existing);
+      stale->Close(/*replaced=*/true);
+      gateway_->service->WorkerDisconnected(f.worker_id);
+    }
     WorkerRecord record;
-    record.id = id;
-    record.device = *device;
+    record.id = f.worker_id;
+    record.device = f.device;
     // Register first, so that an assignment made during WorkerConnected finds the session;
     // the welcome is queued before it, as the assignment arrives by post.
-    worker_id_ = id;
-    if (gateway_->sessions.count(id)) {
-      worker_id_.clear();
-      return Status::FailedPrecondition("a worker named '" + id + "' is already connected");
-    }
-    gateway_->sessions[id] = shared_from_this();
-    Send(EncodeFrame({{"type", "welcome"},
-                      {"heartbeat_s", gateway_->options.heartbeat_s},
-                      {"lease_s", gateway_->options.lease_s}}));
+    worker_id_ = f.worker_id;
+    token_id_ = who->token_id;
+    gateway_->sessions[f.worker_id] = shared_from_this();
+    WelcomeFrame welcome{gateway_->options.heartbeat_s, gateway_->options.lease_s};
+    Send(EncodeFrame(ToJson(welcome)));
     Status s = gateway_->service->WorkerConnected(record);
     if (!s.ok()) {
-      gateway_->sessions.erase(id);
+      gateway_->sessions.erase(f.worker_id);
       worker_id_.clear();
+      // The controller's own trouble is never fatal to the worker: it retries later.
+      if (s.code() != Status::Code::kFailedPrecondition) {
+        return Status::Unavailable("cannot register the worker now: " + s.message());
+      }
       return s;
     }
-    std::fprintf(stderr, "topotuned: worker %s connected (%s, %s, %d cores)\n", id.c_str(),
-                 record.device.kind.c_str(), record.device.name.c_str(), record.device.cores);
+    std::fprintf(stderr, "topotuned: worker %s connected (%s, %s, %d cores)\n", f.worker_id.c_str(),
+                 record.device.kind.c_str(), SafeText(record.device.name, 80).c_str(),
+                 record.device.cores);
     return Status::OK();
   }
 
-  Status Progress(const json& m) {
-    auto trial = m.find("trial_id");
-    if (trial == m.end() || !trial->is_number_integer()) {
-      return Status::InvalidArgument("progress.trial_id must be an integer");
+  Status On(const HeartbeatFrame&) {
+    Status s = gateway_->service->WorkerHeartbeat(worker_id_);
+    if (!s.ok()) {
+      std::fprintf(stderr, "topotuned: heartbeat of %s: %s\n", worker_id_.c_str(),
+                   s.ToString().c_str());
     }
-    auto attempt = m.find("attempt");
-    if (attempt == m.end() || !attempt->is_number_integer()) {
-      return Status::InvalidArgument("progress.attempt must be an integer");
-    }
-    StatusOr<CurvePoint> point = CurvePointFromJson(m.value("point", json()));
-    if (!point.ok()) return Status::InvalidArgument("progress.point: " + point.status().message());
-    const int64_t trial_id = trial->get<int64_t>();
+    return Status::OK();
+  }
+
+  Status On(const ProgressFrame& f) {
     StatusOr<EpochVerdict> verdict =
-        gateway_->service->OnEpoch(worker_id_, trial_id, attempt->get<int>(), *point);
-    if (!verdict.ok()) return verdict.status();
-    if (verdict->stop) {
-      Send(EncodeFrame({{"type", "stop"}, {"trial_id", trial_id}, {"reason", verdict->reason}}));
+        gateway_->service->OnEpoch(worker_id_, f.trial_id, f.attempt, f.point);
+    if (!verdict.ok()) {
+      if (verdict.status().code() == Status::Code::kInvalidArgument) return verdict.status();
+      // Not the worker's fault (storage, a job that just ended): stop the segment, so it is
+      // rerun or dropped by the engine, and keep the connection.
+      std::fprintf(stderr, "topotuned: progress of trial %lld from %s: %s\n",
+                   static_cast<long long>(f.trial_id), worker_id_.c_str(),
+                   verdict.status().ToString().c_str());
+      Send(EncodeFrame(ToJson(StopFrame{f.trial_id, "the controller could not record it"})));
+      return Status::OK();
     }
+    if (verdict->stop) Send(EncodeFrame(ToJson(StopFrame{f.trial_id, verdict->reason})));
     return Status::OK();
   }
 
-  Status Result(const json& m) {
-    auto trial = m.find("trial_id");
-    auto status = m.find("status");
-    if (trial == m.end() || !trial->is_number_integer()) {
-      return Status::InvalidArgument("result.trial_id must be an integer");
-    }
-    if (status == m.end() || !status->is_string()) {
-      return Status::InvalidArgument("result.status must be a string");
-    }
-    auto attempt = m.find("attempt");
-    if (attempt == m.end() || !attempt->is_number_integer()) {
-      return Status::InvalidArgument("result.attempt must be an integer");
-    }
-    std::optional<SegmentStatus> parsed = ParseSegmentStatus(status->get<std::string>());
-    if (!parsed) {
-      return Status::InvalidArgument(
-          "result.status must be completed, stopped, infeasible or failed");
-    }
-    SegmentResult outcome{trial->get<int64_t>(), attempt->get<int>(), *parsed,
-                          m.value("message", std::string())};
-    Status s = gateway_->service->OnSegmentEnded(worker_id_, outcome);
+  Status On(const ResultFrame& f) {
+    Status s = gateway_->service->OnSegmentEnded(worker_id_, f.result);
     if (!s.ok()) {
       std::fprintf(stderr, "topotuned: result of trial %lld: %s\n",
-                   static_cast<long long>(trial->get<int64_t>()), s.ToString().c_str());
+                   static_cast<long long>(f.result.trial_id), s.ToString().c_str());
     }
     return Status::OK();
   }
 
-  Status ProbeResult(const json& m) {
-    auto key = m.find("key");
-    if (key == m.end() || !key->is_string()) {
-      return Status::InvalidArgument("probe_result.key must be a string");
+  Status On(const ProbeResultFrame& f) {
+    StatusOr<DeviceProbe> probe = f.probe
+                                      ? StatusOr<DeviceProbe>(*f.probe)
+                                      : StatusOr<DeviceProbe>(Status::FailedPrecondition(f.error));
+    Status s = gateway_->service->OnProbeResult(worker_id_, f.key, probe);
+    if (s.code() == Status::Code::kInvalidArgument) return s;
+    if (!s.ok()) {
+      std::fprintf(stderr, "topotuned: probe result of %s: %s\n", worker_id_.c_str(),
+                   s.ToString().c_str());
     }
-    StatusOr<DeviceProbe> probe = Status::Unavailable("");
-    if (auto error = m.find("error"); error != m.end()) {
-      probe = Status::FailedPrecondition(error->is_string() ? error->get<std::string>()
-                                                            : error->dump());
-    } else {
-      probe = DeviceProbeFromJson(m.value("probe", json()));
-      if (!probe.ok()) return Status::InvalidArgument("probe_result." + probe.status().message());
-    }
-    return gateway_->service->OnProbeResult(worker_id_, key->get<std::string>(), probe);
+    return Status::OK();
   }
 
   Impl* gateway_;
   tcp::socket socket_;
   asio::steady_timer timer_;
-  unsigned char header_[4] = {0, 0, 0, 0};
-  std::string payload_;
+  std::array<char, 4096> chunk_{};
+  FrameReader frames_;
   std::deque<std::string> writes_;
   std::string worker_id_;
+  int64_t token_id_ = 0;
+  std::optional<ErrorFrame> error_;  // the error frame to close with, when not the status's
+  SteadyClock::time_point opened_;
   SteadyClock::time_point last_seen_;
+  SteadyClock::time_point frame_started_;
   bool closed_ = false;
   bool close_after_write_ = false;
+  bool reading_ = false;
 };
 
 void WorkerGateway::Impl::Accept() {
   acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
+    } else if (connections >= options.max_connections) {
+      boost::system::error_code ignored;
+      socket.close(ignored);  // over the limit: a flood must not exhaust descriptors
     } else {
       // Frames are small and answered at once: Nagle's algorithm would hold them back.
       boost::system::error_code ignored;
@@ -302,10 +319,15 @@ WorkerGateway::WorkerGateway(Options options) : impl_(std::make_unique<Impl>()) 
 
 WorkerGateway::~WorkerGateway() { Stop(); }
 
-void WorkerGateway::Attach(ControllerService* service) { impl_->service = service; }
+void WorkerGateway::Attach(ControllerService* service, TokenAuthority* tokens) {
+  impl_->service = service;
+  impl_->tokens = tokens;
+}
 
 Status WorkerGateway::Start() {
-  if (impl_->service == nullptr) return Status::Internal("WorkerGateway::Attach not called");
+  if (impl_->service == nullptr || impl_->tokens == nullptr) {
+    return Status::Internal("WorkerGateway::Attach not called");
+  }
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return Status::InvalidArgument("bad worker listen address '" + impl_->options.host + "'");
@@ -345,18 +367,13 @@ void WorkerGateway::SendSegment(const std::string& worker_id, const SegmentSpec&
 
 void WorkerGateway::SendStop(const std::string& worker_id, int64_t trial_id,
                              const std::string& reason) {
-  impl_->Post(worker_id,
-              EncodeFrame({{"type", "stop"}, {"trial_id", trial_id}, {"reason", reason}}));
+  impl_->Post(worker_id, EncodeFrame(ToJson(StopFrame{trial_id, reason})));
 }
 
 void WorkerGateway::SendProbe(const std::string& worker_id, const std::string& key,
                               const std::string& model, const DatasetSpec& dataset,
                               const std::vector<int>& batch_sizes) {
-  impl_->Post(worker_id, EncodeFrame({{"type", "probe"},
-                                      {"key", key},
-                                      {"model", model},
-                                      {"dataset", ToJson(dataset)},
-                                      {"batch_sizes", batch_sizes}}));
+  impl_->Post(worker_id, EncodeFrame(ToJson(ProbeFrame{key, model, dataset, batch_sizes})));
 }
 
 }  // namespace topotune

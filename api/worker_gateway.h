@@ -8,26 +8,36 @@
 
 namespace topotune {
 
-// The controller's end of the worker protocol (api/protocol.h) on Boost.Asio TCP. One
-// thread runs every connection; frames from workers go to the ControllerService, frames to
-// workers are queued from any thread. A worker that sends garbage gets an error frame
-// naming the problem and is disconnected; one that misses heartbeats for lease_s loses
-// its lease, and its trial goes back to the dispatcher.
+class TokenAuthority;
+
+// The controller's end of the worker protocol (api/protocol.h) on Boost.Asio TCP: framing
+// and authentication, no application logic. One thread runs every connection; frames from
+// workers go to the ControllerService, frames to workers are queued from any thread.
+//
+// Every byte is untrusted. A connection must say hello with a worker token within
+// hello_timeout_s; a frame's bytes are buffered only as they arrive (never what a header
+// announces), and a begun frame must complete within frame_timeout_s. A worker that sends
+// garbage gets an error frame naming the problem and is disconnected; one that misses
+// heartbeats for lease_s loses its lease, and its trial goes back to the dispatcher. A hello
+// under the name of a connected worker, with the same token, replaces that stale session.
 class WorkerGateway final : public WorkerChannel {
  public:
   struct Options {
     std::string host = "127.0.0.1";
-    int port = 7701;           ///< 0 picks a free port
-    double heartbeat_s = 2.0;  ///< how often both ends send a heartbeat
-    double lease_s = 15.0;     ///< silence after which a worker is dropped
+    int port = 7701;                ///< 0 picks a free port
+    double heartbeat_s = 2.0;       ///< how often both ends send a heartbeat
+    double lease_s = 15.0;          ///< silence after which a worker is dropped
+    double hello_timeout_s = 10.0;  ///< a new connection must register within this
+    double frame_timeout_s = 30.0;  ///< a begun frame must complete within this
+    int max_connections = 1024;     ///< more are closed at once
   };
   explicit WorkerGateway(Options options);
   ~WorkerGateway() override;
   WorkerGateway(const WorkerGateway&) = delete;
   WorkerGateway& operator=(const WorkerGateway&) = delete;
 
-  // Must be called once before Start(); `service` must outlive the gateway.
-  void Attach(ControllerService* service);
+  // Must be called once before Start(); both must outlive the gateway.
+  void Attach(ControllerService* service, TokenAuthority* tokens);
   // Binds and starts the network thread.
   Status Start();
   // The bound port (after Start).

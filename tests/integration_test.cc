@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "api/protocol.h"
+#include "tests/test_process.h"
 #include "workers/dataset.h"
 
 namespace topotune {
@@ -33,58 +34,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// A child process started with its output in a log file; stopped with SIGTERM.
-class Process {
- public:
-  Process(const std::vector<std::string>& argv, const std::string& log) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Process() { Stop(); }
-  void Signal(int signal) {
-    if (pid_ > 0) kill(pid_, signal);
-  }
-  bool Running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    return waitpid(pid_, &status, WNOHANG) == 0;
-  }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) != 0) {
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Everything one test needs: a folder, a dataset, a controller and two workers.
 class Cluster {
@@ -101,10 +50,13 @@ class Cluster {
     data.test_samples = 400;
     EXPECT_TRUE(WriteShapesDataset((dir_ / "data" / "shapes").string(), data).ok());
     const fs::path ports = dir_ / "ports.json";
+    admin_token_ = "integration-admin-secret-0123456789-abcdef";
+    std::ofstream(dir_ / "admin.token") << admin_token_ << "\n";
     server_ = std::make_unique<Process>(
         std::vector<std::string>{TOPOTUNED_BIN, "--db", db().string(), "--http", "127.0.0.1:0",
                                  "--workers", "127.0.0.1:0", "--lease", lease_s, "--ports-file",
-                                 ports.string()},
+                                 ports.string(), "--admin-token-file",
+                                 (dir_ / "admin.token").string()},
         (dir_ / "topotuned.log").string());
     for (int i = 0; i < 100 && !fs::exists(ports); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -112,6 +64,10 @@ class Cluster {
     const json p = json::parse(ReadFile(ports));
     http_port_ = p["http"].get<int>();
     worker_port_ = p["workers"].get<int>();
+    // The users' and the workers' tokens, issued with the admin token as a user would.
+    token_ = CreateToken("user");
+    worker_token_ = CreateToken("worker");
+    std::ofstream(dir_ / "worker.token") << worker_token_ << "\n";
     for (size_t i = 0; i < worker_flags.size(); ++i) {
       const std::string name = "w" + std::to_string(i + 1);
       std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN,
@@ -124,7 +80,9 @@ class Cluster {
                                        "--checkpoint-dir",
                                        (dir_ / "checkpoints").string(),
                                        "--threads",
-                                       "1"};
+                                       "1",
+                                       "--token-file",
+                                       (dir_ / "worker.token").string()};
       argv.insert(argv.end(), worker_flags[i].begin(), worker_flags[i].end());
       workers_.push_back(std::make_unique<Process>(argv, (dir_ / (name + ".log")).string()));
     }
@@ -142,13 +100,37 @@ class Cluster {
   Process& worker(size_t i) { return *workers_[i]; }
   std::string Log(const std::string& name) { return ReadFile(dir_ / name); }
 
-  httplib::Result Get(const std::string& path) {
+  const std::string& token() const { return token_; }
+  const std::string& admin_token() const { return admin_token_; }
+  const std::string& worker_token() const { return worker_token_; }
+  int http_port() const { return http_port_; }
+
+  // Requests with the user token (or `token`; empty: none).
+  httplib::Result Get(const std::string& path) { return Get(path, token_); }
+  httplib::Result Get(const std::string& path, const std::string& token) {
     httplib::Client c("127.0.0.1", http_port_);
-    return c.Get(path.c_str());
+    return c.Get(path.c_str(), Auth(token));
   }
   httplib::Result Post(const std::string& path, const std::string& body) {
+    return Post(path, body, token_);
+  }
+  httplib::Result Post(const std::string& path, const std::string& body, const std::string& token) {
     httplib::Client c("127.0.0.1", http_port_);
-    return c.Post(path.c_str(), body, "application/json");
+    return c.Post(path.c_str(), Auth(token), body, "application/json");
+  }
+  httplib::Result Delete(const std::string& path, const std::string& token) {
+    httplib::Client c("127.0.0.1", http_port_);
+    return c.Delete(path.c_str(), Auth(token));
+  }
+
+  // Issues a token of `role` with the admin token; returns its text, or "" (a failure).
+  std::string CreateToken(const std::string& role) {
+    auto res = Post("/v1/tokens", json{{"role", role}}.dump(), admin_token_);
+    if (!res || res->status != 201) {
+      ADD_FAILURE() << "token create failed: " << (res ? res->body : "no response");
+      return "";
+    }
+    return json::parse(res->body)["token"].get<std::string>();
   }
 
   // Submits a job that must be accepted; returns its id, or -1 (a test failure).
@@ -184,6 +166,14 @@ class Cluster {
   std::vector<std::unique_ptr<Process>> workers_;
   int http_port_ = 0;
   int worker_port_ = 0;
+  std::string admin_token_;
+  std::string token_;
+  std::string worker_token_;
+
+  static httplib::Headers Auth(const std::string& token) {
+    if (token.empty()) return {};
+    return {{"Authorization", "Bearer " + token}};
+  }
 };
 
 json SmallJob() {

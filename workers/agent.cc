@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
 #include <thread>
+#include <variant>
 
 #include "api/protocol.h"
 #include "workers/device_probe.h"
@@ -40,8 +42,11 @@ struct Agent::Impl {
   std::deque<std::string> writes;
   bool connected = false;
   double heartbeat_s = 2.0;
+  double backoff_s = 0;  // the last reconnect delay; 0 after a welcome
+  std::mt19937_64 rng{std::random_device{}()};
+  bool welcomed = false;  // on this connection
   std::atomic<bool> shutdown{false};
-  Status fatal;  // set when the controller refuses us
+  Status fatal;  // set when the controller refuses us for good
 
   // The training thread and the trial it runs.
   std::thread training;
@@ -52,13 +57,30 @@ struct Agent::Impl {
     std::fprintf(stderr, "topotune-worker %s: %s\n", options.worker_id.c_str(), message.c_str());
   }
 
+  // Sleeps `seconds`, waking early on Shutdown().
+  void Sleep(double seconds) {
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    while (!shutdown && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  // The next reconnect delay: exponential from backoff_initial_s to backoff_max_s, each
+  // drawn uniformly from [delay/2, delay] so that many workers do not retry in step.
+  double NextBackoff() {
+    backoff_s =
+        backoff_s <= 0 ? options.backoff_initial_s : std::min(options.backoff_max_s, backoff_s * 2);
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    return backoff_s * jitter(rng);
+  }
+
   bool Connect() {
-    const auto deadline =
-        std::chrono::steady_clock::now() +
-        std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
+    const auto started = std::chrono::steady_clock::now();
     boost::system::error_code ec;
     const auto address = asio::ip::make_address(options.controller_host, ec);
     tcp::resolver resolver(io);
+    bool said = false;
     while (!shutdown) {
       socket = std::make_unique<tcp::socket>(io);
       if (!ec) {
@@ -73,14 +95,20 @@ struct Agent::Impl {
         socket->set_option(tcp::no_delay(true), ec);  // small frames, sent at once
         return true;
       }
-      if (std::chrono::steady_clock::now() > deadline) {
+      const double waited =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (options.connect_timeout_s > 0 && waited > options.connect_timeout_s) {
         fatal =
             Status::Unavailable("cannot reach the controller at " + options.controller_host + ":" +
                                 std::to_string(options.controller_port) + ": " + ec.message());
         return false;
       }
+      if (!said) {
+        Log("cannot reach the controller (" + ec.message() + "); retrying");
+        said = true;
+      }
       ec.clear();
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      Sleep(NextBackoff());
     }
     return false;
   }
@@ -142,31 +170,28 @@ struct Agent::Impl {
   }
 
   void Handle(const std::string& text) {
-    StatusOr<json> parsed = ParseMessage(text);
-    if (!parsed.ok()) return Disconnect("controller sent garbage: " + parsed.status().message());
-    const json& m = *parsed;
-    const std::string type = m["type"].get<std::string>();
-    if (type == "welcome") {
-      heartbeat_s = m.value("heartbeat_s", 2.0);
+    StatusOr<ControllerFrame> frame = DecodeControllerFrame(text);
+    if (!frame.ok()) return Disconnect("controller sent a bad frame: " + frame.status().message());
+    if (const auto* welcome = std::get_if<WelcomeFrame>(&*frame)) {
+      heartbeat_s = welcome->heartbeat_s;
+      welcomed = true;
+      backoff_s = 0;
       Log("registered with the controller");
-    } else if (type == "assign") {
-      StatusOr<SegmentSpec> a = SegmentSpecFromJson(m.value("assignment", json()));
-      if (!a.ok()) return Disconnect("bad assignment: " + a.status().message());
-      StartTraining(*a);
-    } else if (type == "probe") {
-      StartProbe(m);
-    } else if (type == "stop") {
-      if (current_trial && m.value("trial_id", int64_t{-1}) == *current_trial) {
-        stop_training = true;
+    } else if (const auto* assign = std::get_if<AssignFrame>(&*frame)) {
+      StartTraining(assign->segment);
+    } else if (const auto* probe = std::get_if<ProbeFrame>(&*frame)) {
+      StartProbe(*probe);
+    } else if (const auto* stop = std::get_if<StopFrame>(&*frame)) {
+      if (current_trial && stop->trial_id == *current_trial) stop_training = true;
+    } else if (const auto* error = std::get_if<ErrorFrame>(&*frame)) {
+      if (error->fatal) {
+        fatal = Status::FailedPrecondition("controller refused this worker (" + error->code +
+                                           "): " + error->message);
+        Log(fatal.message());
+        shutdown = true;
+        return Disconnect("refused");
       }
-    } else if (type == "error") {
-      fatal = Status::FailedPrecondition("controller refused this worker: " +
-                                         m.value("message", std::string()));
-      Log(fatal.message());
-      shutdown = true;
-      Disconnect("refused");
-    } else if (type != "heartbeat") {
-      Log("ignoring an unknown frame type '" + type + "'");
+      Disconnect("controller error (" + error->code + "): " + error->message + "; will retry");
     }
   }
 
@@ -178,11 +203,8 @@ struct Agent::Impl {
   void StartTraining(const SegmentSpec& a) {
     if (current_trial) {
       Send(EncodeFrame(
-          {{"type", "result"},
-           {"trial_id", a.trial_id},
-           {"attempt", a.attempt},
-           {"status", SegmentStatusName(SegmentStatus::kFailed)},
-           {"message", "worker is busy with trial " + std::to_string(*current_trial)}}));
+          ToJson(ResultFrame{{a.trial_id, a.attempt, SegmentStatus::kFailed,
+                              "worker is busy with trial " + std::to_string(*current_trial)}})));
       return;
     }
     JoinTraining();
@@ -213,20 +235,14 @@ struct Agent::Impl {
     const int attempt = a.attempt;
     training = std::thread([this, request, trial_id, attempt] {
       auto on_epoch = [this, trial_id, attempt](const CurvePoint& p) {
-        std::string frame = EncodeFrame({{"type", "progress"},
-                                         {"trial_id", trial_id},
-                                         {"attempt", attempt},
-                                         {"point", ToJson(p)}});
+        std::string frame = EncodeFrame(ToJson(ProgressFrame{trial_id, attempt, p}));
         asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
       };
       TrainResult result =
           replay ? ReplaySegment(*replay, request, options.replay_speedup, on_epoch, stop_training)
                  : trainer.Run(request, on_epoch, stop_training);
-      std::string frame = EncodeFrame({{"type", "result"},
-                                       {"trial_id", trial_id},
-                                       {"attempt", attempt},
-                                       {"status", SegmentStatusName(result.status)},
-                                       {"message", result.message}});
+      std::string frame =
+          EncodeFrame(ToJson(ResultFrame{{trial_id, attempt, result.status, result.message}}));
       asio::post(io, [this, frame = std::move(frame), trial_id, result]() mutable {
         if (result.status != SegmentStatus::kCompleted) {
           Log("trial " + std::to_string(trial_id) + " " + SegmentStatusName(result.status) + ": " +
@@ -240,22 +256,16 @@ struct Agent::Impl {
 
   // Probes on the training thread (the worker is idle while it probes) and answers with
   // a probe_result frame.
-  void StartProbe(const json& m) {
-    const std::string key = m.value("key", std::string());
-    StatusOr<DatasetSpec> dataset = DatasetSpecFromJson(m.value("dataset", json()));
+  void StartProbe(const ProbeFrame& m) {
+    const std::string key = m.key;
     ProbeRequest request;
-    request.model = m.value("model", std::string());
-    try {
-      request.batch_sizes = m.value("batch_sizes", std::vector<int>());
-    } catch (const json::exception&) {
-      dataset = Status::InvalidArgument("probe.batch_sizes must be integers");
-    }
-    if (!dataset.ok() || current_trial) {
-      Send(EncodeFrame({{"type", "probe_result"},
-                        {"key", key},
-                        {"error", dataset.ok() ? "worker is busy" : dataset.status().message()}}));
+    request.model = m.model;
+    request.batch_sizes = m.batch_sizes;
+    if (current_trial) {
+      Send(EncodeFrame(ToJson(ProbeResultFrame{key, std::nullopt, "worker is busy"})));
       return;
     }
+    const DatasetSpec* dataset = &m.dataset;
     request.data_format = dataset->format;
     request.data_dir = Resolve(options.data_root, dataset->path);
     if (replay) {
@@ -264,7 +274,7 @@ struct Agent::Impl {
       probe.model = request.model;
       probe.input = "replay";
       for (int b : request.batch_sizes) probe.batches.push_back({b, true, 0.0, 0, ""});
-      Send(EncodeFrame({{"type", "probe_result"}, {"key", key}, {"probe", ToJson(probe)}}));
+      Send(EncodeFrame(ToJson(ProbeResultFrame{key, probe, ""})));
       return;
     }
     JoinTraining();
@@ -272,15 +282,15 @@ struct Agent::Impl {
         " batch sizes");
     training = std::thread([this, request, key] {
       StatusOr<DeviceProbe> probe = prober.Probe(request);
-      json frame = {{"type", "probe_result"}, {"key", key}};
+      ProbeResultFrame frame{key, std::nullopt, ""};
       if (probe.ok()) {
-        frame["probe"] = ToJson(*probe);
+        frame.probe = *probe;
         Log("probe: largest batch size that fits: " + std::to_string(probe->MaxBatchSize()));
       } else {
-        frame["error"] = probe.status().message();
+        frame.error = probe.status().message();
         Log("probe failed: " + probe.status().message());
       }
-      std::string encoded = EncodeFrame(frame);
+      std::string encoded = EncodeFrame(ToJson(frame));
       asio::post(io, [this, encoded = std::move(encoded)]() mutable { Send(std::move(encoded)); });
     });
   }
@@ -336,10 +346,9 @@ struct Agent::Impl {
       if (!Connect()) break;
       connected = true;
       heartbeat = std::make_unique<asio::steady_timer>(io);
-      Send(EncodeFrame({{"type", "hello"},
-                        {"protocol", kProtocolVersion},
-                        {"worker_id", options.worker_id},
-                        {"device", ToJson(device)}}));
+      welcomed = false;
+      Send(EncodeFrame(
+          ToJson(HelloFrame{kProtocolVersion, options.worker_id, options.token, device})));
       ReadHeader();
       Tick();
       io.restart();
@@ -351,6 +360,9 @@ struct Agent::Impl {
       io.restart();
       io.poll();  // drop what the training thread posted
       connected = false;
+      // Refused or cut before the welcome: back off before the next hello. After a
+      // welcome, reconnect at once (Connect backs off if the controller is down).
+      if (!welcomed && !shutdown) Sleep(NextBackoff());
     }
     stop_training = true;
     JoinTraining();

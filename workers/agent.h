@@ -14,7 +14,11 @@ struct AgentOptions {
   std::string data_root = ".";                 ///< relative dataset paths start here
   std::string checkpoint_dir = "checkpoints";  ///< where segments save and resume
   int threads = 0;                             ///< intra-op threads; 0 = LibTorch's default
-  double connect_timeout_s = 60;               ///< give up reconnecting after this long
+  std::string token;                           ///< the worker token sent in hello
+  /// > 0: give up when the controller stays unreachable this long; 0 = retry forever
+  double connect_timeout_s = 0;
+  double backoff_initial_s = 0.25;  ///< first reconnect delay; doubles, with jitter, ...
+  double backoff_max_s = 30.0;      ///< ... up to this
   /// > 0: cap the address space (RLIMIT_AS, as `ulimit -v` does) this far above its size
   /// once LibTorch is up, to emulate a device with little memory.
   int64_t memory_budget_bytes = 0;
@@ -22,9 +26,11 @@ struct AgentOptions {
   double replay_speedup = 1.0;  ///< simulated seconds per real second; 0 = no waiting
 };
 
-// The worker agent: connects to topotuned's gateway, registers its device profile, trains
-// the segments it is assigned on a training thread, streams an epoch report after every
-// epoch, stops when told, and reconnects when the connection drops. Run() blocks.
+// The worker agent: connects to topotuned's gateway, registers its device profile with its
+// token, trains the segments it is assigned on a training thread, streams an epoch report
+// after every epoch, stops when told, and reconnects with jittered, capped exponential
+// backoff whenever the connection drops or the controller reports a non-fatal error. Run()
+// blocks.
 class Agent {
  public:
   explicit Agent(AgentOptions options);
@@ -32,8 +38,9 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
-  // Serves until Shutdown(), the controller refuses the worker, or the controller stays
-  // unreachable for connect_timeout_s. Returns OK only after Shutdown().
+  // Serves until Shutdown(), a fatal refusal (an error frame with "fatal": its protocol
+  // version or its token was rejected), or, with connect_timeout_s > 0, a controller
+  // unreachable that long. Returns OK only after Shutdown().
   Status Run();
   // Thread- and signal-safe: asks Run() to return.
   void Shutdown();

@@ -1,13 +1,16 @@
 // topotune-worker: the agent on each device.
 //
 //   topotune-worker [--controller HOST:PORT] [--name ID] [--data-root DIR]
-//                   [--checkpoint-dir DIR] [--threads N] [--connect-timeout S]
+//                   [--checkpoint-dir DIR] [--threads N] [--token-file FILE]
+//                   [--connect-timeout S]
 //   topotune-worker record-replay ...   (records a replay table; see RecordUsage)
 //   topotune-worker probe ...           (prints this device's probe; see ProbeUsage)
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,13 +34,18 @@ int Usage(const std::string& error) {
                "topotune-worker: %s\n"
                "usage: topotune-worker [--controller HOST:PORT] [--name ID] [--data-root DIR]\n"
                "                       [--checkpoint-dir DIR] [--threads N] "
-               "[--connect-timeout S]\n"
+               "[--token-file FILE] [--connect-timeout S]\n"
                "  --controller HOST:PORT  topotuned's worker gateway (default 127.0.0.1:7701)\n"
                "  --name ID               this worker's stable name (default: the host name)\n"
                "  --data-root DIR         where relative dataset paths start (default .)\n"
                "  --checkpoint-dir DIR    trial checkpoints (default checkpoints)\n"
                "  --threads N             LibTorch intra-op threads (default: LibTorch's)\n"
-               "  --connect-timeout S     give up reaching the controller after S s (60)\n"
+               "  --token-file FILE       this worker's token (a worker token: topotune token\n"
+               "                          create --role worker); default $TOPOTUNE_WORKER_TOKEN\n"
+               "  --connect-timeout S     give up when the controller stays unreachable for S s\n"
+               "                          (default 0: retry forever, backing off to 30 s)\n"
+               "Exits 1 only on a fatal refusal: a protocol version or a token the controller\n"
+               "rejects. A controller that goes away is waited for.\n"
                "  --replay TABLE.csv      answer trials from a recorded replay table instead\n"
                "                          of training (see record-replay)\n"
                "  --speedup X             replay X simulated seconds per second (default 1;\n"
@@ -236,6 +244,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "record-replay") return RecordReplayMain(argc, argv);
   if (argc > 1 && std::string(argv[1]) == "probe") return ProbeMain(argc, argv);
   topotune::AgentOptions options;
+  if (const char* token = std::getenv("TOPOTUNE_WORKER_TOKEN")) options.token = token;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) return Usage("unknown or incomplete argument '" + arg + "'");
@@ -264,6 +273,15 @@ int main(int argc, char** argv) {
         if (options.replay_speedup < 0) return Usage("--speedup must be >= 0");
       } else if (arg == "--connect-timeout") {
         options.connect_timeout_s = std::stod(value);
+        if (options.connect_timeout_s < 0) return Usage("--connect-timeout must be >= 0");
+      } else if (arg == "--token-file") {
+        std::ifstream in(value);
+        if (!in || !std::getline(in, options.token))
+          return Usage("cannot read --token-file " + value);
+        while (!options.token.empty() &&
+               (options.token.back() == '\r' || options.token.back() == ' ')) {
+          options.token.pop_back();
+        }
       } else {
         return Usage("unknown argument '" + arg + "'");
       }
