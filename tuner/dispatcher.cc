@@ -104,7 +104,8 @@ void Dispatcher::WorkerDisconnected(const std::string& worker_id) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
   // Best effort: the worker is gone either way, and the caller has no one to tell.
-  LogIfError(SetWorkerState(it->second, "offline"), "worker " + worker_id + " offline");
+  LogIfError(SetWorkerState(it->second, "offline"),
+             "could not store worker " + worker_id + " as offline");
   workers_.erase(it);
   for (auto& [id, engine] : jobs_) {
     Status lost = engine->OnWorkerLost(worker_id, clock_());
@@ -242,7 +243,8 @@ void Dispatcher::Pump() {
       if (limit == w.max_batch.end()) {
         // First the device's limits for this model and input, then trials.
         w.probing = key;
-        LogIfError(SetWorkerState(w, "probing"), "worker " + worker_id + " probing");
+        LogIfError(SetWorkerState(w, "probing"),
+                   "could not store worker " + worker_id + " as probing");
         channel_->SendProbe(worker_id, key, engine->spec().model, engine->spec().dataset,
                             engine->spec().space.batch_sizes);
         break;
@@ -259,7 +261,7 @@ void Dispatcher::Pump() {
       w.attempt = a.trial.attempt;
       w.job_id = job_id;
       w.batch_size = a.trial.config.batch_size;
-      LogIfError(SetWorkerState(w, "busy"), "worker " + worker_id + " busy");
+      LogIfError(SetWorkerState(w, "busy"), "could not store worker " + worker_id + " as busy");
       channel_->SendSegment(worker_id, MakeSegmentSpec(a, engine->spec()));
       break;
     }
