@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <random>
 
@@ -252,8 +253,13 @@ void TokenAuthority::NoteUse(const TokenRecord& token) {
     if (now - last < kTouchIntervalSeconds) return;
     last = now;
   }
-  // Best effort: a request is not refused because its use could not be recorded.
-  (void)store_->TouchToken(token.id, now);
+  // Best effort: a request is not refused because its use could not be recorded, but the
+  // operator hears of it (at most once per token per kTouchIntervalSeconds).
+  Status touched = store_->TouchToken(token.id, now);
+  if (!touched.ok()) {
+    std::fprintf(stderr, "topotuned: could not record the use of token %lld: %s\n",
+                 static_cast<long long>(token.id), touched.ToString().c_str());
+  }
 }
 
 }  // namespace topotune

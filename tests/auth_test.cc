@@ -90,7 +90,9 @@ void ExpectUnauthenticated(const StatusOr<Principal>& principal, const std::stri
   ASSERT_FALSE(principal.ok());
   EXPECT_EQ(principal.status().code(), Status::Code::kUnauthenticated)
       << principal.status().ToString();
-  if (!message.empty()) EXPECT_EQ(principal.status().message(), message);
+  if (!message.empty()) {
+    EXPECT_EQ(principal.status().message(), message);
+  }
 }
 
 TEST(Sha256, FipsVectors) {

@@ -30,6 +30,22 @@ class FakeChannel : public WorkerChannel {
   std::vector<Probe> probes;
 };
 
+// A journal whose worker and trial writes fail on demand, as SQLite's do when the disk is
+// full.
+class FailingJournal : public MemoryJournal {
+ public:
+  Status UpsertWorker(const WorkerRecord& worker) override {
+    if (fail_workers) return Status::IOError("disk full");
+    return MemoryJournal::UpsertWorker(worker);
+  }
+  Status UpdateTrial(const TrialRecord& trial) override {
+    if (fail_trials) return Status::IOError("disk full");
+    return MemoryJournal::UpdateTrial(trial);
+  }
+  bool fail_workers = false;
+  bool fail_trials = false;
+};
+
 JobSpec Spec() {
   JobSpec spec;
   spec.model = "resnet8";
@@ -146,6 +162,39 @@ TEST(Dispatcher, AProbeResultNobodyAskedForIsRejected) {
   Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
   ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
   EXPECT_FALSE(dispatcher.OnProbeResult("w", "lenet|cifar10-bin|x", ProbeUpTo(64)).ok());
+}
+
+TEST(Dispatcher, AProbeResultWhoseWorkerStateCannotBeStoredIsAnErrorButTheWorkerGetsATrial) {
+  FailingJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, Spec()).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
+  journal.fail_workers = true;
+  Status s = dispatcher.OnProbeResult("w", channel.probes[0].key, ProbeUpTo(64));
+  EXPECT_EQ(s.code(), Status::Code::kIOError) << s.ToString();
+  // The worker's state is only what listings show: dispatching goes on.
+  EXPECT_EQ(channel.assignments.size(), 1u);
+  EXPECT_TRUE(dispatcher.IsActive(1));
+}
+
+TEST(Dispatcher, AJobThatCannotStoreTheLossOfAWorkerFails) {
+  FailingJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, Spec()).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("w", channel.probes[0].key, ProbeUpTo(64)).ok());
+  ASSERT_EQ(channel.assignments.size(), 1u);
+  journal.fail_trials = true;
+  dispatcher.WorkerDisconnected("w");
+  EXPECT_FALSE(dispatcher.IsActive(1));
+  ASSERT_FALSE(journal.job_states.empty());
+  EXPECT_EQ(journal.job_states.back(), JobState::kFailed);
 }
 
 }  // namespace

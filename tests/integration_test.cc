@@ -368,7 +368,9 @@ TEST(Integration, AWorkerThatGoesSilentLosesItsLeaseAndItsTrialIsRerun) {
   ASSERT_TRUE(workers);
   const json worker_list = json::parse(workers->body)["workers"];
   for (const json& w : worker_list) {
-    if (w["id"] == "w1") EXPECT_EQ(w["state"], "offline");
+    if (w["id"] == "w1") {
+      EXPECT_EQ(w["state"], "offline");
+    }
   }
 }
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the dependencies (Debian packages) when missing, builds everything, and runs
-# every test with ctest.
+# Checks the include layering, installs the dependencies (Debian packages) when missing,
+# builds everything, and runs every test with ctest. With TOPOTUNE_CI=1 (.ci/run sets it)
+# compiler warnings are errors (-DTOPOTUNE_WERROR=ON); otherwise they are only printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+scripts/check_layering.sh
 topotune_install_deps
+werror=OFF
+if [ "${TOPOTUNE_CI:-0}" = 1 ]; then werror=ON; fi
 mkdir -p build
-topotune_build build
+# Always passed, so that a build directory configured by CI does not keep -Werror.
+topotune_build build -DTOPOTUNE_WERROR="$werror"
 cd build
 ctest --output-on-failure -j 2 "$@"

@@ -246,7 +246,8 @@ int ProposalsIntoTheDeadHalf(Sampler& sampler, const SearchSpace& space, int mea
     if (i >= 30) dead += LrPosition(space, c) > 0.5;
     sampler.Observe({c, 0, a, Observation::Kind::kOk});
     rung0.push_back(a);
-    const auto beaten = std::count_if(rung0.begin(), rung0.end(), [&](double s) { return s < a; });
+    const size_t beaten = static_cast<size_t>(
+        std::count_if(rung0.begin(), rung0.end(), [&](double s) { return s < a; }));
     if (beaten >= rung0.size() - rung0.size() / 3 && rung0.size() >= 3) {
       sampler.Observe({c, 1, a + 0.05, Observation::Kind::kOk});
     }

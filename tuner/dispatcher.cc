@@ -4,6 +4,26 @@
 #include <cstdio>
 
 namespace topotune {
+namespace {
+
+// For failures the dispatcher cannot hand back to anyone: the journal's worker records are
+// what listings show, while dispatching runs on the in-memory state, which stays correct.
+void LogIfError(const Status& status, const std::string& what) {
+  if (!status.ok()) {
+    std::fprintf(stderr, "topotuned: %s: %s\n", what.c_str(), status.ToString().c_str());
+  }
+}
+
+// Fails a job and says why on stderr. The engine is failed in memory even when the journal
+// cannot store that, so Retire() drops it; that second failure is only logged.
+void FailJob(JobEngine& engine, const std::string& why, double now) {
+  std::fprintf(stderr, "topotuned: job %lld failed: %s\n", static_cast<long long>(engine.job_id()),
+               why.c_str());
+  LogIfError(engine.Fail(why, now),
+             "job " + std::to_string(engine.job_id()) + ": could not persist its failure");
+}
+
+}  // namespace
 
 std::string ProbeKey(const JobSpec& spec) {
   return spec.model + "|" + spec.dataset.format + "|" + spec.dataset.path;
@@ -83,9 +103,17 @@ void Dispatcher::WorkerDisconnected(const std::string& worker_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
-  SetWorkerState(it->second, "offline");  // best effort: the worker is gone either way
+  // Best effort: the worker is gone either way, and the caller has no one to tell.
+  LogIfError(SetWorkerState(it->second, "offline"),
+             "could not store worker " + worker_id + " as offline");
   workers_.erase(it);
-  for (auto& [id, engine] : jobs_) engine->OnWorkerLost(worker_id, clock_());
+  for (auto& [id, engine] : jobs_) {
+    Status lost = engine->OnWorkerLost(worker_id, clock_());
+    if (!lost.ok()) {
+      FailJob(*engine, "could not persist the loss of worker " + worker_id + ": " + lost.message(),
+              clock_());
+    }
+  }
   Retire();
   Pump();
 }
@@ -157,7 +185,8 @@ Status Dispatcher::OnProbeResult(const std::string& worker_id, const std::string
     std::fprintf(stderr, "topotuned: worker %s could not probe %s: %s\n", worker_id.c_str(),
                  key.c_str(), probe.status().message().c_str());
   }
-  SetWorkerState(w->second, "idle");
+  Status idle = SetWorkerState(w->second, "idle");
+  if (status.ok()) status = idle;
   FailJobsNoWorkerCanHold();
   Pump();
   return status;
@@ -179,9 +208,10 @@ void Dispatcher::FailJobsNoWorkerCanHold() {
       limits += (limits.empty() ? "" : ", ") + id + " fits " + std::to_string(limit->second);
     }
     if (!any_can) {
-      engine->Fail("no connected worker can hold batch size " + std::to_string(smallest) + " of " +
-                       spec.model + " (" + limits + ")",
-                   clock_());
+      FailJob(*engine,
+              "no connected worker can hold batch size " + std::to_string(smallest) + " of " +
+                  spec.model + " (" + limits + ")",
+              clock_());
     }
   }
   Retire();
@@ -213,7 +243,8 @@ void Dispatcher::Pump() {
       if (limit == w.max_batch.end()) {
         // First the device's limits for this model and input, then trials.
         w.probing = key;
-        SetWorkerState(w, "probing");
+        LogIfError(SetWorkerState(w, "probing"),
+                   "could not store worker " + worker_id + " as probing");
         channel_->SendProbe(worker_id, key, engine->spec().model, engine->spec().dataset,
                             engine->spec().space.batch_sizes);
         break;
@@ -221,9 +252,7 @@ void Dispatcher::Pump() {
       StatusOr<std::optional<Assignment>> next =
           engine->NextAssignment(worker_id, clock_(), limit->second);
       if (!next.ok()) {
-        std::fprintf(stderr, "topotuned: job %lld: %s\n", static_cast<long long>(job_id),
-                     next.status().ToString().c_str());
-        engine->Fail("could not persist: " + next.status().message(), clock_());
+        FailJob(*engine, "could not persist: " + next.status().message(), clock_());
         continue;
       }
       if (!next->has_value()) continue;
@@ -232,7 +261,7 @@ void Dispatcher::Pump() {
       w.attempt = a.trial.attempt;
       w.job_id = job_id;
       w.batch_size = a.trial.config.batch_size;
-      SetWorkerState(w, "busy");
+      LogIfError(SetWorkerState(w, "busy"), "could not store worker " + worker_id + " as busy");
       channel_->SendSegment(worker_id, MakeSegmentSpec(a, engine->spec()));
       break;
     }

@@ -17,7 +17,6 @@
 namespace topotune {
 namespace {
 
-constexpr double kSqrt5 = 2.2360679774997896;
 constexpr double kLog2Pi = 1.8378770664093453;
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;

@@ -7,8 +7,9 @@
 namespace topotune {
 
 // The outcome of an operation that can fail: ok, or a code and a message that says what
-// was wrong and where. Cheap to copy; not thread-safe to mutate.
-class Status {
+// was wrong and where. Cheap to copy; not thread-safe to mutate. [[nodiscard]]: a
+// returned status must be checked, propagated, logged, or explicitly discarded.
+class [[nodiscard]] Status {
  public:
   enum class Code {
     kOk = 0,
@@ -54,7 +55,7 @@ class Status {
 
 // A value or the status that explains why there is none.
 template <typename T>
-class StatusOr {
+class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
   StatusOr(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
