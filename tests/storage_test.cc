@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -11,6 +12,7 @@
 
 #include "storage/migrations.h"
 #include "storage/store.h"
+#include "tests/job_script.h"
 
 namespace topotune {
 namespace {
@@ -805,6 +807,83 @@ TEST(Storage, ResetTrialAndARewoundEpochRemoveTheLaterPoints) {
   points = store->ListCurvePoints(*job);
   ASSERT_TRUE(points.ok());
   EXPECT_EQ(points->size(), 7u);
+}
+
+// A scripted job on a store, run for a number of calls.
+struct ScriptedJob {
+  ScriptedJob(Store* store, const std::string& algorithm, int calls) {
+    JobRecord job;
+    job.name = algorithm;
+    job.state = JobState::kQueued;
+    StatusOr<int64_t> id = store->CreateJob(job);
+    EXPECT_TRUE(id.ok());
+    job.id = *id;
+    engine = std::make_unique<JobEngine>(job, ScriptSpec(algorithm), store);
+    script.emplace(engine.get(), ScriptWorkers());
+    for (int i = 0; i < calls; ++i) script->Step();
+  }
+  std::unique_ptr<JobEngine> engine;
+  std::optional<JobScript> script;
+};
+
+TEST(Storage, AnEngineRestoredFromTheFileDecidesAsTheOneThatWroteIt) {
+  for (const char* algorithm : {"tpe", "gp", "hyperband", "asha-seconds"}) {
+    for (int calls : {37, 101}) {
+      SCOPED_TRACE(std::string(algorithm) + " restored after call " + std::to_string(calls));
+      // The same job twice, on two files: one keeps running, the other is closed (the
+      // killed controller) and reopened.
+      TempDatabase original_db, restored_db;
+      std::unique_ptr<Store> original_store = OpenOrDie(original_db.path());
+      std::unique_ptr<Store> killed_store = OpenOrDie(restored_db.path());
+      ASSERT_TRUE(original_store && killed_store);
+      ScriptedJob original(original_store.get(), algorithm, calls);
+      ScriptedJob killed(killed_store.get(), algorithm, calls);
+      JobScript& script = *original.script;
+      JobScript killed_script = *killed.script;
+      killed.engine.reset();
+      killed_store.reset();
+
+      std::unique_ptr<Store> store = OpenOrDie(restored_db.path());
+      ASSERT_NE(store, nullptr);
+      StatusOr<JobRecord> job = store->GetJob(1);
+      ASSERT_TRUE(job.ok());
+      StatusOr<std::unique_ptr<JobEngine>> restored =
+          JobEngine::Restore(*job, ScriptSpec(algorithm), store.get());
+      ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+      for (const std::string& worker : script.BusyWorkersByTrial()) {
+        ASSERT_TRUE(original.engine->OnWorkerLost(worker, 0).ok());
+      }
+      script.DropSegments();
+      ASSERT_FALSE(IsTerminal(original.engine->state()));
+      script.Reconnect();
+      killed_script.DropSegments();
+      killed_script.set_engine(restored->get());
+      for (int call = 0;; ++call) {
+        const std::string expected = script.Step();
+        ASSERT_EQ(killed_script.Step(), expected) << "call " << call << " after the restore";
+        if (expected.empty()) break;
+        ASSERT_LT(call, 5000);
+      }
+      // The two files hold the same job.
+      StatusOr<std::vector<TrialRecord>> a = original_store->ListTrials(1);
+      StatusOr<std::vector<TrialRecord>> b = store->ListTrials(1);
+      ASSERT_TRUE(a.ok() && b.ok());
+      ASSERT_EQ(a->size(), b->size());
+      for (size_t i = 0; i < a->size(); ++i) {
+        (*a)[i].reason = (*b)[i].reason;  // a lost worker and a restart say it differently
+        ExpectSameTrial((*a)[i], (*b)[i]);
+      }
+      StatusOr<std::vector<CurvePoint>> pa = original_store->ListCurvePoints(1);
+      StatusOr<std::vector<CurvePoint>> pb = store->ListCurvePoints(1);
+      ASSERT_TRUE(pa.ok() && pb.ok());
+      ASSERT_EQ(pa->size(), pb->size());
+      for (size_t i = 0; i < pa->size(); ++i) ExpectSamePoint((*pa)[i], (*pb)[i]);
+      StatusOr<std::vector<SamplerEvent>> ea = original_store->ListSamplerEvents(1);
+      StatusOr<std::vector<SamplerEvent>> eb = store->ListSamplerEvents(1);
+      ASSERT_TRUE(ea.ok() && eb.ok());
+      EXPECT_EQ(ea->size(), eb->size());
+    }
+  }
 }
 
 }  // namespace

@@ -22,9 +22,16 @@ Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
 }
 
 Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
-  (void)job;
-  (void)spec;
-  return Status::FailedPrecondition("resuming a job after a restart is not supported yet");
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (jobs_.count(job.id)) {
+    return Status::FailedPrecondition("job " + std::to_string(job.id) + " is already running");
+  }
+  StatusOr<std::unique_ptr<JobEngine>> engine = JobEngine::Restore(job, spec, journal_);
+  if (!engine.ok()) return engine.status();
+  for (const auto& [id, w] : workers_) (*engine)->SetWorkerOnline(id, true);
+  jobs_[job.id] = std::move(engine).value();
+  Pump();
+  return Status::OK();
 }
 
 Status Dispatcher::CancelJob(int64_t job_id) {

@@ -45,8 +45,9 @@ class Dispatcher {
 
   // Starts running a job that is already stored.
   Status AddJob(const JobRecord& job, const JobSpec& spec);
-  // Rebuilds the engine of a stored, unfinished job from the journal (after a restart) and
-  // runs it; its running trials go back to pending.
+  // Rebuilds the engine of a stored, unfinished job from the journal (after a restart,
+  // JobEngine::Restore) and runs it; its running trials go back to pending. The restore's
+  // error if it cannot be rebuilt; FailedPrecondition if the job is active here already.
   Status RestoreJob(const JobRecord& job, const JobSpec& spec);
   // NotFound if the job is not active here.
   Status CancelJob(int64_t job_id);
