@@ -383,6 +383,7 @@ TEST(Restore, ACutPromotedTrialResumesFromItsRungOnTheWorkerThatHoldsItsCheckpoi
   EXPECT_EQ(t.state, TrialState::kPending);
   EXPECT_EQ(t.epochs_done, 2);
   EXPECT_EQ(journal.points.count({t.id, 3}), 0u);
+  EXPECT_EQ((*restored)->CheckpointHolders(), std::set<std::string>{"w1"});
   (*restored)->SetWorkerOnline("w1", true);
   StatusOr<std::optional<Assignment>> again = (*restored)->NextAssignment("w1", 1);
   ASSERT_TRUE(again.ok() && again->has_value());
@@ -452,6 +453,53 @@ TEST(Restore, TheControllerResumesWhatItCanAndFailsWhatItCannot) {
   EXPECT_EQ(trial.state, TrialState::kRunning);
   EXPECT_EQ(segment.start_epoch, trial.rung_start_epoch);
   EXPECT_EQ(segment.attempt, trial.attempt);
+}
+
+TEST(Restore, ARestoredJobWaitsForTheWorkerThatHoldsItsCheckpointsThenGivesUp) {
+  for (bool comes_back : {true, false}) {
+    SCOPED_TRACE(comes_back ? "w1 reconnects" : "w1 does not reconnect");
+    MemoryJournal journal;
+    const JobSpec spec = OneTrialSpec();
+    const Assignment promoted = CutAPromotedTrial(journal, spec);
+    double now = 1000.0;
+    RecordingChannel channel;
+    ControllerService service(
+        &journal, &channel, [&](const std::string&) -> StatusOr<JobSpec> { return spec; },
+        [&] { return now; });
+    ASSERT_EQ(*service.ResumeJobs(), 1);
+    // w2 is back first: it cannot take the trial (its checkpoint is on w1), and the job
+    // does not end for want of w1.
+    WorkerRecord w2;
+    w2.id = "w2";
+    ASSERT_TRUE(service.WorkerConnected(w2).ok());
+    ASSERT_TRUE(
+        service.OnProbeResult("w2", channel.probes.back().second, FitsEverything(spec)).ok());
+    EXPECT_TRUE(channel.segments.empty());
+    EXPECT_EQ(journal.jobs.at(1).state, JobState::kRunning);
+    now += Dispatcher::kReconnectGraceS / 2;
+    ASSERT_TRUE(service.WorkerHeartbeat("w2").ok());
+    EXPECT_EQ(journal.jobs.at(1).state, JobState::kRunning);
+    if (comes_back) {
+      WorkerRecord w1;
+      w1.id = "w1";
+      ASSERT_TRUE(service.WorkerConnected(w1).ok());
+      ASSERT_TRUE(
+          service.OnProbeResult("w1", channel.probes.back().second, FitsEverything(spec)).ok());
+      ASSERT_EQ(channel.segments.size(), 1u);
+      EXPECT_EQ(channel.segments[0].first, "w1");
+      EXPECT_EQ(channel.segments[0].second.trial_id, promoted.trial.id);
+      EXPECT_EQ(channel.segments[0].second.start_epoch, 2);
+      now += Dispatcher::kReconnectGraceS;
+      ASSERT_TRUE(service.WorkerHeartbeat("w2").ok());
+      EXPECT_EQ(journal.trials.at(promoted.trial.id).state, TrialState::kRunning);
+    } else {
+      now += Dispatcher::kReconnectGraceS;
+      ASSERT_TRUE(service.WorkerHeartbeat("w2").ok());
+      EXPECT_EQ(journal.jobs.at(1).state, JobState::kCompleted);
+      EXPECT_EQ(journal.trials.at(promoted.trial.id).state, TrialState::kStopped);
+      EXPECT_NE(journal.trials.at(promoted.trial.id).reason.find("offline"), std::string::npos);
+    }
+  }
 }
 
 }  // namespace

@@ -202,6 +202,17 @@ void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online) {
   }
 }
 
+std::set<std::string> JobEngine::CheckpointHolders() const {
+  std::set<std::string> holders;
+  for (const auto& [id, t] : trials_) {
+    const TrialState s = t.record.state;
+    if (s == TrialState::kPaused || (s == TrialState::kPending && SegmentStart(t) > 0)) {
+      holders.insert(t.record.worker);
+    }
+  }
+  return holders;
+}
+
 bool JobEngine::HolderOnline(const TrialRecord& trial) const {
   return online_workers_.count(trial.worker) > 0;
 }

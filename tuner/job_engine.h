@@ -106,6 +106,8 @@ class JobEngine {
   Status Fail(const std::string& message, double now);
 
   bool HasTrial(int64_t trial_id) const { return trials_.count(trial_id) > 0; }
+  // The workers that hold the checkpoints of unfinished trials, which only they can resume.
+  std::set<std::string> CheckpointHolders() const;
   // The best time-to-accuracy so far, if any trial reached the target.
   std::optional<double> IncumbentTta() const;
 
