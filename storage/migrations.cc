@@ -124,6 +124,39 @@ CREATE TABLE api_tokens (
 CREATE INDEX api_tokens_external_hash ON api_tokens (hash_hex) WHERE external = 1;
 )sql";
 
+// Everything the job engine decides from, so a restarted controller rebuilds its engines
+// (JobEngine::Restore): each trial's bracket and the epoch its current rung began, the
+// rung results of the brackets with their promoted marks, and each job's sampler history
+// (proposals with the batch limit they were asked with, observations), in order. seq is
+// the order of arrival: per job for sampler events, over the database for rung results.
+constexpr const char* kRestorableJobs = R"sql(
+ALTER TABLE trials ADD COLUMN bracket INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trials ADD COLUMN rung_start_epoch INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE rung_results (
+  trial_id INTEGER NOT NULL REFERENCES trials (id) ON DELETE CASCADE,
+  rung INTEGER NOT NULL,
+  seq INTEGER NOT NULL UNIQUE,
+  reached_target INTEGER NOT NULL,
+  tta_s REAL NOT NULL,
+  accuracy REAL NOT NULL,
+  promoted INTEGER NOT NULL,
+  PRIMARY KEY (trial_id, rung)
+);
+
+CREATE TABLE sampler_events (
+  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  kind TEXT NOT NULL,  -- 'propose' or 'observe'
+  trial_id INTEGER NOT NULL REFERENCES trials (id) ON DELETE CASCADE,
+  max_batch_size INTEGER NOT NULL,  -- propose: the limit it was asked with
+  rung INTEGER NOT NULL,            -- observe: the observation's fields
+  score REAL NOT NULL,
+  outcome TEXT NOT NULL,            -- observe: 'ok', 'failed' or 'infeasible'
+  PRIMARY KEY (job_id, seq)
+);
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -194,6 +227,7 @@ const std::vector<Migration>& Migrations() {
       {2, kPhasesAndDeviceProfiles},
       {3, kTrialAttempts},
       {4, kApiTokens},
+      {5, kRestorableJobs},
   };
   return kMigrations;
 }

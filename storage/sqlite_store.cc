@@ -111,7 +111,7 @@ constexpr const char* kSelectJobs =
 constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
-    "best_accuracy, attempt";
+    "best_accuracy, attempt, bracket, rung_start_epoch";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat FROM workers";
@@ -161,6 +161,8 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
   trial.train_s = row.Double(15);
   trial.best_accuracy = row.Double(16);
   trial.attempt = static_cast<int>(row.Int(17));
+  trial.bracket = static_cast<int>(row.Int(18));
+  trial.rung_start_epoch = static_cast<int>(row.Int(19));
   return trial;
 }
 
@@ -246,7 +248,9 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
       .BindDouble(trial.tta_s)
       .BindDouble(trial.train_s)
       .BindDouble(trial.best_accuracy)
-      .BindInt(trial.attempt);
+      .BindInt(trial.attempt)
+      .BindInt(trial.bracket)
+      .BindInt(trial.rung_start_epoch);
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -254,13 +258,25 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "UPDATE trials SET job_id = ?, number = ?, batch_size = ?, learning_rate = ?, "
                  "optimizer = ?, seed = ?, state = ?, rung = ?, epochs_done = ?, "
                  "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
-                 "train_s = ?, best_accuracy = ?, attempt = ? WHERE id = ?",
+                 "train_s = ?, best_accuracy = ?, attempt = ?, bracket = ?, "
+                 "rung_start_epoch = ? WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
   if (sqlite3_changes(db) == 0) {
     return Status::NotFound("trial " + std::to_string(trial.id) + " not found");
   }
+  return Status::OK();
+}
+
+// Inserts the trial and sets *id to its row id.
+Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
+  const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
+                          ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  Statement stmt(db, sql.c_str(), what);
+  BindTrialFields(stmt, trial);
+  TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+  *id = sqlite3_last_insert_rowid(db);
   return Status::OK();
 }
 
@@ -291,6 +307,56 @@ Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
   return stmt.Run();
 }
 
+// Removes the trial's curve points after epoch `keep_epochs`.
+Status DeletePointsAfter(sqlite3* db, int64_t trial_id, int keep_epochs) {
+  Statement stmt(db, "DELETE FROM curve_points WHERE trial_id = ? AND epoch > ?",
+                 "removing the points of trial " + std::to_string(trial_id) + " after epoch " +
+                     std::to_string(keep_epochs));
+  stmt.BindInt(trial_id).BindInt(keep_epochs);
+  return stmt.Run();
+}
+
+const char* SamplerEventKindName(SamplerEvent::Kind kind) {
+  return kind == SamplerEvent::Kind::kPropose ? "propose" : "observe";
+}
+
+const char* ObservationKindName(Observation::Kind kind) {
+  switch (kind) {
+    case Observation::Kind::kOk:
+      return "ok";
+    case Observation::Kind::kFailed:
+      return "failed";
+    case Observation::Kind::kInfeasible:
+      return "infeasible";
+  }
+  return "ok";
+}
+
+std::optional<Observation::Kind> ParseObservationKind(const std::string& name) {
+  if (name == "ok") return Observation::Kind::kOk;
+  if (name == "failed") return Observation::Kind::kFailed;
+  if (name == "infeasible") return Observation::Kind::kInfeasible;
+  return std::nullopt;
+}
+
+// Appends an event to the sampler history of `job_id`, after its last one.
+Status AppendSamplerEvent(sqlite3* db, int64_t job_id, const SamplerEvent& event) {
+  Statement stmt(db,
+                 "INSERT INTO sampler_events (job_id, seq, kind, trial_id, max_batch_size, "
+                 "rung, score, outcome) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM "
+                 "sampler_events WHERE job_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
+                 std::string("recording a sampler ") + SamplerEventKindName(event.kind) +
+                     " of trial " + std::to_string(event.trial_id));
+  stmt.BindInt(job_id)
+      .BindText(SamplerEventKindName(event.kind))
+      .BindInt(event.trial_id)
+      .BindInt(event.max_batch_size)
+      .BindInt(event.observation.rung)
+      .BindDouble(event.observation.score)
+      .BindText(ObservationKindName(event.observation.kind));
+  return stmt.Run();
+}
+
 // The Store on one SQLite file in WAL mode. Thread-safe. Writes are serialised on the
 // writer connection, each method one BEGIN IMMEDIATE transaction. Reads use a second,
 // read-only connection under its own mutex, so they run beside writes; where the file
@@ -302,18 +368,11 @@ class SqliteStore final : public Store {
 
   StatusOr<int64_t> CreateTrial(const TrialRecord& trial) override {
     int64_t id = 0;
-    TOPOTUNE_RETURN_IF_ERROR(
-        Write("creating trial " + std::to_string(trial.number) + " of job " +
-                  std::to_string(trial.job_id),
-              [&](sqlite3* db, const std::string& what) {
-                const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
-                                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-                Statement stmt(db, sql.c_str(), what);
-                BindTrialFields(stmt, trial);
-                TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
-                id = sqlite3_last_insert_rowid(db);
-                return Status::OK();
-              }));
+    TOPOTUNE_RETURN_IF_ERROR(Write("creating trial " + std::to_string(trial.number) + " of job " +
+                                       std::to_string(trial.job_id),
+                                   [&](sqlite3* db, const std::string& what) {
+                                     return InsertTrialRow(db, trial, what, &id);
+                                   }));
     return id;
   }
 
@@ -336,8 +395,84 @@ class SqliteStore final : public Store {
         "recording epoch " + std::to_string(point.epoch) + " of trial " + std::to_string(trial.id),
         [&](sqlite3* db, const std::string&) {
           TOPOTUNE_RETURN_IF_ERROR(InsertCurvePoint(db, point));
+          TOPOTUNE_RETURN_IF_ERROR(DeletePointsAfter(db, point.trial_id, point.epoch));
           return UpdateTrialRow(db, trial);
         });
+  }
+
+  StatusOr<int64_t> CreateProposedTrial(const TrialRecord& trial, int max_batch_size) override {
+    int64_t id = 0;
+    TOPOTUNE_RETURN_IF_ERROR(Write("creating proposed trial " + std::to_string(trial.number) +
+                                       " of job " + std::to_string(trial.job_id),
+                                   [&](sqlite3* db, const std::string& what) {
+                                     TOPOTUNE_RETURN_IF_ERROR(InsertTrialRow(db, trial, what, &id));
+                                     SamplerEvent proposal;
+                                     proposal.kind = SamplerEvent::Kind::kPropose;
+                                     proposal.trial_id = id;
+                                     proposal.max_batch_size = max_batch_size;
+                                     return AppendSamplerEvent(db, trial.job_id, proposal);
+                                   }));
+    return id;
+  }
+
+  Status ResetTrial(const TrialRecord& trial, int keep_epochs) override {
+    return Write(
+        "resetting trial " + std::to_string(trial.id) + " to epoch " + std::to_string(keep_epochs),
+        [&](sqlite3* db, const std::string&) {
+          TOPOTUNE_RETURN_IF_ERROR(UpdateTrialRow(db, trial));
+          return DeletePointsAfter(db, trial.id, keep_epochs);
+        });
+  }
+
+  Status MarkPromoted(const TrialRecord& trial, int rung) override {
+    const std::string what = "marking trial " + std::to_string(trial.id) +
+                             " promoted out of rung " + std::to_string(rung);
+    return Write(what, [&](sqlite3* db, const std::string&) -> Status {
+      TOPOTUNE_RETURN_IF_ERROR(UpdateTrialRow(db, trial));
+      Statement stmt(db, "UPDATE rung_results SET promoted = 1 WHERE trial_id = ? AND rung = ?",
+                     what);
+      stmt.BindInt(trial.id).BindInt(rung);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(db) == 0) {
+        return Status::NotFound("trial " + std::to_string(trial.id) + " has no result at rung " +
+                                std::to_string(rung));
+      }
+      return Status::OK();
+    });
+  }
+
+  Status RecordRungResult(const TrialRecord& trial, const RungResultRecord& rung_result,
+                          const Observation& observation) override {
+    const RungResult& r = rung_result.result;
+    if (r.trial_id != trial.id) {
+      return Status::InvalidArgument("rung result of trial " + std::to_string(r.trial_id) +
+                                     " recorded with trial " + std::to_string(trial.id));
+    }
+    const std::string what = "recording the result of trial " + std::to_string(trial.id) +
+                             " at rung " + std::to_string(rung_result.rung);
+    return Write(what, [&](sqlite3* db, const std::string&) -> Status {
+      TOPOTUNE_RETURN_IF_ERROR(UpdateTrialRow(db, trial));
+      Statement stmt(db,
+                     "INSERT INTO rung_results (trial_id, rung, seq, reached_target, tta_s, "
+                     "accuracy, promoted) VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM "
+                     "rung_results), ?, ?, ?, ?) ON CONFLICT (trial_id, rung) DO UPDATE SET "
+                     "reached_target = excluded.reached_target, tta_s = excluded.tta_s, "
+                     "accuracy = excluded.accuracy, "
+                     "promoted = MAX(promoted, excluded.promoted)",
+                     what);
+      stmt.BindInt(trial.id)
+          .BindInt(rung_result.rung)
+          .BindInt(r.reached_target ? 1 : 0)
+          .BindDouble(r.tta_s)
+          .BindDouble(r.accuracy)
+          .BindInt(rung_result.promoted ? 1 : 0);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      SamplerEvent event;
+      event.kind = SamplerEvent::Kind::kObserve;
+      event.trial_id = trial.id;
+      event.observation = observation;
+      return AppendSamplerEvent(db, trial.job_id, event);
+    });
   }
 
   // finished_at becomes `at` for a terminal state, 0 otherwise.
@@ -499,6 +634,75 @@ class SqliteStore final : public Store {
                      "listing the curve points of job " + std::to_string(job_id));
       stmt.BindInt(job_id);
       return ReadAll(stmt, &ReadCurvePoint);
+    });
+  }
+
+  StatusOr<std::vector<RungResultRecord>> ListRungResults(int64_t job_id) override {
+    return Read<std::vector<RungResultRecord>>(
+        [&](sqlite3* db) -> StatusOr<std::vector<RungResultRecord>> {
+          Statement stmt(db,
+                         "SELECT r.trial_id, r.rung, r.reached_target, r.tta_s, r.accuracy, "
+                         "r.promoted FROM rung_results AS r JOIN trials AS t ON t.id = r.trial_id "
+                         "WHERE t.job_id = ? ORDER BY r.seq",
+                         "listing the rung results of job " + std::to_string(job_id));
+          stmt.BindInt(job_id);
+          std::vector<RungResultRecord> results;
+          while (true) {
+            StatusOr<bool> row = stmt.Step();
+            if (!row.ok()) return row.status();
+            if (!*row) return results;
+            RungResultRecord r;
+            r.result.trial_id = stmt.Int(0);
+            r.rung = static_cast<int>(stmt.Int(1));
+            r.result.reached_target = stmt.Int(2) != 0;
+            r.result.tta_s = stmt.Double(3);
+            r.result.accuracy = stmt.Double(4);
+            r.promoted = stmt.Int(5) != 0;
+            results.push_back(r);
+          }
+        });
+  }
+
+  StatusOr<std::vector<SamplerEvent>> ListSamplerEvents(int64_t job_id) override {
+    return Read<std::vector<SamplerEvent>>([&](sqlite3* db) -> StatusOr<std::vector<SamplerEvent>> {
+      Statement stmt(db,
+                     "SELECT e.seq, e.kind, e.trial_id, e.max_batch_size, e.rung, e.score, "
+                     "e.outcome, t.batch_size, t.learning_rate, t.optimizer FROM sampler_events "
+                     "AS e JOIN trials AS t ON t.id = e.trial_id WHERE e.job_id = ? "
+                     "ORDER BY e.seq",
+                     "listing the sampler events of job " + std::to_string(job_id));
+      stmt.BindInt(job_id);
+      std::vector<SamplerEvent> events;
+      while (true) {
+        StatusOr<bool> row = stmt.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) return events;
+        const int64_t seq = stmt.Int(0);
+        SamplerEvent e;
+        const std::string kind = stmt.Text(1);
+        if (kind == "propose") {
+          e.kind = SamplerEvent::Kind::kPropose;
+        } else if (kind == "observe") {
+          e.kind = SamplerEvent::Kind::kObserve;
+        } else {
+          return CorruptRow("sampler_events.kind", kind, seq);
+        }
+        e.trial_id = stmt.Int(2);
+        e.max_batch_size = static_cast<int>(stmt.Int(3));
+        e.observation.rung = static_cast<int>(stmt.Int(4));
+        e.observation.score = stmt.Double(5);
+        const std::string outcome = stmt.Text(6);
+        std::optional<Observation::Kind> parsed = ParseObservationKind(outcome);
+        if (!parsed) return CorruptRow("sampler_events.outcome", outcome, seq);
+        e.observation.kind = *parsed;
+        e.observation.config.batch_size = static_cast<int>(stmt.Int(7));
+        e.observation.config.learning_rate = stmt.Double(8);
+        const std::string optimizer = stmt.Text(9);
+        std::optional<Optimizer> parsed_optimizer = ParseOptimizer(optimizer);
+        if (!parsed_optimizer) return CorruptRow("trials.optimizer", optimizer, e.trial_id);
+        e.observation.config.optimizer = *parsed_optimizer;
+        events.push_back(e);
+      }
     });
   }
 

@@ -1,6 +1,7 @@
 #pragma once
 
-// A Journal that keeps everything in memory, for engine tests.
+// A Journal that keeps everything in memory, for engine tests. Copyable: a copy is a
+// snapshot of the store that an engine can be restored from.
 
 #include <algorithm>
 #include <map>
@@ -30,8 +31,54 @@ class MemoryJournal : public Journal {
     return Status::OK();
   }
   Status RecordEpoch(const CurvePoint& point, const TrialRecord& trial) override {
-    TOPOTUNE_RETURN_IF_ERROR(AppendCurvePoint(point));
-    return UpdateTrial(trial);
+    TOPOTUNE_RETURN_IF_ERROR(UpdateTrial(trial));
+    ErasePointsAfter(point.trial_id, point.epoch);
+    return AppendCurvePoint(point);
+  }
+  StatusOr<int64_t> CreateProposedTrial(const TrialRecord& trial, int max_batch_size) override {
+    StatusOr<int64_t> id = CreateTrial(trial);
+    if (!id.ok()) return id;
+    SamplerEvent proposal;
+    proposal.kind = SamplerEvent::Kind::kPropose;
+    proposal.trial_id = *id;
+    proposal.max_batch_size = max_batch_size;
+    sampler_events[trial.job_id].push_back(proposal);
+    return id;
+  }
+  Status ResetTrial(const TrialRecord& trial, int keep_epochs) override {
+    TOPOTUNE_RETURN_IF_ERROR(UpdateTrial(trial));
+    ErasePointsAfter(trial.id, keep_epochs);
+    return Status::OK();
+  }
+  Status MarkPromoted(const TrialRecord& trial, int rung) override {
+    for (RungResultRecord& r : rung_results) {
+      if (r.result.trial_id == trial.id && r.rung == rung) {
+        TOPOTUNE_RETURN_IF_ERROR(UpdateTrial(trial));
+        r.promoted = true;
+        return Status::OK();
+      }
+    }
+    return Status::NotFound("no result of trial " + std::to_string(trial.id) + " at rung " +
+                            std::to_string(rung));
+  }
+  Status RecordRungResult(const TrialRecord& trial, const RungResultRecord& rung_result,
+                          const Observation& observation) override {
+    TOPOTUNE_RETURN_IF_ERROR(UpdateTrial(trial));
+    bool replaced = false;
+    for (RungResultRecord& r : rung_results) {
+      if (r.result.trial_id == trial.id && r.rung == rung_result.rung) {
+        r.result = rung_result.result;
+        r.promoted = r.promoted || rung_result.promoted;
+        replaced = true;
+      }
+    }
+    if (!replaced) rung_results.push_back(rung_result);
+    SamplerEvent event;
+    event.kind = SamplerEvent::Kind::kObserve;
+    event.trial_id = trial.id;
+    event.observation = observation;
+    sampler_events[trial.job_id].push_back(event);
+    return Status::OK();
   }
   Status SetJobState(int64_t job_id, JobState state, const std::string& message,
                      double at) override {
@@ -86,6 +133,19 @@ class MemoryJournal : public Journal {
     }
     return out;
   }
+  StatusOr<std::vector<RungResultRecord>> ListRungResults(int64_t job_id) override {
+    std::vector<RungResultRecord> out;
+    for (const RungResultRecord& r : rung_results) {
+      auto t = trials.find(r.result.trial_id);
+      if (t != trials.end() && t->second.job_id == job_id) out.push_back(r);
+    }
+    return out;
+  }
+  StatusOr<std::vector<SamplerEvent>> ListSamplerEvents(int64_t job_id) override {
+    auto it = sampler_events.find(job_id);
+    if (it == sampler_events.end()) return std::vector<SamplerEvent>();
+    return it->second;
+  }
   StatusOr<std::vector<WorkerRecord>> ListWorkers() override {
     std::vector<WorkerRecord> out;
     for (const auto& [id, w] : workers) out.push_back(w);
@@ -99,8 +159,15 @@ class MemoryJournal : public Journal {
   std::map<std::pair<int64_t, int>, CurvePoint> points;
   std::vector<JobState> job_states;
   std::map<std::string, WorkerRecord> workers;
+  std::vector<RungResultRecord> rung_results;                   // in arrival order
+  std::map<int64_t, std::vector<SamplerEvent>> sampler_events;  // by job, in order
 
  private:
+  void ErasePointsAfter(int64_t trial_id, int keep_epochs) {
+    points.erase(points.upper_bound({trial_id, keep_epochs}),
+                 points.lower_bound({trial_id + 1, 0}));
+  }
+
   int64_t next_id_ = 1;
   int64_t next_job_id_ = 1;
 };

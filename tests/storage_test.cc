@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -11,6 +12,7 @@
 
 #include "storage/migrations.h"
 #include "storage/store.h"
+#include "tests/job_script.h"
 
 namespace topotune {
 namespace {
@@ -67,6 +69,9 @@ TrialRecord MakeTrial(int64_t job_id, int number) {
   trial.seed = 0xfedcba9876543210ULL + number;  // above INT64_MAX: checks the bit round-trip
   trial.state = TrialState::kPaused;
   trial.rung = 1;
+  trial.bracket = number % 3;
+  trial.rung_start_epoch = 2;
+  trial.attempt = number + 1;
   trial.epochs_done = 3;
   trial.target_epochs = 9;
   trial.worker = "worker-" + std::to_string(number);
@@ -119,6 +124,9 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.seed, b.seed);
   EXPECT_EQ(a.state, b.state);
   EXPECT_EQ(a.rung, b.rung);
+  EXPECT_EQ(a.bracket, b.bracket);
+  EXPECT_EQ(a.rung_start_epoch, b.rung_start_epoch);
+  EXPECT_EQ(a.attempt, b.attempt);
   EXPECT_EQ(a.epochs_done, b.epochs_done);
   EXPECT_EQ(a.target_epochs, b.target_epochs);
   EXPECT_EQ(a.worker, b.worker);
@@ -358,6 +366,9 @@ TEST(Storage, UpdateTrialOverwritesEveryField) {
   updated.seed = 1;
   updated.state = TrialState::kCompleted;
   updated.rung = 2;
+  updated.bracket = 4;
+  updated.rung_start_epoch = 9;
+  updated.attempt = 5;
   updated.epochs_done = 27;
   updated.target_epochs = 27;
   updated.worker = "gpu-0";
@@ -689,6 +700,273 @@ TEST(Storage, ConcurrentWritesAndReadsAllLand) {
   ASSERT_TRUE(jobs.ok());
   ASSERT_EQ(jobs->size(), static_cast<size_t>(kThreads * kJobsPerThread));
   for (size_t i = 1; i < jobs->size(); ++i) EXPECT_LT((*jobs)[i - 1].id, (*jobs)[i].id);
+}
+
+RungResultRecord Result(int64_t trial_id, int rung, double accuracy, bool promoted) {
+  RungResultRecord r;
+  r.rung = rung;
+  r.result = {trial_id, /*reached_target=*/accuracy > 0.9, /*tta_s=*/accuracy * 10, accuracy};
+  r.promoted = promoted;
+  return r;
+}
+
+Observation Observed(int rung, double score, Observation::Kind kind) {
+  Observation o;
+  o.rung = rung;
+  o.score = score;
+  o.kind = kind;
+  return o;
+}
+
+TEST(Storage, RungResultsAndSamplerEventsRoundTripInOrder) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  StatusOr<int64_t> other_job = store->CreateJob(MakeJob("b"));
+  ASSERT_TRUE(job.ok() && other_job.ok());
+  std::vector<TrialRecord> trials;
+  for (int number : {0, 1, 2}) {
+    TrialRecord t = MakeTrial(*job, number);
+    StatusOr<int64_t> id = store->CreateProposedTrial(t, /*max_batch_size=*/64 >> number);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    t.id = *id;
+    trials.push_back(t);
+  }
+  StatusOr<int64_t> stranger = store->CreateProposedTrial(MakeTrial(*other_job, 0), 16);
+  ASSERT_TRUE(stranger.ok());
+
+  const double score = 0.12345678901234568;  // survives only as the exact double
+  trials[0].state = TrialState::kPaused;
+  ASSERT_TRUE(store
+                  ->RecordRungResult(trials[0], Result(trials[0].id, 0, 0.5, false),
+                                     Observed(0, score, Observation::Kind::kOk))
+                  .ok());
+  trials[1].state = TrialState::kFailed;
+  ASSERT_TRUE(store
+                  ->RecordRungResult(trials[1], Result(trials[1].id, 0, -1.0, true),
+                                     Observed(0, 0.0, Observation::Kind::kFailed))
+                  .ok());
+  trials[2].state = TrialState::kInfeasible;
+  ASSERT_TRUE(store
+                  ->RecordRungResult(trials[2], Result(trials[2].id, 0, -1.0, true),
+                                     Observed(0, 0.0, Observation::Kind::kInfeasible))
+                  .ok());
+  // Promoted out of rung 0 and recorded at rung 1.
+  trials[0].state = TrialState::kRunning;
+  trials[0].rung = 1;
+  trials[0].rung_start_epoch = 3;
+  Status promoted = store->MarkPromoted(trials[0], 0);
+  ASSERT_TRUE(promoted.ok()) << promoted.ToString();
+  trials[0].state = TrialState::kCompleted;
+  ASSERT_TRUE(store
+                  ->RecordRungResult(trials[0], Result(trials[0].id, 1, 0.95, true),
+                                     Observed(1, 1.5, Observation::Kind::kOk))
+                  .ok());
+  // A result recorded again keeps its place and its promoted mark.
+  ASSERT_TRUE(store
+                  ->RecordRungResult(trials[1], Result(trials[1].id, 0, 0.25, false),
+                                     Observed(0, 0.25, Observation::Kind::kOk))
+                  .ok());
+
+  StatusOr<std::vector<RungResultRecord>> results = store->ListRungResults(*job);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  const std::vector<RungResultRecord> expected_results = {
+      Result(trials[0].id, 0, 0.5, true), Result(trials[1].id, 0, 0.25, true),
+      Result(trials[2].id, 0, -1.0, true), Result(trials[0].id, 1, 0.95, true)};
+  ASSERT_EQ(results->size(), expected_results.size());
+  for (size_t i = 0; i < expected_results.size(); ++i) {
+    SCOPED_TRACE("result " + std::to_string(i));
+    const RungResultRecord& got = (*results)[i];
+    const RungResultRecord& want = expected_results[i];
+    EXPECT_EQ(got.rung, want.rung);
+    EXPECT_EQ(got.promoted, want.promoted);
+    EXPECT_EQ(got.result.trial_id, want.result.trial_id);
+    EXPECT_EQ(got.result.reached_target, want.result.reached_target);
+    EXPECT_EQ(got.result.tta_s, want.result.tta_s);
+    EXPECT_EQ(got.result.accuracy, want.result.accuracy);
+  }
+
+  StatusOr<std::vector<SamplerEvent>> events = store->ListSamplerEvents(*job);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  using Kind = SamplerEvent::Kind;
+  struct Expected {
+    Kind kind;
+    size_t trial;
+    int max_batch_size;
+    int rung;
+    double score;
+    Observation::Kind outcome;
+  };
+  const std::vector<Expected> expected_events = {
+      {Kind::kPropose, 0, 64, 0, 0.0, Observation::Kind::kOk},
+      {Kind::kPropose, 1, 32, 0, 0.0, Observation::Kind::kOk},
+      {Kind::kPropose, 2, 16, 0, 0.0, Observation::Kind::kOk},
+      {Kind::kObserve, 0, 0, 0, score, Observation::Kind::kOk},
+      {Kind::kObserve, 1, 0, 0, 0.0, Observation::Kind::kFailed},
+      {Kind::kObserve, 2, 0, 0, 0.0, Observation::Kind::kInfeasible},
+      {Kind::kObserve, 0, 0, 1, 1.5, Observation::Kind::kOk},
+      {Kind::kObserve, 1, 0, 0, 0.25, Observation::Kind::kOk}};
+  ASSERT_EQ(events->size(), expected_events.size());
+  for (size_t i = 0; i < expected_events.size(); ++i) {
+    SCOPED_TRACE("event " + std::to_string(i));
+    const SamplerEvent& got = (*events)[i];
+    const Expected& want = expected_events[i];
+    const TrialRecord& trial = trials[want.trial];
+    EXPECT_EQ(got.kind, want.kind);
+    EXPECT_EQ(got.trial_id, trial.id);
+    if (want.kind == Kind::kPropose) {
+      EXPECT_EQ(got.max_batch_size, want.max_batch_size);
+      continue;
+    }
+    EXPECT_EQ(got.observation.rung, want.rung);
+    EXPECT_EQ(got.observation.score, want.score);
+    EXPECT_EQ(got.observation.kind, want.outcome);
+    EXPECT_EQ(got.observation.config.batch_size, trial.config.batch_size);
+    EXPECT_EQ(got.observation.config.learning_rate, trial.config.learning_rate);
+    EXPECT_EQ(got.observation.config.optimizer, trial.config.optimizer);
+  }
+  StatusOr<std::vector<SamplerEvent>> other_events = store->ListSamplerEvents(*other_job);
+  ASSERT_TRUE(other_events.ok());
+  ASSERT_EQ(other_events->size(), 1u);
+  EXPECT_EQ((*other_events)[0].trial_id, *stranger);
+
+  // The trials were stored with each change.
+  StatusOr<std::vector<TrialRecord>> stored = store->ListTrials(*job);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) ExpectSameTrial((*stored)[i], trials[i]);
+
+  // No result at rung 2: NotFound, and the trial update of that call is rolled back.
+  TrialRecord unpromotable = trials[2];
+  unpromotable.state = TrialState::kRunning;
+  EXPECT_EQ(store->MarkPromoted(unpromotable, 2).code(), Status::Code::kNotFound);
+  stored = store->ListTrials(*job);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ((*stored)[2].state, TrialState::kInfeasible);
+}
+
+TEST(Storage, ResetTrialAndARewoundEpochRemoveTheLaterPoints) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> job = store->CreateJob(MakeJob("a"));
+  ASSERT_TRUE(job.ok());
+  TrialRecord trial = MakeTrial(*job, 0);
+  StatusOr<int64_t> id = store->CreateTrial(trial);
+  StatusOr<int64_t> sibling = store->CreateTrial(MakeTrial(*job, 1));
+  ASSERT_TRUE(id.ok() && sibling.ok());
+  trial.id = *id;
+  for (int epoch = 1; epoch <= 5; ++epoch) {
+    ASSERT_TRUE(store->AppendCurvePoint(MakePoint(*id, epoch)).ok());
+    ASSERT_TRUE(store->AppendCurvePoint(MakePoint(*sibling, epoch)).ok());
+  }
+  // Cut back to epoch 3: epochs 4 and 5 leave with the trial's update.
+  trial.state = TrialState::kPending;
+  trial.epochs_done = 3;
+  Status reset = store->ResetTrial(trial, 3);
+  ASSERT_TRUE(reset.ok()) << reset.ToString();
+  StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(*job);
+  ASSERT_TRUE(points.ok());
+  ASSERT_EQ(points->size(), 8u);
+  for (int e = 1; e <= 3; ++e) ExpectSamePoint((*points)[e - 1], MakePoint(*id, e));
+  StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
+  ASSERT_TRUE(trials.ok());
+  ExpectSameTrial((*trials)[0], trial);
+
+  // An epoch reported again (a rewound segment) replaces its point and drops the later ones.
+  trial.epochs_done = 2;
+  ASSERT_TRUE(store->RecordEpoch(MakePoint(*id, 2), trial).ok());
+  points = store->ListCurvePoints(*job);
+  ASSERT_TRUE(points.ok());
+  ASSERT_EQ(points->size(), 7u);
+  EXPECT_EQ((*points)[1].epoch, 2);
+  EXPECT_EQ((*points)[2].trial_id, *sibling);
+
+  // A failed reset changes nothing.
+  TrialRecord bad = trial;
+  bad.number = 1;  // collides with the sibling
+  EXPECT_FALSE(store->ResetTrial(bad, 0).ok());
+  points = store->ListCurvePoints(*job);
+  ASSERT_TRUE(points.ok());
+  EXPECT_EQ(points->size(), 7u);
+}
+
+// A scripted job on a store, run for a number of calls.
+struct ScriptedJob {
+  ScriptedJob(Store* store, const std::string& algorithm, int calls) {
+    JobRecord job;
+    job.name = algorithm;
+    job.state = JobState::kQueued;
+    StatusOr<int64_t> id = store->CreateJob(job);
+    EXPECT_TRUE(id.ok());
+    job.id = *id;
+    engine = std::make_unique<JobEngine>(job, ScriptSpec(algorithm), store);
+    script.emplace(engine.get(), ScriptWorkers());
+    for (int i = 0; i < calls; ++i) script->Step();
+  }
+  std::unique_ptr<JobEngine> engine;
+  std::optional<JobScript> script;
+};
+
+TEST(Storage, AnEngineRestoredFromTheFileDecidesAsTheOneThatWroteIt) {
+  for (const char* algorithm : {"tpe", "gp", "hyperband", "asha-seconds"}) {
+    for (int calls : {37, 101}) {
+      SCOPED_TRACE(std::string(algorithm) + " restored after call " + std::to_string(calls));
+      // The same job twice, on two files: one keeps running, the other is closed (the
+      // killed controller) and reopened.
+      TempDatabase original_db, restored_db;
+      std::unique_ptr<Store> original_store = OpenOrDie(original_db.path());
+      std::unique_ptr<Store> killed_store = OpenOrDie(restored_db.path());
+      ASSERT_TRUE(original_store && killed_store);
+      ScriptedJob original(original_store.get(), algorithm, calls);
+      ScriptedJob killed(killed_store.get(), algorithm, calls);
+      JobScript& script = *original.script;
+      JobScript killed_script = *killed.script;
+      killed.engine.reset();
+      killed_store.reset();
+
+      std::unique_ptr<Store> store = OpenOrDie(restored_db.path());
+      ASSERT_NE(store, nullptr);
+      StatusOr<JobRecord> job = store->GetJob(1);
+      ASSERT_TRUE(job.ok());
+      StatusOr<std::unique_ptr<JobEngine>> restored =
+          JobEngine::Restore(*job, ScriptSpec(algorithm), store.get());
+      ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+      for (const std::string& worker : script.BusyWorkersByTrial()) {
+        ASSERT_TRUE(original.engine->OnWorkerLost(worker, 0).ok());
+      }
+      script.DropSegments();
+      ASSERT_FALSE(IsTerminal(original.engine->state()));
+      script.Reconnect();
+      killed_script.DropSegments();
+      killed_script.set_engine(restored->get());
+      for (int call = 0;; ++call) {
+        const std::string expected = script.Step();
+        ASSERT_EQ(killed_script.Step(), expected) << "call " << call << " after the restore";
+        if (expected.empty()) break;
+        ASSERT_LT(call, 5000);
+      }
+      // The two files hold the same job.
+      StatusOr<std::vector<TrialRecord>> a = original_store->ListTrials(1);
+      StatusOr<std::vector<TrialRecord>> b = store->ListTrials(1);
+      ASSERT_TRUE(a.ok() && b.ok());
+      ASSERT_EQ(a->size(), b->size());
+      for (size_t i = 0; i < a->size(); ++i) {
+        (*a)[i].reason = (*b)[i].reason;  // a lost worker and a restart say it differently
+        ExpectSameTrial((*a)[i], (*b)[i]);
+      }
+      StatusOr<std::vector<CurvePoint>> pa = original_store->ListCurvePoints(1);
+      StatusOr<std::vector<CurvePoint>> pb = store->ListCurvePoints(1);
+      ASSERT_TRUE(pa.ok() && pb.ok());
+      ASSERT_EQ(pa->size(), pb->size());
+      for (size_t i = 0; i < pa->size(); ++i) ExpectSamePoint((*pa)[i], (*pb)[i]);
+      StatusOr<std::vector<SamplerEvent>> ea = original_store->ListSamplerEvents(1);
+      StatusOr<std::vector<SamplerEvent>> eb = store->ListSamplerEvents(1);
+      ASSERT_TRUE(ea.ok() && eb.ok());
+      EXPECT_EQ(ea->size(), eb->size());
+    }
+  }
 }
 
 }  // namespace

@@ -42,9 +42,37 @@ Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
 }
 
 Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
-  (void)job;
-  (void)spec;
-  return Status::FailedPrecondition("resuming a job after a restart is not supported yet");
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (jobs_.count(job.id)) {
+    return Status::FailedPrecondition("job " + std::to_string(job.id) + " is already running");
+  }
+  StatusOr<std::unique_ptr<JobEngine>> engine = JobEngine::Restore(job, spec, journal_);
+  if (!engine.ok()) return engine.status();
+  for (const auto& [id, w] : workers_) (*engine)->SetWorkerOnline(id, true);
+  for (const std::string& holder : (*engine)->CheckpointHolders()) {
+    if (workers_.count(holder)) continue;
+    (*engine)->SetWorkerOnline(holder, true);
+    double& deadline = awaited_[holder];
+    deadline = std::max(deadline, clock_() + kReconnectGraceS);
+  }
+  jobs_[job.id] = std::move(engine).value();
+  Pump();
+  return Status::OK();
+}
+
+void Dispatcher::ExpireAwaitedWorkers() {
+  const double now = clock_();
+  for (auto it = awaited_.begin(); it != awaited_.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    std::fprintf(stderr, "topotuned: worker %s did not reconnect within %.0f s of the restart\n",
+                 it->first.c_str(), kReconnectGraceS);
+    for (auto& [id, engine] : jobs_) engine->OnWorkerLost(it->first, now);
+    it = awaited_.erase(it);
+  }
+  Retire();
 }
 
 Status Dispatcher::CancelJob(int64_t job_id) {
@@ -78,6 +106,8 @@ Status Dispatcher::WorkerConnected(const WorkerRecord& worker) {
   if (workers_.count(worker.id)) {
     return Status::FailedPrecondition("a worker named '" + worker.id + "' is already connected");
   }
+  ExpireAwaitedWorkers();
+  awaited_.erase(worker.id);
   Connected& w = workers_[worker.id];
   w.record = worker;
   w.record.connected_at = clock_();
@@ -96,6 +126,10 @@ Status Dispatcher::WorkerHeartbeat(const std::string& worker_id) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return Status::NotFound("worker " + worker_id);
   it->second.record.last_heartbeat = clock_();
+  if (!awaited_.empty()) {
+    ExpireAwaitedWorkers();
+    Pump();
+  }
   return Status::OK();
 }
 

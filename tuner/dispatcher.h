@@ -45,8 +45,11 @@ class Dispatcher {
 
   // Starts running a job that is already stored.
   Status AddJob(const JobRecord& job, const JobSpec& spec);
-  // Rebuilds the engine of a stored, unfinished job from the journal (after a restart) and
-  // runs it; its running trials go back to pending.
+  // Rebuilds the engine of a stored, unfinished job from the journal (after a restart,
+  // JobEngine::Restore) and runs it; its running trials go back to pending. The workers
+  // that hold its checkpoints count as connected for kReconnectGraceS, so the job waits
+  // for them to reconnect before it gives up on their trials. The restore's error if it
+  // cannot be rebuilt; FailedPrecondition if the job is active here already.
   Status RestoreJob(const JobRecord& job, const JobSpec& spec);
   // NotFound if the job is not active here.
   Status CancelJob(int64_t job_id);
@@ -73,6 +76,10 @@ class Dispatcher {
   // The connected workers, as last seen.
   std::vector<WorkerRecord> Workers() const;
 
+  // How long a restored job waits for a worker that holds its checkpoints (a worker agent
+  // retries for 60 s by default).
+  static constexpr double kReconnectGraceS = 60.0;
+
  private:
   struct Connected {
     WorkerRecord record;
@@ -84,6 +91,7 @@ class Dispatcher {
     std::map<std::string, int> max_batch;  // probe key -> largest batch size that fits
   };
   void FailJobsNoWorkerCanHold();                                 // requires mutex_
+  void ExpireAwaitedWorkers();                                    // requires mutex_
   JobEngine* EngineOfTrial(int64_t trial_id);                     // requires mutex_
   void Pump();                                                    // requires mutex_
   void Retire();                                                  // requires mutex_
@@ -95,6 +103,9 @@ class Dispatcher {
   mutable std::mutex mutex_;
   std::map<int64_t, std::unique_ptr<JobEngine>> jobs_;  // GUARDED_BY(mutex_), active jobs
   std::map<std::string, Connected> workers_;            // GUARDED_BY(mutex_)
+  // Checkpoint holders of restored jobs that have not reconnected yet, and until when
+  // (clock_ seconds) they are waited for. GUARDED_BY(mutex_)
+  std::map<std::string, double> awaited_;
 };
 
 }  // namespace topotune

@@ -15,6 +15,18 @@ std::string Format(const char* fmt, double a) {
   return buf;
 }
 
+std::string Describe(const TrialConfig& c) {
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "(%s, batch %d, lr %.17g)", OptimizerName(c.optimizer),
+                c.batch_size, c.learning_rate);
+  return buf;
+}
+
+bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
+  return a.batch_size == b.batch_size && a.learning_rate == b.learning_rate &&
+         a.optimizer == b.optimizer;
+}
+
 }  // namespace
 
 JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
@@ -27,6 +39,151 @@ JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
                                    plan.synchronous, plan.start_rung),
                          plan.quota, 0});
   }
+}
+
+StatusOr<std::unique_ptr<JobEngine>> JobEngine::Restore(JobRecord job, JobSpec spec,
+                                                        Journal* journal) {
+  auto engine = std::make_unique<JobEngine>(std::move(job), std::move(spec), journal);
+  Status rebuilt = engine->Rebuild();
+  if (!rebuilt.ok()) {
+    return Status(rebuilt.code(),
+                  "restoring job " + std::to_string(engine->job_id()) + ": " + rebuilt.message());
+  }
+  return engine;
+}
+
+Status JobEngine::Rebuild() {
+  const auto trial_name = [](const TrialRecord& r) {
+    return "trial " + std::to_string(r.number) + " (id " + std::to_string(r.id) + ")";
+  };
+  StatusOr<std::vector<TrialRecord>> trials = journal_->ListTrials(job_.id);
+  if (!trials.ok()) return trials.status();
+  for (const TrialRecord& record : *trials) {
+    if (record.number != sampled_) {
+      return Status::Internal(trial_name(record) + " is not trial number " +
+                              std::to_string(sampled_) + ": trial numbers have a gap");
+    }
+    if (record.bracket < 0 || record.bracket >= static_cast<int>(brackets_.size())) {
+      return Status::Internal(trial_name(record) + " is in bracket " +
+                              std::to_string(record.bracket) + " of " +
+                              std::to_string(brackets_.size()));
+    }
+    Bracket& b = brackets_[static_cast<size_t>(record.bracket)];
+    if (record.rung < b.rungs.first_rung() || record.rung > b.rungs.top_rung() ||
+        record.rung_start_epoch < 0 || record.rung_start_epoch > record.epochs_done) {
+      return Status::Internal(trial_name(record) + " is at rung " + std::to_string(record.rung) +
+                              " from epoch " + std::to_string(record.rung_start_epoch) + " with " +
+                              std::to_string(record.epochs_done) +
+                              " epochs done, outside its bracket");
+    }
+    if (b.created == b.quota) {
+      return Status::Internal(trial_name(record) + " is one more than bracket " +
+                              std::to_string(record.bracket) + "'s quota of " +
+                              std::to_string(b.quota));
+    }
+    // A trial entered its bracket's first rung when it was created, and each rung above
+    // up to its own when it was promoted there.
+    for (int rung = b.rungs.first_rung(); rung <= record.rung; ++rung) b.rungs.Enter(rung);
+    if (++b.created == b.quota) b.rungs.CloseFirstRung();
+    trials_[record.id].record = record;
+    ++sampled_;
+  }
+
+  // The epochs done, from their stored points; points after them belong to a segment that
+  // was cut before its trial was reset (stores written before ResetTrial existed).
+  StatusOr<std::vector<CurvePoint>> points = journal_->ListCurvePoints(job_.id);
+  if (!points.ok()) return points.status();
+  std::set<int64_t> with_stale_points;
+  for (const CurvePoint& p : *points) {
+    auto it = trials_.find(p.trial_id);
+    if (it == trials_.end())
+      return Status::Internal("a curve point of unknown trial id " + std::to_string(p.trial_id));
+    LiveTrial& t = it->second;
+    if (p.epoch > t.record.epochs_done) {
+      with_stale_points.insert(p.trial_id);
+      continue;
+    }
+    if (p.epoch != static_cast<int>(t.epoch_train_s.size()) + 1) {
+      return Status::Internal(trial_name(t.record) + " has no stored point for epoch " +
+                              std::to_string(t.epoch_train_s.size() + 1));
+    }
+    t.epoch_train_s.push_back(p.compute_s + p.comm_s);
+    t.epoch_accuracy.push_back(p.val_accuracy);
+  }
+  for (auto& [id, t] : trials_) {
+    if (static_cast<int>(t.epoch_train_s.size()) != t.record.epochs_done) {
+      return Status::Internal(trial_name(t.record) + " has " +
+                              std::to_string(t.record.epochs_done) + " epochs done but " +
+                              std::to_string(t.epoch_train_s.size()) + " stored points");
+    }
+    Recount(t);
+  }
+
+  StatusOr<std::vector<RungResultRecord>> results = journal_->ListRungResults(job_.id);
+  if (!results.ok()) return results.status();
+  for (const RungResultRecord& r : *results) {
+    auto it = trials_.find(r.result.trial_id);
+    if (it == trials_.end()) {
+      return Status::Internal("a rung result of unknown trial id " +
+                              std::to_string(r.result.trial_id));
+    }
+    AshaRungs& rungs = brackets_[static_cast<size_t>(it->second.record.bracket)].rungs;
+    if (r.rung < rungs.first_rung() || r.rung > it->second.record.rung) {
+      return Status::Internal(trial_name(it->second.record) + " has a result at rung " +
+                              std::to_string(r.rung) + ", which it never entered");
+    }
+    rungs.Record(r.rung, r.result);
+    if (r.promoted) rungs.MarkPromoted(r.rung, r.result.trial_id);
+  }
+
+  // The sampler: a fresh one of the spec (same seed) that replays its history in order
+  // is in the state it was; each replayed proposal must be the stored trial's config.
+  StatusOr<std::vector<SamplerEvent>> events = journal_->ListSamplerEvents(job_.id);
+  if (!events.ok()) return events.status();
+  int proposals = 0;
+  for (const SamplerEvent& e : *events) {
+    auto it = trials_.find(e.trial_id);
+    if (it == trials_.end()) {
+      return Status::Internal("a sampler event of unknown trial id " + std::to_string(e.trial_id));
+    }
+    const TrialRecord& record = it->second.record;
+    if (e.kind == SamplerEvent::Kind::kObserve) {
+      Observation observation = e.observation;
+      observation.config = record.config;
+      sampler_->Observe(observation);
+      continue;
+    }
+    if (record.number != proposals) {
+      return Status::Internal("the sampler's proposal " + std::to_string(proposals) +
+                              " is stored for " + trial_name(record));
+    }
+    const TrialConfig replayed = sampler_->Propose(e.max_batch_size);
+    if (!SameConfig(replayed, record.config)) {
+      return Status::Internal("replaying the " + spec_.algorithm + " sampler's history proposed " +
+                              Describe(replayed) + " for " + trial_name(record) +
+                              ", which was stored as " + Describe(record.config) +
+                              ": the sampler does not rebuild to the state it had");
+    }
+    ++proposals;
+  }
+  if (proposals != sampled_) {
+    return Status::Internal(std::to_string(sampled_) +
+                            " trials are stored but the sampler's history holds " +
+                            std::to_string(proposals) + " proposals");
+  }
+
+  // The controller that ran the segments is gone, and so are their workers' connections.
+  for (auto& [id, t] : trials_) {
+    if (t.record.state == TrialState::kRunning && t.record.reached_target) {
+      TOPOTUNE_RETURN_IF_ERROR(
+          EndSegment(t, {id, t.record.attempt, SegmentStatus::kCompleted, ""}));
+    } else if (t.record.state == TrialState::kRunning) {
+      TOPOTUNE_RETURN_IF_ERROR(CutSegment(t, "controller restarted"));
+    } else if (with_stale_points.count(id)) {
+      TOPOTUNE_RETURN_IF_ERROR(journal_->ResetTrial(t.record, t.record.epochs_done));
+    }
+  }
+  return Status::OK();
 }
 
 std::optional<double> JobEngine::IncumbentTta() const {
@@ -45,6 +202,17 @@ void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online) {
   }
 }
 
+std::set<std::string> JobEngine::CheckpointHolders() const {
+  std::set<std::string> holders;
+  for (const auto& [id, t] : trials_) {
+    const TrialState s = t.record.state;
+    if (s == TrialState::kPaused || (s == TrialState::kPending && SegmentStart(t) > 0)) {
+      holders.insert(t.record.worker);
+    }
+  }
+  return holders;
+}
+
 bool JobEngine::HolderOnline(const TrialRecord& trial) const {
   return online_workers_.count(trial.worker) > 0;
 }
@@ -59,20 +227,26 @@ std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
 }
 
-void JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
+Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
   TrialRecord& r = t.record;
-  AshaRungs& rungs = brackets_[t.bracket].rungs;
+  AshaRungs& rungs = brackets_[static_cast<size_t>(r.bracket)].rungs;
   const bool ok = kind == Observation::Kind::kOk;
   const double accuracy = ok && r.epochs_done > 0 ? r.best_accuracy : -1.0;
-  rungs.Record(r.rung, {r.id, r.reached_target, r.tta_s, accuracy});
+  RungResultRecord result;
+  result.rung = r.rung;
+  result.result = {r.id, r.reached_target, r.tta_s, accuracy};
   // Finished trials (at the target, at the top, failed, stopped) are never promoted.
-  if (IsTerminal(r.state)) rungs.MarkPromoted(r.rung, r.id);
+  result.promoted = IsTerminal(r.state);
+  rungs.Record(r.rung, result.result);
+  if (result.promoted) rungs.MarkPromoted(r.rung, r.id);
   // The sampler's score: a trial at the target beats every one that is not, by TTA.
   // Log-TTA keeps a 2x faster trial clearly apart from the rest (1.0 + 1/(1+TTA) would
   // squeeze 50 s vs 100 s into 0.01).
   const double score = r.reached_target ? std::max(1.01, 2.0 - std::log10(1.0 + r.tta_s) / 10.0)
                                         : std::max(accuracy, 0.0);
-  sampler_->Observe({r.config, r.rung, score, kind});
+  const Observation observation{r.config, r.rung, score, kind};
+  sampler_->Observe(observation);
+  return journal_->RecordRungResult(r, result, observation);
 }
 
 void JobEngine::Recount(LiveTrial& t) const {
@@ -172,10 +346,10 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& place
 StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
   const std::optional<double> incumbent = IncumbentTta();
   if (!incumbent || t.record.train_s < *incumbent) return false;
-  brackets_[t.bracket].rungs.MarkPromoted(t.record.rung, t.record.id);
+  brackets_[static_cast<size_t>(t.record.bracket)].rungs.MarkPromoted(t.record.rung, t.record.id);
   t.record.state = TrialState::kStopped;
   t.record.reason = BoundReason(t, *incumbent);
-  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  TOPOTUNE_RETURN_IF_ERROR(journal_->MarkPromoted(t.record, t.record.rung));
   return true;
 }
 
@@ -195,9 +369,9 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const Placement& pla
       t.record.rung = c.rung + 1;
       t.record.target_epochs =
           InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(t.record.rung);
-      t.rung_start_epoch = t.record.epochs_done;
+      t.record.rung_start_epoch = t.record.epochs_done;
       Assignment a = Start(t, placement, t.record.epochs_done);
-      TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+      TOPOTUNE_RETURN_IF_ERROR(journal_->MarkPromoted(t.record, c.rung));
       return std::optional<Assignment>(std::move(a));
     }
   }
@@ -223,10 +397,12 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& plac
   record.seed = TrialSeed(spec_.seed, sampled_);
   record.state = TrialState::kRunning;
   record.rung = b.rungs.first_rung();
+  record.bracket = static_cast<int>(bracket);
+  record.rung_start_epoch = 0;
   record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(record.rung);
   record.worker = placement.lead();
   record.attempt = 1;
-  StatusOr<int64_t> id = journal_->CreateTrial(record);
+  StatusOr<int64_t> id = journal_->CreateProposedTrial(record, max_batch);
   if (!id.ok()) return id.status();
   record.id = *id;
   ++sampled_;
@@ -234,7 +410,6 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& plac
   if (++b.created == b.quota) b.rungs.CloseFirstRung();
   LiveTrial& t = trials_[record.id];
   t.record = record;
-  t.bracket = bracket;
   t.record.attempt = 0;  // Start counts this segment
   return std::optional<Assignment>(Start(t, placement, 0));
 }
@@ -261,6 +436,8 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   stored.trial_id = trial_id;
   t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
   t.epoch_train_s.back() = point.compute_s + point.comm_s;
+  t.epoch_accuracy.resize(static_cast<size_t>(point.epoch));
+  t.epoch_accuracy.back() = point.val_accuracy;
   Recount(t);
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
@@ -285,53 +462,56 @@ Status JobEngine::OnSegmentEnded(const SegmentResult& outcome, double now) {
   if (t.record.state != TrialState::kRunning || outcome.attempt != t.record.attempt) {
     return Status::OK();
   }
+  TOPOTUNE_RETURN_IF_ERROR(EndSegment(t, outcome));
+  return MaybeFinish(now);
+}
+
+Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
   TrialRecord& r = t.record;
   if (r.reached_target) {
     r.state = TrialState::kCompleted;
     r.reason = "reached target " + Format("%.3f", spec_.target_accuracy) + " at epoch " +
                std::to_string(r.epochs_done) + Format(" (TTA %.2f s)", r.tta_s);
-    RecordRungResult(t, Observation::Kind::kOk);
+    return RecordRungResult(t, Observation::Kind::kOk);
   } else if (!t.stop_reason.empty()) {
     r.state = TrialState::kStopped;
     r.reason = t.stop_reason;
-    RecordRungResult(t, Observation::Kind::kOk);
+    return RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == SegmentStatus::kCompleted) {
     if (ReachedSeconds(r.train_s, t.bound_s) && !RungDone(t)) {
       // The worker applied the bound itself, at the epoch our verdict would have named.
       r.state = TrialState::kStopped;
       r.reason = BoundReason(t, t.bound_s);
-      RecordRungResult(t, Observation::Kind::kOk);
+      return RecordRungResult(t, Observation::Kind::kOk);
     } else if (!RungDone(t)) {
       r.state = TrialState::kFailed;
       r.reason = "worker ended the segment after " + std::to_string(r.epochs_done) + " of " +
                  std::to_string(r.target_epochs) + " epochs";
-      RecordRungResult(t, Observation::Kind::kFailed);
+      return RecordRungResult(t, Observation::Kind::kFailed);
     } else if (r.rung + 1 >= spec_.asha.num_rungs || r.epochs_done >= spec_.asha.MaxEpochs()) {
       r.state = TrialState::kCompleted;
       r.reason = "trained the top rung (" + std::to_string(r.epochs_done) + " epochs" +
                  (InSeconds() ? Format(", %.2f s", r.train_s) : "") +
                  ") without reaching the target";
-      RecordRungResult(t, Observation::Kind::kOk);
+      return RecordRungResult(t, Observation::Kind::kOk);
     } else {
       r.state = TrialState::kPaused;
       r.reason = "finished rung " + std::to_string(r.rung);
-      RecordRungResult(t, Observation::Kind::kOk);
+      return RecordRungResult(t, Observation::Kind::kOk);
     }
   } else if (outcome.status == SegmentStatus::kStopped) {
     r.state = TrialState::kStopped;
     r.reason = outcome.message.empty() ? "stopped by the worker" : outcome.message;
-    RecordRungResult(t, Observation::Kind::kOk);
+    return RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == SegmentStatus::kInfeasible) {
     r.state = TrialState::kInfeasible;
     r.reason = outcome.message;
-    RecordRungResult(t, Observation::Kind::kInfeasible);
+    return RecordRungResult(t, Observation::Kind::kInfeasible);
   } else {
     r.state = TrialState::kFailed;
     r.reason = outcome.message.empty() ? "failed on the worker" : outcome.message;
-    RecordRungResult(t, Observation::Kind::kFailed);
+    return RecordRungResult(t, Observation::Kind::kFailed);
   }
-  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(r));
-  return MaybeFinish(now);
 }
 
 Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
@@ -340,17 +520,26 @@ Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
     if (t.record.state != TrialState::kRunning || t.record.worker != worker_id) continue;
     if (t.record.reached_target) {
       TOPOTUNE_RETURN_IF_ERROR(
-          OnSegmentEnded({id, t.record.attempt, SegmentStatus::kCompleted, ""}, now));
+          EndSegment(t, {id, t.record.attempt, SegmentStatus::kCompleted, ""}));
       continue;
     }
-    const int start = SegmentStart(t);
-    t.epoch_train_s.resize(static_cast<size_t>(start));
-    Recount(t);
-    t.record.state = TrialState::kPending;
-    t.record.reason = "worker " + worker_id + " lost; rerun from epoch " + std::to_string(start);
-    TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+    TOPOTUNE_RETURN_IF_ERROR(CutSegment(t, "worker " + worker_id + " lost"));
   }
   return MaybeFinish(now);
+}
+
+Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
+  const int start = SegmentStart(t);
+  t.epoch_train_s.resize(static_cast<size_t>(start));
+  t.epoch_accuracy.resize(static_cast<size_t>(start));
+  Recount(t);
+  // What the cut epochs reached is gone with them (reached_target is not: a trial that
+  // reached the target completes instead of being cut).
+  t.record.best_accuracy = 0.0;
+  for (double a : t.epoch_accuracy) t.record.best_accuracy = std::max(t.record.best_accuracy, a);
+  t.record.state = TrialState::kPending;
+  t.record.reason = why + "; rerun from epoch " + std::to_string(start);
+  return journal_->ResetTrial(t.record, start);
 }
 
 Status JobEngine::MaybeFinish(double now) {
@@ -376,7 +565,8 @@ Status JobEngine::MaybeFinish(double now) {
     if (IsTerminal(t.record.state)) continue;
     const bool paused = t.record.state == TrialState::kPaused;
     t.record.state = TrialState::kStopped;
-    if (!paused || brackets_[t.bracket].rungs.IsPromoted(t.record.rung, id)) {
+    if (!paused ||
+        brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung, id)) {
       t.record.reason = "its checkpoint is on worker " + t.record.worker + ", which is offline";
     } else {
       t.record.reason = "not promoted: below the top 1/" +

@@ -44,11 +44,25 @@ SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec);
 // successive halving (tuner/algorithms.h) allocate epochs, trials stop at the target,
 // bound pruning stops trials that can no longer beat the incumbent's time-to-accuracy,
 // and promotion resumes from the checkpoint on the worker that holds it. Every state change goes
-// through the journal before it is acted on. Not thread-safe: the Dispatcher serialises calls.
+// through the journal before it is acted on, and everything the engine decides from is
+// stored there: Restore rebuilds an engine that makes the same decisions. Not thread-safe:
+// the Dispatcher serialises calls.
 class JobEngine {
  public:
-  // `journal` must outlive the engine.
+  // A new job. `journal` must outlive the engine.
   JobEngine(JobRecord job, JobSpec spec, Journal* journal);
+
+  // Rebuilds the engine of a stored, unfinished job from `journal` (after a controller
+  // restart): its trials with their curves, its brackets' rungs (entered counts, results,
+  // promoted marks) and its sampler, by replaying the sampler's stored history on a fresh
+  // sampler of `spec`. Its running trials are then treated as if their workers were lost
+  // (OnWorkerLost), except that the job does not finish while no worker is online: each
+  // goes back to pending, to be rerun from the start of its segment, and the points of
+  // the cut segment are removed from the journal; one that reached the target completes.
+  // Internal if the stored state is inconsistent or the sampler does not replay to the
+  // stored proposals. `journal` must outlive the engine.
+  static StatusOr<std::unique_ptr<JobEngine>> Restore(JobRecord job, JobSpec spec,
+                                                      Journal* journal);
   JobEngine(const JobEngine&) = delete;
   JobEngine& operator=(const JobEngine&) = delete;
 
@@ -76,7 +90,8 @@ class JobEngine {
   Status OnSegmentEnded(const SegmentResult& result, double now);
 
   // A worker disconnected or lost its lease: its running trials go back to pending, to be
-  // rerun from their last checkpoint (on the same worker when that checkpoint exists).
+  // rerun from their last checkpoint (on the same worker when that checkpoint exists), and
+  // the points of their cut segments are removed from the journal.
   Status OnWorkerLost(const std::string& worker_id, double now);
 
   // Which workers are connected: a paused trial whose checkpoint holder is offline cannot
@@ -91,17 +106,18 @@ class JobEngine {
   Status Fail(const std::string& message, double now);
 
   bool HasTrial(int64_t trial_id) const { return trials_.count(trial_id) > 0; }
+  // The workers that hold the checkpoints of unfinished trials, which only they can resume.
+  std::set<std::string> CheckpointHolders() const;
   // The best time-to-accuracy so far, if any trial reached the target.
   std::optional<double> IncumbentTta() const;
 
  private:
   struct LiveTrial {
-    TrialRecord record;
-    size_t bracket = 0;                 // index into brackets_
-    std::vector<double> epoch_train_s;  // training seconds of each epoch done
-    std::string stop_reason;            // set when the engine asked the worker to stop
-    int rung_start_epoch = 0;           // epochs done when its current rung began
-    double bound_s = 0.0;               // the incumbent's TTA when its segment began; 0: none
+    TrialRecord record;                  // record.bracket indexes brackets_
+    std::vector<double> epoch_train_s;   // training seconds of each epoch done
+    std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
+    std::string stop_reason;             // set when the engine asked the worker to stop
+    double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
@@ -113,14 +129,22 @@ class JobEngine {
   bool HolderOnline(const TrialRecord& trial) const;
   Status MarkRunning(double now);
   Status MaybeFinish(double now);
-  int SegmentStart(const LiveTrial& t) const { return t.rung_start_epoch; }
+  int SegmentStart(const LiveTrial& t) const { return t.record.rung_start_epoch; }
   bool InSeconds() const { return spec_.asha.unit == RungUnit::kSeconds; }
   // The trial's current rung is trained to its end: its epochs, or its seconds.
   bool RungDone(const LiveTrial& t) const;
   std::string BoundReason(const LiveTrial& t, double incumbent) const;
   void Recount(LiveTrial& t) const;
-  // Records a trial's result at its rung and tells the sampler.
-  void RecordRungResult(LiveTrial& t, Observation::Kind kind);
+  // Records a trial's result at its rung, tells the sampler, and stores both with the
+  // trial.
+  Status RecordRungResult(LiveTrial& t, Observation::Kind kind);
+  // The trial's segment ended as `outcome` says: its new state and its rung result.
+  Status EndSegment(LiveTrial& t, const SegmentResult& outcome);
+  // The trial's running segment is lost: back to pending at the start of the segment, its
+  // epochs after it forgotten here and in the journal.
+  Status CutSegment(LiveTrial& t, const std::string& why);
+  // Rebuilds trials_, brackets_, sampled_ and the sampler from the journal (Restore).
+  Status Rebuild();
 
   struct Bracket {
     AshaRungs rungs;

@@ -114,12 +114,14 @@ struct TrialRecord {
   TrialConfig config;
   uint64_t seed = 0;
   TrialState state = TrialState::kPending;
-  int rung = 0;           ///< the rung it is in (or was last in)
-  int epochs_done = 0;    ///< epochs trained so far
-  int target_epochs = 0;  ///< epochs its current rung trains to
-  int attempt = 0;        ///< segments started so far; the running one's number
-  std::string worker;     ///< the worker that ran it last (and holds its checkpoint)
-  std::string reason;     ///< why it ended, in words
+  int rung = 0;              ///< the rung it is in (or was last in)
+  int bracket = 0;           ///< its bracket of successive halving (PlanBrackets' index)
+  int rung_start_epoch = 0;  ///< epochs done when its current rung began (its checkpoint)
+  int epochs_done = 0;       ///< epochs trained so far
+  int target_epochs = 0;     ///< epochs its current rung trains to
+  int attempt = 0;           ///< segments started so far; the running one's number
+  std::string worker;        ///< the worker that ran it last (and holds its checkpoint)
+  std::string reason;        ///< why it ended, in words
   bool reached_target = false;
   double tta_s = 0.0;    ///< training seconds to the target when reached_target
   double train_s = 0.0;  ///< training seconds so far (compute + communication)

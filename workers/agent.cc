@@ -123,6 +123,9 @@ struct Agent::Impl {
   void WriteNext() {
     asio::async_write(*socket, asio::buffer(writes.front()),
                       [this](boost::system::error_code ec, size_t) {
+                        // A write that completed as the connection dropped: Disconnect
+                        // cleared the queue, so there is nothing to pop.
+                        if (!connected) return;
                         if (ec) return Disconnect("write failed: " + ec.message());
                         writes.pop_front();
                         if (!writes.empty()) WriteNext();
