@@ -9,6 +9,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -79,7 +80,11 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
   void ReadHeader() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
-    parser_->body_limit(server_->options.max_body_bytes);
+    // No limit while the head is read: Beast would refuse a large Content-Length as a bad
+    // head. OnHeader answers it with 413, and ReadBody sets the limit before the body.
+    // (Not boost::none: Boost 1.74 compares the length with the optional, and any value
+    // compares greater than none.)
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     stream_.expires_after(Millis(server_->options.header_timeout_s));
     http::async_read_header(
         stream_, buffer_, *parser_,
@@ -100,9 +105,19 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
     const auto& head = parser_->get();
     if (auto length = parser_->content_length();
         length && *length > server_->options.max_body_bytes) {
-      return Refuse(
-          413, "PAYLOAD_TOO_LARGE",
-          "request body exceeds " + std::to_string(server_->options.max_body_bytes) + " bytes");
+      const std::string message = "request body of " + std::to_string(*length) + " bytes exceeds " +
+                                  std::to_string(server_->options.max_body_bytes) + " bytes";
+      // A client that sends its whole body before it reads the answer would see the
+      // connection reset instead of the 413: discard a body of up to 16 limits (through a
+      // fixed scratch buffer, so memory does not grow), then answer.
+      const bool expects_continue = head.find(http::field::expect) != head.end();
+      if (!expects_continue && *length <= 16 * uint64_t{server_->options.max_body_bytes}) {
+        const uint64_t buffered = std::min<uint64_t>(*length, buffer_.size());
+        buffer_.consume(buffered);
+        stream_.expires_after(Millis(server_->options.body_timeout_s));
+        return Drain(*length - buffered, message);
+      }
+      return Refuse(413, "PAYLOAD_TOO_LARGE", message);
     }
     if (parser_->is_done()) return Handle();
     auto expect = head.find(http::field::expect);
@@ -130,6 +145,7 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
   }
 
   void ReadBody() {
+    parser_->body_limit(server_->options.max_body_bytes);
     stream_.expires_after(Millis(server_->options.body_timeout_s));
     http::async_read(
         stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {

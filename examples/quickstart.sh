@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds, starts topotuned on a fresh SQLite file and two local
 # workers, submits examples/jobs/quickstart.json, follows it, prints the best-config
-# report, and stops what it started. Everything lands in run/quickstart/.
+# report, and stops what it started. Everything lands in run/quickstart/. The tokens it
+# makes (an admin secret, a user and a worker token) stay in run/quickstart/ with mode 600.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -24,8 +25,11 @@ echo "==> generating the shapes dataset (CIFAR-10 binary format) in $RUN/data/sh
 "$BIN/workers/topotune-datagen" --out "$RUN/data/shapes" --train 5000 --test 1000 --seed 1
 
 echo "==> starting topotuned (database $RUN/topotune.db)"
+# An admin secret of our own: 32 random bytes as hex, readable by this user only.
+umask 077
+od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$RUN/admin.token"
 "$BIN/api/topotuned" --db "$RUN/topotune.db" --http 127.0.0.1:0 --workers 127.0.0.1:0 \
-  --ports-file "$RUN/ports.json" 2>"$RUN/topotuned.log" &
+  --ports-file "$RUN/ports.json" --admin-token-file "$RUN/admin.token" 2>"$RUN/topotuned.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$RUN/ports.json" ] && break; sleep 0.1; done
 [ -s "$RUN/ports.json" ] || { cat "$RUN/topotuned.log"; echo "topotuned did not start"; exit 1; }
@@ -33,11 +37,19 @@ HTTP_PORT=$(sed -n 's/.*"http": *\([0-9]*\).*/\1/p' "$RUN/ports.json")
 WORKER_PORT=$(sed -n 's/.*"workers": *\([0-9]*\).*/\1/p' "$RUN/ports.json")
 export TOPOTUNE_SERVER="http://127.0.0.1:$HTTP_PORT"
 
+# The admin issues a user token (for the CLI) and a worker token (for the workers).
+TOPOTUNE_TOKEN=$(cat "$RUN/admin.token") "$BIN/api/topotune" token create --role user \
+  --name quickstart >"$RUN/user.token" 2>>"$RUN/cli.log" || { cat "$RUN/cli.log"; exit 1; }
+TOPOTUNE_TOKEN=$(cat "$RUN/admin.token") "$BIN/api/topotune" token create --role worker \
+  --name local-workers >"$RUN/worker.token" 2>>"$RUN/cli.log" || { cat "$RUN/cli.log"; exit 1; }
+export TOPOTUNE_TOKEN
+TOPOTUNE_TOKEN=$(cat "$RUN/user.token")
+
 # One thread per worker: two workers share this machine's cores.
 for name in local-1 local-2; do
   "$BIN/workers/topotune-worker" --controller "127.0.0.1:$WORKER_PORT" --name "$name" \
     --data-root "$RUN" --checkpoint-dir "$RUN/checkpoints" --threads 1 \
-    2>"$RUN/$name.log" &
+    --token-file "$RUN/worker.token" 2>"$RUN/$name.log" &
   pids+=($!)
 done
 sleep 1

@@ -69,7 +69,13 @@ void Dispatcher::ExpireAwaitedWorkers() {
     }
     std::fprintf(stderr, "topotuned: worker %s did not reconnect within %.0f s of the restart\n",
                  it->first.c_str(), kReconnectGraceS);
-    for (auto& [id, engine] : jobs_) engine->OnWorkerLost(it->first, now);
+    for (auto& [id, engine] : jobs_) {
+      Status lost = engine->OnWorkerLost(it->first, now);
+      if (!lost.ok()) {
+        FailJob(*engine, "could not persist the loss of worker " + it->first + ": " + lost.message(),
+                now);
+      }
+    }
     it = awaited_.erase(it);
   }
   Retire();
