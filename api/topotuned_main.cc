@@ -3,6 +3,8 @@
 //   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--lease S]
 //             [--ports-file FILE] [--admin-token-file FILE]
 
+#include <pthread.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -10,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "api/http_server.h"
 #include "api/job_spec_json.h"
@@ -19,12 +22,6 @@
 #include "storage/store.h"
 
 namespace {
-
-topotune::HttpServer* g_server = nullptr;
-
-void OnSignal(int) {
-  if (g_server != nullptr) g_server->Stop();
-}
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -72,6 +69,15 @@ bool ReadFirstLine(const std::string& path, std::string* line) {
 
 int main(int argc, char** argv) {
   using namespace topotune;
+  // SIGINT and SIGTERM are taken by one thread with sigwait (stopping the server is not
+  // async-signal-safe): block them here, before any thread starts, so every thread inherits
+  // the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
   std::string db = "topotune.db";
   std::string ports_file;
   std::string admin_token;
@@ -149,12 +155,14 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "topotuned: REST API on http://%s:%d, workers on %s:%d, database %s\n",
                http.host.c_str(), server.port(), gateway_options.host.c_str(), gateway.port(),
                db.c_str());
-  g_server = &server;
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGPIPE, SIG_IGN);
+  std::thread signal_waiter([&server, &stop_signals] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    server.Stop();
+  });
   server.Run();
-  g_server = nullptr;
+  pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wakes it if Run ended otherwise
+  signal_waiter.join();
   gateway.Stop();
   std::fprintf(stderr, "topotuned: stopped\n");
   return 0;

@@ -70,19 +70,13 @@ class Cluster {
     std::ofstream(dir_ / "worker.token") << worker_token_ << "\n";
     for (size_t i = 0; i < worker_flags.size(); ++i) {
       const std::string name = "w" + std::to_string(i + 1);
-      std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN,
-                                       "--controller",
-                                       "127.0.0.1:" + std::to_string(worker_port_),
-                                       "--name",
-                                       name,
-                                       "--data-root",
-                                       dir_.string(),
-                                       "--checkpoint-dir",
-                                       (dir_ / "checkpoints").string(),
-                                       "--threads",
-                                       "1",
-                                       "--token-file",
-                                       (dir_ / "worker.token").string()};
+      std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN, "--controller",
+                                       "127.0.0.1:" + std::to_string(worker_port_), "--name", name,
+                                       "--data-root", dir_.string(), "--checkpoint-dir",
+                                       (dir_ / "checkpoints").string(), "--threads", "1",
+                                       "--token-file", (dir_ / "worker.token").string(),
+                                       // A test that dies must not leave workers retrying.
+                                       "--connect-timeout", "60"};
       argv.insert(argv.end(), worker_flags[i].begin(), worker_flags[i].end());
       workers_.push_back(std::make_unique<Process>(argv, (dir_ / (name + ".log")).string()));
     }

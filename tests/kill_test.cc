@@ -197,7 +197,7 @@ std::unique_ptr<Process> StartWorker(const fs::path& dir, int http_port, int wor
           TOPOTUNE_WORKER_BIN, "--controller", "127.0.0.1:" + std::to_string(worker_port), "--name",
           "w1", "--replay", TOPOTUNE_REPLAY_TABLE, "--speedup", std::to_string(kSpeedup),
           "--data-root", dir.string(), "--checkpoint-dir", (dir / "checkpoints").string(),
-          "--token-file", (dir / "worker.token").string()},
+          "--token-file", (dir / "worker.token").string(), "--connect-timeout", "60"},
       (dir / "w1.log").string());
 }
 

@@ -437,6 +437,27 @@ class RawWorker {
   int fd_;
 };
 
+// Adds to *out a copy of `frame` for each field (at the top level and one level down) and
+// each value of `wrong`, with that field set to that value.
+void AddWrongTypedVariants(const json& frame, const std::vector<json>& wrong,
+                           std::vector<json>* out) {
+  for (auto it = frame.begin(); it != frame.end(); ++it) {
+    for (const json& w : wrong) {
+      json bad = frame;
+      bad[it.key()] = w;
+      out->push_back(bad);
+    }
+    if (!it->is_object()) continue;
+    for (auto inner = it->begin(); inner != it->end(); ++inner) {
+      for (const json& w : wrong) {
+        json bad = frame;
+        bad[it.key()][inner.key()] = w;
+        out->push_back(bad);
+      }
+    }
+  }
+}
+
 // Valid frames of every type a worker sends, and the value of each field replaced by
 // values of every other JSON type.
 std::vector<json> MalformedWorkerFrames() {
@@ -487,25 +508,7 @@ std::vector<json> MalformedWorkerFrames() {
                                    99999999999999999.0,
                                    -99999999999};
   std::vector<json> out;
-  for (const json& frame : valid) {
-    // Each field at the top level and one level down.
-    for (auto it = frame.begin(); it != frame.end(); ++it) {
-      for (const json& w : wrong) {
-        json bad = frame;
-        bad[it.key()] = w;
-        out.push_back(bad);
-      }
-      if (it->is_object()) {
-        for (auto inner = it->begin(); inner != it->end(); ++inner) {
-          for (const json& w : wrong) {
-            json bad = frame;
-            bad[it.key()][inner.key()] = w;
-            out.push_back(bad);
-          }
-        }
-      }
-    }
-  }
+  for (const json& frame : valid) AddWrongTypedVariants(frame, wrong, &out);
   return out;
 }
 
@@ -527,22 +530,7 @@ std::vector<json> MalformedHellos(const std::string& token) {
                                    123,
                                    std::string(5000, 'w')};
   std::vector<json> out;
-  for (auto it = valid.begin(); it != valid.end(); ++it) {
-    for (const json& w : wrong) {
-      json bad = valid;
-      bad[it.key()] = w;
-      out.push_back(bad);
-    }
-    if (it->is_object()) {
-      for (auto inner = it->begin(); inner != it->end(); ++inner) {
-        for (const json& w : wrong) {
-          json bad = valid;
-          bad[it.key()][inner.key()] = w;
-          out.push_back(bad);
-        }
-      }
-    }
-  }
+  AddWrongTypedVariants(valid, wrong, &out);
   return out;
 }
 

@@ -23,6 +23,9 @@
 
 namespace topotune {
 
+// A peer that closes while a test writes must fail the write, not kill the test.
+inline const bool kTestsIgnoreSigpipe = (signal(SIGPIPE, SIG_IGN), true);
+
 // A child process started with its output in a log file; stopped with SIGTERM.
 class Process {
  public:
