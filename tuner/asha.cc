@@ -2,12 +2,13 @@
 
 #include <algorithm>
 
+#include "tuner/objective.h"
+
 namespace topotune {
 
 bool RanksAbove(const RungResult& a, const RungResult& b) {
-  if (a.reached_target != b.reached_target) return a.reached_target;
-  if (a.reached_target) return a.tta_s < b.tta_s;
-  return a.accuracy > b.accuracy;
+  return RanksAbove(TtaOutcome{a.reached_target, a.tta_s, a.accuracy},
+                    TtaOutcome{b.reached_target, b.tta_s, b.accuracy});
 }
 
 AshaRungs::AshaRungs(int num_rungs, int reduction_factor, bool synchronous, int first_rung)
@@ -31,7 +32,8 @@ void AshaRungs::Record(int rung, const RungResult& result) {
 
 std::vector<int64_t> AshaRungs::TopOfRung(int rung) const {
   std::vector<RungResult> sorted = rungs_[static_cast<size_t>(rung)];
-  std::stable_sort(sorted.begin(), sorted.end(), RanksAbove);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const RungResult& a, const RungResult& b) { return RanksAbove(a, b); });
   sorted.resize(sorted.size() / static_cast<size_t>(reduction_factor_));
   std::vector<int64_t> ids;
   for (const auto& r : sorted) ids.push_back(r.trial_id);

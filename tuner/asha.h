@@ -5,8 +5,7 @@
 
 namespace topotune {
 
-// How a trial did at the end of a rung. Trials that reached the target rank above all
-// others, by time-to-accuracy; the rest rank by validation accuracy.
+// How a trial did at the end of a rung, ranked by the objective (tuner/objective.h).
 struct RungResult {
   int64_t trial_id = 0;
   bool reached_target = false;

@@ -72,8 +72,8 @@ void Dispatcher::ExpireAwaitedWorkers() {
     for (auto& [id, engine] : jobs_) {
       Status lost = engine->OnWorkerLost(it->first, now);
       if (!lost.ok()) {
-        FailJob(*engine, "could not persist the loss of worker " + it->first + ": " + lost.message(),
-                now);
+        FailJob(*engine,
+                "could not persist the loss of worker " + it->first + ": " + lost.message(), now);
       }
     }
     it = awaited_.erase(it);

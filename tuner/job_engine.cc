@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "tuner/algorithms.h"
+#include "tuner/objective.h"
 
 namespace topotune {
 namespace {
@@ -239,11 +240,7 @@ Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
   result.promoted = IsTerminal(r.state);
   rungs.Record(r.rung, result.result);
   if (result.promoted) rungs.MarkPromoted(r.rung, r.id);
-  // The sampler's score: a trial at the target beats every one that is not, by TTA.
-  // Log-TTA keeps a 2x faster trial clearly apart from the rest (1.0 + 1/(1+TTA) would
-  // squeeze 50 s vs 100 s into 0.01).
-  const double score = r.reached_target ? std::max(1.01, 2.0 - std::log10(1.0 + r.tta_s) / 10.0)
-                                        : std::max(accuracy, 0.0);
+  const double score = SamplerScore({r.reached_target, r.tta_s, accuracy});
   const Observation observation{r.config, r.rung, score, kind};
   sampler_->Observe(observation);
   return journal_->RecordRungResult(r, result, observation);

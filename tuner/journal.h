@@ -30,7 +30,8 @@ struct SamplerEvent {
 // Where the controller persists what it decides and what workers report, and reads it back:
 // the controller service serves jobs and reports from it, and rebuilds its engines from it
 // after a restart. Every write is one durable transaction: when it returns OK the write
-// survives a crash. Implementations are thread-safe. storage/sqlite_store.h is the real one; tests may use an in-memory one.
+// survives a crash. Implementations are thread-safe. storage/sqlite_store.h is the real one; tests
+// may use an in-memory one.
 class Journal {
  public:
   virtual ~Journal() = default;

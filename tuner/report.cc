@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tuner/objective.h"
+
 namespace topotune {
 
 bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b) {
-  if (a.reached_target != b.reached_target) return a.reached_target;
-  if (a.reached_target && a.tta_s != b.tta_s) return a.tta_s < b.tta_s;
-  if (a.best_accuracy != b.best_accuracy) return a.best_accuracy > b.best_accuracy;
+  const TtaOutcome x{a.reached_target, a.tta_s, a.best_accuracy};
+  const TtaOutcome y{b.reached_target, b.tta_s, b.best_accuracy};
+  if (RanksAbove(x, y)) return true;
+  if (RanksAbove(y, x)) return false;
   return a.number < b.number;
 }
 
