@@ -56,9 +56,10 @@ struct HttpServer::Impl {
 
   Handler handler;
   Options options;
+  // Declared before io: connections still queued in io when it is destroyed count down here.
+  std::atomic<int> connections{0};
   asio::io_context io;
   tcp::acceptor acceptor{io};
-  std::atomic<int> connections{0};
   int port = 0;
 
   void Accept();

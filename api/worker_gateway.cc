@@ -26,12 +26,13 @@ struct WorkerGateway::Impl {
   Options options;
   ControllerService* service = nullptr;
   TokenAuthority* tokens = nullptr;
+  // Declared before io: sessions still queued in io when it is destroyed count down here.
+  int connections = 0;  // only touched on the io thread
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   tcp::acceptor acceptor{io};
   std::thread thread;
   int port = 0;
-  int connections = 0;                                       // only touched on the io thread
   std::map<std::string, std::shared_ptr<Session>> sessions;  // only touched on the io thread
 
   void Accept();
