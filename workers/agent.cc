@@ -345,6 +345,13 @@ struct Agent::Impl {
       device = Trainer::ProbeDevice();
     }
     TOPOTUNE_RETURN_IF_ERROR(ApplyMemoryBudget(&device));
+    // The controller refuses names over 256 bytes: cut a long one (a replay table's path)
+    // at a character boundary.
+    if (device.name.size() > 200) {
+      size_t cut = 200;
+      while (cut > 0 && (static_cast<unsigned char>(device.name[cut]) & 0xC0) == 0x80) --cut;
+      device.name.resize(cut);
+    }
     while (!shutdown) {
       if (!Connect()) break;
       connected = true;
