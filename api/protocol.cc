@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "api/json_input.h"
@@ -30,6 +31,8 @@ StatusOr<nlohmann::json> ParseMessage(std::string_view payload) {
   JsonLimits limits;
   limits.max_bytes = kMaxFrameBytes;
   limits.max_depth = 8;
+  // A checkpoint chunk's data is one long string; other strings are capped per field.
+  limits.max_string_bytes = kMaxFrameBytes;
   StatusOr<nlohmann::json> parsed = ParseUntrustedJson(payload, limits);
   if (!parsed.ok())
     return Status::InvalidArgument("frame is not valid JSON: " + parsed.status().message());
@@ -162,6 +165,112 @@ Status RequireObject(const nlohmann::json& j, const char* what) {
   return Status::OK();
 }
 
+constexpr char kBase64Alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// RFC 4648 base64 with padding.
+std::string Base64Encode(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = (uint32_t{static_cast<unsigned char>(bytes[i])} << 16) |
+                       (uint32_t{static_cast<unsigned char>(bytes[i + 1])} << 8) |
+                       uint32_t{static_cast<unsigned char>(bytes[i + 2])};
+    for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kBase64Alphabet[(v >> shift) & 63]);
+  }
+  if (i < bytes.size()) {
+    uint32_t v = uint32_t{static_cast<unsigned char>(bytes[i])} << 16;
+    if (i + 1 < bytes.size()) v |= uint32_t{static_cast<unsigned char>(bytes[i + 1])} << 8;
+    out.push_back(kBase64Alphabet[(v >> 18) & 63]);
+    out.push_back(kBase64Alphabet[(v >> 12) & 63]);
+    out.push_back(i + 1 < bytes.size() ? kBase64Alphabet[(v >> 6) & 63] : '=');
+    out.push_back('=');
+  }
+  return out;
+}
+
+// Strict base64: a multiple of 4 characters of the alphabet, '=' only as final padding.
+std::optional<std::string> Base64Decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  for (size_t i = 0; i < text.size(); i += 4) {
+    uint32_t v = 0;
+    int padding = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      const char c = text[i + k];
+      int digit = -1;
+      if (c >= 'A' && c <= 'Z') digit = c - 'A';
+      if (c >= 'a' && c <= 'z') digit = c - 'a' + 26;
+      if (c >= '0' && c <= '9') digit = c - '0' + 52;
+      if (c == '+') digit = 62;
+      if (c == '/') digit = 63;
+      if (c == '=' && i + 4 == text.size() && k >= 2) {
+        ++padding;
+        digit = 0;
+      } else if (digit < 0 || padding > 0) {
+        return std::nullopt;
+      }
+      v = (v << 6) | static_cast<uint32_t>(digit);
+    }
+    out.push_back(static_cast<char>((v >> 16) & 0xff));
+    if (padding < 2) out.push_back(static_cast<char>((v >> 8) & 0xff));
+    if (padding < 1) out.push_back(static_cast<char>(v & 0xff));
+  }
+  return out;
+}
+
+bool IsLowerHexDigest(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// The fields of a checkpoint frame, either direction.
+StatusOr<CheckpointChunk> CheckpointChunkFromJson(const nlohmann::json& m) {
+  CheckpointChunk c;
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "trial_id", &c.trial_id));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "attempt", &c.attempt));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "stem", &c.stem));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "epoch", &c.epoch));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "offset", &c.offset));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "total_bytes", &c.total_bytes));
+  TOPOTUNE_RETURN_IF_ERROR(Get(m, "sha256", &c.sha256));
+  if (!ValidCheckpointStem(c.stem)) {
+    return Status::InvalidArgument("field 'stem' must be 1-128 of [A-Za-z0-9_-]");
+  }
+  if (c.epoch < 1 || c.epoch > 100000 || c.offset < 0 || c.total_bytes < 1 ||
+      c.total_bytes > (int64_t{1} << 40) || c.offset >= c.total_bytes) {
+    return Status::InvalidArgument(
+        "needs epoch in [1, 100000] and 0 <= offset < total_bytes <= 2^40");
+  }
+  auto data = m.find("data");
+  if (data == m.end() || !data->is_string()) {
+    return Status::InvalidArgument("field 'data' must be a base64 string");
+  }
+  const std::string& text = data->get_ref<const std::string&>();
+  if (text.size() > (kCheckpointChunkBytes + 2) / 3 * 4) {
+    return Status::InvalidArgument("field 'data' holds more than " +
+                                   std::to_string(kCheckpointChunkBytes) + " bytes");
+  }
+  std::optional<std::string> bytes = Base64Decode(text);
+  if (!bytes || bytes->empty()) {
+    return Status::InvalidArgument("field 'data' is not non-empty base64");
+  }
+  c.data = std::move(*bytes);
+  if (c.offset + static_cast<int64_t>(c.data.size()) > c.total_bytes) {
+    return Status::InvalidArgument("field 'data' runs past total_bytes");
+  }
+  if (c.last() ? !IsLowerHexDigest(c.sha256) : !c.sha256.empty()) {
+    return Status::InvalidArgument(
+        "field 'sha256' must be 64 lowercase hex digits in the last chunk and empty before");
+  }
+  return c;
+}
+
 }  // namespace
 
 nlohmann::json ToJson(const SegmentSpec& a) {
@@ -199,6 +308,9 @@ StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j) {
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "end_epoch", &a.end_epoch));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "target_accuracy", &a.target_accuracy));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "checkpoint", &a.checkpoint));
+  if (!ValidCheckpointStem(a.checkpoint)) {
+    return Status::InvalidArgument("assignment.checkpoint must be 1-128 of [A-Za-z0-9_-]");
+  }
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "train_s_before", &a.train_s_before));
   TOPOTUNE_RETURN_IF_ERROR(Get(j, "max_train_s", &a.max_train_s));
   if (!std::isfinite(a.train_s_before) || a.train_s_before < 0 || !std::isfinite(a.max_train_s) ||
@@ -432,6 +544,11 @@ StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload) {
     f.probe = *p;
     return WorkerFrame(std::move(f));
   }
+  if (type == "checkpoint") {
+    StatusOr<CheckpointChunk> chunk = CheckpointChunkFromJson(m);
+    if (!chunk.ok()) return In("checkpoint", chunk.status());
+    return WorkerFrame(CheckpointFrame{std::move(*chunk)});
+  }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
 }
 
@@ -490,6 +607,11 @@ StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload) {
     if (m.contains("code")) TOPOTUNE_RETURN_IF_ERROR(In("error", Get(m, "code", &f.code)));
     if (m.contains("fatal")) TOPOTUNE_RETURN_IF_ERROR(In("error", Get(m, "fatal", &f.fatal)));
     return ControllerFrame(std::move(f));
+  }
+  if (type == "checkpoint") {
+    StatusOr<CheckpointChunk> chunk = CheckpointChunkFromJson(m);
+    if (!chunk.ok()) return In("checkpoint", chunk.status());
+    return ControllerFrame(CheckpointFrame{std::move(*chunk)});
   }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
 }
@@ -561,6 +683,19 @@ nlohmann::json ToJson(const StopFrame& f) {
 
 nlohmann::json ToJson(const ErrorFrame& f) {
   return {{"type", "error"}, {"code", f.code}, {"message", f.message}, {"fatal", f.fatal}};
+}
+
+nlohmann::json ToJson(const CheckpointFrame& f) {
+  const CheckpointChunk& c = f.chunk;
+  return {{"type", "checkpoint"},
+          {"trial_id", c.trial_id},
+          {"attempt", c.attempt},
+          {"stem", c.stem},
+          {"epoch", c.epoch},
+          {"offset", c.offset},
+          {"total_bytes", c.total_bytes},
+          {"data", Base64Encode(c.data)},
+          {"sha256", c.sha256}};
 }
 
 nlohmann::json HeartbeatJson() { return {{"type", "heartbeat"}}; }

@@ -8,11 +8,19 @@
 //   worker -> controller: hello {protocol, worker_id, token, device}, heartbeat {},
 //                         progress {trial_id, attempt, point},
 //                         result {trial_id, attempt, status, message},
-//                         probe_result {key, probe} or {key, error}
+//                         probe_result {key, probe} or {key, error},
+//                         checkpoint {chunk}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
+//                         checkpoint {chunk},
 //                         probe {key, model, dataset, batch_sizes},
 //                         stop {trial_id, reason}, heartbeat {},
 //                         error {code, message, fatal}
+//
+// Checkpoints travel as a run of "checkpoint" frames, one chunk each (tuner/checkpoint_store.h):
+// a worker uploads the checkpoint its segment wrote before that segment's result, and the
+// controller sends a checkpoint the next segment resumes from before that segment's assign.
+// A chunk is {trial_id, attempt, stem, epoch, offset, total_bytes, data (base64), sha256
+// (of the whole file, in the last chunk only)}.
 //
 // An error frame with "fatal": true means the worker must not retry: its protocol version
 // or its token was refused (codes PROTOCOL_VERSION, UNAUTHENTICATED, PERMISSION_DENIED).
@@ -26,13 +34,14 @@
 #include <variant>
 #include <vector>
 
+#include "tuner/checkpoint_store.h"
 #include "tuner/segment.h"
 #include "tuner/status.h"
 #include "tuner/types.h"
 
 namespace topotune {
 
-constexpr int kProtocolVersion = 1;
+constexpr int kProtocolVersion = 2;            ///< 2: checkpoint frames, per-epoch checkpoint names
 constexpr uint32_t kMaxFrameBytes = 1u << 20;  ///< frames over 1 MiB are refused
 
 // Header plus payload, ready to write. Never throws (invalid UTF-8 becomes U+FFFD).
@@ -82,8 +91,12 @@ struct ProbeResultFrame {
   std::optional<DeviceProbe> probe;  ///< set when the probe ran
   std::string error;                 ///< why it did not, otherwise
 };
-using WorkerFrame =
-    std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame, ProbeResultFrame>;
+// A chunk of a checkpoint file, in either direction.
+struct CheckpointFrame {
+  CheckpointChunk chunk;
+};
+using WorkerFrame = std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame,
+                                 ProbeResultFrame, CheckpointFrame>;
 // Decodes and validates one payload from a worker, or says which field is wrong and why.
 StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload);
 
@@ -110,8 +123,8 @@ struct ErrorFrame {
   std::string message;
   bool fatal = false;  ///< the worker must not retry
 };
-using ControllerFrame =
-    std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame, HeartbeatFrame, ErrorFrame>;
+using ControllerFrame = std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame,
+                                     HeartbeatFrame, ErrorFrame, CheckpointFrame>;
 // Decodes and validates one payload from the controller.
 StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload);
 
@@ -129,6 +142,7 @@ nlohmann::json ToJson(const WelcomeFrame& f);
 nlohmann::json ToJson(const ProbeFrame& f);
 nlohmann::json ToJson(const StopFrame& f);
 nlohmann::json ToJson(const ErrorFrame& f);
+nlohmann::json ToJson(const CheckpointFrame& f);
 nlohmann::json HeartbeatJson();
 
 // A worker id: 1-64 characters of letters, digits, '-', '_' or '.'.

@@ -6,7 +6,7 @@
 #include <exception>
 #include <random>
 
-#include "api/sha256.h"
+#include "tuner/sha256.h"
 #include "storage/store.h"
 
 namespace topotune {

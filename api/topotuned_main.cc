@@ -1,7 +1,8 @@
 // topotuned: the controller. REST API, worker gateway, tuning engine, SQLite.
 //
 //   topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] [--lease S]
-//             [--ports-file FILE] [--admin-token-file FILE]
+//             [--ports-file FILE] [--admin-token-file FILE] [--checkpoints DIR]
+//             [--max-checkpoint-mb N]
 
 #include <pthread.h>
 
@@ -20,6 +21,7 @@
 #include "api/tokens.h"
 #include "api/worker_gateway.h"
 #include "storage/store.h"
+#include "tuner/checkpoint_store.h"
 
 namespace {
 
@@ -43,7 +45,8 @@ int Usage(const char* error) {
   std::fprintf(stderr,
                "topotuned: %s\n"
                "usage: topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] "
-               "[--lease S] [--ports-file FILE] [--admin-token-file FILE]\n"
+               "[--lease S] [--ports-file FILE] [--admin-token-file FILE] [--checkpoints DIR]\n"
+               "                 [--max-checkpoint-mb N]\n"
                "  --db FILE            SQLite database (default topotune.db)\n"
                "  --http HOST:PORT     REST API (default 127.0.0.1:7700; port 0 picks one)\n"
                "  --workers HOST:PORT  worker gateway (default 127.0.0.1:7701)\n"
@@ -52,7 +55,11 @@ int Usage(const char* error) {
                "  --admin-token-file FILE  an admin secret of your own (32-256 visible ASCII\n"
                "                       characters, first line); default $TOPOTUNE_ADMIN_TOKEN.\n"
                "                       Without either, the first start prints a new admin\n"
-               "                       token once.\n",
+               "                       token once.\n"
+               "  --checkpoints DIR    where workers upload trial checkpoints, so that any\n"
+               "                       worker can resume a trial (default FILE.checkpoints\n"
+               "                       beside --db)\n"
+               "  --max-checkpoint-mb N  refuse checkpoints over N MiB (default 4096)\n",
                error);
   return 2;
 }
@@ -81,6 +88,8 @@ int main(int argc, char** argv) {
   std::string db = "topotune.db";
   std::string ports_file;
   std::string admin_token;
+  std::string checkpoint_dir;
+  int64_t max_checkpoint_mb = 4096;
   if (const char* env = std::getenv("TOPOTUNE_ADMIN_TOKEN")) admin_token = env;
   HttpServer::Options http;
   WorkerGateway::Options gateway_options;
@@ -102,6 +111,13 @@ int main(int argc, char** argv) {
       }
     } else if (arg == "--ports-file" && has_value) {
       ports_file = argv[++i];
+    } else if (arg == "--checkpoints" && has_value) {
+      checkpoint_dir = argv[++i];
+    } else if (arg == "--max-checkpoint-mb" && has_value) {
+      max_checkpoint_mb = std::atoll(argv[++i]);
+      if (max_checkpoint_mb < 1 || max_checkpoint_mb > (int64_t{1} << 20)) {
+        return Usage("--max-checkpoint-mb must be in [1, 1048576]");
+      }
     } else if (arg == "--admin-token-file" && has_value) {
       if (!ReadFirstLine(argv[++i], &admin_token)) {
         return Usage(("cannot read --admin-token-file " + std::string(argv[i])).c_str());
@@ -114,6 +130,13 @@ int main(int argc, char** argv) {
   StatusOr<std::unique_ptr<Store>> store = Store::Open(db);
   if (!store.ok()) {
     std::fprintf(stderr, "topotuned: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  if (checkpoint_dir.empty()) checkpoint_dir = db + ".checkpoints";
+  StatusOr<std::unique_ptr<CheckpointStore>> checkpoints =
+      CheckpointStore::Open(checkpoint_dir, max_checkpoint_mb << 20);
+  if (!checkpoints.ok()) {
+    std::fprintf(stderr, "topotuned: %s\n", checkpoints.status().ToString().c_str());
     return 1;
   }
   TokenAuthority tokens(store->get(), Now);
@@ -129,7 +152,7 @@ int main(int argc, char** argv) {
                  (*admin)->c_str());
   }
   WorkerGateway gateway(gateway_options);
-  ControllerService service(store->get(), &gateway, ParseJobSpec, Now);
+  ControllerService service(store->get(), &gateway, ParseJobSpec, Now, checkpoints->get());
   gateway.Attach(&service, &tokens);
   // Every unfinished job of an earlier run resumes before workers can connect.
   if (StatusOr<int> resumed = service.ResumeJobs(); !resumed.ok()) {

@@ -61,6 +61,23 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     if (idle) WriteNext();
   }
 
+  // Sends the checkpoint file at `path` as chunk frames (a chunk at a time, as writes
+  // complete), then `then` (the assign that resumes from it). If the file cannot be read,
+  // `then` goes alone and the worker reports the checkpoint missing.
+  void SendCheckpoint(const std::string& path, const CheckpointChunk& header, std::string then) {
+    if (closed_) return;
+    StatusOr<std::unique_ptr<ChunkedFileReader>> reader = ChunkedFileReader::Open(path, header);
+    if (!reader.ok()) {
+      std::fprintf(stderr, "topotuned: worker %s: %s\n", Name().c_str(),
+                   reader.status().message().c_str());
+      return Send(std::move(then));
+    }
+    transfers_.push_back({std::move(*reader), std::move(then)});
+    const bool idle = writes_.empty();
+    FeedTransfer();
+    if (idle && !writes_.empty()) WriteNext();
+  }
+
   // Sends an error frame naming the problem, then closes once it is written.
   void Reject(const ErrorFrame& error) {
     if (closed_ || close_after_write_) return;
@@ -78,6 +95,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     timer_.cancel();
+    transfers_.clear();
     if (!worker_id_.empty()) {
       auto it = gateway_->sessions.find(worker_id_);
       if (it != gateway_->sessions.end() && it->second.get() == this) gateway_->sessions.erase(it);
@@ -120,9 +138,29 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
                       [this, self](boost::system::error_code ec, size_t) {
                         if (ec) return Close();
                         writes_.pop_front();
+                        FeedTransfer();
                         if (!writes_.empty()) return WriteNext();
                         if (close_after_write_) Close();
                       });
+  }
+
+  // Queues the next chunk of the first transfer while the queue is short, so a checkpoint
+  // of any size holds one chunk in memory; after its last chunk, the frame that follows it.
+  // Only queues: the caller starts the write if none is in flight.
+  void FeedTransfer() {
+    if (transfers_.empty() || writes_.size() > 1 || closed_) return;
+    Transfer& t = transfers_.front();
+    StatusOr<std::optional<CheckpointChunk>> chunk = t.reader->Next();
+    if (chunk.ok() && chunk->has_value()) {
+      writes_.push_back(EncodeFrame(ToJson(CheckpointFrame{std::move(**chunk)})));
+      return;
+    }
+    if (!chunk.ok()) {
+      std::fprintf(stderr, "topotuned: worker %s: %s\n", Name().c_str(),
+                   chunk.status().message().c_str());
+    }
+    writes_.push_back(std::move(t.then));
+    transfers_.pop_front();
   }
 
   void Tick() {
@@ -260,6 +298,17 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     return Status::OK();
   }
 
+  Status On(const CheckpointFrame& f) {
+    Status s = gateway_->service->OnCheckpointChunk(worker_id_, f.chunk);
+    if (s.code() == Status::Code::kInvalidArgument) return s;
+    if (!s.ok()) {
+      // The controller's trouble (a full disk): the trial stays resumable on this worker.
+      std::fprintf(stderr, "topotuned: checkpoint from %s: %s\n", worker_id_.c_str(),
+                   s.ToString().c_str());
+    }
+    return Status::OK();
+  }
+
   Status On(const ProbeResultFrame& f) {
     StatusOr<DeviceProbe> probe = f.probe
                                       ? StatusOr<DeviceProbe>(*f.probe)
@@ -279,6 +328,11 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   std::array<char, 4096> chunk_{};
   FrameReader frames_;
   std::deque<std::string> writes_;
+  struct Transfer {
+    std::unique_ptr<ChunkedFileReader> reader;
+    std::string then;
+  };
+  std::deque<Transfer> transfers_;
   std::string worker_id_;
   int64_t token_id_ = 0;
   std::optional<ErrorFrame> error_;  // the error frame to close with, when not the status's
@@ -362,8 +416,22 @@ void WorkerGateway::Stop() {
   impl_->thread.join();
 }
 
-void WorkerGateway::SendSegment(const std::string& worker_id, const SegmentSpec& segment) {
-  impl_->Post(worker_id, EncodeFrame({{"type", "assign"}, {"assignment", ToJson(segment)}}));
+void WorkerGateway::SendSegment(const std::string& worker_id, const SegmentSpec& segment,
+                                const std::string& checkpoint_file) {
+  std::string assign = EncodeFrame({{"type", "assign"}, {"assignment", ToJson(segment)}});
+  if (checkpoint_file.empty()) return impl_->Post(worker_id, std::move(assign));
+  CheckpointChunk header;
+  header.trial_id = segment.trial_id;
+  header.attempt = segment.attempt;
+  header.stem = segment.checkpoint;
+  header.epoch = segment.start_epoch;
+  asio::post(impl_->io,
+             [this, worker_id, checkpoint_file, header, assign = std::move(assign)]() mutable {
+               auto it = impl_->sessions.find(worker_id);
+               if (it != impl_->sessions.end()) {
+                 it->second->SendCheckpoint(checkpoint_file, header, std::move(assign));
+               }
+             });
 }
 
 void WorkerGateway::SendStop(const std::string& worker_id, int64_t trial_id,

@@ -45,7 +45,8 @@ class WorkerGateway final : public WorkerChannel {
   // Closes every connection and joins the thread. Idempotent.
   void Stop();
 
-  void SendSegment(const std::string& worker_id, const SegmentSpec& segment) override;
+  void SendSegment(const std::string& worker_id, const SegmentSpec& segment,
+                   const std::string& checkpoint_file) override;
   void SendStop(const std::string& worker_id, int64_t trial_id, const std::string& reason) override;
   void SendProbe(const std::string& worker_id, const std::string& key, const std::string& model,
                  const DatasetSpec& dataset, const std::vector<int>& batch_sizes) override;

@@ -166,9 +166,8 @@ int main(int argc, char** argv) {
   request.start_epoch = 0;
   request.end_epoch = 2;          // a warm-up epoch, then the timed one
   request.target_accuracy = 2.0;  // never reached: both epochs always run
-  request.checkpoint_path =
-      (fs::temp_directory_path() / ("bench_train_throughput_" + std::to_string(::getpid()) + ".pt"))
-          .string();
+  request.checkpoint_dir = fs::temp_directory_path().string();
+  request.checkpoint_stem = "bench_train_throughput_" + std::to_string(::getpid());
 
   std::vector<EpochMark> marks;
   std::atomic<bool> stop{false};
@@ -180,7 +179,7 @@ int main(int argc, char** argv) {
       },
       stop);
   std::error_code ignored;
-  fs::remove(request.checkpoint_path, ignored);
+  fs::remove(result.checkpoint_path, ignored);
   if (result.status != topotune::SegmentStatus::kCompleted || marks.size() != 2) {
     std::fprintf(stderr, "bench_train_throughput: training %s: %s\n",
                  topotune::SegmentStatusName(result.status), result.message.c_str());

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "api/sha256.h"
+#include "tuner/sha256.h"
 #include "api/tokens.h"
 #include "storage/store.h"
 

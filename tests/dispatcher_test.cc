@@ -1,6 +1,10 @@
 #include "tuner/dispatcher.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "tests/memory_journal.h"
 
@@ -10,8 +14,10 @@ namespace {
 // Records what the dispatcher sends.
 class FakeChannel : public WorkerChannel {
  public:
-  void SendSegment(const std::string& worker_id, const SegmentSpec& a) override {
+  void SendSegment(const std::string& worker_id, const SegmentSpec& a,
+                   const std::string& checkpoint_file) override {
     assignments.emplace_back(worker_id, a);
+    checkpoint_files.push_back(checkpoint_file);
   }
   void SendStop(const std::string& worker_id, int64_t trial_id, const std::string&) override {
     stops.emplace_back(worker_id, trial_id);
@@ -26,6 +32,7 @@ class FakeChannel : public WorkerChannel {
     std::vector<int> batch_sizes;
   };
   std::vector<std::pair<std::string, SegmentSpec>> assignments;
+  std::vector<std::string> checkpoint_files;  // sent ahead of each assignment ("": none)
   std::vector<std::pair<std::string, int64_t>> stops;
   std::vector<Probe> probes;
 };
@@ -195,6 +202,100 @@ TEST(Dispatcher, AJobThatCannotStoreTheLossOfAWorkerFails) {
   EXPECT_FALSE(dispatcher.IsActive(1));
   ASSERT_FALSE(journal.job_states.empty());
   EXPECT_EQ(journal.job_states.back(), JobState::kFailed);
+}
+
+// A one-chunk checkpoint upload of `segment`'s trial at `epoch`.
+CheckpointChunk Upload(const SegmentSpec& segment, int epoch, const std::string& bytes) {
+  CheckpointChunk c;
+  c.trial_id = segment.trial_id;
+  c.attempt = segment.attempt;
+  c.stem = segment.checkpoint;
+  c.epoch = epoch;
+  c.total_bytes = static_cast<int64_t>(bytes.size());
+  c.data = bytes;
+  c.sha256 = Sha256Hex(bytes);
+  return c;
+}
+
+TEST(Dispatcher, AnUploadedCheckpointLetsAnotherWorkerResumeAndGoesWithItsJob) {
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / ("topotune-dispatcher-ckpt-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  StatusOr<std::unique_ptr<CheckpointStore>> store = CheckpointStore::Open(dir.string(), 1 << 20);
+  ASSERT_TRUE(store.ok());
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(
+      &journal, &channel, [] { return 0.0; }, store->get());
+  dispatcher.CollectCheckpoints();
+  JobSpec spec = Spec();
+  spec.max_trials = 4;
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2);
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w1")).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("w1", channel.probes[0].key, ProbeUpTo(512)).ok());
+  const SegmentSpec best = channel.assignments.back().second;
+  CurvePoint point = Epoch1();
+  point.val_accuracy = 0.8;
+  ASSERT_TRUE(dispatcher.OnEpoch("w1", best.trial_id, best.attempt, point).ok());
+
+  // Only the checkpoint the worker's own segment writes is taken.
+  CheckpointChunk wrong_trial = Upload(best, 1, "weights");
+  wrong_trial.trial_id += 100;
+  EXPECT_EQ(dispatcher.OnCheckpointChunk("w1", wrong_trial).code(), Status::Code::kInvalidArgument);
+  Status past_end = dispatcher.OnCheckpointChunk("w1", Upload(best, 2, "weights"));
+  EXPECT_EQ(past_end.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(past_end.message().find("epochs 1..1"), std::string::npos) << past_end.message();
+  EXPECT_EQ(dispatcher.OnCheckpointChunk("w2", Upload(best, 1, "weights")).code(),
+            Status::Code::kNotFound);
+  ASSERT_TRUE(dispatcher.OnCheckpointChunk("w1", Upload(best, 1, "weights")).ok());
+  EXPECT_TRUE((*store)->Has(best.checkpoint, 1));
+  ASSERT_TRUE(
+      dispatcher.OnSegmentEnded("w1", {best.trial_id, best.attempt, SegmentStatus::kCompleted, ""})
+          .ok());
+
+  // w1 leaves; w2 runs two more trials, then resumes the best one from the store's copy.
+  const size_t w1_segments = channel.assignments.size();
+  dispatcher.WorkerDisconnected("w1");
+  ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w2")).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("w2", channel.probes.back().key, ProbeUpTo(512)).ok());
+  for (int i = 0; i < 2; ++i) {
+    const SegmentSpec a = channel.assignments.back().second;
+    ASSERT_NE(a.trial_id, best.trial_id);
+    ASSERT_TRUE(dispatcher.OnEpoch("w2", a.trial_id, a.attempt, Epoch1()).ok());
+    ASSERT_TRUE(
+        dispatcher.OnSegmentEnded("w2", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
+            .ok());
+  }
+  ASSERT_EQ(channel.assignments.size(), w1_segments + 3);
+  const SegmentSpec resumed = channel.assignments.back().second;
+  EXPECT_EQ(channel.assignments.back().first, "w2");
+  EXPECT_EQ(resumed.trial_id, best.trial_id);
+  EXPECT_EQ(resumed.start_epoch, 1);
+  EXPECT_EQ(channel.checkpoint_files.back(), (*store)->PathOf(best.checkpoint, 1));
+
+  // The rest of the job; once it is done, none of its checkpoints is kept.
+  for (int e = 2; e <= resumed.end_epoch; ++e) {
+    point.epoch = e;
+    ASSERT_TRUE(dispatcher.OnEpoch("w2", resumed.trial_id, resumed.attempt, point).ok());
+  }
+  ASSERT_TRUE(dispatcher.OnCheckpointChunk("w2", Upload(resumed, resumed.end_epoch, "w")).ok());
+  ASSERT_TRUE(
+      dispatcher
+          .OnSegmentEnded("w2", {resumed.trial_id, resumed.attempt, SegmentStatus::kCompleted, ""})
+          .ok());
+  while (dispatcher.IsActive(1)) {
+    const SegmentSpec a = channel.assignments.back().second;
+    ASSERT_TRUE(dispatcher.OnEpoch("w2", a.trial_id, a.attempt, Epoch1()).ok());
+    ASSERT_TRUE(
+        dispatcher.OnSegmentEnded("w2", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
+            .ok());
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+  fs::remove_all(dir);
 }
 
 }  // namespace

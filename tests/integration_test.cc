@@ -68,18 +68,22 @@ class Cluster {
     token_ = CreateToken("user");
     worker_token_ = CreateToken("worker");
     std::ofstream(dir_ / "worker.token") << worker_token_ << "\n";
-    for (size_t i = 0; i < worker_flags.size(); ++i) {
-      const std::string name = "w" + std::to_string(i + 1);
-      std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN, "--controller",
-                                       "127.0.0.1:" + std::to_string(worker_port_), "--name", name,
-                                       "--data-root", dir_.string(), "--checkpoint-dir",
-                                       (dir_ / "checkpoints").string(), "--threads", "1",
-                                       "--token-file", (dir_ / "worker.token").string(),
-                                       // A test that dies must not leave workers retrying.
-                                       "--connect-timeout", "60"};
-      argv.insert(argv.end(), worker_flags[i].begin(), worker_flags[i].end());
-      workers_.push_back(std::make_unique<Process>(argv, (dir_ / (name + ".log")).string()));
-    }
+    for (const std::vector<std::string>& flags : worker_flags) StartWorker(flags);
+  }
+
+  // Starts worker w<N> (N counts from 1) with extra `flags`: its own checkpoint folder, as
+  // on its own machine.
+  void StartWorker(const std::vector<std::string>& flags = {}) {
+    const std::string name = "w" + std::to_string(workers_.size() + 1);
+    std::vector<std::string> argv = {TOPOTUNE_WORKER_BIN, "--controller",
+                                     "127.0.0.1:" + std::to_string(worker_port_), "--name", name,
+                                     "--data-root", dir_.string(), "--checkpoint-dir",
+                                     (dir_ / ("checkpoints-" + name)).string(), "--threads", "1",
+                                     "--token-file", (dir_ / "worker.token").string(),
+                                     // A test that dies must not leave workers retrying.
+                                     "--connect-timeout", "60"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    workers_.push_back(std::make_unique<Process>(argv, (dir_ / (name + ".log")).string()));
   }
   ~Cluster() {
     workers_.clear();
@@ -365,6 +369,121 @@ TEST(Integration, AWorkerThatGoesSilentLosesItsLeaseAndItsTrialIsRerun) {
     if (w["id"] == "w1") {
       EXPECT_EQ(w["state"], "offline");
     }
+  }
+}
+
+// The trial of `id`'s job with id `trial_id` as GET /v1/jobs/{id}/trials shows it (null if
+// it cannot be read).
+json TrialOf(Cluster& cluster, int64_t id, int64_t trial_id) {
+  auto res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  if (!res || res->status != 200) return json();
+  const json body = json::parse(res->body);
+  for (const json& t : body["trials"]) {
+    if (t["id"].get<int64_t>() == trial_id) return t;
+  }
+  return json();
+}
+
+TEST(Integration, AWorkerKilledMidSegmentOfAPromotedTrialIsResumedFromItsCheckpointElsewhere) {
+  // One LibTorch worker first: every checkpoint is written by w1 and uploaded by it.
+  Cluster cluster("15", {{}});
+  json spec = SmallJob();
+  spec["target_accuracy"] = 0.999;  // never reached: promoted segments run to their end
+  spec["max_trials"] = 9;
+  spec["scheduler"]["min_epochs"] = 2;  // rungs of 2, 6 and 18 epochs
+  spec["scheduler"]["reduction_factor"] = 3;
+  spec["scheduler"]["rungs"] = 3;
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
+
+  // Wait until w1 is in the middle of a promoted segment: it resumed a trial at epoch
+  // start > 0 and has reported at least one epoch after it, but not the last.
+  int64_t trial_id = -1;
+  int start = 0;
+  int end = 0;
+  int reported = 0;  // epochs of the trial stored when w1 was killed (at least)
+  for (int i = 0; i < 3000 && trial_id < 0; ++i) {
+    auto res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+    if (res && res->status == 200) {
+      const json body = json::parse(res->body);
+      for (const json& t : body["trials"]) {
+        const int done = t["epochs_done"].get<int>();
+        const int rung_start = t["rung"].get<int>() == 1 ? 2 : 6;
+        const int rung_end = t["rung"].get<int>() == 1 ? 6 : 18;
+        if (t["state"] == "running" && t["rung"].get<int>() > 0 && done > rung_start &&
+            done < rung_end) {
+          trial_id = t["id"].get<int64_t>();
+          start = rung_start;
+          end = rung_end;
+          reported = done;
+        }
+      }
+    }
+    if (trial_id < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(trial_id, 0) << cluster.Log("topotuned.log") << cluster.Log("w1.log");
+  cluster.worker(0).Signal(SIGKILL);
+
+  // The cut segment's points are gone with it: the trial waits at its rung's start.
+  json cut;
+  for (int i = 0; i < 200; ++i) {
+    cut = TrialOf(cluster, id, trial_id);
+    if (!cut.is_null() && cut["state"] == "pending") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(cut["state"], "pending") << cut.dump() << cluster.Log("topotuned.log");
+  EXPECT_EQ(cut["epochs_done"].get<int>(), start) << cut.dump();
+  EXPECT_EQ(cut["curve"].size(), static_cast<size_t>(start)) << cut.dump();
+  const std::string checkpoint = "job" + std::to_string(id) + "-trial" +
+                                 std::to_string(cut["number"].get<int>()) + "-e" +
+                                 std::to_string(start) + ".pt";
+  EXPECT_TRUE(fs::exists(fs::path(cluster.db().string() + ".checkpoints") / checkpoint))
+      << cluster.Log("topotuned.log");
+
+  // w2 never saw that trial: it gets the checkpoint from the controller and goes on from
+  // the rung's start.
+  cluster.StartWorker();
+  const json job = cluster.WaitForJob(id, 500);
+  ASSERT_EQ(job["state"], "completed")
+      << job.dump() << cluster.Log("topotuned.log") << cluster.Log("w2.log");
+  const std::string w2_log = cluster.Log("w2.log");
+  EXPECT_NE(w2_log.find("received checkpoint " + checkpoint), std::string::npos) << w2_log;
+  EXPECT_NE(w2_log.find("trial " + std::to_string(trial_id) + ": "), std::string::npos) << w2_log;
+  EXPECT_NE(w2_log.find("epochs " + std::to_string(start + 1) + ".." + std::to_string(end)),
+            std::string::npos)
+      << w2_log;
+  EXPECT_NE(cluster.Log("topotuned.log").find("sending checkpoint " + checkpoint + " to worker w2"),
+            std::string::npos);
+
+  // Every trial's curve is whole, from epoch 1, with one point per epoch done; the report
+  // counts exactly those.
+  auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
+  ASSERT_TRUE(trials_res);
+  int epochs = 0;
+  const json trials = json::parse(trials_res->body)["trials"];
+  for (const json& t : trials) {
+    ASSERT_EQ(t["curve"].size(), t["epochs_done"].get<size_t>()) << t.dump();
+    for (size_t e = 0; e < t["curve"].size(); ++e) {
+      EXPECT_EQ(t["curve"][e]["epoch"].get<size_t>(), e + 1) << t.dump();
+    }
+    epochs += t["epochs_done"].get<int>();
+    if (t["id"].get<int64_t>() == trial_id) {
+      EXPECT_GE(t["epochs_done"].get<int>(), end) << t.dump();
+      EXPECT_EQ(t["worker"], "w2");
+      EXPECT_NE(t["state"], "failed") << t.dump();
+    }
+  }
+  auto report = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report);
+  EXPECT_EQ(json::parse(report->body)["epochs_trained"].get<int>(), epochs);
+  std::printf(
+      "worker kill: trial %lld killed in epochs %d..%d with >= %d epochs stored; cut back to "
+      "%d; resumed on w2 from %s; job completed with %d stored points = %d report epochs\n",
+      static_cast<long long>(trial_id), start + 1, end, reported, start, checkpoint.c_str(), epochs,
+      json::parse(report->body)["epochs_trained"].get<int>());
+  // The job is done: the controller keeps none of its checkpoints.
+  for (const auto& entry : fs::directory_iterator(cluster.db().string() + ".checkpoints")) {
+    ADD_FAILURE() << "left behind: " << entry.path();
   }
 }
 

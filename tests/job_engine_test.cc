@@ -73,7 +73,7 @@ TEST(JobEngine, PromotesTheTopThirdAndResumesFromTheRungOnTheSameWorker) {
   EXPECT_EQ(promoted.start_epoch, 1);
   EXPECT_EQ(promoted.trial.target_epochs, 3);
   EXPECT_EQ(promoted.trial.rung, 1);
-  EXPECT_EQ(promoted.checkpoint, "job1-trial1.pt");
+  EXPECT_EQ(promoted.checkpoint, "job1-trial1");
   RunSegment(engine, promoted, 0.7, 1.0);
   EXPECT_EQ(engine.state(), JobState::kCompleted);
   EXPECT_EQ(journal.trials[ids[1]].state, TrialState::kCompleted);

@@ -32,7 +32,7 @@ TEST(Protocol, AssignmentRoundTrips) {
   a.trial.seed = 99;
   a.trial.target_epochs = 9;
   a.start_epoch = 3;
-  a.checkpoint = "job4-trial2.pt";
+  a.checkpoint = "job4-trial2";
   a.trial.train_s = 4.25;
   a.max_train_s = 12.5;
   JobSpec spec;
@@ -49,7 +49,7 @@ TEST(Protocol, AssignmentRoundTrips) {
   EXPECT_EQ(back->start_epoch, 3);
   EXPECT_EQ(back->end_epoch, 9);
   EXPECT_EQ(back->dataset.path, "data/x");
-  EXPECT_EQ(back->checkpoint, "job4-trial2.pt");
+  EXPECT_EQ(back->checkpoint, "job4-trial2");
   EXPECT_DOUBLE_EQ(back->train_s_before, 4.25);
   EXPECT_DOUBLE_EQ(back->max_train_s, 12.5);
   nlohmann::json j = ToJson(*back);

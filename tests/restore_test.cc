@@ -397,7 +397,8 @@ TEST(Restore, ACutPromotedTrialResumesFromItsRungOnTheWorkerThatHoldsItsCheckpoi
 // Records what the dispatcher sends.
 class RecordingChannel : public WorkerChannel {
  public:
-  void SendSegment(const std::string& worker_id, const SegmentSpec& segment) override {
+  void SendSegment(const std::string& worker_id, const SegmentSpec& segment,
+                   const std::string&) override {
     segments.emplace_back(worker_id, segment);
   }
   void SendStop(const std::string&, int64_t, const std::string&) override {}

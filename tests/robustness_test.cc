@@ -21,6 +21,7 @@
 
 #include "api/protocol.h"
 #include "tests/test_process.h"
+#include "tuner/sha256.h"
 
 namespace topotune {
 namespace {
@@ -495,6 +496,15 @@ std::vector<json> MalformedWorkerFrames() {
                                    {"error", ""}}})}}}},
       {{"type", "probe_result"}, {"key", "k"}, {"error", "no"}},
       {{"type", "heartbeat"}},
+      {{"type", "checkpoint"},
+       {"trial_id", 1},
+       {"attempt", 1},
+       {"stem", "job1-trial0"},
+       {"epoch", 1},
+       {"offset", 0},
+       {"total_bytes", 3},
+       {"data", "YWJj"},
+       {"sha256", Sha256Hex("abc")}},
   };
   const std::vector<json> wrong = {nullptr,
                                    true,
@@ -748,6 +758,28 @@ TEST(Tokens, AForgedReportForAnotherWorkersTrialIsIgnored) {
       c.Call("GET", "/v1/jobs/" + std::to_string(job_id) + "/report", c.user_token())->body);
   EXPECT_EQ(report_after["best"], report_before["best"]);
   EXPECT_EQ(report_after["epochs_trained"], report_before["epochs_trained"]);
+
+  // Nor can it plant a checkpoint for that trial: the upload is refused, naming why.
+  const std::string stem = assign["assignment"]["checkpoint"].get<std::string>();
+  forger.SendFrame({{"type", "checkpoint"},
+                    {"trial_id", trial},
+                    {"attempt", attempt},
+                    {"stem", stem},
+                    {"epoch", 1},
+                    {"offset", 0},
+                    {"total_bytes", 3},
+                    {"data", "YWJj"},
+                    {"sha256", Sha256Hex("abc")}});
+  json refused = forger.ReceiveNonHeartbeat();
+  // (After the probe request and the stop that answered the forged epoch.)
+  while (refused.value("type", "") == "probe" || refused.value("type", "") == "stop") {
+    refused = forger.ReceiveNonHeartbeat();
+  }
+  EXPECT_EQ(refused.value("type", ""), "error") << refused.dump();
+  EXPECT_NE(refused.value("message", "").find("not the segment assigned to worker forger"),
+            std::string::npos)
+      << refused.dump();
+  EXPECT_FALSE(fs::exists(c.db().string() + ".checkpoints/" + stem + "-e1.pt"));
 }
 
 }  // namespace

@@ -61,10 +61,10 @@ class ShapesEnvironment : public ::testing::Environment {
     }();
     return dir;
   }
-  // A checkpoint path of its own for the running test.
-  static std::string CheckpointPath(const std::string& tag = "") {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    return (Root() / "checkpoints" / (std::string(info->name()) + tag + ".pt")).string();
+  static std::string CheckpointDir() { return (Root() / "checkpoints").string(); }
+  // A checkpoint stem of its own for the running test.
+  static std::string CheckpointStem(const std::string& tag = "") {
+    return std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + tag;
   }
   void TearDown() override {
     std::error_code ec;
@@ -90,7 +90,8 @@ TrainRequest Request(int batch_size, Optimizer optimizer, double learning_rate, 
   request.config.learning_rate = learning_rate;
   request.seed = 11;
   request.end_epoch = end_epoch;
-  request.checkpoint_path = ShapesEnvironment::CheckpointPath();
+  request.checkpoint_dir = ShapesEnvironment::CheckpointDir();
+  request.checkpoint_stem = ShapesEnvironment::CheckpointStem();
   return request;
 }
 
@@ -134,7 +135,8 @@ TEST(Trainer, LearnsShapesWithAGoodConfig) {
   }
   EXPECT_LT(outcome.points.back().train_loss, outcome.points.front().train_loss);
   EXPECT_GT(outcome.points.back().val_accuracy, 0.4) << "chance is 0.1";
-  EXPECT_TRUE(fs::exists(request.checkpoint_path));
+  EXPECT_EQ(outcome.result.checkpoint_path, CheckpointPath(request, 4));
+  EXPECT_TRUE(fs::exists(CheckpointPath(request, 4)));
 }
 
 TEST(Trainer, ResNet8LearnsTheGeneratedShapesInTwoEpochs) {
@@ -167,13 +169,18 @@ TEST(Trainer, ResumeContinuesTheEpochsAndMatchesAStraightRun) {
   // Model, momentum and shuffle all carry over: the same as two epochs in one go.
   TrainRequest straight = first;
   straight.end_epoch = 2;
-  straight.checkpoint_path = ShapesEnvironment::CheckpointPath("_straight");
+  straight.checkpoint_stem = ShapesEnvironment::CheckpointStem("_straight");
   const Outcome two = Train(straight);
   ASSERT_EQ(two.points.size(), 2u);
   EXPECT_NEAR(two.points[1].train_loss, resumed.points[0].train_loss, 1e-3);
   EXPECT_NEAR(two.points[1].val_accuracy, resumed.points[0].val_accuracy, 0.01);
 
-  // The checkpoint now holds epoch 2: resuming it as epoch 1 is refused.
+  // Each epoch has its own checkpoint: epoch 1's is still there for a rerun of the second
+  // segment. A file that holds another epoch than its name says is refused.
+  EXPECT_TRUE(fs::exists(CheckpointPath(first, 1)));
+  EXPECT_TRUE(fs::exists(CheckpointPath(first, 2)));
+  fs::copy_file(CheckpointPath(first, 2), CheckpointPath(first, 1),
+                fs::copy_options::overwrite_existing);
   const Outcome stale = Train(second);
   EXPECT_EQ(stale.result.status, SegmentStatus::kFailed);
   EXPECT_NE(stale.result.message.find("holds epoch 2"), std::string::npos) << stale.result.message;
@@ -191,7 +198,7 @@ TEST(Trainer, StopsAfterTheEpochThatReachesTheTarget) {
   EXPECT_EQ(outcome.result.epochs_done, 1);
   ASSERT_EQ(outcome.points.size(), 1u);
   EXPECT_EQ(outcome.points[0].samples_seen, 256);
-  EXPECT_TRUE(fs::exists(request.checkpoint_path));
+  EXPECT_TRUE(fs::exists(CheckpointPath(request, 1)));
 }
 
 TEST(Trainer, PresetStopFlagReturnsStoppedAtOnce) {
@@ -218,11 +225,11 @@ TEST(Trainer, UnknownModelFailsNamingTheKnownOnes) {
 TEST(Trainer, MissingCheckpointFails) {
   TrainRequest request = Request(/*batch_size=*/32, Optimizer::kSgd, 0.05, 3);
   request.start_epoch = 2;
-  request.checkpoint_path = ShapesEnvironment::CheckpointPath("_never_written");
+  request.checkpoint_stem = ShapesEnvironment::CheckpointStem("_never_written");
   const Outcome outcome = Train(request);
   EXPECT_EQ(outcome.result.status, SegmentStatus::kFailed);
   EXPECT_EQ(outcome.result.epochs_done, 2);
-  EXPECT_NE(outcome.result.message.find(request.checkpoint_path), std::string::npos)
+  EXPECT_NE(outcome.result.message.find(CheckpointPath(request, 2)), std::string::npos)
       << outcome.result.message;
   EXPECT_TRUE(outcome.points.empty());
 }

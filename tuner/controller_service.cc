@@ -5,11 +5,12 @@
 namespace topotune {
 
 ControllerService::ControllerService(Journal* journal, WorkerChannel* channel,
-                                     SpecDecoder decode_spec, std::function<double()> clock)
+                                     SpecDecoder decode_spec, std::function<double()> clock,
+                                     CheckpointStore* checkpoints)
     : journal_(journal),
       decode_spec_(std::move(decode_spec)),
       clock_(clock),
-      dispatcher_(journal, channel, clock) {}
+      dispatcher_(journal, channel, clock, checkpoints) {}
 
 StatusOr<int> ControllerService::ResumeJobs() {
   StatusOr<std::vector<JobRecord>> jobs = journal_->ListJobs();
@@ -28,6 +29,7 @@ StatusOr<int> ControllerService::ResumeJobs() {
     TOPOTUNE_RETURN_IF_ERROR(journal_->SetJobState(
         job.id, JobState::kFailed, "could not resume after a restart: " + s.message(), clock_()));
   }
+  dispatcher_.CollectCheckpoints();
   return resumed;
 }
 
@@ -128,6 +130,11 @@ Status ControllerService::OnSegmentEnded(const std::string& worker_id,
 Status ControllerService::OnProbeResult(const std::string& worker_id, const std::string& key,
                                         const StatusOr<DeviceProbe>& probe) {
   return dispatcher_.OnProbeResult(worker_id, key, probe);
+}
+
+Status ControllerService::OnCheckpointChunk(const std::string& worker_id,
+                                            const CheckpointChunk& chunk) {
+  return dispatcher_.OnCheckpointChunk(worker_id, chunk);
 }
 
 }  // namespace topotune

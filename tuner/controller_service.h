@@ -37,15 +37,17 @@ class ControllerService {
   // Turns a stored spec_json back into a spec (api/job_spec_json.h's ParseJobSpec).
   using SpecDecoder = std::function<StatusOr<JobSpec>(const std::string& spec_json)>;
 
-  // `journal` and `channel` must outlive the service; `clock` returns seconds since epoch.
+  // `journal`, `channel` and `checkpoints` (null: checkpoints stay on their workers) must
+  // outlive the service; `clock` returns seconds since epoch.
   ControllerService(Journal* journal, WorkerChannel* channel, SpecDecoder decode_spec,
-                    std::function<double()> clock);
+                    std::function<double()> clock, CheckpointStore* checkpoints = nullptr);
   ControllerService(const ControllerService&) = delete;
   ControllerService& operator=(const ControllerService&) = delete;
 
   // Call once at start, before workers connect: rebuilds the engine of every queued and
   // running job from the journal and resumes it. A job that cannot be rebuilt is marked
-  // failed with the reason. Returns how many jobs resumed.
+  // failed with the reason. Then the checkpoints no job may resume from are deleted.
+  // Returns how many jobs resumed.
   StatusOr<int> ResumeJobs();
 
   // Stores a validated job (spec_json is its normalised JSON form) and starts it.
@@ -67,6 +69,7 @@ class ControllerService {
   Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
   Status OnProbeResult(const std::string& worker_id, const std::string& key,
                        const StatusOr<DeviceProbe>& probe);
+  Status OnCheckpointChunk(const std::string& worker_id, const CheckpointChunk& chunk);
 
  private:
   Journal* journal_;

@@ -29,12 +29,13 @@ std::string ProbeKey(const JobSpec& spec) {
   return spec.model + "|" + spec.dataset.format + "|" + spec.dataset.path;
 }
 
-Dispatcher::Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock)
-    : journal_(journal), channel_(channel), clock_(std::move(clock)) {}
+Dispatcher::Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock,
+                       CheckpointStore* checkpoints)
+    : journal_(journal), channel_(channel), clock_(std::move(clock)), checkpoints_(checkpoints) {}
 
 Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto engine = std::make_unique<JobEngine>(job, spec, journal_);
+  auto engine = std::make_unique<JobEngine>(job, spec, journal_, checkpoints_);
   for (const auto& [id, w] : workers_) engine->SetWorkerOnline(id, true);
   jobs_[job.id] = std::move(engine);
   Pump();
@@ -46,7 +47,8 @@ Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
   if (jobs_.count(job.id)) {
     return Status::FailedPrecondition("job " + std::to_string(job.id) + " is already running");
   }
-  StatusOr<std::unique_ptr<JobEngine>> engine = JobEngine::Restore(job, spec, journal_);
+  StatusOr<std::unique_ptr<JobEngine>> engine =
+      JobEngine::Restore(job, spec, journal_, checkpoints_);
   if (!engine.ok()) return engine.status();
   for (const auto& [id, w] : workers_) (*engine)->SetWorkerOnline(id, true);
   for (const std::string& holder : (*engine)->CheckpointHolders()) {
@@ -147,6 +149,7 @@ void Dispatcher::WorkerDisconnected(const std::string& worker_id) {
   LogIfError(SetWorkerState(it->second, "offline"),
              "could not store worker " + worker_id + " as offline");
   workers_.erase(it);
+  if (checkpoints_ != nullptr) checkpoints_->AbortUpload(worker_id);
   for (auto& [id, engine] : jobs_) {
     Status lost = engine->OnWorkerLost(worker_id, clock_());
     if (!lost.ok()) {
@@ -200,8 +203,39 @@ Status Dispatcher::OnSegmentEnded(const std::string& worker_id, const SegmentRes
     }
   }
   Retire();
+  CollectCheckpointsLocked();
   Pump();
   return status;
+}
+
+Status Dispatcher::OnCheckpointChunk(const std::string& worker_id, const CheckpointChunk& chunk) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (checkpoints_ == nullptr) {
+    return Status::FailedPrecondition("this controller keeps no checkpoints");
+  }
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end()) return Status::NotFound("worker " + worker_id);
+  const Connected& c = w->second;
+  if (c.trial_id != chunk.trial_id || c.attempt != chunk.attempt) {
+    checkpoints_->AbortUpload(worker_id);
+    return Status::InvalidArgument("checkpoint of trial " + std::to_string(chunk.trial_id) +
+                                   " attempt " + std::to_string(chunk.attempt) +
+                                   ", which is not the segment assigned to worker " + worker_id);
+  }
+  if (chunk.stem != c.checkpoint || chunk.epoch <= c.start_epoch || chunk.epoch > c.end_epoch) {
+    checkpoints_->AbortUpload(worker_id);
+    return Status::InvalidArgument("checkpoint " + CheckpointFileName(chunk.stem, chunk.epoch) +
+                                   " is not one that segment (" + c.checkpoint + ", epochs " +
+                                   std::to_string(c.start_epoch + 1) + ".." +
+                                   std::to_string(c.end_epoch) + ") writes");
+  }
+  Status s = checkpoints_->Receive(worker_id, chunk);
+  if (s.ok() && chunk.last()) {
+    std::fprintf(stderr, "topotuned: stored checkpoint %s from worker %s (%lld bytes)\n",
+                 CheckpointFileName(chunk.stem, chunk.epoch).c_str(), worker_id.c_str(),
+                 static_cast<long long>(chunk.total_bytes));
+  }
+  return s;
 }
 
 Status Dispatcher::OnProbeResult(const std::string& worker_id, const std::string& key,
@@ -265,13 +299,29 @@ std::vector<WorkerRecord> Dispatcher::Workers() const {
 }
 
 void Dispatcher::Retire() {
+  bool retired = false;
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     if (IsTerminal(it->second->state())) {
       it = jobs_.erase(it);
+      retired = true;
     } else {
       ++it;
     }
   }
+  if (retired) CollectCheckpointsLocked();
+}
+
+void Dispatcher::CollectCheckpoints() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  collecting_ = true;
+  CollectCheckpointsLocked();
+}
+
+void Dispatcher::CollectCheckpointsLocked() {
+  if (checkpoints_ == nullptr || !collecting_) return;
+  std::map<std::string, int> keep;
+  for (const auto& [id, engine] : jobs_) keep.merge(engine->CheckpointsToKeep());
+  checkpoints_->Collect(keep);
 }
 
 void Dispatcher::Pump() {
@@ -301,8 +351,16 @@ void Dispatcher::Pump() {
       w.attempt = a.trial.attempt;
       w.job_id = job_id;
       w.batch_size = a.trial.config.batch_size;
+      w.checkpoint = a.checkpoint;
+      w.start_epoch = a.start_epoch;
+      w.end_epoch = a.trial.target_epochs;
       LogIfError(SetWorkerState(w, "busy"), "could not store worker " + worker_id + " as busy");
-      channel_->SendSegment(worker_id, MakeSegmentSpec(a, engine->spec()));
+      if (!a.checkpoint_source.empty()) {
+        std::fprintf(stderr, "topotuned: sending checkpoint %s to worker %s for trial %lld\n",
+                     CheckpointFileName(a.checkpoint, a.start_epoch).c_str(), worker_id.c_str(),
+                     static_cast<long long>(a.trial.id));
+      }
+      channel_->SendSegment(worker_id, MakeSegmentSpec(a, engine->spec()), a.checkpoint_source);
       break;
     }
   }

@@ -18,8 +18,10 @@ namespace topotune {
 class WorkerChannel {
  public:
   virtual ~WorkerChannel() = default;
-  // Sends a segment to every worker of its placement.
-  virtual void SendSegment(const std::string& worker_id, const SegmentSpec& segment) = 0;
+  // Sends a segment to a worker of its placement; when `checkpoint_file` is set, that file
+  // first, as the checkpoint the segment resumes from.
+  virtual void SendSegment(const std::string& worker_id, const SegmentSpec& segment,
+                           const std::string& checkpoint_file) = 0;
   virtual void SendStop(const std::string& worker_id, int64_t trial_id,
                         const std::string& reason) = 0;
   // Asks a worker to probe `model` on the dataset's input at these batch sizes; it answers
@@ -37,9 +39,11 @@ std::string ProbeKey(const JobSpec& spec);
 // mutex_, so the REST threads and the gateway thread may call it at once.
 class Dispatcher {
  public:
-  // `journal` and `channel` must outlive the dispatcher; `clock` returns seconds since
-  // the epoch.
-  Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock);
+  // `journal`, `channel` and `checkpoints` must outlive the dispatcher; `clock` returns
+  // seconds since the epoch. Without a checkpoint store (null), a paused trial resumes only
+  // on the worker that wrote its checkpoint.
+  Dispatcher(Journal* journal, WorkerChannel* channel, std::function<double()> clock,
+             CheckpointStore* checkpoints = nullptr);
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
 
@@ -68,10 +72,21 @@ class Dispatcher {
   // A worker ended its segment. A result for a segment that is not its current one is
   // ignored.
   Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
+  // A chunk of the checkpoint that a worker's current segment wrote, uploaded before the
+  // segment's result. InvalidArgument if it is not of that segment (trial, attempt, stem,
+  // an epoch past the segment's start), is out of order, too large or corrupt; the upload is
+  // then dropped. FailedPrecondition when there is no checkpoint store.
+  Status OnCheckpointChunk(const std::string& worker_id, const CheckpointChunk& chunk);
   // A worker's probe answer: the probe is stored and the worker is given batch sizes up to
   // the largest that fits; an error means it gets none of that job's trials.
   Status OnProbeResult(const std::string& worker_id, const std::string& key,
                        const StatusOr<DeviceProbe>& probe);
+
+  // Deletes every checkpoint in the store that no active job may resume from. Call it once
+  // every stored job is restored (ControllerService::ResumeJobs does); from then on the
+  // dispatcher collects after each segment and each job that ends. Before that first call
+  // it deletes nothing, so restoring one job cannot delete another's checkpoints.
+  void CollectCheckpoints();
 
   // The connected workers, as last seen.
   std::vector<WorkerRecord> Workers() const;
@@ -86,7 +101,10 @@ class Dispatcher {
     std::optional<int64_t> trial_id;  // the trial it runs, if busy
     int attempt = 0;                  // of that trial
     int64_t job_id = 0;
-    int batch_size = 0;                    // of that trial
+    int batch_size = 0;      // of that trial
+    std::string checkpoint;  // that segment's checkpoint stem
+    int start_epoch = 0;     // and its epochs
+    int end_epoch = 0;
     std::string probing;                   // the probe key it is measuring, if any
     std::map<std::string, int> max_batch;  // probe key -> largest batch size that fits
   };
@@ -95,11 +113,14 @@ class Dispatcher {
   JobEngine* EngineOfTrial(int64_t trial_id);                     // requires mutex_
   void Pump();                                                    // requires mutex_
   void Retire();                                                  // requires mutex_
+  void CollectCheckpointsLocked();                                // requires mutex_
   Status SetWorkerState(Connected& w, const std::string& state);  // requires mutex_
 
   Journal* journal_;
   WorkerChannel* channel_;
   std::function<double()> clock_;
+  CheckpointStore* checkpoints_;  // may be null
+  bool collecting_ = false;       // GUARDED_BY(mutex_): CollectCheckpoints was called
   mutable std::mutex mutex_;
   std::map<int64_t, std::unique_ptr<JobEngine>> jobs_;  // GUARDED_BY(mutex_), active jobs
   std::map<std::string, Connected> workers_;            // GUARDED_BY(mutex_)

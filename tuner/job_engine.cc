@@ -30,10 +30,12 @@ bool SameConfig(const TrialConfig& a, const TrialConfig& b) {
 
 }  // namespace
 
-JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
+JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal,
+                     const CheckpointStore* checkpoints)
     : job_(std::move(job)),
       spec_(std::move(spec)),
       journal_(journal),
+      checkpoints_(checkpoints),
       sampler_(MakeSampler(spec_)) {
   for (const BracketPlan& plan : PlanBrackets(spec_)) {
     brackets_.push_back({AshaRungs(spec_.asha.num_rungs, spec_.asha.reduction_factor,
@@ -43,8 +45,9 @@ JobEngine::JobEngine(JobRecord job, JobSpec spec, Journal* journal)
 }
 
 StatusOr<std::unique_ptr<JobEngine>> JobEngine::Restore(JobRecord job, JobSpec spec,
-                                                        Journal* journal) {
-  auto engine = std::make_unique<JobEngine>(std::move(job), std::move(spec), journal);
+                                                        Journal* journal,
+                                                        const CheckpointStore* checkpoints) {
+  auto engine = std::make_unique<JobEngine>(std::move(job), std::move(spec), journal, checkpoints);
   Status rebuilt = engine->Rebuild();
   if (!rebuilt.ok()) {
     return Status(rebuilt.code(),
@@ -207,15 +210,37 @@ std::set<std::string> JobEngine::CheckpointHolders() const {
   std::set<std::string> holders;
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
-    if (s == TrialState::kPaused || (s == TrialState::kPending && SegmentStart(t) > 0)) {
-      holders.insert(t.record.worker);
-    }
+    if (s != TrialState::kPaused && s != TrialState::kPending) continue;
+    const int resume = ResumeEpoch(t);
+    if (resume > 0 && !StoreHas(t, resume)) holders.insert(t.record.worker);
   }
   return holders;
 }
 
-bool JobEngine::HolderOnline(const TrialRecord& trial) const {
-  return online_workers_.count(trial.worker) > 0;
+std::map<std::string, int> JobEngine::CheckpointsToKeep() const {
+  std::map<std::string, int> keep;
+  for (const auto& [id, t] : trials_) {
+    if (!IsTerminal(t.record.state)) keep[CheckpointStem(t)] = SegmentStart(t);
+  }
+  return keep;
+}
+
+std::string JobEngine::CheckpointStem(const LiveTrial& t) const {
+  return "job" + std::to_string(job_.id) + "-trial" + std::to_string(t.record.number);
+}
+
+int JobEngine::ResumeEpoch(const LiveTrial& t) const {
+  return t.record.state == TrialState::kPaused ? t.record.epochs_done : SegmentStart(t);
+}
+
+bool JobEngine::StoreHas(const LiveTrial& t, int epoch) const {
+  return checkpoints_ != nullptr && checkpoints_->Has(CheckpointStem(t), epoch);
+}
+
+bool JobEngine::CanResumeOn(const LiveTrial& t, const std::string& lead) const {
+  const int resume = ResumeEpoch(t);
+  if (resume == 0 || StoreHas(t, resume)) return true;
+  return lead.empty() ? online_workers_.count(t.record.worker) > 0 : t.record.worker == lead;
 }
 
 bool JobEngine::RungDone(const LiveTrial& t) const {
@@ -274,6 +299,11 @@ SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec) {
 }
 
 Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_epoch) {
+  Assignment a;
+  // The lead resumes from a checkpoint another worker wrote: it gets the store's copy.
+  if (start_epoch > 0 && t.record.worker != placement.lead() && StoreHas(t, start_epoch)) {
+    a.checkpoint_source = checkpoints_->PathOf(CheckpointStem(t), start_epoch);
+  }
   t.record.state = TrialState::kRunning;
   t.record.worker = placement.lead();
   ++t.record.attempt;
@@ -281,7 +311,6 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
   t.stop_reason.clear();
   const std::optional<double> incumbent = IncumbentTta();
   t.bound_s = incumbent ? *incumbent : 0.0;
-  Assignment a;
   a.job_id = job_.id;
   a.placement = placement;
   a.trial = t.record;
@@ -291,8 +320,7 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
-  a.checkpoint =
-      "job" + std::to_string(job_.id) + "-trial" + std::to_string(t.record.number) + ".pt";
+  a.checkpoint = CheckpointStem(t);
   return a;
 }
 
@@ -330,10 +358,8 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& place
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
     if (t.record.config.batch_size > placement.max_batch_size) continue;
-    const int start = SegmentStart(t);
-    // A segment that resumes needs the checkpoint on the worker that wrote it.
-    if (start > 0 && t.record.worker != placement.lead()) continue;
-    Assignment a = Start(t, placement, start);
+    if (!CanResumeOn(t, placement.lead())) continue;
+    Assignment a = Start(t, placement, SegmentStart(t));
     TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
     return std::optional<Assignment>(std::move(a));
   }
@@ -358,8 +384,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const Placement& pla
       StatusOr<bool> pruned = PruneIfBeaten(t);
       if (!pruned.ok()) return pruned.status();
       if (*pruned) continue;
-      // Its checkpoint lives on another worker.
-      if (t.record.worker != placement.lead()) continue;
+      if (!CanResumeOn(t, placement.lead())) continue;
       if (t.record.config.batch_size > placement.max_batch_size) continue;
       bracket.rungs.MarkPromoted(c.rung, t.record.id);
       bracket.rungs.Enter(c.rung + 1);
@@ -544,9 +569,7 @@ Status JobEngine::MaybeFinish(double now) {
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
     if (s == TrialState::kRunning) return Status::OK();
-    if (s == TrialState::kPending && (SegmentStart(t) == 0 || HolderOnline(t.record))) {
-      return Status::OK();
-    }
+    if (s == TrialState::kPending && CanResumeOn(t, "")) return Status::OK();
   }
   for (Bracket& bracket : brackets_) {
     for (const AshaRungs::Candidate& c : bracket.rungs.PromotionCandidates()) {
@@ -554,7 +577,7 @@ Status JobEngine::MaybeFinish(double now) {
       if (t.record.state != TrialState::kPaused) continue;
       StatusOr<bool> pruned = PruneIfBeaten(t);
       if (!pruned.ok()) return pruned.status();
-      if (!*pruned && HolderOnline(t.record)) return Status::OK();  // its worker will take it
+      if (!*pruned && CanResumeOn(t, "")) return Status::OK();  // a worker will take it
     }
   }
   // Nothing can run any more: what waits is stopped, and the job is done.
@@ -564,7 +587,8 @@ Status JobEngine::MaybeFinish(double now) {
     t.record.state = TrialState::kStopped;
     if (!paused ||
         brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung, id)) {
-      t.record.reason = "its checkpoint is on worker " + t.record.worker + ", which is offline";
+      t.record.reason = "its checkpoint is on worker " + t.record.worker +
+                        ", which is offline, and not in the controller's checkpoint store";
     } else {
       t.record.reason = "not promoted: below the top 1/" +
                         std::to_string(spec_.asha.reduction_factor) + " of rung " +

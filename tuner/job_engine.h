@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tuner/asha.h"
+#include "tuner/checkpoint_store.h"
 #include "tuner/journal.h"
 #include "tuner/sampler.h"
 #include "tuner/segment.h"
@@ -22,8 +23,11 @@ struct Assignment {
   int64_t job_id = 0;
   Placement placement;
   TrialRecord trial;       ///< state kRunning on the placement; trial.attempt is this segment
-  int start_epoch = 0;     ///< > 0: resume from `checkpoint`
-  std::string checkpoint;  ///< the worker-local checkpoint name, "job3-trial7.pt"
+  int start_epoch = 0;     ///< > 0: resume from the checkpoint of `checkpoint` at start_epoch
+  std::string checkpoint;  ///< the trial's checkpoint stem, "job3-trial7" (checkpoint_store.h)
+  // Set when the placement's lead did not write the checkpoint it resumes from: that file
+  // in the controller's CheckpointStore, to be sent to it before the segment.
+  std::string checkpoint_source;
   // > 0: end the segment after the epoch at which the trial's training seconds (its
   // trial.train_s before the segment plus the segment's) reach this: the rung's budget in
   // seconds, or the incumbent's time-to-accuracy (bound pruning), whichever is less. The
@@ -43,14 +47,18 @@ SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec);
 // The state machine of one tuning job: the job's sampler proposes, its brackets of
 // successive halving (tuner/algorithms.h) allocate epochs, trials stop at the target,
 // bound pruning stops trials that can no longer beat the incumbent's time-to-accuracy,
-// and promotion resumes from the checkpoint on the worker that holds it. Every state change goes
+// and a promoted or rerun segment resumes from its trial's checkpoint: on the worker that
+// wrote it, or on any worker when the controller's CheckpointStore has a copy. Every state
+// change goes
 // through the journal before it is acted on, and everything the engine decides from is
 // stored there: Restore rebuilds an engine that makes the same decisions. Not thread-safe:
 // the Dispatcher serialises calls.
 class JobEngine {
  public:
-  // A new job. `journal` must outlive the engine.
-  JobEngine(JobRecord job, JobSpec spec, Journal* journal);
+  // A new job. `journal` and `checkpoints` (null: checkpoints stay on their workers) must
+  // outlive the engine.
+  JobEngine(JobRecord job, JobSpec spec, Journal* journal,
+            const CheckpointStore* checkpoints = nullptr);
 
   // Rebuilds the engine of a stored, unfinished job from `journal` (after a controller
   // restart): its trials with their curves, its brackets' rungs (entered counts, results,
@@ -61,8 +69,8 @@ class JobEngine {
   // the cut segment are removed from the journal; one that reached the target completes.
   // Internal if the stored state is inconsistent or the sampler does not replay to the
   // stored proposals. `journal` must outlive the engine.
-  static StatusOr<std::unique_ptr<JobEngine>> Restore(JobRecord job, JobSpec spec,
-                                                      Journal* journal);
+  static StatusOr<std::unique_ptr<JobEngine>> Restore(JobRecord job, JobSpec spec, Journal* journal,
+                                                      const CheckpointStore* checkpoints = nullptr);
   JobEngine(const JobEngine&) = delete;
   JobEngine& operator=(const JobEngine&) = delete;
 
@@ -90,12 +98,13 @@ class JobEngine {
   Status OnSegmentEnded(const SegmentResult& result, double now);
 
   // A worker disconnected or lost its lease: its running trials go back to pending, to be
-  // rerun from their last checkpoint (on the same worker when that checkpoint exists), and
-  // the points of their cut segments are removed from the journal.
+  // rerun from the checkpoint at the start of their segment (on the worker that wrote it,
+  // or on any worker when the store has it), and the points of their cut segments are
+  // removed from the journal.
   Status OnWorkerLost(const std::string& worker_id, double now);
 
-  // Which workers are connected: a paused trial whose checkpoint holder is offline cannot
-  // be promoted, and the job does not wait for it.
+  // Which workers are connected: a paused trial whose checkpoint is only on an offline
+  // worker cannot be promoted, and the job does not wait for it.
   void SetWorkerOnline(const std::string& worker_id, bool online);
 
   // Cancels the job: every unfinished trial is stopped. Returns the (worker, trial id)
@@ -106,8 +115,12 @@ class JobEngine {
   Status Fail(const std::string& message, double now);
 
   bool HasTrial(int64_t trial_id) const { return trials_.count(trial_id) > 0; }
-  // The workers that hold the checkpoints of unfinished trials, which only they can resume.
+  // The workers that hold checkpoints of unfinished trials that the store does not have,
+  // which only they can resume.
   std::set<std::string> CheckpointHolders() const;
+  // The checkpoints this job may still resume from: each unfinished trial's stem, with the
+  // start of its current rung (older checkpoints of it are never used again).
+  std::map<std::string, int> CheckpointsToKeep() const;
   // The best time-to-accuracy so far, if any trial reached the target.
   std::optional<double> IncumbentTta() const;
 
@@ -126,7 +139,14 @@ class JobEngine {
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
   StatusOr<bool> PruneIfBeaten(LiveTrial& t);
-  bool HolderOnline(const TrialRecord& trial) const;
+  // The trial's checkpoint stem, "job3-trial7".
+  std::string CheckpointStem(const LiveTrial& t) const;
+  // The epoch the trial resumes from next: its rung's start while pending, its epochs done
+  // while paused.
+  int ResumeEpoch(const LiveTrial& t) const;
+  bool StoreHas(const LiveTrial& t, int epoch) const;
+  // Whether the trial can resume on a placement led by `lead` (empty: on some worker).
+  bool CanResumeOn(const LiveTrial& t, const std::string& lead) const;
   Status MarkRunning(double now);
   Status MaybeFinish(double now);
   int SegmentStart(const LiveTrial& t) const { return t.record.rung_start_epoch; }
@@ -155,6 +175,7 @@ class JobEngine {
   JobRecord job_;
   JobSpec spec_;
   Journal* journal_;
+  const CheckpointStore* checkpoints_;  // may be null
   std::unique_ptr<Sampler> sampler_;
   std::vector<Bracket> brackets_;
   std::map<int64_t, LiveTrial> trials_;  // by trial id

@@ -27,6 +27,9 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using nlohmann::json;
 
+// The "uploader" name under which the worker's own store receives the controller's chunks.
+constexpr char kFromController[] = "controller";
+
 struct Agent::Impl {
   explicit Impl(AgentOptions o) : options(std::move(o)), trainer(options.threads) {}
 
@@ -40,6 +43,15 @@ struct Agent::Impl {
   unsigned char header[4] = {0, 0, 0, 0};
   std::string payload;
   std::deque<std::string> writes;
+  // This worker's checkpoint folder; the controller sends checkpoints into it.
+  std::unique_ptr<CheckpointStore> checkpoints;
+  // A checkpoint being uploaded, a chunk at a time as writes complete, and the segment's
+  // result frame that follows it.
+  struct Upload {
+    std::unique_ptr<ChunkedFileReader> reader;
+    std::string result_frame;
+  };
+  std::optional<Upload> upload;
   bool connected = false;
   double heartbeat_s = 2.0;
   double backoff_s = 0;  // the last reconnect delay; 0 after a welcome
@@ -128,8 +140,24 @@ struct Agent::Impl {
                         if (!connected) return;
                         if (ec) return Disconnect("write failed: " + ec.message());
                         writes.pop_front();
+                        FeedUpload();
                         if (!writes.empty()) WriteNext();
                       });
+  }
+
+  // Queues the upload's next chunk while the queue is short, so a checkpoint of any size
+  // holds one chunk in memory; after the last chunk, the segment's result. Only queues:
+  // the caller starts the write if none is in flight.
+  void FeedUpload() {
+    if (!upload || writes.size() > 1) return;
+    StatusOr<std::optional<CheckpointChunk>> chunk = upload->reader->Next();
+    if (chunk.ok() && chunk->has_value()) {
+      writes.push_back(EncodeFrame(ToJson(CheckpointFrame{std::move(**chunk)})));
+      return;
+    }
+    if (!chunk.ok()) Log("checkpoint upload failed: " + chunk.status().message());
+    writes.push_back(std::move(upload->result_frame));
+    upload.reset();
   }
 
   void Disconnect(const std::string& why) {
@@ -140,6 +168,8 @@ struct Agent::Impl {
     socket->close(ignored);
     heartbeat->cancel();
     writes.clear();
+    upload.reset();
+    checkpoints->AbortUpload(kFromController);
     io.stop();
   }
 
@@ -184,6 +214,8 @@ struct Agent::Impl {
       StartTraining(assign->segment);
     } else if (const auto* probe = std::get_if<ProbeFrame>(&*frame)) {
       StartProbe(*probe);
+    } else if (const auto* chunk = std::get_if<CheckpointFrame>(&*frame)) {
+      ReceiveCheckpoint(chunk->chunk);
     } else if (const auto* stop = std::get_if<StopFrame>(&*frame)) {
       if (current_trial && stop->trial_id == *current_trial) stop_training = true;
     } else if (const auto* error = std::get_if<ErrorFrame>(&*frame)) {
@@ -195,6 +227,18 @@ struct Agent::Impl {
         return Disconnect("refused");
       }
       Disconnect("controller error (" + error->code + "): " + error->message + "; will retry");
+    }
+  }
+
+  // A chunk of the checkpoint the next segment resumes from. A transfer that fails leaves
+  // no file, and that segment then fails saying the checkpoint does not exist.
+  void ReceiveCheckpoint(const CheckpointChunk& chunk) {
+    Status s = checkpoints->Receive(kFromController, chunk);
+    const std::string name = CheckpointFileName(chunk.stem, chunk.epoch);
+    if (!s.ok()) {
+      Log("receiving checkpoint " + name + " failed: " + s.message());
+    } else if (chunk.last()) {
+      Log("received checkpoint " + name + " (" + std::to_string(chunk.total_bytes) + " bytes)");
     }
   }
 
@@ -226,7 +270,8 @@ struct Agent::Impl {
     request.target_accuracy = a.target_accuracy;
     request.train_s_before = a.train_s_before;
     request.max_train_s = a.max_train_s;
-    request.checkpoint_path = Resolve(options.checkpoint_dir, a.checkpoint);
+    request.checkpoint_dir = options.checkpoint_dir;
+    request.checkpoint_stem = a.checkpoint;
     current_trial = a.trial_id;
     stop_training = false;
     char what[200];
@@ -236,7 +281,7 @@ struct Agent::Impl {
     Log(what);
     const int64_t trial_id = a.trial_id;
     const int attempt = a.attempt;
-    training = std::thread([this, request, trial_id, attempt] {
+    training = std::thread([this, request, trial_id, attempt, stem = a.checkpoint] {
       auto on_epoch = [this, trial_id, attempt](const CurvePoint& p) {
         std::string frame = EncodeFrame(ToJson(ProgressFrame{trial_id, attempt, p}));
         asio::post(io, [this, frame = std::move(frame)]() mutable { Send(std::move(frame)); });
@@ -246,13 +291,33 @@ struct Agent::Impl {
                  : trainer.Run(request, on_epoch, stop_training);
       std::string frame =
           EncodeFrame(ToJson(ResultFrame{{trial_id, attempt, result.status, result.message}}));
-      asio::post(io, [this, frame = std::move(frame), trial_id, result]() mutable {
+      asio::post(io, [this, frame = std::move(frame), trial_id, attempt, stem, result,
+                      start = request.start_epoch]() mutable {
         if (result.status != SegmentStatus::kCompleted) {
           Log("trial " + std::to_string(trial_id) + " " + SegmentStatusName(result.status) + ": " +
               result.message);
         }
         current_trial.reset();
-        Send(std::move(frame));
+        if (result.checkpoint_path.empty()) return Send(std::move(frame));
+        // No later segment resumes from before this one's start.
+        checkpoints->Discard(stem, start);
+        // The checkpoint goes to the controller first, so that any worker can resume it.
+        CheckpointChunk header;
+        header.trial_id = trial_id;
+        header.attempt = attempt;
+        header.stem = stem;
+        header.epoch = result.epochs_done;
+        StatusOr<std::unique_ptr<ChunkedFileReader>> reader =
+            ChunkedFileReader::Open(result.checkpoint_path, header);
+        if (!reader.ok()) {
+          Log("cannot upload the checkpoint: " + reader.status().message());
+          return Send(std::move(frame));
+        }
+        if (!connected) return;
+        upload = Upload{std::move(*reader), std::move(frame)};
+        const bool idle = writes.empty();
+        FeedUpload();
+        if (idle) WriteNext();
       });
     });
   }
@@ -345,6 +410,10 @@ struct Agent::Impl {
       device = Trainer::ProbeDevice();
     }
     TOPOTUNE_RETURN_IF_ERROR(ApplyMemoryBudget(&device));
+    StatusOr<std::unique_ptr<CheckpointStore>> store =
+        CheckpointStore::Open(options.checkpoint_dir, int64_t{1} << 40);
+    if (!store.ok()) return store.status();
+    checkpoints = std::move(*store);
     // The controller refuses names over 256 bytes: cut a long one (a replay table's path)
     // at a character boundary.
     if (device.name.size() > 200) {

@@ -55,7 +55,9 @@ class ReplayTable {
 // Plays one segment of `request` from the table: epochs start_epoch+1 .. end_epoch of the
 // nearest configuration's curve, waiting each epoch's seconds divided by `speedup` (0: no
 // waiting). It stops after the epoch that reaches the target or uses up max_train_s, or
-// when `stop` is set. A curve that ends early is a diverged run: "failed".
+// when `stop` is set. A curve that ends early is a diverged run: "failed". With a
+// checkpoint stem, it resumes only from a replay checkpoint that holds start_epoch, and a
+// completed segment writes one at its last epoch, as a LibTorch segment would.
 TrainResult ReplaySegment(const ReplayTable& table, const TrainRequest& request, double speedup,
                           const std::function<void(const CurvePoint&)>& on_epoch,
                           const std::atomic<bool>& stop);

@@ -253,7 +253,8 @@ TrainResult Trainer::Run(const TrainRequest& request,
     // first line, which the message keeps out.
     const std::string message = e.what();
     const std::string first_line = message.substr(0, message.find('\n'));
-    return Ended(IsOutOfMemory(message) ? SegmentStatus::kInfeasible : SegmentStatus::kFailed, first_line, epochs_done);
+    return Ended(IsOutOfMemory(message) ? SegmentStatus::kInfeasible : SegmentStatus::kFailed,
+                 first_line, epochs_done);
   } catch (...) {
     return Ended(SegmentStatus::kFailed, "unknown exception", epochs_done);
   }
@@ -280,7 +281,8 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
 
   const std::vector<std::string>& models = ModelNames();
   if (std::find(models.begin(), models.end(), request.model) == models.end()) {
-    return Ended(SegmentStatus::kFailed, MakeModel(request.model, ModelInput{}).status().message(), start);
+    return Ended(SegmentStatus::kFailed, MakeModel(request.model, ModelInput{}).status().message(),
+                 start);
   }
   StatusOr<std::shared_ptr<LoadedData>> loaded = Data(request);
   if (!loaded.ok()) return Ended(SegmentStatus::kFailed, loaded.status().message(), start);
@@ -304,19 +306,20 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
   }
 
   if (start > 0) {
-    if (request.checkpoint_path.empty() || !fs::exists(request.checkpoint_path)) {
+    const std::string resume_from = CheckpointPath(request, start);
+    if (resume_from.empty() || !fs::exists(resume_from)) {
       return Ended(SegmentStatus::kFailed,
                    "cannot resume from epoch " + std::to_string(start) + ": checkpoint '" +
-                       request.checkpoint_path + "' does not exist",
+                       resume_from + "' does not exist",
                    start);
     }
     torch::serialize::InputArchive archive;
-    archive.load_from(request.checkpoint_path, device);
+    archive.load_from(resume_from, device);
     torch::Tensor saved_epoch;
     archive.read("epoch", saved_epoch);
     if (saved_epoch.item<int64_t>() != start) {
       return Ended(SegmentStatus::kFailed,
-                   "checkpoint " + request.checkpoint_path + " holds epoch " +
+                   "checkpoint " + resume_from + " holds epoch " +
                        std::to_string(saved_epoch.item<int64_t>()) + ", not start_epoch " +
                        std::to_string(start),
                    start);
@@ -353,7 +356,8 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     int step = 0;
     for (int64_t begin = 0; begin < train_count; begin += batch, ++step) {
       if (stop.load()) {
-        return Ended(SegmentStatus::kStopped, "stopped at epoch " + std::to_string(epoch), *epochs_done);
+        return Ended(SegmentStatus::kStopped, "stopped at epoch " + std::to_string(epoch),
+                     *epochs_done);
       }
       const Clock::time_point t0 = Now();
       const int64_t end = std::min(begin + batch, train_count);
@@ -426,8 +430,10 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     if (TrainTimeUp(request, segment_train_s)) break;  // the rung's seconds, or the bound
   }
 
-  if (!request.checkpoint_path.empty()) {
-    const fs::path path(request.checkpoint_path);
+  std::string written;
+  if (!request.checkpoint_stem.empty() && *epochs_done > start) {
+    written = CheckpointPath(request, *epochs_done);
+    const fs::path path(written);
     if (path.has_parent_path()) fs::create_directories(path.parent_path());
     torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
     model->save(model_archive);
@@ -436,12 +442,15 @@ TrainResult Trainer::Impl::Train(const TrainRequest& request,
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
     // Write aside and rename, so a crash never leaves half a checkpoint behind.
-    const std::string partial = request.checkpoint_path + ".partial";
+    const std::string partial = written + ".partial";
     archive.save_to(partial);
     fs::rename(partial, path);
   }
-  return Ended(SegmentStatus::kCompleted, reached_target ? "reached the target accuracy" : "", *epochs_done,
-               reached_target);
+  TrainResult result =
+      Ended(SegmentStatus::kCompleted, reached_target ? "reached the target accuracy" : "",
+            *epochs_done, reached_target);
+  result.checkpoint_path = written;
+  return result;
 }
 
 DeviceProfile Trainer::ProbeDevice() {

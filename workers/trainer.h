@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "tuner/checkpoint_store.h"
 #include "tuner/segment.h"
 #include "tuner/types.h"
 
@@ -29,8 +30,19 @@ struct TrainRequest {
   double target_accuracy = 1.0;  ///< stop early once validation accuracy reaches it
   double train_s_before = 0.0;   ///< training seconds of the trial's earlier segments
   double max_train_s = 0.0;      ///< > 0: end after the epoch at which the total reaches it
-  std::string checkpoint_path;   ///< loaded when start_epoch > 0, written after the segment
+  // The trial's checkpoints are "<checkpoint_dir>/<stem>-e<epoch>.pt"
+  // (tuner/checkpoint_store.h): the one at start_epoch is loaded when start_epoch > 0, and
+  // the segment writes the one at its last epoch. Empty stem: no checkpoints.
+  std::string checkpoint_dir;
+  std::string checkpoint_stem;
 };
+
+// The checkpoint file of `request`'s trial after `epoch` epochs ("" without a stem).
+inline std::string CheckpointPath(const TrainRequest& request, int epoch) {
+  if (request.checkpoint_stem.empty()) return "";
+  const std::string name = CheckpointFileName(request.checkpoint_stem, epoch);
+  return request.checkpoint_dir.empty() ? name : request.checkpoint_dir + "/" + name;
+}
 
 // Whether a segment whose epochs trained `segment_s` seconds so far has used up the
 // request's max_train_s (the trial's total, earlier segments included).
@@ -43,6 +55,7 @@ struct TrainResult {
   std::string message;  ///< why, in words, when not completed
   int epochs_done = 0;
   bool reached_target = false;
+  std::string checkpoint_path;  ///< the checkpoint the segment wrote, if it wrote one
 };
 
 // Runs training segments. Keeps loaded datasets between trials. Not thread-safe: one

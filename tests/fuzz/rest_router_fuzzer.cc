@@ -35,7 +35,7 @@ constexpr int kMaxCreations = 300;
 
 class NoWorkers : public WorkerChannel {
  public:
-  void SendSegment(const std::string&, const SegmentSpec&) override {}
+  void SendSegment(const std::string&, const SegmentSpec&, const std::string&) override {}
   void SendStop(const std::string&, int64_t, const std::string&) override {}
   void SendProbe(const std::string&, const std::string&, const std::string&, const DatasetSpec&,
                  const std::vector<int>&) override {}

@@ -1,5 +1,6 @@
-#include "api/sha256.h"
+#include "tuner/sha256.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -70,34 +71,56 @@ void CompressBlock(const unsigned char* block, std::array<uint32_t, 8>& state) {
 
 }  // namespace
 
-std::string Sha256Hex(const std::string& bytes) {
-  std::array<uint32_t, 8> state = kInitialHash;
-  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
-  const size_t full_blocks = bytes.size() / kBlockBytes;
-  for (size_t i = 0; i < full_blocks; ++i) CompressBlock(data + i * kBlockBytes, state);
+Sha256::Sha256() : state_(kInitialHash) {}
 
+void Sha256::Update(std::string_view bytes) {
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  size_t n = bytes.size();
+  length_ += n;
+  if (block_used_ > 0) {
+    const size_t take = std::min(n, kBlockBytes - block_used_);
+    std::copy(data, data + take, block_.begin() + static_cast<std::ptrdiff_t>(block_used_));
+    block_used_ += take;
+    data += take;
+    n -= take;
+    if (block_used_ < kBlockBytes) return;
+    CompressBlock(block_.data(), state_);
+    block_used_ = 0;
+  }
+  for (; n >= kBlockBytes; data += kBlockBytes, n -= kBlockBytes) CompressBlock(data, state_);
+  std::copy(data, data + n, block_.begin());
+  block_used_ = n;
+}
+
+std::string Sha256::HexDigest() {
   // Section 5.1.1: the rest, a 1 bit, zeros, and the message length in bits (big-endian
   // 64 bits) fill one or two final blocks.
   std::array<unsigned char, 2 * kBlockBytes> tail{};
-  const size_t rest = bytes.size() - full_blocks * kBlockBytes;
-  for (size_t i = 0; i < rest; ++i) tail[i] = data[full_blocks * kBlockBytes + i];
-  tail[rest] = 0x80;
-  const size_t tail_bytes = rest + 1 + 8 <= kBlockBytes ? kBlockBytes : 2 * kBlockBytes;
-  const uint64_t bit_length = static_cast<uint64_t>(bytes.size()) * 8;
+  std::copy(block_.begin(), block_.begin() + static_cast<std::ptrdiff_t>(block_used_),
+            tail.begin());
+  tail[block_used_] = 0x80;
+  const size_t tail_bytes = block_used_ + 1 + 8 <= kBlockBytes ? kBlockBytes : 2 * kBlockBytes;
+  const uint64_t bit_length = length_ * 8;
   for (int i = 0; i < 8; ++i) {
     tail[tail_bytes - 1 - i] = static_cast<unsigned char>(bit_length >> (8 * i));
   }
   for (size_t offset = 0; offset < tail_bytes; offset += kBlockBytes) {
-    CompressBlock(tail.data() + offset, state);
+    CompressBlock(tail.data() + offset, state_);
   }
 
   static const char kHexDigits[] = "0123456789abcdef";
   std::string hex;
   hex.reserve(64);
-  for (uint32_t word : state) {
+  for (uint32_t word : state_) {
     for (int shift = 28; shift >= 0; shift -= 4) hex.push_back(kHexDigits[(word >> shift) & 0xf]);
   }
   return hex;
+}
+
+std::string Sha256Hex(const std::string& bytes) {
+  Sha256 hash;
+  hash.Update(bytes);
+  return hash.HexDigest();
 }
 
 }  // namespace topotune
