@@ -1,0 +1,178 @@
+// Calibration of the learning-curve model (tuner/curve_model.h) on recorded replay tables:
+// every recorded curve that reaches the table's target is cut at 10%, 25% and 50% of its
+// length, and the model predicts, from the cut curve alone (noise pooled over the table),
+// the first epoch at which it reaches the target. Prints, per table and cut, the median
+// absolute error of the predicted median epoch, the share of true epochs inside the 80%
+// interval, how the curves that never reach the target were judged, and the prediction's
+// latency.
+//
+//   bench_curve_calibration [--target X] [--json] TABLE.csv...
+//
+// The target is --target or the table's "# bench_target=" line.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "tuner/curve_model.h"
+#include "workers/replay_table.h"
+
+namespace {
+
+using topotune::CurveModel;
+using topotune::EpochsToTarget;
+using topotune::ReplayTable;
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct CutStats {
+  int predicted = 0;              // curves that reach the target after the cut
+  int covered = 0;                // ... whose first epoch at the target is inside the 80% interval
+  int never_predicted = 0;        // ... whose predicted median is "never"
+  std::vector<double> abs_error;  // epochs, where the median is finite
+  std::vector<double> rel_error;
+  int unreached = 0;           // curves that never reach the target in their length
+  int unreached_judged = 0;    // ... predicted to reach it with probability < 0.5
+  std::vector<double> micros;  // prediction latency
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double target_flag = -1;
+  topotune::CurveModelOptions options;
+  bool json = false;
+  bool verbose = false;
+  std::vector<std::string> tables;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--target" && i + 1 < argc) {
+      target_flag = std::atof(argv[++i]);
+    } else if (arg == "--posterior-scale" && i + 1 < argc) {
+      options.posterior_scale = std::atof(argv[++i]);
+    } else if (arg == "--verbose") {
+      verbose = true;
+    } else if (arg == "--analogs" && i + 1 < argc) {
+      options.analogs = std::atoi(argv[++i]);
+    } else if (arg == "--analog-share" && i + 1 < argc) {
+      options.analog_share = std::atof(argv[++i]);
+    } else if (arg == "--json") {
+      json = true;
+    } else if (!arg.empty() && arg[0] != '-') {
+      tables.push_back(arg);
+    } else {
+      std::fprintf(stderr, "usage: bench_curve_calibration [--target X] [--json] TABLE.csv...\n");
+      return 2;
+    }
+  }
+  if (tables.empty()) {
+    std::fprintf(stderr, "bench_curve_calibration: no table given\n");
+    return 2;
+  }
+  const double cuts[] = {0.10, 0.25, 0.50};
+  if (!json) {
+    std::printf("%-28s %6s %5s %7s %9s %9s %9s %10s %9s\n", "table", "target", "cut", "curves",
+                "MAE_ep", "med_rel", "cover80", "unreached", "p50_us");
+  }
+  for (const std::string& path : tables) {
+    topotune::StatusOr<ReplayTable> table = ReplayTable::Load(path);
+    if (!table.ok()) {
+      std::fprintf(stderr, "bench_curve_calibration: %s\n", table.status().ToString().c_str());
+      return 1;
+    }
+    double target = target_flag;
+    if (target < 0) {
+      auto it = table->meta().find("bench_target");
+      if (it == table->meta().end()) {
+        std::fprintf(stderr, "bench_curve_calibration: %s has no bench_target; use --target\n",
+                     path.c_str());
+        return 1;
+      }
+      target = std::atof(it->second.c_str());
+    }
+    std::vector<std::vector<double>> curves;
+    std::vector<size_t> run_of;  // the configuration each curve was recorded for
+    for (size_t r = 0; r < table->runs().size(); ++r) {
+      for (const auto& [seed, epochs] : table->runs()[r].curves) {
+        std::vector<double> c;
+        for (const ReplayTable::Epoch& e : epochs) c.push_back(e.val_accuracy);
+        curves.push_back(std::move(c));
+        run_of.push_back(r);
+      }
+    }
+    CurveModel model(options);
+    const double noise = model.EstimateNoise(curves);
+    std::string name = path.substr(path.find_last_of('/') + 1);
+    for (double cut : cuts) {
+      CutStats s;
+      uint64_t seed = 1;
+      for (size_t ci = 0; ci < curves.size(); ++ci) {
+        const std::vector<double>& c = curves[ci];
+        // The other configurations' curves, whole: what a job that tried them knows.
+        std::vector<std::vector<double>> others;
+        for (size_t o = 0; o < curves.size(); ++o) {
+          if (run_of[o] != run_of[ci]) others.push_back(curves[o]);
+        }
+        const int length = static_cast<int>(c.size());
+        const int n = std::max(1, static_cast<int>(std::lround(cut * length)));
+        if (n >= length) continue;
+        int first = 0;
+        for (int e = 0; e < length && first == 0; ++e) {
+          if (c[static_cast<size_t>(e)] >= target) first = e + 1;
+        }
+        if (first != 0 && first <= n) continue;  // reached before the cut: nothing to predict
+        const std::vector<double> partial(c.begin(), c.begin() + n);
+        const auto start = std::chrono::steady_clock::now();
+        const EpochsToTarget p = model.Predict(partial, target, length, noise, seed++, others);
+        s.micros.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                .count());
+        if (first == 0) {
+          ++s.unreached;
+          if (p.p_reach < 0.5) ++s.unreached_judged;
+          continue;
+        }
+        ++s.predicted;
+        if (p.lo <= first && first <= p.hi) ++s.covered;
+        if (verbose) {
+          std::string shown;
+          for (double y : c) shown += std::to_string(y).substr(0, 5) + " ";
+          std::fprintf(stderr, "cut %d first %d: median %g [%g, %g] p %.2f | %s\n", n, first,
+                       p.median, p.lo, p.hi, p.p_reach, shown.c_str());
+        }
+        if (std::isinf(p.median)) {
+          ++s.never_predicted;
+        } else {
+          s.abs_error.push_back(std::abs(p.median - first));
+          s.rel_error.push_back(std::abs(p.median - first) / first);
+        }
+      }
+      const double coverage = s.predicted ? static_cast<double>(s.covered) / s.predicted : NAN;
+      if (json) {
+        std::printf(
+            "{\"table\": \"%s\", \"target\": %.4f, \"cut\": %.2f, \"curves\": %d, "
+            "\"median_abs_error_epochs\": %.3f, \"median_rel_error\": %.4f, "
+            "\"coverage80\": %.4f, \"predicted_never\": %d, \"unreached\": %d, "
+            "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %.1f, \"noise\": %.5f}\n",
+            name.c_str(), target, cut, s.predicted, Median(s.abs_error), Median(s.rel_error),
+            coverage, s.never_predicted, s.unreached, s.unreached_judged, Median(s.micros), noise);
+      } else {
+        char unreached[32];
+        std::snprintf(unreached, sizeof(unreached), "%d/%d", s.unreached_judged, s.unreached);
+        std::printf("%-28s %6.3f %5.2f %7d %9.2f %9.3f %9.3f %10s %9.0f\n", name.c_str(), target,
+                    cut, s.predicted, Median(s.abs_error), Median(s.rel_error), coverage, unreached,
+                    Median(s.micros));
+      }
+    }
+  }
+  return 0;
+}

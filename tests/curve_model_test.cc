@@ -1,0 +1,142 @@
+// The learning-curve model (tuner/curve_model.h) on curves drawn from known families with
+// known noise: properties that fail if it guessed.
+
+#include "tuner/curve_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+namespace topotune {
+namespace {
+
+// `epochs` noisy epochs of `trend`, and the first epoch at which they reach `target` (0 if
+// none does).
+struct Synthetic {
+  std::vector<double> curve;
+  int first_reach = 0;
+};
+Synthetic Draw(const std::function<double(double)>& trend, int epochs, double noise, double target,
+               uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> gauss(0.0, noise);
+  Synthetic s;
+  for (int e = 1; e <= epochs; ++e) {
+    s.curve.push_back(trend(e) + gauss(rng));
+    if (s.first_reach == 0 && s.curve.back() >= target) s.first_reach = e;
+  }
+  return s;
+}
+
+std::vector<double> Cut(const std::vector<double>& curve, int n) {
+  return std::vector<double>(curve.begin(), curve.begin() + n);
+}
+
+TEST(CurveModel, EstimatesTheNoiseOfCurvesWithATrend) {
+  CurveModel model;
+  std::vector<std::vector<double>> curves;
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    curves.push_back(
+        Draw([](double t) { return 0.9 - 0.6 * std::pow(t, -0.7); }, 80, 0.01, 2.0, seed).curve);
+  }
+  EXPECT_NEAR(model.EstimateNoise(curves), 0.01, 0.002);
+}
+
+// Families the model knows, with targets they cross after half of 100 epochs.
+struct Case {
+  const char* name;
+  std::function<double(double)> trend;
+  double target;
+};
+std::vector<Case> LateCrossings() {
+  return {
+      {"pow3", [](double t) { return 0.95 - 1.5 * std::pow(t, -0.8); }, 0.9},
+      {"exp3", [](double t) { return 0.88 - 0.8 * std::exp(-0.03 * t); }, 0.835},
+      // A slow starter: flat near chance for 30 epochs, then a rise.
+      {"log-logistic", [](double t) { return 0.1 + 0.8 / (1 + std::pow(t / 45.0, -4.0)); }, 0.75},
+  };
+}
+
+TEST(CurveModel, PredictsTheCrossingEpochWithinTenPercentAtTheHalfwayCut) {
+  // Per family, over 9 noisy draws: the median relative error of the predicted median
+  // epoch. (One draw can cross early or late by noise alone; the model predicts the
+  // distribution of that.)
+  CurveModel model;
+  for (const Case& c : LateCrossings()) {
+    std::vector<double> errors;
+    for (uint64_t seed = 1; seed <= 9; ++seed) {
+      const Synthetic s = Draw(c.trend, 100, 0.003, c.target, seed);
+      ASSERT_GT(s.first_reach, 55) << c.name;
+      const EpochsToTarget p = model.Predict(Cut(s.curve, 50), c.target, 100, 0.003, seed);
+      errors.push_back(std::abs(p.median - s.first_reach) / s.first_reach);
+      EXPECT_GT(p.p_reach, 0.5) << c.name << " seed " << seed << ": true " << s.first_reach
+                                << ", 80% [" << p.lo << ", " << p.hi << "]";
+    }
+    std::nth_element(errors.begin(), errors.begin() + 4, errors.end());
+    EXPECT_LE(errors[4], 0.1) << c.name;
+  }
+}
+
+TEST(CurveModel, ACurveThatPlateausBelowTheTargetIsPredictedNeverToReachIt) {
+  CurveModel model;
+  const auto plateau = [](double t) { return 0.7 - 0.5 * std::exp(-0.2 * t); };
+  const Synthetic s = Draw(plateau, 40, 0.005, 2.0, 3);
+  const EpochsToTarget p = model.Predict(s.curve, 0.8, 100, 0.005, 3);
+  EXPECT_LT(p.p_reach, 0.05);
+  EXPECT_EQ(p.hi, EpochsToTarget::kNever);
+}
+
+TEST(CurveModel, TheEightyPercentIntervalCoversAboutEightyPercentOfSyntheticCrossings) {
+  // Many curves from the families, random parameters and noise, cut at a quarter.
+  CurveModel model;
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  int covered = 0, counted = 0;
+  for (int i = 0; i < 120; ++i) {
+    const double a = 0.7 + 0.25 * u(rng);
+    const double noise = 0.005 + 0.01 * u(rng);
+    std::function<double(double)> trend;
+    switch (i % 3) {
+      case 0: {
+        const double b = 0.4 + 0.4 * u(rng), c = 0.3 + 0.7 * u(rng);
+        trend = [=](double t) { return a - b * std::pow(t, -c); };
+        break;
+      }
+      case 1: {
+        const double c = 0.01 + 0.06 * u(rng);
+        trend = [=](double t) { return a - (a - 0.1) * std::exp(-c * t); };
+        break;
+      }
+      default: {
+        const double m = 10 + 40 * u(rng), c = 1.5 + 3 * u(rng);
+        trend = [=](double t) { return 0.1 + (a - 0.1) / (1 + std::pow(t / m, -c)); };
+      }
+    }
+    const double target = a - 0.03 - 0.05 * u(rng);
+    const Synthetic s = Draw(trend, 200, noise, target, 100 + i);
+    if (s.first_reach <= 50) continue;  // reached before the cut: nothing to predict
+    std::vector<std::vector<double>> pool = {Cut(s.curve, 50)};
+    const EpochsToTarget p =
+        model.Predict(Cut(s.curve, 50), target, 200, model.EstimateNoise(pool), 7 + i);
+    ++counted;
+    if (p.lo <= s.first_reach && s.first_reach <= p.hi) ++covered;
+  }
+  ASSERT_GE(counted, 40);
+  const double coverage = static_cast<double>(covered) / counted;
+  EXPECT_GE(coverage, 0.65) << covered << " of " << counted;
+  EXPECT_LE(coverage, 0.95) << covered << " of " << counted;
+}
+
+TEST(CurveModel, IsReproducibleForASeed) {
+  CurveModel model;
+  const Synthetic s =
+      Draw([](double t) { return 0.9 - 0.6 * std::pow(t, -0.5); }, 30, 0.01, 2.0, 5);
+  const EpochsToTarget a = model.Predict(s.curve, 0.85, 100, 0.01, 42);
+  const EpochsToTarget b = model.Predict(s.curve, 0.85, 100, 0.01, 42);
+  EXPECT_EQ(a.samples, b.samples);
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,419 @@
+#include "tuner/curve_model.h"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <random>
+
+namespace topotune {
+namespace {
+
+constexpr int kMaxParams = 4;
+constexpr int kMaxBins = 48;  // a long curve is fitted on at most this many averaged points
+using Params = std::array<double, kMaxParams>;
+
+double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double Logit(double p) {
+  p = std::clamp(p, 1e-6, 1.0 - 1e-6);
+  return std::log(p / (1.0 - p));
+}
+
+// A saturating family of curves y(t), t >= 1 in epochs. Parameters are fitted in an
+// unconstrained space u; Decode maps u to the family's parameters p, which keep the curve
+// increasing towards an asymptote in (0, 1).
+enum class Shape { kPow3, kExp3, kLogLogistic, kJanoschek };
+struct Family {
+  Shape shape;
+  const char* name;
+  int num_params;
+  void (*decode)(const double* u, double* p);
+  double (*value)(double t, const double* p);
+  // The least t >= 1 at which the curve reaches y (kNever if it never does).
+  double (*reaches)(double y, const double* p);
+};
+
+// pow3: a - b t^-c. Its decoding (a in (0, 1), b and c > 0) serves exp3 too.
+void DecodePow3(const double* u, double* p) {
+  p[0] = Sigmoid(u[0]);
+  p[1] = std::exp(u[1]);
+  p[2] = std::exp(u[2]);
+}
+double Pow3(double t, const double* p) { return p[0] - p[1] * std::pow(t, -p[2]); }
+double ReachesPow3(double y, const double* p) {
+  if (y >= p[0]) return EpochsToTarget::kNever;
+  return std::max(1.0, std::pow(p[1] / (p[0] - y), 1.0 / p[2]));
+}
+
+// exp3: a - b e^(-c t).
+double Exp3(double t, const double* p) { return p[0] - p[1] * std::exp(-p[2] * t); }
+double ReachesExp3(double y, const double* p) {
+  if (y >= p[0]) return EpochsToTarget::kNever;
+  return std::max(1.0, std::log(p[1] / (p[0] - y)) / p[2]);
+}
+
+// log-logistic ("log power" in Domhan et al., with a floor): b + (a - b) / (1 + (t / m)^-c),
+// a sigmoid in log t from b (chance) towards a: flat, then a rise around epoch m. The slow
+// starter's shape.
+void DecodeLogLogistic(const double* u, double* p) {
+  p[0] = Sigmoid(u[0]);
+  p[1] = p[0] * Sigmoid(u[1]);
+  p[2] = std::exp(u[2]);
+  p[3] = std::exp(u[3]);
+}
+double LogLogistic(double t, const double* p) {
+  return p[1] + (p[0] - p[1]) / (1.0 + std::pow(t / p[2], -p[3]));
+}
+double ReachesLogLogistic(double y, const double* p) {
+  if (y >= p[0]) return EpochsToTarget::kNever;
+  if (y <= p[1]) return 1.0;
+  return std::max(1.0, p[2] * std::pow((p[0] - p[1]) / (y - p[1]) - 1.0, -1.0 / p[3]));
+}
+
+// Janoschek: a - (a - b) e^(-k t^d), from b towards a; sigmoid in t for d > 1.
+void DecodeJanoschek(const double* u, double* p) {
+  p[0] = Sigmoid(u[0]);
+  p[1] = p[0] * Sigmoid(u[1]);
+  p[2] = std::exp(u[2]);
+  p[3] = std::exp(u[3]);
+}
+double Janoschek(double t, const double* p) {
+  return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::pow(t, p[3]));
+}
+double ReachesJanoschek(double y, const double* p) {
+  if (y >= p[0]) return EpochsToTarget::kNever;
+  if (y <= p[1]) return 1.0;
+  return std::max(1.0, std::pow(std::log((p[0] - p[1]) / (p[0] - y)) / p[2], 1.0 / p[3]));
+}
+
+const Family kFamilies[] = {
+    {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, ReachesPow3},
+    {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, ReachesExp3},
+    {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, ReachesLogLogistic},
+    {Shape::kJanoschek, "janoschek", 4, DecodeJanoschek, Janoschek, ReachesJanoschek},
+};
+
+// The curve as fitted: the first kExactEpochs epochs as they are, then the means of
+// consecutive epochs, at most kMaxBins of them, each weighted by how many epochs it averages
+// (the noise of a mean of c epochs is sigma^2 / c). Early epochs, where the curve bends
+// most, are never averaged: a mean over a bend is not the curve at the mean epoch.
+struct Points {
+  std::vector<double> t, y, weight;
+};
+
+constexpr int kExactEpochs = 16;
+
+Points Bin(const std::vector<double>& curve) {
+  Points points;
+  const int n = static_cast<int>(curve.size());
+  const int exact = n <= kExactEpochs + kMaxBins ? n : kExactEpochs;
+  for (int i = 0; i < exact; ++i) {
+    points.t.push_back(i + 1);
+    points.y.push_back(curve[static_cast<size_t>(i)]);
+    points.weight.push_back(1);
+  }
+  const int per_bin = std::max(1, (n - exact + kMaxBins - 1) / kMaxBins);
+  for (int start = exact; start < n; start += per_bin) {
+    const int end = std::min(n, start + per_bin);
+    double t = 0, y = 0;
+    for (int i = start; i < end; ++i) {
+      t += i + 1;
+      y += curve[static_cast<size_t>(i)];
+    }
+    points.t.push_back(t / (end - start));
+    points.y.push_back(y / (end - start));
+    points.weight.push_back(end - start);
+  }
+  return points;
+}
+
+// Starting points in u space for a curve whose last accuracy is `last`, whose first is
+// `first`, and which has `n` epochs.
+std::vector<Params> Starts(const Family& f, double first, double last, int n) {
+  std::vector<Params> starts;
+  for (double gap : {0.05, 0.25}) {
+    const double a = std::min(0.995, std::max(last, first) + gap);
+    const double drop = std::max(0.02, a - first);
+    if (f.shape == Shape::kJanoschek) {
+      for (double k : {0.02, 0.3}) {
+        starts.push_back({Logit(a), Logit(std::clamp(first / a, 0.01, 0.99)), std::log(k), 0.0});
+      }
+    } else if (f.shape == Shape::kLogLogistic) {
+      for (double m : {0.5 * n, 2.0 * n}) {
+        starts.push_back({Logit(a), Logit(std::clamp(first / a, 0.01, 0.99)),
+                          std::log(std::max(1.0, m)), std::log(2.0)});
+      }
+    } else if (f.shape == Shape::kExp3) {
+      for (double c : {0.3 / std::max(1, n), 3.0 / std::max(1, n)}) {
+        starts.push_back({Logit(a), std::log(drop * std::exp(c)), std::log(c), 0.0});
+      }
+    } else {
+      for (double c : {0.5, 1.5}) starts.push_back({Logit(a), std::log(drop), std::log(c), 0.0});
+    }
+  }
+  return starts;
+}
+
+// A fitted family: its u at the optimum, the Cholesky factor of the Laplace covariance of u,
+// and its log evidence (weighted log likelihood less a BIC penalty).
+struct Fit {
+  const Family* family = nullptr;
+  Params u{};
+  Eigen::MatrixXd chol;
+  double log_evidence = -1e300;
+  bool ok = false;
+};
+
+constexpr double kPriorPrecision = 0.05;  // a weak Gaussian prior on u around the start
+
+// The weighted residuals and their Jacobian in u (central differences), plus the prior's
+// rows, at u.
+void Residuals(const Family& f, const Points& pts, const Params& u, const Params& prior,
+               double inv_sigma, Eigen::VectorXd* r, Eigen::MatrixXd* jacobian) {
+  const int k = f.num_params;
+  const int m = static_cast<int>(pts.t.size());
+  r->resize(m + k);
+  jacobian->resize(m + k, k);
+  Params p{};
+  f.decode(u.data(), p.data());
+  for (int i = 0; i < m; ++i) {
+    (*r)(i) = (pts.y[i] - f.value(pts.t[i], p.data())) * std::sqrt(pts.weight[i]) * inv_sigma;
+  }
+  const double prior_scale = std::sqrt(kPriorPrecision);
+  for (int j = 0; j < k; ++j) (*r)(m + j) = (u[j] - prior[j]) * prior_scale;
+  for (int j = 0; j < k; ++j) {
+    constexpr double kStep = 1e-5;
+    Params up = u, down = u;
+    up[j] += kStep;
+    down[j] -= kStep;
+    Params pu{}, pd{};
+    f.decode(up.data(), pu.data());
+    f.decode(down.data(), pd.data());
+    for (int i = 0; i < m; ++i) {
+      const double d = (f.value(pts.t[i], pu.data()) - f.value(pts.t[i], pd.data())) / (2 * kStep);
+      (*jacobian)(i, j) = -d * std::sqrt(pts.weight[i]) * inv_sigma;
+    }
+    for (int jj = 0; jj < k; ++jj) (*jacobian)(m + jj, j) = jj == j ? prior_scale : 0.0;
+  }
+}
+
+// Levenberg-Marquardt from `start` on the weighted, prior-regularised least squares.
+Fit FitFamily(const Family& f, const Points& pts, const Params& start, double sigma) {
+  const int k = f.num_params;
+  const double inv_sigma = 1.0 / sigma;
+  Params u = start;
+  Eigen::VectorXd r;
+  Eigen::MatrixXd jacobian;
+  Residuals(f, pts, u, start, inv_sigma, &r, &jacobian);
+  double cost = r.squaredNorm();
+  double lambda = 1e-2;
+  for (int iteration = 0; iteration < 60; ++iteration) {
+    const Eigen::MatrixXd jtj = jacobian.transpose() * jacobian;
+    const Eigen::VectorXd jtr = jacobian.transpose() * r;
+    bool improved = false;
+    for (int tries = 0; tries < 8 && !improved; ++tries) {
+      Eigen::MatrixXd damped = jtj;
+      damped.diagonal() += lambda * (jtj.diagonal().array() + 1e-9).matrix();
+      const Eigen::VectorXd step = damped.ldlt().solve(-jtr);
+      Params trial = u;
+      for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
+      Eigen::VectorXd r2;
+      Eigen::MatrixXd j2;
+      Residuals(f, pts, trial, start, inv_sigma, &r2, &j2);
+      const double cost2 = r2.squaredNorm();
+      if (std::isfinite(cost2) && cost2 < cost) {
+        const bool converged = cost - cost2 < 1e-10 * (1 + cost);
+        u = trial;
+        r = std::move(r2);
+        jacobian = std::move(j2);
+        cost = cost2;
+        lambda = std::max(1e-7, lambda / 3);
+        improved = true;
+        if (converged) iteration = 1 << 20;
+      } else {
+        lambda *= 4;
+      }
+    }
+    if (!improved) break;
+  }
+  Fit fit;
+  fit.family = &f;
+  fit.u = u;
+  Eigen::MatrixXd precision = jacobian.transpose() * jacobian;
+  precision.diagonal().array() += 1e-9;
+  Eigen::LLT<Eigen::MatrixXd> llt(precision);
+  if (llt.info() != Eigen::Success || !std::isfinite(cost)) return fit;
+  // Covariance = precision^-1; its Cholesky factor L_cov with L_cov L_cov^T = covariance
+  // is L^-T (precision = L L^T).
+  const Eigen::MatrixXd lower = llt.matrixL();
+  fit.chol =
+      lower.transpose().triangularView<Eigen::Upper>().solve(Eigen::MatrixXd::Identity(k, k));
+  const int m = static_cast<int>(pts.t.size());
+  double data_cost = r.head(m).squaredNorm();
+  double epochs = 0;
+  for (double w : pts.weight) epochs += w;
+  fit.log_evidence = -0.5 * data_cost - 0.5 * k * std::log(std::max(2.0, epochs));
+  fit.ok = std::isfinite(fit.log_evidence);
+  return fit;
+}
+
+}  // namespace
+
+double EpochsToTarget::ProbabilityBy(double epoch) const {
+  if (samples.empty()) return 0.0;
+  const auto end = std::upper_bound(samples.begin(), samples.end(), epoch);
+  return static_cast<double>(end - samples.begin()) / static_cast<double>(samples.size());
+}
+
+CurveModel::CurveModel(CurveModelOptions options) : options_(options) {}
+
+double CurveModel::EstimateNoise(const std::vector<std::vector<double>>& curves) const {
+  std::vector<double> deviations;
+  for (const std::vector<double>& c : curves) {
+    for (size_t i = 2; i < c.size(); ++i) {
+      deviations.push_back(std::abs(c[i] - 2 * c[i - 1] + c[i - 2]));
+    }
+  }
+  if (deviations.size() < 3) return std::clamp(0.01, options_.min_noise, options_.max_noise);
+  auto mid = deviations.begin() + static_cast<std::ptrdiff_t>(deviations.size() / 2);
+  std::nth_element(deviations.begin(), mid, deviations.end());
+  // A second difference of iid noise has variance 6 sigma^2; MAD / 0.6745 estimates its
+  // standard deviation (the median of |x| for a centred normal).
+  const double sigma = *mid / 0.6745 / std::sqrt(6.0);
+  return std::clamp(sigma, options_.min_noise, options_.max_noise);
+}
+
+EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double target, int max_epochs,
+                                   double noise, uint64_t seed,
+                                   const std::vector<std::vector<double>>& others) {
+  EpochsToTarget out;
+  const int n = static_cast<int>(curve.size());
+  const int samples = std::max(16, options_.samples);
+  out.samples.reserve(static_cast<size_t>(samples));
+  for (int i = 0; i < n; ++i) {
+    if (curve[static_cast<size_t>(i)] >= target) {
+      out.p_reach = 1.0;
+      out.median = out.lo = out.hi = i + 1;
+      out.samples.assign(static_cast<size_t>(samples), i + 1);
+      return out;
+    }
+  }
+  std::mt19937_64 rng(seed);
+  const double sigma = std::clamp(noise, options_.min_noise, options_.max_noise);
+  // Analogs: other curves longer than this one, nearest first, each with the first epoch
+  // after this curve's end at which it reached the target (kNever if it ran to the limit
+  // without). A curve that stopped short of the limit without reaching it tells nothing.
+  struct Analog {
+    double distance2;
+    double first;
+  };
+  std::vector<Analog> analogs;
+  if (n >= 1 && options_.analogs > 0) {
+    for (const std::vector<double>& z : others) {
+      if (static_cast<int>(z.size()) <= n) continue;
+      double d2 = 0;
+      for (int i = 0; i < n; ++i) {
+        const double d = curve[static_cast<size_t>(i)] - z[static_cast<size_t>(i)];
+        d2 += d * d;
+      }
+      double first = EpochsToTarget::kNever;
+      const int horizon = std::min(static_cast<int>(z.size()), max_epochs);
+      for (int e = n + 1; e <= horizon; ++e) {
+        if (z[static_cast<size_t>(e - 1)] >= target) {
+          first = e;
+          break;
+        }
+      }
+      if (std::isinf(first) && static_cast<int>(z.size()) < max_epochs) continue;
+      analogs.push_back({d2 / n, first});
+    }
+    std::sort(analogs.begin(), analogs.end(),
+              [](const Analog& a, const Analog& b) { return a.distance2 < b.distance2; });
+    if (static_cast<int>(analogs.size()) > options_.analogs) {
+      analogs.resize(static_cast<size_t>(options_.analogs));
+    }
+  }
+  const bool use_analogs = !analogs.empty() && static_cast<int>(analogs.size()) >= options_.analogs;
+  const int analog_samples =
+      use_analogs ? static_cast<int>(std::lround(options_.analog_share * samples)) : 0;
+  if (analog_samples > 0) {
+    // Nearer analogs weigh more: a Gaussian kernel on the mean squared distance, as wide as
+    // the noise or the spread of the analogs' distances, whichever is larger.
+    const double width2 = std::max(2 * sigma * sigma, analogs.back().distance2);
+    std::vector<double> weights;
+    for (const Analog& a : analogs) weights.push_back(std::exp(-a.distance2 / (2 * width2)));
+    std::discrete_distribution<size_t> pick(weights.begin(), weights.end());
+    for (int s = 0; s < analog_samples; ++s) out.samples.push_back(analogs[pick(rng)].first);
+  }
+  const int parametric_samples = samples - analog_samples;
+
+  std::vector<Fit> fits;
+  if (n >= 2 && n < max_epochs) {
+    const Points pts = Bin(curve);
+    for (const Family& f : kFamilies) {
+      if (n < f.num_params) continue;
+      Fit best;
+      for (const Params& start : Starts(f, curve.front(), curve.back(), n)) {
+        Fit fit = FitFamily(f, pts, start, sigma);
+        if (fit.ok && fit.log_evidence > best.log_evidence) best = std::move(fit);
+      }
+      if (best.ok) fits.push_back(std::move(best));
+    }
+  }
+  if (fits.empty()) {
+    // Nothing to go on: as likely to reach the target as not, at any remaining epoch.
+    std::uniform_int_distribution<int> epoch(std::min(n + 1, max_epochs), max_epochs);
+    for (int s = 0; s < parametric_samples; ++s) {
+      out.samples.push_back(s % 2 == 0 && n < max_epochs ? epoch(rng) : EpochsToTarget::kNever);
+    }
+  } else {
+    // Each family's share of the samples follows its evidence; every family keeps a little,
+    // as the evidence of a few points overrates the family that bends to them.
+    double top = -1e300;
+    for (const Fit& f : fits) top = std::max(top, f.log_evidence);
+    std::vector<double> weights;
+    double total = 0;
+    for (const Fit& f : fits) total += std::exp(f.log_evidence - top);
+    for (const Fit& f : fits) {
+      weights.push_back(0.02 / fits.size() + 0.98 * std::exp(f.log_evidence - top) / total);
+    }
+    std::discrete_distribution<size_t> pick(weights.begin(), weights.end());
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    for (int s = 0; s < parametric_samples; ++s) {
+      const Fit& fit = fits[pick(rng)];
+      const int k = fit.family->num_params;
+      Eigen::VectorXd z(k);
+      for (int j = 0; j < k; ++j) z(j) = gauss(rng);
+      const Eigen::VectorXd du = options_.posterior_scale * (fit.chol * z);
+      Params u = fit.u, p{};
+      for (int j = 0; j < k; ++j) u[j] += du(j);
+      fit.family->decode(u.data(), p.data());
+      // The sampled trend reaches target - 3 sigma at `from`: before that, noise crosses
+      // the target with negligible probability. From there, draw each epoch's noise.
+      const double from = fit.family->reaches(target - 3 * sigma, p.data());
+      double first = EpochsToTarget::kNever;
+      if (from <= max_epochs) {
+        for (int e = std::max(n + 1, static_cast<int>(std::ceil(from))); e <= max_epochs; ++e) {
+          if (fit.family->value(e, p.data()) + sigma * gauss(rng) >= target) {
+            first = e;
+            break;
+          }
+        }
+      }
+      out.samples.push_back(first);
+    }
+  }
+  std::sort(out.samples.begin(), out.samples.end());
+  const auto quantile = [&](double q) {
+    const size_t i = std::min(out.samples.size() - 1,
+                              static_cast<size_t>(q * static_cast<double>(out.samples.size())));
+    return out.samples[i];
+  };
+  out.p_reach = out.ProbabilityBy(max_epochs);
+  out.lo = quantile(0.1);
+  out.median = quantile(0.5);
+  out.hi = quantile(0.9);
+  return out;
+}
+
+}  // namespace topotune

@@ -1,0 +1,94 @@
+#pragma once
+
+// The learning-curve model: from the first epochs of a trial's validation-accuracy curve, when
+// will it first reach the target accuracy, with what uncertainty, and how likely is it never
+// to within the job's epoch limit?
+//
+// Which model, and why. The anchors were:
+//  - parametric curve ensembles (Domhan, Springenberg, Hutter, IJCAI 2015): a weighted sum of
+//    11 saturating families (pow3, log-power, Janoschek, MMF, ...), sampled by MCMC;
+//  - Freeze-Thaw BO (Swersky et al. 2014): a GP with an exponential-decay kernel per curve
+//    under a GP over configurations;
+//  - DyHPO (Wistuba et al., NeurIPS 2022): a deep-kernel GP over (configuration, budget,
+//    curve so far), trained during the search;
+//  - LC-PFN (Adriaensen et al., NeurIPS 2023) and ifBO (Rakotoarison et al., ICML 2024):
+//    transformers pre-trained on millions of synthetic curves, answering in one forward pass.
+// The PFNs need pre-trained weights (nothing may be downloaded, and they are Python models);
+// DyHPO needs a network trained per job, for a few dozen curves; Freeze-Thaw's kernel only
+// describes exponential decay towards an asymptote, so it cannot express the slow starters
+// (flat, then a late rise) that this model exists for. We take Domhan's approach: saturating
+// parametric families fitted to the partial curve, with sigmoid-in-log-time families for the
+// slow starters, combined by how well each explains the curve. MCMC (Domhan's 250 k samples)
+// is far over a 1 ms budget, so each family is fitted by Levenberg-Marquardt and its posterior
+// is approximated by a Gaussian at the optimum (Laplace), from which parameter samples are
+// drawn. The first epoch at which a sampled curve plus observation noise reaches the target
+// gives one sample of the answer; noise matters, because a noisy curve crosses a target near
+// its plateau earlier than its mean does. The noise level is pooled over the job's curves.
+//
+// Pure C++ and Eigen. Deterministic: the same curve and seed give the same prediction.
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace topotune {
+
+// The model's answer for one partial curve.
+struct EpochsToTarget {
+  static constexpr double kNever = std::numeric_limits<double>::infinity();
+  // Probability that the curve first reaches the target at an epoch <= the limit.
+  double p_reach = 0.0;
+  // Quantiles of that first epoch, "never" counted as kNever: the median and an 80%
+  // interval (10th and 90th percentiles). An interval end is kNever when more than that
+  // share of the samples never reaches the target.
+  double median = kNever;
+  double lo = kNever;
+  double hi = kNever;
+  // The sampled first epochs, ascending, kNever last: P(first epoch <= e) for any e.
+  std::vector<double> samples;
+  // P(first epoch <= epoch), from the samples.
+  double ProbabilityBy(double epoch) const;
+};
+
+struct CurveModelOptions {
+  int samples = 256;         ///< posterior samples per prediction
+  double min_noise = 0.003;  ///< floor of the observation noise's standard deviation
+  double max_noise = 0.2;    ///< and its ceiling
+  // Widens the Laplace posterior of each family's parameters (its standard deviations are
+  // multiplied by this): a Gaussian at the optimum understates how far a curve's few
+  // epochs leave its future open.
+  double posterior_scale = 1.0;
+  int analogs = 8;            ///< nearest other curves consulted (0: none)
+  double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
+};
+
+// Fits and extrapolates learning curves. Not thread-safe (it keeps a random engine).
+class CurveModel {
+ public:
+  explicit CurveModel(CurveModelOptions options = {});
+
+  // Predicts when `curve` (validation accuracy after epochs 1, 2, ..., its size) first
+  // reaches `target` at an epoch of at most `max_epochs`. `noise` is the standard deviation
+  // of one epoch's accuracy around the curve's trend (EstimateNoise over the job's curves);
+  // `seed` makes the sampling reproducible. A curve that already reached the target gets
+  // p_reach 1 at that epoch. A curve with fewer than 2 points predicts from nothing: every
+  // epoch is as likely (p_reach 0.5 spread over the remaining epochs).
+  //
+  // `others` are the curves of the job's other trials. Those that overlap this one's epochs
+  // and run past them are analogs: the nearest (by the distance between their first epochs
+  // and this curve) say, by when they themselves reached the target, where a curve that
+  // started like this one went. Half the samples come from them when there are enough.
+  EpochsToTarget Predict(const std::vector<double>& curve, double target, int max_epochs,
+                         double noise, uint64_t seed,
+                         const std::vector<std::vector<double>>& others = {});
+
+  // The epoch-to-epoch noise of validation accuracy, pooled over `curves`: the median
+  // absolute deviation of second differences, scaled to a standard deviation, clamped to
+  // the options' range. Robust to the trend itself and to a few outliers.
+  double EstimateNoise(const std::vector<std::vector<double>>& curves) const;
+
+ private:
+  CurveModelOptions options_;
+};
+
+}  // namespace topotune
