@@ -8,7 +8,8 @@ What it measures (DESIGN.md, "Search efficiency: how it is measured"):
 
 Ground truth, from the table alone. A recorded configuration's TTA on one seed is the sum
 of epoch_seconds up to and including the first epoch whose val_accuracy >= target (inf if
-none); its true TTA is the mean over the recorded seeds (inf if any seed never reaches).
+none); its true TTA is the mean over the seeds recorded for it (inf if any never reaches):
+a table may be ragged, with more seeds for some configurations than for others.
 TTA* is the least true TTA; a configuration is near-optimal when its true TTA <= 1.1 TTA*.
 
 Grid cost, the reference of every ratio: the whole grid, every recorded configuration
@@ -165,10 +166,11 @@ class Truth:
         self.target = target
         self.tta = {}
         for key in table.order:
+            # From the seeds the configuration has: real grids rerun only some points, so a
+            # table may be ragged. (A run that diverged in its first epoch leaves no rows
+            # either; it counts as not recorded.)
             per_seed = [seed_tta(c, target) for c in table.curves[key].values()]
-            # A seed with no rows diverged in its first epoch: it never reaches the target.
-            missing = len(table.seeds) > len(per_seed)
-            self.tta[key] = INF if INF in per_seed or missing else sum(per_seed) / len(per_seed)
+            self.tta[key] = INF if INF in per_seed else sum(per_seed) / len(per_seed)
         self.tta_star = min(self.tta.values())
         self.best_key = min(self.tta, key=self.tta.get)
         self.reaching = sum(1 for v in self.tta.values() if v < INF)
@@ -236,6 +238,9 @@ def evaluate(events, config_of, truth, apply_bound):
         # Diagnostics: did the run try a near-optimal configuration, did one reach the target?
         "tried_near": len(near_trials),
         "near_reached": len(near_trials & reached),
+        # Near-optimal trials the run stopped (or left) before they reached the target: the
+        # late winners that early stopping loses.
+        "near_stopped": len(near_trials - reached),
         "total": cum,
         "overrun_s": overrun,
         "overrun_epochs": overrun_epochs,
@@ -531,6 +536,7 @@ def summarize(name, runs, grid):
         "success_median": quantile([c for c in costs if c < INF], 0.5),
         "tried_near": sum(1 for r in runs if r["tried_near"] > 0) / len(runs),
         "near_reached": sum(1 for r in runs if r["near_reached"] > 0) / len(runs),
+        "near_stopped": sum(1 for r in runs if r.get("near_stopped", 0) > 0) / len(runs),
         "raw_median": quantile(raw, 0.5),
         "total_median": quantile([r["total"] / grid for r in runs], 0.5),
         "overrun_epochs": sum(r.get("overrun_epochs", 0) for r in runs),
@@ -601,7 +607,7 @@ def main():
         sys.exit(f"the top rung ({top} epochs) exceeds the table's {table.epochs} epochs")
     truth = Truth(table, args.target)
     if truth.tta_star == INF:
-        sys.exit(f"no configuration reaches {args.target} on every seed: lower --target")
+        sys.exit(f"no configuration reaches {args.target} on every seed it has: lower --target")
     grid_points = len(table.order)
     algorithms = [a for a in args.algorithms.split(",") if a]
     setups = [s for s in args.optuna.split(",") if s]
@@ -616,7 +622,7 @@ def main():
           f"sizes x {len(table.lrs)} learning rates x {len(table.optimizers)} optimizers), "
           f"seeds {table.seeds}, {table.epochs} epochs; device {table.meta.get('device', '?')}")
     print(f"target {args.target}: {truth.reaching} of {grid_points} configurations reach it "
-          f"on every seed; TTA* = {truth.tta_star:.3f} s (batch {truth.best_key[0]}, lr "
+          f"on every seed they have; TTA* = {truth.tta_star:.3f} s (batch {truth.best_key[0]}, lr "
           f"{truth.best_key[1]:g}, {truth.best_key[2]}); {len(truth.near)} near-optimal "
           f"(true TTA <= {NEAR} x TTA*): " +
           ", ".join(f"{k[0]}/{k[1]:g}/{k[2]} {truth.tta[k]:.2f} s" for k in truth.near))
@@ -646,7 +652,7 @@ def main():
           "(smaller is better; inf = the final incumbent was not near-optimal)")
     head = (f"{'algorithm':<18} {'runs':>4} {'success':>7} {'p25':>7} {'median':>7} "
             f"{'p75':>7} {'median 95% CI':>15} {'vs random':>9} {'vs ' + (best_optuna['name'] if best_optuna else '-'):>20}"
-            f" {'total/grid':>10} {'succ med':>8} {'tried':>5} {'hit':>5} {'overrun':>7}"
+            f" {'total/grid':>10} {'succ med':>8} {'tried':>5} {'hit':>5} {'lost':>5} {'overrun':>7}"
             f" {'raw med':>7}")
     print(head)
     print("-" * len(head))
@@ -657,12 +663,15 @@ def main():
               f"{fmt(r['median']):>7} {fmt(r['p75']):>7} "
               f"{fmt(r['median_ci95'][0]) + '-' + fmt(r['median_ci95'][1]):>15} {fmt(vr, 2):>9} {fmt(vo, 2):>20} "
               f"{fmt(r['total_median']):>10} {fmt(r['success_median']):>8} "
-              f"{r['tried_near']:>5.0%} {r['near_reached']:>5.0%} {r['overrun_epochs']:>7} "
+              f"{r['tried_near']:>5.0%} {r['near_reached']:>5.0%} {r['near_stopped']:>5.0%} "
+              f"{r['overrun_epochs']:>7} "
               f"{fmt(r['raw_median']):>7}")
     print(f"(grid stopping at the target: {truth.grid_stop / truth.grid_full:.3f} of the grid;"
           " 'grid' above is the product's grid algorithm in its order, with bound pruning; "
           "median 95% CI: bootstrap over the seeds; succ med = median over the successful runs only; tried = runs that tried a "
           "near-optimal configuration, hit = runs in which one reached the target; "
+          "lost = runs in which a near-optimal configuration was tried but stopped before it "
+          "reached the target; "
           "overrun = epochs dropped as replay artifacts, raw med = median without dropping them)")
 
     tt = [r for r in rows if r["name"] in algorithms]

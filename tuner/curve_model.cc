@@ -29,6 +29,8 @@ struct Family {
   int num_params;
   void (*decode)(const double* u, double* p);
   double (*value)(double t, const double* p);
+  // d value / d u at t, into g[0 .. num_params), given u's decoded parameters p.
+  void (*gradient)(double t, const double* u, const double* p, double* g);
   // The least t >= 1 at which the curve reaches y (kNever if it never does).
   double (*reaches)(double y, const double* p);
 };
@@ -40,6 +42,12 @@ void DecodePow3(const double* u, double* p) {
   p[2] = std::exp(u[2]);
 }
 double Pow3(double t, const double* p) { return p[0] - p[1] * std::pow(t, -p[2]); }
+void GradientPow3(double t, const double*, const double* p, double* g) {
+  const double power = p[1] * std::pow(t, -p[2]);
+  g[0] = p[0] * (1 - p[0]);
+  g[1] = -power;
+  g[2] = power * std::log(t) * p[2];
+}
 double ReachesPow3(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
   return std::max(1.0, std::pow(p[1] / (p[0] - y), 1.0 / p[2]));
@@ -47,6 +55,12 @@ double ReachesPow3(double y, const double* p) {
 
 // exp3: a - b e^(-c t).
 double Exp3(double t, const double* p) { return p[0] - p[1] * std::exp(-p[2] * t); }
+void GradientExp3(double t, const double*, const double* p, double* g) {
+  const double decay = p[1] * std::exp(-p[2] * t);
+  g[0] = p[0] * (1 - p[0]);
+  g[1] = -decay;
+  g[2] = decay * t * p[2];
+}
 double ReachesExp3(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
   return std::max(1.0, std::log(p[1] / (p[0] - y)) / p[2]);
@@ -64,6 +78,16 @@ void DecodeLogLogistic(const double* u, double* p) {
 double LogLogistic(double t, const double* p) {
   return p[1] + (p[0] - p[1]) / (1.0 + std::pow(t / p[2], -p[3]));
 }
+void GradientLogLogistic(double t, const double* u, const double* p, double* g) {
+  const double s1 = Sigmoid(u[1]);
+  const double r = std::pow(p[2] / t, p[3]);  // (t / m)^-c
+  const double rise = 1.0 / (1.0 + r);
+  const double span = p[0] - p[1];
+  g[0] = (s1 + (1 - s1) * rise) * p[0] * (1 - p[0]);
+  g[1] = p[0] * s1 * (1 - s1) * (1 - rise);
+  g[2] = -span * rise * rise * r * p[3];
+  g[3] = -span * rise * rise * r * std::log(p[2] / t) * p[3];
+}
 double ReachesLogLogistic(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
   if (y <= p[1]) return 1.0;
@@ -80,6 +104,16 @@ void DecodeJanoschek(const double* u, double* p) {
 double Janoschek(double t, const double* p) {
   return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::pow(t, p[3]));
 }
+void GradientJanoschek(double t, const double* u, const double* p, double* g) {
+  const double s1 = Sigmoid(u[1]);
+  const double td = std::pow(t, p[3]);
+  const double h = std::exp(-p[2] * td);
+  const double span = p[0] - p[1];
+  g[0] = (1 - (1 - s1) * h) * p[0] * (1 - p[0]);
+  g[1] = p[0] * s1 * (1 - s1) * h;
+  g[2] = span * td * h * p[2];
+  g[3] = span * p[2] * td * std::log(t) * h * p[3];
+}
 double ReachesJanoschek(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
   if (y <= p[1]) return 1.0;
@@ -87,10 +121,12 @@ double ReachesJanoschek(double y, const double* p) {
 }
 
 const Family kFamilies[] = {
-    {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, ReachesPow3},
-    {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, ReachesExp3},
-    {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, ReachesLogLogistic},
-    {Shape::kJanoschek, "janoschek", 4, DecodeJanoschek, Janoschek, ReachesJanoschek},
+    {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, GradientPow3, ReachesPow3},
+    {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, GradientExp3, ReachesExp3},
+    {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, GradientLogLogistic,
+     ReachesLogLogistic},
+    {Shape::kJanoschek, "janoschek", 4, DecodeJanoschek, Janoschek, GradientJanoschek,
+     ReachesJanoschek},
 };
 
 // The curve as fitted: the first kExactEpochs epochs as they are, then the means of
@@ -130,25 +166,29 @@ Points Bin(const std::vector<double>& curve) {
 // Starting points in u space for a curve whose last accuracy is `last`, whose first is
 // `first`, and which has `n` epochs.
 std::vector<Params> Starts(const Family& f, double first, double last, int n) {
+  // Two starts: an asymptote just above the best epoch so far with a fast approach, and
+  // one well above it with a slow approach (a curve that is still far from its plateau).
   std::vector<Params> starts;
-  for (double gap : {0.05, 0.25}) {
-    const double a = std::min(0.995, std::max(last, first) + gap);
+  for (int slow = 0; slow < 2; ++slow) {
+    const double a = std::min(0.995, std::max(last, first) + (slow ? 0.25 : 0.05));
     const double drop = std::max(0.02, a - first);
-    if (f.shape == Shape::kJanoschek) {
-      for (double k : {0.02, 0.3}) {
-        starts.push_back({Logit(a), Logit(std::clamp(first / a, 0.01, 0.99)), std::log(k), 0.0});
-      }
-    } else if (f.shape == Shape::kLogLogistic) {
-      for (double m : {0.5 * n, 2.0 * n}) {
-        starts.push_back({Logit(a), Logit(std::clamp(first / a, 0.01, 0.99)),
-                          std::log(std::max(1.0, m)), std::log(2.0)});
-      }
-    } else if (f.shape == Shape::kExp3) {
-      for (double c : {0.3 / std::max(1, n), 3.0 / std::max(1, n)}) {
+    const double floor = Logit(std::clamp(first / a, 0.01, 0.99));
+    switch (f.shape) {
+      case Shape::kJanoschek:
+        starts.push_back({Logit(a), floor, std::log(slow ? 0.02 : 0.3), 0.0});
+        break;
+      case Shape::kLogLogistic:
+        starts.push_back(
+            {Logit(a), floor, std::log(std::max(1.0, slow ? 2.0 * n : 0.5 * n)), std::log(2.0)});
+        break;
+      case Shape::kExp3: {
+        const double c = (slow ? 0.3 : 3.0) / std::max(1, n);
         starts.push_back({Logit(a), std::log(drop * std::exp(c)), std::log(c), 0.0});
+        break;
       }
-    } else {
-      for (double c : {0.5, 1.5}) starts.push_back({Logit(a), std::log(drop), std::log(c), 0.0});
+      case Shape::kPow3:
+        starts.push_back({Logit(a), std::log(drop), std::log(slow ? 0.5 : 1.5), 0.0});
+        break;
     }
   }
   return starts;
@@ -166,34 +206,28 @@ struct Fit {
 
 constexpr double kPriorPrecision = 0.05;  // a weak Gaussian prior on u around the start
 
-// The weighted residuals and their Jacobian in u (central differences), plus the prior's
-// rows, at u.
+// The weighted residuals and (when `jacobian` is not null) their Jacobian in u, plus the
+// prior's rows, at u.
 void Residuals(const Family& f, const Points& pts, const Params& u, const Params& prior,
                double inv_sigma, Eigen::VectorXd* r, Eigen::MatrixXd* jacobian) {
   const int k = f.num_params;
   const int m = static_cast<int>(pts.t.size());
   r->resize(m + k);
-  jacobian->resize(m + k, k);
+  if (jacobian != nullptr) jacobian->setZero(m + k, k);
   Params p{};
   f.decode(u.data(), p.data());
+  double g[kMaxParams];
   for (int i = 0; i < m; ++i) {
-    (*r)(i) = (pts.y[i] - f.value(pts.t[i], p.data())) * std::sqrt(pts.weight[i]) * inv_sigma;
+    const double scale = std::sqrt(pts.weight[i]) * inv_sigma;
+    (*r)(i) = (pts.y[i] - f.value(pts.t[i], p.data())) * scale;
+    if (jacobian == nullptr) continue;
+    f.gradient(pts.t[i], u.data(), p.data(), g);
+    for (int j = 0; j < k; ++j) (*jacobian)(i, j) = -g[j] * scale;
   }
   const double prior_scale = std::sqrt(kPriorPrecision);
-  for (int j = 0; j < k; ++j) (*r)(m + j) = (u[j] - prior[j]) * prior_scale;
   for (int j = 0; j < k; ++j) {
-    constexpr double kStep = 1e-5;
-    Params up = u, down = u;
-    up[j] += kStep;
-    down[j] -= kStep;
-    Params pu{}, pd{};
-    f.decode(up.data(), pu.data());
-    f.decode(down.data(), pd.data());
-    for (int i = 0; i < m; ++i) {
-      const double d = (f.value(pts.t[i], pu.data()) - f.value(pts.t[i], pd.data())) / (2 * kStep);
-      (*jacobian)(i, j) = -d * std::sqrt(pts.weight[i]) * inv_sigma;
-    }
-    for (int jj = 0; jj < k; ++jj) (*jacobian)(m + jj, j) = jj == j ? prior_scale : 0.0;
+    (*r)(m + j) = (u[j] - prior[j]) * prior_scale;
+    if (jacobian != nullptr) (*jacobian)(m + j, j) = prior_scale;
   }
 }
 
@@ -218,14 +252,12 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, double si
       Params trial = u;
       for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
       Eigen::VectorXd r2;
-      Eigen::MatrixXd j2;
-      Residuals(f, pts, trial, start, inv_sigma, &r2, &j2);
+      Residuals(f, pts, trial, start, inv_sigma, &r2, nullptr);
       const double cost2 = r2.squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
         const bool converged = cost - cost2 < 1e-10 * (1 + cost);
         u = trial;
-        r = std::move(r2);
-        jacobian = std::move(j2);
+        Residuals(f, pts, u, start, inv_sigma, &r, &jacobian);
         cost = cost2;
         lambda = std::max(1e-7, lambda / 3);
         improved = true;
@@ -373,9 +405,11 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     for (const Fit& f : fits) top = std::max(top, f.log_evidence);
     std::vector<double> weights;
     double total = 0;
-    for (const Fit& f : fits) total += std::exp(f.log_evidence - top);
+    const double temperature = std::max(1.0, options_.evidence_temperature);
+    for (const Fit& f : fits) total += std::exp((f.log_evidence - top) / temperature);
     for (const Fit& f : fits) {
-      weights.push_back(0.02 / fits.size() + 0.98 * std::exp(f.log_evidence - top) / total);
+      weights.push_back(0.02 / fits.size() +
+                        0.98 * std::exp((f.log_evidence - top) / temperature) / total);
     }
     std::discrete_distribution<size_t> pick(weights.begin(), weights.end());
     std::normal_distribution<double> gauss(0.0, 1.0);

@@ -58,6 +58,9 @@ struct CurveModelOptions {
   // multiplied by this): a Gaussian at the optimum understates how far a curve's few
   // epochs leave its future open.
   double posterior_scale = 1.0;
+  // Divides each family's log evidence before the families share the samples: > 1 keeps
+  // families that explain the epochs so far nearly as well, whose futures differ.
+  double evidence_temperature = 1.0;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
