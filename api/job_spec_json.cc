@@ -268,6 +268,29 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   spec->asha.unit = unit == "seconds" ? RungUnit::kSeconds : RungUnit::kEpochs;
   TOPOTUNE_RETURN_IF_ERROR(f.Number("min_seconds", &spec->asha.min_seconds));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_epochs", 1, 10000, &spec->asha.max_epochs));
+  // A limit and no rung schedule: the forecast decides ("auto" picks it for such a job).
+  if (spec->algorithm == "forecast" || (spec->algorithm == "auto" && j.contains("max_epochs") &&
+                                        spec->asha.unit == RungUnit::kEpochs)) {
+    if (!j.contains("max_epochs")) {
+      return Status::InvalidArgument(
+          "scheduler.max_epochs: algorithm \"forecast\" needs the epochs a trial may train at "
+          "most");
+    }
+    for (const char* key : {"rungs", "reduction_factor", "min_seconds"}) {
+      if (j.contains(key)) {
+        return Status::InvalidArgument("scheduler." + std::string(key) +
+                                       " does not apply to a job with max_epochs and no rungs "
+                                       "(algorithm \"forecast\")");
+      }
+    }
+    if (spec->asha.unit != RungUnit::kEpochs) {
+      return Status::InvalidArgument(
+          "scheduler.rung_unit: algorithm \"forecast\" counts epochs (no rungs)");
+    }
+    spec->asha.rungless = true;
+    spec->asha.num_rungs = 1;
+    return f.NoOthers();
+  }
   if (spec->asha.unit == RungUnit::kSeconds) {
     if (!(spec->asha.min_seconds > 0) || spec->asha.min_seconds > 1e6) {
       return Status::InvalidArgument(
@@ -380,6 +403,11 @@ json JobSpecToJson(const JobSpec& spec) {
             {"grid_lr_points", spec.grid_lr_points}};
   if (spec.asha.unit == RungUnit::kSeconds) {
     j["scheduler"]["min_seconds"] = spec.asha.min_seconds;
+    j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
+  }
+  if (spec.asha.rungless) {
+    j["scheduler"].erase("rungs");
+    j["scheduler"].erase("reduction_factor");
     j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
   }
   return j;

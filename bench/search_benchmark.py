@@ -73,7 +73,7 @@ import urllib.request
 
 INF = float("inf")
 TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto",
-                       "asha@s", "gp@s", "bohb@s"]
+                       "asha@s", "gp@s", "bohb@s", "forecast"]
 SECONDS_SUFFIX = "@s"  # the same algorithm with rungs in seconds ("rung_unit": "seconds")
 OPTUNA_SETUPS = ["optuna-tpe-sha", "optuna-random-hb"]
 NEAR = 1.1  # near-optimal: true TTA within 10% of TTA*
@@ -365,6 +365,9 @@ def job_spec(table, args, algorithm, seed):
                              "rung_unit": "seconds", "min_seconds": args.min_seconds,
                              "max_epochs": table.epochs, "reduction_factor": args.eta,
                              "rungs": args.rungs}
+    if algorithm == "forecast":
+        # No rung schedule: the epoch limit alone (the table's length).
+        spec["scheduler"] = {"algorithm": "forecast", "max_epochs": table.epochs}
     if algorithm == "grid":
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     return spec

@@ -379,3 +379,71 @@ TEST(JobEngine, TheWorkerIsToldTheBoundAndItsStopCountsAsPruning) {
 
 }  // namespace
 }  // namespace topotune
+
+namespace topotune {
+namespace {
+
+// A synthetic table for the forecast: configurations with a learning rate of 0.01 or more
+// start fast and plateau at 0.70; the others sit at chance, then rise and reach 0.80 at
+// epoch 41. With a target of 0.80 only the slow starters can win.
+double SyntheticAccuracy(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.004 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (c.learning_rate >= 0.01) return 0.70 - 0.6 * std::exp(-0.5 * epoch) + wobble;
+  return 0.1 + 0.8 / (1 + std::pow(epoch / 25.0, -4.0)) + wobble;
+}
+
+TEST(Forecast, ASlowStarterThatWinsIsNotStoppedWhileTheFastStarterThatPlateausIs) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(10);
+  spec.algorithm = "forecast";
+  spec.target_accuracy = 0.8;
+  spec.space.lr_min = 1e-4;
+  spec.space.lr_max = 1.0;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = 3;
+  spec.asha.max_epochs = 60;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  for (int round = 0; round < 400 && engine.state() != JobState::kCompleted; ++round) {
+    StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    if (!next->has_value()) break;
+    const Assignment& a = **next;
+    for (int e = a.start_epoch + 1; e <= a.trial.target_epochs; ++e) {
+      CurvePoint p;
+      p.epoch = e;
+      p.val_accuracy = SyntheticAccuracy(a.trial.config, e, a.trial.id);
+      p.compute_s = 1.0;
+      StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      if (v->stop) break;
+    }
+    ASSERT_TRUE(
+        engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0)
+            .ok());
+  }
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  int slow = 0, slow_reached = 0, fast = 0, fast_epochs = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.config.learning_rate >= 0.01) {
+      ++fast;
+      fast_epochs += t.epochs_done;
+      EXPECT_FALSE(t.reached_target) << t.reason;
+    } else {
+      ++slow;
+      if (t.reached_target) ++slow_reached;
+    }
+  }
+  ASSERT_GT(slow, 0);
+  ASSERT_GT(fast, 0);
+  // A slow starter reached the target at epoch 41: nothing stopped it at chance level.
+  EXPECT_GE(slow_reached, 1);
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_NEAR(*engine.IncumbentTta(), 41.0, 1.0);
+  // The fast starters were stopped long before the 60-epoch limit.
+  EXPECT_LT(fast_epochs, fast * 30) << fast << " fast starters trained " << fast_epochs;
+}
+
+}  // namespace
+}  // namespace topotune

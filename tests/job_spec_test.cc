@@ -78,6 +78,31 @@ TEST(JobSpec, RungsInSecondsNeedTheirBudgetAndRoundTrip) {
   EXPECT_NE(ErrorOf(j.dump()).find("must be a number"), std::string::npos);
 }
 
+TEST(JobSpec, ForecastNeedsAnEpochLimitAndNoRungsAndAutoPicksItForSuchAJob) {
+  json j = ValidSpec();
+  j["scheduler"] = {{"algorithm", "forecast"}, {"max_epochs", 80}};
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_TRUE(spec->asha.rungless);
+  EXPECT_EQ(spec->asha.MaxEpochs(), 80);
+  EXPECT_EQ(spec->asha.SegmentEpochs(), 4);
+  StatusOr<JobSpec> again = ParseJobSpec(JobSpecToJson(*spec).dump());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->asha.rungless);
+  EXPECT_EQ(again->asha.MaxEpochs(), 80);
+
+  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 80}};
+  StatusOr<JobSpec> chosen = ParseJobSpec(j.dump());
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->algorithm, "forecast");
+  EXPECT_NE(chosen->auto_reason.find("epoch limit"), std::string::npos) << chosen->auto_reason;
+
+  j["scheduler"] = {{"algorithm", "forecast"}};
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.max_epochs"), std::string::npos);
+  j["scheduler"] = {{"algorithm", "forecast"}, {"max_epochs", 80}, {"rungs", 3}};
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.rungs does not apply"), std::string::npos);
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

@@ -10,12 +10,18 @@
 namespace topotune {
 
 const std::vector<std::string>& KnownAlgorithms() {
-  static const std::vector<std::string> kAlgorithms = {"grid",      "random", "asha", "sha",
-                                                       "hyperband", "tpe",    "gp",   "bohb"};
+  static const std::vector<std::string> kAlgorithms = {
+      "grid", "random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "forecast"};
   return kAlgorithms;
 }
 
 std::string AutoAlgorithm(const JobSpec& spec, std::string* why) {
+  if (spec.asha.rungless) {
+    *why = "the job gives an epoch limit (max_epochs " + std::to_string(spec.asha.max_epochs) +
+           ") and no rung schedule: the learning-curve forecast decides how far each trial "
+           "trains, so a late winner is not stopped at a fixed rung";
+    return "forecast";
+  }
   if (spec.max_trials < 12) {
     *why = "fewer than 12 trials: too few for a model to pay off, so random sampling under ASHA";
     return "asha";
@@ -54,7 +60,7 @@ std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
   if (a == "grid") return std::make_unique<GridSampler>(spec.space, spec.grid_lr_points);
   // Successive halving promotes the top 1/eta of a rung; the rest were stopped there.
   const double promote_fraction = 1.0 / std::max(2, spec.asha.reduction_factor);
-  if (a == "tpe" || a == "bohb") {
+  if (a == "tpe" || a == "bohb" || a == "forecast") {
     TpeSamplerOptions options;
     options.promote_fraction = promote_fraction;
     return std::make_unique<TpeSampler>(spec.space, spec.seed, options);

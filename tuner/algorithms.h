@@ -13,7 +13,12 @@
 //   gp         Gaussian-process Bayesian optimization (expected improvement) under ASHA
 //   bohb       TPE sampling in Hyperband's brackets (model on the highest rung with
 //              enough observations): BOHB
-//   auto       one of the above, chosen from the job's budget; the spec records which
+//   forecast   TPE sampling; no rungs: each trial trains in segments up to max_epochs and
+//              goes on while the learning-curve model (tuner/curve_model.h) gives it a fair
+//              chance to beat the incumbent's time-to-accuracy; resources go to the best
+//              predicted time-to-accuracy
+//   auto       one of the above, chosen from the job's budget and limit; the spec records
+//              which
 
 #include <memory>
 #include <string>

@@ -10,7 +10,8 @@ namespace topotune {
 namespace {
 
 constexpr int kMaxParams = 4;
-constexpr int kMaxBins = 48;  // a long curve is fitted on at most this many averaged points
+constexpr int kAsymptoteLevels = 6;  // profile fits per family (see Predict)
+constexpr int kMaxBins = 48;         // a long curve is fitted on at most this many averaged points
 using Params = std::array<double, kMaxParams>;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -205,11 +206,13 @@ struct Fit {
 };
 
 constexpr double kPriorPrecision = 0.05;  // a weak Gaussian prior on u around the start
+constexpr double kPinPrecision = 1e8;     // holds the asymptote where a profile fit puts it
 
 // The weighted residuals and (when `jacobian` is not null) their Jacobian in u, plus the
 // prior's rows, at u.
 void Residuals(const Family& f, const Points& pts, const Params& u, const Params& prior,
-               double inv_sigma, Eigen::VectorXd* r, Eigen::MatrixXd* jacobian) {
+               bool pin_asymptote, double inv_sigma, Eigen::VectorXd* r,
+               Eigen::MatrixXd* jacobian) {
   const int k = f.num_params;
   const int m = static_cast<int>(pts.t.size());
   r->resize(m + k);
@@ -224,21 +227,23 @@ void Residuals(const Family& f, const Points& pts, const Params& u, const Params
     f.gradient(pts.t[i], u.data(), p.data(), g);
     for (int j = 0; j < k; ++j) (*jacobian)(i, j) = -g[j] * scale;
   }
-  const double prior_scale = std::sqrt(kPriorPrecision);
   for (int j = 0; j < k; ++j) {
+    const double prior_scale = std::sqrt(j == 0 && pin_asymptote ? kPinPrecision : kPriorPrecision);
     (*r)(m + j) = (u[j] - prior[j]) * prior_scale;
     if (jacobian != nullptr) (*jacobian)(m + j, j) = prior_scale;
   }
 }
 
 // Levenberg-Marquardt from `start` on the weighted, prior-regularised least squares.
-Fit FitFamily(const Family& f, const Points& pts, const Params& start, double sigma) {
+// With `pin_asymptote`, the asymptote stays at start's (a profile fit over the asymptote).
+Fit FitFamily(const Family& f, const Points& pts, const Params& start, double sigma,
+              bool pin_asymptote = false) {
   const int k = f.num_params;
   const double inv_sigma = 1.0 / sigma;
   Params u = start;
   Eigen::VectorXd r;
   Eigen::MatrixXd jacobian;
-  Residuals(f, pts, u, start, inv_sigma, &r, &jacobian);
+  Residuals(f, pts, u, start, pin_asymptote, inv_sigma, &r, &jacobian);
   double cost = r.squaredNorm();
   double lambda = 1e-2;
   for (int iteration = 0; iteration < 60; ++iteration) {
@@ -252,12 +257,12 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, double si
       Params trial = u;
       for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
       Eigen::VectorXd r2;
-      Residuals(f, pts, trial, start, inv_sigma, &r2, nullptr);
+      Residuals(f, pts, trial, start, pin_asymptote, inv_sigma, &r2, nullptr);
       const double cost2 = r2.squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
         const bool converged = cost - cost2 < 1e-10 * (1 + cost);
         u = trial;
-        Residuals(f, pts, u, start, inv_sigma, &r, &jacobian);
+        Residuals(f, pts, u, start, pin_asymptote, inv_sigma, &r, &jacobian);
         cost = cost2;
         lambda = std::max(1e-7, lambda / 3);
         improved = true;
@@ -379,8 +384,13 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   }
   const int parametric_samples = samples - analog_samples;
 
+  // A curve that has not yet moved beyond its noise (a slow starter at chance, or a
+  // configuration that never learns) says nothing about its future: no family is fitted to
+  // it, and its parametric share is the uninformative answer below.
+  const double early = n > 0 ? (curve[0] + curve[std::min<size_t>(1, n - 1)]) / 2 : 0.0;
+  const bool moved = n >= 2 && *std::max_element(curve.begin(), curve.end()) - early > 3 * sigma;
   std::vector<Fit> fits;
-  if (n >= 2 && n < max_epochs) {
+  if (moved && n < max_epochs) {
     const Points pts = Bin(curve);
     for (const Family& f : kFamilies) {
       if (n < f.num_params) continue;
@@ -389,7 +399,22 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
         Fit fit = FitFamily(f, pts, start, sigma);
         if (fit.ok && fit.log_evidence > best.log_evidence) best = std::move(fit);
       }
-      if (best.ok) fits.push_back(std::move(best));
+      if (!best.ok) continue;
+      // The asymptote decides whether a curve reaches the target, and the first epochs
+      // of a curve that is still rising hardly constrain it: a Gaussian at the best fit
+      // would put all samples near one plateau. Profile it instead: refit with the
+      // asymptote held at levels between the best epoch so far and 1, and let each fit
+      // take the share of samples its evidence earns (a flat prior over the asymptote).
+      const double top = *std::max_element(curve.begin(), curve.end());
+      for (int level = 0; level < kAsymptoteLevels; ++level) {
+        const double a = top + (0.995 - top) * (level + 0.5) / kAsymptoteLevels;
+        if (a <= top) continue;
+        Params start = best.u;
+        start[0] = Logit(a);
+        Fit fit = FitFamily(f, pts, start, sigma, /*pin_asymptote=*/true);
+        if (fit.ok) fits.push_back(std::move(fit));
+      }
+      fits.push_back(std::move(best));
     }
   }
   if (fits.empty()) {

@@ -60,7 +60,7 @@ struct CurveModelOptions {
   double posterior_scale = 1.0;
   // Divides each family's log evidence before the families share the samples: > 1 keeps
   // families that explain the epochs so far nearly as well, whose futures differ.
-  double evidence_temperature = 1.0;
+  double evidence_temperature = 2.0;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
@@ -74,8 +74,9 @@ class CurveModel {
   // reaches `target` at an epoch of at most `max_epochs`. `noise` is the standard deviation
   // of one epoch's accuracy around the curve's trend (EstimateNoise over the job's curves);
   // `seed` makes the sampling reproducible. A curve that already reached the target gets
-  // p_reach 1 at that epoch. A curve with fewer than 2 points predicts from nothing: every
-  // epoch is as likely (p_reach 0.5 spread over the remaining epochs).
+  // p_reach 1 at that epoch. A curve with fewer than 2 points, or one that has not risen
+  // more than 3 noise deviations above its first epochs, predicts from nothing (but its
+  // analogs): every remaining epoch as likely, p_reach 0.5.
   //
   // `others` are the curves of the job's other trials. Those that overlap this one's epochs
   // and run past them are analogs: the nearest (by the distance between their first epochs

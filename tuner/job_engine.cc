@@ -253,7 +253,8 @@ std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
 }
 
-Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
+Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind,
+                                   std::optional<double> score_override) {
   TrialRecord& r = t.record;
   AshaRungs& rungs = brackets_[static_cast<size_t>(r.bracket)].rungs;
   const bool ok = kind == Observation::Kind::kOk;
@@ -265,7 +266,8 @@ Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind) {
   result.promoted = IsTerminal(r.state);
   rungs.Record(r.rung, result.result);
   if (result.promoted) rungs.MarkPromoted(r.rung, r.id);
-  const double score = SamplerScore({r.reached_target, r.tta_s, accuracy});
+  const double score =
+      score_override ? *score_override : SamplerScore({r.reached_target, r.tta_s, accuracy});
   const Observation observation{r.config, r.rung, score, kind};
   sampler_->Observe(observation);
   return journal_->RecordRungResult(r, result, observation);
@@ -342,7 +344,13 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string&
 StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& placement,
                                                               double now) {
   if (IsTerminal(job_.state) || placement.workers.empty()) return std::optional<Assignment>();
-  for (auto step : {&JobEngine::TryPending, &JobEngine::TryPromotion, &JobEngine::TryNewTrial}) {
+  using Step = StatusOr<std::optional<Assignment>> (JobEngine::*)(const Placement&);
+  const std::vector<Step> steps =
+      Forecasting() ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryContinue,
+                                        &JobEngine::TryNewTrial}
+                    : std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryPromotion,
+                                        &JobEngine::TryNewTrial};
+  for (Step step : steps) {
     StatusOr<std::optional<Assignment>> got = (this->*step)(placement);
     if (!got.ok()) return got.status();
     if (got->has_value()) {
@@ -400,6 +408,113 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPromotion(const Placement& pla
   return std::optional<Assignment>();
 }
 
+double JobEngine::EpochSeconds(const LiveTrial& t) const {
+  return t.epoch_train_s.empty() ? 0.0 : t.record.train_s / t.epoch_train_s.size();
+}
+
+const EpochsToTarget& JobEngine::Forecast(LiveTrial& t) {
+  if (t.forecast && t.forecast_epochs == t.epoch_accuracy.size()) return *t.forecast;
+  std::vector<std::vector<double>> curves;
+  std::vector<std::vector<double>> others;
+  for (const auto& [id, other] : trials_) {
+    if (other.epoch_accuracy.empty()) continue;
+    curves.push_back(other.epoch_accuracy);
+    if (id != t.record.id) others.push_back(other.epoch_accuracy);
+  }
+  // Seeded by the trial and its epochs: a restored engine predicts the same.
+  const uint64_t seed = t.record.seed ^ (0x9e3779b97f4a7c15ULL * (t.epoch_accuracy.size() + 1));
+  t.forecast = curve_model_.Predict(t.epoch_accuracy, spec_.target_accuracy, spec_.asha.MaxEpochs(),
+                                    curve_model_.EstimateNoise(curves), seed, others);
+  t.forecast_epochs = t.epoch_accuracy.size();
+  return *t.forecast;
+}
+
+double JobEngine::WinProbability(LiveTrial& t) {
+  const double epoch_s = EpochSeconds(t);
+  if (epoch_s <= 0) return 1.0;
+  std::optional<double> reference = IncumbentTta();
+  if (!reference) {
+    for (auto& [id, other] : trials_) {
+      if (id == t.record.id || IsTerminal(other.record.state) || other.epoch_accuracy.empty()) {
+        continue;
+      }
+      const double median = Forecast(other).median * EpochSeconds(other);
+      if (std::isfinite(median) && (!reference || median < *reference)) reference = median;
+    }
+  }
+  const EpochsToTarget& f = Forecast(t);
+  if (!reference) return f.p_reach;
+  // First epoch e wins when e * epoch_s < reference.
+  return f.ProbabilityBy(std::nextafter(*reference / epoch_s, 0.0));
+}
+
+double JobEngine::ForecastScore(LiveTrial& t) {
+  const EpochsToTarget& f = Forecast(t);
+  const double epoch_s = EpochSeconds(t);
+  double sum = 0;
+  for (double e : f.samples) {
+    sum += std::isfinite(e) ? SamplerScore({true, e * epoch_s, 0.0})
+                            : SamplerScore({false, 0.0, t.record.best_accuracy});
+  }
+  return f.samples.empty() ? SamplerScore({false, 0.0, t.record.best_accuracy})
+                           : sum / f.samples.size();
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& placement) {
+  // Below this chance of beating the incumbent a trial is stopped; at or above the other
+  // one it goes on before any new trial is started.
+  constexpr double kStopBelow = 0.05;
+  constexpr double kLikely = 0.5;
+  const std::optional<double> incumbent = IncumbentTta();
+  LiveTrial* best = nullptr;
+  double best_p = 0.0;
+  double best_tta = EpochsToTarget::kNever;
+  for (auto& [id, t] : trials_) {
+    if (t.record.state != TrialState::kPaused) continue;
+    const EpochsToTarget& f = Forecast(t);
+    const double p = WinProbability(t);
+    const double epoch_s = EpochSeconds(t);
+    const bool beaten = incumbent && t.record.train_s >= *incumbent;
+    if (beaten || p < kStopBelow) {
+      t.record.state = TrialState::kStopped;
+      char why[256];
+      std::snprintf(why, sizeof(why),
+                    "forecast: P(beats the %s) = %.3f; predicted TTA %.2f s (80%%: %.2f-%.2f s, "
+                    "P(reaches the target by epoch %d) = %.2f)",
+                    incumbent ? "incumbent" : "best predicted trial", p, f.median * epoch_s,
+                    f.lo * epoch_s, f.hi * epoch_s, spec_.asha.MaxEpochs(), f.p_reach);
+      t.record.reason = beaten ? BoundReason(t, *incumbent) : why;
+      TOPOTUNE_RETURN_IF_ERROR(
+          RecordRungResult(t, Observation::Kind::kOk, std::optional<double>(ForecastScore(t))));
+      continue;
+    }
+    if (!CanResumeOn(t, placement.lead()) ||
+        t.record.config.batch_size > placement.max_batch_size) {
+      continue;
+    }
+    const double tta = f.median * epoch_s;
+    if (best == nullptr || tta < best_tta || (tta == best_tta && p > best_p)) {
+      best = &t;
+      best_p = p;
+      best_tta = tta;
+    }
+  }
+  if (best == nullptr) return std::optional<Assignment>();
+  // A likely winner goes on at once; otherwise new configurations come first while the
+  // job has some left and this placement can hold one.
+  const bool can_sample = sampled_ < spec_.max_trials && !spec_.space.batch_sizes.empty() &&
+                          spec_.space.batch_sizes.front() <= placement.max_batch_size;
+  if (best_p < kLikely && can_sample) return std::optional<Assignment>();
+  LiveTrial& t = *best;
+  t.record.rung_start_epoch = t.record.epochs_done;
+  t.record.target_epochs =
+      std::min(spec_.asha.MaxEpochs(), t.record.epochs_done + spec_.asha.SegmentEpochs());
+  const int start = t.record.epochs_done;
+  Assignment a = Start(t, placement, start);
+  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  return std::optional<Assignment>(std::move(a));
+}
+
 StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& placement) {
   const int max_batch = placement.max_batch_size;
   if (sampled_ >= spec_.max_trials) return std::optional<Assignment>();
@@ -421,7 +536,9 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& plac
   record.rung = b.rungs.first_rung();
   record.bracket = static_cast<int>(bracket);
   record.rung_start_epoch = 0;
-  record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.RungEpochs(record.rung);
+  record.target_epochs = Forecasting() ? spec_.asha.SegmentEpochs()
+                         : InSeconds() ? spec_.asha.max_epochs
+                                       : spec_.asha.RungEpochs(record.rung);
   record.worker = placement.lead();
   record.attempt = 1;
   StatusOr<int64_t> id = journal_->CreateProposedTrial(record, max_batch);
@@ -510,6 +627,12 @@ Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
       r.reason = "worker ended the segment after " + std::to_string(r.epochs_done) + " of " +
                  std::to_string(r.target_epochs) + " epochs";
       return RecordRungResult(t, Observation::Kind::kFailed);
+    } else if (Forecasting() && r.epochs_done < spec_.asha.MaxEpochs()) {
+      // Its next segment, or its stop, is TryContinue's decision; the sampler learns from
+      // the trial when it ends.
+      r.state = TrialState::kPaused;
+      r.reason = "trained to epoch " + std::to_string(r.epochs_done);
+      return journal_->UpdateTrial(r);
     } else if (r.rung + 1 >= spec_.asha.num_rungs || r.epochs_done >= spec_.asha.MaxEpochs()) {
       r.state = TrialState::kCompleted;
       r.reason = "trained the top rung (" + std::to_string(r.epochs_done) + " epochs" +
@@ -571,6 +694,12 @@ Status JobEngine::MaybeFinish(double now) {
     if (s == TrialState::kRunning) return Status::OK();
     if (s == TrialState::kPending && CanResumeOn(t, "")) return Status::OK();
   }
+  for (const auto& [id, t] : trials_) {
+    // A paused trial under the forecast waits for TryContinue's decision.
+    if (Forecasting() && t.record.state == TrialState::kPaused && CanResumeOn(t, "")) {
+      return Status::OK();
+    }
+  }
   for (Bracket& bracket : brackets_) {
     for (const AshaRungs::Candidate& c : bracket.rungs.PromotionCandidates()) {
       LiveTrial& t = trials_.at(c.trial_id);
@@ -585,7 +714,7 @@ Status JobEngine::MaybeFinish(double now) {
     if (IsTerminal(t.record.state)) continue;
     const bool paused = t.record.state == TrialState::kPaused;
     t.record.state = TrialState::kStopped;
-    if (!paused ||
+    if (!paused || Forecasting() ||
         brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung, id)) {
       t.record.reason = "its checkpoint is on worker " + t.record.worker +
                         ", which is offline, and not in the controller's checkpoint store";

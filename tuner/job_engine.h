@@ -10,6 +10,7 @@
 
 #include "tuner/asha.h"
 #include "tuner/checkpoint_store.h"
+#include "tuner/curve_model.h"
 #include "tuner/journal.h"
 #include "tuner/sampler.h"
 #include "tuner/segment.h"
@@ -131,10 +132,27 @@ class JobEngine {
     std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
+    // Algorithm "forecast": the curve model's last prediction, for epoch_accuracy's size.
+    std::optional<EpochsToTarget> forecast;
+    size_t forecast_epochs = 0;
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
   StatusOr<std::optional<Assignment>> TryPromotion(const Placement& placement);
+  // Algorithm "forecast", in place of promotions: goes on with the paused trial whose
+  // predicted time-to-accuracy is best, and stops those unlikely to beat the incumbent.
+  StatusOr<std::optional<Assignment>> TryContinue(const Placement& placement);
+  bool Forecasting() const { return spec_.asha.rungless; }
+  // The curve model's prediction for `t`'s curve so far (cached until its curve grows).
+  const EpochsToTarget& Forecast(LiveTrial& t);
+  // Mean training seconds of `t`'s epochs.
+  double EpochSeconds(const LiveTrial& t) const;
+  // The probability that `t` reaches the target in less time than the incumbent's TTA, or
+  // with no incumbent, than the best predicted median TTA of the other unfinished trials.
+  double WinProbability(LiveTrial& t);
+  // The expected sampler score over the forecast's samples: a stopped trial counts by the
+  // time-to-accuracy it was heading for, with its uncertainty, not as a failure.
+  double ForecastScore(LiveTrial& t);
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
@@ -157,7 +175,10 @@ class JobEngine {
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung, tells the sampler, and stores both with the
   // trial.
-  Status RecordRungResult(LiveTrial& t, Observation::Kind kind);
+  // `score_override`: the sampler's score when it is not the measured outcome's (a trial
+  // the forecast stopped).
+  Status RecordRungResult(LiveTrial& t, Observation::Kind kind,
+                          std::optional<double> score_override = std::nullopt);
   // The trial's segment ended as `outcome` says: its new state and its rung result.
   Status EndSegment(LiveTrial& t, const SegmentResult& outcome);
   // The trial's running segment is lost: back to pending at the start of the segment, its
@@ -181,6 +202,7 @@ class JobEngine {
   std::map<int64_t, LiveTrial> trials_;  // by trial id
   std::set<std::string> online_workers_;
   int sampled_ = 0;
+  CurveModel curve_model_;
 };
 
 }  // namespace topotune

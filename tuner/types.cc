@@ -1,5 +1,7 @@
 #include "tuner/types.h"
 
+#include <algorithm>
+
 namespace topotune {
 
 const char* OptimizerName(Optimizer optimizer) {
@@ -38,7 +40,11 @@ int AshaSettings::RungEpochs(int rung) const {
 }
 
 int AshaSettings::MaxEpochs() const {
-  return unit == RungUnit::kSeconds ? max_epochs : RungEpochs(num_rungs - 1);
+  return unit == RungUnit::kSeconds || rungless ? max_epochs : RungEpochs(num_rungs - 1);
+}
+
+int AshaSettings::SegmentEpochs() const {
+  return std::min(max_epochs, std::max(min_epochs, (max_epochs + 19) / 20));
 }
 
 double AshaSettings::RungSeconds(int rung) const {

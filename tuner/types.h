@@ -56,13 +56,17 @@ inline bool ReachedSeconds(double total_s, double limit_s) {
 
 struct AshaSettings {
   RungUnit unit = RungUnit::kEpochs;
-  int min_epochs = 1;                  ///< epochs of rung 0 (unit epochs)
-  double min_seconds = 0.0;            ///< training seconds of rung 0 (unit seconds)
-  int max_epochs = 100;                ///< epochs a trial trains at most (unit seconds)
-  int reduction_factor = 3;            ///< eta: the top 1/eta of a rung is promoted
-  int num_rungs = 3;                   ///< rungs 0 .. num_rungs-1
-  int MaxEpochs() const;               ///< epochs of the top rung (unit seconds: max_epochs)
-  int RungEpochs(int rung) const;      ///< unit epochs: the epochs rung `rung` trains to
+  int min_epochs = 1;        ///< epochs of rung 0 (unit epochs)
+  double min_seconds = 0.0;  ///< training seconds of rung 0 (unit seconds)
+  int max_epochs = 100;      ///< epochs a trial trains at most (unit seconds)
+  int reduction_factor = 3;  ///< eta: the top 1/eta of a rung is promoted
+  int num_rungs = 3;         ///< rungs 0 .. num_rungs-1
+  // Algorithm "forecast": no rungs. A trial trains in segments of SegmentEpochs() up to
+  // max_epochs, and the learning-curve forecast decides whether it goes on.
+  bool rungless = false;
+  int SegmentEpochs() const;       ///< rungless: max(min_epochs, ceil(max_epochs / 20))
+  int MaxEpochs() const;           ///< epochs of the top rung (unit seconds, rungless: max_epochs)
+  int RungEpochs(int rung) const;  ///< unit epochs: the epochs rung `rung` trains to
   double RungSeconds(int rung) const;  ///< unit seconds: min_seconds * eta^rung
 
   static AshaSettings InEpochs(int min_epochs, int reduction_factor, int num_rungs);
