@@ -59,6 +59,7 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import secrets
 import math
 import os
 import shutil
@@ -264,8 +265,15 @@ class Lane:
         ports = os.path.join(self.dir, "ports.json")
         self.procs = []
         self.logs = []
+        # The lane's admin token (admins may do what users do) and, issued with it, the
+        # worker's token: every request needs one.
+        self.token = secrets.token_hex(32)
+        admin_file = os.path.join(self.dir, "admin.token")
+        with open(admin_file, "w") as f:
+            f.write(self.token + "\n")
         self.procs.append(self._spawn([topotuned, "--db", self.db, "--http", "127.0.0.1:0",
-                                       "--workers", "127.0.0.1:0", "--ports-file", ports],
+                                       "--workers", "127.0.0.1:0", "--ports-file", ports,
+                                       "--admin-token-file", admin_file],
                                       "topotuned.log"))
         for _ in range(200):
             if os.path.exists(ports) and os.path.getsize(ports) > 0:
@@ -273,9 +281,14 @@ class Lane:
             time.sleep(0.05)
         p = json.load(open(ports))
         self.http = p["http"]
+        worker_file = os.path.join(self.dir, "worker.token")
+        with open(worker_file, "w") as f:
+            f.write(self._call("/v1/tokens", {"role": "worker"})["token"] + "\n")
         self.procs.append(self._spawn([worker, "--controller", f"127.0.0.1:{p['workers']}",
                                        "--name", name + "-w1", "--replay", table_path,
-                                       "--speedup", "0"], "worker.log"))
+                                       "--speedup", "0", "--token-file", worker_file,
+                                       "--checkpoint-dir", os.path.join(self.dir, "ckpt")],
+                                      "worker.log"))
         for _ in range(200):  # the worker is registered
             if any(w.get("state") == "idle" for w in self._get("/v1/workers").get("workers", [])):
                 break
@@ -286,17 +299,25 @@ class Lane:
         self.logs.append(f)
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
 
-    def _get(self, path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}", timeout=30) as r:
+    def _call(self, path, body=None):
+        """GET `path`, or POST `body` to it, with the lane's token; the JSON answer."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", data=data,
+                                     method="POST" if body is not None else "GET",
+                                     headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
+    def _get(self, path):
+        return self._call(path)
+
     def run_job(self, spec, timeout_s=600):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http}/v1/jobs",
-                                     data=json.dumps(spec).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                job_id = json.loads(r.read())["id"]
+            job_id = self._call("/v1/jobs", spec)["id"]
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"POST /v1/jobs: {e.code} {e.read().decode()}")
         deadline = time.time() + timeout_s

@@ -463,7 +463,7 @@ double JobEngine::ForecastScore(LiveTrial& t) {
 StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& placement) {
   // Below this chance of beating the incumbent a trial is stopped; at or above the other
   // one it goes on before any new trial is started.
-  constexpr double kStopBelow = 0.05;
+  constexpr double kStopBelow = 0.01;
   constexpr double kLikely = 0.5;
   const std::optional<double> incumbent = IncumbentTta();
   LiveTrial* best = nullptr;
