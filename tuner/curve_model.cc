@@ -308,6 +308,9 @@ double CurveModel::EstimateNoise(const std::vector<std::vector<double>>& curves)
   std::vector<double> deviations;
   for (const std::vector<double>& c : curves) {
     for (size_t i = 2; i < c.size(); ++i) {
+      // Three equal accuracies are a network that predicts one class (a curve at chance),
+      // not a measurement of noise: counted, they pull the estimate to zero.
+      if (c[i] == c[i - 1] && c[i - 1] == c[i - 2]) continue;
       deviations.push_back(std::abs(c[i] - 2 * c[i - 1] + c[i - 2]));
     }
   }
@@ -336,7 +339,15 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     }
   }
   std::mt19937_64 rng(seed);
-  const double sigma = std::clamp(noise, options_.min_noise, options_.max_noise);
+  // The job's pooled noise is mostly that of curves on their plateaus; a curve that is still
+  // rising is often noisier (a large learning rate, a small batch). Its own second
+  // differences over its last epochs, where there are enough, raise the noise it is
+  // predicted with; the last ones only, as a curve that has settled is less noisy.
+  constexpr int kOwnNoiseEpochs = 12;
+  const double own = n >= 7 ? EstimateNoise({std::vector<double>(
+                                  curve.end() - std::min(n, kOwnNoiseEpochs), curve.end())})
+                            : 0.0;
+  const double sigma = std::clamp(std::max(noise, own), options_.min_noise, options_.max_noise);
   // Analogs: other curves longer than this one, nearest first, each with the first epoch
   // after this curve's end at which it reached the target (kNever if it ran to the limit
   // without). A curve that stopped short of the limit without reaching it tells nothing.
@@ -418,10 +429,35 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     }
   }
   if (fits.empty()) {
-    // Nothing to go on: as likely to reach the target as not, at any remaining epoch.
-    std::uniform_int_distribution<int> epoch(std::min(n + 1, max_epochs), max_epochs);
+    // Nothing to go on but how curves take off. A prior free of scale on the epoch T at
+    // which a flat curve takes off, log-uniform over [1, max_epochs] for a curve that learns
+    // at all, makes a curve still flat after n epochs less and less likely to: given T > n,
+    //   P(reach) = q (1 - ln n / ln M) / (q (1 - ln n / ln M) + 1 - q),
+    // and its first epoch at the target is log-uniform over (n, M]. q, the chance that a
+    // curve learns enough to reach the target at all, is the job's rate over its finished
+    // curves (those that reached the target or ran to the limit), with one success and one
+    // failure added (Laplace's rule), so 1/2 while none has finished. Curves stopped early
+    // are left out: counting them would let the job's own stopping lower the rate.
+    int reached = 0, finished = 0;
+    for (const std::vector<double>& z : others) {
+      const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
+      const bool hit = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
+                                   [&](double a) { return a >= target; });
+      reached += hit;
+      finished += hit || static_cast<int>(z.size()) >= max_epochs;
+    }
+    const double q = (reached + 1.0) / (finished + 2.0);
+    const double log_m = std::log(std::max(2, max_epochs));
+    const double left = std::clamp(1.0 - std::log(std::max(1, n)) / log_m, 0.0, 1.0);
+    const double p_take_off = q * left / (q * left + 1.0 - q);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
     for (int s = 0; s < parametric_samples; ++s) {
-      out.samples.push_back(s % 2 == 0 && n < max_epochs ? epoch(rng) : EpochsToTarget::kNever);
+      double first = EpochsToTarget::kNever;
+      if (n < max_epochs && unit(rng) < p_take_off) {
+        const double log_first = std::log(std::max(1, n)) + unit(rng) * left * log_m;
+        first = std::clamp(std::ceil(std::exp(log_first)), n + 1.0, 1.0 * max_epochs);
+      }
+      out.samples.push_back(first);
     }
   } else {
     // Each family's share of the samples follows its evidence; every family keeps a little,

@@ -75,8 +75,9 @@ class CurveModel {
   // of one epoch's accuracy around the curve's trend (EstimateNoise over the job's curves);
   // `seed` makes the sampling reproducible. A curve that already reached the target gets
   // p_reach 1 at that epoch. A curve with fewer than 2 points, or one that has not risen
-  // more than 3 noise deviations above its first epochs, predicts from nothing (but its
-  // analogs): every remaining epoch as likely, p_reach 0.5.
+  // more than 3 noise deviations above its first epochs, predicts from its analogs and
+  // a prior on when flat curves take off (see Predict), less likely the longer it has been
+  // flat.
   //
   // `others` are the curves of the job's other trials. Those that overlap this one's epochs
   // and run past them are analogs: the nearest (by the distance between their first epochs
