@@ -460,6 +460,17 @@ double JobEngine::ForecastScore(LiveTrial& t) {
                            : sum / f.samples.size();
 }
 
+bool JobEngine::InTopShare(LiveTrial& t) {
+  const double score = ForecastScore(t);
+  int ranked = 0, better = 0;
+  for (auto& [id, other] : trials_) {
+    if (other.epoch_accuracy.empty()) continue;
+    ++ranked;
+    if (id != t.record.id && ForecastScore(other) > score) ++better;
+  }
+  return better < ranked / std::max(2, spec_.asha.reduction_factor);
+}
+
 StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& placement) {
   // Below this chance of beating the incumbent a trial is stopped; at or above the other
   // one it goes on before any new trial is started.
@@ -500,11 +511,13 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
     }
   }
   if (best == nullptr) return std::optional<Assignment>();
-  // A likely winner goes on at once; otherwise new configurations come first while the
-  // job has some left and this placement can hold one.
+  // A likely winner goes on at once, and so does one whose forecast ranks in the top
+  // 1/reduction_factor of all the job's trials (ASHA's share, ranked by where each curve is
+  // heading rather than by its accuracy at one epoch); otherwise new configurations come
+  // first while the job has some left and this placement can hold one.
   const bool can_sample = sampled_ < spec_.max_trials && !spec_.space.batch_sizes.empty() &&
                           spec_.space.batch_sizes.front() <= placement.max_batch_size;
-  if (best_p < kLikely && can_sample) return std::optional<Assignment>();
+  if (best_p < kLikely && can_sample && !InTopShare(*best)) return std::optional<Assignment>();
   LiveTrial& t = *best;
   t.record.rung_start_epoch = t.record.epochs_done;
   t.record.target_epochs =

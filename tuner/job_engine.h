@@ -153,6 +153,9 @@ class JobEngine {
   // The expected sampler score over the forecast's samples: a stopped trial counts by the
   // time-to-accuracy it was heading for, with its uncertainty, not as a failure.
   double ForecastScore(LiveTrial& t);
+  // Whether `t`'s ForecastScore is among the top 1/reduction_factor of the job's trials
+  // with a curve (none while fewer than reduction_factor have one).
+  bool InTopShare(LiveTrial& t);
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
