@@ -235,17 +235,31 @@ void PrintReport(const json& r) {
                   Fixed(p["step_ms_p50"].get<double>(), 2).c_str());
     }
   }
-  std::printf("\nTrials, best first:\n  %4s %6s %10s %5s %11s %5s %6s %8s %8s  %s\n", "#", "batch",
-              "lr", "opt", "state", "rung", "epochs", "best_acc", "tta_s", "reason");
+  // A trial the forecast stopped shows what it was heading for: its predicted TTA and its
+  // chance of having beaten the incumbent.
+  const auto predicted = [](const json& t) -> std::string {
+    const json& f = t["forecast"];
+    if (!f.is_object()) return "-";
+    return f["predicted_tta_s"].is_null() ? "never" : Fixed(f["predicted_tta_s"].get<double>(), 2);
+  };
+  const auto p_win = [](const json& t) -> std::string {
+    const json& f = t["forecast"];
+    return f.is_object() ? Fixed(f["p_win"].get<double>(), 3) : "-";
+  };
+  std::printf(
+      "\nTrials, best first (pred_tta, p_win: the forecast of a trial it stopped):\n"
+      "  %4s %6s %10s %5s %11s %5s %6s %8s %8s %8s %6s  %s\n",
+      "#", "batch", "lr", "opt", "state", "rung", "epochs", "best_acc", "tta_s", "pred_tta",
+      "p_win", "reason");
   for (const json& t : r["ranking"]) {
-    std::printf("  %4d %6d %10s %5s %11s %5d %6d %8s %8s  %s\n", t["number"].get<int>(),
+    std::printf("  %4d %6d %10s %5s %11s %5d %6d %8s %8s %8s %6s  %s\n", t["number"].get<int>(),
                 t["config"]["batch_size"].get<int>(),
                 Sci(t["config"]["learning_rate"].get<double>()).c_str(),
                 t["config"]["optimizer"].get<std::string>().c_str(),
                 t["state"].get<std::string>().c_str(), t["rung"].get<int>(),
                 t["epochs_done"].get<int>(), Fixed(t["best_accuracy"].get<double>(), 3).c_str(),
                 t["tta_s"].is_null() ? "-" : Fixed(t["tta_s"].get<double>(), 2).c_str(),
-                t["reason"].get<std::string>().c_str());
+                predicted(t).c_str(), p_win(t).c_str(), t["reason"].get<std::string>().c_str());
   }
 }
 

@@ -1,5 +1,7 @@
 #include "api/report_json.h"
 
+#include <cmath>
+
 #include "api/protocol.h"
 
 namespace topotune {
@@ -24,6 +26,16 @@ json ToJson(const TrialRecord& t) {
             {"train_s", t.train_s},
             {"best_accuracy", t.best_accuracy}};
   j["tta_s"] = t.reached_target ? json(t.tta_s) : json(nullptr);
+  if (t.forecast) {
+    // Seconds the forecast never reaches within the epoch limit are null.
+    const auto seconds = [](double s) { return std::isfinite(s) ? json(s) : json(nullptr); };
+    j["forecast"] = {{"predicted_tta_s", seconds(t.forecast->tta_s)},
+                     {"interval80_s", {seconds(t.forecast->lo_s), seconds(t.forecast->hi_s)}},
+                     {"p_win", t.forecast->p_win},
+                     {"p_reach", t.forecast->p_reach}};
+  } else {
+    j["forecast"] = nullptr;
+  }
   return j;
 }
 

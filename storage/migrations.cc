@@ -157,6 +157,16 @@ CREATE TABLE sampler_events (
 );
 )sql";
 
+// Algorithm "forecast": what the learning-curve model said of a trial it stopped (NULL for
+// the rest). Infinite seconds: not reached within the epoch limit.
+constexpr const char* kTrialForecasts = R"sql(
+ALTER TABLE trials ADD COLUMN forecast_tta_s REAL;
+ALTER TABLE trials ADD COLUMN forecast_lo_s REAL;
+ALTER TABLE trials ADD COLUMN forecast_hi_s REAL;
+ALTER TABLE trials ADD COLUMN forecast_p_win REAL;
+ALTER TABLE trials ADD COLUMN forecast_p_reach REAL;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -223,11 +233,8 @@ Status Apply(sqlite3* db, const Migration& migration) {
 
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
-      {1, kInitialSchema},
-      {2, kPhasesAndDeviceProfiles},
-      {3, kTrialAttempts},
-      {4, kApiTokens},
-      {5, kRestorableJobs},
+      {1, kInitialSchema}, {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
+      {4, kApiTokens},     {5, kRestorableJobs},          {6, kTrialForecasts},
   };
   return kMigrations;
 }

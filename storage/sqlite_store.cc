@@ -49,6 +49,10 @@ class Statement {
     if (status_.ok()) Check(sqlite3_bind_double(stmt_, ++index_, value));
     return *this;
   }
+  Statement& BindNull() {
+    if (status_.ok()) Check(sqlite3_bind_null(stmt_, ++index_));
+    return *this;
+  }
   Statement& BindText(const std::string& value) {
     if (status_.ok()) {
       Check(sqlite3_bind_text(stmt_, ++index_, value.data(), static_cast<int>(value.size()),
@@ -74,6 +78,7 @@ class Statement {
 
   int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
   double Double(int column) const { return sqlite3_column_double(stmt_, column); }
+  bool Null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
   std::string Text(int column) const {
     const unsigned char* text = sqlite3_column_text(stmt_, column);
     if (text == nullptr) return "";
@@ -111,7 +116,8 @@ constexpr const char* kSelectJobs =
 constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
-    "best_accuracy, attempt, bracket, rung_start_epoch";
+    "best_accuracy, attempt, bracket, rung_start_epoch, forecast_tta_s, forecast_lo_s, "
+    "forecast_hi_s, forecast_p_win, forecast_p_reach";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat FROM workers";
@@ -163,6 +169,10 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
   trial.attempt = static_cast<int>(row.Int(17));
   trial.bracket = static_cast<int>(row.Int(18));
   trial.rung_start_epoch = static_cast<int>(row.Int(19));
+  if (!row.Null(20)) {
+    trial.forecast = TrialForecast{row.Double(20), row.Double(21), row.Double(22), row.Double(23),
+                                   row.Double(24)};
+  }
   return trial;
 }
 
@@ -232,7 +242,7 @@ StatusOr<std::vector<Record>> ReadAll(Statement& stmt, StatusOr<Record> (*read)(
 
 // Binds the trial's columns after id, in kTrialFields order.
 Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
-  return stmt.BindInt(trial.job_id)
+  stmt.BindInt(trial.job_id)
       .BindInt(trial.number)
       .BindInt(trial.config.batch_size)
       .BindDouble(trial.config.learning_rate)
@@ -251,6 +261,13 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
       .BindInt(trial.attempt)
       .BindInt(trial.bracket)
       .BindInt(trial.rung_start_epoch);
+  if (!trial.forecast) return stmt.BindNull().BindNull().BindNull().BindNull().BindNull();
+  const TrialForecast& f = *trial.forecast;
+  return stmt.BindDouble(f.tta_s)
+      .BindDouble(f.lo_s)
+      .BindDouble(f.hi_s)
+      .BindDouble(f.p_win)
+      .BindDouble(f.p_reach);
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -259,7 +276,8 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "optimizer = ?, seed = ?, state = ?, rung = ?, epochs_done = ?, "
                  "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
                  "train_s = ?, best_accuracy = ?, attempt = ?, bracket = ?, "
-                 "rung_start_epoch = ? WHERE id = ?",
+                 "rung_start_epoch = ?, forecast_tta_s = ?, forecast_lo_s = ?, "
+                 "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ? WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
@@ -271,8 +289,9 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
 
 // Inserts the trial and sets *id to its row id.
 Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
-  const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
-                          ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  const std::string sql =
+      std::string("INSERT INTO trials (") + kTrialFields +
+      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
   Statement stmt(db, sql.c_str(), what);
   BindTrialFields(stmt, trial);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

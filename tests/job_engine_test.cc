@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "tests/memory_journal.h"
 #include "tuner/algorithms.h"
 
@@ -443,6 +445,23 @@ TEST(Forecast, ASlowStarterThatWinsIsNotStoppedWhileTheFastStarterThatPlateausIs
   EXPECT_NEAR(*engine.IncumbentTta(), 41.0, 1.0);
   // The fast starters were stopped long before the 60-epoch limit.
   EXPECT_LT(fast_epochs, fast * 30) << fast << " fast starters trained " << fast_epochs;
+  // Each trial the forecast stopped keeps what it predicted: a chance of winning under the
+  // 1% floor (or none, once its training exceeded the incumbent's TTA), and the reason says
+  // the same.
+  int forecast_stopped = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.state != TrialState::kStopped || t.reason.rfind("forecast:", 0) != 0) continue;
+    ++forecast_stopped;
+    ASSERT_TRUE(t.forecast.has_value()) << t.reason;
+    EXPECT_LT(t.forecast->p_win, 0.01) << t.reason;
+    EXPECT_GE(t.forecast->p_reach, 0.0);
+    EXPECT_LE(t.forecast->lo_s, t.forecast->tta_s);
+    EXPECT_LE(t.forecast->tta_s, t.forecast->hi_s);
+    char p_win[32];
+    std::snprintf(p_win, sizeof(p_win), "= %.3f;", t.forecast->p_win);
+    EXPECT_NE(t.reason.find(p_win), std::string::npos) << t.reason;
+  }
+  EXPECT_GT(forecast_stopped, 0);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -135,6 +136,14 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.tta_s, b.tta_s);
   EXPECT_EQ(a.train_s, b.train_s);
   EXPECT_EQ(a.best_accuracy, b.best_accuracy);
+  ASSERT_EQ(a.forecast.has_value(), b.forecast.has_value());
+  if (a.forecast) {
+    EXPECT_EQ(a.forecast->tta_s, b.forecast->tta_s);
+    EXPECT_EQ(a.forecast->lo_s, b.forecast->lo_s);
+    EXPECT_EQ(a.forecast->hi_s, b.forecast->hi_s);
+    EXPECT_EQ(a.forecast->p_win, b.forecast->p_win);
+    EXPECT_EQ(a.forecast->p_reach, b.forecast->p_reach);
+  }
 }
 
 void ExpectSamePoint(const CurvePoint& a, const CurvePoint& b) {
@@ -377,12 +386,21 @@ TEST(Storage, UpdateTrialOverwritesEveryField) {
   updated.tta_s = 1.0 / 3.0;
   updated.train_s = 2.0 / 3.0;
   updated.best_accuracy = 0.99;
+  // A stopped trial's forecast, "never" included: infinite seconds survive the file.
+  updated.forecast =
+      TrialForecast{12.5, 7.25, std::numeric_limits<double>::infinity(), 0.004, 0.35};
   Status status = store->UpdateTrial(updated);
   ASSERT_TRUE(status.ok()) << status.ToString();
 
   StatusOr<std::vector<TrialRecord>> trials = store->ListTrials(*job);
   ASSERT_TRUE(trials.ok()) << trials.status().ToString();
   ASSERT_EQ(trials->size(), 1u);
+  ExpectSameTrial((*trials)[0], updated);
+  // And it is cleared again: NULL, not zeros.
+  updated.forecast.reset();
+  ASSERT_TRUE(store->UpdateTrial(updated).ok());
+  trials = store->ListTrials(*job);
+  ASSERT_TRUE(trials.ok()) << trials.status().ToString();
   ExpectSameTrial((*trials)[0], updated);
 
   TrialRecord missing = updated;

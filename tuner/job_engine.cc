@@ -495,6 +495,8 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
                     incumbent ? "incumbent" : "best predicted trial", p, f.median * epoch_s,
                     f.lo * epoch_s, f.hi * epoch_s, spec_.asha.MaxEpochs(), f.p_reach);
       t.record.reason = beaten ? BoundReason(t, *incumbent) : why;
+      t.record.forecast = TrialForecast{f.median * epoch_s, f.lo * epoch_s, f.hi * epoch_s,
+                                        beaten ? 0.0 : p, f.p_reach};
       TOPOTUNE_RETURN_IF_ERROR(
           RecordRungResult(t, Observation::Kind::kOk, std::optional<double>(ForecastScore(t))));
       continue;

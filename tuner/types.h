@@ -111,6 +111,17 @@ const char* TrialStateName(TrialState state);
 std::optional<TrialState> ParseTrialState(const std::string& name);
 bool IsTerminal(TrialState state);
 
+// Algorithm "forecast": what the learning-curve model said of a trial when it was stopped.
+// Seconds are training seconds; kNever (infinity) where the forecast's samples mostly
+// never reach the target within the job's epoch limit.
+struct TrialForecast {
+  double tta_s = 0.0;  ///< predicted time-to-accuracy (median)
+  double lo_s = 0.0;   ///< its 80% interval
+  double hi_s = 0.0;
+  double p_win = 0.0;    ///< P(beats the incumbent's TTA, or the best predicted one)
+  double p_reach = 0.0;  ///< P(reaches the target within the job's epoch limit)
+};
+
 struct TrialRecord {
   int64_t id = 0;  ///< unique over all jobs (storage row id)
   int64_t job_id = 0;
@@ -130,6 +141,7 @@ struct TrialRecord {
   double tta_s = 0.0;    ///< training seconds to the target when reached_target
   double train_s = 0.0;  ///< training seconds so far (compute + communication)
   double best_accuracy = 0.0;
+  std::optional<TrialForecast> forecast;  ///< set when the forecast stopped it
 };
 
 // One epoch of one trial, as the worker measured it.
