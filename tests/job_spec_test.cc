@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "api/job_spec_json.h"
+#include "tuner/algorithms.h"
 
 namespace topotune {
 namespace {
@@ -96,6 +97,28 @@ TEST(JobSpec, ForecastNeedsAnEpochLimitAndNoRungsAndAutoPicksItForSuchAJob) {
   ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
   EXPECT_EQ(chosen->algorithm, "forecast");
   EXPECT_NE(chosen->auto_reason.find("epoch limit"), std::string::npos) << chosen->auto_reason;
+
+  // A short limit: rungs of 1, 3, 9 epochs fit in 12 (27 would not), under the rung-schedule
+  // choice, and the reason says so. The resolved spec round-trips as that schedule.
+  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 12}};
+  StatusOr<JobSpec> short_limit = ParseJobSpec(j.dump());
+  ASSERT_TRUE(short_limit.ok()) << short_limit.status().ToString();
+  EXPECT_FALSE(short_limit->asha.rungless);
+  EXPECT_EQ(short_limit->algorithm, "tpe");
+  EXPECT_EQ(short_limit->asha.num_rungs, 3);
+  EXPECT_EQ(short_limit->asha.MaxEpochs(), 9);
+  EXPECT_NE(short_limit->auto_reason.find("rungs of 1, 3, 9 epochs"), std::string::npos)
+      << short_limit->auto_reason;
+  StatusOr<JobSpec> short_again = ParseJobSpec(JobSpecToJson(*short_limit).dump());
+  ASSERT_TRUE(short_again.ok()) << short_again.status().ToString();
+  EXPECT_EQ(short_again->algorithm, "tpe");
+  EXPECT_EQ(short_again->asha.MaxEpochs(), 9);
+  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", kAutoForecastMinEpochs}};
+  StatusOr<JobSpec> at_threshold = ParseJobSpec(j.dump());
+  ASSERT_TRUE(at_threshold.ok()) << at_threshold.status().ToString();
+  EXPECT_EQ(at_threshold->algorithm, "forecast");
+  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 12}, {"rungs", 2}};
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.rungs does not apply"), std::string::npos);
 
   j["scheduler"] = {{"algorithm", "forecast"}};
   EXPECT_NE(ErrorOf(j.dump()).find("scheduler.max_epochs"), std::string::npos);
