@@ -386,9 +386,10 @@ def job_spec(table, args, algorithm, seed):
                              "rung_unit": "seconds", "min_seconds": args.min_seconds,
                              "max_epochs": table.epochs, "reduction_factor": args.eta,
                              "rungs": args.rungs}
-    if algorithm == "forecast":
-        # No rung schedule: the epoch limit alone (the table's length).
-        spec["scheduler"] = {"algorithm": "forecast", "max_epochs": table.epochs}
+    if algorithm in ("forecast", "auto"):
+        # No rung schedule: the epoch limit alone (the table's length), as a user would
+        # give it; "auto" picks the algorithm (and for a short limit, the rungs) from it.
+        spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
     if algorithm == "grid":
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     return spec
