@@ -4,7 +4,7 @@
 // the first epoch at which it reaches the target. Prints, per table and cut, the median
 // absolute error of the predicted median epoch, the share of true epochs inside the 80%
 // interval, how the curves that never reach the target were judged, and the prediction's
-// latency.
+// latency (median, 99th percentile, max).
 //
 //   bench_curve_calibration [--target X] [--levels] [--json] TABLE.csv...
 //
@@ -28,6 +28,13 @@ namespace {
 using topotune::CurveModel;
 using topotune::EpochsToTarget;
 using topotune::ReplayTable;
+
+// The q-quantile (nearest rank) of v; NAN for none.
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
 
 double Median(std::vector<double> v) {
   if (v.empty()) return NAN;
@@ -89,8 +96,9 @@ int main(int argc, char** argv) {
   }
   const double cuts[] = {0.10, 0.25, 0.50};
   if (!json) {
-    std::printf("%-28s %7s %5s %7s %9s %9s %9s %10s %9s\n", "table", "target", "cut", "curves",
-                "MAE_ep", "med_rel", "cover80", "unreached", "p50_us");
+    std::printf("%-28s %7s %5s %7s %9s %9s %9s %10s %9s %9s %9s\n", "table", "target", "cut",
+                "curves", "MAE_ep", "med_rel", "cover80", "unreached", "p50_us", "p99_us",
+                "max_us");
   }
   for (const std::string& path : tables) {
     topotune::StatusOr<ReplayTable> table = ReplayTable::Load(path);
@@ -195,16 +203,18 @@ int main(int argc, char** argv) {
             "\"curves\": %d, "
             "\"median_abs_error_epochs\": %.3f, \"median_rel_error\": %.4f, "
             "\"coverage80\": %.4f, \"predicted_never\": %d, \"unreached\": %d, "
-            "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %.1f, \"noise\": %.5f}\n",
+            "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %.1f, "
+            "\"latency_p99_us\": %.1f, \"latency_max_us\": %.1f, \"noise\": %.5f}\n",
             name.c_str(), target, targets.size(), cut, s.predicted, Median(s.abs_error),
             Median(s.rel_error), coverage, s.never_predicted, s.unreached, s.unreached_judged,
-            Median(s.micros), noise);
+            Median(s.micros), Quantile(s.micros, 0.99), Quantile(s.micros, 1.0), noise);
       } else {
         char unreached[32];
         std::snprintf(unreached, sizeof(unreached), "%d/%d", s.unreached_judged, s.unreached);
-        std::printf("%-28s %6.3f%s %5.2f %7d %9.2f %9.3f %9.3f %10s %9.0f\n", name.c_str(), target,
-                    targets.size() > 1 ? "+" : " ", cut, s.predicted, Median(s.abs_error),
-                    Median(s.rel_error), coverage, unreached, Median(s.micros));
+        std::printf("%-28s %6.3f%s %5.2f %7d %9.2f %9.3f %9.3f %10s %9.0f %9.0f %9.0f\n",
+                    name.c_str(), target, targets.size() > 1 ? "+" : " ", cut, s.predicted,
+                    Median(s.abs_error), Median(s.rel_error), coverage, unreached, Median(s.micros),
+                    Quantile(s.micros, 0.99), Quantile(s.micros, 1.0));
       }
     }
   }
