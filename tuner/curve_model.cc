@@ -260,7 +260,7 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, double si
       Residuals(f, pts, trial, start, pin_asymptote, inv_sigma, &r2, nullptr);
       const double cost2 = r2.squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
-        const bool converged = cost - cost2 < 1e-10 * (1 + cost);
+        const bool converged = cost - cost2 < 1e-6 * (1 + cost);
         u = trial;
         Residuals(f, pts, u, start, pin_asymptote, inv_sigma, &r, &jacobian);
         cost = cost2;
