@@ -404,5 +404,47 @@ TEST(Samplers, GpSpreadsConcurrentProposals) {
   }
 }
 
+// The GP edits its Cholesky factor as observations arrive and leave its conditioning set
+// (a new last row; a rank-one update of the rows after a removed one) instead of
+// factorising again: its posterior must match a sampler that refactors every time. A small
+// max_model_points makes the best-and-recent set drop points as well as add them.
+TEST(Samplers, GpIncrementalFactorMatchesRefactoring) {
+  const SearchSpace space = WideSpace();
+  GpSamplerOptions options;
+  options.max_model_points = 40;
+  options.max_fit_points = 20;
+  GpSampler incremental(space, 3, options);
+  options.incremental = false;
+  GpSampler refactoring(space, 3, options);
+  RandomSampler random(space, 4);
+  std::vector<TrialConfig> probes;
+  for (int i = 0; i < 12; ++i) probes.push_back(random.Propose(INT_MAX));
+  double worst = 0.0;
+  for (int i = 0; i < 150; ++i) {
+    // Mostly random points, every third one from the models, as in a real run.
+    TrialConfig c = random.Propose(INT_MAX);
+    if (i % 3 == 2) {
+      c = incremental.Propose(INT_MAX);
+      const TrialConfig d = refactoring.Propose(INT_MAX);
+      EXPECT_EQ(c.batch_size, d.batch_size) << "observation " << i;
+      EXPECT_NEAR(c.learning_rate, d.learning_rate, 1e-9 * d.learning_rate) << "observation " << i;
+      EXPECT_EQ(c.optimizer, d.optimizer) << "observation " << i;
+    }
+    Observation o = Succeeds(BatchLrOptimizerScore)(c);
+    if (i % 7 == 3) o.kind = Observation::Kind::kFailed;
+    incremental.Observe(o);
+    refactoring.Observe(o);
+    if (i < 10) continue;
+    for (const TrialConfig& probe : probes) {
+      const GpSampler::Prediction a = incremental.Predict(probe);
+      const GpSampler::Prediction b = refactoring.Predict(probe);
+      ASSERT_TRUE(std::isfinite(a.mean) && std::isfinite(a.sd)) << "observation " << i;
+      worst = std::max(worst, std::abs(a.mean - b.mean) / std::max(1.0, std::abs(b.mean)));
+      worst = std::max(worst, std::abs(a.sd - b.sd) / std::max(1e-3, b.sd));
+    }
+  }
+  EXPECT_LT(worst, 1e-9);
+}
+
 }  // namespace
 }  // namespace topotune

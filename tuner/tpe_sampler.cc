@@ -60,43 +60,62 @@ struct Dims {
 };
 
 // A Parzen density over the normalised space: one component per point plus a prior.
+// The observed components share one bandwidth, so their batch-size masses depend only on
+// the batch they are centred on: a table of num_batches rows, and a component keeps its
+// constant terms in one number. LogDensity is then a pass over flat arrays.
 class Parzen {
  public:
-  Parzen(const std::vector<Point>& points, const Dims& dims, double prior_weight) : dims_(dims) {
-    const int n = static_cast<int>(points.size());
-    const int kernels = n + 1;
+  Parzen(const std::vector<Point>& points, const Dims& dims, double prior_weight)
+      : dims_(dims), n_(static_cast<int>(points.size())) {
+    const int kernels = n_ + 1;
     // Optuna's default_weights: a ramp from 1/n to 1 over all but the 25 most recent.
     std::vector<double> weight(kernels, 1.0);
-    for (int i = 0; i + 25 < n; ++i) {
-      weight[i] = n - 25 > 1 ? 1.0 / n + (1.0 - 1.0 / n) * i / (n - 26.0) : 1.0 / n;
+    for (int i = 0; i + 25 < n_; ++i) {
+      weight[i] = n_ - 25 > 1 ? 1.0 / n_ + (1.0 - 1.0 / n_) * i / (n_ - 26.0) : 1.0 / n_;
     }
-    weight[n] = prior_weight;
+    weight[n_] = prior_weight;
     const double total = std::accumulate(weight.begin(), weight.end(), 0.0);
-    const double bandwidth = std::max(0.2 * std::pow(std::max(n, 1), -1.0 / (dims.Count() + 4)),
+    const double bandwidth = std::max(0.2 * std::pow(std::max(n_, 1), -1.0 / (dims.Count() + 4)),
                                       1.0 / std::min(100.0, 1.0 + kernels));
+    bandwidth_ = bandwidth;
     // Batch index k sits at k * step in [0, 1] and owns the cell of width step around it.
-    step_ = dims.num_batches > 1 ? 1.0 / (dims.num_batches - 1) : 1.0;
-    const double batch_range = 1.0 + step_;
-    for (int i = 0; i < kernels; ++i) {
-      const bool prior = i == n;
-      Component c;
-      c.log_weight = std::log(weight[i] / total);
-      c.lr_mu = prior ? 0.5 : points[i].lr;
-      c.lr_sigma = prior ? 1.0 : bandwidth;
-      c.lr_log_z = LogNormalMass(-c.lr_mu / c.lr_sigma, (1.0 - c.lr_mu) / c.lr_sigma);
-      c.optimizer = prior ? -1 : points[i].optimizer;
-      const double b_mu = prior ? 0.5 : points[i].batch * step_;
-      const double b_sigma = prior ? batch_range : bandwidth * batch_range;
+    const double step = dims.num_batches > 1 ? 1.0 / (dims.num_batches - 1) : 1.0;
+    const double batch_range = 1.0 + step;
+    auto batch_masses = [&](double b_mu, double b_sigma) {
       const double log_z =
-          LogNormalMass((-0.5 * step_ - b_mu) / b_sigma, (1.0 + 0.5 * step_ - b_mu) / b_sigma);
+          LogNormalMass((-0.5 * step - b_mu) / b_sigma, (1.0 + 0.5 * step - b_mu) / b_sigma);
       for (int k = 0; k < dims.num_batches; ++k) {
-        const double centre = k * step_;
-        c.batch_log_mass.push_back(LogNormalMass((centre - 0.5 * step_ - b_mu) / b_sigma,
-                                                 (centre + 0.5 * step_ - b_mu) / b_sigma) -
-                                   log_z);
+        const double centre = k * step;
+        batch_log_mass_.push_back(LogNormalMass((centre - 0.5 * step - b_mu) / b_sigma,
+                                                (centre + 0.5 * step - b_mu) / b_sigma) -
+                                  log_z);
       }
-      components_.push_back(std::move(c));
+    };
+    for (int k = 0; k < dims.num_batches; ++k) batch_masses(k * step, bandwidth * batch_range);
+    batch_masses(0.5, batch_range);  // the prior's, last
+
+    log_weight_.resize(kernels);
+    lr_mu_.resize(kernels);
+    log_coefficient_.resize(n_);
+    cell_.resize(n_);
+    batch_.resize(n_);
+    optimizer_.resize(n_);
+    const double log_bandwidth = std::log(bandwidth);
+    for (int i = 0; i < n_; ++i) {
+      log_weight_[i] = std::log(weight[i] / total);
+      lr_mu_[i] = points[i].lr;
+      log_coefficient_[i] = log_weight_[i];
+      if (dims.lr_varies) {
+        log_coefficient_[i] += -log_bandwidth - kHalfLog2Pi -
+                               LogNormalMass(-lr_mu_[i] / bandwidth, (1.0 - lr_mu_[i]) / bandwidth);
+      }
+      batch_[i] = points[i].batch;
+      optimizer_[i] = points[i].optimizer;
+      cell_[i] = points[i].batch * dims.num_optimizers + points[i].optimizer;
     }
+    log_weight_[n_] = std::log(weight[n_] / total);  // the prior: mean 0.5, bandwidth 1
+    lr_mu_[n_] = 0.5;
+    prior_lr_log_z_ = LogNormalMass(-0.5, 0.5);
     // Optuna's categorical kernel: prior_weight / kernels on each choice, +1 on the observed.
     const double base = prior_weight / kernels;
     const double norm = 1.0 + base * dims.num_optimizers;
@@ -106,24 +125,53 @@ class Parzen {
   }
 
   double LogDensity(const Point& p) const {
-    std::vector<double> terms(components_.size());
-    for (size_t i = 0; i < components_.size(); ++i) terms[i] = LogComponent(components_[i], p);
+    // The discrete part of an observed component's log density, by (batch, optimizer).
+    std::vector<double> discrete(dims_.num_batches * dims_.num_optimizers, 0.0);
+    for (int k = 0; k < dims_.num_batches; ++k) {
+      for (int o = 0; o < dims_.num_optimizers; ++o) {
+        double d = 0.0;
+        if (dims_.num_batches > 1) d += batch_log_mass_[k * dims_.num_batches + p.batch];
+        if (dims_.num_optimizers > 1) d += o == p.optimizer ? log_hit_ : log_miss_;
+        discrete[k * dims_.num_optimizers + o] = d;
+      }
+    }
+    std::vector<double> terms(n_ + 1);
+    for (int i = 0; i < n_; ++i) {
+      double t = log_coefficient_[i] + discrete[cell_[i]];
+      if (dims_.lr_varies) {
+        const double z = (p.lr - lr_mu_[i]) / bandwidth_;
+        t += -0.5 * z * z;
+      }
+      terms[i] = t;
+    }
+    double prior = log_weight_[n_];  // mean 0.5, bandwidth 1
+    if (dims_.num_batches > 1) {
+      prior += batch_log_mass_[dims_.num_batches * dims_.num_batches + p.batch];
+    }
+    if (dims_.lr_varies) {
+      const double z = p.lr - 0.5;
+      prior += -0.5 * z * z - kHalfLog2Pi - prior_lr_log_z_;
+    }
+    if (dims_.num_optimizers > 1) prior += log_uniform_;
+    terms[n_] = prior;
     return LogSumExp(terms);
   }
 
   // A draw with a batch index below allowed_batches.
   Point Sample(int allowed_batches, std::mt19937_64& rng) const {
     double u = Uniform01(rng);
-    size_t i = 0;
-    for (; i + 1 < components_.size(); ++i) {
-      u -= std::exp(components_[i].log_weight);
+    int i = 0;
+    for (; i < n_; ++i) {
+      u -= std::exp(log_weight_[i]);
       if (u < 0) break;
     }
-    const Component& c = components_[i];
+    const bool prior = i == n_;
     Point p{0, 0.0, 0};
     if (dims_.num_batches > 1) {
+      const double* log_mass =
+          &batch_log_mass_[(prior ? dims_.num_batches : batch_[i]) * dims_.num_batches];
       std::vector<double> mass(allowed_batches);
-      for (int k = 0; k < allowed_batches; ++k) mass[k] = std::exp(c.batch_log_mass[k]);
+      for (int k = 0; k < allowed_batches; ++k) mass[k] = std::exp(log_mass[k]);
       double v = Uniform01(rng) * std::accumulate(mass.begin(), mass.end(), 0.0);
       p.batch = allowed_batches - 1;
       for (int k = 0; k < allowed_batches; ++k) {
@@ -135,9 +183,10 @@ class Parzen {
       }
     }
     if (dims_.lr_varies) {
-      p.lr = std::clamp(c.lr_mu, 0.0, 1.0);
+      const double sigma = prior ? 1.0 : bandwidth_;
+      p.lr = std::clamp(lr_mu_[i], 0.0, 1.0);
       for (int attempt = 0; attempt < 100; ++attempt) {  // truncated to [0, 1] by rejection
-        const double v = c.lr_mu + c.lr_sigma * StandardNormal(rng);
+        const double v = lr_mu_[i] + sigma * StandardNormal(rng);
         if (v >= 0.0 && v <= 1.0) {
           p.lr = v;
           break;
@@ -145,12 +194,13 @@ class Parzen {
       }
     }
     if (dims_.num_optimizers > 1) {
-      const double hit = c.optimizer < 0 ? 1.0 / dims_.num_optimizers : std::exp(log_hit_);
-      const double miss = c.optimizer < 0 ? hit : std::exp(log_miss_);
+      const int observed = prior ? -1 : optimizer_[i];
+      const double hit = prior ? 1.0 / dims_.num_optimizers : std::exp(log_hit_);
+      const double miss = prior ? hit : std::exp(log_miss_);
       double v = Uniform01(rng);
       p.optimizer = dims_.num_optimizers - 1;
       for (int o = 0; o < dims_.num_optimizers; ++o) {
-        v -= o == c.optimizer ? hit : miss;
+        v -= o == observed ? hit : miss;
         if (v < 0) {
           p.optimizer = o;
           break;
@@ -161,29 +211,19 @@ class Parzen {
   }
 
  private:
-  struct Component {
-    double log_weight;
-    double lr_mu, lr_sigma, lr_log_z;
-    int optimizer;                       ///< -1: the prior (uniform)
-    std::vector<double> batch_log_mass;  ///< per batch index, normalised over all of them
-  };
-
-  double LogComponent(const Component& c, const Point& p) const {
-    double log_p = c.log_weight;
-    if (dims_.num_batches > 1) log_p += c.batch_log_mass[p.batch];
-    if (dims_.lr_varies) {
-      const double z = (p.lr - c.lr_mu) / c.lr_sigma;
-      log_p += -0.5 * z * z - std::log(c.lr_sigma) - kHalfLog2Pi - c.lr_log_z;
-    }
-    if (dims_.num_optimizers > 1) {
-      log_p += c.optimizer < 0 ? log_uniform_ : p.optimizer == c.optimizer ? log_hit_ : log_miss_;
-    }
-    return log_p;
-  }
-
   Dims dims_;
-  double step_;
-  std::vector<Component> components_;
+  int n_;             ///< observed components; index n_ is the prior
+  double bandwidth_;  ///< of the observed components' Gaussians
+  // Per observed component; log_weight_ and lr_mu_ hold the prior too, last.
+  std::vector<double> log_weight_;
+  std::vector<double> lr_mu_;
+  std::vector<double> log_coefficient_;  ///< log weight - log of the lr kernel's normaliser
+  std::vector<int> cell_;  ///< batch * num_optimizers + optimizer: LogDensity's table index
+  std::vector<int> batch_, optimizer_;
+  // Row k (k < num_batches: an observed component at batch k; num_batches: the prior):
+  // the log mass of each batch index.
+  std::vector<double> batch_log_mass_;
+  double prior_lr_log_z_;
   double log_hit_, log_miss_, log_uniform_;
 };
 
@@ -202,6 +242,7 @@ struct TpeSampler::State {
   RandomSampler startup;
   std::mt19937_64 rng;
   std::vector<Observation> observations;
+  std::vector<Point> encoded;       ///< of each observation's config
   std::deque<TrialConfig> pending;  ///< proposed, not yet observed; oldest first
   int last_rung = -1;
 };
@@ -216,6 +257,7 @@ int TpeSampler::modelled_rung() const { return state_->last_rung; }
 void TpeSampler::Observe(const Observation& observation) {
   State& s = *state_;
   s.observations.push_back(observation);
+  s.encoded.push_back(s.Encode(observation.config));
   ForgetPending(&s.pending, observation.config);
 }
 
@@ -264,10 +306,12 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
   last_rung = rung;
   if (rung < 0) return startup.Propose(max_batch_size);
 
-  // Successful observations of the rung, best first (older first among equals).
+  // Successful observations of the rung; the good group is the best of them (older first
+  // among equals), found by selection.
+  const int num_observations = static_cast<int>(observations.size());
   std::vector<int> ok;
   int failures = 0;
-  for (int i = 0; i < static_cast<int>(observations.size()); ++i) {
+  for (int i = 0; i < num_observations; ++i) {
     const Observation& o = observations[i];
     if (o.kind != Observation::Kind::kOk) {
       ++failures;
@@ -275,26 +319,29 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
       ok.push_back(i);
     }
   }
-  std::stable_sort(ok.begin(), ok.end(),
-                   [&](int a, int b) { return observations[a].score > observations[b].score; });
   const std::vector<StoppedBelow> stopped =
       StoppedBelowRung(observations, rung, options.promote_fraction);
   const int n = static_cast<int>(ok.size() + stopped.size()) + failures;
   int num_good = std::min(static_cast<int>(std::ceil(options.gamma * n)), options.max_good);
   num_good = std::min(std::max(num_good, 1), static_cast<int>(ok.size()));
+  std::nth_element(ok.begin(), ok.begin() + num_good, ok.end(), [&](int a, int b) {
+    const double sa = observations[a].score, sb = observations[b].score;
+    return sa > sb || (sa == sb && a < b);
+  });
 
   // Each group in observation order (the weights favour recent points).
-  std::vector<int> good(ok.begin(), ok.begin() + num_good);
-  std::vector<int> bad(ok.begin() + num_good, ok.end());
-  for (int i = 0; i < static_cast<int>(observations.size()); ++i) {
-    if (observations[i].kind != Observation::Kind::kOk) bad.push_back(i);
+  enum Group : char { kNone, kGood, kBad };
+  std::vector<char> group(num_observations, kNone);
+  for (int i = 0; i < static_cast<int>(ok.size()); ++i) group[ok[i]] = i < num_good ? kGood : kBad;
+  for (int i = 0; i < num_observations; ++i) {
+    if (observations[i].kind != Observation::Kind::kOk) group[i] = kBad;
   }
-  for (const StoppedBelow& s : stopped) bad.push_back(s.observation);
-  std::sort(good.begin(), good.end());
-  std::sort(bad.begin(), bad.end());
+  for (const StoppedBelow& s : stopped) group[s.observation] = kBad;
   std::vector<Point> good_points, bad_points;
-  for (int i : good) good_points.push_back(Encode(observations[i].config));
-  for (int i : bad) bad_points.push_back(Encode(observations[i].config));
+  for (int i = 0; i < num_observations; ++i) {
+    if (group[i] == kGood) good_points.push_back(encoded[i]);
+    if (group[i] == kBad) bad_points.push_back(encoded[i]);
+  }
   for (const TrialConfig& c : pending) bad_points.push_back(Encode(c));  // constant liar
 
   const Dims dims{static_cast<int>(space.batch_sizes.size()),

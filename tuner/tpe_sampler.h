@@ -46,6 +46,12 @@ struct TpeSamplerOptions {
 // Proposals not yet observed (the last max_pending) are in the bad group too (Optuna's
 // constant_liar), so concurrent proposals spread out.
 //
+// Scale. The groups are found by selection, not sorting, the configurations are encoded
+// once when observed, and the observed components of a density share one bandwidth, so
+// their batch-size masses come from a table per batch size: a proposal is O(n) with one
+// exp per component and candidate, about 0.2 ms at 1,000 observations
+// (bench_sampler_latency).
+//
 // Deterministic for a seed. Not thread-safe.
 class TpeSampler final : public Sampler {
  public:
