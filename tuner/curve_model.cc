@@ -474,12 +474,23 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     }
     std::discrete_distribution<size_t> pick(weights.begin(), weights.end());
     std::normal_distribution<double> gauss(0.0, 1.0);
+    // A curve that has covered little of the way from its start to the target is where
+    // the families are least right: a slow creep is often the foot of a late, steep rise
+    // that no family fitted to the creep foresees. Its posterior is widened, the more the
+    // less of the way it has come (creep_widening x at none, not at all from half way on).
+    const double progress =
+        target > early
+            ? std::clamp((*std::max_element(curve.begin(), curve.end()) - early) / (target - early),
+                         0.0, 1.0)
+            : 1.0;
+    const double widen = options_.posterior_scale * (1.0 + (options_.creep_widening - 1.0) *
+                                                               std::max(0.0, 1.0 - progress / 0.5));
     for (int s = 0; s < parametric_samples; ++s) {
       const Fit& fit = fits[pick(rng)];
       const int k = fit.family->num_params;
       Eigen::VectorXd z(k);
       for (int j = 0; j < k; ++j) z(j) = gauss(rng);
-      const Eigen::VectorXd du = options_.posterior_scale * (fit.chol * z);
+      const Eigen::VectorXd du = widen * (fit.chol * z);
       Params u = fit.u, p{};
       for (int j = 0; j < k; ++j) u[j] += du(j);
       fit.family->decode(u.data(), p.data());

@@ -58,6 +58,10 @@ struct CurveModelOptions {
   // multiplied by this): a Gaussian at the optimum understates how far a curve's few
   // epochs leave its future open.
   double posterior_scale = 1.0;
+  // And further for a curve that has come less than half way from its start to the target,
+  // up to this factor for one that has not come at all. Chosen on the committed replay
+  // tables' calibration (bench/RESULTS.md), so it is fitted to them, not validated.
+  double creep_widening = 3.0;
   // Divides each family's log evidence before the families share the samples: > 1 keeps
   // families that explain the epochs so far nearly as well, whose futures differ.
   double evidence_temperature = 2.0;
