@@ -6,7 +6,7 @@
 // interval, how the curves that never reach the target were judged, and the prediction's
 // latency (median, 99th percentile, max).
 //
-//   bench_curve_calibration [--target X] [--levels] [--json] TABLE.csv...
+//   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--json] TABLE.csv...
 //
 // The target is --target or the table's "# bench_target=" line; --levels adds three lower
 // targets per table (the accuracies 10%, 20% and 30% of its configurations reach), pooled
@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   bool json = false;
   bool verbose = false;
   bool levels = false;
+  std::vector<double> cuts = {0.10, 0.25, 0.50};
   std::vector<std::string> tables;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -79,14 +80,27 @@ int main(int argc, char** argv) {
       options.analogs = std::atoi(argv[++i]);
     } else if (arg == "--analog-share" && i + 1 < argc) {
       options.analog_share = std::atof(argv[++i]);
+    } else if (arg == "--cuts" && i + 1 < argc) {
+      // Comma-separated shares of a curve's length, e.g. 0.75,0.95 (latency of long curves).
+      cuts.clear();
+      for (const char* c = argv[++i]; *c != '\0';) {
+        char* end = nullptr;
+        cuts.push_back(std::strtod(c, &end));
+        if (end == c || !(cuts.back() > 0 && cuts.back() < 1)) {
+          std::fprintf(stderr, "bench_curve_calibration: --cuts takes shares in (0, 1)\n");
+          return 2;
+        }
+        c = *end == ',' ? end + 1 : end;
+      }
     } else if (arg == "--json") {
       json = true;
     } else if (!arg.empty() && arg[0] != '-') {
       tables.push_back(arg);
     } else {
-      std::fprintf(stderr,
-                   "usage: bench_curve_calibration [--target X] [--levels] [--json] "
-                   "TABLE.csv...\n");
+      std::fprintf(
+          stderr,
+          "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] [--json] "
+          "TABLE.csv...\n");
       return 2;
     }
   }
@@ -94,7 +108,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_curve_calibration: no table given\n");
     return 2;
   }
-  const double cuts[] = {0.10, 0.25, 0.50};
   if (!json) {
     std::printf("%-28s %7s %5s %7s %9s %9s %9s %10s %9s %9s %9s\n", "table", "target", "cut",
                 "curves", "MAE_ep", "med_rel", "cover80", "unreached", "p50_us", "p99_us",

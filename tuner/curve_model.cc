@@ -11,8 +11,10 @@ namespace {
 
 constexpr int kMaxParams = 4;
 constexpr int kAsymptoteLevels = 6;  // profile fits per family (see Predict)
-constexpr int kMaxBins = 48;         // a long curve is fitted on at most this many averaged points
+constexpr int kMaxBins = 32;         // a long curve is fitted on at most this many averaged points
 using Params = std::array<double, kMaxParams>;
+// A family's decoded parameters, and what they save recomputing (log-logistic: log m).
+using Decoded = std::array<double, kMaxParams + 1>;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double Logit(double p) {
@@ -22,16 +24,19 @@ double Logit(double p) {
 
 // A saturating family of curves y(t), t >= 1 in epochs. Parameters are fitted in an
 // unconstrained space u; Decode maps u to the family's parameters p, which keep the curve
-// increasing towards an asymptote in (0, 1).
+// increasing towards an asymptote in (0, 1). Values and gradients take log t beside t:
+// powers of t are exponentials of it, cheaper than pow (a prediction evaluates tens of
+// thousands of them).
 enum class Shape { kPow3, kExp3, kLogLogistic, kJanoschek };
 struct Family {
   Shape shape;
   const char* name;
   int num_params;
   void (*decode)(const double* u, double* p);
-  double (*value)(double t, const double* p);
-  // d value / d u at t, into g[0 .. num_params), given u's decoded parameters p.
-  void (*gradient)(double t, const double* u, const double* p, double* g);
+  double (*value)(double t, double log_t, const double* p);
+  // d value / d u at t, into g[0 .. num_params), given u's decoded parameters p; returns
+  // the value (which shares its exponentials).
+  double (*gradient)(double t, double log_t, const double* u, const double* p, double* g);
   // The least t >= 1 at which the curve reaches y (kNever if it never does).
   double (*reaches)(double y, const double* p);
 };
@@ -42,12 +47,13 @@ void DecodePow3(const double* u, double* p) {
   p[1] = std::exp(u[1]);
   p[2] = std::exp(u[2]);
 }
-double Pow3(double t, const double* p) { return p[0] - p[1] * std::pow(t, -p[2]); }
-void GradientPow3(double t, const double*, const double* p, double* g) {
-  const double power = p[1] * std::pow(t, -p[2]);
+double Pow3(double, double log_t, const double* p) { return p[0] - p[1] * std::exp(-p[2] * log_t); }
+double GradientPow3(double, double log_t, const double*, const double* p, double* g) {
+  const double power = p[1] * std::exp(-p[2] * log_t);
   g[0] = p[0] * (1 - p[0]);
   g[1] = -power;
-  g[2] = power * std::log(t) * p[2];
+  g[2] = power * log_t * p[2];
+  return p[0] - power;
 }
 double ReachesPow3(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
@@ -55,12 +61,13 @@ double ReachesPow3(double y, const double* p) {
 }
 
 // exp3: a - b e^(-c t).
-double Exp3(double t, const double* p) { return p[0] - p[1] * std::exp(-p[2] * t); }
-void GradientExp3(double t, const double*, const double* p, double* g) {
+double Exp3(double t, double, const double* p) { return p[0] - p[1] * std::exp(-p[2] * t); }
+double GradientExp3(double t, double, const double*, const double* p, double* g) {
   const double decay = p[1] * std::exp(-p[2] * t);
   g[0] = p[0] * (1 - p[0]);
   g[1] = -decay;
   g[2] = decay * t * p[2];
+  return p[0] - decay;
 }
 double ReachesExp3(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
@@ -75,19 +82,21 @@ void DecodeLogLogistic(const double* u, double* p) {
   p[1] = p[0] * Sigmoid(u[1]);
   p[2] = std::exp(u[2]);
   p[3] = std::exp(u[3]);
+  p[4] = u[2];  // log m
 }
-double LogLogistic(double t, const double* p) {
-  return p[1] + (p[0] - p[1]) / (1.0 + std::pow(t / p[2], -p[3]));
+double LogLogistic(double, double log_t, const double* p) {
+  return p[1] + (p[0] - p[1]) / (1.0 + std::exp(p[3] * (p[4] - log_t)));  // (t / m)^-c
 }
-void GradientLogLogistic(double t, const double* u, const double* p, double* g) {
+double GradientLogLogistic(double, double log_t, const double* u, const double* p, double* g) {
   const double s1 = Sigmoid(u[1]);
-  const double r = std::pow(p[2] / t, p[3]);  // (t / m)^-c
+  const double r = std::exp(p[3] * (p[4] - log_t));  // (t / m)^-c
   const double rise = 1.0 / (1.0 + r);
   const double span = p[0] - p[1];
   g[0] = (s1 + (1 - s1) * rise) * p[0] * (1 - p[0]);
   g[1] = p[0] * s1 * (1 - s1) * (1 - rise);
   g[2] = -span * rise * rise * r * p[3];
-  g[3] = -span * rise * rise * r * std::log(p[2] / t) * p[3];
+  g[3] = -span * rise * rise * r * (p[4] - log_t) * p[3];
+  return p[1] + span * rise;
 }
 double ReachesLogLogistic(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
@@ -102,18 +111,19 @@ void DecodeJanoschek(const double* u, double* p) {
   p[2] = std::exp(u[2]);
   p[3] = std::exp(u[3]);
 }
-double Janoschek(double t, const double* p) {
-  return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::pow(t, p[3]));
+double Janoschek(double, double log_t, const double* p) {
+  return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::exp(p[3] * log_t));
 }
-void GradientJanoschek(double t, const double* u, const double* p, double* g) {
+double GradientJanoschek(double, double log_t, const double* u, const double* p, double* g) {
   const double s1 = Sigmoid(u[1]);
-  const double td = std::pow(t, p[3]);
+  const double td = std::exp(p[3] * log_t);
   const double h = std::exp(-p[2] * td);
   const double span = p[0] - p[1];
   g[0] = (1 - (1 - s1) * h) * p[0] * (1 - p[0]);
   g[1] = p[0] * s1 * (1 - s1) * h;
   g[2] = span * td * h * p[2];
-  g[3] = span * p[2] * td * std::log(t) * h * p[3];
+  g[3] = span * p[2] * td * log_t * h * p[3];
+  return p[0] - span * h;
 }
 double ReachesJanoschek(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
@@ -135,10 +145,20 @@ const Family kFamilies[] = {
 // (the noise of a mean of c epochs is sigma^2 / c). Early epochs, where the curve bends
 // most, are never averaged: a mean over a bend is not the curve at the mean epoch.
 struct Points {
-  std::vector<double> t, y, weight;
+  std::vector<double> t, log_t, y, weight;
 };
 
 constexpr int kExactEpochs = 16;
+
+// Eigen's matrices sized at most to a fit (points, prior rows and parameters): on the
+// stack, as a prediction runs a few dozen fits of a few dozen iterations.
+constexpr int kMaxRows = kExactEpochs + kMaxBins + kMaxParams;
+using Residual = Eigen::Matrix<double, Eigen::Dynamic, 1, Eigen::ColMajor, kMaxRows, 1>;
+using Jacobian =
+    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, kMaxRows, kMaxParams>;
+using Square =
+    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, kMaxParams, kMaxParams>;
+using Vector = Eigen::Matrix<double, Eigen::Dynamic, 1, Eigen::ColMajor, kMaxParams, 1>;
 
 Points Bin(const std::vector<double>& curve) {
   Points points;
@@ -161,6 +181,7 @@ Points Bin(const std::vector<double>& curve) {
     points.y.push_back(y / (end - start));
     points.weight.push_back(end - start);
   }
+  for (double t : points.t) points.log_t.push_back(std::log(t));
   return points;
 }
 
@@ -200,7 +221,7 @@ std::vector<Params> Starts(const Family& f, double first, double last, int n) {
 struct Fit {
   const Family* family = nullptr;
   Params u{};
-  Eigen::MatrixXd chol;
+  Square chol;
   double log_evidence = -1e300;
   bool ok = false;
 };
@@ -211,20 +232,21 @@ constexpr double kPinPrecision = 1e8;     // holds the asymptote where a profile
 // The weighted residuals and (when `jacobian` is not null) their Jacobian in u, plus the
 // prior's rows, at u.
 void Residuals(const Family& f, const Points& pts, const Params& u, const Params& prior,
-               bool pin_asymptote, double inv_sigma, Eigen::VectorXd* r,
-               Eigen::MatrixXd* jacobian) {
+               bool pin_asymptote, double inv_sigma, Residual* r, Jacobian* jacobian) {
   const int k = f.num_params;
   const int m = static_cast<int>(pts.t.size());
   r->resize(m + k);
   if (jacobian != nullptr) jacobian->setZero(m + k, k);
-  Params p{};
+  Decoded p{};
   f.decode(u.data(), p.data());
   double g[kMaxParams];
   for (int i = 0; i < m; ++i) {
     const double scale = std::sqrt(pts.weight[i]) * inv_sigma;
-    (*r)(i) = (pts.y[i] - f.value(pts.t[i], p.data())) * scale;
-    if (jacobian == nullptr) continue;
-    f.gradient(pts.t[i], u.data(), p.data(), g);
+    if (jacobian == nullptr) {
+      (*r)(i) = (pts.y[i] - f.value(pts.t[i], pts.log_t[i], p.data())) * scale;
+      continue;
+    }
+    (*r)(i) = (pts.y[i] - f.gradient(pts.t[i], pts.log_t[i], u.data(), p.data(), g)) * scale;
     for (int j = 0; j < k; ++j) (*jacobian)(i, j) = -g[j] * scale;
   }
   for (int j = 0; j < k; ++j) {
@@ -234,35 +256,36 @@ void Residuals(const Family& f, const Points& pts, const Params& u, const Params
   }
 }
 
-// Levenberg-Marquardt from `start` on the weighted, prior-regularised least squares.
-// With `pin_asymptote`, the asymptote stays at start's (a profile fit over the asymptote).
-Fit FitFamily(const Family& f, const Points& pts, const Params& start, double sigma,
-              bool pin_asymptote = false) {
+// Levenberg-Marquardt from `start` on the least squares weighted and regularised by the
+// weak prior around `prior`. With `pin_asymptote`, the asymptote stays at the prior's (a
+// profile fit over the asymptote).
+Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Params& prior,
+              double sigma, bool pin_asymptote = false) {
   const int k = f.num_params;
   const double inv_sigma = 1.0 / sigma;
   Params u = start;
-  Eigen::VectorXd r;
-  Eigen::MatrixXd jacobian;
-  Residuals(f, pts, u, start, pin_asymptote, inv_sigma, &r, &jacobian);
+  Residual r;
+  Jacobian jacobian;
+  Residuals(f, pts, u, prior, pin_asymptote, inv_sigma, &r, &jacobian);
   double cost = r.squaredNorm();
   double lambda = 1e-2;
   for (int iteration = 0; iteration < 60; ++iteration) {
-    const Eigen::MatrixXd jtj = jacobian.transpose() * jacobian;
-    const Eigen::VectorXd jtr = jacobian.transpose() * r;
+    const Square jtj = jacobian.transpose() * jacobian;
+    const Vector jtr = jacobian.transpose() * r;
     bool improved = false;
     for (int tries = 0; tries < 8 && !improved; ++tries) {
-      Eigen::MatrixXd damped = jtj;
+      Square damped = jtj;
       damped.diagonal() += lambda * (jtj.diagonal().array() + 1e-9).matrix();
-      const Eigen::VectorXd step = damped.ldlt().solve(-jtr);
+      const Vector step = damped.ldlt().solve(-jtr);
       Params trial = u;
       for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
-      Eigen::VectorXd r2;
-      Residuals(f, pts, trial, start, pin_asymptote, inv_sigma, &r2, nullptr);
+      Residual r2;
+      Residuals(f, pts, trial, prior, pin_asymptote, inv_sigma, &r2, nullptr);
       const double cost2 = r2.squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
         const bool converged = cost - cost2 < 1e-6 * (1 + cost);
         u = trial;
-        Residuals(f, pts, u, start, pin_asymptote, inv_sigma, &r, &jacobian);
+        Residuals(f, pts, u, prior, pin_asymptote, inv_sigma, &r, &jacobian);
         cost = cost2;
         lambda = std::max(1e-7, lambda / 3);
         improved = true;
@@ -276,15 +299,14 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, double si
   Fit fit;
   fit.family = &f;
   fit.u = u;
-  Eigen::MatrixXd precision = jacobian.transpose() * jacobian;
+  Square precision = jacobian.transpose() * jacobian;
   precision.diagonal().array() += 1e-9;
-  Eigen::LLT<Eigen::MatrixXd> llt(precision);
+  Eigen::LLT<Square> llt(precision);
   if (llt.info() != Eigen::Success || !std::isfinite(cost)) return fit;
   // Covariance = precision^-1; its Cholesky factor L_cov with L_cov L_cov^T = covariance
   // is L^-T (precision = L L^T).
-  const Eigen::MatrixXd lower = llt.matrixL();
-  fit.chol =
-      lower.transpose().triangularView<Eigen::Upper>().solve(Eigen::MatrixXd::Identity(k, k));
+  const Square lower = llt.matrixL();
+  fit.chol = lower.transpose().triangularView<Eigen::Upper>().solve(Square::Identity(k, k));
   const int m = static_cast<int>(pts.t.size());
   double data_cost = r.head(m).squaredNorm();
   double epochs = 0;
@@ -407,7 +429,7 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
       if (n < f.num_params) continue;
       Fit best;
       for (const Params& start : Starts(f, curve.front(), curve.back(), n)) {
-        Fit fit = FitFamily(f, pts, start, sigma);
+        Fit fit = FitFamily(f, pts, start, start, sigma);
         if (fit.ok && fit.log_evidence > best.log_evidence) best = std::move(fit);
       }
       if (!best.ok) continue;
@@ -416,14 +438,20 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
       // would put all samples near one plateau. Profile it instead: refit with the
       // asymptote held at levels between the best epoch so far and 1, and let each fit
       // take the share of samples its evidence earns (a flat prior over the asymptote).
+      // Each level starts from the fit at the level below (continuation: the curve's
+      // other parameters move little from one level to the next), its prior around the
+      // best fit's.
       const double top = *std::max_element(curve.begin(), curve.end());
+      Params from = best.u;
       for (int level = 0; level < kAsymptoteLevels; ++level) {
         const double a = top + (0.995 - top) * (level + 0.5) / kAsymptoteLevels;
         if (a <= top) continue;
-        Params start = best.u;
-        start[0] = Logit(a);
-        Fit fit = FitFamily(f, pts, start, sigma, /*pin_asymptote=*/true);
-        if (fit.ok) fits.push_back(std::move(fit));
+        Params prior = best.u;
+        prior[0] = from[0] = Logit(a);
+        Fit fit = FitFamily(f, pts, from, prior, sigma, /*pin_asymptote=*/true);
+        if (!fit.ok) continue;
+        from = fit.u;
+        fits.push_back(std::move(fit));
       }
       fits.push_back(std::move(best));
     }
@@ -483,15 +511,18 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
             ? std::clamp((*std::max_element(curve.begin(), curve.end()) - early) / (target - early),
                          0.0, 1.0)
             : 1.0;
+    std::vector<double> log_epoch(static_cast<size_t>(std::max(1, max_epochs)) + 1, 0.0);
+    for (size_t e = 1; e < log_epoch.size(); ++e) log_epoch[e] = std::log(static_cast<double>(e));
     const double widen = options_.posterior_scale * (1.0 + (options_.creep_widening - 1.0) *
                                                                std::max(0.0, 1.0 - progress / 0.5));
     for (int s = 0; s < parametric_samples; ++s) {
       const Fit& fit = fits[pick(rng)];
       const int k = fit.family->num_params;
-      Eigen::VectorXd z(k);
+      Vector z(k);
       for (int j = 0; j < k; ++j) z(j) = gauss(rng);
-      const Eigen::VectorXd du = widen * (fit.chol * z);
-      Params u = fit.u, p{};
+      const Vector du = widen * (fit.chol * z);
+      Params u = fit.u;
+      Decoded p{};
       for (int j = 0; j < k; ++j) u[j] += du(j);
       fit.family->decode(u.data(), p.data());
       // The sampled trend reaches target - 3 sigma at `from`: before that, noise crosses
@@ -500,7 +531,9 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
       double first = EpochsToTarget::kNever;
       if (from <= max_epochs) {
         for (int e = std::max(n + 1, static_cast<int>(std::ceil(from))); e <= max_epochs; ++e) {
-          if (fit.family->value(e, p.data()) + sigma * gauss(rng) >= target) {
+          if (fit.family->value(e, log_epoch[static_cast<size_t>(e)], p.data()) +
+                  sigma * gauss(rng) >=
+              target) {
             first = e;
             break;
           }
