@@ -22,7 +22,7 @@ namespace topotune {
 
 // The spec of a scripted job for `algorithm`: 24 trials over batch sizes 16..256, three
 // rungs of 1, 3 and 9 epochs (eta 3), a target some configurations reach. "asha-seconds"
-// is ASHA with rungs in seconds.
+// is ASHA with rungs in seconds; "forecast" has no rungs and a limit of 12 epochs.
 inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   JobSpec spec;
   spec.model = "lenet";
@@ -34,6 +34,11 @@ inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   spec.max_trials = max_trials;
   spec.algorithm = algorithm;
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
+  if (algorithm == "forecast") {
+    spec.asha.rungless = true;  // no rungs: 12 epochs in segments of 1
+    spec.asha.num_rungs = 1;
+    spec.asha.max_epochs = 12;
+  }
   if (algorithm == "asha-seconds") {
     spec.algorithm = "asha";
     spec.asha = AshaSettings::InSeconds(/*min_seconds=*/1.5, /*reduction_factor=*/3,

@@ -209,7 +209,7 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, RestoreDeterminism,
                          ::testing::Values("asha", "sha", "hyperband", "tpe", "gp", "bohb", "grid",
-                                           "random", "asha-seconds"),
+                                           "random", "asha-seconds", "forecast"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) {

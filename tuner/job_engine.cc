@@ -155,6 +155,7 @@ Status JobEngine::Rebuild() {
       Observation observation = e.observation;
       observation.config = record.config;
       sampler_->Observe(observation);
+      it->second.observed_score = observation.score;
       continue;
     }
     if (record.number != proposals) {
@@ -270,6 +271,7 @@ Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind,
       score_override ? *score_override : SamplerScore({r.reached_target, r.tta_s, accuracy});
   const Observation observation{r.config, r.rung, score, kind};
   sampler_->Observe(observation);
+  t.observed_score = score;
   return journal_->RecordRungResult(r, result, observation);
 }
 
@@ -413,7 +415,7 @@ double JobEngine::EpochSeconds(const LiveTrial& t) const {
 }
 
 const EpochsToTarget& JobEngine::Forecast(LiveTrial& t) {
-  if (t.forecast && t.forecast_epochs == t.epoch_accuracy.size()) return *t.forecast;
+  if (t.forecast && t.forecast_version == curves_version_) return *t.forecast;
   std::vector<std::vector<double>> curves;
   std::vector<std::vector<double>> others;
   for (const auto& [id, other] : trials_) {
@@ -425,7 +427,7 @@ const EpochsToTarget& JobEngine::Forecast(LiveTrial& t) {
   const uint64_t seed = t.record.seed ^ (0x9e3779b97f4a7c15ULL * (t.epoch_accuracy.size() + 1));
   t.forecast = curve_model_.Predict(t.epoch_accuracy, spec_.target_accuracy, spec_.asha.MaxEpochs(),
                                     curve_model_.EstimateNoise(curves), seed, others);
-  t.forecast_epochs = t.epoch_accuracy.size();
+  t.forecast_version = curves_version_;
   return *t.forecast;
 }
 
@@ -466,7 +468,9 @@ bool JobEngine::InTopShare(LiveTrial& t) {
   for (auto& [id, other] : trials_) {
     if (other.epoch_accuracy.empty()) continue;
     ++ranked;
-    if (id != t.record.id && ForecastScore(other) > score) ++better;
+    if (id == t.record.id) continue;
+    const bool finished = IsTerminal(other.record.state) && other.observed_score.has_value();
+    if ((finished ? *other.observed_score : ForecastScore(other)) > score) ++better;
   }
   return better < ranked / std::max(2, spec_.asha.reduction_factor);
 }
@@ -592,6 +596,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   t.epoch_train_s.back() = point.compute_s + point.comm_s;
   t.epoch_accuracy.resize(static_cast<size_t>(point.epoch));
   t.epoch_accuracy.back() = point.val_accuracy;
+  ++curves_version_;
   Recount(t);
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
@@ -692,6 +697,7 @@ Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
   const int start = SegmentStart(t);
   t.epoch_train_s.resize(static_cast<size_t>(start));
   t.epoch_accuracy.resize(static_cast<size_t>(start));
+  ++curves_version_;
   Recount(t);
   // What the cut epochs reached is gone with them (reached_target is not: a trial that
   // reached the target completes instead of being cut).

@@ -132,9 +132,12 @@ class JobEngine {
     std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
-    // Algorithm "forecast": the curve model's last prediction, for epoch_accuracy's size.
+    // Algorithm "forecast": the curve model's last prediction, made when the job's curves
+    // were at version forecast_version (it depends on the other curves too).
     std::optional<EpochsToTarget> forecast;
-    size_t forecast_epochs = 0;
+    uint64_t forecast_version = 0;
+    // The score of its last observation (what the sampler learnt), once it has one.
+    std::optional<double> observed_score;
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
@@ -154,7 +157,8 @@ class JobEngine {
   // time-to-accuracy it was heading for, with its uncertainty, not as a failure.
   double ForecastScore(LiveTrial& t);
   // Whether `t`'s ForecastScore is among the top 1/reduction_factor of the job's trials
-  // with a curve (none while fewer than reduction_factor have one).
+  // with a curve (none while fewer than reduction_factor have one); a finished trial
+  // counts with the score it was observed with.
   bool InTopShare(LiveTrial& t);
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
@@ -206,6 +210,10 @@ class JobEngine {
   std::set<std::string> online_workers_;
   int sampled_ = 0;
   CurveModel curve_model_;
+  // Counts the changes to any trial's curve, so that a cached forecast is used only while
+  // no curve changed: a forecast is then a function of the job's current state alone, and
+  // a restored engine, which starts with none cached, predicts as the original did.
+  uint64_t curves_version_ = 1;
 };
 
 }  // namespace topotune
