@@ -114,6 +114,9 @@ class Parzen {
       cell_[i] = points[i].batch * dims.num_optimizers + points[i].optimizer;
     }
     log_weight_[n_] = std::log(weight[n_] / total);  // the prior: mean 0.5, bandwidth 1
+    cumulative_weight_.resize(n_);
+    double cumulative = 0.0;
+    for (int i = 0; i < n_; ++i) cumulative_weight_[i] = cumulative += weight[i] / total;
     lr_mu_[n_] = 0.5;
     prior_lr_log_z_ = LogNormalMass(-0.5, 0.5);
     // Optuna's categorical kernel: prior_weight / kernels on each choice, +1 on the observed.
@@ -157,15 +160,16 @@ class Parzen {
     return LogSumExp(terms);
   }
 
+  double bandwidth() const { return bandwidth_; }
+
   // A draw with a batch index below allowed_batches.
   Point Sample(int allowed_batches, std::mt19937_64& rng) const {
-    double u = Uniform01(rng);
-    int i = 0;
-    for (; i < n_; ++i) {
-      u -= std::exp(log_weight_[i]);
-      if (u < 0) break;
-    }
-    const bool prior = i == n_;
+    // The component: the first whose cumulative weight exceeds u (the prior if none does).
+    const double u = Uniform01(rng);
+    const int i =
+        static_cast<int>(std::upper_bound(cumulative_weight_.begin(), cumulative_weight_.end(), u) -
+                         cumulative_weight_.begin());
+    const bool prior = i >= n_;
     Point p{0, 0.0, 0};
     if (dims_.num_batches > 1) {
       const double* log_mass =
@@ -216,6 +220,7 @@ class Parzen {
   double bandwidth_;  ///< of the observed components' Gaussians
   // Per observed component; log_weight_ and lr_mu_ hold the prior too, last.
   std::vector<double> log_weight_;
+  std::vector<double> cumulative_weight_;  ///< of the observed components, ascending
   std::vector<double> lr_mu_;
   std::vector<double> log_coefficient_;  ///< log weight - log of the lr kernel's normaliser
   std::vector<int> cell_;  ///< batch * num_optimizers + optimizer: LogDensity's table index
@@ -244,6 +249,7 @@ struct TpeSampler::State {
   std::vector<Observation> observations;
   std::vector<Point> encoded;       ///< of each observation's config
   std::deque<TrialConfig> pending;  ///< proposed, not yet observed; oldest first
+  std::vector<Point> proposed;      ///< every proposal, in order
   int last_rung = -1;
 };
 
@@ -263,6 +269,7 @@ void TpeSampler::Observe(const Observation& observation) {
 
 TrialConfig TpeSampler::Propose(int max_batch_size) {
   TrialConfig config = state_->Propose(max_batch_size);
+  state_->proposed.push_back(state_->Encode(config));
   RememberPending(&state_->pending, config, state_->options.max_pending);
   return config;
 }
@@ -352,16 +359,50 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
   while (allowed < dims.num_batches && space.batch_sizes[allowed] <= max_batch_size) ++allowed;
   allowed = std::max(allowed, 1);
 
-  Point best{0, 0.0, 0};
-  double best_ratio = -kInf;
-  for (int i = 0; i < std::max(1, options.n_ei_candidates); ++i) {
+  // A candidate within repeat_radius bandwidths of an earlier proposal of the same batch
+  // size and optimizer repeats it: the model cannot tell the two apart, so it has no reason
+  // to train it again. Repeats are passed over while fresh candidates can be drawn.
+  const double radius = options.repeat_radius * l.bandwidth();
+  auto repeats = [&](const Point& p) {
+    if (radius <= 0) return false;
+    for (const Point& q : proposed) {
+      if (q.batch == p.batch && q.optimizer == p.optimizer && std::abs(q.lr - p.lr) < radius) {
+        return true;
+      }
+    }
+    return false;
+  };
+  // n_ei_candidates draws, as Optuna's TPE. When the favourite repeats an earlier proposal,
+  // the best fresh candidate (not a repeat, l/g >= min_fresh_ratio) replaces it, from these
+  // and up to 3 x n_ei_candidates more draws until that many are fresh.
+  const int wanted = std::max(1, options.n_ei_candidates);
+  const double min_fresh = std::log(options.min_fresh_ratio);
+  Point best{0, 0.0, 0}, best_fresh{0, 0.0, 0};
+  double best_ratio = -kInf, best_fresh_ratio = -kInf;
+  int fresh = 0;
+  auto consider_fresh = [&](const Point& p, double ratio) {
+    if (ratio < min_fresh) return;
+    ++fresh;
+    if (ratio > best_fresh_ratio) {
+      best_fresh_ratio = ratio;
+      best_fresh = p;
+    }
+  };
+  for (int i = 0; i < wanted; ++i) {
     const Point p = l.Sample(allowed, rng);
     const double ratio = l.LogDensity(p) - g.LogDensity(p);
     if (ratio > best_ratio) {
       best_ratio = ratio;
       best = p;
     }
+    if (!repeats(p)) consider_fresh(p, ratio);
   }
+  if (!repeats(best)) return Decode(best);
+  for (int i = 0; i < 3 * wanted && fresh < wanted; ++i) {
+    const Point p = l.Sample(allowed, rng);
+    if (!repeats(p)) consider_fresh(p, l.LogDensity(p) - g.LogDensity(p));
+  }
+  if (fresh > 0) best = best_fresh;
   return Decode(best);
 }
 
