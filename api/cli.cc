@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "api/job_spec_json.h"
+#include "api/predict_cli.h"
 #include "api/report_json.h"
 #include "storage/store.h"
 #include "tuner/report.h"
@@ -39,6 +41,10 @@ const char kUsage[] =
     "                          A-Z a-z 0-9 . _ -); prints its text on stdout, this once only\n"
     "  token list [--json]     every token, revoked ones too (never their secrets)\n"
     "  token revoke ID         revoke a token; it stops working at once\n"
+    "  predict --curves TABLE.csv --profile PROFILE.csv --topology FILE\n"
+    "          [--target-accuracy X] [--train-samples N] [--curves-class NAME] [--top K] [--json]\n"
+    "                          offline planning, no server: rank the table's configurations\n"
+    "                          by predicted time-to-accuracy on each target of the topology\n"
     "The server defaults to $TOPOTUNE_SERVER, else http://127.0.0.1:7700. Requests carry\n"
     "the bearer token on the first line of --token-file, else $TOPOTUNE_TOKEN.\n";
 
@@ -54,6 +60,7 @@ struct Args {
   std::vector<std::string> positional;
   bool watch = false;
   bool as_json = false;
+  PredictOptions predict;  ///< predict's files and values
 };
 
 // A request's JSON answer, or an error message for the user.
@@ -355,6 +362,36 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
         args->name = value;
         args->name_given = true;
       }
+    } else if (arg == "--curves" || arg == "--profile" || arg == "--topology" ||
+               arg == "--target-accuracy" || arg == "--train-samples" || arg == "--curves-class" ||
+               arg == "--top") {
+      if (i + 1 >= argc) {
+        *error = arg + " needs a value";
+        return false;
+      }
+      const std::string value = argv[++i];
+      PredictOptions& p = args->predict;
+      char* end = nullptr;
+      if (arg == "--curves") p.curves = value;
+      if (arg == "--profile") p.profile = value;
+      if (arg == "--topology") p.topology = value;
+      if (arg == "--curves-class") p.curves_class = value;
+      if (arg == "--target-accuracy") {
+        p.target_accuracy = std::strtod(value.c_str(), &end);
+        if (*end != '\0' || !(p.target_accuracy > 0 && p.target_accuracy <= 1)) {
+          *error = "--target-accuracy must be a number in (0, 1], got " + value;
+          return false;
+        }
+      }
+      if (arg == "--train-samples" || arg == "--top") {
+        const long long v = std::strtoll(value.c_str(), &end, 10);
+        if (*end != '\0' || v < 1 || v > (1LL << 40)) {
+          *error = arg + " must be a positive integer, got " + value;
+          return false;
+        }
+        if (arg == "--top") p.top = static_cast<int>(std::min(v, 1LL << 20));
+        if (arg == "--train-samples") p.train_samples = v;
+      }
     } else if (arg == "--watch") {
       args->watch = true;
     } else if (arg == "--json") {
@@ -457,6 +494,15 @@ int RunCli(int argc, char** argv) {
   }
   const std::string& cmd = args.command;
   if (cmd == "token") return RunToken(args);
+  if (cmd == "predict") {
+    if (!args.positional.empty()) {
+      return Fail(
+          "predict ID (a job's configurations on a topology) is not built yet; "
+          "offline: predict --curves TABLE.csv --profile PROFILE.csv --topology FILE");
+    }
+    args.predict.as_json = args.as_json;
+    return RunPredictOffline(args.predict);
+  }
   if (!args.role.empty() || args.name_given) {
     std::fprintf(stderr, "topotune: --role and --name go with token create\n%s", kUsage);
     return 2;

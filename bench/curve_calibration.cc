@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
                 "max_us");
   }
   for (const std::string& path : tables) {
-    topotune::StatusOr<ReplayTable> table = ReplayTable::Load(path);
+    topotune::StatusOr<ReplayTable> table = topotune::LoadReplayTable(path);
     if (!table.ok()) {
       std::fprintf(stderr, "bench_curve_calibration: %s\n", table.status().ToString().c_str());
       return 1;

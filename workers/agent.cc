@@ -396,7 +396,7 @@ struct Agent::Impl {
     }
     DeviceProfile device;
     if (!options.replay_table.empty()) {
-      StatusOr<ReplayTable> table = ReplayTable::Load(options.replay_table);
+      StatusOr<ReplayTable> table = LoadReplayTable(options.replay_table);
       if (!table.ok()) return table.status();
       replay = std::move(*table);
       device.kind = "replay";

@@ -1,0 +1,33 @@
+#pragma once
+
+// `topotune predict --curves TABLE.csv --profile PROFILE.csv --topology FILE`: the offline
+// planner (tuner/planner.h) on files a user already has, with no server and no worker.
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tuner/planner.h"
+
+namespace topotune {
+
+struct PredictOptions {
+  std::string curves;            ///< a replay-format table (optional "# train_samples=N" line)
+  std::string profile;           ///< PROFILE.csv
+  std::string topology;          ///< examples/topologies/*.json
+  double target_accuracy = 0.0;  ///< 0: the table's "# target_accuracy=" or "# bench_target="
+  long long train_samples = 0;   ///< 0: the topology's, else the table's "# train_samples="
+  std::string curves_class;      ///< the class the table was recorded on ("" = none)
+  int top = 5;                   ///< configurations shown per target (text)
+  bool as_json = false;
+};
+
+// Runs the planner and prints its answer on stdout (text or JSON); errors go to stderr.
+// Returns the process exit status: 0, 1 for bad files or values.
+int RunPredictOffline(const PredictOptions& options);
+
+// The plans as JSON: each target's ranking, every term with its interval and whether it
+// was measured, and "best": the fastest configuration per target, fastest target first.
+nlohmann::json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy);
+
+}  // namespace topotune

@@ -1,0 +1,187 @@
+#include "tuner/cost_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+namespace topotune {
+namespace {
+
+Target MakeTarget(const std::string& name, Target::Kind kind, const std::string& device_class) {
+  Target t;
+  t.name = name;
+  t.kind = kind;
+  t.device_class = device_class;
+  return t;
+}
+
+TEST(CostModel, StepTimeFitsOverheadPlusPerSampleAndKeepsMeasurements) {
+  // 2 ms of overhead plus 0.5 ms per sample, measured at 16, 64 and 256.
+  StatusOr<StepTimeModel> model =
+      StepTimeModel::Fit({{16, 0.010}, {64, 0.034}, {256, 0.130}, {64, 0.036}, {64, 0.034}});
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  EXPECT_NEAR(model->alpha(), 0.002, 1e-9);
+  EXPECT_NEAR(model->beta(), 0.0005, 1e-9);
+  const Estimate measured = model->At(64);  // the median of the three repeats
+  EXPECT_TRUE(measured.measured);
+  EXPECT_DOUBLE_EQ(measured.value, 0.034);
+  const Estimate predicted = model->At(128);
+  EXPECT_FALSE(predicted.measured);
+  EXPECT_NEAR(predicted.value, 0.066, 1e-9);
+  EXPECT_LT(predicted.lo, predicted.value);
+  EXPECT_GT(predicted.hi, predicted.value);
+}
+
+TEST(CostModel, StepTimeWithOneBatchIsProportionalAndNoiseNeverGoesNegative) {
+  StatusOr<StepTimeModel> one = StepTimeModel::Fit({{32, 0.064}});
+  ASSERT_TRUE(one.ok());
+  EXPECT_NEAR(one->At(128).value, 0.256, 1e-12);
+  // Faster at the larger batch (noise): never a negative time.
+  StatusOr<StepTimeModel> noisy = StepTimeModel::Fit({{16, 0.050}, {32, 0.040}});
+  ASSERT_TRUE(noisy.ok());
+  EXPECT_GT(noisy->At(1024).value, 0.0);
+  EXPECT_GT(noisy->At(1).value, 0.0);
+  EXPECT_FALSE(StepTimeModel::Fit({}).ok());
+  EXPECT_FALSE(StepTimeModel::Fit({{0, 0.1}}).ok());
+  EXPECT_FALSE(StepTimeModel::Fit({{8, -1.0}}).ok());
+  EXPECT_FALSE(StepTimeModel::Fit({{8, std::nan("")}}).ok());
+}
+
+TEST(CostModel, RingAllReduceAndTransfer) {
+  const Link link{1e9, 1e-3};  // 1 GB/s, 1 ms
+  // 2 (N-1)/N x bytes / bandwidth + 2 (N-1) x latency.
+  EXPECT_NEAR(RingAllReduceSeconds(100e6, 4, link), 0.15 + 0.006, 1e-12);
+  EXPECT_EQ(RingAllReduceSeconds(100e6, 1, link), 0.0);
+  EXPECT_NEAR(TransferSeconds(2e9, link), 2.001, 1e-12);
+  EXPECT_EQ(TransferSeconds(0, link), 0.0);
+}
+
+TEST(CostModel, BatchScalingRecoversTheNoiseScale) {
+  // Epochs to target E(B) = (S_min / n)(B + B_noise) with B_noise = 512, measured at three
+  // batch sizes, plus a worse learning rate at 64 that the fit must ignore.
+  auto epochs = [](int b) { return 0.01 * (b + 512); };
+  StatusOr<BatchScaling> scaling = BatchScaling::Fit(
+      {{16, epochs(16)}, {64, epochs(64)}, {64, 3 * epochs(64)}, {256, epochs(256)}});
+  ASSERT_TRUE(scaling.ok()) << scaling.status().message();
+  EXPECT_NEAR(scaling->noise_batch(), 512, 1e-6);
+  const Estimate r = scaling->Ratio(64, 1024);
+  EXPECT_NEAR(r.value, epochs(1024) / epochs(64), 1e-9);
+  EXPECT_FALSE(r.measured);
+  EXPECT_TRUE(scaling->Ratio(64, 64).measured);
+  // Far above B_noise epochs grow nearly linearly with the batch (steps stop shrinking).
+  EXPECT_NEAR(scaling->Ratio(8192, 16384).value, (16384 + 512.0) / (8192 + 512.0), 1e-9);
+  EXPECT_FALSE(BatchScaling::Fit({{64, 3.0}, {64, 2.0}}).ok());
+  EXPECT_FALSE(BatchScaling::Fit({{64, 3.0}, {128, 0.0}}).ok());
+}
+
+TEST(CostModel, BatchScalingWithoutAFitSpansBothExtremes) {
+  const Estimate r = BatchScaling::UnfittedRatio(32, 128);
+  EXPECT_DOUBLE_EQ(r.lo, 1.0);  // epochs independent of the batch
+  EXPECT_DOUBLE_EQ(r.hi, 4.0);  // steps independent of it
+  EXPECT_DOUBLE_EQ(r.value, 2.0);
+  const Estimate down = BatchScaling::UnfittedRatio(128, 32);
+  EXPECT_DOUBLE_EQ(down.lo, 0.25);
+  EXPECT_DOUBLE_EQ(down.hi, 1.0);
+}
+
+// One configuration, three targets: a single device, 4 data-parallel devices of the same
+// class across a slow link, and the same 4 on a fast one. The terms add up by hand.
+TEST(CostModel, DataParallelTtaAddsComputeAndRingSynchronisation) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{32, 0.050}, {128, 0.170}});
+  ASSERT_TRUE(step.ok());
+  const Workload workload{50000, 100e6};
+  const Estimate epochs = Estimate::Predicted(20, 16, 26);
+
+  Target single = MakeTarget("one", Target::Kind::kSingle, "gpu");
+  StatusOr<TtaBreakdown> one = PredictTta(single, workload, 128, epochs, *step);
+  ASSERT_TRUE(one.ok()) << one.status().message();
+  EXPECT_EQ(one->steps_per_epoch, 391);  // ceil(50000 / 128)
+  EXPECT_NEAR(one->tta.value, 20 * 391 * 0.170, 1e-9);
+  EXPECT_NEAR(one->tta.lo, 16 * 391 * 0.170, 1e-9);  // the step was measured
+  EXPECT_NEAR(one->tta.hi, 26 * 391 * 0.170, 1e-9);
+
+  Target dp = single;
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 4;
+  dp.nodes = 4;
+  dp.inter_node = {125e6, 0.5e-3};  // 1 Gbit/s
+  StatusOr<TtaBreakdown> slow = PredictTta(dp, workload, 32, epochs, *step);
+  ASSERT_TRUE(slow.ok()) << slow.status().message();
+  EXPECT_EQ(slow->global_batch, 128);
+  EXPECT_EQ(slow->steps_per_epoch, 391);
+  const double sync = 1.5 * 100e6 / 125e6 + 6 * 0.5e-3;
+  EXPECT_NEAR(slow->step_sync.value, sync, 1e-12);
+  EXPECT_NEAR(slow->tta.value, 20 * 391 * (0.050 + sync), 1e-6);
+  // A 100 MB model over 1 Gbit/s: synchronising costs more than the 4x smaller steps save.
+  EXPECT_GT(slow->tta.value, one->tta.value);
+
+  dp.inter_node = {12.5e9, 5e-6};  // 100 Gbit/s
+  dp.overlap = 1.0;                // hidden behind compute entirely
+  StatusOr<TtaBreakdown> fast = PredictTta(dp, workload, 32, epochs, *step);
+  ASSERT_TRUE(fast.ok());
+  EXPECT_NEAR(fast->tta.value, 20 * 391 * 0.050, 1e-6);
+  EXPECT_LT(fast->tta.value, one->tta.value);
+}
+
+TEST(CostModel, FederatedCountsRoundsOfLocalEpochsAndTwoHopsOfTheModel) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{16, 0.020}, {64, 0.050}});
+  ASSERT_TRUE(step.ok());
+  const Workload workload{60000, 10e6};
+  Target fed = MakeTarget("fed", Target::Kind::kFederated, "jetson");
+  fed.clients_per_edge = 5;
+  fed.edges = 2;
+  fed.local_epochs = 2;
+  fed.client_edge = {1.25e6, 0.01};  // 10 Mbit/s
+  fed.edge_cloud = {12.5e6, 0.02};   // 100 Mbit/s
+  fed.data_bytes = 0;
+  StatusOr<TtaBreakdown> t = PredictTta(fed, workload, 16, Estimate::Predicted(9, 7, 12), *step);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->steps_per_epoch, 375);  // a shard of 6000 at batch 16
+  EXPECT_EQ(t->rounds.value, 5);       // ceil(9 / 2)
+  EXPECT_EQ(t->rounds.lo, 4);
+  EXPECT_EQ(t->rounds.hi, 6);
+  const double comm = 2 * (0.01 + 10e6 / 1.25e6) + 2 * (0.02 + 10e6 / 12.5e6);
+  EXPECT_NEAR(t->round.value, 2 * 375 * 0.020 + comm, 1e-9);
+  EXPECT_NEAR(t->tta.value, 5 * (2 * 375 * 0.020 + comm), 1e-9);
+  EXPECT_FALSE(t->tta.measured);
+}
+
+TEST(CostModel, MovingTheDataIsAOneTimeTerm) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{64, 0.1}});
+  ASSERT_TRUE(step.ok());
+  Target cloud = MakeTarget("cloud", Target::Kind::kSingle, "a100");
+  cloud.data_bytes = 2e9;
+  cloud.data_link = {1.25e6, 0.05};  // the edge's 10 Mbit/s uplink
+  StatusOr<TtaBreakdown> t = PredictTta(cloud, {6400, 1e6}, 64, Estimate::Measured(10), *step);
+  ASSERT_TRUE(t.ok());
+  EXPECT_NEAR(t->transfer.value, 0.05 + 1600, 1e-9);
+  EXPECT_NEAR(t->tta.value, 10 * 100 * 0.1 + 1600.05, 1e-9);
+}
+
+TEST(CostModel, TargetsThatCannotBeCostedSayWhy) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{64, 0.1}});
+  ASSERT_TRUE(step.ok());
+  const Estimate epochs = Estimate::Measured(10);
+  Target dp = MakeTarget("dp", Target::Kind::kDataParallel, "cpu");
+  dp.devices = 4;
+  dp.nodes = 2;
+  StatusOr<TtaBreakdown> t = PredictTta(dp, {1000, 1e6}, 64, epochs, *step);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("inter_node"), std::string::npos) << t.status().message();
+  dp.devices = 3;
+  EXPECT_FALSE(PredictTta(dp, {1000, 1e6}, 64, epochs, *step).ok());  // not even over nodes
+  Target fed = MakeTarget("fed", Target::Kind::kFederated, "cpu");
+  t = PredictTta(fed, {1000, 1e6}, 64, epochs, *step);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("clients_per_edge"), std::string::npos);
+  Target moved = MakeTarget("moved", Target::Kind::kSingle, "cpu");
+  moved.data_bytes = 1e9;
+  t = PredictTta(moved, {1000, 1e6}, 64, epochs, *step);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("data_link"), std::string::npos);
+  EXPECT_FALSE(PredictTta(moved, {0, 1e6}, 64, epochs, *step).ok());
+}
+
+}  // namespace
+}  // namespace topotune

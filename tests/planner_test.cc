@@ -1,0 +1,186 @@
+#include "tuner/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+
+namespace topotune {
+namespace {
+
+// A curve that rises linearly and crosses `target` = 0.8 at epoch `at` (never if at == 0),
+// over `epochs` epochs of `seconds` each.
+std::string Curve(int batch, double lr, const char* optimizer, int seed, int at, int epochs,
+                  double seconds) {
+  std::ostringstream out;
+  for (int e = 1; e <= epochs; ++e) {
+    const double accuracy = at > 0 ? std::min(0.95, 0.8 * e / at) : std::min(0.5, 0.05 * e);
+    out << batch << ',' << lr << ',' << optimizer << ',' << seed << ',' << e << ',' << accuracy
+        << ',' << seconds << '\n';
+  }
+  return out.str();
+}
+
+// 6,400 samples; batch 32 reaches 0.8 at epoch 9 or 11 (two seeds), batch 128 at 16,
+// batch 512 at 40; lr 0.1 at batch 128 never does.
+CurveTable Table() {
+  std::string text =
+      "# train_samples=6400\n"
+      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  text += Curve(32, 0.01, "sgd", 0, 9, 60, 8.0);
+  text += Curve(32, 0.01, "sgd", 1, 11, 60, 8.0);
+  text += Curve(128, 0.01, "sgd", 0, 16, 60, 8.0);
+  text += Curve(128, 0.1, "sgd", 0, 0, 60, 8.0);
+  text += Curve(512, 0.01, "sgd", 0, 40, 60, 8.0);
+  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+  EXPECT_TRUE(table.ok()) << table.status().message();
+  return *table;
+}
+
+Target Single(const std::string& name, const std::string& device_class) {
+  Target t;
+  t.name = name;
+  t.device_class = device_class;
+  return t;
+}
+
+PlanInput Input(const CurveTable& table) {
+  PlanInput input;
+  input.curves = &table;
+  input.target_accuracy = 0.8;
+  input.workload = {6400, 4e6};
+  // The edge's step is proportional to the batch; the cloud's has overhead.
+  input.profile = {{"edge", 1, 1, 32, 0.04, 0},
+                   {"edge", 1, 1, 128, 0.16, 0},
+                   {"cloud", 1, 1, 32, 0.002, 0},
+                   {"cloud", 1, 1, 128, 0.004, 0},
+                   {"cloud", 1, 1, 512, 0.012, 0}};
+  return input;
+}
+
+TEST(Planner, RanksMeasuredConfigurationsPerClassAndLeavesOutThoseThatNeverReach) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {Single("edge", "edge"), Single("cloud", "cloud")};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  ASSERT_EQ(plans->size(), 2u);
+  const TargetPlan& edge = (*plans)[0];
+  ASSERT_EQ(edge.ranked.size(), 3u);  // lr 0.1 never reaches
+  // Edge: 10 epochs x 200 steps x 0.04 s = 80 s at batch 32 beats 16 x 50 x 0.16 = 128 s.
+  EXPECT_EQ(edge.ranked[0].config.batch_size, 32);
+  EXPECT_NEAR(edge.ranked[0].cost.tta.value, 80.0, 1e-9);
+  EXPECT_NEAR(edge.ranked[0].cost.tta.lo, 72.0, 1e-9);  // the faster seed
+  EXPECT_NEAR(edge.ranked[0].cost.tta.hi, 88.0, 1e-9);
+  EXPECT_EQ(edge.ranked[0].epochs_from, "measured (2 seeds)");
+  // The cloud's overhead makes the larger batch faster: 16 x 50 x 0.004 = 3.2 s.
+  const TargetPlan& cloud = (*plans)[1];
+  EXPECT_EQ(cloud.ranked[0].config.batch_size, 128);
+  EXPECT_NEAR(cloud.ranked[0].cost.tta.value, 3.2, 1e-9);
+  // The edge has no 512 row: that step is predicted from the fit, and says so.
+  for (const PlannedConfig& p : edge.ranked) {
+    EXPECT_EQ(p.cost.step_compute.measured, p.config.batch_size != 512) << p.config.batch_size;
+  }
+}
+
+// "When does moving the data to the cloud pay off?" The edge trains in 80 s; the cloud in
+// 3.2 s, after moving the data over a 10 Mbit/s uplink: 50 MB (40 s) pays, 200 MB does not.
+TEST(Planner, MovingTheDataToTheCloudPaysOnlyWhenTheLinkCarriesItInTime) {
+  const CurveTable table = Table();
+  for (double mb : {50.0, 200.0}) {
+    PlanInput input = Input(table);
+    Target cloud = Single("cloud", "cloud");
+    cloud.data_bytes = mb * 1e6;
+    cloud.data_link = {1.25e6, 0.05};
+    input.targets = {Single("edge", "edge"), cloud};
+    StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+    ASSERT_TRUE(plans.ok());
+    const double edge_s = (*plans)[0].ranked[0].cost.tta.value;
+    const double cloud_s = (*plans)[1].ranked[0].cost.tta.value;
+    EXPECT_NEAR(cloud_s, 3.2 + 0.05 + mb * 1e6 / 1.25e6, 1e-6);
+    EXPECT_EQ(cloud_s < edge_s, mb == 50.0)
+        << mb << " MB: cloud " << cloud_s << " s, edge " << edge_s << " s";
+  }
+}
+
+TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  Target dp = Single("cloud-x4", "cloud");
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 4;
+  dp.nodes = 1;
+  dp.intra_node = {1e9, 1e-5};
+  input.targets = {dp};
+  // Measured: 4 devices on one node at local batch 32 synchronise in 1 ms per step.
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002, 0.001});
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  const TargetPlan& plan = (*plans)[0];
+  bool saw_measured_sync = false, saw_scaled = false;
+  for (const PlannedConfig& p : plan.ranked) {
+    if (p.cost.local_batch == 32 && p.config.batch_size == 128) {
+      // Global 128 as recorded: its 16 epochs are measured, its sync too.
+      EXPECT_EQ(p.epochs_from, "measured (1 seed)");
+      EXPECT_TRUE(p.cost.step_sync.measured);
+      EXPECT_NEAR(p.cost.tta.value, 16 * 50 * (0.002 + 0.001), 1e-9);
+      saw_measured_sync = true;
+    }
+    if (p.config.batch_size == 2048) {  // 512 per device: beyond anything recorded
+      EXPECT_FALSE(p.cost.epochs.measured);
+      EXPECT_NE(p.epochs_from.find("batch scaling"), std::string::npos);
+      EXPECT_FALSE(p.cost.step_sync.measured);
+      saw_scaled = true;
+    }
+  }
+  EXPECT_TRUE(saw_measured_sync);
+  EXPECT_TRUE(saw_scaled);
+  for (size_t i = 1; i < plan.ranked.size(); ++i) {
+    EXPECT_LE(plan.ranked[i - 1].cost.tta.value, plan.ranked[i].cost.tta.value);
+  }
+}
+
+TEST(Planner, TargetsWithoutAProfileSayWhatIsMissing) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {Single("jetson", "jetson-nano")};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  EXPECT_TRUE((*plans)[0].ranked.empty());
+  EXPECT_NE((*plans)[0].note.find("jetson-nano"), std::string::npos);
+  // The class the curves were recorded on needs no profile: 8 s epochs / steps.
+  input.curves_class = "jetson-nano";
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  ASSERT_FALSE((*plans)[0].ranked.empty());
+  EXPECT_NEAR((*plans)[0].ranked[0].cost.tta.value, 10 * 8.0, 1e-9);  // batch 32: 10 epochs
+  input.workload.train_samples = 0;
+  EXPECT_FALSE(Plan(input).ok());
+}
+
+TEST(Planner, ProfileCsvErrorsNameTheLine) {
+  StatusOr<std::vector<PlacementMeasurement>> rows = ParseProfileCsv(
+      "# measured 2026-12-03\n"
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n"
+      "cpu-2c,1,1,32,0.05,0\n"
+      "cpu-2c,2,1,32,0.05,0.01\n",
+      "p.csv");
+  ASSERT_TRUE(rows.ok()) << rows.status().message();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[1].nodes, 2);
+  EXPECT_DOUBLE_EQ((*rows)[1].sync_seconds, 0.01);
+  for (const char* bad : {"cpu,1,1,32,0.05\n", "cpu,1,1,32,fast,0\n", "cpu,1,1,0,0.05,0\n",
+                          "cpu,1,1,32,-1,0\n", "cpu,1,1,32,0.05,nan\n", "cpu,1x,1,32,0.05,0\n"}) {
+    rows = ParseProfileCsv(
+        std::string("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n") +
+            bad,
+        "p.csv");
+    ASSERT_FALSE(rows.ok()) << bad;
+    EXPECT_NE(rows.status().message().find("p.csv:2"), std::string::npos)
+        << rows.status().message();
+  }
+  EXPECT_FALSE(ParseProfileCsv("a,b\n", "p.csv").ok());
+}
+
+}  // namespace
+}  // namespace topotune

@@ -1,0 +1,91 @@
+// `topotune predict` offline, as a user runs it: the real binary on the committed example
+// topology and profile and a committed replay table; its JSON answer and its errors.
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+// Runs a shell command; returns its exit status and stdout (stderr into stdout too).
+int RunCommand(const std::string& command, std::string* out) {
+  out->clear();
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out->append(buf, n);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string Predict(const std::string& topology, const std::string& extra = "") {
+  const std::string root = TOPOTUNE_SOURCE_DIR;
+  return std::string(TOPOTUNE_BIN) + " predict --curves " + root +
+         "/bench/replay/lenet_shapes_hard_cpu.csv --profile " + root +
+         "/examples/topologies/lenet-profile.csv --topology " + topology + " " + extra;
+}
+
+TEST(PredictCli, RanksTheTableOnEveryTargetOfTheExampleTopology) {
+  const std::string topology =
+      std::string(TOPOTUNE_SOURCE_DIR) + "/examples/topologies/edge-or-cloud.json";
+  std::string out;
+  ASSERT_EQ(RunCommand(Predict(topology, "--json"), &out), 0) << out;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_DOUBLE_EQ(j["target_accuracy"].get<double>(), 0.425);  // the table's bench_target
+  ASSERT_EQ(j["targets"].size(), 4u);
+  // Every target answers, and its ranking ascends.
+  for (const nlohmann::json& t : j["targets"]) {
+    ASSERT_FALSE(t["ranked"].empty()) << t["name"] << ": " << t["note"];
+    double last = 0;
+    for (const nlohmann::json& r : t["ranked"]) {
+      const double tta = r["tta_s"]["value"].get<double>();
+      EXPECT_GE(tta, last) << t["name"];
+      EXPECT_LE(r["tta_s"]["lo"].get<double>(), tta);
+      EXPECT_GE(r["tta_s"]["hi"].get<double>(), tta);
+      last = tta;
+    }
+  }
+  // On the edge, the table's fastest configuration with its measured 16 epochs: 2000
+  // samples at batch 16 are 125 steps of 4.19 ms (the profile) per epoch.
+  const nlohmann::json& edge = j["targets"][0]["ranked"][0];
+  EXPECT_EQ(edge["config"]["batch_size"], 16);
+  EXPECT_EQ(edge["config"]["optimizer"], "sgd");
+  EXPECT_TRUE(edge["terms"]["epochs"]["measured"].get<bool>());
+  EXPECT_NEAR(edge["tta_s"]["value"].get<double>(), 16 * 125 * 0.00419, 1e-9);
+  // The cloud pays for moving 6.2 MB over 10 Mbit/s with 40 ms of latency, once.
+  const nlohmann::json& cloud = j["targets"][1]["ranked"][0];
+  EXPECT_NEAR(cloud["terms"]["transfer_s"]["value"].get<double>(), 0.04 + 6.2e6 / 1.25e6, 1e-9);
+  EXPECT_FALSE(cloud["terms"]["transfer_s"]["measured"].get<bool>());
+  // Two data-parallel devices: synchronisation is predicted from the declared link.
+  const nlohmann::json& dp = j["targets"][2]["ranked"][0];
+  EXPECT_GT(dp["terms"]["step_sync_s"]["value"].get<double>(), 0.0);
+  EXPECT_FALSE(dp["terms"]["step_sync_s"]["measured"].get<bool>());
+  EXPECT_EQ(j["best"].size(), 4u);
+  // The text form says which target is fastest.
+  ASSERT_EQ(RunCommand(Predict(topology), &out), 0) << out;
+  EXPECT_NE(out.find("fastest first:"), std::string::npos) << out;
+  EXPECT_NE(out.find("answer: "), std::string::npos) << out;
+}
+
+TEST(PredictCli, BadFilesGetAnErrorThatNamesTheProblem) {
+  std::string out;
+  EXPECT_EQ(RunCommand(Predict("/nonexistent/topology.json"), &out), 1);
+  EXPECT_NE(out.find("cannot read the topology"), std::string::npos) << out;
+  const std::string bad = testing::TempDir() + "/bad-topology.json";
+  FILE* f = std::fopen(bad.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(R"({"sites": {"a": {"cpu-1t": 1}}, "targets": [{"name": "x", "class": "cpu-1t",
+             "site": "b"}]})",
+             f);
+  std::fclose(f);
+  EXPECT_EQ(RunCommand(Predict(bad), &out), 1);
+  EXPECT_NE(out.find("targets[0].site"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(std::string(TOPOTUNE_BIN) + " predict --curves x.csv", &out), 1);
+  EXPECT_NE(out.find("--profile"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(Predict(bad, "--target-accuracy 2"), &out), 2);  // a usage error
+}
+
+}  // namespace

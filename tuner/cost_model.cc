@@ -1,0 +1,267 @@
+#include "tuner/cost_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+namespace topotune {
+namespace {
+
+constexpr double kZ80 = 1.2816;            // the 90th percentile of a standard normal
+constexpr double kMinRelativeError = 0.1;  // no interval narrower than +-10%
+
+// Half-width of an 80% interval, relative, from residuals `fitted / measured - 1` of a
+// fit with `parameters` parameters; kMinRelativeError when there are too few to tell.
+double RelativeError(const std::vector<double>& residuals, int parameters) {
+  const int dof = static_cast<int>(residuals.size()) - parameters;
+  if (dof <= 0) return kMinRelativeError;
+  double sum = 0.0;
+  for (double r : residuals) sum += r * r;
+  return std::max(kMinRelativeError, kZ80 * std::sqrt(sum / dof));
+}
+
+Estimate Around(double value, double relative_error) {
+  return Estimate::Predicted(value, value / (1.0 + relative_error), value * (1.0 + relative_error));
+}
+
+}  // namespace
+
+Estimate Times(const Estimate& a, const Estimate& b) {
+  return {a.value * b.value, a.lo * b.lo, a.hi * b.hi, a.measured && b.measured};
+}
+
+Estimate Plus(const Estimate& a, const Estimate& b) {
+  return {a.value + b.value, a.lo + b.lo, a.hi + b.hi, a.measured && b.measured};
+}
+
+StatusOr<StepTimeModel> StepTimeModel::Fit(std::vector<StepSample> samples) {
+  if (samples.empty()) return Status::InvalidArgument("a step-time model needs a measured batch");
+  std::map<int, std::vector<double>> by_batch;
+  for (const StepSample& s : samples) {
+    if (s.batch < 1 || !(s.seconds > 0) || !std::isfinite(s.seconds)) {
+      return Status::InvalidArgument("a step-time sample needs batch >= 1 and seconds > 0 (batch " +
+                                     std::to_string(s.batch) + ")");
+    }
+    by_batch[s.batch].push_back(s.seconds);
+  }
+  StepTimeModel model;
+  for (auto& [batch, seconds] : by_batch) {
+    std::sort(seconds.begin(), seconds.end());
+    model.samples_.push_back({batch, seconds[seconds.size() / 2]});
+  }
+  const size_t n = model.samples_.size();
+  if (n == 1) {
+    model.beta_ = model.samples_[0].seconds / model.samples_[0].batch;
+    return model;
+  }
+  // Least squares of seconds on batch, relative (each point weighted by 1/seconds^2), so
+  // that a small batch's step counts as much as a large one's.
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (const StepSample& s : model.samples_) {
+    const double w = 1.0 / (s.seconds * s.seconds);
+    sw += w;
+    sx += w * s.batch;
+    sy += w * s.seconds;
+    sxx += w * s.batch * s.batch;
+    sxy += w * s.batch * s.seconds;
+  }
+  const double det = sw * sxx - sx * sx;
+  model.beta_ = (sw * sxy - sx * sy) / det;
+  model.alpha_ = (sy - model.beta_ * sx) / sw;
+  // Noise can give a negative overhead or a step that gets faster with the batch; then the
+  // nearest sensible shape: through the origin, or flat.
+  if (model.alpha_ < 0) {
+    double num = 0, den = 0;
+    for (const StepSample& s : model.samples_) {
+      num += s.batch / s.seconds;
+      den += static_cast<double>(s.batch) * s.batch / (s.seconds * s.seconds);
+    }
+    model.alpha_ = 0.0;
+    model.beta_ = num / den;
+  } else if (model.beta_ < 0) {
+    model.alpha_ = sy / sw;
+    model.beta_ = 0.0;
+  }
+  std::vector<double> residuals;
+  for (const StepSample& s : model.samples_) {
+    residuals.push_back((model.alpha_ + model.beta_ * s.batch) / s.seconds - 1.0);
+  }
+  model.relative_error_ = RelativeError(residuals, 2);
+  return model;
+}
+
+Estimate StepTimeModel::At(int batch) const {
+  for (const StepSample& s : samples_) {
+    if (s.batch == batch) return Estimate::Measured(s.seconds);
+  }
+  return Around(alpha_ + beta_ * batch, relative_error_);
+}
+
+double RingAllReduceSeconds(double bytes, int devices, const Link& link) {
+  if (devices <= 1) return 0.0;
+  const double n = devices;
+  return 2.0 * (n - 1.0) / n * bytes / link.bandwidth_bytes_s + 2.0 * (n - 1.0) * link.latency_s;
+}
+
+double TransferSeconds(double bytes, const Link& link) {
+  return bytes <= 0 ? 0.0 : link.latency_s + bytes / link.bandwidth_bytes_s;
+}
+
+StatusOr<BatchScaling> BatchScaling::Fit(const std::vector<std::pair<int, double>>& batch_epochs) {
+  std::map<int, double> least;  // the least epochs per batch size
+  for (const auto& [batch, epochs] : batch_epochs) {
+    if (batch < 1 || !(epochs > 0) || !std::isfinite(epochs)) {
+      return Status::InvalidArgument("batch scaling needs batch >= 1 and epochs > 0 (batch " +
+                                     std::to_string(batch) + ")");
+    }
+    auto [it, inserted] = least.emplace(batch, epochs);
+    if (!inserted) it->second = std::min(it->second, epochs);
+  }
+  if (least.size() < 2) {
+    return Status::InvalidArgument(
+        "batch scaling needs epochs to target at two batch sizes or more");
+  }
+  // E(B) = a B + c, least squares relative to E (weights 1/E^2); B_noise = c / a.
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (const auto& [batch, epochs] : least) {
+    const double w = 1.0 / (epochs * epochs);
+    sw += w;
+    sx += w * batch;
+    sy += w * epochs;
+    sxx += w * batch * batch;
+    sxy += w * batch * epochs;
+  }
+  const double a = (sw * sxy - sx * sy) / (sw * sxx - sx * sx);
+  const double c = (sy - a * sx) / sw;
+  const double max_noise = 100.0 * least.rbegin()->first;
+  BatchScaling scaling;
+  // a <= 0: epochs do not grow with the batch over the measured range (perfect scaling so
+  // far): B_noise beyond it. c <= 0: steps did not shrink with the batch: B_noise 0.
+  scaling.noise_batch_ = a <= 0 ? max_noise : std::clamp(c / a, 0.0, max_noise);
+  const double b_noise = scaling.noise_batch_;
+  // The shape is fixed by B_noise; its scale is the least-squares one for that shape.
+  double num = 0, den = 0;
+  for (const auto& [batch, epochs] : least) {
+    const double shape = batch + b_noise;
+    num += shape / epochs;
+    den += shape * shape / (epochs * epochs);
+  }
+  const double scale = num / den;
+  std::vector<double> residuals;
+  for (const auto& [batch, epochs] : least) {
+    residuals.push_back(scale * (batch + b_noise) / epochs - 1.0);
+  }
+  scaling.relative_error_ = RelativeError(residuals, 2);
+  return scaling;
+}
+
+Estimate BatchScaling::Ratio(int from_batch, int to_batch) const {
+  if (from_batch == to_batch) return Estimate::Measured(1.0);
+  return Around((to_batch + noise_batch_) / (from_batch + noise_batch_), relative_error_);
+}
+
+Estimate BatchScaling::UnfittedRatio(int from_batch, int to_batch) {
+  if (from_batch == to_batch) return Estimate::Measured(1.0);
+  const double steps_fixed = static_cast<double>(to_batch) / from_batch;
+  return Estimate::Predicted(std::sqrt(steps_fixed), std::min(1.0, steps_fixed),
+                             std::max(1.0, steps_fixed));
+}
+
+StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
+                                  const Estimate& epochs_to_target, const StepTimeModel& step,
+                                  std::optional<double> measured_sync_s) {
+  auto invalid = [&](const std::string& what) {
+    return Status::InvalidArgument("target " + target.name + ": " + what);
+  };
+  if (workload.train_samples < 1) return invalid("the workload needs train_samples >= 1");
+  if (local_batch < 1) return invalid("local batch must be >= 1");
+  if (!(epochs_to_target.value > 0)) return invalid("epochs to target must be > 0");
+  auto needs_bandwidth = [](const Link& link) { return !(link.bandwidth_bytes_s > 0); };
+  TtaBreakdown t;
+  t.local_batch = local_batch;
+  t.global_batch = local_batch;
+  t.epochs = epochs_to_target;
+  t.step_compute = step.At(local_batch);
+  t.step_sync = Estimate::Measured(0.0);
+  t.rounds = Estimate::Measured(0.0);
+  t.round = Estimate::Measured(0.0);
+  t.epoch = Estimate::Measured(0.0);
+  if (target.data_bytes > 0 && needs_bandwidth(target.data_link)) {
+    return invalid("data_link needs a bandwidth to move " + std::to_string(target.data_bytes) +
+                   " bytes");
+  }
+  // A declared link is predicted: it was not measured for this transfer.
+  const double transfer_s = TransferSeconds(target.data_bytes, target.data_link);
+  t.transfer = target.data_bytes > 0 ? Estimate::Predicted(transfer_s, transfer_s, transfer_s)
+                                     : Estimate::Measured(0.0);
+  const auto steps = [&](long long samples, int batch) { return (samples + batch - 1) / batch; };
+
+  if (target.kind == Target::Kind::kFederated) {
+    if (target.clients_per_edge < 1 || target.edges < 1 || target.local_epochs < 1) {
+      return invalid("federated needs clients_per_edge, edges and local_epochs >= 1");
+    }
+    if (needs_bandwidth(target.client_edge) || needs_bandwidth(target.edge_cloud)) {
+      return invalid("federated needs client_edge and edge_cloud bandwidths");
+    }
+    const long long clients = static_cast<long long>(target.clients_per_edge) * target.edges;
+    const long long shard = std::max(1LL, workload.train_samples / clients);
+    const double local_steps = target.local_epochs * static_cast<double>(steps(shard, local_batch));
+    // Down and up: the client's own link to its edge, then the edge's averaged model to and
+    // from the cloud.
+    const double comm = 2.0 * TransferSeconds(workload.model_bytes, target.client_edge) +
+                        2.0 * TransferSeconds(workload.model_bytes, target.edge_cloud);
+    t.steps_per_epoch = steps(shard, local_batch);
+    t.round = Plus(Times(Estimate::Measured(local_steps), t.step_compute),
+                   Estimate::Predicted(comm, comm, comm));
+    const auto rounds = [&](double epochs) { return std::ceil(epochs / target.local_epochs); };
+    t.rounds =
+        Estimate::Predicted(rounds(t.epochs.value), rounds(t.epochs.lo), rounds(t.epochs.hi));
+    t.tta = Plus(Times(t.rounds, t.round), t.transfer);
+    return t;
+  }
+
+  int devices = 1;
+  Link slowest;
+  if (target.kind == Target::Kind::kDataParallel) {
+    if (target.devices < 1 || target.nodes < 1 || target.devices % target.nodes != 0) {
+      return invalid("data-parallel needs devices >= 1 spread evenly over nodes >= 1");
+    }
+    devices = target.devices;
+    const bool per_node = target.devices / target.nodes > 1;
+    if (target.nodes > 1 && needs_bandwidth(target.inter_node) && !measured_sync_s) {
+      return invalid("data-parallel over nodes needs an inter_node bandwidth");
+    }
+    if (per_node && needs_bandwidth(target.intra_node) && !measured_sync_s) {
+      return invalid("data-parallel within a node needs an intra_node bandwidth");
+    }
+    // The ring's slowest hop sets its pace; latency adds up on every hop, so take the larger.
+    slowest = target.nodes > 1 ? target.inter_node : target.intra_node;
+    if (target.nodes > 1 && per_node) {
+      slowest.bandwidth_bytes_s =
+          std::min(target.inter_node.bandwidth_bytes_s, target.intra_node.bandwidth_bytes_s);
+      slowest.latency_s = std::max(target.inter_node.latency_s, target.intra_node.latency_s);
+    }
+  }
+  t.global_batch = local_batch * devices;
+  t.steps_per_epoch = steps(workload.train_samples, t.global_batch);
+  if (devices > 1 && measured_sync_s) {
+    t.step_sync = Estimate::Measured(*measured_sync_s);
+  } else if (devices > 1) {
+    const double sync = RingAllReduceSeconds(workload.model_bytes, devices, slowest);
+    t.step_sync = Estimate::Predicted(sync, sync, sync);
+  }
+  const double overlap = std::clamp(target.overlap, 0.0, 1.0);
+  // The hidden part of the synchronisation: overlap x the shorter of the two.
+  auto per_step = [&](double compute, double sync_s) {
+    return compute + sync_s - overlap * std::min(compute, sync_s);
+  };
+  const Estimate step_total{per_step(t.step_compute.value, t.step_sync.value),
+                            per_step(t.step_compute.lo, t.step_sync.lo),
+                            per_step(t.step_compute.hi, t.step_sync.hi),
+                            t.step_compute.measured && t.step_sync.measured};
+  t.epoch = Times(Estimate::Measured(static_cast<double>(t.steps_per_epoch)), step_total);
+  t.tta = Plus(Times(t.epochs, t.epoch), t.transfer);
+  return t;
+}
+
+}  // namespace topotune

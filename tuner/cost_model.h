@@ -1,0 +1,191 @@
+#pragma once
+
+// The topology cost model (DESIGN.md, "The objective: time-to-accuracy on a target
+// topology"): what a configuration's time-to-accuracy would be on a target that may not be
+// present, from what was measured elsewhere.
+//
+//   TTA(c, T) = epochs_to_target(c at T's global batch) x epoch_time(c, T) + data transfer
+//   epoch_time = steps per epoch x (compute step of the local batch on T's class
+//                                   + synchronisation - overlap)
+//
+// - Compute step time of a class: alpha + beta x local batch, least squares over the
+//   class's probe (StepTimeModel).
+// - Synchronisation, data-parallel: ring all-reduce, 2(N-1)/N x model bytes / bandwidth +
+//   2(N-1) x latency per step, over the slowest link the ring crosses.
+// - Federated (FedAvg): rounds x (local steps x the client's step time + the model down
+//   and up over client -> edge and edge -> cloud).
+// - Epochs to target across global batch sizes: McCandlish et al. 2018 ("An Empirical
+//   Model of Large-Batch Training"), steps to a target S(B) = S_min (1 + B_noise / B). We
+//   chose it over fitting a free curve per configuration because it has two parameters per
+//   optimizer, which the few batch sizes of a job (often 3-5) can fit, and its form says
+//   what happens outside the measured range: below B_noise a doubled batch halves the steps
+//   (epochs stay put), above it the steps stop shrinking (epochs grow with B). A free fit
+//   (a power law in B, say) extrapolates without such a reason. See BatchScaling.
+//
+// Every number is an Estimate: a value, an 80% interval, and whether it was measured or
+// predicted. Pure functions and small value types; no I/O. Thread-compatible.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tuner/status.h"
+
+namespace topotune {
+
+// A quantity with an 80% interval [lo, hi] and where it came from.
+struct Estimate {
+  double value = 0.0;
+  double lo = 0.0;
+  double hi = 0.0;
+  bool measured = false;  ///< measured as such (the interval is then the value itself)
+  static Estimate Measured(double v) { return {v, v, v, true}; }
+  static Estimate Predicted(double v, double lo, double hi) { return {v, lo, hi, false}; }
+};
+
+// The product and sum of independent positive estimates, their ends combined end to end
+// (a conservative interval); measured only if both are.
+Estimate Times(const Estimate& a, const Estimate& b);
+Estimate Plus(const Estimate& a, const Estimate& b);
+
+// One measured compute step: median seconds of a training step of `batch` samples.
+struct StepSample {
+  int batch = 0;
+  double seconds = 0.0;
+};
+
+// A device class's compute step time as alpha + beta x batch (seconds), least squares over
+// its measured batches. With one batch, alpha = 0 (time proportional to the batch). The
+// interval of a batch that was not measured comes from the fit's relative residuals
+// (1.28 standard deviations, at least 10%); a measured batch returns its measurement.
+class StepTimeModel {
+ public:
+  // Errors: no sample, or a sample with batch < 1 or seconds not > 0.
+  static StatusOr<StepTimeModel> Fit(std::vector<StepSample> samples);
+  Estimate At(int batch) const;
+  double alpha() const { return alpha_; }
+  double beta() const { return beta_; }
+
+ private:
+  std::vector<StepSample> samples_;  ///< ascending batch, one per batch (the median of repeats)
+  double alpha_ = 0.0;
+  double beta_ = 0.0;
+  double relative_error_ = 0.1;  ///< half-width of the 80% interval, relative
+};
+
+// A network path: bandwidth in bytes per second and one-way latency in seconds.
+struct Link {
+  double bandwidth_bytes_s = 0.0;
+  double latency_s = 0.0;
+};
+
+// Seconds of one ring all-reduce of `bytes` over `devices` devices whose slowest hop is
+// `link`: 2(devices-1)/devices x bytes / bandwidth + 2(devices-1) x latency. 0 for one
+// device.
+double RingAllReduceSeconds(double bytes, int devices, const Link& link);
+
+// Seconds to move `bytes` once over `link` (latency + bytes / bandwidth); 0 for no bytes.
+double TransferSeconds(double bytes, const Link& link);
+
+// Epochs to target across global batch sizes (McCandlish et al. 2018). With S(B) =
+// S_min (1 + B_noise / B) steps, an epoch of n samples is n / B steps, so epochs
+// E(B) = S(B) B / n = (S_min / n)(B + B_noise): linear in B. Fitted by least squares to the
+// least epochs to target measured at each batch size (each at its best learning rate, as
+// the paper's S(B) assumes a tuned rate), per optimizer by the caller. B_noise is clamped
+// to [0, 100 x the largest measured batch].
+class BatchScaling {
+ public:
+  // Errors: fewer than two distinct batch sizes, or a non-positive value.
+  static StatusOr<BatchScaling> Fit(const std::vector<std::pair<int, double>>& batch_epochs);
+  // The factor E(to) / E(from), with an interval from the fit's relative residuals.
+  Estimate Ratio(int from_batch, int to_batch) const;
+  // Without a fit (one batch size measured): B_noise is unknown in [0, inf), so the factor
+  // lies between 1 (epochs independent of the batch) and to / from (steps independent of
+  // it); the value is their geometric mean.
+  static Estimate UnfittedRatio(int from_batch, int to_batch);
+  double noise_batch() const { return noise_batch_; }
+
+ private:
+  double noise_batch_ = 0.0;
+  double relative_error_ = 0.1;
+};
+
+// Where and how a configuration would train.
+struct Target {
+  enum class Kind { kSingle, kDataParallel, kFederated };
+  std::string name;
+  Kind kind = Kind::kSingle;
+  std::string device_class;
+  std::string site;  ///< where the devices are (federated: the cloud); "" = not said
+  // Data-parallel: `devices` in all, on `nodes` nodes; devices of a node talk over
+  // `intra_node`, nodes over `inter_node`.
+  int devices = 1;
+  int nodes = 1;
+  Link intra_node;
+  Link inter_node;
+  double overlap = 0.0;  ///< share of the synchronisation hidden behind compute, [0, 1]
+  // Federated: clients_per_edge x edges clients of device_class, each training
+  // local_epochs over its shard per round; then client -> edge -> cloud averaging.
+  int clients_per_edge = 0;
+  int edges = 0;
+  int local_epochs = 1;
+  Link client_edge;
+  Link edge_cloud;
+  // Training data that must move to the devices once before training; 0 bytes = none.
+  double data_bytes = 0.0;
+  Link data_link;
+};
+
+// What the job trains.
+struct Workload {
+  long long train_samples = 0;
+  double model_bytes = 0.0;  ///< the parameters (and, for federated, the update) in bytes
+};
+
+// A declared topology (examples/topologies/*.json): sites with their devices per class,
+// links between sites, where the training data lives, and the targets to answer for, each
+// already resolved to its links.
+struct Topology {
+  struct SiteLink {
+    std::string a, b;  ///< site names; a link is symmetric
+    Link link;
+  };
+  std::string name;
+  std::map<std::string, std::map<std::string, int>> sites;  ///< site -> class -> devices
+  std::vector<SiteLink> links;
+  std::string data_site;  ///< "" = the data is where each target's devices are
+  double data_bytes = 0.0;
+  Workload workload;  ///< a 0 means "not declared": the caller's value applies
+  std::vector<Target> targets;
+};
+
+// A prediction for one configuration on one target, term by term.
+struct TtaBreakdown {
+  int local_batch = 0;
+  int global_batch = 0;  ///< local x devices (data-parallel); local otherwise
+  long long steps_per_epoch = 0;
+  Estimate epochs;        ///< to the target, at the global batch
+  Estimate step_compute;  ///< seconds of one local step on the class
+  Estimate step_sync;     ///< seconds of synchronisation per step (data-parallel)
+  Estimate epoch;         ///< seconds of one epoch (data-parallel, single)
+  Estimate rounds;        ///< federated rounds to the target
+  Estimate round;         ///< seconds of one federated round
+  Estimate transfer;      ///< one-time data movement, seconds
+  Estimate tta;           ///< seconds to the target, all terms
+};
+
+// The time-to-accuracy of a configuration with `local_batch` on `target`, given its epochs
+// to target at the target's global batch and the class's step-time model.
+// Federated rounds assume IID shards: one round of local_epochs = local_epochs passes over
+// the data, so rounds = ceil(epochs / local_epochs) (predicted, never measured here).
+// `measured_sync_s`, when given, is the synchronisation per step measured at this very
+// placement (data-parallel): it replaces the ring all-reduce over the declared links.
+// Errors: a target or workload that cannot be costed (no devices, no samples, a link
+// without bandwidth where bytes must cross it), named by field.
+StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
+                                  const Estimate& epochs_to_target, const StepTimeModel& step,
+                                  std::optional<double> measured_sync_s = std::nullopt);
+
+}  // namespace topotune

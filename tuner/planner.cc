@@ -1,0 +1,268 @@
+#include "tuner/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <sstream>
+
+namespace topotune {
+namespace {
+
+// The measured epochs to target of one recorded configuration: the mean first epoch at the
+// target over its seeds, with the fastest and slowest seed as the interval; none when a
+// seed never gets there within its curve.
+std::optional<Estimate> MeasuredEpochs(const CurveTable::Run& run, double target) {
+  if (run.curves.empty()) return std::nullopt;
+  double sum = 0.0, lo = 1e300, hi = 0.0;
+  for (const auto& [seed, curve] : run.curves) {
+    int first = 0;
+    for (size_t e = 0; e < curve.size() && first == 0; ++e) {
+      if (curve[e].val_accuracy >= target) first = static_cast<int>(e) + 1;
+    }
+    if (first == 0) return std::nullopt;
+    sum += first;
+    lo = std::min<double>(lo, first);
+    hi = std::max<double>(hi, first);
+  }
+  return Estimate{sum / run.curves.size(), lo, hi, true};
+}
+
+// Seconds per step of `run` on the recording device: its mean epoch seconds over every
+// recorded epoch, divided by the steps of an epoch.
+double RecordedStepSeconds(const CurveTable::Run& run, long long train_samples) {
+  double seconds = 0.0;
+  int epochs = 0;
+  for (const auto& [seed, curve] : run.curves) {
+    for (const CurveTable::Epoch& e : curve) {
+      seconds += e.seconds;
+      ++epochs;
+    }
+  }
+  const long long steps = (train_samples + run.config.batch_size - 1) / run.config.batch_size;
+  return epochs == 0 || steps == 0 ? 0.0 : seconds / epochs / steps;
+}
+
+std::vector<std::string> SplitCsv(const std::string& line) {
+  std::vector<std::string> fields;
+  std::stringstream in(line);
+  std::string field;
+  while (std::getline(in, field, ',')) fields.push_back(field);
+  return fields;
+}
+
+}  // namespace
+
+StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
+                                                            const std::string& name) {
+  static const char* kHeader =
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds";
+  std::vector<PlacementMeasurement> rows;
+  std::stringstream in(text);
+  std::string line;
+  int number = 0;
+  bool header = false;
+  while (std::getline(in, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    const std::string where = name + ":" + std::to_string(number);
+    if (!header) {
+      if (line != kHeader) {
+        return Status::InvalidArgument(where + ": expected the header '" + std::string(kHeader) +
+                                       "'");
+      }
+      header = true;
+      continue;
+    }
+    const std::vector<std::string> f = SplitCsv(line);
+    if (f.size() != 6) return Status::InvalidArgument(where + ": expected 6 fields");
+    PlacementMeasurement m;
+    m.device_class = f[0];
+    try {
+      size_t used = 0;
+      auto whole = [&](const std::string& s) {
+        const int v = std::stoi(s, &used);
+        if (used != s.size()) throw std::invalid_argument(s);
+        return v;
+      };
+      auto real = [&](const std::string& s) {
+        const double v = std::stod(s, &used);
+        if (used != s.size()) throw std::invalid_argument(s);
+        return v;
+      };
+      m.nodes = whole(f[1]);
+      m.devices_per_node = whole(f[2]);
+      m.local_batch = whole(f[3]);
+      m.step_seconds = real(f[4]);
+      m.sync_seconds = real(f[5]);
+    } catch (const std::exception&) {
+      return Status::InvalidArgument(where + ": a field is not a number");
+    }
+    if (m.device_class.empty() || m.nodes < 1 || m.devices_per_node < 1 || m.local_batch < 1 ||
+        !(m.step_seconds > 0) || !std::isfinite(m.step_seconds) || !(m.sync_seconds >= 0) ||
+        !std::isfinite(m.sync_seconds)) {
+      return Status::InvalidArgument(where +
+                                     ": needs a device_class, nodes, devices_per_node and "
+                                     "local_batch >= 1, step_seconds > 0 and sync_seconds >= 0");
+    }
+    rows.push_back(m);
+  }
+  if (!header) return Status::InvalidArgument(name + ": no header: not a profile");
+  return rows;
+}
+
+StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
+  if (input.curves == nullptr || input.curves->runs().empty()) {
+    return Status::InvalidArgument("planning needs a table of learning curves");
+  }
+  if (!(input.target_accuracy > 0 && input.target_accuracy <= 1)) {
+    return Status::InvalidArgument("the target accuracy must be in (0, 1]");
+  }
+  if (input.workload.train_samples < 1) {
+    return Status::InvalidArgument(
+        "planning needs the number of training samples (a '# train_samples=N' line in the "
+        "curves, or --train-samples)");
+  }
+  const long long n = input.workload.train_samples;
+
+  // Measured epochs per configuration, and the least per (optimizer, batch) for the
+  // batch-size model.
+  struct Measured {
+    const CurveTable::Run* run;
+    Estimate epochs;
+  };
+  std::vector<Measured> measured;
+  std::map<Optimizer, std::vector<std::pair<int, double>>> least;
+  for (const CurveTable::Run& run : input.curves->runs()) {
+    std::optional<Estimate> e = MeasuredEpochs(run, input.target_accuracy);
+    if (!e) continue;
+    measured.push_back({&run, *e});
+    least[run.config.optimizer].push_back({run.config.batch_size, e->value});
+  }
+  std::map<Optimizer, BatchScaling> scaling;
+  for (const auto& [optimizer, points] : least) {
+    StatusOr<BatchScaling> fit = BatchScaling::Fit(points);
+    if (fit.ok()) scaling.emplace(optimizer, *fit);
+  }
+
+  std::vector<TargetPlan> plans;
+  for (const Target& target : input.targets) {
+    TargetPlan plan;
+    plan.target = target;
+    // Compute step times of the class.
+    std::vector<StepSample> samples;
+    for (const PlacementMeasurement& m : input.profile) {
+      if (m.device_class == target.device_class && m.nodes == 1 && m.devices_per_node == 1) {
+        samples.push_back({m.local_batch, m.step_seconds});
+      }
+    }
+    std::string step_from = "profile";
+    if (samples.empty() && !input.curves_class.empty() &&
+        input.curves_class == target.device_class) {
+      for (const CurveTable::Run& run : input.curves->runs()) {
+        const double s = RecordedStepSeconds(run, n);
+        if (s > 0) samples.push_back({run.config.batch_size, s});
+      }
+      step_from = "the curves' epoch seconds";
+    }
+    StatusOr<StepTimeModel> step = StepTimeModel::Fit(samples);
+    if (!step.ok()) {
+      plan.note = "no step time for device class '" + target.device_class +
+                  "': add its rows (one device) to the profile";
+      plans.push_back(std::move(plan));
+      continue;
+    }
+    if (measured.empty()) {
+      plan.note = "no recorded configuration reaches the target accuracy on every seed";
+      plans.push_back(std::move(plan));
+      continue;
+    }
+    const bool data_parallel = target.kind == Target::Kind::kDataParallel;
+    const int devices = data_parallel ? std::max(1, target.devices) : 1;
+    if ((devices > 1 || target.kind == Target::Kind::kFederated) &&
+        !(input.workload.model_bytes > 0)) {
+      plan.note =
+          "needs the model's size in bytes (\"model_bytes\" in the topology) to cost "
+          "its synchronisation";
+      plans.push_back(std::move(plan));
+      continue;
+    }
+    std::string error;
+    for (const Measured& m : measured) {
+      const TrialConfig& c = m.run->config;
+      // (local batch, epochs, how the epochs were obtained)
+      struct Candidate {
+        int local_batch;
+        Estimate epochs;
+        std::string from;
+      };
+      std::vector<Candidate> candidates;
+      const std::string seeds = std::to_string(m.run->curves.size());
+      const std::string measured_from =
+          "measured (" + seeds + " seed" + (m.run->curves.size() == 1 ? "" : "s") + ")";
+      if (!data_parallel || devices == 1) {
+        candidates.push_back({c.batch_size, m.epochs, measured_from});
+      } else {
+        if (c.batch_size % devices == 0) {
+          candidates.push_back({c.batch_size / devices, m.epochs, measured_from});
+        }
+        const int global = c.batch_size * devices;
+        const bool recorded = std::any_of(measured.begin(), measured.end(), [&](const Measured& o) {
+          return o.run->config.batch_size == global && o.run->config.optimizer == c.optimizer &&
+                 o.run->config.learning_rate == c.learning_rate;
+        });
+        auto it = scaling.find(c.optimizer);
+        const Estimate ratio = it != scaling.end()
+                                   ? it->second.Ratio(c.batch_size, global)
+                                   : BatchScaling::UnfittedRatio(c.batch_size, global);
+        std::string from =
+            "batch scaling from " + std::to_string(c.batch_size) + " (" +
+            (it != scaling.end()
+                 ? "B_noise " + std::to_string(static_cast<long long>(it->second.noise_batch()))
+                 : std::string("unfitted: one batch size")) +
+            ")";
+        // Not where that global batch was recorded: the measurement answers there.
+        if (!recorded) candidates.push_back({c.batch_size, Times(m.epochs, ratio), from});
+      }
+      for (const Candidate& cand : candidates) {
+        std::optional<double> sync;
+        if (data_parallel && devices > 1) {
+          for (const PlacementMeasurement& p : input.profile) {
+            if (p.device_class == target.device_class && p.nodes == target.nodes &&
+                p.nodes * p.devices_per_node == devices && p.local_batch == cand.local_batch) {
+              sync = p.sync_seconds;
+            }
+          }
+        }
+        StatusOr<TtaBreakdown> cost =
+            PredictTta(target, input.workload, cand.local_batch, cand.epochs, *step, sync);
+        if (!cost.ok()) {
+          error = cost.status().message();
+          continue;
+        }
+        PlannedConfig planned;
+        planned.config = c;
+        planned.config.batch_size = cost->global_batch;
+        planned.cost = *cost;
+        planned.epochs_from = cand.from;
+        planned.step_from = cost->step_compute.measured
+                                ? "measured (" + step_from + ")"
+                                : "fitted alpha + beta x batch (" + step_from + ")";
+        planned.sync_from = !(data_parallel && devices > 1) ? ""
+                            : sync                          ? "measured at this placement"
+                                                            : "ring all-reduce over declared links";
+        plan.ranked.push_back(std::move(planned));
+      }
+    }
+    std::stable_sort(plan.ranked.begin(), plan.ranked.end(),
+                     [](const PlannedConfig& a, const PlannedConfig& b) {
+                       return a.cost.tta.value < b.cost.tta.value;
+                     });
+    if (plan.ranked.empty()) plan.note = error;
+    plans.push_back(std::move(plan));
+  }
+  return plans;
+}
+
+}  // namespace topotune

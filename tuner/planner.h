@@ -1,0 +1,82 @@
+#pragma once
+
+// Offline planning: which configuration reaches the target accuracy fastest on each target
+// of a topology, from measurements a user already has: a table of learning curves (the
+// replay format) and a step-time profile of device classes. No worker, no job.
+//
+// For every recorded configuration (global batch B, learning rate, optimizer) and target:
+//  - epochs to target: measured, the mean first epoch at the target over the seeds
+//    recorded for it (interval: the fastest and slowest seed), when every seed reaches it
+//    within the table's epochs; a configuration that some seed does not bring there is
+//    left out (its time is not known to be finite);
+//  - the local batch: B on a single device and for federated clients; B / N for N
+//    data-parallel devices when N divides B, so the global batch, and with it the epochs,
+//    stay the measured ones. A data-parallel target also gets each configuration with
+//    local batch B (global N x B), whose epochs come from BatchScaling (McCandlish et al.)
+//    fitted per optimizer to the least epochs measured at each batch size: predicted;
+//  - compute step time from the target class's profile rows of one device
+//    (StepTimeModel); a class with no such row but whose name is the table's recording
+//    device uses the table's own epoch seconds / steps per epoch;
+//  - synchronisation: a profile row measured at the target's very placement (nodes,
+//    devices per node, local batch) gives it measured; otherwise the ring all-reduce over
+//    the target's declared links (PredictTta).
+// Each answer says which terms were measured and which predicted.
+
+#include <string>
+#include <vector>
+
+#include "tuner/cost_model.h"
+#include "tuner/curve_table.h"
+#include "tuner/status.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// One measured placement (a row of PROFILE.csv): the median step of `local_batch` on
+// nodes x devices_per_node devices of a class, and its synchronisation seconds per step.
+struct PlacementMeasurement {
+  std::string device_class;
+  int nodes = 1;
+  int devices_per_node = 1;
+  int local_batch = 0;
+  double step_seconds = 0.0;
+  double sync_seconds = 0.0;
+};
+
+struct PlanInput {
+  const CurveTable* curves = nullptr;  ///< not owned
+  double target_accuracy = 0.0;
+  Workload workload;
+  std::string curves_class;  ///< the device class the table was recorded on; "" = unknown
+  std::vector<PlacementMeasurement> profile;
+  std::vector<Target> targets;
+};
+
+// A configuration on a target, ranked by predicted time-to-accuracy.
+struct PlannedConfig {
+  TrialConfig config;  ///< batch_size is the global batch
+  TtaBreakdown cost;
+  std::string epochs_from;  ///< "measured (N seeds)" or how it was predicted
+  std::string step_from;    ///< "measured" / "fitted alpha + beta x batch" / ...
+  std::string sync_from;    ///< "" (none), "measured" or "ring all-reduce over declared links"
+};
+
+struct TargetPlan {
+  Target target;
+  std::vector<PlannedConfig> ranked;  ///< ascending predicted TTA
+  std::string note;                   ///< why a target has no ranking, if it has none
+};
+
+// Plans every target. Errors: no curves, a target accuracy outside (0, 1], a workload
+// without train_samples, or a bad profile row (named by its index). A target that cannot
+// be costed (no step time for its class, a missing link) gets an empty ranking and a note,
+// so that the others still answer.
+StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input);
+
+// Parses PROFILE.csv: the header
+// device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds and one row per
+// measured placement; '#' lines are comments. Errors name the line.
+StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
+                                                            const std::string& name);
+
+}  // namespace topotune
