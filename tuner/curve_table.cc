@@ -9,17 +9,14 @@
 #include <tuple>
 
 namespace topotune {
-namespace {
 
-std::vector<std::string> SplitCsv(const std::string& line) {
+std::vector<std::string> SplitCsvLine(const std::string& line) {
   std::vector<std::string> fields;
   std::stringstream in(line);
   std::string field;
   while (std::getline(in, field, ',')) fields.push_back(field);
   return fields;
 }
-
-}  // namespace
 
 StatusOr<CurveTable> CurveTable::Parse(const std::string& text, const std::string& name) {
   CurveTable table;
@@ -50,7 +47,7 @@ StatusOr<CurveTable> CurveTable::Parse(const std::string& text, const std::strin
       header = true;
       continue;
     }
-    const std::vector<std::string> f = SplitCsv(line);
+    const std::vector<std::string> f = SplitCsvLine(line);
     if (f.size() < 7) return Status::InvalidArgument(where + ": expected 7 fields");
     TrialConfig config;
     uint64_t seed = 0;

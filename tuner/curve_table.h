@@ -16,6 +16,9 @@
 
 namespace topotune {
 
+// The comma-separated fields of one CSV line (no quoting: the tables have none).
+std::vector<std::string> SplitCsvLine(const std::string& line);
+
 class CurveTable {
  public:
   struct Epoch {

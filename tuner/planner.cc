@@ -43,14 +43,6 @@ double RecordedStepSeconds(const CurveTable::Run& run, long long train_samples) 
   return epochs == 0 || steps == 0 ? 0.0 : seconds / epochs / steps;
 }
 
-std::vector<std::string> SplitCsv(const std::string& line) {
-  std::vector<std::string> fields;
-  std::stringstream in(line);
-  std::string field;
-  while (std::getline(in, field, ',')) fields.push_back(field);
-  return fields;
-}
-
 }  // namespace
 
 StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
@@ -75,7 +67,7 @@ StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& t
       header = true;
       continue;
     }
-    const std::vector<std::string> f = SplitCsv(line);
+    const std::vector<std::string> f = SplitCsvLine(line);
     if (f.size() != 6) return Status::InvalidArgument(where + ": expected 6 fields");
     PlacementMeasurement m;
     m.device_class = f[0];
