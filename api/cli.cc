@@ -36,6 +36,7 @@ const char kUsage[] =
     "                          directly, without a server)\n"
     "  cancel ID               stop a running job\n"
     "  workers                 the workers the controller knows\n"
+    "  devices [--json]        the device classes, their sites, workers and measured steps\n"
     "  token create --role ROLE [--name NAME]\n"
     "                          issue a token (ROLE admin, user or worker; NAME up to 64 of\n"
     "                          A-Z a-z 0-9 . _ -); prints its text on stdout, this once only\n"
@@ -574,6 +575,34 @@ int RunCli(int argc, char** argv) {
     Answer a = Call(args, "POST", "/v1/jobs/" + arg + "/cancel");
     if (!a.ok) return Fail(a.error);
     std::printf("job %s %s\n", arg.c_str(), a.body["state"].get<std::string>().c_str());
+    return 0;
+  }
+  if (cmd == "devices") {
+    Answer a = Call(args, "GET", "/v1/devices");
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+      return 0;
+    }
+    for (const json& c : a.body["classes"]) {
+      std::string sites, workers;
+      for (const json& s : c["sites"]) sites += (sites.empty() ? "" : ", ") + s.get<std::string>();
+      for (const json& w : c["workers"]) {
+        workers += (workers.empty() ? "" : ", ") + w.get<std::string>();
+      }
+      std::printf("class %s: %s, %d cores, %s GiB; sites: %s; workers: %s\n",
+                  c["class"].get<std::string>().c_str(),
+                  c["device"]["name"].get<std::string>().c_str(), c["device"]["cores"].get<int>(),
+                  Fixed(c["device"]["memory_bytes"].get<double>() / (1 << 30), 1).c_str(),
+                  sites.empty() ? "-" : sites.c_str(), workers.c_str());
+      for (const json& p : c["probes"]) {
+        std::printf("  %s %s: step = %s ms + %s ms x batch; largest batch that fits %d\n",
+                    p["model"].get<std::string>().c_str(), p["input"].get<std::string>().c_str(),
+                    Fixed(p["step_ms_fit"]["alpha_ms"].get<double>(), 3).c_str(),
+                    Fixed(p["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 4).c_str(),
+                    p["max_batch_size"].get<int>());
+      }
+    }
     return 0;
   }
   if (cmd == "workers") {

@@ -456,7 +456,9 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
 }
 
 nlohmann::json ToJson(const DeviceProfile& d) {
-  return {{"kind", d.kind}, {"name", d.name}, {"cores", d.cores}, {"memory_bytes", d.memory_bytes}};
+  return {{"kind", d.kind},          {"name", d.name},
+          {"cores", d.cores},        {"memory_bytes", d.memory_bytes},
+          {"class", d.device_class}, {"site", d.site}};
 }
 
 StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j) {
@@ -471,6 +473,17 @@ StatusOr<DeviceProfile> DeviceProfileFromJson(const nlohmann::json& j) {
                                    SafeText(d.kind, 20) + "'");
   }
   if (d.name.size() > 256) return Status::InvalidArgument("device.name is longer than 256 bytes");
+  // Optional (workers before 2026-12-03 do not send them): names as worker ids are.
+  for (const auto& [key, field] : {std::pair<const char*, std::string*>{"class", &d.device_class},
+                                   std::pair<const char*, std::string*>{"site", &d.site}}) {
+    if (!j.contains(key)) continue;
+    TOPOTUNE_RETURN_IF_ERROR(Get(j, key, field));
+    if (!field->empty() && !ValidWorkerId(*field)) {
+      return Status::InvalidArgument(std::string("device.") + key +
+                                     " must be 1-64 of A-Z a-z 0-9 . _ -, got '" +
+                                     SafeText(*field, 64) + "'");
+    }
+  }
   if (d.cores < 0 || d.cores > 65536)
     return Status::InvalidArgument("device.cores must be in [0, 65536]");
   if (d.memory_bytes < 0 || d.memory_bytes > (int64_t{1} << 50)) {

@@ -161,6 +161,7 @@ struct RestRouter::Impl {
         {"GET", {"v1", "jobs", "{id}", "report"}, Access::kUser, false, 200, &Impl::ReportOf},
         {"POST", {"v1", "jobs", "{id}", "cancel"}, Access::kUser, false, 200, &Impl::Cancel},
         {"GET", {"v1", "workers"}, Access::kUser, false, 200, &Impl::Workers},
+        {"GET", {"v1", "devices"}, Access::kUser, false, 200, &Impl::Devices},
         {"POST", {"v1", "tokens"}, Access::kAdmin, true, 201, &Impl::CreateToken},
         {"GET", {"v1", "tokens"}, Access::kAdmin, false, 200, &Impl::ListTokens},
         {"DELETE", {"v1", "tokens", "{id}"}, Access::kAdmin, false, 200, &Impl::RevokeToken},
@@ -318,6 +319,37 @@ struct RestRouter::Impl {
       out.push_back(std::move(worker));
     }
     return json{{"workers", out}};
+  }
+
+  StatusOr<json> Devices(const Call&) {
+    StatusOr<std::vector<DeviceClassProfile>> classes = service->Devices();
+    if (!classes.ok()) return classes.status();
+    json out = json::array();
+    for (const DeviceClassProfile& c : *classes) {
+      json probes = json::array();
+      for (const ClassProbe& p : c.probes) {
+        json batches = json::array();
+        for (const ClassProbe::Batch& b : p.batches) {
+          batches.push_back({{"batch_size", b.batch_size},
+                             {"fits", b.fits},
+                             {"step_ms", b.step_ms},
+                             {"peak_memory_bytes", b.peak_memory_bytes},
+                             {"workers", b.workers}});
+        }
+        probes.push_back(
+            {{"model", p.model},
+             {"input", p.input},
+             {"max_batch_size", p.max_batch_size},
+             {"step_ms_fit", {{"alpha_ms", p.alpha_ms}, {"beta_ms_per_sample", p.beta_ms}}},
+             {"batches", batches}});
+      }
+      out.push_back({{"class", c.name},
+                     {"sites", c.sites},
+                     {"workers", c.workers},
+                     {"device", ToJson(c.device)},
+                     {"probes", probes}});
+    }
+    return json{{"classes", out}};
   }
 
   StatusOr<json> CreateToken(const Call& call) {

@@ -167,6 +167,12 @@ ALTER TABLE trials ADD COLUMN forecast_p_win REAL;
 ALTER TABLE trials ADD COLUMN forecast_p_reach REAL;
 )sql";
 
+// The device class and site a worker says it is (--class, --site); '' for older workers.
+constexpr const char* kWorkerClassAndSite = R"sql(
+ALTER TABLE workers ADD COLUMN device_class TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN site TEXT NOT NULL DEFAULT '';
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -233,8 +239,9 @@ Status Apply(sqlite3* db, const Migration& migration) {
 
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
-      {1, kInitialSchema}, {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
-      {4, kApiTokens},     {5, kRestorableJobs},          {6, kTrialForecasts},
+      {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
+      {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
+      {7, kWorkerClassAndSite},
   };
   return kMigrations;
 }

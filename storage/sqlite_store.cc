@@ -120,7 +120,7 @@ constexpr const char* kTrialFields =
     "forecast_hi_s, forecast_p_win, forecast_p_reach";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
-    "last_heartbeat FROM workers";
+    "last_heartbeat, device_class, site FROM workers";
 
 constexpr const char* kSelectTokens =
     "SELECT id, name, role, hash_hex, external, created_at, revoked_at, last_used_at "
@@ -207,6 +207,8 @@ StatusOr<WorkerRecord> ReadWorker(const Statement& row) {
   worker.state = row.Text(5);
   worker.connected_at = row.Double(6);
   worker.last_heartbeat = row.Double(7);
+  worker.device.device_class = row.Text(8);
+  worker.device.site = row.Text(9);
   return worker;
 }
 
@@ -515,12 +517,14 @@ class SqliteStore final : public Store {
     return Write("storing worker '" + worker.id + "'", [&](sqlite3* db, const std::string& what) {
       Statement stmt(db,
                      "INSERT INTO workers (id, device_kind, device_name, cores, memory_bytes, "
-                     "state, connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                     "state, connected_at, last_heartbeat, device_class, site) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT (id) DO UPDATE SET device_kind = excluded.device_kind, "
                      "device_name = excluded.device_name, cores = excluded.cores, "
                      "memory_bytes = excluded.memory_bytes, state = excluded.state, "
                      "connected_at = excluded.connected_at, "
-                     "last_heartbeat = excluded.last_heartbeat",
+                     "last_heartbeat = excluded.last_heartbeat, "
+                     "device_class = excluded.device_class, site = excluded.site",
                      what);
       stmt.BindText(worker.id)
           .BindText(worker.device.kind)
@@ -529,7 +533,9 @@ class SqliteStore final : public Store {
           .BindInt(worker.device.memory_bytes)
           .BindText(worker.state)
           .BindDouble(worker.connected_at)
-          .BindDouble(worker.last_heartbeat);
+          .BindDouble(worker.last_heartbeat)
+          .BindText(worker.device.device_class)
+          .BindText(worker.device.site);
       return stmt.Run();
     });
   }

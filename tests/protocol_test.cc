@@ -74,3 +74,37 @@ TEST(Protocol, CurvePointRejectsWrongTypesAndRanges) {
 
 }  // namespace
 }  // namespace topotune
+
+namespace topotune {
+namespace {
+
+TEST(Protocol, DeviceClassAndSiteRoundTripAndAreOptional) {
+  DeviceProfile d{"cuda", "Orin", 8, int64_t{8} << 30, "jetson-orin", "edge-1"};
+  StatusOr<DeviceProfile> back = DeviceProfileFromJson(ToJson(d));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->device_class, "jetson-orin");
+  EXPECT_EQ(back->site, "edge-1");
+  EXPECT_EQ(DeviceClassOf(*back), "jetson-orin");
+  // An older worker sends neither: its class is its kind and cores.
+  nlohmann::json old = ToJson(d);
+  old.erase("class");
+  old.erase("site");
+  back = DeviceProfileFromJson(old);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(DeviceClassOf(*back), "cuda-8c");
+  EXPECT_EQ(back->site, "");
+  for (const nlohmann::json& bad : {nlohmann::json("a b"), nlohmann::json(std::string(65, 'x')),
+                                    nlohmann::json(7), nlohmann::json("..\x01")}) {
+    nlohmann::json j = ToJson(d);
+    j["class"] = bad;
+    EXPECT_FALSE(DeviceProfileFromJson(j).ok()) << bad.dump();
+    j = ToJson(d);
+    j["site"] = bad;
+    StatusOr<DeviceProfile> got = DeviceProfileFromJson(j);
+    ASSERT_FALSE(got.ok()) << bad.dump();
+    EXPECT_NE(got.status().message().find("site"), std::string::npos) << got.status().message();
+  }
+}
+
+}  // namespace
+}  // namespace topotune

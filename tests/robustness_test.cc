@@ -13,10 +13,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "api/protocol.h"
@@ -423,13 +425,14 @@ class RawWorker {
       if (f.is_null() || f.is_discarded() || f.value("type", "") != "heartbeat") return f;
     }
   }
-  bool Hello(const std::string& name, const std::string& token) {
-    SendFrame(
-        {{"type", "hello"},
-         {"protocol", kProtocolVersion},
-         {"worker_id", name},
-         {"token", token},
-         {"device", {{"kind", "cpu"}, {"name", "raw"}, {"cores", 1}, {"memory_bytes", 1 << 30}}}});
+  bool Hello(const std::string& name, const std::string& token,
+             const json& device = {
+                 {"kind", "cpu"}, {"name", "raw"}, {"cores", 1}, {"memory_bytes", 1 << 30}}) {
+    SendFrame({{"type", "hello"},
+               {"protocol", kProtocolVersion},
+               {"worker_id", name},
+               {"token", token},
+               {"device", device}});
     json welcome = ReceiveNonHeartbeat();
     return welcome.is_object() && welcome.value("type", "") == "welcome";
   }
@@ -523,12 +526,17 @@ std::vector<json> MalformedWorkerFrames() {
 }
 
 std::vector<json> MalformedHellos(const std::string& token) {
-  const json valid = {
-      {"type", "hello"},
-      {"protocol", kProtocolVersion},
-      {"worker_id", "w"},
-      {"token", token},
-      {"device", {{"kind", "cpu"}, {"name", "x"}, {"cores", 1}, {"memory_bytes", 1}}}};
+  const json valid = {{"type", "hello"},
+                      {"protocol", kProtocolVersion},
+                      {"worker_id", "w"},
+                      {"token", token},
+                      {"device",
+                       {{"kind", "cpu"},
+                        {"name", "x"},
+                        {"cores", 1},
+                        {"memory_bytes", 1},
+                        {"class", "edge"},
+                        {"site", "edge-1"}}}};
   const std::vector<json> wrong = {nullptr,
                                    true,
                                    -1,
@@ -697,6 +705,75 @@ TEST(Tokens, OnlyTheRightTokensChangeAnything) {
   EXPECT_EQ(revoked->status, 200) << revoked->body;
   EXPECT_EQ(c.Call("GET", "/v1/jobs", doomed)->status, 401);
   EXPECT_EQ(c.Call("POST", "/v1/jobs", doomed, job)->status, 401);
+}
+
+// Workers say their class and site; GET /v1/devices pools what each class measured.
+TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
+  Controller c;
+  auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), ValidJob().dump());
+  ASSERT_TRUE(submitted && submitted->status == 201);
+  // Two "edge" workers at two sites measure 2 and 4 ms per 16 samples; a third says no class.
+  std::vector<std::unique_ptr<RawWorker>> workers;
+  const std::vector<std::tuple<std::string, std::string, std::string, double>> who = {
+      {"e1", "edge", "edge-1", 2.0}, {"e2", "edge", "edge-2", 4.0}, {"c1", "", "", 1.0}};
+  for (const auto& [name, device_class, site, ms16] : who) {
+    workers.push_back(std::make_unique<RawWorker>(c.worker_port()));
+    json device = {{"kind", "cpu"}, {"name", "raw"}, {"cores", 2}, {"memory_bytes", 1 << 30}};
+    if (!device_class.empty()) device["class"] = device_class;
+    if (!site.empty()) device["site"] = site;
+    ASSERT_TRUE(workers.back()->Hello(name, c.worker_token(), device));
+    json probe = workers.back()->ReceiveNonHeartbeat();
+    ASSERT_EQ(probe.value("type", ""), "probe") << probe.dump();
+    json batches = json::array();
+    for (int b : {16, 32, 64}) {
+      batches.push_back({{"batch_size", b},
+                         {"fits", b < 64 || name != "e2"},  // 64 does not fit on e2
+                         {"step_ms", ms16 * b / 16},
+                         {"peak_memory_bytes", b * 1000},
+                         {"error", ""}});
+    }
+    workers.back()->SendFrame(
+        {{"type", "probe_result"},
+         {"key", probe["key"]},
+         {"probe", {{"model", "lenet"}, {"input", "3x32x32"}, {"batches", batches}}}});
+  }
+  json classes;
+  for (int i = 0; i < 50; ++i) {  // the probes arrive asynchronously
+    auto res = c.Call("GET", "/v1/devices", c.user_token());
+    ASSERT_TRUE(res && res->status == 200);
+    classes = json::parse(res->body)["classes"];
+    if (classes.size() == 2 && classes[1]["probes"].size() == 1 &&
+        classes[1]["probes"][0]["batches"][0]["workers"] == 2 && classes[0]["probes"].size() == 1) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(classes.size(), 2u) << classes.dump();
+  EXPECT_EQ(classes[0]["class"], "cpu-2c");  // no --class: kind and cores
+  EXPECT_EQ(classes[0]["workers"], json::array({"c1"}));
+  const json& edge = classes[1];
+  EXPECT_EQ(edge["class"], "edge");
+  EXPECT_EQ(edge["sites"], json::array({"edge-1", "edge-2"}));
+  EXPECT_EQ(edge["workers"], json::array({"e1", "e2"}));
+  const json& probe = edge["probes"][0];
+  EXPECT_EQ(probe["max_batch_size"], 32);  // 64 does not fit everywhere
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["step_ms"].get<double>(), 3.0);  // median of 2 and 4
+  EXPECT_FALSE(probe["batches"][2]["fits"].get<bool>());
+  // 3 ms per 16 samples through the origin: 0.1875 ms per sample.
+  EXPECT_NEAR(probe["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 0.1875, 1e-9);
+  EXPECT_NEAR(probe["step_ms_fit"]["alpha_ms"].get<double>(), 0.0, 1e-9);
+  // A class name that is not a name gets an error frame, and the worker is not registered.
+  RawWorker bad(c.worker_port());
+  EXPECT_FALSE(bad.Hello("bad", c.worker_token(),
+                         {{"kind", "cpu"},
+                          {"name", "raw"},
+                          {"cores", 2},
+                          {"memory_bytes", 1 << 30},
+                          {"class", "edge/../x"}}));
+  // Workers and devices are for token holders.
+  auto anonymous = c.Call("GET", "/v1/devices", "");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
 }
 
 TEST(Tokens, AForgedReportForAnotherWorkersTrialIsIgnored) {

@@ -537,13 +537,13 @@ TEST(Storage, UpsertWorkerInsertsThenUpdates) {
   ASSERT_NE(store, nullptr);
   WorkerRecord gpu;
   gpu.id = "worker-b";
-  gpu.device = {"cuda", "NVIDIA H200", 132, int64_t{141} << 30};
+  gpu.device = {"cuda", "NVIDIA H200", 132, int64_t{141} << 30, "h200", "cloud"};
   gpu.state = "idle";
   gpu.connected_at = 1700000000.25;
   gpu.last_heartbeat = 1700000000.25;
   WorkerRecord cpu;
   cpu.id = "worker-a";
-  cpu.device = {"cpu", "Xeon", 16, int64_t{128} << 30};
+  cpu.device = {"cpu", "Xeon", 16, int64_t{128} << 30, "", ""};  // an older worker
   cpu.state = "busy";
   cpu.connected_at = 1700000001.5;
   cpu.last_heartbeat = 1700000002.75;
@@ -553,6 +553,7 @@ TEST(Storage, UpsertWorkerInsertsThenUpdates) {
   gpu.state = "busy";
   gpu.last_heartbeat = 1700000010.125;
   gpu.device.name = "NVIDIA H200 (MIG)";
+  gpu.device.site = "cloud-2";
   Status status = store->UpsertWorker(gpu);
   ASSERT_TRUE(status.ok()) << status.ToString();
 
@@ -568,6 +569,8 @@ TEST(Storage, UpsertWorkerInsertsThenUpdates) {
     EXPECT_EQ(got.device.name, want.device.name);
     EXPECT_EQ(got.device.cores, want.device.cores);
     EXPECT_EQ(got.device.memory_bytes, want.device.memory_bytes);
+    EXPECT_EQ(got.device.device_class, want.device.device_class);
+    EXPECT_EQ(got.device.site, want.device.site);
     EXPECT_EQ(got.state, want.state);
     EXPECT_EQ(got.connected_at, want.connected_at);
     EXPECT_EQ(got.last_heartbeat, want.last_heartbeat);

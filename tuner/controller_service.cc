@@ -105,6 +105,14 @@ StatusOr<std::vector<WorkerDetail>> ControllerService::Workers() {
   return out;
 }
 
+StatusOr<std::vector<DeviceClassProfile>> ControllerService::Devices() {
+  StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
+  if (!workers.ok()) return workers.status();
+  StatusOr<std::vector<DeviceProbe>> probes = journal_->ListDeviceProbes();
+  if (!probes.ok()) return probes.status();
+  return GroupByClass(*workers, *probes);
+}
+
 Status ControllerService::WorkerConnected(const WorkerRecord& worker) {
   return dispatcher_.WorkerConnected(worker);
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tuner/device_classes.h"
 #include "tuner/dispatcher.h"
 #include "tuner/journal.h"
 #include "tuner/report.h"
@@ -59,6 +60,8 @@ class ControllerService {
   StatusOr<JobDetail> GetJob(int64_t job_id, bool with_points);
   StatusOr<Report> ReportOf(int64_t job_id);
   StatusOr<std::vector<WorkerDetail>> Workers();
+  // The device classes of every worker known, with their pooled probes.
+  StatusOr<std::vector<DeviceClassProfile>> Devices();
 
   // Worker events, from the gateway (see Dispatcher for their contracts).
   Status WorkerConnected(const WorkerRecord& worker);

@@ -122,4 +122,9 @@ bool IsTerminal(TrialState state) {
          state == TrialState::kInfeasible || state == TrialState::kFailed;
 }
 
+std::string DeviceClassOf(const DeviceProfile& device) {
+  if (!device.device_class.empty()) return device.device_class;
+  return device.kind + "-" + std::to_string(device.cores) + "c";
+}
+
 }  // namespace topotune

@@ -173,7 +173,12 @@ struct DeviceProfile {
   std::string name;          ///< CPU model or GPU name
   int cores = 0;
   int64_t memory_bytes = 0;
+  std::string device_class;  ///< the worker's --class ("jetson-nano"); "" = not said
+  std::string site;          ///< the worker's --site ("edge-1"); "" = not said
 };
+
+// The class a worker's device counts in: its --class, else "<kind>-<cores>c" ("cpu-2c").
+std::string DeviceClassOf(const DeviceProfile& device);
 
 // What a device measured for one (model, input shape, batch size): a training step on
 // random data, or the out-of-memory error that says the batch does not fit.

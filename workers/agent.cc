@@ -410,6 +410,8 @@ struct Agent::Impl {
       device = Trainer::ProbeDevice();
     }
     TOPOTUNE_RETURN_IF_ERROR(ApplyMemoryBudget(&device));
+    device.device_class = options.device_class;
+    device.site = options.site;
     StatusOr<std::unique_ptr<CheckpointStore>> store =
         CheckpointStore::Open(options.checkpoint_dir, int64_t{1} << 40);
     if (!store.ok()) return store.status();

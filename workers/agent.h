@@ -11,6 +11,8 @@ struct AgentOptions {
   std::string controller_host = "127.0.0.1";
   int controller_port = 7701;
   std::string worker_id;                       ///< stable name; default: the host name
+  std::string device_class;                    ///< --class; "" = the controller's default
+  std::string site;                            ///< --site; "" = none
   std::string data_root = ".";                 ///< relative dataset paths start here
   std::string checkpoint_dir = "checkpoints";  ///< where segments save and resume
   int threads = 0;                             ///< intra-op threads; 0 = LibTorch's default

@@ -1,6 +1,7 @@
 // topotune-worker: the agent on each device.
 //
-//   topotune-worker [--controller HOST:PORT] [--name ID] [--data-root DIR]
+//   topotune-worker [--controller HOST:PORT] [--name ID] [--class NAME] [--site NAME]
+//                   [--data-root DIR]
 //                   [--checkpoint-dir DIR] [--threads N] [--token-file FILE]
 //                   [--connect-timeout S]
 //   topotune-worker record-replay ...   (records a replay table; see RecordUsage)
@@ -37,6 +38,9 @@ int Usage(const std::string& error) {
                "[--token-file FILE] [--connect-timeout S]\n"
                "  --controller HOST:PORT  topotuned's worker gateway (default 127.0.0.1:7701)\n"
                "  --name ID               this worker's stable name (default: the host name)\n"
+               "  --class NAME            its device class, e.g. jetson-nano, a100, cpu-2c\n"
+               "                          (default <kind>-<cores>c)\n"
+               "  --site NAME             where it is, e.g. edge-1, cloud (default none)\n"
                "  --data-root DIR         where relative dataset paths start (default .)\n"
                "  --checkpoint-dir DIR    trial checkpoints (default checkpoints)\n"
                "  --threads N             LibTorch intra-op threads (default: LibTorch's)\n"
@@ -257,6 +261,11 @@ int main(int argc, char** argv) {
         options.controller_port = std::stoi(value.substr(colon + 1));
       } else if (arg == "--name") {
         options.worker_id = value;
+      } else if (arg == "--class" || arg == "--site") {
+        if (!topotune::ValidWorkerId(value)) {
+          return Usage(arg + " must be 1-64 of A-Z a-z 0-9 . _ -, got '" + value + "'");
+        }
+        (arg == "--class" ? options.device_class : options.site) = value;
       } else if (arg == "--data-root") {
         options.data_root = value;
       } else if (arg == "--checkpoint-dir") {

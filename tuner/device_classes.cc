@@ -1,0 +1,86 @@
+#include "tuner/device_classes.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "tuner/cost_model.h"
+
+namespace topotune {
+
+std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& workers,
+                                             const std::vector<DeviceProbe>& probes) {
+  std::map<std::string, DeviceClassProfile> classes;
+  std::map<std::string, std::string> class_of;  // worker id -> class
+  for (const WorkerRecord& w : workers) {
+    const std::string name = DeviceClassOf(w.device);
+    class_of[w.id] = name;
+    auto [it, inserted] = classes.try_emplace(name);
+    DeviceClassProfile& c = it->second;
+    if (inserted) {
+      c.name = name;
+      c.device = w.device;
+    }
+    c.device.memory_bytes = std::min(c.device.memory_bytes, w.device.memory_bytes);
+    c.workers.push_back(w.id);
+    if (std::find(c.sites.begin(), c.sites.end(), w.device.site) == c.sites.end()) {
+      c.sites.push_back(w.device.site);
+    }
+  }
+  // (class, model, input) -> batch -> the workers' measurements.
+  std::map<std::tuple<std::string, std::string, std::string>,
+           std::map<int, std::vector<BatchProbe>>>
+      pooled;
+  for (const DeviceProbe& p : probes) {
+    auto it = class_of.find(p.worker_id);
+    if (it == class_of.end()) continue;
+    for (const BatchProbe& b : p.batches) {
+      pooled[{it->second, p.model, p.input}][b.batch_size].push_back(b);
+    }
+  }
+  for (const auto& [key, batches] : pooled) {
+    ClassProbe probe;
+    probe.model = std::get<1>(key);
+    probe.input = std::get<2>(key);
+    std::vector<StepSample> samples;
+    for (const auto& [batch_size, measured] : batches) {
+      ClassProbe::Batch b;
+      b.batch_size = batch_size;
+      b.workers = static_cast<int>(measured.size());
+      b.fits =
+          std::all_of(measured.begin(), measured.end(), [](const BatchProbe& m) { return m.fits; });
+      std::vector<double> steps;
+      for (const BatchProbe& m : measured) {
+        if (!m.fits) continue;
+        steps.push_back(m.step_ms);
+        b.peak_memory_bytes = std::max(b.peak_memory_bytes, m.peak_memory_bytes);
+      }
+      if (!steps.empty()) {
+        std::sort(steps.begin(), steps.end());
+        const size_t n = steps.size();
+        b.step_ms = n % 2 ? steps[n / 2] : 0.5 * (steps[n / 2 - 1] + steps[n / 2]);
+      }
+      if (b.fits) {
+        probe.max_batch_size = batch_size;
+        if (b.step_ms > 0) samples.push_back({batch_size, b.step_ms});
+      }
+      probe.batches.push_back(b);
+    }
+    StatusOr<StepTimeModel> fit = StepTimeModel::Fit(samples);
+    if (fit.ok()) {
+      probe.alpha_ms = fit->alpha();
+      probe.beta_ms = fit->beta();
+    }
+    classes[std::get<0>(key)].probes.push_back(std::move(probe));
+  }
+  std::vector<DeviceClassProfile> out;
+  for (auto& [name, c] : classes) {
+    std::sort(c.sites.begin(), c.sites.end());
+    std::sort(c.workers.begin(), c.workers.end());
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace topotune

@@ -1,0 +1,47 @@
+#pragma once
+
+// Device classes: workers grouped by the class they say they are (--class; otherwise
+// "<kind>-<cores>c"), with what they measured pooled into one profile per class, so that
+// the cost model can ask "how fast is a step of batch B on a jetson-nano?" whichever
+// worker of that class measured it. Pure functions over what the journal holds.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tuner/types.h"
+
+namespace topotune {
+
+// One (model, input) as a class measured it.
+struct ClassProbe {
+  struct Batch {
+    int batch_size = 0;
+    bool fits = false;              ///< on every worker of the class that probed it
+    double step_ms = 0.0;           ///< median over the workers where it fits
+    int64_t peak_memory_bytes = 0;  ///< the largest among them
+    int workers = 0;                ///< how many workers probed it
+  };
+  std::string model;
+  std::string input;
+  std::vector<Batch> batches;  ///< ascending batch size
+  int max_batch_size = 0;      ///< the largest batch that fits everywhere it was probed
+  // Step time fitted as alpha + beta x batch over the batches that fit (StepTimeModel);
+  // both 0 when none does.
+  double alpha_ms = 0.0;
+  double beta_ms = 0.0;
+};
+
+struct DeviceClassProfile {
+  std::string name;
+  std::vector<std::string> sites;    ///< distinct, sorted; "" = a worker that named none
+  std::vector<std::string> workers;  ///< ids, sorted
+  DeviceProfile device;  ///< the first worker's, with the least memory_bytes of the class
+  std::vector<ClassProbe> probes;
+};
+
+// The classes of `workers` (each with its probes), sorted by name.
+std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& workers,
+                                             const std::vector<DeviceProbe>& probes);
+
+}  // namespace topotune
