@@ -15,6 +15,7 @@
 extern "C" int JobSpecFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int FrameFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int RestRouterFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int TopologyFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -58,6 +59,10 @@ TEST(FuzzRegression, FrameInputs) {
 
 TEST(FuzzRegression, RestRouterInputs) {
   EXPECT_GT(Replay("rest_router_fuzzer", RestRouterFuzzerTestOneInput), 0u);
+}
+
+TEST(FuzzRegression, TopologyInputs) {
+  EXPECT_GT(Replay("topology_fuzzer", TopologyFuzzerTestOneInput), 0u);
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 #pragma once
 
-// What the three harnesses share. Each harness is an ordinary C++ file: clang builds it with
+// What the harnesses share. Each harness is an ordinary C++ file: clang builds it with
 // -fsanitize=fuzzer into a libFuzzer binary (TOPOTUNE_FUZZ=ON, tests/fuzz/run.sh), and g++
-// builds all three into fuzz_regression_test, which replays the committed corpus and every
+// builds all of them into fuzz_regression_test, which replays the committed corpus and every
 // input a fuzzer ever crashed on. There each entry point gets its own name
-// (TOPOTUNE_FUZZ_REGRESSION is defined), since the three share one binary.
+// (TOPOTUNE_FUZZ_REGRESSION is defined), since they share one binary.
 
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three libFuzzer harnesses with clang (build-fuzz/, TOPOTUNE_FUZZ=ON, ASan and
+# Builds the four libFuzzer harnesses with clang (build-fuzz/, TOPOTUNE_FUZZ=ON, ASan and
 # UBSan, no LibTorch) and runs each for SECONDS (default 60) on a copy of its seed corpus.
 # Crash inputs go to build-fuzz/artifacts/<harness>/; exits 1 if any harness crashed, after
 # running them all. A crash input belongs in tests/fuzz/regressions/<harness>/, with a fix.
@@ -12,12 +12,13 @@ topotune_install_deps
 command -v clang++ >/dev/null && [ -n "$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
   2>/dev/null)" ] || topotune_apt_install clang libfuzzer-14-dev
 
-harnesses=(job_spec_fuzzer frame_fuzzer rest_router_fuzzer)
+harnesses=(job_spec_fuzzer frame_fuzzer rest_router_fuzzer topology_fuzzer)
 CC=clang CXX=clang++ topotune_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTOPOTUNE_FUZZ=ON -DTOPOTUNE_WITH_TORCH=OFF -DTOPOTUNE_BUILD_TESTS=OFF -- "${harnesses[@]}"
 
 # max_len per harness: a job spec is a small document; frames and requests get 64 KiB.
-declare -A max_len=([job_spec_fuzzer]=16384 [frame_fuzzer]=65536 [rest_router_fuzzer]=65536)
+declare -A max_len=([job_spec_fuzzer]=16384 [frame_fuzzer]=65536 [rest_router_fuzzer]=65536
+  [topology_fuzzer]=16384)
 failed=()
 for h in "${harnesses[@]}"; do
   work="build-fuzz/corpus/$h"
