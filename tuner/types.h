@@ -185,7 +185,7 @@ std::string DeviceClassOf(const DeviceProfile& device);
 struct BatchProbe {
   int batch_size = 0;
   bool fits = false;
-  double step_ms = 0.0;           ///< forward + backward + optimizer step, median
+  double step_ms = 0.0;  ///< forward + backward + optimizer step: the mean over >= 1 s of steps
   int64_t peak_memory_bytes = 0;  ///< peak RSS (CPU) or allocator peak (CUDA) after it
   std::string error;              ///< why it does not fit
 };

@@ -19,7 +19,10 @@ struct ProbeRequest {
   std::string data_format = "cifar10-bin";
   std::string data_dir;          ///< the input shape is read from the dataset
   std::vector<int> batch_sizes;  ///< tried in ascending order
-  int timed_steps = 2;           ///< after one warm-up step
+  int timed_steps = 2;           ///< at least this many steps are timed, after warm-up
+  /// ... and steps go on until this many seconds are timed: the step time is their mean, so
+  /// that a CPU quota (a CFS period of 100 ms) shows in it as it does in training.
+  double min_timed_s = 1.0;
 };
 
 // Probes and caches the results per (model, input shape, batch size), so a worker probes

@@ -182,9 +182,11 @@ int ProbeUsage(const std::string& error) {
                "topotune-worker probe: %s\n"
                "usage: topotune-worker probe --data DIR [--model lenet]\n"
                "         [--data-format cifar10-bin|mnist-idx] [--batch-sizes 16,32,...]\n"
-               "         [--steps N] [--threads N]\n"
+               "         [--steps N] [--seconds S] [--threads N]\n"
                "Measures this device as a worker does when the controller asks: the step time\n"
-               "of each batch size and the largest that fits in memory. Prints one JSON object\n"
+               "of each batch size (the mean over at least N steps and S seconds after two\n"
+               "warm-up steps; default 2 and 1) and the largest that fits in memory. Prints one\n"
+               "JSON object\n"
                "{\"device\": ..., \"probe\": ...} (the probe_result frame's fields).\n",
                error.c_str());
   return 2;
@@ -209,6 +211,11 @@ int ProbeMain(int argc, char** argv) {
         request.model = value;
       } else if (arg == "--batch-sizes") {
         request.batch_sizes = SplitList<int>(value, ParseInt);
+      } else if (arg == "--seconds") {
+        request.min_timed_s = std::stod(value);
+        if (!(request.min_timed_s >= 0 && request.min_timed_s <= 3600)) {
+          return ProbeUsage("--seconds must be in [0, 3600]");
+        }
       } else if (arg == "--steps") {
         request.timed_steps = ParseInt(value);
       } else if (arg == "--threads") {

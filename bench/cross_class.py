@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Cross-class prediction: is an edge device's time-to-accuracy predicted from trials on
+another class plus the edge's probe alone?
+
+    bench/cross_class.py [--workdir DIR] [--quota 0.25] [--top 5] [--epochs 30]
+
+1. The "cloud" class (this machine, 2 threads) records a grid with real training:
+   LeNet on the generated shapes-hard data (2,000 images), batch 16/64/256 x 5 learning
+   rates (1e-3 .. 0.1, log) x SGD (momentum 0.9) / Adam, 1 seed, EPOCHS epochs.
+2. The target accuracy is fixed by a rule before anything is predicted: the highest
+   accuracy that a fifth of the configurations reach (bench/table_target.py --share 0.2).
+3. The "edge" class is this machine at 1 thread inside a CPU quota (QUOTA of a core, a
+   cgroup: v1 cpu.cfs_quota_us or v2 cpu.max). Its probe (topotune-worker probe) is the
+   only thing measured on it before the prediction.
+4. `topotune predict` ranks the cloud's configurations on the edge: the cloud's measured
+   epochs to target x the edge's steps per epoch x the edge's probe step.
+5. The top TOP configurations (by the cloud's measured TTA) are then trained on the edge
+   for real (record-replay inside the same quota), and their measured TTA there is
+   compared with the prediction.
+
+Prints one row per configuration (predicted, measured, ratio) and the share within
++-15%. Needs root (cgroups) and the build: build/workers/topotune-worker,
+build/workers/topotune-datagen, build/api/topotune. About 6 minutes on 2 cores.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+class Quota:
+    """A cgroup that holds a process to `share` of one CPU; removed on exit."""
+
+    def __init__(self, share):
+        self.period = 100000
+        self.quota = int(share * self.period)
+        self.path = None
+        v1 = "/sys/fs/cgroup/cpu"
+        v2 = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers") \
+            else "/sys/fs/cgroup"
+        if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+            self.path = os.path.join(v1, f"topotune-cross-class-{os.getpid()}")
+            os.makedirs(self.path)
+            with open(os.path.join(self.path, "cpu.cfs_period_us"), "w") as f:
+                f.write(str(self.period))
+            with open(os.path.join(self.path, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(self.quota))
+        elif "cpu" in open(os.path.join(v2, "cgroup.controllers")).read().split():
+            self.path = os.path.join(v2, f"topotune-cross-class-{os.getpid()}")
+            os.makedirs(self.path)
+            with open(os.path.join(self.path, "cpu.max"), "w") as f:
+                f.write(f"{self.quota} {self.period}")
+        else:
+            sys.exit("no cgroup CPU controller (v1 cpu or v2 cpu.max): cannot emulate the edge")
+
+    def wrap(self, cmd):
+        """`cmd` run inside the cgroup (the shell joins it, then execs)."""
+        tasks = "tasks" if os.path.exists(os.path.join(self.path, "tasks")) else "cgroup.procs"
+        quoted = " ".join("'" + c.replace("'", "'\\''") + "'" for c in cmd)
+        return ["sh", "-c", f"echo $$ > {os.path.join(self.path, tasks)} && exec {quoted}"]
+
+    def remove(self):
+        if self.path and os.path.isdir(self.path):
+            os.rmdir(self.path)
+
+
+def read_table(path):
+    """(batch, lr, optimizer) -> list of (val_accuracy, epoch_seconds) of seed 0, and meta."""
+    curves, meta = {}, {}
+    with open(path) as f:
+        lines = []
+        for line in f:
+            if line.startswith("#"):
+                k, _, v = line[1:].strip().partition("=")
+                meta[k.strip()] = v
+            else:
+                lines.append(line)
+    for row in csv.DictReader(lines):
+        key = (int(row["batch_size"]), float(row["lr"]), row["optimizer"])
+        curves.setdefault(key, []).append((float(row["val_accuracy"]), float(row["epoch_seconds"])))
+    return curves, meta
+
+
+def tta(curve, target):
+    """Seconds of training until the first epoch at the target, and that epoch; None if never."""
+    seconds = 0.0
+    for epoch, (accuracy, s) in enumerate(curve, 1):
+        seconds += s
+        if accuracy >= target:
+            return seconds, epoch
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--quota", type=float, default=0.25, help="the edge's share of one CPU")
+    ap.add_argument("--top", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args()
+    build = os.path.join(REPO, "build")
+    worker = os.path.join(build, "workers/topotune-worker")
+    topotune = os.path.join(build, "api/topotune")
+    work = args.workdir or tempfile.mkdtemp(prefix="topotune-cross-class-")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "shapes-hard")
+    if not os.path.exists(os.path.join(data, "data_batch_1.bin")):
+        run([os.path.join(build, "workers/topotune-datagen"), "--out", data, "--train", "2000",
+             "--test", "1000", "--noise", "0.45", "--seed", "21"])
+    lrs = "0.001,0.00316,0.01,0.0316,0.1"
+    cloud = os.path.join(work, "cloud.csv")
+    if not os.path.exists(cloud):
+        run([worker, "record-replay", "--out", cloud, "--data", data, "--model", "lenet",
+             "--batch-sizes", "16,64,256", "--lrs", lrs, "--optimizers", "sgd,adam",
+             "--seeds", "0", "--epochs", str(args.epochs), "--threads", "2"])
+    rule = subprocess.run([sys.executable, os.path.join(HERE, "table_target.py"), "--share", "0.2",
+                           cloud], check=True, capture_output=True, text=True).stdout
+    target = float(rule.split("bench_target=")[1].split()[0])
+    curves, _ = read_table(cloud)
+    measured_cloud = {k: tta(c, target) for k, c in curves.items()}
+    reaching = sorted((v[0], k) for k, v in measured_cloud.items() if v is not None)
+    top = [k for _, k in reaching[:args.top]]
+    print(f"target {target}: {len(reaching)} of {len(curves)} configurations reach it on the cloud")
+
+    quota = Quota(args.quota)
+    try:
+        # The edge's probe: the only measurement on the edge before the prediction.
+        probe = json.loads(subprocess.run(
+            quota.wrap([worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
+                        "16,64,256", "--threads", "1", "--seconds", "2"]),
+            check=True, capture_output=True, text=True).stdout)
+        profile = os.path.join(work, "edge-profile.csv")
+        with open(profile, "w") as f:
+            f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n")
+            for b in probe["probe"]["batches"]:
+                if b["fits"]:
+                    f.write(f"edge,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
+        topology = os.path.join(work, "edge.json")
+        with open(topology, "w") as f:
+            json.dump({"sites": {"edge-1": {"edge": 1}}, "train_samples": 2000,
+                       "targets": [{"name": "edge", "class": "edge", "site": "edge-1"}]}, f)
+        predicted = json.loads(subprocess.run(
+            [topotune, "predict", "--curves", cloud, "--profile", profile, "--topology", topology,
+             "--target-accuracy", str(target), "--json"],
+            check=True, capture_output=True, text=True).stdout)
+        prediction = {}
+        for r in predicted["targets"][0]["ranked"]:
+            c = r["config"]
+            prediction[(c["batch_size"], round(c["learning_rate"], 8), c["optimizer"])] = r
+        # Then the edge trains the top configurations for real.
+        rows = []
+        for key in top:
+            b, lr, o = key
+            epochs = min(args.epochs, int(measured_cloud[key][1] * 1.5) + 2)
+            out = os.path.join(work, f"edge-{b}-{lr}-{o}.csv")
+            if not os.path.exists(out):
+                run(quota.wrap([worker, "record-replay", "--out", out, "--data", data,
+                                "--model", "lenet", "--batch-sizes", str(b), "--lrs", repr(lr),
+                                "--optimizers", o, "--seeds", "0", "--epochs", str(epochs),
+                                "--threads", "1"]))
+            edge_curves, _ = read_table(out)
+            measured = tta(next(iter(edge_curves.values())), target)
+            p = prediction[(b, round(lr, 8), o)]
+            rows.append({"config": [b, lr, o], "cloud_tta_s": measured_cloud[key][0],
+                         "cloud_epochs": measured_cloud[key][1],
+                         "predicted_edge_tta_s": p["tta_s"]["value"],
+                         "measured_edge_tta_s": measured[0] if measured else None,
+                         "measured_edge_epochs": measured[1] if measured else None})
+    finally:
+        quota.remove()
+
+    print(f"\nedge = 1 thread at {args.quota:g} of a CPU; cloud = 2 threads; target {target}")
+    print(f"{'batch':>5} {'lr':>8} {'opt':<4} {'cloud s':>8} {'ep':>3} {'pred edge s':>11} "
+          f"{'meas edge s':>11} {'ep':>3} {'pred/meas':>9}")
+    within = 0
+    for r in rows:
+        b, lr, o = r["config"]
+        m = r["measured_edge_tta_s"]
+        ratio = r["predicted_edge_tta_s"] / m if m else float("inf")
+        within += abs(ratio - 1) <= 0.15
+        print(f"{b:>5} {lr:>8.4g} {o:<4} {r['cloud_tta_s']:>8.2f} {r['cloud_epochs']:>3} "
+              f"{r['predicted_edge_tta_s']:>11.2f} {m if m else float('inf'):>11.2f} "
+              f"{r['measured_edge_epochs'] or '-':>3} {ratio:>9.3f}")
+    print(f"within +-15%: {within} of {len(rows)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"target": target, "quota": args.quota, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
