@@ -361,7 +361,7 @@ TrialConfig TpeSampler::State::Propose(int max_batch_size) {
 
   // A candidate within repeat_radius bandwidths of an earlier proposal of the same batch
   // size and optimizer repeats it: the model cannot tell the two apart, so it has no reason
-  // to train it again. Repeats are passed over while fresh candidates can be drawn.
+  // to train it again (see the class comment).
   const double radius = options.repeat_radius * l.bandwidth();
   auto repeats = [&](const Point& p) {
     if (radius <= 0) return false;
