@@ -4,9 +4,10 @@
 # libopenblas0-openmp: LibTorch's CPU matrix products call libblas.so.3, which is netlib's
 # unoptimised reference BLAS unless an optimised one is installed; OpenBLAS's OpenMP build
 # follows LibTorch's thread count. LeNet's linear layers run ~18x faster with it.
+# iproute2: ip and tc for the emulated edge/cloud testbed (examples/testbed/).
 TOPOTUNE_PACKAGES="libtorch-dev libopenblas0-openmp libboost-dev nlohmann-json3-dev \
 libcpp-httplib-dev libsqlite3-dev libgtest-dev libeigen3-dev zlib1g-dev cmake g++ make \
-pkg-config sqlite3"
+pkg-config sqlite3 iproute2"
 
 topotune_install_deps() {
   local missing=""

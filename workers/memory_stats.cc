@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -25,6 +26,82 @@ int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multipl
     if (fields >> value) return value * multiplier;
   }
   return 0;
+}
+
+namespace {
+
+// The path of this process's cgroup for `controller` ("memory", "cpu"; "" = cgroup v2),
+// from /proc/self/cgroup ("4:memory:/a/b", "0::/a/b"); empty if it is not listed.
+std::string OwnCgroup(const std::string& controller) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t a = line.find(':');
+    const size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1);
+    std::stringstream list(controllers);
+    std::string c;
+    bool match = controller.empty() && controllers.empty();
+    while (!match && std::getline(list, c, ',')) match = c == controller;
+    if (match) return line.substr(b + 1);
+  }
+  return "";
+}
+
+// The first word of a file, or "" if unreadable.
+std::string FirstWord(const std::string& path) {
+  std::ifstream in(path);
+  std::string word;
+  in >> word;
+  return word;
+}
+
+// A v1 number; a limit of 2^62 or more is "none" (the kernel's unlimited value).
+int64_t V1Limit(const std::string& path) {
+  const std::string word = FirstWord(path);
+  if (word.empty()) return 0;
+  const long long v = std::atoll(word.c_str());
+  return v <= 0 || v >= (1LL << 62) ? 0 : v;
+}
+
+// cgroup v2's files are under /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host.
+std::string V2File(const std::string& cgroup, const std::string& name) {
+  for (const char* root : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    const std::string path = std::string(root) + cgroup + "/" + name;
+    if (std::ifstream(path)) return path;
+  }
+  return "";
+}
+
+}  // namespace
+
+int64_t CgroupMemoryLimit() {
+  const std::string v1 = OwnCgroup("memory");
+  if (!v1.empty()) {
+    const int64_t limit = V1Limit("/sys/fs/cgroup/memory" + v1 + "/memory.limit_in_bytes");
+    if (limit > 0) return limit;
+  }
+  const std::string v2 = V2File(OwnCgroup(""), "memory.max");
+  const std::string word = v2.empty() ? "" : FirstWord(v2);
+  return word.empty() || word == "max" ? 0 : std::atoll(word.c_str());
+}
+
+double CgroupCpuLimit() {
+  const std::string v1 = OwnCgroup("cpu");
+  if (!v1.empty()) {
+    const std::string dir = "/sys/fs/cgroup/cpu" + v1;
+    const long long quota = std::atoll(FirstWord(dir + "/cpu.cfs_quota_us").c_str());
+    const long long period = std::atoll(FirstWord(dir + "/cpu.cfs_period_us").c_str());
+    if (quota > 0 && period > 0) return static_cast<double>(quota) / period;
+  }
+  const std::string v2 = V2File(OwnCgroup(""), "cpu.max");
+  if (v2.empty()) return 0.0;
+  std::ifstream in(v2);
+  std::string quota;
+  long long period = 0;
+  in >> quota >> period;
+  return quota.empty() || quota == "max" || period <= 0 ? 0.0 : std::atof(quota.c_str()) / period;
 }
 
 void ResetPeakMemory(int cuda_device) {

@@ -14,6 +14,13 @@ namespace topotune {
 // `multiplier`; 0 if absent.
 int64_t ReadProcNumber(const char* path, const std::string& key, int64_t multiplier);
 
+// The limits of the cgroups this process is in (cgroup v1 memory and cpu controllers, or
+// v2 memory.max and cpu.max): what a worker under a container's or the testbed's limits
+// really has. 0 where there is no limit or no cgroup.
+int64_t CgroupMemoryLimit();
+// CPUs the quota allows (quota / period, e.g. 0.25); 0 without a quota.
+double CgroupCpuLimit();
+
 // Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On a GPU it first
 // releases the caching allocator's free blocks; on the CPU it gives back to the kernel what
 // malloc holds free (an earlier, larger run's buffers), then resets VmHWM to the current

@@ -483,6 +483,11 @@ DeviceProfile Trainer::ProbeDevice() {
   }
   if (profile.name.empty()) profile.name = "cpu";
   profile.memory_bytes = ReadProcNumber("/proc/meminfo", "MemTotal:", 1024);
+  // Inside a container or the testbed, the cgroup's limits are what the worker has.
+  const int64_t limit = CgroupMemoryLimit();
+  if (limit > 0) profile.memory_bytes = std::min(profile.memory_bytes, limit);
+  const double cpus = CgroupCpuLimit();
+  if (cpus > 0) profile.cores = std::min(profile.cores, static_cast<int>(std::ceil(cpus)));
   return profile;
 }
 
