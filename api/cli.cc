@@ -42,6 +42,8 @@ const char kUsage[] =
     "                          A-Z a-z 0-9 . _ -); prints its text on stdout, this once only\n"
     "  token list [--json]     every token, revoked ones too (never their secrets)\n"
     "  token revoke ID         revoke a token; it stops working at once\n"
+    "  predict ID --topology FILE [--top K] [--json]\n"
+    "                          what-if: the job's configurations ranked on a topology\n"
     "  predict --curves TABLE.csv --profile PROFILE.csv --topology FILE\n"
     "          [--target-accuracy X] [--train-samples N] [--curves-class NAME] [--top K] [--json]\n"
     "                          offline planning, no server: rank the table's configurations\n"
@@ -496,13 +498,26 @@ int RunCli(int argc, char** argv) {
   const std::string& cmd = args.command;
   if (cmd == "token") return RunToken(args);
   if (cmd == "predict") {
-    if (!args.positional.empty()) {
-      return Fail(
-          "predict ID (a job's configurations on a topology) is not built yet; "
-          "offline: predict --curves TABLE.csv --profile PROFILE.csv --topology FILE");
-    }
     args.predict.as_json = args.as_json;
-    return RunPredictOffline(args.predict);
+    if (args.positional.empty()) return RunPredictOffline(args.predict);
+    // predict ID --topology FILE: the job's configurations on a topology, by the server.
+    if (args.positional.size() != 1 || args.predict.topology.empty() ||
+        !args.predict.curves.empty() || !args.predict.profile.empty()) {
+      std::fprintf(stderr, "topotune: predict ID takes --topology FILE alone\n%s", kUsage);
+      return 2;
+    }
+    std::ifstream in(args.predict.topology);
+    if (!in) return Fail("cannot read the topology " + args.predict.topology);
+    std::stringstream text;
+    text << in.rdbuf();
+    Answer a = Call(args, "POST", "/v1/jobs/" + args.positional[0] + "/predict", text.str());
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+    } else {
+      PrintPlans(a.body, args.predict.top);
+    }
+    return 0;
   }
   if (!args.role.empty() || args.name_given) {
     std::fprintf(stderr, "topotune: --role and --name go with token create\n%s", kUsage);

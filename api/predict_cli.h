@@ -22,12 +22,12 @@ struct PredictOptions {
   bool as_json = false;
 };
 
+// Prints a planning answer (api/plan_json.h's PlansToJson) as text: each target's top
+// `top` configurations with their terms, then the targets fastest first.
+void PrintPlans(const nlohmann::json& answer, int top);
+
 // Runs the planner and prints its answer on stdout (text or JSON); errors go to stderr.
 // Returns the process exit status: 0, 1 for bad files or values.
 int RunPredictOffline(const PredictOptions& options);
-
-// The plans as JSON: each target's ranking, every term with its interval and whether it
-// was measured, and "best": the fastest configuration per target, fastest target first.
-nlohmann::json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy);
 
 }  // namespace topotune

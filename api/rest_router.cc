@@ -8,9 +8,11 @@
 
 #include "api/job_spec_json.h"
 #include "api/json_input.h"
+#include "api/plan_json.h"
 #include "api/protocol.h"
 #include "api/report_json.h"
 #include "api/tokens.h"
+#include "api/topology_json.h"
 #include "tuner/report.h"
 
 namespace topotune {
@@ -160,6 +162,7 @@ struct RestRouter::Impl {
         {"GET", {"v1", "jobs", "{id}", "trials"}, Access::kUser, false, 200, &Impl::Trials},
         {"GET", {"v1", "jobs", "{id}", "report"}, Access::kUser, false, 200, &Impl::ReportOf},
         {"POST", {"v1", "jobs", "{id}", "cancel"}, Access::kUser, false, 200, &Impl::Cancel},
+        {"POST", {"v1", "jobs", "{id}", "predict"}, Access::kUser, true, 200, &Impl::Predict},
         {"GET", {"v1", "workers"}, Access::kUser, false, 200, &Impl::Workers},
         {"GET", {"v1", "devices"}, Access::kUser, false, 200, &Impl::Devices},
         {"POST", {"v1", "tokens"}, Access::kAdmin, true, 201, &Impl::CreateToken},
@@ -298,6 +301,21 @@ struct RestRouter::Impl {
     StatusOr<Report> report = service->ReportOf(*id);
     if (!report.ok()) return report.status();
     return ToJson(*report);
+  }
+
+  // What-if: the body is a topology (api/topology_json.h).
+  StatusOr<json> Predict(const Call& call) {
+    StatusOr<int64_t> id = ParseId(call.id, "job");
+    if (!id.ok()) return id.status();
+    StatusOr<Topology> topology = TopologyFromJson(call.body);
+    if (!topology.ok()) return topology.status();
+    StatusOr<JobDetail> job = service->GetJob(*id, /*with_points=*/false);
+    if (!job.ok()) return job.status();
+    StatusOr<std::vector<TargetPlan>> plans = service->Predict(*id, *topology);
+    if (!plans.ok()) return plans.status();
+    json out = PlansToJson(*plans, job->spec.target_accuracy);
+    out["job_id"] = *id;
+    return out;
   }
 
   StatusOr<json> Cancel(const Call& call) {

@@ -6,8 +6,8 @@
 #include <exception>
 #include <random>
 
-#include "tuner/sha256.h"
 #include "storage/store.h"
+#include "tuner/sha256.h"
 
 namespace topotune {
 namespace {

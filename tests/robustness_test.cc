@@ -776,6 +776,99 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
   EXPECT_EQ(anonymous->status, 401);
 }
 
+// What-if: POST /v1/jobs/{id}/predict ranks the job's measured configurations on a
+// topology, for token holders only, and says what is wrong with a bad one.
+TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
+  Controller c;
+  auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), ValidJob().dump());
+  ASSERT_TRUE(submitted && submitted->status == 201);
+  const std::string job = std::to_string(json::parse(submitted->body)["id"].get<int64_t>());
+  const std::string topology = R"({"sites": {"s": {"edge": 1, "cpu-2c": 1}},
+      "targets": [{"name": "here", "class": "cpu-2c", "site": "s"},
+                  {"name": "board", "class": "edge", "site": "s"}]})";
+  // No epoch measured yet: nothing to predict from.
+  auto early = c.Call("POST", "/v1/jobs/" + job + "/predict", c.user_token(), topology);
+  ASSERT_TRUE(early);
+  EXPECT_EQ(early->status, 409) << early->body;
+
+  // A worker (2 cores, no class: cpu-2c) probes at 4 ms per 16 samples and trains one
+  // trial to the target in 3 epochs of 64 samples each.
+  RawWorker w(c.worker_port());
+  ASSERT_TRUE(w.Hello("w", c.worker_token(),
+                      {{"kind", "cpu"}, {"name", "raw"}, {"cores", 2}, {"memory_bytes", 1 << 30}}));
+  json probe = w.ReceiveNonHeartbeat();
+  ASSERT_EQ(probe.value("type", ""), "probe") << probe.dump();
+  json batches = json::array();
+  for (int b : {16, 32, 64}) {
+    batches.push_back({{"batch_size", b},
+                       {"fits", true},
+                       {"step_ms", 4.0 * b / 16},
+                       {"peak_memory_bytes", 1},
+                       {"error", ""}});
+  }
+  w.SendFrame({{"type", "probe_result"},
+               {"key", probe["key"]},
+               {"probe", {{"model", "lenet"}, {"input", "3x32x32"}, {"batches", batches}}}});
+  json assign = w.ReceiveNonHeartbeat();
+  ASSERT_EQ(assign.value("type", ""), "assign") << assign.dump();
+  const json& a = assign["assignment"];
+  for (int epoch = 1; epoch <= 3; ++epoch) {
+    const json point = {{"epoch", epoch},         {"samples_seen", 64 * epoch},
+                        {"train_loss", 1.0},      {"val_accuracy", epoch == 3 ? 0.95 : 0.3 * epoch},
+                        {"compute_s", 0.5},       {"comm_s", 0.0},
+                        {"eval_s", 0.0},          {"wall_s", 0.5},
+                        {"step_ms_p50", 0.0},     {"step_ms_p95", 0.0},
+                        {"peak_memory_bytes", 0}, {"data_s", 0.0},
+                        {"forward_s", 0.0},       {"backward_s", 0.0},
+                        {"optimizer_s", 0.0}};
+    w.SendFrame({{"type", "progress"},
+                 {"trial_id", a["trial_id"]},
+                 {"attempt", a["attempt"]},
+                 {"point", point}});
+  }
+  w.SendFrame({{"type", "result"},
+               {"trial_id", a["trial_id"]},
+               {"attempt", a["attempt"]},
+               {"status", "completed"},
+               {"message", ""}});
+  json answer;
+  for (int i = 0; i < 50; ++i) {
+    auto res = c.Call("POST", "/v1/jobs/" + job + "/predict", c.user_token(), topology);
+    ASSERT_TRUE(res);
+    if (res->status == 200) {
+      answer = json::parse(res->body);
+      if (!answer["targets"][0]["ranked"].empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(answer.is_null());
+  ASSERT_EQ(answer["targets"].size(), 2u) << answer.dump();
+  // On the worker's own class: its 3 measured epochs of 64 samples at its probe's step.
+  const json& here = answer["targets"][0]["ranked"];
+  ASSERT_EQ(here.size(), 1u) << answer.dump();
+  const int batch = a["config"]["batch_size"].get<int>();
+  const int steps = (64 + batch - 1) / batch;
+  EXPECT_TRUE(here[0]["terms"]["epochs"]["measured"].get<bool>());
+  EXPECT_NEAR(here[0]["tta_s"]["value"].get<double>(), 3 * steps * 0.004 * batch / 16, 1e-9)
+      << here.dump();
+  // No class "edge" has probed: the target says so instead of guessing.
+  EXPECT_TRUE(answer["targets"][1]["ranked"].empty());
+  EXPECT_NE(answer["targets"][1]["note"].get<std::string>().find("edge"), std::string::npos);
+
+  auto bad = c.Call("POST", "/v1/jobs/" + job + "/predict", c.user_token(),
+                    R"({"sites": {"s": {"edge": 1}}, "targets": [{"name": "t", "class": "edge",
+                        "site": "elsewhere"}]})");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("targets[0].site"), std::string::npos) << bad->body;
+  auto missing = c.Call("POST", "/v1/jobs/999/predict", c.user_token(), topology);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto anonymous = c.Call("POST", "/v1/jobs/" + job + "/predict", "", topology);
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+}
+
 TEST(Tokens, AForgedReportForAnotherWorkersTrialIsIgnored) {
   Controller c;
   auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), ValidJob().dump());

@@ -1,6 +1,7 @@
 #include "tuner/controller_service.h"
 
 #include <cstdio>
+#include <map>
 
 namespace topotune {
 
@@ -103,6 +104,63 @@ StatusOr<std::vector<WorkerDetail>> ControllerService::Workers() {
     out.push_back(std::move(d));
   }
   return out;
+}
+
+StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
+                                                             const Topology& topology) {
+  StatusOr<JobDetail> d = GetJob(job_id, /*with_points=*/true);
+  if (!d.ok()) return d.status();
+  StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
+  if (!workers.ok()) return workers.status();
+  StatusOr<std::vector<DeviceProbe>> probes = journal_->ListDeviceProbes();
+  if (!probes.ok()) return probes.status();
+
+  // Each trial's curve is a seed of its configuration; an epoch costs its training
+  // seconds (compute and synchronisation) on the device that ran it.
+  std::map<int64_t, const TrialRecord*> by_id;
+  for (const TrialRecord& t : d->trials) by_id[t.id] = &t;
+  CurveTable table;
+  long long train_samples = 0;
+  std::map<std::string, int> epochs_by_class;
+  std::map<std::string, std::string> class_of;
+  for (const WorkerRecord& w : *workers) class_of[w.id] = DeviceClassOf(w.device);
+  for (const CurvePoint& p : d->points) {
+    auto t = by_id.find(p.trial_id);
+    if (t == by_id.end()) continue;
+    table.AddEpoch(t->second->config, static_cast<uint64_t>(t->second->number),
+                   {p.val_accuracy, p.compute_s + p.comm_s});
+    if (p.epoch == 1 && p.samples_seen > 0) train_samples = p.samples_seen;
+    ++epochs_by_class[class_of.count(t->second->worker) ? class_of[t->second->worker] : ""];
+  }
+  if (table.runs().empty()) {
+    return Status::FailedPrecondition("job " + std::to_string(job_id) +
+                                      " has no measured epochs to predict from yet");
+  }
+  PlanInput input;
+  input.curves = &table;
+  input.target_accuracy = d->spec.target_accuracy;
+  input.workload = topology.workload;
+  if (input.workload.train_samples == 0) input.workload.train_samples = train_samples;
+  // The class that trained most of the epochs: its measured epochs give its step times.
+  int most = 0;
+  for (const auto& [name, epochs] : epochs_by_class) {
+    if (epochs > most) {
+      most = epochs;
+      input.curves_class = name;
+    }
+  }
+  for (const DeviceClassProfile& c : GroupByClass(*workers, *probes)) {
+    for (const ClassProbe& p : c.probes) {
+      if (p.model != d->spec.model) continue;
+      for (const ClassProbe::Batch& b : p.batches) {
+        if (b.fits && b.step_ms > 0) {
+          input.profile.push_back({c.name, 1, 1, b.batch_size, b.step_ms / 1000.0, 0.0});
+        }
+      }
+    }
+  }
+  input.targets = topology.targets;
+  return Plan(input);
 }
 
 StatusOr<std::vector<DeviceClassProfile>> ControllerService::Devices() {

@@ -5,9 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "tuner/cost_model.h"
 #include "tuner/device_classes.h"
 #include "tuner/dispatcher.h"
 #include "tuner/journal.h"
+#include "tuner/planner.h"
 #include "tuner/report.h"
 #include "tuner/segment.h"
 #include "tuner/status.h"
@@ -59,6 +61,10 @@ class ControllerService {
   // NotFound if there is no such job.
   StatusOr<JobDetail> GetJob(int64_t job_id, bool with_points);
   StatusOr<Report> ReportOf(int64_t job_id);
+  // What-if: the job's configurations ranked by predicted time-to-accuracy on each target
+  // of `topology` (tuner/planner.h), from the job's measured curves and the device
+  // classes' probes of its model. NotFound if there is no such job.
+  StatusOr<std::vector<TargetPlan>> Predict(int64_t job_id, const Topology& topology);
   StatusOr<std::vector<WorkerDetail>> Workers();
   // The device classes of every worker known, with their pooled probes.
   StatusOr<std::vector<DeviceClassProfile>> Devices();

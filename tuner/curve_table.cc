@@ -90,6 +90,17 @@ StatusOr<CurveTable> CurveTable::Parse(const std::string& text, const std::strin
   return table;
 }
 
+void CurveTable::AddEpoch(const TrialConfig& config, uint64_t seed, const Epoch& epoch) {
+  for (Run& r : runs_) {
+    if (r.config.batch_size == config.batch_size &&
+        r.config.learning_rate == config.learning_rate && r.config.optimizer == config.optimizer) {
+      r.curves[seed].push_back(epoch);
+      return;
+    }
+  }
+  runs_.push_back(Run{config, {{seed, {epoch}}}});
+}
+
 const CurveTable::Run& CurveTable::Nearest(const TrialConfig& config) const {
   bool optimizer_recorded = false;
   for (const Run& r : runs_) optimizer_recorded |= r.config.optimizer == config.optimizer;

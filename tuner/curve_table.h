@@ -36,6 +36,9 @@ class CurveTable {
   // batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds, then rows (epochs of a
   // curve in order from 1). `name` (the file's) prefixes errors, which name the line.
   static StatusOr<CurveTable> Parse(const std::string& text, const std::string& name);
+  // Appends the next epoch of `config`'s curve for `seed` (a run is created on its first
+  // epoch): how a job's trials become a table.
+  void AddEpoch(const TrialConfig& config, uint64_t seed, const Epoch& epoch);
 
   // The recorded configuration nearest to `config`: same optimizer when recorded, then the
   // least distance in (log2 batch size, log10 learning rate).

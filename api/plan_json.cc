@@ -1,0 +1,94 @@
+#include "api/plan_json.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "api/protocol.h"
+
+namespace topotune {
+namespace {
+
+using nlohmann::json;
+
+json EstimateJson(const Estimate& e) {
+  return {{"value", e.value}, {"lo", e.lo}, {"hi", e.hi}, {"measured", e.measured}};
+}
+
+}  // namespace
+
+std::string DescribeTarget(const Target& t) {
+  std::string s = std::string(TargetKindName(t.kind)) + ", " + t.device_class;
+  if (t.kind == Target::Kind::kDataParallel) {
+    s += " x" + std::to_string(t.devices) + " on " + std::to_string(t.nodes) + " node" +
+         (t.nodes == 1 ? "" : "s");
+  } else if (t.kind == Target::Kind::kFederated) {
+    auto count = [](int n, const std::string& what) {
+      return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+    };
+    s += ", " + count(t.clients_per_edge, "client") + " at each of " + count(t.edges, "edge") +
+         ", " + count(t.local_epochs, "local epoch") + " per round";
+  }
+  if (!t.site.empty()) s += " at " + t.site;
+  return s;
+}
+
+const char* TargetKindName(Target::Kind kind) {
+  switch (kind) {
+    case Target::Kind::kSingle:
+      return "single";
+    case Target::Kind::kDataParallel:
+      return "data_parallel";
+    case Target::Kind::kFederated:
+      return "federated";
+  }
+  return "?";
+}
+
+json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
+  json out = {{"target_accuracy", target_accuracy}, {"targets", json::array()}};
+  std::vector<std::pair<double, json>> best;
+  for (const TargetPlan& plan : plans) {
+    json t = {{"name", plan.target.name},
+              {"kind", TargetKindName(plan.target.kind)},
+              {"class", plan.target.device_class},
+              {"site", plan.target.site},
+              {"description", DescribeTarget(plan.target)},
+              {"note", plan.note},
+              {"ranked", json::array()}};
+    for (const PlannedConfig& p : plan.ranked) {
+      const TtaBreakdown& c = p.cost;
+      t["ranked"].push_back({{"config",
+                              {{"batch_size", p.config.batch_size},
+                               {"learning_rate", p.config.learning_rate},
+                               {"optimizer", OptimizerName(p.config.optimizer)}}},
+                             {"local_batch", c.local_batch},
+                             {"global_batch", c.global_batch},
+                             {"steps_per_epoch", c.steps_per_epoch},
+                             {"tta_s", EstimateJson(c.tta)},
+                             {"terms",
+                              {{"epochs", EstimateJson(c.epochs)},
+                               {"step_compute_s", EstimateJson(c.step_compute)},
+                               {"step_sync_s", EstimateJson(c.step_sync)},
+                               {"epoch_s", EstimateJson(c.epoch)},
+                               {"rounds", EstimateJson(c.rounds)},
+                               {"round_s", EstimateJson(c.round)},
+                               {"transfer_s", EstimateJson(c.transfer)}}},
+                             {"epochs_from", p.epochs_from},
+                             {"step_from", p.step_from},
+                             {"sync_from", p.sync_from}});
+    }
+    if (!plan.ranked.empty()) {
+      best.push_back({plan.ranked.front().cost.tta.value,
+                      {{"target", plan.target.name}, {"ranked_first", t["ranked"][0]}}});
+    }
+    out["targets"].push_back(std::move(t));
+  }
+  std::stable_sort(best.begin(), best.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  out["best"] = json::array();
+  for (auto& [tta, j] : best) out["best"].push_back(std::move(j));
+  return out;
+}
+
+}  // namespace topotune

@@ -1,0 +1,25 @@
+#pragma once
+
+// The JSON form of planning answers (tuner/planner.h), as `topotune predict --json` prints
+// them and POST /v1/jobs/{id}/predict returns them.
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tuner/cost_model.h"
+#include "tuner/planner.h"
+
+namespace topotune {
+
+// "single", "data_parallel" or "federated".
+const char* TargetKindName(Target::Kind kind);
+
+// "data_parallel, a100 x4 on 1 node at cloud" and the like.
+std::string DescribeTarget(const Target& t);
+
+// The plans: each target's ranking, every term with its interval and whether it was
+// measured, and "best": the fastest configuration per target, fastest target first.
+nlohmann::json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy);
+
+}  // namespace topotune
