@@ -583,6 +583,12 @@ int RunCli(int argc, char** argv) {
       std::printf("%s\n", a.body.dump(2).c_str());
     } else {
       PrintReport(a.body);
+      if (a.body.contains("targets") && a.body["targets"].contains("targets")) {
+        std::printf("\nper target of the job's topology:\n");
+        PrintPlans(a.body["targets"], 3);
+      } else if (a.body.contains("targets")) {
+        std::printf("\nper target: %s\n", a.body["targets"].value("note", "").c_str());
+      }
     }
     return 0;
   }

@@ -7,6 +7,7 @@
 
 #include "api/json_fields.h"
 #include "api/json_input.h"
+#include "api/topology_json.h"
 #include "tuner/algorithms.h"
 
 namespace topotune {
@@ -293,6 +294,12 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
     return Status::InvalidArgument("momentum must be in [0, 1), got " + Num(spec.momentum));
   }
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("grid_lr_points", 1, 100, &spec.grid_lr_points));
+  TOPOTUNE_RETURN_IF_ERROR(f.Object("topology", &field));
+  if (field != nullptr) {
+    StatusOr<Topology> topology = TopologyFromJson(*field);
+    if (!topology.ok()) return Status::InvalidArgument("topology: " + topology.status().message());
+    spec.topology_json = DumpJson(*field);
+  }
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
   if (spec.algorithm == "auto") spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
   return spec;
@@ -335,6 +342,9 @@ json JobSpecToJson(const JobSpec& spec) {
   if (spec.asha.unit == RungUnit::kSeconds) {
     j["scheduler"]["min_seconds"] = spec.asha.min_seconds;
     j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
+  }
+  if (!spec.topology_json.empty()) {
+    j["topology"] = json::parse(spec.topology_json, nullptr, /*allow_exceptions=*/false);
   }
   if (spec.asha.rungless) {
     j["scheduler"].erase("rungs");

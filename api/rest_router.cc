@@ -300,7 +300,20 @@ struct RestRouter::Impl {
     if (!id.ok()) return id.status();
     StatusOr<Report> report = service->ReportOf(*id);
     if (!report.ok()) return report.status();
-    return ToJson(*report);
+    json out = ToJson(*report);
+    // A job that names a topology: the ranking of its configurations on each target.
+    StatusOr<JobDetail> job = service->GetJob(*id, /*with_points=*/false);
+    if (job.ok() && !job->spec.topology_json.empty()) {
+      StatusOr<json> text = ParseUntrustedJson(job->spec.topology_json);
+      StatusOr<Topology> topology =
+          text.ok() ? TopologyFromJson(*text) : StatusOr<Topology>(text.status());
+      StatusOr<std::vector<TargetPlan>> plans =
+          topology.ok() ? service->Predict(*id, *topology)
+                        : StatusOr<std::vector<TargetPlan>>(topology.status());
+      out["targets"] = plans.ok() ? PlansToJson(*plans, job->spec.target_accuracy)
+                                  : json{{"note", plans.status().message()}};
+    }
+    return out;
   }
 
   // What-if: the body is a topology (api/topology_json.h).

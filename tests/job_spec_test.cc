@@ -134,6 +134,27 @@ TEST(JobSpec, NormalisedFormRoundTrips) {
   EXPECT_EQ(JobSpecToJson(*again), JobSpecToJson(*spec));
 }
 
+// A job may name the topology its report answers for; it is validated at submission and
+// kept as given.
+TEST(JobSpec, ATopologyIsValidatedAndKept) {
+  json j = ValidSpec();
+  j["topology"] = json::parse(R"({"sites": {"edge-1": {"edge": 1}, "cloud": {"cloud": 1}},
+      "links": [{"between": ["edge-1", "cloud"], "bandwidth_mbit_s": 10, "latency_ms": 40}],
+      "data": {"site": "edge-1", "bytes": 6.2e6},
+      "targets": [{"name": "edge", "class": "edge", "site": "edge-1"},
+                  {"name": "cloud", "class": "cloud", "site": "cloud"}]})");
+  StatusOr<JobSpec> spec = JobSpecFromJson(j);
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(json::parse(spec->topology_json), j["topology"]);
+  StatusOr<JobSpec> again = ParseJobSpec(JobSpecToJson(*spec).dump());
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->topology_json, spec->topology_json);
+  EXPECT_FALSE(JobSpecToJson(*ParseJobSpec(ValidSpec().dump())).contains("topology"));
+  j["topology"]["targets"][1]["site"] = "mars";
+  EXPECT_NE(ErrorOf(j.dump()).find("topology: targets[1].site"), std::string::npos)
+      << ErrorOf(j.dump());
+}
+
 TEST(JobSpec, RejectsBadJson) {
   EXPECT_NE(ErrorOf("{\"model\": ").find("not valid JSON"), std::string::npos);
   EXPECT_NE(ErrorOf("[1, 2]").find("must be a JSON object"), std::string::npos);

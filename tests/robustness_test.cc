@@ -780,12 +780,14 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
 // topology, for token holders only, and says what is wrong with a bad one.
 TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
   Controller c;
-  auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), ValidJob().dump());
-  ASSERT_TRUE(submitted && submitted->status == 201);
-  const std::string job = std::to_string(json::parse(submitted->body)["id"].get<int64_t>());
   const std::string topology = R"({"sites": {"s": {"edge": 1, "cpu-2c": 1}},
       "targets": [{"name": "here", "class": "cpu-2c", "site": "s"},
                   {"name": "board", "class": "edge", "site": "s"}]})";
+  json spec = ValidJob();
+  spec["topology"] = json::parse(topology);  // the report answers for it too
+  auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), spec.dump());
+  ASSERT_TRUE(submitted && submitted->status == 201);
+  const std::string job = std::to_string(json::parse(submitted->body)["id"].get<int64_t>());
   // No epoch measured yet: nothing to predict from.
   auto early = c.Call("POST", "/v1/jobs/" + job + "/predict", c.user_token(), topology);
   ASSERT_TRUE(early);
@@ -854,6 +856,11 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
   // No class "edge" has probed: the target says so instead of guessing.
   EXPECT_TRUE(answer["targets"][1]["ranked"].empty());
   EXPECT_NE(answer["targets"][1]["note"].get<std::string>().find("edge"), std::string::npos);
+  // The job's report carries the same answer for the topology it named.
+  const json report =
+      json::parse(c.Call("GET", "/v1/jobs/" + job + "/report", c.user_token())->body);
+  ASSERT_TRUE(report.contains("targets")) << report.dump();
+  EXPECT_EQ(report["targets"]["targets"], answer["targets"]);
 
   auto bad = c.Call("POST", "/v1/jobs/" + job + "/predict", c.user_token(),
                     R"({"sites": {"s": {"edge": 1}}, "targets": [{"name": "t", "class": "edge",

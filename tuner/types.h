@@ -91,6 +91,9 @@ struct JobSpec {
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
   int grid_lr_points = 8;  ///< learning rates a comparable hand grid would try
+  // The topology the report answers for (api/topology_json.h), as validated JSON text;
+  // "" = none. Each of its targets gets a ranking in the report.
+  std::string topology_json;
 };
 
 // Models a worker can build by name.
