@@ -217,6 +217,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
     t.rounds =
         Estimate::Predicted(rounds(t.epochs.value), rounds(t.epochs.lo), rounds(t.epochs.hi));
     t.tta = Plus(Times(t.rounds, t.round), t.transfer);
+    t.tta.measured = false;  // a prediction, whatever its terms were
     return t;
   }
 
@@ -261,6 +262,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
                             t.step_compute.measured && t.step_sync.measured};
   t.epoch = Times(Estimate::Measured(static_cast<double>(t.steps_per_epoch)), step_total);
   t.tta = Plus(Times(t.epochs, t.epoch), t.transfer);
+  t.tta.measured = false;  // a prediction, whatever its terms were
   return t;
 }
 

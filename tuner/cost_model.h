@@ -173,7 +173,7 @@ struct TtaBreakdown {
   Estimate rounds;        ///< federated rounds to the target
   Estimate round;         ///< seconds of one federated round
   Estimate transfer;      ///< one-time data movement, seconds
-  Estimate tta;           ///< seconds to the target, all terms
+  Estimate tta;  ///< seconds to the target, all terms: never "measured" (the terms say what was)
 };
 
 // The time-to-accuracy of a configuration with `local_batch` on `target`, given its epochs
