@@ -140,6 +140,36 @@ TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
   }
 }
 
+// A trial stopped short of the target (25 of the epochs it would need, still rising) is
+// ranked with the epochs the curve model predicts for it, marked predicted; a curve flat
+// below the target (lr 0.1) stays out.
+TEST(Planner, TrialsStoppedEarlyGetTheCurveModelsEpochs) {
+  std::string text = "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n" +
+                     Curve(32, 0.01, "sgd", 0, 9, 60, 8.0) + Curve(128, 0.1, "sgd", 0, 0, 60, 8.0);
+  // 0.95 - 0.85 / (1 + 0.1 e): crosses 0.8 at epoch 47; recorded to epoch 25.
+  for (int e = 1; e <= 25; ++e) {
+    text += "64,0.003,adam,0," + std::to_string(e) + "," +
+            std::to_string(0.95 - 0.85 / (1 + 0.1 * e)) + ",8\n";
+  }
+  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+  ASSERT_TRUE(table.ok()) << table.status().message();
+  PlanInput input = Input(*table);
+  input.targets = {Single("cloud", "cloud")};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  const std::vector<PlannedConfig>& ranked = (*plans)[0].ranked;
+  ASSERT_EQ(ranked.size(), 2u);  // batch 32 (measured) and batch 64 (predicted)
+  const PlannedConfig& slow = ranked[0].config.batch_size == 64 ? ranked[0] : ranked[1];
+  EXPECT_EQ(slow.config.batch_size, 64);
+  EXPECT_FALSE(slow.cost.epochs.measured);
+  EXPECT_NE(slow.epochs_from.find("curve model from 25 epochs"), std::string::npos)
+      << slow.epochs_from;
+  EXPECT_GT(slow.cost.epochs.value, 25);  // not yet there
+  EXPECT_NEAR(slow.cost.epochs.value, 47, 0.25 * 47) << slow.epochs_from;
+  EXPECT_LE(slow.cost.epochs.lo, slow.cost.epochs.value);
+  EXPECT_GE(slow.cost.epochs.hi, slow.cost.epochs.value);
+}
+
 TEST(Planner, TargetsWithoutAProfileSayWhatIsMissing) {
   const CurveTable table = Table();
   PlanInput input = Input(table);

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <sstream>
+
+#include "tuner/curve_model.h"
 
 namespace topotune {
 namespace {
@@ -26,6 +29,23 @@ std::optional<Estimate> MeasuredEpochs(const CurveTable::Run& run, double target
     hi = std::max<double>(hi, first);
   }
   return Estimate{sum / run.curves.size(), lo, hi, true};
+}
+
+// Whether no seed of `run` reaches `target` (a trial stopped short, not one that failed to
+// on some seeds only).
+bool NoSeedReaches(const CurveTable::Run& run, double target) {
+  for (const auto& [seed, curve] : run.curves) {
+    for (const CurveTable::Epoch& e : curve) {
+      if (e.val_accuracy >= target) return false;
+    }
+  }
+  return !run.curves.empty();
+}
+
+std::vector<double> Accuracies(const std::vector<CurveTable::Epoch>& curve) {
+  std::vector<double> out;
+  for (const CurveTable::Epoch& e : curve) out.push_back(e.val_accuracy);
+  return out;
 }
 
 // Seconds per step of `run` on the recording device: its mean epoch seconds over every
@@ -126,11 +146,53 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
   };
   std::vector<Measured> measured;
   std::map<Optimizer, std::vector<std::pair<int, double>>> least;
+  std::vector<const CurveTable::Run*> unreached;  // no seed at the target
   for (const CurveTable::Run& run : input.curves->runs()) {
     std::optional<Estimate> e = MeasuredEpochs(run, input.target_accuracy);
-    if (!e) continue;
+    if (!e) {
+      if (NoSeedReaches(run, input.target_accuracy)) unreached.push_back(&run);
+      continue;
+    }
     measured.push_back({&run, *e});
     least[run.config.optimizer].push_back({run.config.batch_size, e->value});
+  }
+  // Curves stopped short of the target: their crossing as the curve model predicts it,
+  // from the longest seed and every other curve of the table.
+  std::vector<Measured> forecast;
+  std::map<const CurveTable::Run*, std::string> forecast_from;
+  if (!unreached.empty()) {
+    std::vector<std::vector<double>> all;
+    int longest = 0;
+    for (const CurveTable::Run& run : input.curves->runs()) {
+      for (const auto& [seed, curve] : run.curves) {
+        all.push_back(Accuracies(curve));
+        longest = std::max(longest, static_cast<int>(curve.size()));
+      }
+    }
+    const int limit = input.epoch_limit > 0 ? input.epoch_limit : longest;
+    CurveModel model;
+    const double noise = model.EstimateNoise(all);
+    for (const CurveTable::Run* run : unreached) {
+      const std::vector<CurveTable::Epoch>* curve = nullptr;
+      for (const auto& [seed, c] : run->curves) {
+        if (curve == nullptr || c.size() > curve->size()) curve = &c;
+      }
+      const std::vector<double> accuracies = Accuracies(*curve);
+      std::vector<std::vector<double>> others;
+      for (const std::vector<double>& other : all) {
+        if (&other != &accuracies && other != accuracies) others.push_back(other);
+      }
+      const EpochsToTarget f =
+          model.Predict(accuracies, input.target_accuracy, limit, noise,
+                        /*seed=*/accuracies.size() * 7919 + run->config.batch_size, others);
+      if (!(f.p_reach > 0.5) || !std::isfinite(f.median)) continue;
+      const double hi = std::isfinite(f.hi) ? f.hi : limit;
+      forecast.push_back({run, Estimate::Predicted(f.median, f.lo, hi)});
+      char why[160];
+      std::snprintf(why, sizeof(why), "curve model from %zu epochs (P(reach by epoch %d) = %.2f)",
+                    accuracies.size(), limit, f.p_reach);
+      forecast_from[run] = why;
+    }
   }
   std::map<Optimizer, BatchScaling> scaling;
   for (const auto& [optimizer, points] : least) {
@@ -181,7 +243,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       continue;
     }
     std::string error;
-    for (const Measured& m : measured) {
+    std::vector<Measured> all_runs = measured;
+    all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
+    for (const Measured& m : all_runs) {
       const TrialConfig& c = m.run->config;
       // (local batch, epochs, how the epochs were obtained)
       struct Candidate {
@@ -191,8 +255,11 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       };
       std::vector<Candidate> candidates;
       const std::string seeds = std::to_string(m.run->curves.size());
+      auto predicted = forecast_from.find(m.run);
       const std::string measured_from =
-          "measured (" + seeds + " seed" + (m.run->curves.size() == 1 ? "" : "s") + ")";
+          predicted != forecast_from.end()
+              ? predicted->second
+              : "measured (" + seeds + " seed" + (m.run->curves.size() == 1 ? "" : "s") + ")";
       if (!data_parallel || devices == 1) {
         candidates.push_back({c.batch_size, m.epochs, measured_from});
       } else {

@@ -7,8 +7,10 @@
 // For every recorded configuration (global batch B, learning rate, optimizer) and target:
 //  - epochs to target: measured, the mean first epoch at the target over the seeds
 //    recorded for it (interval: the fastest and slowest seed), when every seed reaches it
-//    within the table's epochs; a configuration that some seed does not bring there is
-//    left out (its time is not known to be finite);
+//    within the table's epochs. A configuration none of whose seeds got there (a trial
+//    stopped early) is predicted by the learning-curve model from its longest curve and
+//    the others (tuner/curve_model.h), within epoch_limit, when it more likely reaches the
+//    target than not; otherwise, and when only some seeds reach it, it is left out;
 //  - the local batch: B on a single device and for federated clients; B / N for N
 //    data-parallel devices when N divides B, so the global batch, and with it the epochs,
 //    stay the measured ones. A data-parallel target also gets each configuration with
@@ -50,6 +52,8 @@ struct PlanInput {
   std::string curves_class;  ///< the device class the table was recorded on; "" = unknown
   std::vector<PlacementMeasurement> profile;
   std::vector<Target> targets;
+  /// The latest epoch a predicted crossing may fall at; 0 = the longest recorded curve.
+  int epoch_limit = 0;
 };
 
 // A configuration on a target, ranked by predicted time-to-accuracy.
