@@ -1,6 +1,7 @@
 #include "api/plan_json.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -88,6 +89,22 @@ json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   out["best"] = json::array();
   for (auto& [tta, j] : best) out["best"].push_back(std::move(j));
+  out["data_move"] = json::array();
+  for (const DataMoveVerdict& v : CompareDataMoves(plans)) {
+    const bool never = !std::isfinite(v.min_bandwidth_bytes_s);
+    out["data_move"].push_back(
+        {{"moving", v.moving},
+         {"staying", v.staying},
+         {"moving_train_s", v.moving_train_s},
+         {"transfer_s", v.transfer_s},
+         {"staying_s", v.staying_s},
+         {"data_bytes", v.data_bytes},
+         {"bandwidth_bytes_s", v.bandwidth_bytes_s},
+         {"break_even_transfer_s", v.break_even_transfer_s},
+         {"min_bandwidth_bytes_s", never ? json(nullptr) : json(v.min_bandwidth_bytes_s)},
+         {"max_data_bytes", v.max_data_bytes},
+         {"pays", v.pays}});
+  }
   return out;
 }
 

@@ -19,7 +19,9 @@ const char* TargetKindName(Target::Kind kind);
 std::string DescribeTarget(const Target& t);
 
 // The plans: each target's ranking, every term with its interval and whether it was
-// measured, and "best": the fastest configuration per target, fastest target first.
+// measured, "best": the fastest configuration per target, fastest target first, and
+// "data_move": CompareDataMoves's verdicts (min_bandwidth_bytes_s null where moving never
+// pays).
 nlohmann::json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy);
 
 }  // namespace topotune

@@ -48,10 +48,12 @@ void PrintPlans(const nlohmann::json& answer, int top) {
       std::printf("  no answer: %s\n", t["note"].get<std::string>().c_str());
       continue;
     }
+    // Totals over the run explain a ranking: compute = epochs x steps x step, sync the same
+    // with the per-step synchronisation (a larger batch syncs fewer times per epoch).
     const bool federated = t["kind"] == "federated";
-    std::printf("  %4s %6s %6s %9s %-5s %10s %19s %9s %10s %10s %10s\n", "rank", "batch", "local",
-                "lr", "opt", "tta_s", "80% interval", "epochs", "step_ms",
-                federated ? "rounds" : "sync_ms", "transfer_s");
+    std::printf("  %4s %6s %6s %9s %-5s %10s %19s %9s %7s %11s %11s %10s\n", "rank", "batch",
+                "local", "lr", "opt", "tta_s", "80% interval", "epochs", "steps", "compute_s",
+                federated ? "rounds" : "sync_s", "transfer_s");
     const int shown = std::min<int>(top, static_cast<int>(t["ranked"].size()));
     for (int i = 0; i < shown; ++i) {
       const json& p = t["ranked"][i];
@@ -60,14 +62,17 @@ void PrintPlans(const nlohmann::json& answer, int top) {
       std::snprintf(lr, sizeof(lr), "%.3g", p["config"]["learning_rate"].get<double>());
       const std::string interval =
           Seconds(p["tta_s"]["lo"].get<double>()) + "-" + Seconds(p["tta_s"]["hi"].get<double>());
+      const double steps =
+          terms["epochs"]["value"].get<double>() * p["steps_per_epoch"].get<double>();
       const std::string third =
           federated ? value(terms["rounds"]) + " " + mark(terms["rounds"])
-                    : value(terms["step_sync_s"], 1e3) + " " + mark(terms["step_sync_s"]);
-      std::printf("  %4d %6d %6d %9s %-5s %10s %19s %7s %s %8s %s %10s %8s %s\n", i + 1,
+                    : value(terms["step_sync_s"], steps) + " " + mark(terms["step_sync_s"]);
+      std::printf("  %4d %6d %6d %9s %-5s %10s %19s %7s %s %7lld %9s %s %11s %8s %s\n", i + 1,
                   p["config"]["batch_size"].get<int>(), p["local_batch"].get<int>(), lr,
                   p["config"]["optimizer"].get<std::string>().c_str(), value(p["tta_s"]).c_str(),
                   interval.c_str(), value(terms["epochs"]).c_str(), mark(terms["epochs"]),
-                  value(terms["step_compute_s"], 1e3).c_str(), mark(terms["step_compute_s"]),
+                  p["steps_per_epoch"].get<long long>(),
+                  value(terms["step_compute_s"], steps).c_str(), mark(terms["step_compute_s"]),
                   third.c_str(), value(terms["transfer_s"]).c_str(), mark(terms["transfer_s"]));
     }
     const json& best = t["ranked"][0];
@@ -101,6 +106,30 @@ void PrintPlans(const nlohmann::json& answer, int top) {
                 second["value"].get<double>() / first["value"].get<double>(),
                 best[1]["target"].get<std::string>().c_str(),
                 overlap ? " (the 80% intervals overlap: not a clear win)" : "");
+  }
+  // When moving the data pays off: the break-even link and data size.
+  for (const json& v : answer.value("data_move", json::array())) {
+    const double mbit = 8e-6;
+    std::printf(
+        "data: %s trains in %s s after moving %.3g MB in %s s (%.3g Mbit/s); %s trains where "
+        "the data is in %s s:\n",
+        v["moving"].get<std::string>().c_str(), Seconds(v["moving_train_s"].get<double>()).c_str(),
+        v["data_bytes"].get<double>() * 1e-6, Seconds(v["transfer_s"].get<double>()).c_str(),
+        v["bandwidth_bytes_s"].get<double>() * mbit, v["staying"].get<std::string>().c_str(),
+        Seconds(v["staying_s"].get<double>()).c_str());
+    if (v["min_bandwidth_bytes_s"].is_null()) {
+      std::printf("  moving the data never pays: %s is faster even on a free link\n",
+                  v["staying"].get<std::string>().c_str());
+    } else {
+      const bool pays = v["pays"].get<bool>();
+      std::printf(
+          "  moving the data %s: it would %s with a transfer %s %s s, i.e. a link %s %.3g Mbit/s "
+          "for these bytes, or %s %.3g MB on this link\n",
+          pays ? "pays here" : "does NOT pay here", pays ? "stop paying" : "pay",
+          pays ? "over" : "under", Seconds(v["break_even_transfer_s"].get<double>()).c_str(),
+          pays ? "below" : "of at least", v["min_bandwidth_bytes_s"].get<double>() * mbit,
+          pays ? "over" : "at most", v["max_data_bytes"].get<double>() * 1e-6);
+    }
   }
 }
 

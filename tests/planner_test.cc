@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <sstream>
 #include <string>
 
@@ -138,6 +139,93 @@ TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
   for (size_t i = 1; i < plan.ranked.size(); ++i) {
     EXPECT_LE(plan.ranked[i - 1].cost.tta.value, plan.ranked[i].cost.tta.value);
   }
+}
+
+// Four devices on two nodes: over 1 Gbit/s the compute decides and the global batch with
+// the fewest epochs wins; over 10 Mbit/s the synchronisation dominates every step, and the best
+// moves to a larger global batch, which synchronises fewer times per epoch. The terms say so.
+TEST(Planner, ASlowerLinkMovesTheBestTowardLargerBatches) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.workload.model_bytes = 1e5;
+  // The edge class: a step proportional to its batch, so alone it favours the least epochs.
+  Target fast = Single("dp4-1gbit", "edge");
+  fast.kind = Target::Kind::kDataParallel;
+  fast.devices = 4;
+  fast.nodes = 2;
+  fast.intra_node = {2.5e9, 1e-5};
+  fast.inter_node = {1.25e8, 1e-4};
+  Target slow = fast;
+  slow.name = "dp4-10mbit";
+  slow.inter_node = {1.25e6, 1e-4};
+  input.targets = {fast, slow};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  const PlannedConfig& best_fast = (*plans)[0].ranked.at(0);
+  const PlannedConfig& best_slow = (*plans)[1].ranked.at(0);
+  EXPECT_GT(best_slow.config.batch_size, best_fast.config.batch_size);
+  auto sync_share = [](const TtaBreakdown& c) {
+    return c.step_sync.value / (c.step_sync.value + c.step_compute.value);
+  };
+  EXPECT_LT(sync_share(best_fast.cost), 0.5);
+  EXPECT_GT(sync_share(best_slow.cost), 0.5);
+  // The slow link's best pays fewer synchronisations in all than the fast link's best
+  // would over the same link.
+  double fast_best_syncs_on_slow = 0.0;
+  for (const PlannedConfig& p : (*plans)[1].ranked) {
+    if (p.config.batch_size == best_fast.config.batch_size &&
+        p.config.learning_rate == best_fast.config.learning_rate) {
+      fast_best_syncs_on_slow = p.cost.epochs.value * p.cost.steps_per_epoch;
+    }
+  }
+  EXPECT_LT(best_slow.cost.epochs.value * best_slow.cost.steps_per_epoch, fast_best_syncs_on_slow);
+  for (const TargetPlan& plan : *plans) {
+    std::printf("%s: best global batch %d, %lld steps/epoch x %.1f epochs, sync %.4f s/step\n",
+                plan.target.name.c_str(), plan.ranked[0].config.batch_size,
+                plan.ranked[0].cost.steps_per_epoch, plan.ranked[0].cost.epochs.value,
+                plan.ranked[0].cost.step_sync.value);
+  }
+}
+
+// The edge holds the data; the cloud trains faster once the data is there. The verdict
+// gives the break-even: the slowest link (or the most data) at which moving still pays.
+TEST(Planner, TheDataMoveVerdictGivesTheBreakEvenLink) {
+  const CurveTable table = Table();
+  for (double mbit : {2.0, 200.0}) {
+    PlanInput input = Input(table);
+    Target cloud = Single("cloud", "cloud");
+    cloud.data_bytes = 50e6;
+    cloud.data_link = {mbit * 1e6 / 8, 0.05};
+    input.targets = {Single("edge", "edge"), cloud};
+    StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+    ASSERT_TRUE(plans.ok());
+    const std::vector<DataMoveVerdict> verdicts = CompareDataMoves(*plans);
+    ASSERT_EQ(verdicts.size(), 1u);
+    const DataMoveVerdict& v = verdicts[0];
+    EXPECT_EQ(v.moving, "cloud");
+    EXPECT_EQ(v.staying, "edge");
+    const double edge_s = (*plans)[0].ranked[0].cost.tta.value;
+    const double cloud_s = (*plans)[1].ranked[0].cost.tta.value;
+    EXPECT_EQ(v.pays, cloud_s < edge_s);
+    EXPECT_EQ(v.pays, mbit == 200.0);
+    // At the break-even bandwidth the two targets take the same time.
+    Target at_break_even = cloud;
+    at_break_even.data_link.bandwidth_bytes_s = v.min_bandwidth_bytes_s;
+    input.targets = {Single("edge", "edge"), at_break_even};
+    StatusOr<std::vector<TargetPlan>> again = Plan(input);
+    ASSERT_TRUE(again.ok());
+    EXPECT_NEAR((*again)[1].ranked[0].cost.tta.value, edge_s, 1e-6 * edge_s);
+    EXPECT_NEAR(v.max_data_bytes, v.bandwidth_bytes_s * (v.break_even_transfer_s - 0.05), 1.0);
+  }
+  // Nothing to compare without a target that stays with the data.
+  PlanInput input = Input(table);
+  Target cloud = Single("cloud", "cloud");
+  cloud.data_bytes = 50e6;
+  cloud.data_link = {1e6, 0.05};
+  input.targets = {cloud};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  EXPECT_TRUE(CompareDataMoves(*plans).empty());
 }
 
 // A trial stopped short of the target (25 of the epochs it would need, still rising) is

@@ -64,10 +64,42 @@ TEST(PredictCli, RanksTheTableOnEveryTargetOfTheExampleTopology) {
   EXPECT_GT(dp["terms"]["step_sync_s"]["value"].get<double>(), 0.0);
   EXPECT_FALSE(dp["terms"]["step_sync_s"]["measured"].get<bool>());
   EXPECT_EQ(j["best"].size(), 4u);
-  // The text form says which target is fastest.
+  // The data is at the edge: each target that moves it (cloud, cloud-x2) is weighed against
+  // the fastest that trains where it is, with the break-even link.
+  ASSERT_EQ(j["data_move"].size(), 2u);
+  for (const nlohmann::json& v : j["data_move"]) {
+    EXPECT_EQ(v["staying"], "edge-fedavg");
+    const double moving_s = v["moving_train_s"].get<double>() + v["transfer_s"].get<double>();
+    EXPECT_EQ(v["pays"].get<bool>(), moving_s < v["staying_s"].get<double>());
+    ASSERT_TRUE(v["min_bandwidth_bytes_s"].is_number());
+    EXPECT_EQ(v["pays"].get<bool>(), v["min_bandwidth_bytes_s"].get<double>() < 1.25e6);
+  }
+  // The text form says which target is fastest, and when moving the data pays.
   ASSERT_EQ(RunCommand(Predict(topology), &out), 0) << out;
   EXPECT_NE(out.find("fastest first:"), std::string::npos) << out;
   EXPECT_NE(out.find("answer: "), std::string::npos) << out;
+  EXPECT_NE(out.find("moving the data pays here"), std::string::npos) << out;
+}
+
+// examples/topologies/link-sensitivity.json: four devices over 1 Gbit/s against 10 Mbit/s.
+// On the slow link the best global batch is larger and its synchronisation total dominates.
+TEST(PredictCli, TheSlowLinksBestIsALargerBatch) {
+  std::string out;
+  ASSERT_EQ(RunCommand(Predict(std::string(TOPOTUNE_SOURCE_DIR) +
+                                   "/examples/topologies/link-sensitivity.json",
+                               "--json"),
+                       &out),
+            0)
+      << out;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["targets"].size(), 2u);
+  const nlohmann::json& fast = j["targets"][0]["ranked"].at(0);
+  const nlohmann::json& slow = j["targets"][1]["ranked"].at(0);
+  EXPECT_GT(slow["config"]["batch_size"].get<int>(), fast["config"]["batch_size"].get<int>());
+  EXPECT_LT(slow["steps_per_epoch"].get<int>(), fast["steps_per_epoch"].get<int>());
+  EXPECT_GT(slow["terms"]["step_sync_s"]["value"].get<double>(),
+            10 * slow["terms"]["step_compute_s"]["value"].get<double>());
+  EXPECT_TRUE(j["data_move"].empty());  // the data is where both train
 }
 
 TEST(PredictCli, BadFilesGetAnErrorThatNamesTheProblem) {

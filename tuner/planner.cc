@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -322,6 +323,43 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
     plans.push_back(std::move(plan));
   }
   return plans;
+}
+
+std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& plans) {
+  const TargetPlan* staying = nullptr;
+  for (const TargetPlan& plan : plans) {
+    if (plan.ranked.empty() || plan.target.data_bytes > 0) continue;
+    if (staying == nullptr ||
+        plan.ranked.front().cost.tta.value < staying->ranked.front().cost.tta.value) {
+      staying = &plan;
+    }
+  }
+  std::vector<DataMoveVerdict> verdicts;
+  if (staying == nullptr) return verdicts;
+  for (const TargetPlan& plan : plans) {
+    if (plan.ranked.empty() || !(plan.target.data_bytes > 0)) continue;
+    const TtaBreakdown& best = plan.ranked.front().cost;
+    DataMoveVerdict v;
+    v.moving = plan.target.name;
+    v.staying = staying->target.name;
+    v.transfer_s = best.transfer.value;
+    v.moving_train_s = best.tta.value - v.transfer_s;
+    v.staying_s = staying->ranked.front().cost.tta.value;
+    v.data_bytes = plan.target.data_bytes;
+    v.bandwidth_bytes_s = plan.target.data_link.bandwidth_bytes_s;
+    v.break_even_transfer_s = v.staying_s - v.moving_train_s;
+    v.pays = best.tta.value < v.staying_s;
+    // The link's latency is paid once whatever the bandwidth.
+    const double bytes_time = v.break_even_transfer_s - plan.target.data_link.latency_s;
+    if (bytes_time > 0) {
+      v.min_bandwidth_bytes_s = v.data_bytes / bytes_time;
+      v.max_data_bytes = v.bandwidth_bytes_s * bytes_time;
+    } else {
+      v.min_bandwidth_bytes_s = std::numeric_limits<double>::infinity();
+    }
+    verdicts.push_back(v);
+  }
+  return verdicts;
 }
 
 }  // namespace topotune

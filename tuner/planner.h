@@ -77,6 +77,29 @@ struct TargetPlan {
 // so that the others still answer.
 StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input);
 
+// "When does moving the data pay off?": a target whose data must first cross a link (its
+// best configuration's transfer term > 0), against the fastest target that trains where the
+// data is. Break-even: moving pays while the transfer takes under `break_even_transfer_s` =
+// the staying target's TTA - the moving target's TTA without its transfer; so while the link
+// gives at least `min_bandwidth_bytes_s` for these bytes, or while the data is at most
+// `max_data_bytes` on this link. Compared on the predicted values (intervals aside).
+struct DataMoveVerdict {
+  std::string moving;           ///< target name (trains after the data moved)
+  std::string staying;          ///< target name (trains where the data is)
+  double moving_train_s = 0.0;  ///< the moving target's best TTA less its transfer
+  double transfer_s = 0.0;
+  double staying_s = 0.0;
+  double data_bytes = 0.0;
+  double bandwidth_bytes_s = 0.0;      ///< the declared data link
+  double break_even_transfer_s = 0.0;  ///< <= 0: moving never pays, even on a free link
+  double min_bandwidth_bytes_s = 0.0;  ///< infinity where moving never pays
+  double max_data_bytes = 0.0;         ///< 0 where moving never pays
+  bool pays = false;                   ///< the moving target is faster as declared
+};
+
+// One verdict per target that moves data, when some ranked target does not.
+std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& plans);
+
 // Parses PROFILE.csv: the header
 // device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds and one row per
 // measured placement; '#' lines are comments. Errors name the line.
