@@ -45,7 +45,8 @@ const char kUsage[] =
     "  predict ID --topology FILE [--top K] [--json]\n"
     "                          what-if: the job's configurations ranked on a topology\n"
     "  predict --curves TABLE.csv --profile PROFILE.csv --topology FILE\n"
-    "          [--target-accuracy X] [--train-samples N] [--curves-class NAME] [--top K] [--json]\n"
+    "          [--target-accuracy X] [--train-samples N] [--curves-class NAME]\n"
+    "          [--batch-sizes B1,B2,...] [--top K] [--json]\n"
     "                          offline planning, no server: rank the table's configurations\n"
     "                          by predicted time-to-accuracy on each target of the topology\n"
     "The server defaults to $TOPOTUNE_SERVER, else http://127.0.0.1:7700. Requests carry\n"
@@ -367,7 +368,7 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
       }
     } else if (arg == "--curves" || arg == "--profile" || arg == "--topology" ||
                arg == "--target-accuracy" || arg == "--train-samples" || arg == "--curves-class" ||
-               arg == "--top") {
+               arg == "--top" || arg == "--batch-sizes") {
       if (i + 1 >= argc) {
         *error = arg + " needs a value";
         return false;
@@ -379,6 +380,21 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
       if (arg == "--profile") p.profile = value;
       if (arg == "--topology") p.topology = value;
       if (arg == "--curves-class") p.curves_class = value;
+      if (arg == "--batch-sizes") {
+        std::stringstream list(value);
+        std::string item;
+        while (std::getline(list, item, ',')) {
+          const long long b = std::strtoll(item.c_str(), &end, 10);
+          if (item.empty() || *end != '\0' || b < 1 || b > (1 << 20) ||
+              p.what_if_batches.size() >= 64) {
+            *error =
+                "--batch-sizes takes up to 64 comma-separated batch sizes in [1, 1048576], got " +
+                value;
+            return false;
+          }
+          p.what_if_batches.push_back(static_cast<int>(b));
+        }
+      }
       if (arg == "--target-accuracy") {
         p.target_accuracy = std::strtod(value.c_str(), &end);
         if (*end != '\0' || !(p.target_accuracy > 0 && p.target_accuracy <= 1)) {

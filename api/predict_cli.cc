@@ -164,6 +164,7 @@ int RunPredictOffline(const PredictOptions& options) {
   input.profile = *profile;
   input.targets = topology->targets;
   input.curves_class = options.curves_class;
+  input.what_if_batches = options.what_if_batches;
   input.workload = topology->workload;
   auto meta_number = [&](const char* key) {
     auto it = table->meta().find(key);

@@ -12,13 +12,14 @@
 namespace topotune {
 
 struct PredictOptions {
-  std::string curves;            ///< a replay-format table (optional "# train_samples=N" line)
-  std::string profile;           ///< PROFILE.csv
-  std::string topology;          ///< examples/topologies/*.json
-  double target_accuracy = 0.0;  ///< 0: the table's "# target_accuracy=" or "# bench_target="
-  long long train_samples = 0;   ///< 0: the topology's, else the table's "# train_samples="
-  std::string curves_class;      ///< the class the table was recorded on ("" = none)
-  int top = 5;                   ///< configurations shown per target (text)
+  std::string curves;                ///< a replay-format table (optional "# train_samples=N" line)
+  std::string profile;               ///< PROFILE.csv
+  std::string topology;              ///< examples/topologies/*.json
+  double target_accuracy = 0.0;      ///< 0: the table's "# target_accuracy=" or "# bench_target="
+  long long train_samples = 0;       ///< 0: the topology's, else the table's "# train_samples="
+  std::string curves_class;          ///< the class the table was recorded on ("" = none)
+  std::vector<int> what_if_batches;  ///< --batch-sizes: also ranked there, scaled (predicted)
+  int top = 5;                       ///< configurations shown per target (text)
   bool as_json = false;
 };
 

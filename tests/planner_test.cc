@@ -228,6 +228,34 @@ TEST(Planner, TheDataMoveVerdictGivesTheBreakEvenLink) {
   EXPECT_TRUE(CompareDataMoves(*plans).empty());
 }
 
+// The table's least epochs follow E(B) = (B + 128) / 16 exactly (10 at 32, 16 at 128, 40 at
+// 512): a what-if batch size of 64, never recorded, gets E(64) = 12 epochs, scaled from its
+// nearest recorded batch (32) and marked predicted; a configuration that never reaches the
+// target gets no what-if entry, and a recorded batch size adds nothing.
+TEST(Planner, WhatIfBatchSizesGetTheBatchScalingModelsEpochs) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {Single("cloud", "cloud")};
+  input.what_if_batches = {64, 128};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  int at_64 = 0, at_128 = 0;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    if (p.config.batch_size == 128) ++at_128;
+    if (p.config.batch_size != 64) continue;
+    ++at_64;
+    EXPECT_EQ(p.config.learning_rate, 0.01);
+    EXPECT_NEAR(p.cost.epochs.value, 12.0, 0.2);
+    EXPECT_FALSE(p.cost.epochs.measured);
+    EXPECT_LE(p.cost.epochs.lo, p.cost.epochs.value);
+    EXPECT_GE(p.cost.epochs.hi, p.cost.epochs.value);
+    EXPECT_EQ(p.epochs_from.rfind("batch scaling from 32", 0), 0u) << p.epochs_from;
+    EXPECT_FALSE(p.cost.step_compute.measured);  // 64 is not in the cloud's profile
+  }
+  EXPECT_EQ(at_64, 1);
+  EXPECT_EQ(at_128, 1);  // only the recorded lr 0.01 (lr 0.1 never reaches)
+}
+
 // A trial stopped short of the target (25 of the epochs it would need, still rising) is
 // ranked with the epochs the curve model predicts for it, marked predicted; a curve flat
 // below the target (lr 0.1) stays out.

@@ -118,6 +118,8 @@ TEST(PredictCli, BadFilesGetAnErrorThatNamesTheProblem) {
   EXPECT_EQ(RunCommand(std::string(TOPOTUNE_BIN) + " predict --curves x.csv", &out), 1);
   EXPECT_NE(out.find("--profile"), std::string::npos) << out;
   EXPECT_EQ(RunCommand(Predict(bad, "--target-accuracy 2"), &out), 2);  // a usage error
+  EXPECT_EQ(RunCommand(Predict(bad, "--batch-sizes 16,,64"), &out), 2);
+  EXPECT_NE(out.find("--batch-sizes"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -142,8 +142,10 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
   // Measured epochs per configuration, and the least per (optimizer, batch) for the
   // batch-size model.
   struct Measured {
-    const CurveTable::Run* run;
+    const CurveTable::Run* run;  ///< the recorded configuration (or the one scaled from)
     Estimate epochs;
+    TrialConfig config;  ///< run->config, or at a what-if batch size
+    std::string from;    ///< how the epochs were obtained
   };
   std::vector<Measured> measured;
   std::map<Optimizer, std::vector<std::pair<int, double>>> least;
@@ -154,13 +156,15 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       if (NoSeedReaches(run, input.target_accuracy)) unreached.push_back(&run);
       continue;
     }
-    measured.push_back({&run, *e});
+    const std::string seeds = std::to_string(run.curves.size());
+    measured.push_back(
+        {&run, *e, run.config,
+         "measured (" + seeds + " seed" + (run.curves.size() == 1 ? "" : "s") + ")"});
     least[run.config.optimizer].push_back({run.config.batch_size, e->value});
   }
   // Curves stopped short of the target: their crossing as the curve model predicts it,
   // from the longest seed and every other curve of the table.
   std::vector<Measured> forecast;
-  std::map<const CurveTable::Run*, std::string> forecast_from;
   if (!unreached.empty()) {
     std::vector<std::vector<double>> all;
     int longest = 0;
@@ -188,17 +192,49 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                         /*seed=*/accuracies.size() * 7919 + run->config.batch_size, others);
       if (!(f.p_reach > 0.5) || !std::isfinite(f.median)) continue;
       const double hi = std::isfinite(f.hi) ? f.hi : limit;
-      forecast.push_back({run, Estimate::Predicted(f.median, f.lo, hi)});
       char why[160];
       std::snprintf(why, sizeof(why), "curve model from %zu epochs (P(reach by epoch %d) = %.2f)",
                     accuracies.size(), limit, f.p_reach);
-      forecast_from[run] = why;
+      forecast.push_back({run, Estimate::Predicted(f.median, f.lo, hi), run->config, why});
     }
   }
   std::map<Optimizer, BatchScaling> scaling;
   for (const auto& [optimizer, points] : least) {
     StatusOr<BatchScaling> fit = BatchScaling::Fit(points);
     if (fit.ok()) scaling.emplace(optimizer, *fit);
+  }
+  // The epochs of `m` scaled to `batch` by the optimizer's batch-size model.
+  auto scaled = [&](const Measured& m, int batch) {
+    auto it = scaling.find(m.config.optimizer);
+    const Estimate ratio = it != scaling.end()
+                               ? it->second.Ratio(m.config.batch_size, batch)
+                               : BatchScaling::UnfittedRatio(m.config.batch_size, batch);
+    Measured out = m;
+    out.config.batch_size = batch;
+    out.epochs = Times(m.epochs, ratio);
+    out.from = "batch scaling from " + std::to_string(m.config.batch_size) + " (" +
+               (it != scaling.end()
+                    ? "B_noise " + std::to_string(static_cast<long long>(it->second.noise_batch()))
+                    : std::string("unfitted: one batch size")) +
+               ")";
+    return out;
+  };
+  // What-if batch sizes: each (learning rate, optimizer) at a batch size it was not recorded
+  // at, scaled from its nearest recorded batch size (in ratio) that reaches the target.
+  std::vector<Measured> what_if;
+  for (int batch : input.what_if_batches) {
+    std::map<std::pair<Optimizer, double>, const Measured*> nearest;
+    for (const Measured& m : measured) {
+      const auto key = std::make_pair(m.config.optimizer, m.config.learning_rate);
+      auto distance = [&](const Measured* x) {
+        return std::abs(std::log(static_cast<double>(x->config.batch_size) / batch));
+      };
+      const Measured*& best = nearest[key];
+      if (best == nullptr || distance(&m) < distance(best)) best = &m;
+    }
+    for (const auto& [key, m] : nearest) {
+      if (m->config.batch_size != batch) what_if.push_back(scaled(*m, batch));
+    }
   }
 
   std::vector<TargetPlan> plans;
@@ -246,8 +282,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
     std::string error;
     std::vector<Measured> all_runs = measured;
     all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
+    all_runs.insert(all_runs.end(), what_if.begin(), what_if.end());
     for (const Measured& m : all_runs) {
-      const TrialConfig& c = m.run->config;
+      const TrialConfig& c = m.config;
       // (local batch, epochs, how the epochs were obtained)
       struct Candidate {
         int local_batch;
@@ -255,35 +292,22 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         std::string from;
       };
       std::vector<Candidate> candidates;
-      const std::string seeds = std::to_string(m.run->curves.size());
-      auto predicted = forecast_from.find(m.run);
-      const std::string measured_from =
-          predicted != forecast_from.end()
-              ? predicted->second
-              : "measured (" + seeds + " seed" + (m.run->curves.size() == 1 ? "" : "s") + ")";
       if (!data_parallel || devices == 1) {
-        candidates.push_back({c.batch_size, m.epochs, measured_from});
+        candidates.push_back({c.batch_size, m.epochs, m.from});
       } else {
         if (c.batch_size % devices == 0) {
-          candidates.push_back({c.batch_size / devices, m.epochs, measured_from});
+          candidates.push_back({c.batch_size / devices, m.epochs, m.from});
         }
         const int global = c.batch_size * devices;
         const bool recorded = std::any_of(measured.begin(), measured.end(), [&](const Measured& o) {
-          return o.run->config.batch_size == global && o.run->config.optimizer == c.optimizer &&
-                 o.run->config.learning_rate == c.learning_rate;
+          return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
+                 o.config.learning_rate == c.learning_rate;
         });
-        auto it = scaling.find(c.optimizer);
-        const Estimate ratio = it != scaling.end()
-                                   ? it->second.Ratio(c.batch_size, global)
-                                   : BatchScaling::UnfittedRatio(c.batch_size, global);
-        std::string from =
-            "batch scaling from " + std::to_string(c.batch_size) + " (" +
-            (it != scaling.end()
-                 ? "B_noise " + std::to_string(static_cast<long long>(it->second.noise_batch()))
-                 : std::string("unfitted: one batch size")) +
-            ")";
         // Not where that global batch was recorded: the measurement answers there.
-        if (!recorded) candidates.push_back({c.batch_size, Times(m.epochs, ratio), from});
+        if (!recorded) {
+          const Measured up = scaled(m, global);
+          candidates.push_back({c.batch_size, up.epochs, up.from});
+        }
       }
       for (const Candidate& cand : candidates) {
         std::optional<double> sync;

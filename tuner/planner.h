@@ -16,6 +16,8 @@
 //    stay the measured ones. A data-parallel target also gets each configuration with
 //    local batch B (global N x B), whose epochs come from BatchScaling (McCandlish et al.)
 //    fitted per optimizer to the least epochs measured at each batch size: predicted;
+//  - what-if batch sizes (PlanInput::what_if_batches): each configuration at a batch size
+//    it was not recorded at, with epochs from BatchScaling as above: predicted;
 //  - compute step time from the target class's profile rows of one device
 //    (StepTimeModel); a class with no such row but whose name is the table's recording
 //    device uses the table's own epoch seconds / steps per epoch;
@@ -54,6 +56,10 @@ struct PlanInput {
   std::vector<Target> targets;
   /// The latest epoch a predicted crossing may fall at; 0 = the longest recorded curve.
   int epoch_limit = 0;
+  /// What-if batch sizes: every (learning rate, optimizer) that reaches the target is also
+  /// ranked at each of these batch sizes it was not recorded at, its epochs scaled from its
+  /// nearest recorded batch size (in ratio) by the optimizer's BatchScaling: predicted.
+  std::vector<int> what_if_batches;
 };
 
 // A configuration on a target, ranked by predicted time-to-accuracy.
