@@ -57,6 +57,31 @@ TEST(CostModel, RingAllReduceAndTransfer) {
   EXPECT_EQ(TransferSeconds(0, link), 0.0);
 }
 
+// Synchronisations measured on rings of 2, 4 and 8 devices over one link give it back;
+// with one ring size the declared latency stays and the bandwidth is solved.
+TEST(CostModel, FitRingLinkRecoversTheLinkFromMeasuredPlacements) {
+  const Link truth{1e8, 1e-4};
+  const double bytes = 4e6;
+  std::vector<SyncSample> samples;
+  for (int n : {2, 4, 8}) samples.push_back({n, RingAllReduceSeconds(bytes, n, truth)});
+  double error = 1.0;
+  StatusOr<Link> fit = FitRingLink(bytes, samples, {1e9, 5e-3}, &error);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_NEAR(fit->bandwidth_bytes_s, 1e8, 1e2);
+  EXPECT_NEAR(fit->latency_s, 1e-4, 1e-9);
+  EXPECT_LT(error, 1e-9);
+
+  fit = FitRingLink(bytes, {samples[1]}, {1e9, 1e-4}, &error);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_NEAR(fit->bandwidth_bytes_s, 1e8, 1e2);
+  EXPECT_DOUBLE_EQ(fit->latency_s, 1e-4);
+
+  // Nothing to fit: one device, no bytes, or less time than the declared latency alone.
+  EXPECT_FALSE(FitRingLink(bytes, {{1, 0.5}}, {1e9, 1e-4}).ok());
+  EXPECT_FALSE(FitRingLink(0, samples, {1e9, 1e-4}).ok());
+  EXPECT_FALSE(FitRingLink(bytes, {{4, 1e-4}}, {1e9, 1e-3}).ok());
+}
+
 TEST(CostModel, BatchScalingRecoversTheNoiseScale) {
   // Epochs to target E(B) = (S_min / n)(B + B_noise) with B_noise = 512, measured at three
   // batch sizes, plus a worse learning rate at 64 that the fit must ignore.

@@ -141,6 +141,42 @@ TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
   }
 }
 
+// Synchronisation measured at 2 and 4 devices on one node, over a link slower than the
+// declared one: 8 devices on that node get the ring over the fitted link (predicted, said
+// so), not the declared link's.
+TEST(Planner, MeasuredPlacementsFitTheLinkForOneNotMeasured) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  const Link real{2e8, 2e-5};
+  const double bytes = input.workload.model_bytes;
+  input.profile.push_back({"cloud", 1, 2, 16, 0.002, RingAllReduceSeconds(bytes, 2, real)});
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002, RingAllReduceSeconds(bytes, 4, real)});
+  Target dp = Single("cloud-x8", "cloud");
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 8;
+  dp.intra_node = {5e9, 1e-6};  // declared: 25x faster than what was measured
+  input.targets = {dp};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  ASSERT_FALSE((*plans)[0].ranked.empty());
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    EXPECT_NEAR(p.cost.step_sync.value, RingAllReduceSeconds(bytes, 8, real),
+                1e-6 * p.cost.step_sync.value);
+    EXPECT_FALSE(p.cost.step_sync.measured);
+    EXPECT_LE(p.cost.step_sync.lo, p.cost.step_sync.value);
+    EXPECT_GE(p.cost.step_sync.hi, p.cost.step_sync.value);
+    EXPECT_NE(p.sync_from.find("fitted to 2 measured placements"), std::string::npos)
+        << p.sync_from;
+  }
+  // Measurements across nodes say nothing of a link within one: the declared link answers.
+  input.profile.resize(input.profile.size() - 2);
+  input.profile.push_back({"cloud", 2, 1, 16, 0.002, 0.5});
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  EXPECT_NEAR((*plans)[0].ranked.at(0).cost.step_sync.value,
+              RingAllReduceSeconds(bytes, 8, dp.intra_node), 1e-12);
+}
+
 // Four devices on two nodes: over 1 Gbit/s the compute decides and the global batch with
 // the fewest epochs wins; over 10 Mbit/s the synchronisation dominates every step, and the best
 // moves to a larger global batch, which synchronises fewer times per epoch. The terms say so.

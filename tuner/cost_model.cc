@@ -1,8 +1,10 @@
 #include "tuner/cost_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
+#include <set>
 
 namespace topotune {
 namespace {
@@ -103,6 +105,61 @@ double RingAllReduceSeconds(double bytes, int devices, const Link& link) {
   return 2.0 * (n - 1.0) / n * bytes / link.bandwidth_bytes_s + 2.0 * (n - 1.0) * link.latency_s;
 }
 
+StatusOr<Link> FitRingLink(double model_bytes, const std::vector<SyncSample>& samples,
+                           const Link& declared, double* relative_error) {
+  // seconds = a x (1 / bandwidth) + b x latency, a = 2(N-1)/N x bytes, b = 2(N-1).
+  std::vector<std::array<double, 3>> rows;  // a, b, seconds
+  std::set<int> sizes;
+  for (const SyncSample& s : samples) {
+    if (s.devices < 2 || !(s.seconds > 0) || !std::isfinite(s.seconds)) continue;
+    const double n = s.devices;
+    rows.push_back({2.0 * (n - 1.0) / n * model_bytes, 2.0 * (n - 1.0), s.seconds});
+    sizes.insert(s.devices);
+  }
+  if (rows.empty() || !(model_bytes > 0)) {
+    return Status::InvalidArgument(
+        "fitting a link needs a measured synchronisation over 2 or "
+        "more devices and the model's bytes");
+  }
+  Link link = declared;
+  bool solved = false;
+  if (sizes.size() >= 2) {
+    double saa = 0, sab = 0, sbb = 0, say = 0, sby = 0;
+    for (const auto& [a, b, y] : rows) {
+      saa += a * a, sab += a * b, sbb += b * b, say += a * y, sby += b * y;
+    }
+    const double det = saa * sbb - sab * sab;
+    if (det > 0) {
+      const double inverse_bw = (say * sbb - sby * sab) / det;
+      const double latency = (saa * sby - sab * say) / det;
+      if (inverse_bw > 0 && latency >= 0) {
+        link = {1.0 / inverse_bw, latency};
+        solved = true;
+      }
+    }
+  }
+  if (!solved) {  // the declared latency, the bandwidth that fits best in least squares
+    double saa = 0, say = 0;
+    for (const auto& [a, b, y] : rows) {
+      const double rest = y - b * declared.latency_s;
+      saa += a * a, say += a * rest;
+    }
+    if (!(say > 0)) {
+      return Status::InvalidArgument(
+          "the measured synchronisations are shorter than the declared latency alone");
+    }
+    link = {saa / say, declared.latency_s};
+  }
+  if (relative_error != nullptr) {
+    *relative_error = 0.0;
+    for (const auto& [a, b, y] : rows) {
+      const double fit = a / link.bandwidth_bytes_s + b * link.latency_s;
+      *relative_error = std::max(*relative_error, std::abs(fit - y) / y);
+    }
+  }
+  return link;
+}
+
 double TransferSeconds(double bytes, const Link& link) {
   return bytes <= 0 ? 0.0 : link.latency_s + bytes / link.bandwidth_bytes_s;
 }
@@ -169,7 +226,7 @@ Estimate BatchScaling::UnfittedRatio(int from_batch, int to_batch) {
 
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
-                                  std::optional<double> measured_sync_s) {
+                                  std::optional<Estimate> sync) {
   auto invalid = [&](const std::string& what) {
     return Status::InvalidArgument("target " + target.name + ": " + what);
   };
@@ -229,10 +286,10 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
     }
     devices = target.devices;
     const bool per_node = target.devices / target.nodes > 1;
-    if (target.nodes > 1 && needs_bandwidth(target.inter_node) && !measured_sync_s) {
+    if (target.nodes > 1 && needs_bandwidth(target.inter_node) && !sync) {
       return invalid("data-parallel over nodes needs an inter_node bandwidth");
     }
-    if (per_node && needs_bandwidth(target.intra_node) && !measured_sync_s) {
+    if (per_node && needs_bandwidth(target.intra_node) && !sync) {
       return invalid("data-parallel within a node needs an intra_node bandwidth");
     }
     // The ring's slowest hop sets its pace; latency adds up on every hop, so take the larger.
@@ -245,11 +302,11 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   }
   t.global_batch = local_batch * devices;
   t.steps_per_epoch = steps(workload.train_samples, t.global_batch);
-  if (devices > 1 && measured_sync_s) {
-    t.step_sync = Estimate::Measured(*measured_sync_s);
+  if (devices > 1 && sync) {
+    t.step_sync = *sync;
   } else if (devices > 1) {
-    const double sync = RingAllReduceSeconds(workload.model_bytes, devices, slowest);
-    t.step_sync = Estimate::Predicted(sync, sync, sync);
+    const double ring = RingAllReduceSeconds(workload.model_bytes, devices, slowest);
+    t.step_sync = Estimate::Predicted(ring, ring, ring);
   }
   const double overlap = std::clamp(target.overlap, 0.0, 1.0);
   // The hidden part of the synchronisation: overlap x the shorter of the two.

@@ -86,6 +86,20 @@ struct Link {
 // device.
 double RingAllReduceSeconds(double bytes, int devices, const Link& link);
 
+// A synchronisation measured at one placement: `devices` in a ring, `seconds` per step.
+struct SyncSample {
+  int devices = 0;
+  double seconds = 0.0;
+};
+
+// The ring's effective slowest hop, fitted to measured synchronisations of `model_bytes`:
+// seconds = 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency, least squares in
+// (1 / bandwidth, latency). With one ring size measured, the latency is `declared`'s and
+// only the bandwidth is solved. `relative_error` gets the fit's largest relative residual.
+// Errors: no sample with N > 1 and seconds > 0, or a fit without a positive bandwidth.
+StatusOr<Link> FitRingLink(double model_bytes, const std::vector<SyncSample>& samples,
+                           const Link& declared, double* relative_error = nullptr);
+
 // Seconds to move `bytes` once over `link` (latency + bytes / bandwidth); 0 for no bytes.
 double TransferSeconds(double bytes, const Link& link);
 
@@ -180,12 +194,13 @@ struct TtaBreakdown {
 // to target at the target's global batch and the class's step-time model.
 // Federated rounds assume IID shards: one round of local_epochs = local_epochs passes over
 // the data, so rounds = ceil(epochs / local_epochs) (predicted, never measured here).
-// `measured_sync_s`, when given, is the synchronisation per step measured at this very
-// placement (data-parallel): it replaces the ring all-reduce over the declared links.
+// `sync`, when given, is the synchronisation per step (data-parallel): measured at this
+// very placement, or predicted over a link fitted to other placements (FitRingLink); it
+// replaces the ring all-reduce over the declared links.
 // Errors: a target or workload that cannot be costed (no devices, no samples, a link
 // without bandwidth where bytes must cross it), named by field.
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
-                                  std::optional<double> measured_sync_s = std::nullopt);
+                                  std::optional<Estimate> sync = std::nullopt);
 
 }  // namespace topotune

@@ -279,6 +279,39 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       plans.push_back(std::move(plan));
       continue;
     }
+    // Synchronisations measured at other placements of the class, with the same kind of
+    // slowest hop (across nodes, or within one): the ring's link fitted to them predicts
+    // the target's, in place of the declared link.
+    std::optional<Estimate> fitted_sync;
+    std::string fitted_from;
+    if (data_parallel && devices > 1) {
+      std::vector<SyncSample> syncs;
+      for (const PlacementMeasurement& p : input.profile) {
+        const int n_devices = p.nodes * p.devices_per_node;
+        if (p.device_class == target.device_class && n_devices > 1 && p.sync_seconds > 0 &&
+            (p.nodes > 1) == (target.nodes > 1)) {
+          syncs.push_back({n_devices, p.sync_seconds});
+        }
+      }
+      double relative_error = 0.0;
+      StatusOr<Link> link =
+          syncs.empty() ? StatusOr<Link>(Status::NotFound("no measured placement"))
+                        : FitRingLink(input.workload.model_bytes, syncs,
+                                      target.nodes > 1 ? target.inter_node : target.intra_node,
+                                      &relative_error);
+      if (link.ok()) {
+        const double ring = RingAllReduceSeconds(input.workload.model_bytes, devices, *link);
+        const double spread = std::max(0.05, relative_error);
+        fitted_sync = Estimate::Predicted(ring, ring * (1 - spread), ring * (1 + spread));
+        char why[160];
+        std::snprintf(why, sizeof(why),
+                      "ring all-reduce over a link fitted to %zu measured placement%s "
+                      "(%.3g Mbit/s, %.3g ms)",
+                      syncs.size(), syncs.size() == 1 ? "" : "s", link->bandwidth_bytes_s * 8e-6,
+                      link->latency_s * 1e3);
+        fitted_from = why;
+      }
+    }
     std::string error;
     std::vector<Measured> all_runs = measured;
     all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
@@ -310,14 +343,17 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         }
       }
       for (const Candidate& cand : candidates) {
-        std::optional<double> sync;
+        std::optional<Estimate> sync;
+        bool sync_measured = false;
         if (data_parallel && devices > 1) {
           for (const PlacementMeasurement& p : input.profile) {
             if (p.device_class == target.device_class && p.nodes == target.nodes &&
                 p.nodes * p.devices_per_node == devices && p.local_batch == cand.local_batch) {
-              sync = p.sync_seconds;
+              sync = Estimate::Measured(p.sync_seconds);
+              sync_measured = true;
             }
           }
+          if (!sync) sync = fitted_sync;
         }
         StatusOr<TtaBreakdown> cost =
             PredictTta(target, input.workload, cand.local_batch, cand.epochs, *step, sync);
@@ -334,7 +370,8 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                                 ? "measured (" + step_from + ")"
                                 : "fitted alpha + beta x batch (" + step_from + ")";
         planned.sync_from = !(data_parallel && devices > 1) ? ""
-                            : sync                          ? "measured at this placement"
+                            : sync_measured                 ? "measured at this placement"
+                            : sync                          ? fitted_from
                                                             : "ring all-reduce over declared links";
         plan.ranked.push_back(std::move(planned));
       }

@@ -22,8 +22,10 @@
 //    (StepTimeModel); a class with no such row but whose name is the table's recording
 //    device uses the table's own epoch seconds / steps per epoch;
 //  - synchronisation: a profile row measured at the target's very placement (nodes,
-//    devices per node, local batch) gives it measured; otherwise the ring all-reduce over
-//    the target's declared links (PredictTta).
+//    devices per node, local batch) gives it measured; otherwise, where the class has
+//    synchronisations measured at other placements with the same kind of slowest hop
+//    (across nodes, or within one), the ring all-reduce over a link fitted to them
+//    (FitRingLink), predicted; otherwise the ring over the target's declared links.
 // Each answer says which terms were measured and which predicted.
 
 #include <string>
