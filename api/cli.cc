@@ -37,6 +37,8 @@ const char kUsage[] =
     "  cancel ID               stop a running job\n"
     "  workers                 the workers the controller knows\n"
     "  devices [--json]        the device classes, their sites, workers and measured steps\n"
+    "  topology [ID] [--json]  each site's measured link to the controller; with a job ID,\n"
+    "                          beside the links its topology declares\n"
     "  token create --role ROLE [--name NAME]\n"
     "                          issue a token (ROLE admin, user or worker; NAME up to 64 of\n"
     "                          A-Z a-z 0-9 . _ -); prints its text on stdout, this once only\n"
@@ -538,6 +540,56 @@ int RunCli(int argc, char** argv) {
   if (!args.role.empty() || args.name_given) {
     std::fprintf(stderr, "topotune: --role and --name go with token create\n%s", kUsage);
     return 2;
+  }
+  // topology [ID]: the measured links, beside job ID's declared topology when given.
+  if (cmd == "topology") {
+    if (args.positional.size() > 1) {
+      std::fprintf(stderr, "topotune: topology takes at most a job id\n%s", kUsage);
+      return 2;
+    }
+    const bool of_job = args.positional.size() == 1;
+    Answer a =
+        Call(args, "GET", of_job ? "/v1/jobs/" + args.positional[0] + "/topology" : "/v1/topology");
+    if (!a.ok) return Fail(a.error);
+    if (args.as_json) {
+      std::printf("%s\n", a.body.dump(2).c_str());
+      return 0;
+    }
+    auto number = [](const json& j, const char* key, int digits) {
+      return j.is_null() ? std::string("-") : Fixed(j[key].get<double>(), digits);
+    };
+    std::printf("%-12s %-24s %-24s %9s %11s %11s\n", "site", "classes connected", "declared",
+                "rtt_ms", "down_Mbit/s", "up_Mbit/s");
+    for (const json& site : a.body["sites"]) {
+      auto classes = [](const json& m) {
+        std::string out;
+        for (auto it = m.begin(); it != m.end(); ++it) {
+          out += (out.empty() ? "" : ", ") + it.key() + " x" + std::to_string(it->get<int>());
+        }
+        return out.empty() ? std::string("-") : out;
+      };
+      const json& link = site["link_to_controller"];
+      const std::string name = site["site"].get<std::string>();
+      std::printf("%-12s %-24s %-24s %9s %11s %11s\n", name.empty() ? "(none)" : name.c_str(),
+                  classes(site["classes"]).c_str(), classes(site["declared_classes"]).c_str(),
+                  number(link, "rtt_ms", 2).c_str(), number(link, "down_mbit_s", 1).c_str(),
+                  number(link, "up_mbit_s", 1).c_str());
+    }
+    if (!a.body["links"].empty()) {
+      std::printf("\n%-28s %12s %10s   %12s %10s\n", "link", "declared", "", "measured", "");
+      std::printf("%-28s %12s %10s   %12s %10s\n", "", "Mbit/s", "ms", "Mbit/s", "ms");
+      for (const json& l : a.body["links"]) {
+        const std::string between =
+            l["between"][0].get<std::string>() + " <-> " + l["between"][1].get<std::string>();
+        std::printf("%-28s %12s %10s   %12s %10s\n", between.c_str(),
+                    number(l["declared"], "bandwidth_mbit_s", 1).c_str(),
+                    number(l["declared"], "latency_ms", 2).c_str(),
+                    number(l["measured"], "bandwidth_mbit_s", 1).c_str(),
+                    number(l["measured"], "latency_ms", 2).c_str());
+      }
+    }
+    std::printf("\nhow: %s\n", a.body["how"].get<std::string>().c_str());
+    return 0;
   }
   const bool needs_arg = cmd == "submit" || cmd == "status" || cmd == "report" || cmd == "cancel";
   if (needs_arg != (args.positional.size() == 1) || args.positional.size() > 1) {

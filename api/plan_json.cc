@@ -108,4 +108,40 @@ json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
   return out;
 }
 
+json TopologyViewToJson(const TopologyView& view) {
+  auto link_json = [](const std::optional<Link>& l) -> json {
+    if (!l) return nullptr;
+    return {{"bandwidth_mbit_s", l->bandwidth_bytes_s * 8e-6}, {"latency_ms", l->latency_s * 1e3}};
+  };
+  json sites = json::array();
+  for (const SiteView& s : view.sites) {
+    json measured = nullptr;
+    if (s.measured > 0) {
+      measured = {
+          {"rtt_ms", s.median.rtt_s * 1e3},          {"down_mbit_s", s.median.down_bytes_s * 8e-6},
+          {"up_mbit_s", s.median.up_bytes_s * 8e-6}, {"pad_bytes", s.median.pad_bytes},
+          {"workers_measured", s.measured},          {"measured_at", s.median.measured_at}};
+    }
+    sites.push_back({{"site", s.site},
+                     {"classes", s.classes},
+                     {"declared_classes", s.declared},
+                     {"workers", s.workers},
+                     {"link_to_controller", measured}});
+  }
+  json links = json::array();
+  for (const LinkView& l : view.links) {
+    links.push_back({{"between", {l.a, l.b}},
+                     {"declared", link_json(l.declared)},
+                     {"measured", link_json(l.measured)}});
+  }
+  return {{"sites", sites},
+          {"links", links},
+          {"how",
+           "link_to_controller: the median over a site's connected workers of echoes timed "
+           "over each worker's connection (the least round trip of small echoes; a pad of "
+           "pad_bytes each way for throughput). links.measured: the path worker -> "
+           "controller -> worker, a bound on the link between the sites (half of each "
+           "round trip; the least of the four throughputs), not a direct transfer"}};
+}
+
 }  // namespace topotune

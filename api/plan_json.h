@@ -9,6 +9,7 @@
 
 #include "tuner/cost_model.h"
 #include "tuner/planner.h"
+#include "tuner/topology_view.h"
 
 namespace topotune {
 
@@ -23,5 +24,11 @@ std::string DescribeTarget(const Target& t);
 // "data_move": CompareDataMoves's verdicts (min_bandwidth_bytes_s null where moving never
 // pays).
 nlohmann::json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy);
+
+// GET /v1/topology's body: "sites" (classes connected and declared, workers, the measured
+// link to the controller: rtt_ms, down_mbit_s, up_mbit_s, or null) and "links" (declared
+// beside measured through the controller, in the topology file's units: bandwidth_mbit_s,
+// latency_ms; null where there is none), and "how" each was measured.
+nlohmann::json TopologyViewToJson(const TopologyView& view);
 
 }  // namespace topotune

@@ -143,6 +143,23 @@ Status Get(const nlohmann::json& j, const char* key, T* out) {
   return Status::OK();
 }
 
+// An echo's pad: a string of at most kMaxEchoPadBytes (longer than Get allows a text).
+Status GetPad(const nlohmann::json& j, const char* key, std::string* out) {
+  auto it = j.find(key);
+  if (it == j.end()) return Status::InvalidArgument(std::string("missing field '") + key + "'");
+  if (!it->is_string()) {
+    return Status::InvalidArgument(std::string("field '") + key + "' must be a string, got " +
+                                   it->type_name());
+  }
+  const std::string& v = it->get_ref<const std::string&>();
+  if (v.size() > kMaxEchoPadBytes) {
+    return Status::InvalidArgument(std::string("field '") + key + "' is over " +
+                                   std::to_string(kMaxEchoPadBytes) + " bytes");
+  }
+  *out = v;
+  return Status::OK();
+}
+
 // Prefixes a field error with the frame it is in: "hello.device: ...".
 Status In(const std::string& where, const Status& s) {
   if (s.ok()) return s;
@@ -562,6 +579,12 @@ StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload) {
     if (!chunk.ok()) return In("checkpoint", chunk.status());
     return WorkerFrame(CheckpointFrame{std::move(*chunk)});
   }
+  if (type == "echo_reply") {
+    EchoReplyFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("echo_reply", Get(m, "id", &f.id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("echo_reply", GetPad(m, "pad", &f.pad)));
+    return WorkerFrame(std::move(f));
+  }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
 }
 
@@ -626,6 +649,19 @@ StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload) {
     if (!chunk.ok()) return In("checkpoint", chunk.status());
     return ControllerFrame(CheckpointFrame{std::move(*chunk)});
   }
+  if (type == "echo") {
+    EchoFrame f;
+    int64_t reply_bytes = 0;
+    TOPOTUNE_RETURN_IF_ERROR(In("echo", Get(m, "id", &f.id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("echo", GetPad(m, "pad", &f.pad)));
+    TOPOTUNE_RETURN_IF_ERROR(In("echo", Get(m, "reply_bytes", &reply_bytes)));
+    if (reply_bytes < 0 || reply_bytes > kMaxEchoPadBytes) {
+      return Status::InvalidArgument("echo.reply_bytes must be in [0, " +
+                                     std::to_string(kMaxEchoPadBytes) + "]");
+    }
+    f.reply_bytes = static_cast<uint32_t>(reply_bytes);
+    return ControllerFrame(std::move(f));
+  }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
 }
 
@@ -640,8 +676,8 @@ ErrorFrame ErrorFrameOf(const Status& status) {
 
 ErrorFrame ProtocolVersionError(int got) {
   return {"PROTOCOL_VERSION",
-          "this controller speaks protocol " + std::to_string(kProtocolVersion) + ", got " +
-              std::to_string(got),
+          "this controller speaks protocols " + std::to_string(kMinProtocolVersion) + " to " +
+              std::to_string(kProtocolVersion) + ", got " + std::to_string(got),
           true};
 }
 
@@ -709,6 +745,14 @@ nlohmann::json ToJson(const CheckpointFrame& f) {
           {"total_bytes", c.total_bytes},
           {"data", Base64Encode(c.data)},
           {"sha256", c.sha256}};
+}
+
+nlohmann::json ToJson(const EchoFrame& f) {
+  return {{"type", "echo"}, {"id", f.id}, {"pad", f.pad}, {"reply_bytes", f.reply_bytes}};
+}
+
+nlohmann::json ToJson(const EchoReplyFrame& f) {
+  return {{"type", "echo_reply"}, {"id", f.id}, {"pad", f.pad}};
 }
 
 nlohmann::json HeartbeatJson() { return {{"type", "heartbeat"}}; }

@@ -9,9 +9,9 @@
 //                         progress {trial_id, attempt, point},
 //                         result {trial_id, attempt, status, message},
 //                         probe_result {key, probe} or {key, error},
-//                         checkpoint {chunk}
+//                         checkpoint {chunk}, echo_reply {id, pad}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
-//                         checkpoint {chunk},
+//                         checkpoint {chunk}, echo {id, pad, reply_bytes},
 //                         probe {key, model, dataset, batch_sizes},
 //                         stop {trial_id, reason}, heartbeat {},
 //                         error {code, message, fatal}
@@ -21,6 +21,12 @@
 // controller sends a checkpoint the next segment resumes from before that segment's assign.
 // A chunk is {trial_id, attempt, stem, epoch, offset, total_bytes, data (base64), sha256
 // (of the whole file, in the last chunk only)}.
+//
+// Echo (protocol 3) measures the link: the controller sends "echo" with `pad` bytes and
+// asks for `reply_bytes`; the worker answers at once with "echo_reply" carrying the same id
+// and a pad of exactly reply_bytes (both at most kMaxEchoPadBytes). Small echoes time the
+// round trip; a large pad one way times that direction's throughput. A controller speaks
+// protocols kMinProtocolVersion..kProtocolVersion and sends echoes only to workers of 3 on.
 //
 // An error frame with "fatal": true means the worker must not retry: its protocol version
 // or its token was refused (codes PROTOCOL_VERSION, UNAUTHENTICATED, PERMISSION_DENIED).
@@ -41,7 +47,9 @@
 
 namespace topotune {
 
-constexpr int kProtocolVersion = 2;            ///< 2: checkpoint frames, per-epoch checkpoint names
+constexpr int kProtocolVersion = 3;     ///< 2: checkpoint frames, per-epoch names; 3: echo
+constexpr int kMinProtocolVersion = 2;  ///< the oldest a controller still accepts
+constexpr uint32_t kMaxEchoPadBytes = 256u << 10;
 constexpr uint32_t kMaxFrameBytes = 1u << 20;  ///< frames over 1 MiB are refused
 
 // Header plus payload, ready to write. Never throws (invalid UTF-8 becomes U+FFFD).
@@ -95,8 +103,12 @@ struct ProbeResultFrame {
 struct CheckpointFrame {
   CheckpointChunk chunk;
 };
+struct EchoReplyFrame {
+  int64_t id = 0;
+  std::string pad;  ///< exactly the reply_bytes asked for
+};
 using WorkerFrame = std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame,
-                                 ProbeResultFrame, CheckpointFrame>;
+                                 ProbeResultFrame, CheckpointFrame, EchoReplyFrame>;
 // Decodes and validates one payload from a worker, or says which field is wrong and why.
 StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload);
 
@@ -123,8 +135,13 @@ struct ErrorFrame {
   std::string message;
   bool fatal = false;  ///< the worker must not retry
 };
+struct EchoFrame {
+  int64_t id = 0;
+  std::string pad;
+  uint32_t reply_bytes = 0;
+};
 using ControllerFrame = std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame,
-                                     HeartbeatFrame, ErrorFrame, CheckpointFrame>;
+                                     HeartbeatFrame, ErrorFrame, CheckpointFrame, EchoFrame>;
 // Decodes and validates one payload from the controller.
 StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload);
 
@@ -143,6 +160,8 @@ nlohmann::json ToJson(const ProbeFrame& f);
 nlohmann::json ToJson(const StopFrame& f);
 nlohmann::json ToJson(const ErrorFrame& f);
 nlohmann::json ToJson(const CheckpointFrame& f);
+nlohmann::json ToJson(const EchoFrame& f);
+nlohmann::json ToJson(const EchoReplyFrame& f);
 nlohmann::json HeartbeatJson();
 
 // A worker id: 1-64 characters of letters, digits, '-', '_' or '.'.

@@ -165,6 +165,13 @@ struct RestRouter::Impl {
         {"POST", {"v1", "jobs", "{id}", "predict"}, Access::kUser, true, 200, &Impl::Predict},
         {"GET", {"v1", "workers"}, Access::kUser, false, 200, &Impl::Workers},
         {"GET", {"v1", "devices"}, Access::kUser, false, 200, &Impl::Devices},
+        {"GET", {"v1", "topology"}, Access::kUser, false, 200, &Impl::TopologyMeasured},
+        {"GET",
+         {"v1", "jobs", "{id}", "topology"},
+         Access::kUser,
+         false,
+         200,
+         &Impl::TopologyOfJob},
         {"POST", {"v1", "tokens"}, Access::kAdmin, true, 201, &Impl::CreateToken},
         {"GET", {"v1", "tokens"}, Access::kAdmin, false, 200, &Impl::ListTokens},
         {"DELETE", {"v1", "tokens", "{id}"}, Access::kAdmin, false, 200, &Impl::RevokeToken},
@@ -381,6 +388,34 @@ struct RestRouter::Impl {
                      {"probes", probes}});
     }
     return json{{"classes", out}};
+  }
+
+  // GET /v1/topology: the connected workers' sites and measured links.
+  StatusOr<json> TopologyMeasured(const Call&) {
+    StatusOr<TopologyView> view = service->TopologyOf(nullptr);
+    if (!view.ok()) return view.status();
+    return TopologyViewToJson(*view);
+  }
+
+  // GET /v1/jobs/{id}/topology: the same beside the job's declared topology.
+  StatusOr<json> TopologyOfJob(const Call& call) {
+    StatusOr<int64_t> id = ParseId(call.id, "job");
+    if (!id.ok()) return id.status();
+    StatusOr<JobDetail> job = service->GetJob(*id, /*with_points=*/false);
+    if (!job.ok()) return job.status();
+    if (job->spec.topology_json.empty()) {
+      return Status::FailedPrecondition("job " + std::to_string(*id) +
+                                        " names no topology; GET /v1/topology shows what is "
+                                        "measured");
+    }
+    StatusOr<Topology> declared = ParseTopology(job->spec.topology_json);
+    if (!declared.ok()) return declared.status();
+    StatusOr<TopologyView> view = service->TopologyOf(&*declared);
+    if (!view.ok()) return view.status();
+    json out = TopologyViewToJson(*view);
+    out["job_id"] = *id;
+    out["topology"] = declared->name;
+    return out;
   }
 
   StatusOr<json> CreateToken(const Call& call) {

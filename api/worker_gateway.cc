@@ -1,5 +1,6 @@
 #include "api/worker_gateway.h"
 
+#include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
 #include <chrono>
@@ -43,7 +44,10 @@ struct WorkerGateway::Impl {
 class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Impl* gateway, tcp::socket socket)
-      : gateway_(gateway), socket_(std::move(socket)), timer_(gateway->io) {
+      : gateway_(gateway),
+        socket_(std::move(socket)),
+        timer_(gateway->io),
+        echo_timer_(gateway->io) {
     ++gateway_->connections;
   }
   ~Session() { --gateway_->connections; }
@@ -95,6 +99,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     timer_.cancel();
+    echo_timer_.cancel();
     transfers_.clear();
     if (!worker_id_.empty()) {
       auto it = gateway_->sessions.find(worker_id_);
@@ -208,7 +213,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
 
   Status On(const HelloFrame& f) {
     if (!worker_id_.empty()) return Status::InvalidArgument("a second 'hello' on one connection");
-    if (f.protocol != kProtocolVersion) {
+    if (f.protocol < kMinProtocolVersion || f.protocol > kProtocolVersion) {
       error_ = ProtocolVersionError(f.protocol);
       return Status::InvalidArgument(error_->message);
     }
@@ -260,6 +265,67 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     std::fprintf(stderr, "topotuned: worker %s connected (%s, %s, %d cores)\n", f.worker_id.c_str(),
                  record.device.kind.c_str(), SafeText(record.device.name, 80).c_str(),
                  record.device.cores);
+    if (f.protocol >= 3 && gateway_->options.echo_pad_bytes > 0) NextEcho();
+    return Status::OK();
+  }
+
+  // The link probe's steps: kSmallEchoes round trips, then the pad down, then up.
+  static constexpr int kSmallEchoes = 3;
+  static constexpr int kEchoSteps = kSmallEchoes + 2;
+
+  // Sends the link probe's next echo once nothing else is being written (so that the time
+  // is the link's, not a checkpoint's); reports the link after the last.
+  void NextEcho() {
+    if (closed_ || echo_step_ >= kEchoSteps) return;
+    if (!writes_.empty()) {
+      auto self = shared_from_this();
+      echo_timer_.expires_after(std::chrono::milliseconds(50));
+      echo_timer_.async_wait([this, self](boost::system::error_code ec) {
+        if (!ec) NextEcho();
+      });
+      return;
+    }
+    const uint32_t pad = gateway_->options.echo_pad_bytes;
+    EchoFrame echo;
+    echo.id = ++echo_id_;
+    if (echo_step_ == kSmallEchoes) echo.pad.assign(pad, 'x');
+    if (echo_step_ == kSmallEchoes + 1) echo.reply_bytes = pad;
+    expected_reply_bytes_ = echo.reply_bytes;
+    echo_sent_ = SteadyClock::now();
+    echo_outstanding_ = true;
+    Send(EncodeFrame(ToJson(echo)));
+  }
+
+  Status On(const EchoReplyFrame& f) {
+    if (!echo_outstanding_ || f.id != echo_id_) {
+      return Status::InvalidArgument("echo_reply " + std::to_string(f.id) +
+                                     " answers no outstanding echo");
+    }
+    if (f.pad.size() != expected_reply_bytes_) {
+      return Status::InvalidArgument("echo_reply.pad has " + std::to_string(f.pad.size()) +
+                                     " bytes; the echo asked for " +
+                                     std::to_string(expected_reply_bytes_));
+    }
+    echo_outstanding_ = false;
+    const double seconds = std::chrono::duration<double>(SteadyClock::now() - echo_sent_).count();
+    echo_seconds_[echo_step_++] = seconds;
+    if (echo_step_ < kEchoSteps) {
+      NextEcho();
+      return Status::OK();
+    }
+    WorkerLink link;
+    link.rtt_s = *std::min_element(echo_seconds_.begin(), echo_seconds_.begin() + kSmallEchoes);
+    link.pad_bytes = gateway_->options.echo_pad_bytes;
+    // The pad's time: the echo's less a round trip, at least a microsecond.
+    auto throughput = [&](double s) { return link.pad_bytes / std::max(s - link.rtt_s, 1e-6); };
+    link.down_bytes_s = throughput(echo_seconds_[kSmallEchoes]);
+    link.up_bytes_s = throughput(echo_seconds_[kSmallEchoes + 1]);
+    link.measured_at =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    gateway_->service->WorkerLinkMeasured(worker_id_, link);
+    std::fprintf(stderr, "topotuned: worker %s link: rtt %.2f ms, %.3g Mbit/s down, %.3g up\n",
+                 worker_id_.c_str(), link.rtt_s * 1e3, link.down_bytes_s * 8e-6,
+                 link.up_bytes_s * 8e-6);
     return Status::OK();
   }
 
@@ -325,6 +391,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   Impl* gateway_;
   tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer echo_timer_;
   std::array<char, 4096> chunk_{};
   FrameReader frames_;
   std::deque<std::string> writes_;
@@ -342,6 +409,13 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   bool closed_ = false;
   bool close_after_write_ = false;
   bool reading_ = false;
+  // The link probe (NextEcho).
+  int echo_step_ = 0;
+  int64_t echo_id_ = 0;
+  bool echo_outstanding_ = false;
+  uint32_t expected_reply_bytes_ = 0;
+  SteadyClock::time_point echo_sent_;
+  std::array<double, kEchoSteps> echo_seconds_{};
 };
 
 void WorkerGateway::Impl::Accept() {

@@ -20,16 +20,24 @@ class TokenAuthority;
 // garbage gets an error frame naming the problem and is disconnected; one that misses
 // heartbeats for lease_s loses its lease, and its trial goes back to the dispatcher. A hello
 // under the name of a connected worker, with the same token, replaces that stale session.
+//
+// Links: once a worker of protocol 3 or later registers, the gateway times echoes over its
+// connection (api/protocol.h), one at a time and only while nothing else is being written:
+// three small ones for the round trip (the least counts), then a pad of echo_pad_bytes
+// down and one up for the throughput each way (its time less the round trip). The result
+// goes to ControllerService::WorkerLinkMeasured. An echo_reply that answers no outstanding
+// echo, or with a pad of the wrong size, is a protocol error.
 class WorkerGateway final : public WorkerChannel {
  public:
   struct Options {
     std::string host = "127.0.0.1";
-    int port = 7701;                ///< 0 picks a free port
-    double heartbeat_s = 2.0;       ///< how often both ends send a heartbeat
-    double lease_s = 15.0;          ///< silence after which a worker is dropped
-    double hello_timeout_s = 10.0;  ///< a new connection must register within this
-    double frame_timeout_s = 30.0;  ///< a begun frame must complete within this
-    int max_connections = 1024;     ///< more are closed at once
+    int port = 7701;                       ///< 0 picks a free port
+    double heartbeat_s = 2.0;              ///< how often both ends send a heartbeat
+    double lease_s = 15.0;                 ///< silence after which a worker is dropped
+    double hello_timeout_s = 10.0;         ///< a new connection must register within this
+    double frame_timeout_s = 30.0;         ///< a begun frame must complete within this
+    int max_connections = 1024;            ///< more are closed at once
+    uint32_t echo_pad_bytes = 256u << 10;  ///< the throughput echoes' pad; 0 = no link probe
   };
   explicit WorkerGateway(Options options);
   ~WorkerGateway() override;

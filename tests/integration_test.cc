@@ -234,6 +234,26 @@ TEST(Integration, RunsAJobToCompletionAndTheDatabaseAgreesWithTheReport) {
     EXPECT_GE(curve.back()["val_accuracy"].get<double>(), 0.6);
   }
 
+  // The gateway timed echoes over each real worker's connection (they name no site).
+  json topology;
+  for (int i = 0; i < 50; ++i) {
+    auto t = cluster.Get("/v1/topology");
+    ASSERT_TRUE(t && t->status == 200);
+    topology = json::parse(t->body);
+    if (topology["sites"].size() == 1 &&
+        topology["sites"][0]["link_to_controller"].value("workers_measured", 0) == 2) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(topology["sites"].size(), 1u) << topology.dump();
+  const json& link = topology["sites"][0]["link_to_controller"];
+  ASSERT_FALSE(link.is_null()) << topology.dump();
+  EXPECT_EQ(link["workers_measured"], 2);
+  EXPECT_GT(link["rtt_ms"].get<double>(), 0.0);
+  EXPECT_GT(link["down_mbit_s"].get<double>(), 0.0);
+  EXPECT_GT(link["up_mbit_s"].get<double>(), 0.0);
+
   // Trials and curve points in the SQLite file agree with the report: rebuild it from the
   // file alone with the CLI.
   const fs::path out = cluster.dir() / "offline.json";

@@ -106,5 +106,37 @@ TEST(Protocol, DeviceClassAndSiteRoundTripAndAreOptional) {
   }
 }
 
+// Echo frames round-trip with their pads; a pad over kMaxEchoPadBytes, a negative or
+// oversized reply, or a pad that is not a string is refused with the field named.
+TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
+  const std::string pad(kMaxEchoPadBytes, 'x');
+  StatusOr<ControllerFrame> echo =
+      DecodeControllerFrame(EncodeFrame(ToJson(EchoFrame{7, pad, 1000})).substr(4));
+  ASSERT_TRUE(echo.ok()) << echo.status().message();
+  const EchoFrame& e = std::get<EchoFrame>(*echo);
+  EXPECT_EQ(e.id, 7);
+  EXPECT_EQ(e.pad.size(), kMaxEchoPadBytes);
+  EXPECT_EQ(e.reply_bytes, 1000u);
+  StatusOr<WorkerFrame> reply =
+      DecodeWorkerFrame(EncodeFrame(ToJson(EchoReplyFrame{7, std::string(1000, 'x')})).substr(4));
+  ASSERT_TRUE(reply.ok()) << reply.status().message();
+  EXPECT_EQ(std::get<EchoReplyFrame>(*reply).pad.size(), 1000u);
+
+  auto refused = [](const nlohmann::json& j, bool from_controller, const std::string& field) {
+    const std::string payload = j.dump();
+    const Status s = from_controller ? DecodeControllerFrame(payload).status()
+                                     : DecodeWorkerFrame(payload).status();
+    EXPECT_FALSE(s.ok()) << payload.substr(0, 80);
+    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+  };
+  refused({{"type", "echo"}, {"id", 1}, {"pad", pad + "x"}, {"reply_bytes", 0}}, true, "pad");
+  refused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", -1}}, true, "reply_bytes");
+  refused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", kMaxEchoPadBytes + 1}}, true,
+          "reply_bytes");
+  refused({{"type", "echo"}, {"id", 1}, {"pad", 5}, {"reply_bytes", 0}}, true, "pad");
+  refused({{"type", "echo_reply"}, {"id", 1}, {"pad", pad + "x"}}, false, "pad");
+  refused({{"type", "echo_reply"}, {"pad", ""}}, false, "id");
+}
+
 }  // namespace
 }  // namespace topotune

@@ -407,17 +407,27 @@ class RawWorker {
   bool SendBytes(const std::string& bytes) { return SendAll(fd_, bytes); }
   // Says this end will send nothing more: the gateway answers what it got, then closes.
   void FinishSending() { shutdown(fd_, SHUT_WR); }
-  // The next frame's JSON, or null if the connection closed or timed out.
+  // The next frame's JSON, or null if the connection closed or timed out. Echoes are
+  // answered on the way, as a worker does (unless answer_echoes is false).
   json Receive() {
-    unsigned char header[4];
-    if (recv(fd_, header, 4, MSG_WAITALL) != 4) return nullptr;
-    std::string payload(DecodeFrameLength(header), '\0');
-    if (recv(fd_, payload.data(), payload.size(), MSG_WAITALL) !=
-        static_cast<ssize_t>(payload.size())) {
-      return nullptr;
+    while (true) {
+      unsigned char header[4];
+      if (recv(fd_, header, 4, MSG_WAITALL) != 4) return nullptr;
+      std::string payload(DecodeFrameLength(header), '\0');
+      if (recv(fd_, payload.data(), payload.size(), MSG_WAITALL) !=
+          static_cast<ssize_t>(payload.size())) {
+        return nullptr;
+      }
+      json f = json::parse(payload, nullptr, false);
+      if (!answer_echoes || !f.is_object() || f.value("type", "") != "echo") return f;
+      ++echoes_answered;
+      SendFrame({{"type", "echo_reply"},
+                 {"id", f["id"]},
+                 {"pad", std::string(f["reply_bytes"].get<size_t>(), 'x')}});
     }
-    return json::parse(payload, nullptr, false);
   }
+  bool answer_echoes = true;
+  int echoes_answered = 0;
   // The next frame that is not a heartbeat.
   json ReceiveNonHeartbeat() {
     while (true) {
@@ -772,6 +782,118 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
                           {"class", "edge/../x"}}));
   // Workers and devices are for token holders.
   auto anonymous = c.Call("GET", "/v1/devices", "");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+}
+
+// The gateway times echoes over each worker's connection; GET /v1/topology shows each
+// site's link to the controller, and GET /v1/jobs/{id}/topology puts the job's declared
+// links beside what was measured. Echo replies that answer nothing are refused; a worker
+// of protocol 2 is still accepted, without a link probe.
+TEST(Topology, TheGatewayMeasuresEachWorkersLinkBesideTheDeclaredOnes) {
+  Controller c;
+  std::vector<std::unique_ptr<RawWorker>> workers;
+  for (const auto& [name, site] :
+       std::vector<std::pair<std::string, std::string>>{{"e1", "edge-1"}, {"c1", "cloud"}}) {
+    workers.push_back(std::make_unique<RawWorker>(c.worker_port()));
+    ASSERT_TRUE(workers.back()->Hello(name, c.worker_token(),
+                                      {{"kind", "cpu"},
+                                       {"name", "raw"},
+                                       {"cores", 2},
+                                       {"memory_bytes", 1 << 30},
+                                       {"class", name == "e1" ? "edge" : "cloud"},
+                                       {"site", site}}));
+  }
+  // Three small echoes, the pad down, the pad up: answered as they come.
+  for (auto& w : workers) {
+    for (int i = 0; i < 20 && w->echoes_answered < 5; ++i) w->Receive();
+    EXPECT_EQ(w->echoes_answered, 5);
+  }
+  json view;
+  for (int i = 0; i < 50; ++i) {
+    auto res = c.Call("GET", "/v1/topology", c.user_token());
+    ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "");
+    view = json::parse(res->body);
+    if (view["sites"].size() == 2 && !view["sites"][0]["link_to_controller"].is_null() &&
+        !view["sites"][1]["link_to_controller"].is_null()) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(view["sites"].size(), 2u) << view.dump();
+  for (const json& site : view["sites"]) {
+    const json& link = site["link_to_controller"];
+    ASSERT_FALSE(link.is_null()) << view.dump();
+    EXPECT_GT(link["rtt_ms"].get<double>(), 0.0);
+    EXPECT_LT(link["rtt_ms"].get<double>(), 5000.0);
+    EXPECT_GT(link["down_mbit_s"].get<double>(), 0.0);
+    EXPECT_GT(link["up_mbit_s"].get<double>(), 0.0);
+    EXPECT_EQ(link["pad_bytes"], 256 << 10);
+    EXPECT_EQ(link["workers_measured"], 1);
+  }
+  EXPECT_EQ(view["sites"][0]["site"], "cloud");
+  EXPECT_EQ(view["sites"][0]["classes"]["cloud"], 1);
+  // The two sites' path through the controller: measured, nothing declared.
+  ASSERT_EQ(view["links"].size(), 1u) << view.dump();
+  EXPECT_EQ(view["links"][0]["between"], json::array({"cloud", "edge-1"}));
+  EXPECT_TRUE(view["links"][0]["declared"].is_null());
+  EXPECT_GT(view["links"][0]["measured"]["bandwidth_mbit_s"].get<double>(), 0.0);
+
+  // A job's topology: its declared link beside the measured one.
+  json spec = ValidJob();
+  spec["topology"] = json::parse(R"({"sites": {"edge-1": {"edge": 4}, "cloud": {"cloud": 2}},
+      "links": [{"between": ["edge-1", "cloud"], "bandwidth_mbit_s": 10, "latency_ms": 40}],
+      "targets": [{"name": "e", "class": "edge", "site": "edge-1"}]})");
+  auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), spec.dump());
+  ASSERT_TRUE(submitted && submitted->status == 201) << submitted->body;
+  const std::string job = std::to_string(json::parse(submitted->body)["id"].get<int64_t>());
+  auto side_by_side = c.Call("GET", "/v1/jobs/" + job + "/topology", c.user_token());
+  ASSERT_TRUE(side_by_side && side_by_side->status == 200) << side_by_side->body;
+  const json declared = json::parse(side_by_side->body);
+  ASSERT_EQ(declared["links"].size(), 1u);
+  EXPECT_DOUBLE_EQ(declared["links"][0]["declared"]["bandwidth_mbit_s"].get<double>(), 10.0);
+  EXPECT_DOUBLE_EQ(declared["links"][0]["declared"]["latency_ms"].get<double>(), 40.0);
+  EXPECT_FALSE(declared["links"][0]["measured"].is_null());
+  EXPECT_EQ(declared["sites"][1]["declared_classes"]["edge"], 4);
+  // A job without a topology has nothing to put beside the measurements.
+  auto plain = c.Call("POST", "/v1/jobs", c.user_token(), ValidJob().dump());
+  ASSERT_TRUE(plain && plain->status == 201);
+  const std::string plain_id = std::to_string(json::parse(plain->body)["id"].get<int64_t>());
+  auto none = c.Call("GET", "/v1/jobs/" + plain_id + "/topology", c.user_token());
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 409) << none->body;
+
+  // An echo_reply that answers no echo is a protocol error, named.
+  RawWorker liar(c.worker_port());
+  liar.answer_echoes = false;
+  ASSERT_TRUE(liar.Hello("liar", c.worker_token()));
+  liar.SendFrame({{"type", "echo_reply"}, {"id", 999}, {"pad", ""}});
+  json error;
+  for (int i = 0; i < 10; ++i) {
+    error = liar.Receive();
+    if (error.is_null() || error.value("type", "") == "error") break;
+  }
+  ASSERT_TRUE(error.is_object()) << "the connection closed without an error frame";
+  EXPECT_NE(error.value("message", "").find("answers no outstanding echo"), std::string::npos)
+      << error.dump();
+  // A worker of protocol 2 is accepted and gets no echo.
+  RawWorker old(c.worker_port());
+  old.SendFrame(
+      {{"type", "hello"},
+       {"protocol", 2},
+       {"worker_id", "old"},
+       {"token", c.worker_token()},
+       {"device", {{"kind", "cpu"}, {"name", "raw"}, {"cores", 1}, {"memory_bytes", 1}}}});
+  old.answer_echoes = false;
+  EXPECT_EQ(old.Receive().value("type", ""), "welcome");
+  for (int i = 0; i < 5; ++i) {  // until its first heartbeat: a probe may come, no echo
+    const json f = old.Receive();
+    ASSERT_TRUE(f.is_object());
+    EXPECT_NE(f.value("type", ""), "echo");
+    if (f.value("type", "") == "heartbeat") break;
+  }
+  // Only token holders see it.
+  auto anonymous = c.Call("GET", "/v1/topology", "");
   ASSERT_TRUE(anonymous);
   EXPECT_EQ(anonymous->status, 401);
 }

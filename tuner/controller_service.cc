@@ -101,9 +101,28 @@ StatusOr<std::vector<WorkerDetail>> ControllerService::Workers() {
     for (const DeviceProbe& p : *probes) {
       if (p.worker_id == w.id) d.probes.push_back(p);
     }
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    auto link = links_.find(w.id);
+    if (link != links_.end()) d.link = link->second;
     out.push_back(std::move(d));
   }
   return out;
+}
+
+StatusOr<TopologyView> ControllerService::TopologyOf(const Topology* declared) {
+  StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
+  if (!workers.ok()) return workers.status();
+  std::map<std::string, WorkerLink> links;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    links = links_;
+  }
+  return BuildTopologyView(*workers, links, declared);
+}
+
+void ControllerService::WorkerLinkMeasured(const std::string& worker_id, const WorkerLink& link) {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  links_[worker_id] = link;
 }
 
 StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
@@ -181,6 +200,8 @@ Status ControllerService::WorkerHeartbeat(const std::string& worker_id) {
 
 void ControllerService::WorkerDisconnected(const std::string& worker_id) {
   dispatcher_.WorkerDisconnected(worker_id);
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  links_.erase(worker_id);
 }
 
 StatusOr<EpochVerdict> ControllerService::OnEpoch(const std::string& worker_id, int64_t trial_id,

@@ -2,6 +2,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "tuner/report.h"
 #include "tuner/segment.h"
 #include "tuner/status.h"
+#include "tuner/topology_view.h"
 #include "tuner/types.h"
 
 namespace topotune {
@@ -29,6 +33,7 @@ struct JobDetail {
 struct WorkerDetail {
   WorkerRecord record;
   std::vector<DeviceProbe> probes;
+  std::optional<WorkerLink> link;  ///< measured over its current connection
 };
 
 // The controller's application logic: every use case the REST API and the worker gateway
@@ -68,11 +73,16 @@ class ControllerService {
   StatusOr<std::vector<WorkerDetail>> Workers();
   // The device classes of every worker known, with their pooled probes.
   StatusOr<std::vector<DeviceClassProfile>> Devices();
+  // The sites of the connected workers with their measured links to the controller, beside
+  // `declared` (a job's topology) when given (tuner/topology_view.h).
+  StatusOr<TopologyView> TopologyOf(const Topology* declared);
 
   // Worker events, from the gateway (see Dispatcher for their contracts).
   Status WorkerConnected(const WorkerRecord& worker);
   Status WorkerHeartbeat(const std::string& worker_id);
   void WorkerDisconnected(const std::string& worker_id);
+  // The gateway measured the link to a connected worker (kept until it disconnects).
+  void WorkerLinkMeasured(const std::string& worker_id, const WorkerLink& link);
   StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id, int attempt,
                                  const CurvePoint& point);
   Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
@@ -85,6 +95,8 @@ class ControllerService {
   SpecDecoder decode_spec_;
   std::function<double()> clock_;
   Dispatcher dispatcher_;
+  std::mutex links_mutex_;
+  std::map<std::string, WorkerLink> links_;  ///< by worker id; guarded by links_mutex_
 };
 
 }  // namespace topotune

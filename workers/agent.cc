@@ -218,6 +218,9 @@ struct Agent::Impl {
       ReceiveCheckpoint(chunk->chunk);
     } else if (const auto* stop = std::get_if<StopFrame>(&*frame)) {
       if (current_trial && stop->trial_id == *current_trial) stop_training = true;
+    } else if (const auto* echo = std::get_if<EchoFrame>(&*frame)) {
+      // The controller times the link: answer at once, with the pad it asked for.
+      Send(EncodeFrame(ToJson(EchoReplyFrame{echo->id, std::string(echo->reply_bytes, 'x')})));
     } else if (const auto* error = std::get_if<ErrorFrame>(&*frame)) {
       if (error->fatal) {
         fatal = Status::FailedPrecondition("controller refused this worker (" + error->code +

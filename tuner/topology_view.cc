@@ -1,0 +1,96 @@
+#include "tuner/topology_view.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+namespace topotune {
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+Link ThroughController(const WorkerLink& a, const WorkerLink& b) {
+  return {std::min({a.up_bytes_s, a.down_bytes_s, b.up_bytes_s, b.down_bytes_s}),
+          0.5 * (a.rtt_s + b.rtt_s)};
+}
+
+TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
+                               const std::map<std::string, WorkerLink>& links,
+                               const Topology* declared) {
+  std::map<std::string, SiteView> sites;
+  std::map<std::string, std::vector<const WorkerLink*>> measured;
+  for (const WorkerRecord& w : workers) {
+    if (w.state == "offline") continue;
+    SiteView& site = sites[w.device.site];
+    site.site = w.device.site;
+    ++site.classes[DeviceClassOf(w.device)];
+    site.workers.push_back(w.id);
+    auto link = links.find(w.id);
+    if (link != links.end()) measured[w.device.site].push_back(&link->second);
+  }
+  if (declared != nullptr) {
+    for (const auto& [name, classes] : declared->sites) {
+      SiteView& site = sites[name];
+      site.site = name;
+      site.declared = classes;
+    }
+  }
+  for (auto& [name, site] : sites) {
+    std::sort(site.workers.begin(), site.workers.end());
+    const std::vector<const WorkerLink*>& m = measured[name];
+    site.measured = static_cast<int>(m.size());
+    if (m.empty()) continue;
+    auto median = [&](double WorkerLink::*field) {
+      std::vector<double> v;
+      for (const WorkerLink* l : m) v.push_back(l->*field);
+      return Median(std::move(v));
+    };
+    site.median.rtt_s = median(&WorkerLink::rtt_s);
+    site.median.down_bytes_s = median(&WorkerLink::down_bytes_s);
+    site.median.up_bytes_s = median(&WorkerLink::up_bytes_s);
+    site.median.pad_bytes = m.front()->pad_bytes;
+    site.median.measured_at = median(&WorkerLink::measured_at);
+  }
+
+  TopologyView view;
+  for (auto& [name, site] : sites) view.sites.push_back(std::move(site));
+  auto measured_between = [&](const std::string& a, const std::string& b) -> std::optional<Link> {
+    const SiteView *sa = nullptr, *sb = nullptr;
+    for (const SiteView& s : view.sites) {
+      if (s.site == a) sa = &s;
+      if (s.site == b) sb = &s;
+    }
+    if (sa == nullptr || sb == nullptr || sa->measured == 0 || sb->measured == 0) {
+      return std::nullopt;
+    }
+    return ThroughController(sa->median, sb->median);
+  };
+  std::set<std::pair<std::string, std::string>> seen;
+  if (declared != nullptr) {
+    for (const Topology::SiteLink& l : declared->links) {
+      const auto key = std::minmax(l.a, l.b);
+      if (!seen.insert(key).second) continue;
+      view.links.push_back(
+          {key.first, key.second, l.link, measured_between(key.first, key.second)});
+    }
+  }
+  // Every other pair of named sites that both have measured workers.
+  for (size_t i = 0; i < view.sites.size(); ++i) {
+    for (size_t j = i + 1; j < view.sites.size(); ++j) {
+      const std::string& a = view.sites[i].site;
+      const std::string& b = view.sites[j].site;
+      if (a.empty() || b.empty() || seen.count({a, b}) > 0) continue;
+      std::optional<Link> m = measured_between(a, b);
+      if (m) view.links.push_back({a, b, std::nullopt, m});
+    }
+  }
+  return view;
+}
+
+}  // namespace topotune

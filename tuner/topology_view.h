@@ -1,0 +1,62 @@
+#pragma once
+
+// GET /v1/topology: what the controller measured of the links to its workers, beside what a
+// topology file declares. Pure functions over the workers' records and links.
+//
+// The controller times echoes over each worker's own connection (api/protocol.h, protocol
+// 3): the least round trip of small echoes, and the throughput of a large pad each way. A
+// site's link to the controller is the median over its measured workers. Between two sites
+// that both have measured workers, the path through the controller (worker -> controller
+// -> worker) gives a bound on their link: its latency is half of each side's round trip,
+// its bandwidth the least of the four directions. It is not a direct transfer between the
+// two sites, and the view says so.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tuner/cost_model.h"
+#include "tuner/types.h"
+
+namespace topotune {
+
+// The link between the controller and one worker, measured over its connection.
+struct WorkerLink {
+  double rtt_s = 0.0;         ///< the least round trip of small echoes
+  double down_bytes_s = 0.0;  ///< controller -> worker, a pad of `pad_bytes`
+  double up_bytes_s = 0.0;    ///< worker -> controller
+  uint32_t pad_bytes = 0;
+  double measured_at = 0.0;  ///< seconds since the Unix epoch
+};
+
+struct SiteView {
+  std::string site;                     ///< "" = workers that named no site
+  std::map<std::string, int> classes;   ///< class -> workers connected now
+  std::vector<std::string> workers;     ///< ids, sorted
+  int measured = 0;                     ///< workers with a measured link
+  WorkerLink median;                    ///< over the measured workers (when measured > 0)
+  std::map<std::string, int> declared;  ///< class -> devices the topology declares
+};
+
+struct LinkView {
+  std::string a, b;              ///< site names, a < b
+  std::optional<Link> declared;  ///< the topology's
+  std::optional<Link> measured;  ///< through the controller (a bound), when both measured
+};
+
+struct TopologyView {
+  std::vector<SiteView> sites;  ///< sorted by name
+  std::vector<LinkView> links;  ///< declared ones, then measured-only pairs
+};
+
+// The view of `workers` (connected ones: state != "offline") with their `links` (by worker
+// id), beside `declared` when given.
+TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
+                               const std::map<std::string, WorkerLink>& links,
+                               const Topology* declared);
+
+// The site-to-site bound through the controller from the two sites' measured links.
+Link ThroughController(const WorkerLink& a, const WorkerLink& b);
+
+}  // namespace topotune
