@@ -8,9 +8,12 @@ batch size B in it:
 
 1. B's rows are removed from the table, and `topotune predict --batch-sizes B` ranks
    the remaining table's configurations at B on a single device of the recording class:
-   - epochs to target: each (learning rate, optimizer) scaled from its nearest recorded
-     batch size by the optimizer's batch-size model (McCandlish et al., fitted to the
-     least epochs measured at each remaining batch size);
+   - epochs to target: each (learning rate, optimizer) read off the nearest remaining
+     batch sizes below and above B at the learning rate of equal gradient-noise
+     temperature (lr x B_r / B for SGD, lr x sqrt(B_r / B) for Adam), interpolated between
+     the rates recorded there; where none surround it, the same rate scaled by the
+     optimizer's batch-size model (McCandlish et al., fitted to the least epochs measured
+     at each remaining batch size);
    - step time: "curves" mode fits alpha + beta x batch to the remaining batch sizes'
      recorded epoch seconds; "probe" mode (only for the table the example profile was
      probed on, lenet_shapes_hard_cpu) uses the cpu-1t probe rows of

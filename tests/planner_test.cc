@@ -292,6 +292,53 @@ TEST(Planner, WhatIfBatchSizesGetTheBatchScalingModelsEpochs) {
   EXPECT_EQ(at_128, 1);  // only the recorded lr 0.01 (lr 0.1 never reaches)
 }
 
+// Epochs to target that depend on the learning rate and batch only through the noise
+// temperature, lr / B for SGD and lr / sqrt(B) for Adam: 32, 16, 8, 4, 8, 16 epochs at
+// temperatures 1/4, 1/2, 1, 2, 4, 8 (units of 1/3200 for SGD, 1/400 for Adam), log-linear
+// in between. A what-if batch size is then predicted exactly from the recorded rates at
+// the equivalent temperature; the same rate at the nearest batch (4 epochs for SGD lr 0.02
+// at 32) or the other optimizer's rule would be wrong.
+TEST(Planner, WhatIfBatchSizesKeepTheNoiseTemperature) {
+  std::string text = "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  // lr 0.01, 0.02, 0.04, 0.08: SGD temperatures 1-8 at batch 32, 1/4-2 at 128; Adam
+  // 1-8 at batch 16, 1/4-2 at 256.
+  const int low[] = {8, 4, 8, 16};    // SGD at 32, Adam at 16
+  const int high[] = {32, 16, 8, 4};  // SGD at 128, Adam at 256
+  for (int i = 0; i < 4; ++i) {
+    const double lr = 0.01 * (1 << i);
+    text += Curve(32, lr, "sgd", 0, low[i], 60, 8.0) + Curve(128, lr, "sgd", 0, high[i], 60, 8.0) +
+            Curve(16, lr, "adam", 0, low[i], 60, 8.0) + Curve(256, lr, "adam", 0, high[i], 60, 8.0);
+  }
+  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+  ASSERT_TRUE(table.ok()) << table.status().message();
+  PlanInput input = Input(*table);
+  input.targets = {Single("cloud", "cloud")};
+  input.what_if_batches = {48, 36};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  auto epochs_at = [&](int batch, double lr, Optimizer optimizer) {
+    for (const PlannedConfig& p : (*plans)[0].ranked) {
+      if (p.config.batch_size == batch && p.config.learning_rate == lr &&
+          p.config.optimizer == optimizer) {
+        EXPECT_FALSE(p.cost.epochs.measured);
+        EXPECT_EQ(p.epochs_from.rfind("equal noise temperature", 0), 0u) << p.epochs_from;
+        return p.cost.epochs.value;
+      }
+    }
+    ADD_FAILURE() << "no entry at batch " << batch << ", lr " << lr;
+    return 0.0;
+  };
+  // SGD lr 0.02 at 48: temperature 4/3, between 8 epochs at 1 and 4 at 2: 8 x (3/4) = 6,
+  // read at 32 (lr 0.0133) and at 128 (lr 0.0533) alike.
+  EXPECT_NEAR(epochs_at(48, 0.02, Optimizer::kSgd), 6.0, 1e-9);
+  // SGD lr 0.08 at 48: temperature 16/3, between 8 at 4 and 16 at 8: 8 x 4/3; read at 32
+  // only (lr 0.213 is beyond batch 128's rates).
+  EXPECT_NEAR(epochs_at(48, 0.08, Optimizer::kSgd), 32.0 / 3, 1e-9);
+  // Adam lr 0.04 at 36: temperature 0.04 / 6 x 400 = 8/3, between 4 at 2 and 8 at 4:
+  // 4 x 4/3; lr x sqrt(16/36) = 0.0267 at 16 (the linear rule's 0.0178 would read 4.5).
+  EXPECT_NEAR(epochs_at(36, 0.04, Optimizer::kAdam), 16.0 / 3, 1e-9);
+}
+
 // A trial stopped short of the target (25 of the epochs it would need, still rising) is
 // ranked with the epochs the curve model predicts for it, marked predicted; a curve flat
 // below the target (lr 0.1) stays out.

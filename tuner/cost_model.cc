@@ -224,6 +224,12 @@ Estimate BatchScaling::UnfittedRatio(int from_batch, int to_batch) {
                              std::max(1.0, steps_fixed));
 }
 
+double EquivalentLearningRate(Optimizer optimizer, double learning_rate, int from_batch,
+                              int to_batch) {
+  const double ratio = static_cast<double>(to_batch) / from_batch;
+  return learning_rate * (optimizer == Optimizer::kSgd ? ratio : std::sqrt(ratio));
+}
+
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
                                   std::optional<Estimate> sync) {

@@ -21,6 +21,9 @@
 //   what happens outside the measured range: below B_noise a doubled batch halves the steps
 //   (epochs stay put), above it the steps stop shrinking (epochs grow with B). A free fit
 //   (a power law in B, say) extrapolates without such a reason. See BatchScaling.
+// - One configuration at another batch size: the learning rate that keeps the gradient
+//   noise's temperature (EquivalentLearningRate), at which the epochs to target stay put:
+//   the planner reads them off the learning rates recorded at a nearby batch size.
 //
 // Every number is an Estimate: a value, an 80% interval, and whether it was measured or
 // predicted. Pure functions and small value types; no I/O. Thread-compatible.
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "tuner/status.h"
+#include "tuner/types.h"
 
 namespace topotune {
 
@@ -125,6 +129,21 @@ class BatchScaling {
   double noise_batch_ = 0.0;
   double relative_error_ = 0.1;
 };
+
+// The learning rate that trains at `to_batch` as `learning_rate` does at `from_batch`: the
+// one with the same temperature of gradient noise (the variance a step adds per unit of
+// drift), under which training follows the same path per epoch, so the same epochs to
+// target, while the batch stays below the noise scale (Smith & Le 2018; Malladi et al.
+// 2022). The minibatch gradient is the gradient g plus noise of variance s^2 / B:
+//  - SGD (with or without momentum): a step drifts lr g and adds lr^2 s^2 / B of variance:
+//    temperature ~ lr / B, so lr x to / from (Goyal et al. 2017's linear scaling rule);
+//  - Adam: where the noise dominates the second moment (v ~ s^2 / B), a step drifts
+//    lr sqrt(B) g / s and adds lr^2 of variance: temperature ~ lr / sqrt(B), so
+//    lr x sqrt(to / from) (the square-root scaling rule).
+// Neither rule holds far above the noise scale, where steps stop shrinking with the batch
+// (BatchScaling); the planner uses it between recorded batch sizes and just beyond.
+double EquivalentLearningRate(Optimizer optimizer, double learning_rate, int from_batch,
+                              int to_batch);
 
 // Where and how a configuration would train.
 struct Target {

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "tuner/curve_model.h"
@@ -62,6 +64,61 @@ double RecordedStepSeconds(const CurveTable::Run& run, long long train_samples) 
   }
   const long long steps = (train_samples + run.config.batch_size - 1) / run.config.batch_size;
   return epochs == 0 || steps == 0 ? 0.0 : seconds / epochs / steps;
+}
+
+// The recorded runs of one optimizer at one batch size: learning rate -> epochs to target,
+// or none when the run does not reach it on every seed.
+using LearningRateFamily = std::map<double, std::optional<Estimate>>;
+
+// What a family (or two) says of the epochs at one point between its recorded ones.
+struct Reading {
+  enum class Kind {
+    kOutside,    ///< beyond the recorded points: nothing to read
+    kUndecided,  ///< between a point that reaches the target and one that does not
+    kNoReach,    ///< between points that both do not reach it
+    kEpochs,     ///< `epochs`
+  };
+  Kind kind = Kind::kOutside;
+  Estimate epochs;
+};
+
+// Epochs at `x` from the points a and b around it (a.x <= x <= b.x), linear in
+// (log x, log epochs), the interval's ends likewise.
+Estimate Interpolate(double xa, const Estimate& a, double xb, const Estimate& b, double x) {
+  const double w = xb > xa ? std::log(x / xa) / std::log(xb / xa) : 0.0;
+  auto mix = [w](double u, double v) { return std::exp((1 - w) * std::log(u) + w * std::log(v)); };
+  return Estimate::Predicted(mix(a.value, b.value), mix(a.lo, b.lo), mix(a.hi, b.hi));
+}
+
+// The epochs at `learning_rate` read off `family`: a recorded rate (to a relative 1e-9) as
+// recorded; between two recorded rates, interpolated when both reach the target. Where one
+// of the two does not, the point is at the edge of the rates that reach it, where the epochs
+// change too fast to interpolate: undecided.
+Reading ReadFamily(const LearningRateFamily& family, double learning_rate) {
+  Reading r;
+  auto reached = [&r](const std::optional<Estimate>& e) {
+    r.kind = e ? Reading::Kind::kEpochs : Reading::Kind::kNoReach;
+    if (e) r.epochs = *e;
+    return r;
+  };
+  auto above = family.lower_bound(learning_rate);
+  if (above != family.end() && std::abs(std::log(above->first / learning_rate)) < 1e-9) {
+    return reached(above->second);
+  }
+  if (above != family.begin() &&
+      std::abs(std::log(std::prev(above)->first / learning_rate)) < 1e-9) {
+    return reached(std::prev(above)->second);
+  }
+  if (above == family.begin() || above == family.end()) return r;  // kOutside
+  const auto& [lr_a, a] = *std::prev(above);
+  const auto& [lr_b, b] = *above;
+  if (a && b) {
+    r.kind = Reading::Kind::kEpochs;
+    r.epochs = Interpolate(lr_a, *a, lr_b, *b, learning_rate);
+  } else {
+    r.kind = a || b ? Reading::Kind::kUndecided : Reading::Kind::kNoReach;
+  }
+  return r;
 }
 
 }  // namespace
@@ -142,7 +199,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
   // Measured epochs per configuration, and the least per (optimizer, batch) for the
   // batch-size model.
   struct Measured {
-    const CurveTable::Run* run;  ///< the recorded configuration (or the one scaled from)
+    const CurveTable::Run* run;  ///< the recorded configuration, the one scaled from, or null
     Estimate epochs;
     TrialConfig config;  ///< run->config, or at a what-if batch size
     std::string from;    ///< how the epochs were obtained
@@ -219,21 +276,94 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                ")";
     return out;
   };
-  // What-if batch sizes: each (learning rate, optimizer) at a batch size it was not recorded
-  // at, scaled from its nearest recorded batch size (in ratio) that reaches the target.
+  // What-if batch sizes. Each (learning rate, optimizer) of the table at a batch size B it
+  // was not recorded at trains as the learning rate with the same noise temperature does at
+  // a recorded batch size (EquivalentLearningRate), whose epochs are read off that batch
+  // size's recorded rates (ReadFamily): from the nearest recorded batch size below B and the
+  // nearest above, interpolated in log B where both read epochs (the interval spans both),
+  // one where only it does. Where one reads epochs and another that the target is not
+  // reached, the epochs, with an interval up to the longest recorded curve; where every side
+  // says it is not reached, left out. Where no side reads epochs (a table with one rate per
+  // batch size, an equivalent rate beyond the recorded ones or at the edge of those that
+  // reach the target), the same learning rate at its nearest recorded batch size (in ratio)
+  // that reaches the target, scaled by the optimizer's BatchScaling.
+  std::map<Optimizer, std::map<int, LearningRateFamily>> families;
+  std::set<std::pair<Optimizer, double>> recorded_rates;
+  int longest = 0;  // epochs of the longest recorded curve
+  for (const CurveTable::Run& run : input.curves->runs()) {
+    const TrialConfig& c = run.config;
+    families[c.optimizer][c.batch_size][c.learning_rate] =
+        MeasuredEpochs(run, input.target_accuracy);
+    recorded_rates.insert({c.optimizer, c.learning_rate});
+    for (const auto& [seed, curve] : run.curves) {
+      longest = std::max(longest, static_cast<int>(curve.size()));
+    }
+  }
   std::vector<Measured> what_if;
   for (int batch : input.what_if_batches) {
-    std::map<std::pair<Optimizer, double>, const Measured*> nearest;
-    for (const Measured& m : measured) {
-      const auto key = std::make_pair(m.config.optimizer, m.config.learning_rate);
+    for (const auto& [optimizer, learning_rate] : recorded_rates) {
+      const std::map<int, LearningRateFamily>& by_batch = families[optimizer];
+      if (by_batch.count(batch) != 0 && by_batch.at(batch).count(learning_rate) != 0) continue;
+      // The nearest recorded batch sizes below and above `batch`, and what each reads.
+      std::vector<std::pair<int, Reading>> sides;
+      auto above = by_batch.upper_bound(batch);
+      if (above != by_batch.begin() && std::prev(above)->first != batch) {
+        sides.push_back({std::prev(above)->first, Reading()});
+      } else if (above != by_batch.begin() && std::prev(above) != by_batch.begin()) {
+        sides.push_back({std::prev(std::prev(above))->first, Reading()});
+      }
+      if (above != by_batch.end()) sides.push_back({above->first, Reading()});
+      std::string from;
+      int epochs_sides = 0;
+      size_t no_reach = 0;  // sides where the equivalent rate does not reach the target
+      for (auto& [recorded, reading] : sides) {
+        const double rate = EquivalentLearningRate(optimizer, learning_rate, batch, recorded);
+        reading = ReadFamily(by_batch.at(recorded), rate);
+        if (reading.kind == Reading::Kind::kNoReach) ++no_reach;
+        if (reading.kind != Reading::Kind::kEpochs) continue;
+        ++epochs_sides;
+        char part[64];
+        std::snprintf(part, sizeof(part), "%slr %.3g at %d", from.empty() ? "" : ", ", rate,
+                      recorded);
+        from += part;
+      }
+      if (!sides.empty() && no_reach == sides.size()) continue;
+      Measured m;
+      m.run = nullptr;
+      m.config = {batch, learning_rate, optimizer};
+      if (epochs_sides == 2) {
+        const Estimate& a = sides[0].second.epochs;
+        const Estimate& b = sides[1].second.epochs;
+        m.epochs = Interpolate(sides[0].first, a, sides[1].first, b, batch);
+        m.epochs.lo = std::min({m.epochs.lo, a.lo, b.lo});
+        m.epochs.hi = std::max({m.epochs.hi, a.hi, b.hi});
+      } else if (epochs_sides == 1) {
+        for (const auto& [recorded, reading] : sides) {
+          if (reading.kind == Reading::Kind::kEpochs) m.epochs = reading.epochs;
+        }
+        m.epochs.measured = false;
+      }
+      if (epochs_sides > 0) {
+        // A side where the equivalent rate does not reach the target: it may not within the
+        // recorded epochs.
+        if (no_reach > 0) m.epochs.hi = std::max<double>(m.epochs.hi, longest);
+        m.from = std::string("equal noise temperature (lr / ") +
+                 (optimizer == Optimizer::kSgd ? "B" : "sqrt B") + "): " + from;
+        what_if.push_back(m);
+        continue;
+      }
+      // Nothing to read at the equivalent rate: the same rate, scaled by the batch size.
+      const Measured* nearest = nullptr;
       auto distance = [&](const Measured* x) {
         return std::abs(std::log(static_cast<double>(x->config.batch_size) / batch));
       };
-      const Measured*& best = nearest[key];
-      if (best == nullptr || distance(&m) < distance(best)) best = &m;
-    }
-    for (const auto& [key, m] : nearest) {
-      if (m->config.batch_size != batch) what_if.push_back(scaled(*m, batch));
+      for (const Measured& r : measured) {
+        if (r.config.optimizer == optimizer && r.config.learning_rate == learning_rate &&
+            (nearest == nullptr || distance(&r) < distance(nearest))) {
+          nearest = &r;
+        }
+      }
+      if (nearest != nullptr) what_if.push_back(scaled(*nearest, batch));
     }
   }
 

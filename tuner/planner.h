@@ -16,8 +16,15 @@
 //    stay the measured ones. A data-parallel target also gets each configuration with
 //    local batch B (global N x B), whose epochs come from BatchScaling (McCandlish et al.)
 //    fitted per optimizer to the least epochs measured at each batch size: predicted;
-//  - what-if batch sizes (PlanInput::what_if_batches): each configuration at a batch size
-//    it was not recorded at, with epochs from BatchScaling as above: predicted;
+//  - what-if batch sizes (PlanInput::what_if_batches): each (learning rate, optimizer) at a
+//    batch size B it was not recorded at trains as the learning rate with the same
+//    gradient-noise temperature (lr / B for SGD, lr / sqrt(B) for Adam:
+//    EquivalentLearningRate) does at the nearest recorded batch sizes below and above B,
+//    whose epochs are interpolated between the learning rates recorded there: predicted.
+//    Why not the same learning rate scaled by BatchScaling: the best rate moves with the
+//    batch, so a fixed rate is a different configuration at another batch (too hot or too
+//    cold), and BatchScaling describes the best-tuned epochs only. Where no recorded rates
+//    surround the equivalent one, the same rate scaled by BatchScaling as above;
 //  - compute step time from the target class's profile rows of one device
 //    (StepTimeModel); a class with no such row but whose name is the table's recording
 //    device uses the table's own epoch seconds / steps per epoch;
@@ -58,9 +65,9 @@ struct PlanInput {
   std::vector<Target> targets;
   /// The latest epoch a predicted crossing may fall at; 0 = the longest recorded curve.
   int epoch_limit = 0;
-  /// What-if batch sizes: every (learning rate, optimizer) that reaches the target is also
-  /// ranked at each of these batch sizes it was not recorded at, its epochs scaled from its
-  /// nearest recorded batch size (in ratio) by the optimizer's BatchScaling: predicted.
+  /// What-if batch sizes: every (learning rate, optimizer) of the table is also ranked at
+  /// each of these batch sizes it was not recorded at, with the epochs of the learning rate
+  /// of equal noise temperature at the nearest recorded batch sizes (see above): predicted.
   std::vector<int> what_if_batches;
 };
 
