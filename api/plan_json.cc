@@ -56,6 +56,7 @@ json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
               {"site", plan.target.site},
               {"description", DescribeTarget(plan.target)},
               {"note", plan.note},
+              {"left_out", plan.left_out},
               {"ranked", json::array()}};
     for (const PlannedConfig& p : plan.ranked) {
       const TtaBreakdown& c = p.cost;

@@ -339,6 +339,35 @@ TEST(Planner, WhatIfBatchSizesKeepTheNoiseTemperature) {
   EXPECT_NEAR(epochs_at(36, 0.04, Optimizer::kAdam), 16.0 / 3, 1e-9);
 }
 
+// The edge's probe found batch 128 does not fit: no configuration with a local batch of
+// 128 or more is ranked on it (the batch-32 ones are), and the plan says what it left out.
+// The cloud, without such a limit, ranks them.
+TEST(Planner, ConfigurationsThatDoNotFitTheClassesMemoryAreLeftOut) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {Single("edge", "edge"), Single("cloud", "cloud")};
+  input.no_fit_batch = {{"edge", 128}};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  const TargetPlan& edge = (*plans)[0];
+  ASSERT_FALSE(edge.ranked.empty());
+  for (const PlannedConfig& p : edge.ranked) EXPECT_LT(p.cost.local_batch, 128);
+  EXPECT_NE(edge.left_out.find("2 configurations with a local batch of 128 or more"),
+            std::string::npos)
+      << edge.left_out;
+  bool cloud_has_large = false;
+  for (const PlannedConfig& p : (*plans)[1].ranked) cloud_has_large |= p.cost.local_batch >= 128;
+  EXPECT_TRUE(cloud_has_large);
+  EXPECT_TRUE((*plans)[1].left_out.empty());
+  // Nothing fits at all: no ranking, and the note says why.
+  input.no_fit_batch = {{"edge", 16}};
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  EXPECT_TRUE((*plans)[0].ranked.empty());
+  EXPECT_NE((*plans)[0].note.find("does not fit edge's memory"), std::string::npos)
+      << (*plans)[0].note;
+}
+
 // A trial stopped short of the target (25 of the epochs it would need, still rising) is
 // ranked with the epochs the curve model predicts for it, marked predicted; a curve flat
 // below the target (lr 0.1) stays out.

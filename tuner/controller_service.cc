@@ -175,6 +175,10 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
         if (b.fits && b.step_ms > 0) {
           input.profile.push_back({c.name, 1, 1, b.batch_size, b.step_ms / 1000.0, 0.0});
         }
+        // Batches ascend: the first that does not fit bounds the class's memory.
+        if (!b.fits && input.no_fit_batch.count(c.name) == 0) {
+          input.no_fit_batch[c.name] = b.batch_size;
+        }
       }
     }
   }

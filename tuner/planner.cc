@@ -443,6 +443,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       }
     }
     std::string error;
+    auto limit = input.no_fit_batch.find(target.device_class);
+    const int no_fit = limit == input.no_fit_batch.end() ? 0 : limit->second;
+    int too_large = 0;
     std::vector<Measured> all_runs = measured;
     all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
     all_runs.insert(all_runs.end(), what_if.begin(), what_if.end());
@@ -473,6 +476,10 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         }
       }
       for (const Candidate& cand : candidates) {
+        if (no_fit > 0 && cand.local_batch >= no_fit) {
+          ++too_large;
+          continue;
+        }
         std::optional<Estimate> sync;
         bool sync_measured = false;
         if (data_parallel && devices > 1) {
@@ -510,7 +517,12 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                      [](const PlannedConfig& a, const PlannedConfig& b) {
                        return a.cost.tta.value < b.cost.tta.value;
                      });
-    if (plan.ranked.empty()) plan.note = error;
+    if (too_large > 0) {
+      plan.left_out = std::to_string(too_large) + " configuration" + (too_large == 1 ? "" : "s") +
+                      " with a local batch of " + std::to_string(no_fit) +
+                      " or more: it does not fit " + target.device_class + "'s memory (its probe)";
+    }
+    if (plan.ranked.empty()) plan.note = too_large > 0 ? plan.left_out : error;
     plans.push_back(std::move(plan));
   }
   return plans;

@@ -35,6 +35,7 @@
 //    (FitRingLink), predicted; otherwise the ring over the target's declared links.
 // Each answer says which terms were measured and which predicted.
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,10 @@ struct PlanInput {
   /// each of these batch sizes it was not recorded at, with the epochs of the learning rate
   /// of equal noise temperature at the nearest recorded batch sizes (see above): predicted.
   std::vector<int> what_if_batches;
+  /// Memory: per device class, the smallest local batch its probe found not to fit (a
+  /// larger one does not fit either). Configurations whose local batch on a target of that
+  /// class is at least this are left out, and the target's `left_out` says so.
+  std::map<std::string, int> no_fit_batch;
 };
 
 // A configuration on a target, ranked by predicted time-to-accuracy.
@@ -84,6 +89,7 @@ struct TargetPlan {
   Target target;
   std::vector<PlannedConfig> ranked;  ///< ascending predicted TTA
   std::string note;                   ///< why a target has no ranking, if it has none
+  std::string left_out;  ///< what was left out because it does not fit the class's memory
 };
 
 // Plans every target. Errors: no curves, a target accuracy outside (0, 1], a workload
