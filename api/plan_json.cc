@@ -78,7 +78,8 @@ json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
                                {"transfer_s", EstimateJson(c.transfer)}}},
                              {"epochs_from", p.epochs_from},
                              {"step_from", p.step_from},
-                             {"sync_from", p.sync_from}});
+                             {"sync_from", p.sync_from},
+                             {"transfer_from", p.transfer_from}});
     }
     if (!plan.ranked.empty()) {
       best.push_back({plan.ranked.front().cost.tta.value,

@@ -80,6 +80,8 @@ void PrintPlans(const nlohmann::json& answer, int top) {
     std::printf("  best: epochs %s; step %s%s\n", best["epochs_from"].get<std::string>().c_str(),
                 best["step_from"].get<std::string>().c_str(),
                 sync.empty() ? "" : ("; sync " + sync).c_str());
+    const std::string transfer = best.value("transfer_from", "");
+    if (!transfer.empty()) std::printf("  data moved over: %s\n", transfer.c_str());
     const std::string left_out = t.value("left_out", "");
     if (!left_out.empty()) std::printf("  left out: %s\n", left_out.c_str());
   }

@@ -182,6 +182,12 @@ TEST(CostModel, MovingTheDataIsAOneTimeTerm) {
   ASSERT_TRUE(t.ok());
   EXPECT_NEAR(t->transfer.value, 0.05 + 1600, 1e-9);
   EXPECT_NEAR(t->tta.value, 10 * 100 * 0.1 + 1600.05, 1e-9);
+  EXPECT_FALSE(t->transfer.measured);  // over a declared link
+  cloud.data_link_measured = "measured through the controller";
+  t = PredictTta(cloud, {6400, 1e6}, 64, Estimate::Measured(10), *step);
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->transfer.measured);
+  EXPECT_NEAR(t->transfer.value, 0.05 + 1600, 1e-9);
 }
 
 TEST(CostModel, TargetsThatCannotBeCostedSayWhy) {

@@ -183,6 +183,33 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
     }
   }
   input.targets = topology.targets;
+  // Where the data's site and a target's site both have workers whose links were measured,
+  // the data moves over the measured path (through the controller) instead of the declared.
+  std::map<std::string, WorkerLink> links;
+  {
+    std::lock_guard<std::mutex> lock(links_mutex_);
+    links = links_;
+  }
+  const TopologyView view = BuildTopologyView(*workers, links, &topology);
+  for (Target& target : input.targets) {
+    if (!(target.data_bytes > 0)) continue;
+    for (const LinkView& l : view.links) {
+      const bool joins = (l.a == topology.data_site && l.b == target.site) ||
+                         (l.b == topology.data_site && l.a == target.site);
+      if (!joins || !l.measured) continue;
+      target.data_link = *l.measured;
+      char how[160];
+      std::snprintf(how, sizeof(how), "measured through the controller (%.3g Mbit/s",
+                    l.measured->bandwidth_bytes_s * 8e-6);
+      std::string declared = "; none declared)";
+      if (l.declared) {
+        char d[64];
+        std::snprintf(d, sizeof(d), "; %.3g declared)", l.declared->bandwidth_bytes_s * 8e-6);
+        declared = d;
+      }
+      target.data_link_measured = how + declared;
+    }
+  }
   return Plan(input);
 }
 

@@ -253,10 +253,12 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
     return invalid("data_link needs a bandwidth to move " + std::to_string(target.data_bytes) +
                    " bytes");
   }
-  // A declared link is predicted: it was not measured for this transfer.
+  // Over a declared link the transfer is predicted; over a measured one, measured.
   const double transfer_s = TransferSeconds(target.data_bytes, target.data_link);
-  t.transfer = target.data_bytes > 0 ? Estimate::Predicted(transfer_s, transfer_s, transfer_s)
-                                     : Estimate::Measured(0.0);
+  t.transfer = !(target.data_bytes > 0) ? Estimate::Measured(0.0)
+               : target.data_link_measured.empty()
+                   ? Estimate::Predicted(transfer_s, transfer_s, transfer_s)
+                   : Estimate::Measured(transfer_s);
   const auto steps = [&](long long samples, int batch) { return (samples + batch - 1) / batch; };
 
   if (target.kind == Target::Kind::kFederated) {

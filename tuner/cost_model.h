@@ -169,6 +169,9 @@ struct Target {
   // Training data that must move to the devices once before training; 0 bytes = none.
   double data_bytes = 0.0;
   Link data_link;
+  /// How data_link is known: "" = declared (its transfer is predicted); otherwise how it
+  /// was measured (the transfer is then marked measured).
+  std::string data_link_measured;
 };
 
 // What the job trains.

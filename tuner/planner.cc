@@ -510,6 +510,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                             : sync_measured                 ? "measured at this placement"
                             : sync                          ? fitted_from
                                                             : "ring all-reduce over declared links";
+        planned.transfer_from = !(target.data_bytes > 0)            ? ""
+                                : target.data_link_measured.empty() ? "declared link"
+                                                                    : target.data_link_measured;
         plan.ranked.push_back(std::move(planned));
       }
     }

@@ -80,9 +80,10 @@ struct PlanInput {
 struct PlannedConfig {
   TrialConfig config;  ///< batch_size is the global batch
   TtaBreakdown cost;
-  std::string epochs_from;  ///< "measured (N seeds)" or how it was predicted
-  std::string step_from;    ///< "measured" / "fitted alpha + beta x batch" / ...
-  std::string sync_from;    ///< "" (none), "measured" or "ring all-reduce over declared links"
+  std::string epochs_from;    ///< "measured (N seeds)" or how it was predicted
+  std::string step_from;      ///< "measured" / "fitted alpha + beta x batch" / ...
+  std::string sync_from;      ///< "" (none), "measured" or "ring all-reduce over declared links"
+  std::string transfer_from;  ///< "" (no data moves), "declared link" or how it was measured
 };
 
 struct TargetPlan {
