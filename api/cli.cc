@@ -690,6 +690,19 @@ int RunCli(int argc, char** argv) {
                     Fixed(p["step_ms_fit"]["alpha_ms"].get<double>(), 3).c_str(),
                     Fixed(p["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 4).c_str(),
                     p["max_batch_size"].get<int>());
+        for (const json& b : p["batches"]) {
+          if (!b["fits"].get<bool>()) continue;
+          const double forward = b.value("forward_ms", 0.0);
+          const double backward = b.value("backward_ms", 0.0);
+          const double optimizer = b.value("optimizer_ms", 0.0);
+          std::printf("    batch %d: %s ms", b["batch_size"].get<int>(),
+                      Fixed(b["step_ms"].get<double>(), 2).c_str());
+          if (forward + backward + optimizer > 0) {
+            std::printf(" = forward %s + backward %s + optimizer %s", Fixed(forward, 2).c_str(),
+                        Fixed(backward, 2).c_str(), Fixed(optimizer, 2).c_str());
+          }
+          std::printf("\n");
+        }
       }
     }
     return 0;

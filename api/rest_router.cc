@@ -371,6 +371,9 @@ struct RestRouter::Impl {
           batches.push_back({{"batch_size", b.batch_size},
                              {"fits", b.fits},
                              {"step_ms", b.step_ms},
+                             {"forward_ms", b.forward_ms},
+                             {"backward_ms", b.backward_ms},
+                             {"optimizer_ms", b.optimizer_ms},
                              {"peak_memory_bytes", b.peak_memory_bytes},
                              {"workers", b.workers}});
         }

@@ -173,6 +173,13 @@ ALTER TABLE workers ADD COLUMN device_class TEXT NOT NULL DEFAULT '';
 ALTER TABLE workers ADD COLUMN site TEXT NOT NULL DEFAULT '';
 )sql";
 
+// A probe's step split into forward, backward and optimizer (0 = not split: older workers).
+constexpr const char* kProbeStepParts = R"sql(
+ALTER TABLE device_profiles ADD COLUMN forward_ms REAL NOT NULL DEFAULT 0;
+ALTER TABLE device_profiles ADD COLUMN backward_ms REAL NOT NULL DEFAULT 0;
+ALTER TABLE device_profiles ADD COLUMN optimizer_ms REAL NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -241,7 +248,7 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
-      {7, kWorkerClassAndSite},
+      {7, kWorkerClassAndSite}, {8, kProbeStepParts},
   };
   return kMigrations;
 }

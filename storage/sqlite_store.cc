@@ -547,7 +547,8 @@ class SqliteStore final : public Store {
                      Statement stmt(db,
                                     "INSERT OR REPLACE INTO device_profiles (worker_id, model, "
                                     "input, batch_size, fits, step_ms, peak_memory_bytes, error, "
-                                    "measured_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    "measured_at, forward_ms, backward_ms, optimizer_ms) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                     what);
                      stmt.BindText(probe.worker_id)
                          .BindText(probe.model)
@@ -557,7 +558,10 @@ class SqliteStore final : public Store {
                          .BindDouble(b.step_ms)
                          .BindInt(b.peak_memory_bytes)
                          .BindText(b.error)
-                         .BindDouble(probe.measured_at);
+                         .BindDouble(probe.measured_at)
+                         .BindDouble(b.forward_ms)
+                         .BindDouble(b.backward_ms)
+                         .BindDouble(b.optimizer_ms);
                      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
                    }
                    return Status::OK();
@@ -568,7 +572,8 @@ class SqliteStore final : public Store {
     return Read<std::vector<DeviceProbe>>([&](sqlite3* db) -> StatusOr<std::vector<DeviceProbe>> {
       Statement stmt(db,
                      "SELECT worker_id, model, input, batch_size, fits, step_ms, "
-                     "peak_memory_bytes, error, measured_at FROM device_profiles "
+                     "peak_memory_bytes, error, measured_at, forward_ms, backward_ms, "
+                     "optimizer_ms FROM device_profiles "
                      "ORDER BY worker_id, model, input, batch_size",
                      "listing device profiles");
       std::vector<DeviceProbe> probes;
@@ -590,6 +595,9 @@ class SqliteStore final : public Store {
         b.step_ms = stmt.Double(5);
         b.peak_memory_bytes = stmt.Int(6);
         b.error = stmt.Text(7);
+        b.forward_ms = stmt.Double(9);
+        b.backward_ms = stmt.Double(10);
+        b.optimizer_ms = stmt.Double(11);
         probes.back().measured_at = std::max(probes.back().measured_at, stmt.Double(8));
         probes.back().batches.push_back(b);
       }

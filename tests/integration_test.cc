@@ -596,6 +596,14 @@ TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknow
   for (int i : {0, 1}) {
     EXPECT_TRUE(batches[i]["fits"].get<bool>()) << output;
     EXPECT_GT(batches[i]["step_ms"].get<double>(), 0.0);
+    // The step split as the trainer splits it; the parts add up to the step.
+    const double parts = batches[i]["forward_ms"].get<double>() +
+                         batches[i]["backward_ms"].get<double>() +
+                         batches[i]["optimizer_ms"].get<double>();
+    EXPECT_GT(batches[i]["forward_ms"].get<double>(), 0.0);
+    EXPECT_GT(batches[i]["backward_ms"].get<double>(), 0.0);
+    EXPECT_NEAR(parts, batches[i]["step_ms"].get<double>(),
+                1e-6 * batches[i]["step_ms"].get<double>());
     EXPECT_GT(batches[i]["peak_memory_bytes"].get<int64_t>(), 0);
   }
   if (result["device"]["kind"] == "cpu") {

@@ -138,5 +138,32 @@ TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
   refused({{"type", "echo_reply"}, {"pad", ""}}, false, "id");
 }
 
+// A probe's step split (protocol 3) round-trips; a probe without it (an older worker)
+// decodes with zero parts; a negative part is refused with the field named.
+TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
+  DeviceProbe p;
+  p.model = "lenet";
+  p.input = "3x32x32";
+  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25}};
+  StatusOr<DeviceProbe> back = DeviceProbeFromJson(ToJson(p));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->batches[0].forward_ms, 0.5);
+  EXPECT_EQ(back->batches[0].backward_ms, 1.25);
+  EXPECT_EQ(back->batches[0].optimizer_ms, 0.25);
+  nlohmann::json old = ToJson(p);
+  for (const char* key : {"forward_ms", "backward_ms", "optimizer_ms"}) {
+    old["batches"][0].erase(key);
+  }
+  back = DeviceProbeFromJson(old);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->batches[0].forward_ms, 0.0);
+  nlohmann::json bad = ToJson(p);
+  bad["batches"][0]["backward_ms"] = -1.0;
+  back = DeviceProbeFromJson(bad);
+  ASSERT_FALSE(back.ok());
+  EXPECT_NE(back.status().message().find("backward_ms"), std::string::npos)
+      << back.status().message();
+}
+
 }  // namespace
 }  // namespace topotune

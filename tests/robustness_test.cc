@@ -739,6 +739,10 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
       batches.push_back({{"batch_size", b},
                          {"fits", b < 64 || name != "e2"},  // 64 does not fit on e2
                          {"step_ms", ms16 * b / 16},
+                         // Split a quarter forward, a half backward, a quarter optimizer.
+                         {"forward_ms", ms16 * b / 64},
+                         {"backward_ms", ms16 * b / 32},
+                         {"optimizer_ms", ms16 * b / 64},
                          {"peak_memory_bytes", b * 1000},
                          {"error", ""}});
     }
@@ -768,6 +772,9 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
   const json& probe = edge["probes"][0];
   EXPECT_EQ(probe["max_batch_size"], 32);  // 64 does not fit everywhere
   EXPECT_DOUBLE_EQ(probe["batches"][0]["step_ms"].get<double>(), 3.0);  // median of 2 and 4
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["forward_ms"].get<double>(), 0.75);
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["backward_ms"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["optimizer_ms"].get<double>(), 0.75);
   EXPECT_FALSE(probe["batches"][2]["fits"].get<bool>());
   // 3 ms per 16 samples through the origin: 0.1875 ms per sample.
   EXPECT_NEAR(probe["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 0.1875, 1e-9);

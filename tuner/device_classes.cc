@@ -8,6 +8,16 @@
 #include "tuner/cost_model.h"
 
 namespace topotune {
+namespace {
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
 
 std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& workers,
                                              const std::vector<DeviceProbe>& probes) {
@@ -50,17 +60,21 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
       b.workers = static_cast<int>(measured.size());
       b.fits =
           std::all_of(measured.begin(), measured.end(), [](const BatchProbe& m) { return m.fits; });
-      std::vector<double> steps;
+      std::vector<double> steps, forward, backward, optimizer;
       for (const BatchProbe& m : measured) {
         if (!m.fits) continue;
         steps.push_back(m.step_ms);
+        if (m.forward_ms + m.backward_ms + m.optimizer_ms > 0) {
+          forward.push_back(m.forward_ms);
+          backward.push_back(m.backward_ms);
+          optimizer.push_back(m.optimizer_ms);
+        }
         b.peak_memory_bytes = std::max(b.peak_memory_bytes, m.peak_memory_bytes);
       }
-      if (!steps.empty()) {
-        std::sort(steps.begin(), steps.end());
-        const size_t n = steps.size();
-        b.step_ms = n % 2 ? steps[n / 2] : 0.5 * (steps[n / 2 - 1] + steps[n / 2]);
-      }
+      b.step_ms = Median(steps);
+      b.forward_ms = Median(forward);
+      b.backward_ms = Median(backward);
+      b.optimizer_ms = Median(optimizer);
       if (b.fits) {
         probe.max_batch_size = batch_size;
         if (b.step_ms > 0) samples.push_back({batch_size, b.step_ms});

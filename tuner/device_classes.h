@@ -17,8 +17,12 @@ namespace topotune {
 struct ClassProbe {
   struct Batch {
     int batch_size = 0;
-    bool fits = false;              ///< on every worker of the class that probed it
-    double step_ms = 0.0;           ///< median over the workers where it fits
+    bool fits = false;     ///< on every worker of the class that probed it
+    double step_ms = 0.0;  ///< median over the workers where it fits
+    // The medians of its parts over the workers that split it (0: none did).
+    double forward_ms = 0.0;
+    double backward_ms = 0.0;
+    double optimizer_ms = 0.0;
     int64_t peak_memory_bytes = 0;  ///< the largest among them
     int workers = 0;                ///< how many workers probed it
   };

@@ -191,6 +191,12 @@ struct BatchProbe {
   double step_ms = 0.0;  ///< forward + backward + optimizer step: the mean over >= 1 s of steps
   int64_t peak_memory_bytes = 0;  ///< peak RSS (CPU) or allocator peak (CUDA) after it
   std::string error;              ///< why it does not fit
+  // Its parts, each the mean over the same steps (0 from workers that do not split it):
+  // forward and loss, backward, optimizer step and clearing the gradients (as the trainer
+  // splits a training step).
+  double forward_ms = 0.0;
+  double backward_ms = 0.0;
+  double optimizer_ms = 0.0;
 };
 
 // A worker's probe of one model on one input shape ("3x32x32").

@@ -22,16 +22,33 @@ bool IsOutOfMemory(const std::string& what) {
          what.find("Cannot allocate memory") != std::string::npos;
 }
 
-// One training step of `model` on a batch; the seconds it took.
-double Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer,
-            const torch::Tensor& images, const torch::Tensor& labels, const torch::Device& device) {
-  const auto start = Clock::now();
-  DropGradients(model);
+// The seconds of one training step's parts, split as the trainer splits them.
+struct StepSeconds {
+  double forward = 0.0, backward = 0.0, optimizer = 0.0;
+  double total() const { return forward + backward + optimizer; }
+};
+
+// One training step of `model` on a batch. On a GPU each part is synchronised before it is
+// timed, so the parts add up to the step.
+StepSeconds Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer,
+                 const torch::Tensor& images, const torch::Tensor& labels,
+                 const torch::Device& device) {
+  auto now = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+    return Clock::now();
+  };
+  auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  const auto t0 = now();
   torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(images), labels);
+  const auto t1 = now();
   loss.backward();
+  const auto t2 = now();
   optimizer.step();
-  if (device.is_cuda()) torch::cuda::synchronize();
-  return std::chrono::duration<double>(Clock::now() - start).count();
+  DropGradients(model);
+  const auto t3 = now();
+  return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3)};
 }
 
 }  // namespace
@@ -87,14 +104,20 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
                          torch::TensorOptions().dtype(torch::kInt64).device(device));
       // Warm-up: allocations, caches, the optimizer's state (the first steps run slower).
       for (int i = 0; i < 2; ++i) Step(**model, optimizer, images, labels, device);
-      double timed = 0.0;
+      StepSeconds timed;
       int steps = 0;
-      while (steps < std::max(1, request.timed_steps) || timed < request.min_timed_s) {
-        timed += Step(**model, optimizer, images, labels, device);
+      while (steps < std::max(1, request.timed_steps) || timed.total() < request.min_timed_s) {
+        const StepSeconds s = Step(**model, optimizer, images, labels, device);
+        timed.forward += s.forward;
+        timed.backward += s.backward;
+        timed.optimizer += s.optimizer;
         ++steps;
       }
       b.fits = true;
-      b.step_ms = timed / steps * 1000.0;
+      b.step_ms = timed.total() / steps * 1000.0;
+      b.forward_ms = timed.forward / steps * 1000.0;
+      b.backward_ms = timed.backward / steps * 1000.0;
+      b.optimizer_ms = timed.optimizer / steps * 1000.0;
       b.peak_memory_bytes = PeakMemory(memory_device);
     } catch (const std::bad_alloc&) {
       b.error = "out of memory (std::bad_alloc)";
