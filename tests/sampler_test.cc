@@ -385,39 +385,45 @@ TEST(Samplers, SameSeedSameProposals) {
   EXPECT_NE(trace(tpe_a), trace(tpe_c));
 }
 
+// One smooth peak (lr 10^-2 at batch 16 with SGD) and how often TPE with `options`
+// proposes a near-repeat (same batch size and optimizer, within 2% of the lr range) of an
+// earlier proposal, over 5 seeds x `proposals`.
+int TpeNearRepeats(const TpeSamplerOptions& options, int proposals) {
+  const SearchSpace space = Space({16, 64, 256}, 1e-4, 0.3, {kSgd, kAdam});
+  auto score = [&](const TrialConfig& c) {
+    const double d = std::log10(c.learning_rate) + 2.0;
+    return (c.optimizer == kSgd ? 1.0 : 0.8) - d * d - 0.05 * std::log2(c.batch_size / 16.0);
+  };
+  int repeats = 0;
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    TpeSampler sampler(space, seed, options);
+    std::vector<TrialConfig> proposed;
+    for (int i = 0; i < proposals; ++i) {
+      const TrialConfig c = sampler.Propose(INT_MAX);
+      for (const TrialConfig& q : proposed) {
+        if (q.batch_size == c.batch_size && q.optimizer == c.optimizer &&
+            std::abs(LrPosition(space, q) - LrPosition(space, c)) < 0.02) {
+          ++repeats;
+          break;
+        }
+      }
+      proposed.push_back(c);
+      sampler.Observe(Succeeds(score)(c));
+    }
+  }
+  return repeats;
+}
+
 // TPE does not train a configuration again while it has a promising fresh one: once a good
 // point is known, Optuna-style TPE keeps drawing within a hair of it; with repeat_radius it
 // proposes a configuration of the same batch size and optimizer within half a kernel width
 // of an earlier one only when no fresh candidate rates as good. Over 5 seeds x 25
 // proposals, near-repeats (within 2% of the range) fall to a quarter or less.
 TEST(Samplers, TpePassesOverRepeatsOfEarlierProposals) {
-  const SearchSpace space = Space({16, 64, 256}, 1e-4, 0.3, {kSgd, kAdam});
-  // One smooth peak: lr 10^-2 at batch 16 with SGD.
-  auto score = [&](const TrialConfig& c) {
-    const double d = std::log10(c.learning_rate) + 2.0;
-    return (c.optimizer == kSgd ? 1.0 : 0.8) - d * d - 0.05 * std::log2(c.batch_size / 16.0);
-  };
-  auto near_repeats = [&](double radius) {
+  auto near_repeats = [](double radius) {
     TpeSamplerOptions options;
     options.repeat_radius = radius;
-    int repeats = 0;
-    for (uint64_t seed = 1; seed <= 5; ++seed) {
-      TpeSampler sampler(space, seed, options);
-      std::vector<TrialConfig> proposed;
-      for (int i = 0; i < 25; ++i) {
-        const TrialConfig c = sampler.Propose(INT_MAX);
-        for (const TrialConfig& q : proposed) {
-          if (q.batch_size == c.batch_size && q.optimizer == c.optimizer &&
-              std::abs(LrPosition(space, q) - LrPosition(space, c)) < 0.02) {
-            ++repeats;
-            break;
-          }
-        }
-        proposed.push_back(c);
-        sampler.Observe(Succeeds(score)(c));
-      }
-    }
-    return repeats;
+    return TpeNearRepeats(options, 25);
   };
   const int without = near_repeats(0.0), with = near_repeats(0.5);
   EXPECT_GE(without, 20);  // the test can fail: Optuna-style TPE repeats (33 of 75 here)
@@ -430,32 +436,10 @@ TEST(Samplers, TpePassesOverRepeatsOfEarlierProposals) {
 // same peak as above, near-repeats (within 2% of the range) all but vanish, and fall well
 // below the default bar's.
 TEST(Samplers, TpeWithoutAFreshnessBarHardlyRepeats) {
-  const SearchSpace space = Space({16, 64, 256}, 1e-4, 0.3, {kSgd, kAdam});
-  auto score = [&](const TrialConfig& c) {
-    const double d = std::log10(c.learning_rate) + 2.0;
-    return (c.optimizer == kSgd ? 1.0 : 0.8) - d * d - 0.05 * std::log2(c.batch_size / 16.0);
-  };
-  auto near_repeats = [&](double min_fresh_ratio) {
+  auto near_repeats = [](double min_fresh_ratio) {
     TpeSamplerOptions options;
     options.min_fresh_ratio = min_fresh_ratio;
-    int repeats = 0;
-    for (uint64_t seed = 1; seed <= 5; ++seed) {
-      TpeSampler sampler(space, seed, options);
-      std::vector<TrialConfig> proposed;
-      for (int i = 0; i < 40; ++i) {
-        const TrialConfig c = sampler.Propose(INT_MAX);
-        for (const TrialConfig& q : proposed) {
-          if (q.batch_size == c.batch_size && q.optimizer == c.optimizer &&
-              std::abs(LrPosition(space, q) - LrPosition(space, c)) < 0.02) {
-            ++repeats;
-            break;
-          }
-        }
-        proposed.push_back(c);
-        sampler.Observe(Succeeds(score)(c));
-      }
-    }
-    return repeats;
+    return TpeNearRepeats(options, 40);
   };
   const int with_bar = near_repeats(TpeSamplerOptions{}.min_fresh_ratio);
   const int without_bar = near_repeats(0.0);
