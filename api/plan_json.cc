@@ -60,26 +60,28 @@ json PlansToJson(const std::vector<TargetPlan>& plans, double target_accuracy) {
               {"ranked", json::array()}};
     for (const PlannedConfig& p : plan.ranked) {
       const TtaBreakdown& c = p.cost;
-      t["ranked"].push_back({{"config",
-                              {{"batch_size", p.config.batch_size},
-                               {"learning_rate", p.config.learning_rate},
-                               {"optimizer", OptimizerName(p.config.optimizer)}}},
-                             {"local_batch", c.local_batch},
-                             {"global_batch", c.global_batch},
-                             {"steps_per_epoch", c.steps_per_epoch},
-                             {"tta_s", EstimateJson(c.tta)},
-                             {"terms",
-                              {{"epochs", EstimateJson(c.epochs)},
-                               {"step_compute_s", EstimateJson(c.step_compute)},
-                               {"step_sync_s", EstimateJson(c.step_sync)},
-                               {"epoch_s", EstimateJson(c.epoch)},
-                               {"rounds", EstimateJson(c.rounds)},
-                               {"round_s", EstimateJson(c.round)},
-                               {"transfer_s", EstimateJson(c.transfer)}}},
-                             {"epochs_from", p.epochs_from},
-                             {"step_from", p.step_from},
-                             {"sync_from", p.sync_from},
-                             {"transfer_from", p.transfer_from}});
+      t["ranked"].push_back(
+          {{"config",
+            {{"batch_size", p.config.batch_size},
+             {"learning_rate", p.config.learning_rate},
+             {"optimizer", OptimizerName(p.config.optimizer)}}},
+           {"local_batch", c.local_batch},
+           {"global_batch", c.global_batch},
+           {"steps_per_epoch", c.steps_per_epoch},
+           {"tta_s", EstimateJson(c.tta)},
+           {"terms",
+            {{"epochs", EstimateJson(c.epochs)},
+             {"step_compute_s", EstimateJson(c.step_compute)},
+             {"step_sync_s", EstimateJson(c.step_sync)},
+             {"epoch_s", EstimateJson(c.epoch)},
+             {"rounds", EstimateJson(c.rounds)},
+             {"round_s", EstimateJson(c.round)},
+             {"transfer_s", EstimateJson(c.transfer)}}},
+           {"epochs_from", p.epochs_from},
+           {"step_from", p.step_from},
+           {"sync_from", p.sync_from},
+           {"transfer_from", p.transfer_from},
+           {"measured_tta_s", p.measured_tta_s ? json(*p.measured_tta_s) : json(nullptr)}});
     }
     if (!plan.ranked.empty()) {
       best.push_back({plan.ranked.front().cost.tta.value,

@@ -51,9 +51,9 @@ void PrintPlans(const nlohmann::json& answer, int top) {
     // Totals over the run explain a ranking: compute = epochs x steps x step, sync the same
     // with the per-step synchronisation (a larger batch syncs fewer times per epoch).
     const bool federated = t["kind"] == "federated";
-    std::printf("  %4s %6s %6s %9s %-5s %10s %19s %9s %7s %11s %11s %10s\n", "rank", "batch",
+    std::printf("  %4s %6s %6s %9s %-5s %10s %19s %9s %7s %11s %11s %10s %10s\n", "rank", "batch",
                 "local", "lr", "opt", "tta_s", "80% interval", "epochs", "steps", "compute_s",
-                federated ? "rounds" : "sync_s", "transfer_s");
+                federated ? "rounds" : "sync_s", "transfer_s", "measured_s");
     const int shown = std::min<int>(top, static_cast<int>(t["ranked"].size()));
     for (int i = 0; i < shown; ++i) {
       const json& p = t["ranked"][i];
@@ -67,13 +67,18 @@ void PrintPlans(const nlohmann::json& answer, int top) {
       const std::string third =
           federated ? value(terms["rounds"]) + " " + mark(terms["rounds"])
                     : value(terms["step_sync_s"], steps) + " " + mark(terms["step_sync_s"]);
-      std::printf("  %4d %6d %6d %9s %-5s %10s %19s %7s %s %7lld %9s %s %11s %8s %s\n", i + 1,
+      // Measured on the target's class, where a trial there reached the target.
+      const json& measured = p.contains("measured_tta_s") ? p["measured_tta_s"] : json();
+      const std::string measured_s =
+          measured.is_number() ? Seconds(measured.get<double>()) : std::string("-");
+      std::printf("  %4d %6d %6d %9s %-5s %10s %19s %7s %s %7lld %9s %s %11s %8s %s %10s\n", i + 1,
                   p["config"]["batch_size"].get<int>(), p["local_batch"].get<int>(), lr,
                   p["config"]["optimizer"].get<std::string>().c_str(), value(p["tta_s"]).c_str(),
                   interval.c_str(), value(terms["epochs"]).c_str(), mark(terms["epochs"]),
                   p["steps_per_epoch"].get<long long>(),
                   value(terms["step_compute_s"], steps).c_str(), mark(terms["step_compute_s"]),
-                  third.c_str(), value(terms["transfer_s"]).c_str(), mark(terms["transfer_s"]));
+                  third.c_str(), value(terms["transfer_s"]).c_str(), mark(terms["transfer_s"]),
+                  measured_s.c_str());
     }
     const json& best = t["ranked"][0];
     const std::string sync = best["sync_from"].get<std::string>();

@@ -368,6 +368,34 @@ TEST(Planner, ConfigurationsThatDoNotFitTheClassesMemoryAreLeftOut) {
       << (*plans)[0].note;
 }
 
+// What a class measured stands beside the prediction on a single device of that class, for
+// that configuration only; another class's target, or a data-parallel one, shows none.
+TEST(Planner, MeasuredTimeToAccuracyStandsBesideThePrediction) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.measured_tta = {{"cloud", {{{128, 0.01, Optimizer::kSgd}, 7.5}}}};
+  Target dp = Single("cloud-x4", "cloud");
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 4;
+  dp.intra_node = {1e9, 1e-5};
+  input.targets = {Single("cloud", "cloud"), Single("edge", "edge"), dp};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  int shown = 0;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    const bool measured = p.config.batch_size == 128 && p.config.learning_rate == 0.01;
+    EXPECT_EQ(p.measured_tta_s.has_value(), measured);
+    if (measured) {
+      EXPECT_EQ(*p.measured_tta_s, 7.5);
+    }
+    shown += measured;
+  }
+  EXPECT_EQ(shown, 1);
+  for (size_t t = 1; t < plans->size(); ++t) {
+    for (const PlannedConfig& p : (*plans)[t].ranked) EXPECT_FALSE(p.measured_tta_s.has_value());
+  }
+}
+
 // A trial stopped short of the target (25 of the epochs it would need, still rising) is
 // ranked with the epochs the curve model predicts for it, marked predicted; a curve flat
 // below the target (lr 0.1) stays out.

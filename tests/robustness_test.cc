@@ -982,6 +982,8 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
   EXPECT_TRUE(here[0]["terms"]["epochs"]["measured"].get<bool>());
   EXPECT_NEAR(here[0]["tta_s"]["value"].get<double>(), 3 * steps * 0.004 * batch / 16, 1e-9)
       << here.dump();
+  // Beside it, what the class measured: 3 epochs of 0.5 s to the target.
+  EXPECT_DOUBLE_EQ(here[0]["measured_tta_s"].get<double>(), 1.5) << here.dump();
   // No class "edge" has probed: the target says so instead of guessing.
   EXPECT_TRUE(answer["targets"][1]["ranked"].empty());
   EXPECT_NE(answer["targets"][1]["note"].get<std::string>().find("edge"), std::string::npos);

@@ -513,6 +513,14 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         planned.transfer_from = !(target.data_bytes > 0)            ? ""
                                 : target.data_link_measured.empty() ? "declared link"
                                                                     : target.data_link_measured;
+        if (target.kind == Target::Kind::kSingle) {
+          auto on_class = input.measured_tta.find(target.device_class);
+          if (on_class != input.measured_tta.end()) {
+            auto m = on_class->second.find(
+                {planned.config.batch_size, planned.config.learning_rate, c.optimizer});
+            if (m != on_class->second.end()) planned.measured_tta_s = m->second;
+          }
+        }
         plan.ranked.push_back(std::move(planned));
       }
     }

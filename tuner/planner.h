@@ -36,7 +36,9 @@
 // Each answer says which terms were measured and which predicted.
 
 #include <map>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tuner/cost_model.h"
@@ -74,6 +76,10 @@ struct PlanInput {
   /// larger one does not fit either). Configurations whose local batch on a target of that
   /// class is at least this are left out, and the target's `left_out` says so.
   std::map<std::string, int> no_fit_batch;
+  /// Time-to-accuracy measured on a class: class -> (batch, learning rate, optimizer) ->
+  /// training seconds to the target (the mean over the trials that reached it there). A
+  /// single-device target of that class shows it beside its prediction.
+  std::map<std::string, std::map<std::tuple<int, double, Optimizer>, double>> measured_tta;
 };
 
 // A configuration on a target, ranked by predicted time-to-accuracy.
@@ -84,6 +90,8 @@ struct PlannedConfig {
   std::string step_from;      ///< "measured" / "fitted alpha + beta x batch" / ...
   std::string sync_from;      ///< "" (none), "measured" or "ring all-reduce over declared links"
   std::string transfer_from;  ///< "" (no data moves), "declared link" or how it was measured
+  /// Measured on the target's class (single-device targets; see PlanInput::measured_tta).
+  std::optional<double> measured_tta_s;
 };
 
 struct TargetPlan {
