@@ -142,8 +142,9 @@ json TopologyViewToJson(const TopologyView& view) {
           {"links", links},
           {"how",
            "link_to_controller: the median over a site's connected workers of echoes timed "
-           "over each worker's connection (the least round trip of small echoes; a pad of "
-           "pad_bytes each way for throughput). links.measured: the path worker -> "
+           "over each worker's connection (the least round trip of small echoes; the fastest of "
+           "three pads of pad_bytes each way for throughput, which includes the worker's "
+           "handling of the frame). links.measured: the path worker -> "
            "controller -> worker, a bound on the link between the sites (half of each "
            "round trip; the least of the four throughputs), not a direct transfer"}};
 }

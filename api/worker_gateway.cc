@@ -269,9 +269,11 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     return Status::OK();
   }
 
-  // The link probe's steps: kSmallEchoes round trips, then the pad down, then up.
-  static constexpr int kSmallEchoes = 3;
-  static constexpr int kEchoSteps = kSmallEchoes + 2;
+  // The link probe's steps: kEchoRepeats small round trips, then kEchoRepeats pads down,
+  // then up. The fastest of each counts: a worker busy with something else (a probe, its
+  // CPU quota spent) answers late, never early.
+  static constexpr int kEchoRepeats = 3;
+  static constexpr int kEchoSteps = 3 * kEchoRepeats;
 
   // Sends the link probe's next echo once nothing else is being written (so that the time
   // is the link's, not a checkpoint's); reports the link after the last.
@@ -288,8 +290,9 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     const uint32_t pad = gateway_->options.echo_pad_bytes;
     EchoFrame echo;
     echo.id = ++echo_id_;
-    if (echo_step_ == kSmallEchoes) echo.pad.assign(pad, 'x');
-    if (echo_step_ == kSmallEchoes + 1) echo.reply_bytes = pad;
+    const int kind = echo_step_ / kEchoRepeats;  // 0 small, 1 down, 2 up
+    if (kind == 1) echo.pad.assign(pad, 'x');
+    if (kind == 2) echo.reply_bytes = pad;
     expected_reply_bytes_ = echo.reply_bytes;
     echo_sent_ = SteadyClock::now();
     echo_outstanding_ = true;
@@ -314,12 +317,16 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
       return Status::OK();
     }
     WorkerLink link;
-    link.rtt_s = *std::min_element(echo_seconds_.begin(), echo_seconds_.begin() + kSmallEchoes);
+    auto fastest = [&](int kind) {
+      return *std::min_element(echo_seconds_.begin() + kind * kEchoRepeats,
+                               echo_seconds_.begin() + (kind + 1) * kEchoRepeats);
+    };
+    link.rtt_s = fastest(0);
     link.pad_bytes = gateway_->options.echo_pad_bytes;
     // The pad's time: the echo's less a round trip, at least a microsecond.
     auto throughput = [&](double s) { return link.pad_bytes / std::max(s - link.rtt_s, 1e-6); };
-    link.down_bytes_s = throughput(echo_seconds_[kSmallEchoes]);
-    link.up_bytes_s = throughput(echo_seconds_[kSmallEchoes + 1]);
+    link.down_bytes_s = throughput(fastest(1));
+    link.up_bytes_s = throughput(fastest(2));
     link.measured_at =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     gateway_->service->WorkerLinkMeasured(worker_id_, link);

@@ -23,8 +23,10 @@ class TokenAuthority;
 //
 // Links: once a worker of protocol 3 or later registers, the gateway times echoes over its
 // connection (api/protocol.h), one at a time and only while nothing else is being written:
-// three small ones for the round trip (the least counts), then a pad of echo_pad_bytes
-// down and one up for the throughput each way (its time less the round trip). The result
+// three small ones for the round trip, then three pads of echo_pad_bytes down and three up
+// for the throughput each way (the time less the round trip); the fastest of each three
+// counts. The times include the worker's handling of the frame: on a worker starved of
+// CPU the throughput reads low. The result
 // goes to ControllerService::WorkerLinkMeasured. An echo_reply that answers no outstanding
 // echo, or with a pad of the wrong size, is a protocol error.
 class WorkerGateway final : public WorkerChannel {

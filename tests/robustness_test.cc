@@ -811,10 +811,10 @@ TEST(Topology, TheGatewayMeasuresEachWorkersLinkBesideTheDeclaredOnes) {
                                        {"class", name == "e1" ? "edge" : "cloud"},
                                        {"site", site}}));
   }
-  // Three small echoes, the pad down, the pad up: answered as they come.
+  // Three small echoes, three pads down, three up: answered as they come.
   for (auto& w : workers) {
-    for (int i = 0; i < 20 && w->echoes_answered < 5; ++i) w->Receive();
-    EXPECT_EQ(w->echoes_answered, 5);
+    for (int i = 0; i < 20 && w->echoes_answered < 9; ++i) w->Receive();
+    EXPECT_EQ(w->echoes_answered, 9);
   }
   json view;
   for (int i = 0; i < 50; ++i) {

@@ -4,9 +4,9 @@
 // topology file declares. Pure functions over the workers' records and links.
 //
 // The controller times echoes over each worker's own connection (api/protocol.h, protocol
-// 3): the least round trip of small echoes, and the throughput of a large pad each way. A
-// site's link to the controller is the median over its measured workers. Between two sites
-// that both have measured workers, the path through the controller (worker -> controller
+// 3): the least round trip of small echoes, and the throughput of the fastest of three large pads
+// each way. A site's link to the controller is the median over its measured workers. Between two
+// sites that both have measured workers, the path through the controller (worker -> controller
 // -> worker) gives a bound on their link: its latency is half of each side's round trip,
 // its bandwidth the least of the four directions. It is not a direct transfer between the
 // two sites, and the view says so.
