@@ -160,6 +160,10 @@ class JobEngine {
   // with a curve (none while fewer than reduction_factor have one); a finished trial
   // counts with the score it was observed with.
   bool InTopShare(LiveTrial& t);
+  // Whether the sampler has observed (the trial ended) fewer than half of the trials it
+  // proposed, past TPE's random start. TryContinue then resumes the best paused trial
+  // rather than let a new proposal come from a model of too few trials.
+  bool SamplerLags() const;
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
