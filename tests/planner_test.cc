@@ -401,7 +401,9 @@ TEST(Planner, MeasuredTimeToAccuracyStandsBesideThePrediction) {
 // below the target (lr 0.1) stays out.
 TEST(Planner, TrialsStoppedEarlyGetTheCurveModelsEpochs) {
   std::string text = "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n" +
-                     Curve(32, 0.01, "sgd", 0, 9, 60, 8.0) + Curve(128, 0.1, "sgd", 0, 0, 60, 8.0);
+                     Curve(32, 0.01, "sgd", 0, 9, 60, 8.0) + Curve(128, 0.1, "sgd", 0, 0, 60, 8.0) +
+                     // Stopped after one epoch: no trend to extrapolate, left out.
+                     "16,0.05,sgd,0,1,0.1,8\n";
   // 0.95 - 0.85 / (1 + 0.1 e): crosses 0.8 at epoch 47; recorded to epoch 25.
   for (int e = 1; e <= 25; ++e) {
     text += "64,0.003,adam,0," + std::to_string(e) + "," +

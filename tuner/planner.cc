@@ -240,6 +240,11 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         if (curve == nullptr || c.size() > curve->size()) curve = &c;
       }
       const std::vector<double> accuracies = Accuracies(*curve);
+      // One epoch shows no trend: the model's answer there is the job's prior over curves
+      // that started alike, not this configuration's. On the testbed (ASHA, 12 trials)
+      // three trials stopped after one epoch at chance were ranked first on both targets,
+      // ahead of the one measured to the target.
+      if (accuracies.size() < 2) continue;
       std::vector<std::vector<double>> others;
       for (const std::vector<double>& other : all) {
         if (&other != &accuracies && other != accuracies) others.push_back(other);

@@ -9,8 +9,9 @@
 //    recorded for it (interval: the fastest and slowest seed), when every seed reaches it
 //    within the table's epochs. A configuration none of whose seeds got there (a trial
 //    stopped early) is predicted by the learning-curve model from its longest curve and
-//    the others (tuner/curve_model.h), within epoch_limit, when it more likely reaches the
-//    target than not; otherwise, and when only some seeds reach it, it is left out;
+//    the others (tuner/curve_model.h), within epoch_limit, when that curve has two epochs
+//    or more and it more likely reaches the target than not; otherwise, and when only some
+//    seeds reach it, it is left out;
 //  - the local batch: B on a single device and for federated clients; B / N for N
 //    data-parallel devices when N divides B, so the global batch, and with it the epochs,
 //    stay the measured ones. A data-parallel target also gets each configuration with
