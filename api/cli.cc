@@ -195,14 +195,16 @@ void PrintReport(const json& r) {
                 r["algorithm"].get<std::string>().c_str(),
                 r["auto_reason"].get<std::string>().c_str());
   }
+  const std::string reference = r.value("reference_class", std::string());
   const json& best = r["best"];
   if (best.is_null()) {
     std::printf("No trial finished an epoch: there is no best configuration.\n");
   } else {
     std::printf("\nBest configuration: %s\n", ConfigText(best["config"]).c_str());
     if (r["target_reached"].get<bool>()) {
-      std::printf("  time-to-accuracy %s s of training (measured): reached %s at epoch %d\n",
+      std::printf("  time-to-accuracy %s s of training (%s): reached %s at epoch %d\n",
                   Fixed(best["tta_s"].get<double>(), 2).c_str(),
+                  reference.empty() ? "measured" : ("on class " + reference).c_str(),
                   Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
                   best["epochs_done"].get<int>());
     } else {
@@ -212,6 +214,13 @@ void PrintReport(const json& r) {
     }
     std::printf("  trial %d on worker %s\n", best["number"].get<int>(),
                 best["worker"].get<std::string>().c_str());
+  }
+  if (!reference.empty()) {
+    std::printf(
+        "Seconds of training are counted on class %s: a trial's measured seconds x %s's step "
+        "time / the step time of the class it ran on, from their probes (as measured where "
+        "either has no probe)\n",
+        reference.c_str(), reference.c_str());
   }
   const json& grid = r["grid"];
   std::printf("\nCompute spent: %s s over %d epochs of %d trials (%s)\n",
@@ -237,15 +246,16 @@ void PrintReport(const json& r) {
                 Fixed(ratio > 0 ? 1.0 / ratio : 0.0, 1).c_str());
   }
   if (!r["best_curve"].empty()) {
-    std::printf("\nLearning curve of the best trial:\n  %5s %10s %10s %12s %10s\n", "epoch",
-                "val_acc", "train_loss", "train_s_cum", "step_p50");
-    double cumulative = 0.0;
+    std::printf("\nLearning curve of the best trial:\n  %5s %10s %10s %12s %12s %10s\n", "epoch",
+                "val_acc", "train_loss", "train_s_cum", "measured_cum", "step_p50");
+    double cumulative = 0.0, measured = 0.0;
     for (const json& p : r["best_curve"]) {
-      cumulative += p["compute_s"].get<double>() + p["comm_s"].get<double>();
-      std::printf("  %5d %10s %10s %12s %8s ms\n", p["epoch"].get<int>(),
+      measured += p["compute_s"].get<double>() + p["comm_s"].get<double>();
+      cumulative += p.value("reference_s", 0.0);
+      std::printf("  %5d %10s %10s %12s %12s %8s ms\n", p["epoch"].get<int>(),
                   Fixed(p["val_accuracy"].get<double>(), 3).c_str(),
                   Fixed(p["train_loss"].get<double>(), 4).c_str(), Fixed(cumulative, 2).c_str(),
-                  Fixed(p["step_ms_p50"].get<double>(), 2).c_str());
+                  Fixed(measured, 2).c_str(), Fixed(p["step_ms_p50"].get<double>(), 2).c_str());
     }
   }
   // A trial the forecast stopped shows what it was heading for: its predicted TTA and its

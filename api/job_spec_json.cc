@@ -7,6 +7,7 @@
 
 #include "api/json_fields.h"
 #include "api/json_input.h"
+#include "api/protocol.h"
 #include "api/topology_json.h"
 #include "tuner/algorithms.h"
 
@@ -299,6 +300,17 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
     StatusOr<Topology> topology = TopologyFromJson(*field);
     if (!topology.ok()) return Status::InvalidArgument("topology: " + topology.status().message());
     spec.topology_json = DumpJson(*field);
+    if (!topology->targets.empty()) spec.reference_class = topology->targets.front().device_class;
+  }
+  // The class whose seconds the job counts; a name as a worker's --class.
+  std::string reference_class;
+  TOPOTUNE_RETURN_IF_ERROR(f.String("reference_class", &reference_class, 64));
+  if (!reference_class.empty()) {
+    if (!ValidWorkerId(reference_class)) {
+      return Status::InvalidArgument("reference_class must be 1-64 of A-Z a-z 0-9 . _ -, got '" +
+                                     SafeText(reference_class, 64) + "'");
+    }
+    spec.reference_class = reference_class;
   }
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
   if (spec.algorithm == "auto") spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
@@ -343,6 +355,7 @@ json JobSpecToJson(const JobSpec& spec) {
     j["scheduler"]["min_seconds"] = spec.asha.min_seconds;
     j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
   }
+  if (!spec.reference_class.empty()) j["reference_class"] = spec.reference_class;
   if (!spec.topology_json.empty()) {
     j["topology"] = json::parse(spec.topology_json, nullptr, /*allow_exceptions=*/false);
   }

@@ -17,6 +17,12 @@
 //    "scheduler": {"algorithm": "tpe", "rung_unit": "seconds", "min_seconds": 5,
 //                  "max_epochs": 50, "reduction_factor": 3, "rungs": 3}
 //
+// With "topology" (api/topology_json.h), the job answers for its targets, and counts
+// seconds on the class of its first target: a trial's seconds x that class's step time /
+// the step time of the class it ran on, from their probes, so rungs in seconds and the
+// bound compare a slow board and a fast server fairly. "reference_class": "edge" names
+// another class; without either, seconds count as measured.
+//
 // Unknown fields are errors (a typo must not silently fall back to a default).
 
 #include <nlohmann/json.hpp>

@@ -88,10 +88,15 @@ json ToJson(const Report& r) {
   json ranking = json::array();
   for (const auto& t : r.ranking) ranking.push_back(ToJson(t));
   json curve = json::array();
-  for (const auto& p : r.best_curve) curve.push_back(ToJson(p));
+  for (const auto& p : r.best_curve) {
+    json point = ToJson(p);
+    point["reference_s"] = p.reference_s;
+    curve.push_back(std::move(point));
+  }
   return {{"job", ToJson(r.job)},
           {"algorithm", r.algorithm},
           {"auto_reason", r.auto_reason},
+          {"reference_class", r.reference_class},
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
           {"best", r.best ? ToJson(*r.best) : json(nullptr)},

@@ -180,6 +180,13 @@ ALTER TABLE device_profiles ADD COLUMN backward_ms REAL NOT NULL DEFAULT 0;
 ALTER TABLE device_profiles ADD COLUMN optimizer_ms REAL NOT NULL DEFAULT 0;
 )sql";
 
+// An epoch's training seconds as its job counts them: on the job's reference class
+// (JobSpec::reference_class). Points stored before are counted as measured.
+constexpr const char* kReferenceSeconds = R"sql(
+ALTER TABLE curve_points ADD COLUMN reference_s REAL NOT NULL DEFAULT 0;
+UPDATE curve_points SET reference_s = compute_s + comm_s;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -248,7 +255,7 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
       {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
-      {7, kWorkerClassAndSite}, {8, kProbeStepParts},
+      {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
   };
   return kMigrations;
 }

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <string>
 
+#include "tuner/device_classes.h"
+
 namespace topotune {
 namespace {
 
@@ -212,6 +214,46 @@ TEST(CostModel, TargetsThatCannotBeCostedSayWhy) {
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("data_link"), std::string::npos);
   EXPECT_FALSE(PredictTta(moved, {0, 1e6}, 64, epochs, *step).ok());
+}
+
+}  // namespace
+}  // namespace topotune
+
+namespace topotune {
+namespace {
+
+// Classes whose steps at batch b take 1 + b/16 ms (cloud, probed at 16 and 64) and four
+// times that (edge, probed at 16 only, where 64 does not fit).
+std::vector<DeviceClassProfile> CloudAndEdge() {
+  WorkerRecord cloud, edge;
+  cloud.id = "c";
+  cloud.device.device_class = "cloud";
+  edge.id = "e";
+  edge.device.device_class = "edge";
+  DeviceProbe pc, pe;
+  pc.worker_id = "c";
+  pe.worker_id = "e";
+  pc.model = pe.model = "lenet";
+  pc.input = pe.input = "1x28x28";
+  pc.batches = {{16, true, 2.0, 0, ""}, {64, true, 5.0, 0, ""}};
+  pe.batches = {{16, true, 8.0, 0, ""}, {64, false, 0.0, 0, "out of memory"}};
+  return GroupByClass({cloud, edge}, {pc, pe});
+}
+
+TEST(DeviceClasses, TimeScalesAreTheReferencesStepOverTheDevicesWhereBothHaveOne) {
+  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
+  const std::map<int, double> on_edge =
+      TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32, 64});
+  ASSERT_EQ(on_edge.count(16), 1u);
+  EXPECT_DOUBLE_EQ(on_edge.at(16), 4.0);
+  // The edge has one step time, so its fit is proportional to the batch (8 ms / 16 x b);
+  // the cloud's at 32 is fitted on its two: 1 + 32/16 = 3 ms.
+  ASSERT_EQ(on_edge.count(32), 1u);
+  EXPECT_NEAR(on_edge.at(32), 16.0 / 3.0, 1e-9);
+  EXPECT_EQ(TimeScales(classes, "cloud", "cloud", "lenet", "1x28x28", {16}).at(16), 1.0);
+  // No probe of that input, or no such class: nothing to scale by.
+  EXPECT_TRUE(TimeScales(classes, "edge", "cloud", "lenet", "3x32x32", {16}).empty());
+  EXPECT_TRUE(TimeScales(classes, "jetson", "cloud", "lenet", "1x28x28", {16}).empty());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "tests/memory_journal.h"
 
@@ -110,6 +111,42 @@ TEST(Dispatcher, ProbesAWorkerFirstAndNeverSendsItABatchThatDoesNotFit) {
     ASSERT_TRUE(
         dispatcher.OnSegmentEnded("small", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
             .ok());
+  }
+}
+
+// A job that counts seconds on the edge sends a cloud worker, whose steps take a quarter
+// of the edge's (from their probes), a quarter of the rung's edge seconds; and gives it
+// nothing while the edge, connected, has not probed yet.
+TEST(Dispatcher, AWorkerIsSentItsOwnSecondsOfAJobCountedOnAnotherClass) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobSpec spec = Spec();
+  spec.reference_class = "edge";
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
+                                      /*num_rungs=*/1, /*max_epochs=*/20);
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  const auto probe_of = [](double step_ms) {
+    DeviceProbe probe = ProbeUpTo(512);
+    for (BatchProbe& b : probe.batches) b.step_ms = step_ms;
+    return probe;
+  };
+  for (const auto& [id, device_class] : {std::pair<std::string, std::string>{"edge-1", "edge"},
+                                         std::pair<std::string, std::string>{"cloud-1", "cloud"}}) {
+    WorkerRecord w = Worker(id);
+    w.device.device_class = device_class;
+    ASSERT_TRUE(journal.UpsertWorker(w).ok());
+    ASSERT_TRUE(dispatcher.WorkerConnected(w).ok());
+  }
+  ASSERT_EQ(channel.probes.size(), 2u);
+  ASSERT_TRUE(dispatcher.OnProbeResult("cloud-1", channel.probes[1].key, probe_of(2.0)).ok());
+  EXPECT_TRUE(channel.assignments.empty());  // the cloud waits for the edge's probe
+  ASSERT_TRUE(dispatcher.OnProbeResult("edge-1", channel.probes[0].key, probe_of(8.0)).ok());
+  ASSERT_EQ(channel.assignments.size(), 2u);
+  for (const auto& [worker, segment] : channel.assignments) {
+    EXPECT_DOUBLE_EQ(segment.max_train_s, worker == "edge-1" ? 2.0 : 0.5) << worker;
   }
 }
 

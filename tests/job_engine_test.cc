@@ -295,22 +295,30 @@ TEST(JobEngine, RandomAndGridTrainEveryTrialToTheTopRung) {
   }
 }
 
-// Runs a segment as a worker does: epochs of `seconds` each until the verdict says stop,
-// the assignment's max_train_s is used up, or target_epochs. Returns the epochs trained.
-int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, double seconds) {
+// Trains the segment of `a` as a worker does, from the SegmentSpec it is sent: epochs of
+// `seconds` of its own until the verdict says stop or its own seconds reach the spec's
+// max_train_s. Returns the epochs trained.
+int RunAsWorker(JobEngine& engine, const Assignment& a, const JobSpec& spec, double accuracy,
+                double seconds) {
+  const SegmentSpec s = MakeSegmentSpec(a, spec);
   double trained = 0.0;
-  int e = a.start_epoch;
-  while (e < a.trial.target_epochs) {
+  int e = s.start_epoch;
+  while (e < s.end_epoch) {
     ++e;
     StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(e, accuracy, seconds));
     EXPECT_TRUE(v.ok()) << v.status().ToString();
     trained += seconds;
     if (!v.ok() || v->stop) break;
-    if (ReachedSeconds(a.trial.train_s + trained, a.max_train_s)) break;  // as TrainTimeUp
+    if (ReachedSeconds(s.train_s_before + trained, s.max_train_s)) break;
   }
   EXPECT_TRUE(
       engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
-  return e - a.start_epoch;
+  return e - s.start_epoch;
+}
+
+// The same for a placement whose seconds count as measured (time scale 1).
+int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, double seconds) {
+  return RunAsWorker(engine, a, JobSpec(), accuracy, seconds);
 }
 
 TEST(JobEngine, RungsInSecondsEndAtTheEpochThatUsesUpTheirBudget) {
@@ -517,6 +525,99 @@ TEST(Forecast, TheSamplerHasObservedHalfOfItsProposalsBeforeItProposesAgain) {
   EXPECT_EQ(proposals, spec.max_trials);
   std::printf("[ forecast ] least share of proposals observed past the 10th: %d%%\n",
               least_share_pct);
+}
+
+}  // namespace
+}  // namespace topotune
+
+namespace topotune {
+namespace {
+
+// A placement of one worker whose seconds count x `scale` on the job's reference class.
+Placement ScaledPlacement(const std::string& worker, const JobSpec& spec, double scale) {
+  Placement p;
+  p.workers = {worker};
+  for (int b : spec.space.batch_sizes) p.time_scale[b] = scale;
+  return p;
+}
+
+TEST(JobEngine, SecondsCountOnTheReferenceClassWhicheverDeviceTrains) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(3);
+  spec.reference_class = "edge";
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
+                                      /*num_rungs=*/2, /*max_epochs=*/20);
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("edge-1", true);
+  engine.SetWorkerOnline("cloud-1", true);
+  // A cloud step takes a quarter of an edge step: its 0.25 s epochs count 1 s each.
+  StatusOr<std::optional<Assignment>> cloud =
+      engine.NextAssignment(ScaledPlacement("cloud-1", spec, 4.0), 0);
+  ASSERT_TRUE(cloud.ok() && cloud->has_value());
+  EXPECT_DOUBLE_EQ((*cloud)->max_train_s, 2.0);                       // the rung, edge seconds
+  EXPECT_DOUBLE_EQ(MakeSegmentSpec(**cloud, spec).max_train_s, 0.5);  // the cloud's own
+  EXPECT_EQ(RunAsWorker(engine, **cloud, spec, 0.5, 0.25), 2);
+  const int64_t cloud_id = (*cloud)->trial.id;
+  EXPECT_DOUBLE_EQ(journal.trials[cloud_id].train_s, 2.0);
+  ASSERT_EQ(journal.points.size(), 2u);
+  const CurvePoint& first = journal.points.at({cloud_id, 1});
+  EXPECT_DOUBLE_EQ(first.compute_s, 0.25);  // as measured
+  EXPECT_DOUBLE_EQ(first.reference_s, 1.0);
+  // On the edge itself, seconds count as measured: 1 s epochs, 2 of them in the rung.
+  for (double accuracy : {0.4, 0.3}) {
+    StatusOr<std::optional<Assignment>> edge =
+        engine.NextAssignment(ScaledPlacement("edge-1", spec, 1.0), 0);
+    ASSERT_TRUE(edge.ok() && edge->has_value());
+    EXPECT_EQ(RunAsWorker(engine, **edge, spec, accuracy, 1.0), 2);
+  }
+  // A rebuilt engine counts the stored edge seconds, not the cloud's: the cloud trial,
+  // best of the rung, resumes with 2 s done of the next rung's 6 s.
+  StatusOr<std::unique_ptr<JobEngine>> restored = JobEngine::Restore(Job(), spec, &journal);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  (*restored)->SetWorkerOnline("cloud-1", true);
+  StatusOr<std::optional<Assignment>> more =
+      (*restored)->NextAssignment(ScaledPlacement("cloud-1", spec, 4.0), 0);
+  ASSERT_TRUE(more.ok() && more->has_value());
+  if ((*more)->trial.id == cloud_id) {
+    EXPECT_DOUBLE_EQ((*more)->trial.train_s, 2.0);
+    EXPECT_DOUBLE_EQ((*more)->max_train_s, 6.0);
+    const SegmentSpec s = MakeSegmentSpec(**more, spec);
+    EXPECT_DOUBLE_EQ(s.train_s_before, 0.5);
+    EXPECT_DOUBLE_EQ(s.max_train_s, 1.5);
+  } else {
+    ADD_FAILURE() << "expected the cloud trial to be promoted, got trial " << (*more)->trial.id;
+  }
+}
+
+TEST(JobEngine, TheBoundComparesSecondsOnTheReferenceClass) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(3);
+  spec.reference_class = "edge";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/12, /*reduction_factor=*/3, /*num_rungs=*/1);
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("edge-1", true);
+  engine.SetWorkerOnline("cloud-1", true);
+  // The edge reaches the target at its epoch 3: 3 s of edge time.
+  StatusOr<std::optional<Assignment>> edge =
+      engine.NextAssignment(ScaledPlacement("edge-1", spec, 1.0), 0);
+  ASSERT_TRUE(edge.ok() && edge->has_value());
+  ASSERT_TRUE(engine.OnEpoch((*edge)->trial.id, Epoch(1, 0.5, 1.0)).ok());
+  ASSERT_TRUE(engine.OnEpoch((*edge)->trial.id, Epoch(2, 0.6, 1.0)).ok());
+  ASSERT_TRUE(engine.OnEpoch((*edge)->trial.id, Epoch(3, 0.95, 1.0)).ok());
+  ASSERT_TRUE(engine
+                  .OnSegmentEnded(
+                      {(*edge)->trial.id, (*edge)->trial.attempt, SegmentStatus::kCompleted, ""}, 0)
+                  .ok());
+  ASSERT_EQ(engine.IncumbentTta(), 3.0);
+  // A cloud trial's 0.25 s epochs count 1 s each: it is out of the race after 3 of them,
+  // not after the 12 its raw seconds would allow.
+  StatusOr<std::optional<Assignment>> cloud =
+      engine.NextAssignment(ScaledPlacement("cloud-1", spec, 4.0), 0);
+  ASSERT_TRUE(cloud.ok() && cloud->has_value());
+  EXPECT_DOUBLE_EQ(MakeSegmentSpec(**cloud, spec).max_train_s, 0.75);
+  EXPECT_EQ(RunAsWorker(engine, **cloud, spec, 0.5, 0.25), 3);
+  EXPECT_EQ(journal.trials[(*cloud)->trial.id].state, TrialState::kStopped);
+  EXPECT_NE(journal.trials[(*cloud)->trial.id].reason.find("bound"), std::string::npos);
 }
 
 }  // namespace

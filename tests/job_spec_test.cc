@@ -155,6 +155,26 @@ TEST(JobSpec, ATopologyIsValidatedAndKept) {
       << ErrorOf(j.dump());
 }
 
+// A job with targets counts seconds on its first target's class, unless it names another.
+TEST(JobSpec, SecondsCountOnTheFirstTargetsClassUnlessTheJobNamesAnother) {
+  json j = ValidSpec();
+  EXPECT_EQ(ParseJobSpec(j.dump())->reference_class, "");
+  j["topology"] = json::parse(R"({"sites": {"edge-1": {"edge": 1}, "cloud": {"cloud": 1}},
+      "targets": [{"name": "edge", "class": "edge", "site": "edge-1"},
+                  {"name": "cloud", "class": "cloud", "site": "cloud"}]})");
+  EXPECT_EQ(ParseJobSpec(j.dump())->reference_class, "edge");
+  j["reference_class"] = "cloud";
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->reference_class, "cloud");
+  EXPECT_EQ(ParseJobSpec(JobSpecToJson(*spec).dump())->reference_class, "cloud");
+  j["reference_class"] = "no spaces";
+  EXPECT_NE(ErrorOf(j.dump()).find("reference_class must be"), std::string::npos)
+      << ErrorOf(j.dump());
+  j["reference_class"] = 3;
+  EXPECT_NE(ErrorOf(j.dump()).find("reference_class"), std::string::npos) << ErrorOf(j.dump());
+}
+
 TEST(JobSpec, RejectsBadJson) {
   EXPECT_NE(ErrorOf("{\"model\": ").find("not valid JSON"), std::string::npos);
   EXPECT_NE(ErrorOf("[1, 2]").find("must be a JSON object"), std::string::npos);

@@ -97,4 +97,45 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
   return out;
 }
 
+const ClassProbe* FindProbe(const DeviceClassProfile& c, const std::string& model,
+                            const std::string& input) {
+  for (const ClassProbe& p : c.probes) {
+    if (p.model == model && p.input == input) return &p;
+  }
+  return nullptr;
+}
+
+std::optional<double> StepMsAt(const ClassProbe& probe, int batch) {
+  for (const ClassProbe::Batch& b : probe.batches) {
+    if (b.batch_size == batch && b.fits && b.step_ms > 0) return b.step_ms;
+  }
+  const double fitted = probe.alpha_ms + probe.beta_ms * batch;
+  if (probe.beta_ms > 0 && fitted > 0) return fitted;
+  return std::nullopt;
+}
+
+std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
+                                 const std::string& reference, const std::string& device,
+                                 const std::string& model, const std::string& input,
+                                 const std::vector<int>& batch_sizes) {
+  std::map<int, double> scales;
+  if (reference == device) {
+    for (int b : batch_sizes) scales[b] = 1.0;
+    return scales;
+  }
+  const ClassProbe* ref = nullptr;
+  const ClassProbe* dev = nullptr;
+  for (const DeviceClassProfile& c : classes) {
+    if (c.name == reference) ref = FindProbe(c, model, input);
+    if (c.name == device) dev = FindProbe(c, model, input);
+  }
+  if (ref == nullptr || dev == nullptr) return scales;
+  for (int b : batch_sizes) {
+    const std::optional<double> r = StepMsAt(*ref, b);
+    const std::optional<double> d = StepMsAt(*dev, b);
+    if (r && d) scales[b] = *r / *d;
+  }
+  return scales;
+}
+
 }  // namespace topotune

@@ -6,6 +6,8 @@
 // worker of that class measured it. Pure functions over what the journal holds.
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,5 +49,21 @@ struct DeviceClassProfile {
 // The classes of `workers` (each with its probes), sorted by name.
 std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& workers,
                                              const std::vector<DeviceProbe>& probes);
+
+// The probe of (model, input) in `c`; null if the class has none.
+const ClassProbe* FindProbe(const DeviceClassProfile& c, const std::string& model,
+                            const std::string& input);
+
+// A class's step time at `batch` (ms): measured where it probed that batch and it fit,
+// else alpha + beta x batch; nullopt where it has neither.
+std::optional<double> StepMsAt(const ClassProbe& probe, int batch);
+
+// How a trial's seconds on a device of class `device` count on class `reference`, per
+// batch size of `batch_sizes`: reference step time / device step time (1 when they are the
+// same class). Batch sizes that either class has no step time for are left out.
+std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
+                                 const std::string& reference, const std::string& device,
+                                 const std::string& model, const std::string& input,
+                                 const std::vector<int>& batch_sizes);
 
 }  // namespace topotune

@@ -253,6 +253,7 @@ Status Dispatcher::OnProbeResult(const std::string& worker_id, const std::string
     stored.worker_id = worker_id;
     stored.measured_at = clock_();
     w->second.max_batch[key] = stored.MaxBatchSize();
+    w->second.probe_input[key] = stored.input;
     status = journal_->UpsertDeviceProbe(stored);
   } else {
     w->second.max_batch[key] = 0;
@@ -324,7 +325,45 @@ void Dispatcher::CollectCheckpointsLocked() {
   checkpoints_->Collect(keep);
 }
 
+std::optional<Placement> Dispatcher::PlacementOf(
+    const std::string& worker_id, const Connected& w, const JobEngine& engine, int max_batch,
+    std::optional<std::vector<DeviceClassProfile>>* classes) {
+  Placement placement;
+  placement.workers = {worker_id};
+  placement.max_batch_size = max_batch;
+  const JobSpec& spec = engine.spec();
+  const std::string device_class = DeviceClassOf(w.record.device);
+  if (spec.reference_class.empty() || spec.reference_class == device_class) return placement;
+  if (!classes->has_value()) {
+    StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
+    StatusOr<std::vector<DeviceProbe>> probes = journal_->ListDeviceProbes();
+    if (!workers.ok() || !probes.ok()) {
+      std::fprintf(stderr,
+                   "topotuned: could not read the device probes; seconds count as "
+                   "measured this time\n");
+      classes->emplace();
+    } else {
+      *classes = GroupByClass(*workers, *probes);
+    }
+  }
+  const std::string key = ProbeKey(spec);
+  auto input = w.probe_input.find(key);
+  if (input == w.probe_input.end()) return placement;
+  placement.time_scale = TimeScales(**classes, spec.reference_class, device_class, spec.model,
+                                    input->second, spec.space.batch_sizes);
+  if (placement.time_scale.empty()) {
+    for (const auto& [id, other] : workers_) {
+      if (DeviceClassOf(other.record.device) == spec.reference_class &&
+          other.max_batch.count(key) == 0) {
+        return std::nullopt;
+      }
+    }
+  }
+  return placement;
+}
+
 void Dispatcher::Pump() {
+  std::optional<std::vector<DeviceClassProfile>> classes;  // read when first needed
   for (auto& [worker_id, w] : workers_) {
     if (w.trial_id || !w.probing.empty()) continue;
     for (auto& [job_id, engine] : jobs_) {
@@ -339,8 +378,10 @@ void Dispatcher::Pump() {
                             engine->spec().space.batch_sizes);
         break;
       }
-      StatusOr<std::optional<Assignment>> next =
-          engine->NextAssignment(worker_id, clock_(), limit->second);
+      const std::optional<Placement> placement =
+          PlacementOf(worker_id, w, *engine, limit->second, &classes);
+      if (!placement) continue;
+      StatusOr<std::optional<Assignment>> next = engine->NextAssignment(*placement, clock_());
       if (!next.ok()) {
         FailJob(*engine, "could not persist: " + next.status().message(), clock_());
         continue;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tuner/device_classes.h"
 #include "tuner/job_engine.h"
 
 namespace topotune {
@@ -105,9 +106,18 @@ class Dispatcher {
     std::string checkpoint;  // that segment's checkpoint stem
     int start_epoch = 0;     // and its epochs
     int end_epoch = 0;
-    std::string probing;                   // the probe key it is measuring, if any
-    std::map<std::string, int> max_batch;  // probe key -> largest batch size that fits
+    std::string probing;                             // the probe key it is measuring, if any
+    std::map<std::string, int> max_batch;            // probe key -> largest batch size that fits
+    std::map<std::string, std::string> probe_input;  // probe key -> the input it measured
   };
+  // The placement of worker `w` for a trial of `engine` with batches up to `max_batch`;
+  // with the job's time scales when it counts seconds on a reference class (from the
+  // stored probes, read into `classes` once per Pump). nullopt while the reference class
+  // has no probe of the job's input and a connected worker of it is yet to probe: the
+  // other classes wait for it rather than count seconds unscaled.
+  std::optional<Placement> PlacementOf(
+      const std::string& worker_id, const Connected& w, const JobEngine& engine, int max_batch,
+      std::optional<std::vector<DeviceClassProfile>>* classes);   // requires mutex_
   void FailJobsNoWorkerCanHold();                                 // requires mutex_
   void ExpireAwaitedWorkers();                                    // requires mutex_
   JobEngine* EngineOfTrial(int64_t trial_id);                     // requires mutex_

@@ -112,7 +112,7 @@ Status JobEngine::Rebuild() {
       return Status::Internal(trial_name(t.record) + " has no stored point for epoch " +
                               std::to_string(t.epoch_train_s.size() + 1));
     }
-    t.epoch_train_s.push_back(p.compute_s + p.comm_s);
+    t.epoch_train_s.push_back(p.reference_s);
     t.epoch_accuracy.push_back(p.val_accuracy);
   }
   for (auto& [id, t] : trials_) {
@@ -298,8 +298,9 @@ SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec) {
   s.end_epoch = assignment.trial.target_epochs;
   s.target_accuracy = spec.target_accuracy;
   s.checkpoint = assignment.checkpoint;
-  s.train_s_before = assignment.trial.train_s;
-  s.max_train_s = assignment.max_train_s;
+  // The placement applies the limit to its own seconds: the reference's over the scale.
+  s.train_s_before = assignment.trial.train_s / assignment.time_scale;
+  s.max_train_s = assignment.max_train_s / assignment.time_scale;
   return s;
 }
 
@@ -325,6 +326,12 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
+  auto scale = placement.time_scale.find(t.record.config.batch_size);
+  t.time_scale =
+      scale != placement.time_scale.end() && std::isfinite(scale->second) && scale->second > 0
+          ? scale->second
+          : 1.0;
+  a.time_scale = t.time_scale;
   a.checkpoint = CheckpointStem(t);
   return a;
 }
@@ -608,8 +615,9 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   }
   CurvePoint stored = point;
   stored.trial_id = trial_id;
+  stored.reference_s = (point.compute_s + point.comm_s) * t.time_scale;
   t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
-  t.epoch_train_s.back() = point.compute_s + point.comm_s;
+  t.epoch_train_s.back() = stored.reference_s;
   t.epoch_accuracy.resize(static_cast<size_t>(point.epoch));
   t.epoch_accuracy.back() = point.val_accuracy;
   ++curves_version_;

@@ -34,6 +34,10 @@ struct Assignment {
   // seconds, or the incumbent's time-to-accuracy (bound pruning), whichever is less. The
   // worker applies it itself, so no epoch runs past it while a stop is on the wire.
   double max_train_s = 0.0;
+  // The placement's seconds count x this on the job's reference class (Placement::
+  // time_scale at the trial's batch size). The trial's seconds and max_train_s above are
+  // the reference's; MakeSegmentSpec sends the placement its own.
+  double time_scale = 1.0;
 };
 
 // The engine's answer to an epoch report.
@@ -49,11 +53,12 @@ SegmentSpec MakeSegmentSpec(const Assignment& assignment, const JobSpec& spec);
 // successive halving (tuner/algorithms.h) allocate epochs, trials stop at the target,
 // bound pruning stops trials that can no longer beat the incumbent's time-to-accuracy,
 // and a promoted or rerun segment resumes from its trial's checkpoint: on the worker that
-// wrote it, or on any worker when the controller's CheckpointStore has a copy. Every state
-// change goes
-// through the journal before it is acted on, and everything the engine decides from is
-// stored there: Restore rebuilds an engine that makes the same decisions. Not thread-safe:
-// the Dispatcher serialises calls.
+// wrote it, or on any worker when the controller's CheckpointStore has a copy. Every
+// second it counts (rungs, the bound, time-to-accuracy) is a second on the job's reference
+// class (JobSpec::reference_class), by each placement's time scale. Every state change
+// goes through the journal before it is acted on, and everything the engine decides from
+// is stored there: Restore rebuilds an engine that makes the same decisions. Not
+// thread-safe: the Dispatcher serialises calls.
 class JobEngine {
  public:
   // A new job. `journal` and `checkpoints` (null: checkpoints stay on their workers) must
@@ -128,10 +133,11 @@ class JobEngine {
  private:
   struct LiveTrial {
     TrialRecord record;                  // record.bracket indexes brackets_
-    std::vector<double> epoch_train_s;   // training seconds of each epoch done
+    std::vector<double> epoch_train_s;   // training seconds of each epoch done (reference_s)
     std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
+    double time_scale = 1.0;             // its current segment's (Assignment::time_scale)
     // Algorithm "forecast": the curve model's last prediction, made when the job's curves
     // were at version forecast_version (it depends on the other curves too).
     std::optional<EpochsToTarget> forecast;

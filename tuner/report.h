@@ -27,6 +27,9 @@ struct Report {
   JobRecord job;
   std::string algorithm;
   std::string auto_reason;  ///< why "auto" chose it, if it did
+  // The class whose seconds trials' train_s and tta_s count (JobSpec::reference_class);
+  // "" = as measured. A point's measured seconds are its compute_s + comm_s.
+  std::string reference_class;
   double target_accuracy = 0.0;
   bool target_reached = false;
   std::optional<TrialRecord> best;  ///< least TTA; else highest accuracy

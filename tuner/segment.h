@@ -5,6 +5,7 @@
 // (api/protocol.h) and the worker agent, so no side compares status strings.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +29,9 @@ std::optional<SegmentStatus> ParseSegmentStatus(const std::string& name);
 struct Placement {
   std::vector<std::string> workers;
   int max_batch_size = 1 << 30;
+  // How its seconds count on the job's reference class (JobSpec::reference_class), by
+  // batch size: the reference's step time / its own. A batch size not here counts as 1.
+  std::map<int, double> time_scale;
   const std::string& lead() const { return workers.front(); }  ///< reports come from it
 };
 

@@ -94,6 +94,11 @@ struct JobSpec {
   // The topology the report answers for (api/topology_json.h), as validated JSON text;
   // "" = none. Each of its targets gets a ranking in the report.
   std::string topology_json;
+  // The device class whose seconds the job counts (rungs in seconds, the bound, the
+  // time-to-accuracy the search ranks by): a trial's seconds on its device x this class's
+  // step time / its device class's step time at the trial's batch size, from their probes.
+  // "" = seconds as measured. Defaults to the first target's class of `topology_json`.
+  std::string reference_class;
 };
 
 // Models a worker can build by name.
@@ -168,6 +173,10 @@ struct CurvePoint {
   double step_ms_p50 = 0.0;  ///< median training step
   double step_ms_p95 = 0.0;
   int64_t peak_memory_bytes = 0;
+  // Set by the controller, never read from a worker: compute_s + comm_s as the job counts
+  // them, on its reference class (JobSpec::reference_class): x that class's step time /
+  // the step time of the class the epoch ran on, from their probes; unscaled without one.
+  double reference_s = 0.0;
 };
 
 // What a worker says about its device when it registers.

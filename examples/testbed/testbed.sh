@@ -19,7 +19,8 @@
 #   Latency: tc netem where the kernel has it (EDGE_DELAY_MS, default 20, each way); this
 #   development machine's kernel has none, so the latency is not emulated there and the
 #   script says so (declare it in the topology file instead).
-# Environment: BUILD_DIR [build], EDGE_CPU, EDGE_MEMORY_MB, EDGE_MBIT, EDGE_DELAY_MS.
+# Environment: BUILD_DIR [build], EDGE_CPU, EDGE_MEMORY_MB, EDGE_MBIT, EDGE_DELAY_MS, and
+# TESTBED_WORKERS ["cloud edge"]: which of the two workers to start.
 set -euo pipefail
 
 cmd="${1:-}"
@@ -190,15 +191,23 @@ EOF
     >"$dir/worker.token" 2>>"$dir/topotuned.log"
   save
 
-  "$build/workers/topotune-worker" --controller "127.0.0.1:$worker_port" --name cloud-1 \
-    --class cloud --site cloud --threads 2 --token-file "$dir/worker.token" \
-    --checkpoint-dir "$dir/ckpt-cloud" --data-root "$dir" --connect-timeout 60 \
-    >"$dir/cloud-1.log" 2>&1 &
-  pids="$pids $!"
-  save
+  local workers=" ${TESTBED_WORKERS:-cloud edge} "
+  if [[ "$workers" == *" cloud "* ]]; then
+    "$build/workers/topotune-worker" --controller "127.0.0.1:$worker_port" --name cloud-1 \
+      --class cloud --site cloud --threads 2 --token-file "$dir/worker.token" \
+      --checkpoint-dir "$dir/ckpt-cloud" --data-root "$dir" --connect-timeout 60 \
+      >"$dir/cloud-1.log" 2>&1 &
+    pids="$pids $!"
+    save
+  fi
   # The edge joins its cgroups, then enters its network namespace with nsenter (not `ip
   # netns exec`, which mounts the namespace's own /sys and hides /sys/fs/cgroup: the worker
   # reads its limits there to report its memory and CPUs), and execs the worker.
+  if [[ "$workers" != *" edge "* ]]; then
+    trap - ERR
+    echo "testbed: up in $dir without the edge worker (REST http://127.0.0.1:$http_port)"
+    return 0
+  fi
   local join="true"
   for cg in $cg_cpu $cg_mem; do
     if [ -f "$cg/tasks" ]; then join="$join; echo \$\$ > $cg/tasks"; else join="$join; echo \$\$ > $cg/cgroup.procs"; fi
