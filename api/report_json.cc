@@ -26,6 +26,9 @@ json ToJson(const TrialRecord& t) {
             {"train_s", t.train_s},
             {"best_accuracy", t.best_accuracy}};
   j["tta_s"] = t.reached_target ? json(t.tta_s) : json(nullptr);
+  // A confirmation: the number of the trial whose configuration it measures on the job's
+  // reference class (null for the sampler's trials).
+  j["confirms"] = t.confirms >= 0 ? json(t.confirms) : json(nullptr);
   if (t.forecast) {
     // Seconds the forecast never reaches within the epoch limit are null.
     const auto seconds = [](double s) { return std::isfinite(s) ? json(s) : json(nullptr); };

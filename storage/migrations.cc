@@ -187,6 +187,12 @@ ALTER TABLE curve_points ADD COLUMN reference_s REAL NOT NULL DEFAULT 0;
 UPDATE curve_points SET reference_s = compute_s + comm_s;
 )sql";
 
+// A trial that measures another's configuration on the job's reference class (>= 0: that
+// trial's number), rather than one the sampler proposed (-1).
+constexpr const char* kConfirmations = R"sql(
+ALTER TABLE trials ADD COLUMN confirms INTEGER NOT NULL DEFAULT -1;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -256,6 +262,7 @@ const std::vector<Migration>& Migrations() {
       {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
+      {10, kConfirmations},
   };
   return kMigrations;
 }

@@ -117,7 +117,7 @@ constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
     "best_accuracy, attempt, bracket, rung_start_epoch, forecast_tta_s, forecast_lo_s, "
-    "forecast_hi_s, forecast_p_win, forecast_p_reach";
+    "forecast_hi_s, forecast_p_win, forecast_p_reach, confirms";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat, device_class, site FROM workers";
@@ -173,6 +173,7 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
     trial.forecast = TrialForecast{row.Double(20), row.Double(21), row.Double(22), row.Double(23),
                                    row.Double(24)};
   }
+  trial.confirms = static_cast<int>(row.Int(25));
   return trial;
 }
 
@@ -264,13 +265,14 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
       .BindInt(trial.attempt)
       .BindInt(trial.bracket)
       .BindInt(trial.rung_start_epoch);
-  if (!trial.forecast) return stmt.BindNull().BindNull().BindNull().BindNull().BindNull();
-  const TrialForecast& f = *trial.forecast;
-  return stmt.BindDouble(f.tta_s)
-      .BindDouble(f.lo_s)
-      .BindDouble(f.hi_s)
-      .BindDouble(f.p_win)
-      .BindDouble(f.p_reach);
+  if (!trial.forecast) {
+    stmt.BindNull().BindNull().BindNull().BindNull().BindNull();
+  } else {
+    const TrialForecast& f = *trial.forecast;
+    stmt.BindDouble(f.tta_s).BindDouble(f.lo_s).BindDouble(f.hi_s).BindDouble(f.p_win).BindDouble(
+        f.p_reach);
+  }
+  return stmt.BindInt(trial.confirms);
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -280,7 +282,8 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
                  "train_s = ?, best_accuracy = ?, attempt = ?, bracket = ?, "
                  "rung_start_epoch = ?, forecast_tta_s = ?, forecast_lo_s = ?, "
-                 "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ? WHERE id = ?",
+                 "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ?, confirms = ? "
+                 "WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
@@ -294,7 +297,7 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
 Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
   const std::string sql =
       std::string("INSERT INTO trials (") + kTrialFields +
-      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
   Statement stmt(db, sql.c_str(), what);
   BindTrialFields(stmt, trial);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -618,6 +619,136 @@ TEST(JobEngine, TheBoundComparesSecondsOnTheReferenceClass) {
   EXPECT_EQ(RunAsWorker(engine, **cloud, spec, 0.5, 0.25), 3);
   EXPECT_EQ(journal.trials[(*cloud)->trial.id].state, TrialState::kStopped);
   EXPECT_NE(journal.trials[(*cloud)->trial.id].reason.find("bound"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace topotune
+
+namespace topotune {
+namespace {
+
+Placement ClassPlacement(const std::string& worker, const std::string& device_class,
+                         const JobSpec& spec, double scale) {
+  Placement p = ScaledPlacement(worker, spec, scale);
+  p.device_class = device_class;
+  return p;
+}
+
+// Trains `a` for epochs of `seconds` at `accuracy[i]` until the verdict says stop or its
+// target_epochs; then ends the segment.
+void RunCurve(JobEngine& engine, const Assignment& a, const std::vector<double>& accuracy,
+              double seconds) {
+  for (int e = a.start_epoch + 1; e <= a.trial.target_epochs; ++e) {
+    const double acc = accuracy[std::min(accuracy.size(), static_cast<size_t>(e)) - 1];
+    StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(e, acc, seconds));
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    if (v->stop) break;
+  }
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
+}
+
+JobSpec ConfirmingSpec() {
+  JobSpec spec = SmallSpec(2);
+  spec.reference_class = "edge";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/4, /*reduction_factor=*/3, /*num_rungs=*/1);
+  return spec;
+}
+
+// Two trials on the cloud reach the target, the second sooner (so the first bound does
+// not stop it); their seconds count on the edge x 4: 3.0 s and 2.0 s.
+std::vector<Assignment> TwoCloudWinners(JobEngine& engine, const JobSpec& spec) {
+  std::vector<Assignment> done;
+  for (int epochs_to_target : {3, 2}) {
+    StatusOr<std::optional<Assignment>> a =
+        engine.NextAssignment(ClassPlacement("cloud-1", "cloud", spec, 4.0), 0);
+    EXPECT_TRUE(a.ok() && a->has_value());
+    if (!a.ok() || !a->has_value()) return done;
+    std::vector<double> curve(static_cast<size_t>(epochs_to_target), 0.5);
+    curve.back() = 0.95;
+    RunCurve(engine, **a, curve, 0.25);
+    done.push_back(**a);
+  }
+  return done;
+}
+
+TEST(JobEngine, TheBestTrialsCountedFromAnotherClassAreConfirmedOnTheReferenceClass) {
+  MemoryJournal journal;
+  const JobSpec spec = ConfirmingSpec();
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  engine.SetWorkerOnline("edge-1", true, "edge");
+  const std::vector<Assignment> winners = TwoCloudWinners(engine, spec);
+  ASSERT_EQ(winners.size(), 2u);
+  EXPECT_DOUBLE_EQ(journal.trials[winners[1].trial.id].tta_s, 2.0);  // 2 x 0.25 s x 4
+  // The sampler's trials are spent, but the edge is online: the job waits for it, and the
+  // cloud gets nothing.
+  EXPECT_EQ(engine.state(), JobState::kRunning);
+  StatusOr<std::optional<Assignment>> none =
+      engine.NextAssignment(ClassPlacement("cloud-1", "cloud", spec, 4.0), 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+
+  StatusOr<std::optional<Assignment>> first =
+      engine.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  const Assignment c0 = **first;
+  EXPECT_EQ(c0.trial.confirms, winners[1].trial.number);  // the best first
+  EXPECT_EQ(c0.trial.number, spec.max_trials);
+  EXPECT_EQ(c0.trial.config.batch_size, winners[1].trial.config.batch_size);
+  EXPECT_EQ(c0.trial.config.learning_rate, winners[1].trial.config.learning_rate);
+  EXPECT_EQ(c0.trial.config.optimizer, winners[1].trial.config.optimizer);
+  EXPECT_EQ(c0.trial.seed, winners[1].trial.seed);
+  EXPECT_DOUBLE_EQ(c0.max_train_s, JobEngine::kConfirmLimit * 2.0);
+
+  // A controller restart cuts it; the restored engine gives it back to the edge only.
+  ASSERT_TRUE(engine.OnEpoch(c0.trial.id, Epoch(1, 0.5, 1.2)).ok());
+  StatusOr<std::unique_ptr<JobEngine>> restored = JobEngine::Restore(Job(), spec, &journal);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  JobEngine& again = **restored;
+  again.SetWorkerOnline("cloud-1", true, "cloud");
+  again.SetWorkerOnline("edge-1", true, "edge");
+  none = again.NextAssignment(ClassPlacement("cloud-1", "cloud", spec, 4.0), 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  StatusOr<std::optional<Assignment>> rerun =
+      again.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(rerun.ok() && rerun->has_value());
+  EXPECT_EQ((*rerun)->trial.id, c0.trial.id);
+  EXPECT_EQ((*rerun)->start_epoch, 0);
+  // Measured on the edge: 2 epochs of 1.2 s, against the 2.0 s counted from the cloud.
+  RunCurve(again, **rerun, {0.5, 0.95}, 1.2);
+  const TrialRecord& measured = journal.trials[c0.trial.id];
+  EXPECT_EQ(measured.state, TrialState::kCompleted);
+  EXPECT_DOUBLE_EQ(measured.tta_s, 2.4);
+  EXPECT_NE(measured.reason.find("measured TTA 2.40 s (counted 2.00 s)"), std::string::npos)
+      << measured.reason;
+
+  // The other winner's confirmation does not reach the target within its epochs.
+  StatusOr<std::optional<Assignment>> second =
+      again.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ((*second)->trial.confirms, winners[0].trial.number);
+  EXPECT_DOUBLE_EQ((*second)->max_train_s, JobEngine::kConfirmLimit * 3.0);
+  RunCurve(again, **second, {0.5}, 1.0);
+  EXPECT_EQ(journal.trials[(*second)->trial.id].state, TrialState::kStopped);
+  EXPECT_EQ(again.state(), JobState::kCompleted);
+  // Neither went through the sampler: its history holds the two proposals alone.
+  const std::vector<SamplerEvent>& events = journal.sampler_events[Job().id];
+  EXPECT_EQ(
+      std::count_if(events.begin(), events.end(),
+                    [](const SamplerEvent& e) { return e.kind == SamplerEvent::Kind::kPropose; }),
+      2);
+}
+
+TEST(JobEngine, WithoutAWorkerOfTheReferenceClassTheJobEndsUnconfirmed) {
+  MemoryJournal journal;
+  const JobSpec spec = ConfirmingSpec();
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  ASSERT_EQ(TwoCloudWinners(engine, spec).size(), 2u);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_EQ(journal.trials.size(), 2u);
 }
 
 }  // namespace

@@ -102,6 +102,7 @@ CurvePoint MakePoint(int64_t trial_id, int epoch) {
   point.forward_s = 3.5 * epoch;
   point.backward_s = 5.25 * epoch;
   point.optimizer_s = 1.25 * epoch;
+  point.reference_s = 4.5 * epoch;
   return point;
 }
 
@@ -136,6 +137,7 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.tta_s, b.tta_s);
   EXPECT_EQ(a.train_s, b.train_s);
   EXPECT_EQ(a.best_accuracy, b.best_accuracy);
+  EXPECT_EQ(a.confirms, b.confirms);
   ASSERT_EQ(a.forecast.has_value(), b.forecast.has_value());
   if (a.forecast) {
     EXPECT_EQ(a.forecast->tta_s, b.forecast->tta_s);
@@ -163,6 +165,7 @@ void ExpectSamePoint(const CurvePoint& a, const CurvePoint& b) {
   EXPECT_EQ(a.forward_s, b.forward_s);
   EXPECT_EQ(a.backward_s, b.backward_s);
   EXPECT_EQ(a.optimizer_s, b.optimizer_s);
+  EXPECT_EQ(a.reference_s, b.reference_s);
 }
 
 TEST(Storage, OpenCreatesSchemaAtLatestVersion) {
@@ -386,6 +389,7 @@ TEST(Storage, UpdateTrialOverwritesEveryField) {
   updated.tta_s = 1.0 / 3.0;
   updated.train_s = 2.0 / 3.0;
   updated.best_accuracy = 0.99;
+  updated.confirms = 3;
   // A stopped trial's forecast, "never" included: infinite seconds survive the file.
   updated.forecast =
       TrialForecast{12.5, 7.25, std::numeric_limits<double>::infinity(), 0.004, 0.35};

@@ -36,7 +36,9 @@ Dispatcher::Dispatcher(Journal* journal, WorkerChannel* channel, std::function<d
 Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto engine = std::make_unique<JobEngine>(job, spec, journal_, checkpoints_);
-  for (const auto& [id, w] : workers_) engine->SetWorkerOnline(id, true);
+  for (const auto& [id, w] : workers_) {
+    engine->SetWorkerOnline(id, true, DeviceClassOf(w.record.device));
+  }
   jobs_[job.id] = std::move(engine);
   Pump();
   return Status::OK();
@@ -50,7 +52,9 @@ Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
   StatusOr<std::unique_ptr<JobEngine>> engine =
       JobEngine::Restore(job, spec, journal_, checkpoints_);
   if (!engine.ok()) return engine.status();
-  for (const auto& [id, w] : workers_) (*engine)->SetWorkerOnline(id, true);
+  for (const auto& [id, w] : workers_) {
+    (*engine)->SetWorkerOnline(id, true, DeviceClassOf(w.record.device));
+  }
   for (const std::string& holder : (*engine)->CheckpointHolders()) {
     if (workers_.count(holder)) continue;
     (*engine)->SetWorkerOnline(holder, true);
@@ -124,7 +128,9 @@ Status Dispatcher::WorkerConnected(const WorkerRecord& worker) {
     workers_.erase(worker.id);
     return s;
   }
-  for (auto& [id, engine] : jobs_) engine->SetWorkerOnline(worker.id, true);
+  for (auto& [id, engine] : jobs_) {
+    engine->SetWorkerOnline(worker.id, true, DeviceClassOf(worker.device));
+  }
   Pump();
   return Status::OK();
 }
@@ -331,8 +337,9 @@ std::optional<Placement> Dispatcher::PlacementOf(
   Placement placement;
   placement.workers = {worker_id};
   placement.max_batch_size = max_batch;
+  placement.device_class = DeviceClassOf(w.record.device);
   const JobSpec& spec = engine.spec();
-  const std::string device_class = DeviceClassOf(w.record.device);
+  const std::string& device_class = placement.device_class;
   if (spec.reference_class.empty() || spec.reference_class == device_class) return placement;
   if (!classes->has_value()) {
     StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();

@@ -64,6 +64,11 @@ Status JobEngine::Rebuild() {
   StatusOr<std::vector<TrialRecord>> trials = journal_->ListTrials(job_.id);
   if (!trials.ok()) return trials.status();
   for (const TrialRecord& record : *trials) {
+    if (record.confirms >= 0) {  // not the sampler's, in no bracket
+      trials_[record.id].record = record;
+      ++confirmations_;
+      continue;
+    }
     if (record.number != sampled_) {
       return Status::Internal(trial_name(record) + " is not trial number " +
                               std::to_string(sampled_) + ": trial numbers have a gap");
@@ -114,6 +119,7 @@ Status JobEngine::Rebuild() {
     }
     t.epoch_train_s.push_back(p.reference_s);
     t.epoch_accuracy.push_back(p.val_accuracy);
+    if (p.reference_s != p.compute_s + p.comm_s) t.scaled = true;
   }
   for (auto& [id, t] : trials_) {
     if (static_cast<int>(t.epoch_train_s.size()) != t.record.epochs_done) {
@@ -200,12 +206,53 @@ std::optional<double> JobEngine::IncumbentTta() const {
   return best;
 }
 
-void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online) {
+void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online,
+                                const std::string& device_class) {
   if (online) {
     online_workers_.insert(worker_id);
   } else {
     online_workers_.erase(worker_id);
   }
+  if (!device_class.empty()) worker_class_[worker_id] = device_class;
+}
+
+bool JobEngine::ReferenceWorkerOnline() const {
+  if (spec_.reference_class.empty()) return false;
+  for (const std::string& w : online_workers_) {
+    auto c = worker_class_.find(w);
+    if (c != worker_class_.end() && c->second == spec_.reference_class) return true;
+  }
+  return false;
+}
+
+std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations() const {
+  std::vector<const LiveTrial*> due;
+  if (spec_.reference_class.empty()) return due;
+  std::vector<const LiveTrial*> reached;
+  std::set<int> confirmed;
+  for (const auto& [id, t] : trials_) {
+    if (IsConfirmation(t)) {
+      confirmed.insert(t.record.confirms);
+    } else if (t.record.reached_target) {
+      reached.push_back(&t);
+    }
+  }
+  std::sort(reached.begin(), reached.end(), [](const LiveTrial* a, const LiveTrial* b) {
+    return a->record.tta_s < b->record.tta_s ||
+           (a->record.tta_s == b->record.tta_s && a->record.number < b->record.number);
+  });
+  if (reached.size() > static_cast<size_t>(kConfirmTop)) reached.resize(kConfirmTop);
+  for (const LiveTrial* t : reached) {
+    if (t->scaled && confirmed.count(t->record.number) == 0) due.push_back(t);
+  }
+  return due;
+}
+
+double JobEngine::ConfirmLimit(const LiveTrial& t) const {
+  for (const auto& [id, other] : trials_) {
+    if (other.record.number == t.record.confirms) return kConfirmLimit * other.record.tta_s;
+  }
+  return 0.0;
 }
 
 std::set<std::string> JobEngine::CheckpointHolders() const {
@@ -316,13 +363,13 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
   t.record.reason.clear();
   t.stop_reason.clear();
   const std::optional<double> incumbent = IncumbentTta();
-  t.bound_s = incumbent ? *incumbent : 0.0;
+  t.bound_s = IsConfirmation(t) ? ConfirmLimit(t) : incumbent ? *incumbent : 0.0;
   a.job_id = job_.id;
   a.placement = placement;
   a.trial = t.record;
   a.start_epoch = start_epoch;
   a.max_train_s = t.bound_s;
-  if (InSeconds()) {
+  if (InSeconds() && !IsConfirmation(t)) {
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
@@ -357,9 +404,9 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& p
   using Step = StatusOr<std::optional<Assignment>> (JobEngine::*)(const Placement&);
   const std::vector<Step> steps =
       Forecasting() ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryContinue,
-                                        &JobEngine::TryNewTrial}
+                                        &JobEngine::TryNewTrial, &JobEngine::TryConfirm}
                     : std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryPromotion,
-                                        &JobEngine::TryNewTrial};
+                                        &JobEngine::TryNewTrial, &JobEngine::TryConfirm};
   for (Step step : steps) {
     StatusOr<std::optional<Assignment>> got = (this->*step)(placement);
     if (!got.ok()) return got.status();
@@ -373,9 +420,11 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& p
 }
 
 StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& placement) {
+  if (!placement.device_class.empty()) worker_class_[placement.lead()] = placement.device_class;
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
     if (t.record.config.batch_size > placement.max_batch_size) continue;
+    if (IsConfirmation(t) && placement.device_class != spec_.reference_class) continue;
     if (!CanResumeOn(t, placement.lead())) continue;
     Assignment a = Start(t, placement, SegmentStart(t));
     TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
@@ -595,6 +644,35 @@ StatusOr<std::optional<Assignment>> JobEngine::TryNewTrial(const Placement& plac
   return std::optional<Assignment>(Start(t, placement, 0));
 }
 
+StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& placement) {
+  if (sampled_ < spec_.max_trials || placement.device_class.empty() ||
+      placement.device_class != spec_.reference_class) {
+    return std::optional<Assignment>();
+  }
+  for (const LiveTrial* due : DueConfirmations()) {
+    if (due->record.config.batch_size > placement.max_batch_size) continue;
+    TrialRecord record;
+    record.job_id = job_.id;
+    record.number = spec_.max_trials + confirmations_;
+    record.confirms = due->record.number;
+    record.config = due->record.config;
+    record.seed = due->record.seed;
+    record.state = TrialState::kRunning;
+    record.bracket = due->record.bracket;
+    record.rung = due->record.rung;
+    record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
+    record.worker = placement.lead();
+    StatusOr<int64_t> id = journal_->CreateTrial(record);
+    if (!id.ok()) return id.status();
+    record.id = *id;
+    ++confirmations_;
+    LiveTrial& t = trials_[record.id];
+    t.record = record;
+    return std::optional<Assignment>(Start(t, placement, 0));
+  }
+  return std::optional<Assignment>();
+}
+
 StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& point) {
   auto it = trials_.find(trial_id);
   if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(trial_id));
@@ -616,6 +694,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   CurvePoint stored = point;
   stored.trial_id = trial_id;
   stored.reference_s = (point.compute_s + point.comm_s) * t.time_scale;
+  if (stored.reference_s != point.compute_s + point.comm_s) t.scaled = true;
   t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
   t.epoch_train_s.back() = stored.reference_s;
   t.epoch_accuracy.resize(static_cast<size_t>(point.epoch));
@@ -624,7 +703,9 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   Recount(t);
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
-  const std::optional<double> incumbent = IncumbentTta();
+  // A confirmation runs to its own limit, not the incumbent's time.
+  const std::optional<double> incumbent =
+      IsConfirmation(t) ? std::optional<double>(t.bound_s) : IncumbentTta();
   if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
     t.record.reached_target = true;
     t.record.tta_s = t.record.train_s;
@@ -649,7 +730,30 @@ Status JobEngine::OnSegmentEnded(const SegmentResult& outcome, double now) {
   return MaybeFinish(now);
 }
 
+Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
+  TrialRecord& r = t.record;
+  const std::string what =
+      "confirms trial " + std::to_string(r.confirms) + " on class " + spec_.reference_class + ": ";
+  if (r.reached_target) {
+    r.state = TrialState::kCompleted;
+    r.reason = what + Format("measured TTA %.2f s", r.tta_s) +
+               Format(" (counted %.2f s)", t.bound_s / kConfirmLimit);
+  } else if (outcome.status == SegmentStatus::kInfeasible) {
+    r.state = TrialState::kInfeasible;
+    r.reason = what + outcome.message;
+  } else if (outcome.status == SegmentStatus::kFailed) {
+    r.state = TrialState::kFailed;
+    r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
+  } else {
+    r.state = TrialState::kStopped;
+    r.reason = what + Format("the target not reached in %.2f s", r.train_s) +
+               Format(" (%.2f s counted)", t.bound_s / kConfirmLimit);
+  }
+  return journal_->UpdateTrial(r);
+}
+
 Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
+  if (IsConfirmation(t)) return EndConfirmation(t, outcome);
   TrialRecord& r = t.record;
   if (r.reached_target) {
     r.state = TrialState::kCompleted;
@@ -734,10 +838,13 @@ Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
 
 Status JobEngine::MaybeFinish(double now) {
   if (IsTerminal(job_.state) || sampled_ < spec_.max_trials) return Status::OK();
+  const bool can_confirm = ReferenceWorkerOnline();
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
     if (s == TrialState::kRunning) return Status::OK();
-    if (s == TrialState::kPending && CanResumeOn(t, "")) return Status::OK();
+    if (s == TrialState::kPending && CanResumeOn(t, "") && (!IsConfirmation(t) || can_confirm)) {
+      return Status::OK();
+    }
   }
   for (const auto& [id, t] : trials_) {
     // A paused trial under the forecast waits for TryContinue's decision.
@@ -754,13 +861,18 @@ Status JobEngine::MaybeFinish(double now) {
       if (!*pruned && CanResumeOn(t, "")) return Status::OK();  // a worker will take it
     }
   }
+  // The best trials counted from another class are measured on the reference class.
+  if (can_confirm && !DueConfirmations().empty()) return Status::OK();
   // Nothing can run any more: what waits is stopped, and the job is done.
   for (auto& [id, t] : trials_) {
     if (IsTerminal(t.record.state)) continue;
     const bool paused = t.record.state == TrialState::kPaused;
     t.record.state = TrialState::kStopped;
-    if (!paused || Forecasting() ||
-        brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung, id)) {
+    if (IsConfirmation(t)) {
+      t.record.reason = "no worker of class " + spec_.reference_class + " online to confirm on";
+    } else if (!paused || Forecasting() ||
+               brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung,
+                                                                                 id)) {
       t.record.reason = "its checkpoint is on worker " + t.record.worker +
                         ", which is offline, and not in the controller's checkpoint store";
     } else {

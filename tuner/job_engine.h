@@ -110,8 +110,19 @@ class JobEngine {
   Status OnWorkerLost(const std::string& worker_id, double now);
 
   // Which workers are connected: a paused trial whose checkpoint is only on an offline
-  // worker cannot be promoted, and the job does not wait for it.
-  void SetWorkerOnline(const std::string& worker_id, bool online);
+  // worker cannot be promoted, and the job does not wait for it. `device_class`, when
+  // given, is the worker's class: a job waits for its confirmations (below) only while a
+  // worker of its reference class is online.
+  void SetWorkerOnline(const std::string& worker_id, bool online,
+                       const std::string& device_class = "");
+
+  // Confirmations: once the sampler's trials are spent, the kConfirmTop best trials that
+  // reached the target with seconds counted from another class (scaled) are trained again,
+  // same configuration and seed, on a worker of the reference class, as new trials
+  // (TrialRecord::confirms), to at most kConfirmLimit x their counted time-to-accuracy.
+  // The sampler never sees them.
+  static constexpr int kConfirmTop = 2;
+  static constexpr double kConfirmLimit = 2.0;
 
   // Cancels the job: every unfinished trial is stopped. Returns the (worker, trial id)
   // pairs that were running, to be told to stop.
@@ -144,6 +155,7 @@ class JobEngine {
     uint64_t forecast_version = 0;
     // The score of its last observation (what the sampler learnt), once it has one.
     std::optional<double> observed_score;
+    bool scaled = false;  // some of its seconds were counted from another class's
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
@@ -171,6 +183,16 @@ class JobEngine {
   // rather than let a new proposal come from a model of too few trials.
   bool SamplerLags() const;
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
+  // A confirmation (see kConfirmTop) for a placement of the reference class.
+  StatusOr<std::optional<Assignment>> TryConfirm(const Placement& placement);
+  static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0; }
+  // The sampler's trials still to confirm, best first: among the kConfirmTop best that
+  // reached the target, those scaled and not confirmed yet.
+  std::vector<const LiveTrial*> DueConfirmations() const;
+  bool ReferenceWorkerOnline() const;
+  // The training seconds a confirmation of `t` may take: kConfirmLimit x its counted TTA.
+  double ConfirmLimit(const LiveTrial& t) const;
+  Status EndConfirmation(LiveTrial& t, const SegmentResult& outcome);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
   StatusOr<bool> PruneIfBeaten(LiveTrial& t);
@@ -218,6 +240,8 @@ class JobEngine {
   std::vector<Bracket> brackets_;
   std::map<int64_t, LiveTrial> trials_;  // by trial id
   std::set<std::string> online_workers_;
+  std::map<std::string, std::string> worker_class_;  // as SetWorkerOnline was told
+  int confirmations_ = 0;                            // trials created to confirm
   int sampled_ = 0;
   CurveModel curve_model_;
   // Counts the changes to any trial's curve, so that a cached forecast is used only while

@@ -153,6 +153,10 @@ struct TrialRecord {
   double train_s = 0.0;  ///< training seconds so far (compute + communication)
   double best_accuracy = 0.0;
   std::optional<TrialForecast> forecast;  ///< set when the forecast stopped it
+  // >= 0: not the sampler's: it measures trial number `confirms`'s configuration (and
+  // seed) on the job's reference class, whose time-to-accuracy was counted there from
+  // seconds on another class. -1: a trial the sampler proposed.
+  int confirms = -1;
 };
 
 // One epoch of one trial, as the worker measured it.
