@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
       target_flag = std::atof(argv[++i]);
     } else if (arg == "--posterior-scale" && i + 1 < argc) {
       options.posterior_scale = std::atof(argv[++i]);
+    } else if (arg == "--creep-widening" && i + 1 < argc) {
+      options.creep_widening = std::atof(argv[++i]);
+    } else if (arg == "--no-creep-take-off") {
+      options.creep_take_off = false;
     } else if (arg == "--levels") {
       levels = true;
     } else if (arg == "--verbose") {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -127,6 +128,36 @@ TEST(CurveModel, TheEightyPercentIntervalCoversAboutEightyPercentOfSyntheticCros
   const double coverage = static_cast<double>(covered) / counted;
   EXPECT_GE(coverage, 0.65) << covered << " of " << counted;
   EXPECT_LE(coverage, 0.95) << covered << " of " << counted;
+}
+
+TEST(CurveModel, ACreepThatLevelsOffCanStillTakeOffWhenTheJobsLearnersDid) {
+  // A curve that crept from chance to 0.16 in 12 epochs and stayed there: to the families a
+  // plateau far below the target. The job's other curves that had learned something by
+  // epoch 20 took off later and reached the target (two that never learned did not): the
+  // creeping curve keeps a chance of taking off like them. Fewer than `analogs` other
+  // curves, so the answer is the families' and the take-off's alone.
+  const auto creep = [](double t) { return 0.1 + 0.06 * std::min(1.0, t / 12.0); };
+  const Synthetic s = Draw(creep, 20, 0.004, 2.0, 9);
+  std::vector<std::vector<double>> others;
+  for (int i = 0; i < 4; ++i) {
+    const double take_off = 30 + 10 * i;
+    others.push_back(
+        Draw([&](double t) { return creep(t) + 0.34 / (1 + std::exp(-(t - take_off) / 2.0)); }, 80,
+             0.004, 2.0, 20 + i)
+            .curve);
+  }
+  for (int i = 0; i < 2; ++i) others.push_back(std::vector<double>(80, 0.1));
+  CurveModelOptions without;
+  without.creep_take_off = false;
+  const EpochsToTarget before = CurveModel(without).Predict(s.curve, 0.4, 80, 0.004, 5, others);
+  const EpochsToTarget p = CurveModel().Predict(s.curve, 0.4, 80, 0.004, 5, others);
+  EXPECT_LT(before.p_reach, 0.1);
+  EXPECT_GT(p.p_reach, 0.2);
+  EXPECT_LE(p.lo, 40);  // the 80% interval reaches the learners' take-off epochs
+  // Where none of the job's learners reached the target, there is little to take off for.
+  std::vector<std::vector<double>> stalled;
+  for (int i = 0; i < 4; ++i) stalled.push_back(Draw(creep, 80, 0.004, 2.0, 40 + i).curve);
+  EXPECT_LT(CurveModel().Predict(s.curve, 0.4, 80, 0.004, 5, stalled).p_reach, 0.1);
 }
 
 TEST(CurveModel, IsReproducibleForASeed) {

@@ -62,6 +62,9 @@ struct CurveModelOptions {
   // up to this factor for one that has not come at all. Chosen on the committed replay
   // tables' calibration (bench/RESULTS.md), so it is fitted to them, not validated.
   double creep_widening = 3.0;
+  // And gives a creeping curve (same measure) the flat curve's chance of taking off later,
+  // with the job's rate among curves that learned something (see Predict).
+  bool creep_take_off = true;
   // Divides each family's log evidence before the families share the samples: > 1 keeps
   // families that explain the epochs so far nearly as well, whose futures differ.
   double evidence_temperature = 2.0;
@@ -81,7 +84,8 @@ class CurveModel {
   // p_reach 1 at that epoch. A curve with fewer than 2 points, or one that has not risen
   // more than 3 noise deviations above its first epochs, predicts from its analogs and
   // a prior on when flat curves take off (see Predict), less likely the longer it has been
-  // flat.
+  // flat. A curve that has moved but come less than half way to the target keeps part of
+  // that chance of taking off, besides its fitted families.
   //
   // `others` are the curves of the job's other trials. Those that overlap this one's epochs
   // and run past them are analogs: the nearest (by the distance between their first epochs
