@@ -172,36 +172,40 @@ def main():
     if not (mixed["report"]["target_reached"] and alone["report"]["target_reached"]):
         print("a run reached no target: nothing to compare")
         return 1
-    # The mixed run's answer: its best sampler trial (a confirmation measures one again).
-    sampler_trials = [t for t in mixed["trials"].values() if t["confirms"] < 0 and t["reached"]]
-    best_mixed = min(sampler_trials, key=lambda t: t["tta_s"])
-    mb = {"number": best_mixed["number"], "tta_s": best_mixed["tta_s"],
-          "config": dict(zip(("batch_size", "learning_rate", "optimizer"), best_mixed["config"]))}
-    ab = alone["report"]["best"]
-    confirmed = [t for t in mixed["trials"].values() if t["confirms"] == mb["number"]]
-    if confirmed:
-        c = confirmed[0]
-        print(f"the mixed run confirmed its best on the edge: "
+    # Each run's answer is its report's best: in the mixed run, a configuration confirmed
+    # on the edge counts by what its confirmation measured there.
+    mb, ab = mixed["report"]["best"], alone["report"]["best"]
+    for c in sorted((t for t in mixed["trials"].values() if t["confirms"] >= 0),
+                    key=lambda t: t["number"]):
+        counted = next(t for t in mixed["trials"].values() if t["number"] == c["confirms"])
+        print(f"confirmation #{c['number']} of #{c['confirms']} on the edge: "
               + (f"measured {c['tta_s']:.2f} s" if c["reached"] else "target not reached")
-              + f" against {mb['tta_s']:.2f} s counted")
+              + f", counted {counted['tta_s']:.2f} s from the cloud")
     key = (mb["config"]["batch_size"], mb["config"]["learning_rate"], mb["config"]["optimizer"])
     same = key == (ab["config"]["batch_size"], ab["config"]["learning_rate"],
                    ab["config"]["optimizer"])
-    # The same trial number has the same configuration and seed in both runs.
-    on_edge = [t for t in alone["trials"].values()
-               if t["config"] == key and t["number"] == mb["number"]]
-    measured = on_edge[0]["tta_s"] if on_edge and on_edge[0]["reached"] else None
     print(f"same best configuration: {'yes' if same else 'no'}")
-    print(f"mixed best, counted on the edge: {mb['tta_s']:.2f} s; edge-alone best, measured: "
-          f"{ab['tta_s']:.2f} s")
-    if measured is not None:
-        print(f"mixed best measured on the edge (edge-alone run, same config and seed): "
-              f"{measured:.2f} s = {measured / ab['tta_s']:.3f} x the edge-alone best")
+    measured = None
+    if mb.get("confirms") is not None:
+        measured, how = mb["tta_s"], f"its confirmation, trial {mb['number']}"
     else:
-        print("the mixed run's best was not trained to the target on the edge alone: its "
-              "time there is not measured")
+        # The same trial number has the same configuration and seed in both runs.
+        on_edge = [t for t in alone["trials"].values()
+                   if t["config"] == key and t["number"] == mb["number"] and t["reached"]]
+        if on_edge:
+            measured, how = on_edge[0]["tta_s"], "the edge-alone run's trial of it"
+    print(f"mixed run's best: trial {mb['number']}, {mb['tta_s']:.2f} s on the edge; "
+          f"edge-alone best: {ab['tta_s']:.2f} s measured")
+    if measured is not None:
+        print(f"mixed run's best measured on the edge ({how}): {measured:.2f} s = "
+              f"{measured / ab['tta_s']:.3f} x the edge-alone best")
+    else:
+        print("the mixed run's best was not measured on the edge")
     edge_mixed = per_worker(mixed["trials"]).get("edge-1", 0.0)
     edge_alone = per_worker(alone["trials"]).get("edge-1", 0.0)
+    cloud_mixed = per_worker(mixed["trials"]).get("cloud-1", 0.0)
+    print(f"device seconds of training: mixed {edge_mixed + cloud_mixed:.1f} (edge "
+          f"{edge_mixed:.1f} + cloud {cloud_mixed:.1f}) vs edge alone {edge_alone:.1f}")
     confirm_s = sum(sum(t["measured_s"].values()) for t in mixed["trials"].values()
                     if t["confirms"] >= 0)
     print(f"of the mixed run's edge seconds, confirmations: {confirm_s:.1f} s")

@@ -54,6 +54,26 @@ TEST(Report, BestIsTheLeastTimeToAccuracy) {
   EXPECT_EQ(r.ranking[2].id, 3);
 }
 
+// A trial counted from another class's seconds (2.0 s) and measured again on the
+// reference class (its confirmation, 2.4 s): the measured one is the answer, even against a
+// third trial at 2.2 s that was never confirmed.
+TEST(Report, AConfirmedTrialCountsByItsConfirmation) {
+  TrialRecord counted = Trial(1, 16, true, 2.0, 0.9);
+  TrialRecord other = Trial(2, 32, true, 2.2, 0.9);
+  TrialRecord confirmation = Trial(3, 16, true, 2.4, 0.9);
+  confirmation.confirms = counted.number;
+  JobSpec spec = Spec();
+  spec.reference_class = "edge";
+  Report r = BuildReport(JobRecord{}, spec, {counted, other, confirmation}, {});
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->id, 2);
+  EXPECT_EQ(r.reference_class, "edge");
+  // Measured faster than counted, the confirmation is the best.
+  confirmation.tta_s = 1.5;
+  r = BuildReport(JobRecord{}, spec, {counted, other, confirmation}, {});
+  EXPECT_EQ(r.best->id, 3);
+}
+
 TEST(Report, GridCostUsesMeasuredEpochTimesPerBatchSize) {
   std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 64, false, 0, 0.5)};
   std::vector<CurvePoint> points = {Point(1, 1, 8.0), Point(2, 1, 2.0)};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "tuner/objective.h"
 
@@ -17,10 +18,16 @@ bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b) {
 
 namespace {
 
+// A trial confirmed on the job's reference class (TrialRecord::confirms) gives way to its
+// confirmation: what was measured there supersedes what was counted from another class.
 std::optional<TrialRecord> Best(const std::vector<TrialRecord>& trials) {
+  std::set<int> confirmed;
+  for (const auto& t : trials) {
+    if (t.confirms >= 0 && t.epochs_done > 0) confirmed.insert(t.confirms);
+  }
   std::optional<TrialRecord> best;
   for (const auto& t : trials) {
-    if (t.epochs_done == 0) continue;
+    if (t.epochs_done == 0 || (t.confirms < 0 && confirmed.count(t.number))) continue;
     if (!best || TrialRanksAbove(t, *best)) best = t;
   }
   return best;

@@ -32,7 +32,9 @@ struct Report {
   std::string reference_class;
   double target_accuracy = 0.0;
   bool target_reached = false;
-  std::optional<TrialRecord> best;  ///< least TTA; else highest accuracy
+  // Least TTA, else highest accuracy; a trial confirmed on the reference class counts by
+  // its confirmation (the measured one), not by its own counted seconds.
+  std::optional<TrialRecord> best;
   std::vector<CurvePoint> best_curve;
   int trials_total = 0;
   std::map<std::string, int> trials_by_state;  ///< state name -> count
