@@ -741,6 +741,22 @@ TEST(JobEngine, TheBestTrialsCountedFromAnotherClassAreConfirmedOnTheReferenceCl
       2);
 }
 
+TEST(JobEngine, AConfirmationNoReferenceWorkerCanHoldDoesNotKeepTheJobOpen) {
+  MemoryJournal journal;
+  const JobSpec spec = ConfirmingSpec();
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  engine.SetWorkerOnline("edge-1", true, "edge");
+  ASSERT_EQ(TwoCloudWinners(engine, spec).size(), 2u);
+  EXPECT_EQ(engine.state(), JobState::kRunning);  // the edge has not said what it holds
+  Placement small = ClassPlacement("edge-1", "edge", spec, 1.0);
+  small.max_batch_size = 8;  // below every batch size of the space
+  StatusOr<std::optional<Assignment>> none = engine.NextAssignment(small, 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
 TEST(JobEngine, WithoutAWorkerOfTheReferenceClassTheJobEndsUnconfirmed) {
   MemoryJournal journal;
   const JobSpec spec = ConfirmingSpec();

@@ -216,16 +216,19 @@ void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online,
   if (!device_class.empty()) worker_class_[worker_id] = device_class;
 }
 
-bool JobEngine::ReferenceWorkerOnline() const {
-  if (spec_.reference_class.empty()) return false;
+int JobEngine::ReferenceMaxBatch() const {
+  int largest = 0;
+  if (spec_.reference_class.empty()) return largest;
   for (const std::string& w : online_workers_) {
     auto c = worker_class_.find(w);
-    if (c != worker_class_.end() && c->second == spec_.reference_class) return true;
+    if (c == worker_class_.end() || c->second != spec_.reference_class) continue;
+    auto limit = worker_max_batch_.find(w);
+    largest = std::max(largest, limit == worker_max_batch_.end() ? kAnyBatchSize : limit->second);
   }
-  return false;
+  return largest;
 }
 
-std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations() const {
+std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations(int max_batch) const {
   std::vector<const LiveTrial*> due;
   if (spec_.reference_class.empty()) return due;
   std::vector<const LiveTrial*> reached;
@@ -243,7 +246,10 @@ std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations() const {
   });
   if (reached.size() > static_cast<size_t>(kConfirmTop)) reached.resize(kConfirmTop);
   for (const LiveTrial* t : reached) {
-    if (t->scaled && confirmed.count(t->record.number) == 0) due.push_back(t);
+    if (t->scaled && confirmed.count(t->record.number) == 0 &&
+        t->record.config.batch_size <= max_batch) {
+      due.push_back(t);
+    }
   }
   return due;
 }
@@ -421,6 +427,7 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& p
 
 StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& placement) {
   if (!placement.device_class.empty()) worker_class_[placement.lead()] = placement.device_class;
+  worker_max_batch_[placement.lead()] = placement.max_batch_size;
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
     if (t.record.config.batch_size > placement.max_batch_size) continue;
@@ -649,8 +656,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& place
       placement.device_class != spec_.reference_class) {
     return std::optional<Assignment>();
   }
-  for (const LiveTrial* due : DueConfirmations()) {
-    if (due->record.config.batch_size > placement.max_batch_size) continue;
+  for (const LiveTrial* due : DueConfirmations(placement.max_batch_size)) {
     TrialRecord record;
     record.job_id = job_.id;
     record.number = spec_.max_trials + confirmations_;
@@ -704,8 +710,9 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
   // A confirmation runs to its own limit, not the incumbent's time.
-  const std::optional<double> incumbent =
-      IsConfirmation(t) ? std::optional<double>(t.bound_s) : IncumbentTta();
+  const std::optional<double> incumbent = !IsConfirmation(t) ? IncumbentTta()
+                                          : t.bound_s > 0.0  ? std::optional<double>(t.bound_s)
+                                                             : std::nullopt;
   if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
     t.record.reached_target = true;
     t.record.tta_s = t.record.train_s;
@@ -737,7 +744,7 @@ Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
   if (r.reached_target) {
     r.state = TrialState::kCompleted;
     r.reason = what + Format("measured TTA %.2f s", r.tta_s) +
-               Format(" (counted %.2f s)", t.bound_s / kConfirmLimit);
+               Format(" (counted %.2f s)", ConfirmLimit(t) / kConfirmLimit);
   } else if (outcome.status == SegmentStatus::kInfeasible) {
     r.state = TrialState::kInfeasible;
     r.reason = what + outcome.message;
@@ -747,7 +754,7 @@ Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
   } else {
     r.state = TrialState::kStopped;
     r.reason = what + Format("the target not reached in %.2f s", r.train_s) +
-               Format(" (%.2f s counted)", t.bound_s / kConfirmLimit);
+               Format(" (%.2f s counted)", ConfirmLimit(t) / kConfirmLimit);
   }
   return journal_->UpdateTrial(r);
 }
@@ -838,7 +845,9 @@ Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
 
 Status JobEngine::MaybeFinish(double now) {
   if (IsTerminal(job_.state) || sampled_ < spec_.max_trials) return Status::OK();
-  const bool can_confirm = ReferenceWorkerOnline();
+  // The largest batch an online worker of the reference class holds (0: none online).
+  const int confirm_batch = ReferenceMaxBatch();
+  const bool can_confirm = confirm_batch > 0;
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
     if (s == TrialState::kRunning) return Status::OK();
@@ -862,7 +871,7 @@ Status JobEngine::MaybeFinish(double now) {
     }
   }
   // The best trials counted from another class are measured on the reference class.
-  if (can_confirm && !DueConfirmations().empty()) return Status::OK();
+  if (can_confirm && !DueConfirmations(confirm_batch).empty()) return Status::OK();
   // Nothing can run any more: what waits is stopped, and the job is done.
   for (auto& [id, t] : trials_) {
     if (IsTerminal(t.record.state)) continue;

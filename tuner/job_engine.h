@@ -187,9 +187,11 @@ class JobEngine {
   StatusOr<std::optional<Assignment>> TryConfirm(const Placement& placement);
   static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0; }
   // The sampler's trials still to confirm, best first: among the kConfirmTop best that
-  // reached the target, those scaled and not confirmed yet.
-  std::vector<const LiveTrial*> DueConfirmations() const;
-  bool ReferenceWorkerOnline() const;
+  // reached the target, those scaled, not confirmed yet, and whose batch is <= max_batch.
+  std::vector<const LiveTrial*> DueConfirmations(int max_batch) const;
+  // The largest batch an online worker of the reference class holds, as its last
+  // placement said (kAnyBatchSize before it asked for work); 0 when none is online.
+  int ReferenceMaxBatch() const;
   // The training seconds a confirmation of `t` may take: kConfirmLimit x its counted TTA.
   double ConfirmLimit(const LiveTrial& t) const;
   Status EndConfirmation(LiveTrial& t, const SegmentResult& outcome);
@@ -241,6 +243,7 @@ class JobEngine {
   std::map<int64_t, LiveTrial> trials_;  // by trial id
   std::set<std::string> online_workers_;
   std::map<std::string, std::string> worker_class_;  // as SetWorkerOnline was told
+  std::map<std::string, int> worker_max_batch_;      // as its last placement said
   int confirmations_ = 0;                            // trials created to confirm
   int sampled_ = 0;
   CurveModel curve_model_;
