@@ -472,3 +472,44 @@ TEST(Planner, ProfileCsvErrorsNameTheLine) {
 
 }  // namespace
 }  // namespace topotune
+
+namespace topotune {
+namespace {
+
+CurvePoint TimedPoint(int64_t trial, int epoch, double accuracy, double seconds, double scale) {
+  CurvePoint p;
+  p.trial_id = trial;
+  p.epoch = epoch;
+  p.val_accuracy = accuracy;
+  p.compute_s = seconds;
+  p.reference_s = seconds * scale;
+  return p;
+}
+
+// Trial 1 trained on the edge throughout; trial 2 on the cloud throughout (its seconds
+// counted x4 on the edge); trial 3 began on the cloud and was promoted onto the edge: it
+// measures neither class. Each reaches 0.9 at its second epoch.
+TEST(Planner, ATrialThatRanOnTwoClassesMeasuresNeither) {
+  std::vector<TrialRecord> trials(3);
+  for (int i = 0; i < 3; ++i) {
+    trials[i].id = i + 1;
+    trials[i].config = {16 << i, 0.01, Optimizer::kSgd};
+  }
+  trials[0].worker = "edge-1";
+  trials[1].worker = "cloud-1";
+  trials[2].worker = "edge-1";
+  const std::vector<CurvePoint> points = {
+      TimedPoint(1, 1, 0.5, 2.0, 1.0), TimedPoint(1, 2, 0.9, 2.0, 1.0),
+      TimedPoint(2, 1, 0.5, 0.5, 4.0), TimedPoint(2, 2, 0.9, 0.5, 4.0),
+      TimedPoint(3, 1, 0.5, 0.5, 4.0), TimedPoint(3, 2, 0.9, 2.0, 1.0)};
+  const auto measured =
+      MeasuredTtaByClass(trials, points, {{"edge-1", "edge"}, {"cloud-1", "cloud"}}, 0.9);
+  ASSERT_EQ(measured.count("edge"), 1u);
+  ASSERT_EQ(measured.at("edge").size(), 1u);
+  EXPECT_DOUBLE_EQ(measured.at("edge").at({16, 0.01, Optimizer::kSgd}), 4.0);
+  ASSERT_EQ(measured.count("cloud"), 1u);
+  EXPECT_DOUBLE_EQ(measured.at("cloud").at({32, 0.01, Optimizer::kSgd}), 1.0);
+}
+
+}  // namespace
+}  // namespace topotune

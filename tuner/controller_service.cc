@@ -157,25 +157,6 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
     return Status::FailedPrecondition("job " + std::to_string(job_id) +
                                       " has no measured epochs to predict from yet");
   }
-  // Measured time-to-accuracy per class: a trial's training seconds up to its first epoch
-  // at the target, counted for the class of the worker that ran it last (a trial that moved
-  // between classes counts for that one).
-  std::map<std::string, std::map<std::tuple<int, double, Optimizer>, std::vector<double>>> reached;
-  {
-    std::map<int64_t, std::pair<double, bool>> elapsed;  // trial -> (seconds, reached)
-    for (const CurvePoint& p : d->points) {              // by (trial, epoch)
-      auto t = by_id.find(p.trial_id);
-      auto& [seconds, done] = elapsed[p.trial_id];
-      if (t == by_id.end() || done) continue;
-      seconds += p.compute_s + p.comm_s;
-      if (p.val_accuracy < d->spec.target_accuracy) continue;
-      done = true;
-      const TrialConfig& c = t->second->config;
-      auto cls = class_of.find(t->second->worker);
-      if (cls == class_of.end()) continue;
-      reached[cls->second][{c.batch_size, c.learning_rate, c.optimizer}].push_back(seconds);
-    }
-  }
   PlanInput input;
   input.curves = &table;
   input.target_accuracy = d->spec.target_accuracy;
@@ -203,13 +184,7 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
       }
     }
   }
-  for (const auto& [name, configs] : reached) {
-    for (const auto& [key, seconds] : configs) {
-      double sum = 0.0;
-      for (double s : seconds) sum += s;
-      input.measured_tta[name][key] = sum / seconds.size();
-    }
-  }
+  input.measured_tta = MeasuredTtaByClass(d->trials, d->points, class_of, d->spec.target_accuracy);
   input.targets = topology.targets;
   // Where the data's site and a target's site both have workers whose links were measured,
   // the data moves over the measured path (through the controller) instead of the declared.

@@ -581,4 +581,41 @@ std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& pla
   return verdicts;
 }
 
+std::map<std::string, std::map<std::tuple<int, double, Optimizer>, double>> MeasuredTtaByClass(
+    const std::vector<TrialRecord>& trials, const std::vector<CurvePoint>& points,
+    const std::map<std::string, std::string>& class_of, double target_accuracy) {
+  std::map<int64_t, const TrialRecord*> by_id;
+  for (const TrialRecord& t : trials) by_id[t.id] = &t;
+  struct Elapsed {
+    double seconds = 0.0;
+    bool done = false;
+    bool scaled = false;
+    bool unscaled = false;
+  };
+  std::map<int64_t, Elapsed> elapsed;
+  std::map<std::string, std::map<std::tuple<int, double, Optimizer>, std::vector<double>>> reached;
+  for (const CurvePoint& p : points) {
+    auto t = by_id.find(p.trial_id);
+    Elapsed& e = elapsed[p.trial_id];
+    if (t == by_id.end() || e.done) continue;
+    e.seconds += p.compute_s + p.comm_s;
+    (p.reference_s != p.compute_s + p.comm_s ? e.scaled : e.unscaled) = true;
+    if (p.val_accuracy < target_accuracy) continue;
+    e.done = true;
+    auto cls = class_of.find(t->second->worker);
+    if ((e.scaled && e.unscaled) || cls == class_of.end()) continue;
+    const TrialConfig& c = t->second->config;
+    reached[cls->second][{c.batch_size, c.learning_rate, c.optimizer}].push_back(e.seconds);
+  }
+  std::map<std::string, std::map<std::tuple<int, double, Optimizer>, double>> mean;
+  for (const auto& [name, configs] : reached) {
+    for (const auto& [key, seconds] : configs) {
+      double sum = 0.0;
+      for (double s : seconds) sum += s;
+      mean[name][key] = sum / seconds.size();
+    }
+  }
+  return mean;
+}
+
 }  // namespace topotune

@@ -128,6 +128,17 @@ struct DataMoveVerdict {
   bool pays = false;                   ///< the moving target is faster as declared
 };
 
+// PlanInput::measured_tta from a job's trials and curve points (by trial, then epoch): a
+// trial's training seconds (compute_s + comm_s) up to its first epoch at `target_accuracy`,
+// for the class (`class_of`: worker id -> class) of the worker that ran it last; the mean
+// per configuration. A trial whose epochs were partly counted from another class
+// (CurvePoint::reference_s scaled) and partly not ran on two classes and measures neither.
+// Without a reference class no epoch is scaled, and a trial that moved between classes
+// counts for the last one.
+std::map<std::string, std::map<std::tuple<int, double, Optimizer>, double>> MeasuredTtaByClass(
+    const std::vector<TrialRecord>& trials, const std::vector<CurvePoint>& points,
+    const std::map<std::string, std::string>& class_of, double target_accuracy);
+
 // One verdict per target that moves data, when some ranked target does not.
 std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& plans);
 
