@@ -195,7 +195,14 @@ void PrintReport(const json& r) {
                 r["algorithm"].get<std::string>().c_str(),
                 r["auto_reason"].get<std::string>().c_str());
   }
-  const std::string reference = r.value("reference_class", std::string());
+  // The class, or the target when it is more than one device of it.
+  const std::string reference_class = r.value("reference_class", std::string());
+  const json target = r.value("reference_target", json());
+  const bool several = target.is_object() && target.value("kind", "single") != "single";
+  const std::string reference = reference_class.empty() ? std::string()
+                                : several ? "on target " + target.value("name", "") + " (" +
+                                                target.value("description", "") + ")"
+                                          : "on class " + reference_class;
   const json& best = r["best"];
   if (best.is_null()) {
     std::printf("No trial finished an epoch: there is no best configuration.\n");
@@ -204,7 +211,7 @@ void PrintReport(const json& r) {
     if (r["target_reached"].get<bool>()) {
       std::printf("  time-to-accuracy %s s of training (%s): reached %s at epoch %d\n",
                   Fixed(best["tta_s"].get<double>(), 2).c_str(),
-                  reference.empty() ? "measured" : ("on class " + reference).c_str(),
+                  reference.empty() ? "measured" : reference.c_str(),
                   Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
                   best["epochs_done"].get<int>());
     } else {
@@ -215,12 +222,19 @@ void PrintReport(const json& r) {
     std::printf("  trial %d on worker %s\n", best["number"].get<int>(),
                 best["worker"].get<std::string>().c_str());
   }
-  if (!reference.empty()) {
+  if (several) {
+    std::printf(
+        "Seconds of training are counted %s: a trial's measured seconds x the target's step "
+        "(%s's compute step of the local batch, from its probe, plus the synchronisation over "
+        "the declared links) / the step time of the class it ran on. One device cannot "
+        "measure this target, so nothing is confirmed on it\n",
+        reference.c_str(), reference_class.c_str());
+  } else if (!reference.empty()) {
     std::printf(
         "Seconds of training are counted on class %s: a trial's measured seconds x %s's step "
         "time / the step time of the class it ran on, from their probes (as measured where "
         "either has no probe)\n",
-        reference.c_str(), reference.c_str());
+        reference_class.c_str(), reference_class.c_str());
   }
   const json& grid = r["grid"];
   std::printf("\nCompute spent: %s s over %d epochs of %d trials (%s)\n",

@@ -300,7 +300,11 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
     StatusOr<Topology> topology = TopologyFromJson(*field);
     if (!topology.ok()) return Status::InvalidArgument("topology: " + topology.status().message());
     spec.topology_json = DumpJson(*field);
-    if (!topology->targets.empty()) spec.reference_class = topology->targets.front().device_class;
+    if (!topology->targets.empty()) {
+      spec.reference_class = topology->targets.front().device_class;
+      spec.reference_target = topology->targets.front();
+    }
+    spec.workload = topology->workload;
   }
   // The class whose seconds the job counts; a name as a worker's --class.
   std::string reference_class;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "api/plan_json.h"
 #include "api/protocol.h"
 
 namespace topotune {
@@ -100,6 +101,11 @@ json ToJson(const Report& r) {
           {"algorithm", r.algorithm},
           {"auto_reason", r.auto_reason},
           {"reference_class", r.reference_class},
+          {"reference_target", r.reference_class.empty()
+                                   ? json(nullptr)
+                                   : json{{"name", r.reference_target.name},
+                                          {"kind", TargetKindName(r.reference_target.kind)},
+                                          {"description", DescribeTarget(r.reference_target)}}},
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
           {"best", r.best ? ToJson(*r.best) : json(nullptr)},

@@ -256,5 +256,61 @@ TEST(DeviceClasses, TimeScalesAreTheReferencesStepOverTheDevicesWhereBothHaveOne
   EXPECT_TRUE(TimeScales(classes, "jetson", "cloud", "lenet", "1x28x28", {16}).empty());
 }
 
+// A data-parallel target counts the class's compute step at the local batch plus the
+// ring's synchronisation; a federated one its round per epoch; one device, TimeScales.
+TEST(DeviceClasses, ASeveralDeviceTargetCountsItsWholeStepNotOnlyItsClasssCompute) {
+  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
+  Target ring;
+  ring.name = "cloud-x4";
+  ring.kind = Target::Kind::kDataParallel;
+  ring.device_class = "cloud";
+  ring.devices = 4;
+  ring.nodes = 4;
+  ring.inter_node = {1e6, 0.001};  // 8 Mbit/s, 1 ms
+  Workload workload;
+  workload.model_bytes = 4000;
+  // Ring: 2 x 3/4 x 4000 B / 1e6 B/s + 2 x 3 x 1 ms = 12 ms. The cloud's step at 16 (64 / 4)
+  // is 2 ms, its fit 1 + b/16 ms elsewhere: 8 = 32 / 4 gives 1.5 ms.
+  const std::map<int, double> dp =
+      TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {32, 64});
+  ASSERT_EQ(dp.size(), 2u);
+  EXPECT_NEAR(dp.at(64), (2.0 + 12.0) / 5.0, 1e-9);  // the device's own step at 64: 5 ms
+  EXPECT_NEAR(dp.at(32), (1.5 + 12.0) / 3.0, 1e-9);  // and at 32, fitted: 3 ms
+  // Half the synchronisation hidden: overlap x the shorter of compute and sync.
+  ring.overlap = 0.5;
+  EXPECT_NEAR(TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {64}).at(64),
+              (2.0 + 12.0 - 0.5 * 2.0) / 5.0, 1e-9);
+  // From the edge (8 ms a step at 16): the cloud's fitted step at 4 (1 + 4/16 ms) and the
+  // ring, over the edge's step.
+  ring.overlap = 0.0;
+  EXPECT_NEAR(TargetTimeScales(classes, ring, workload, "edge", "lenet", "1x28x28", {16}).at(16),
+              (1.0 + 4.0 / 16.0 + 12.0) / 8.0, 1e-9);
+
+  Target fed;
+  fed.name = "edge-fedavg";
+  fed.kind = Target::Kind::kFederated;
+  fed.device_class = "edge";
+  fed.clients_per_edge = 2;
+  fed.edges = 2;
+  fed.local_epochs = 2;
+  fed.client_edge = {1e6, 0.0};
+  fed.edge_cloud = {5e5, 0.0};
+  workload.train_samples = 640;
+  // A client's shard: 160 samples, 10 steps of 16 at 8 ms, twice: 160 ms; the model's
+  // trips: 2 x 4 ms + 2 x 8 ms = 24 ms. Per epoch (a round is 2): 92 ms, against the
+  // cloud's 40 steps of 2 ms.
+  EXPECT_NEAR(TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}).at(16),
+              (160.0 + 24.0) / 2.0 / 80.0, 1e-9);
+  // Without the number of samples there is no round to count: the client's compute step.
+  workload.train_samples = 0;
+  EXPECT_DOUBLE_EQ(
+      TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}).at(16), 4.0);
+  // One device of a class is TimeScales of that class.
+  Target one;
+  one.device_class = "edge";
+  EXPECT_EQ(TargetTimeScales(classes, one, workload, "cloud", "lenet", "1x28x28", {16, 32}),
+            TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32}));
+}
+
 }  // namespace
 }  // namespace topotune

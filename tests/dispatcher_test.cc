@@ -150,6 +150,40 @@ TEST(Dispatcher, AWorkerIsSentItsOwnSecondsOfAJobCountedOnAnotherClass) {
   }
 }
 
+// A job that counts seconds on 4 edge devices data-parallel scales even an edge worker's
+// seconds: the target's step is the edge's compute at a quarter of the batch plus the
+// ring's synchronisation, not the edge's step at the whole batch.
+TEST(Dispatcher, AWorkerOfADataParallelTargetsClassIsSentItsOwnSecondsOfTheTargetsStep) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobSpec spec = Spec();
+  spec.space.batch_sizes = {64};
+  spec.reference_class = "edge";
+  spec.reference_target.kind = Target::Kind::kDataParallel;
+  spec.reference_target.device_class = "edge";
+  spec.reference_target.devices = 4;
+  spec.reference_target.nodes = 4;
+  spec.reference_target.inter_node = {1e6, 0.0};
+  spec.workload.model_bytes = 8000;  // ring: 2 x 3/4 x 8000 / 1e6 s = 12 ms
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
+                                      /*num_rungs=*/1, /*max_epochs=*/20);
+  JobRecord job;
+  job.id = 1;
+  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  WorkerRecord w = Worker("edge-1");
+  w.device.device_class = "edge";
+  ASSERT_TRUE(journal.UpsertWorker(w).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(w).ok());
+  DeviceProbe probe = ProbeUpTo(512);
+  for (BatchProbe& b : probe.batches) b.step_ms = 1.0 + b.batch_size / 16.0;  // 5 ms at 64
+  ASSERT_TRUE(dispatcher.OnProbeResult("edge-1", channel.probes[0].key, probe).ok());
+  ASSERT_EQ(channel.assignments.size(), 1u);
+  // The target's step: 2 ms (batch 16) + 12 ms; the worker's at 64: 5 ms. A rung of 2
+  // target seconds is 2 / 2.8 of the worker's own.
+  EXPECT_NEAR(channel.assignments[0].second.max_train_s, 2.0 / (14.0 / 5.0), 1e-9);
+}
+
 TEST(Dispatcher, AnOutOfMemoryTrialLowersTheWorkersLimit) {
   MemoryJournal journal;
   FakeChannel channel;

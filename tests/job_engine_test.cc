@@ -757,6 +757,26 @@ TEST(JobEngine, AConfirmationNoReferenceWorkerCanHoldDoesNotKeepTheJobOpen) {
   EXPECT_EQ(engine.state(), JobState::kCompleted);
 }
 
+// One edge device cannot measure 4 of them data-parallel: with that target, nothing is
+// confirmed though an edge worker is online.
+TEST(JobEngine, ADataParallelTargetIsNotConfirmedOnOneDeviceOfItsClass) {
+  MemoryJournal journal;
+  JobSpec spec = ConfirmingSpec();
+  spec.reference_target.kind = Target::Kind::kDataParallel;
+  spec.reference_target.device_class = spec.reference_class;
+  spec.reference_target.devices = 4;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  engine.SetWorkerOnline("edge-1", true, "edge");
+  ASSERT_EQ(TwoCloudWinners(engine, spec).size(), 2u);
+  StatusOr<std::optional<Assignment>> none =
+      engine.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_EQ(journal.trials.size(), 2u);
+}
+
 TEST(JobEngine, WithoutAWorkerOfTheReferenceClassTheJobEndsUnconfirmed) {
   MemoryJournal journal;
   const JobSpec spec = ConfirmingSpec();

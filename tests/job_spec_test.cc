@@ -175,6 +175,30 @@ TEST(JobSpec, SecondsCountOnTheFirstTargetsClassUnlessTheJobNamesAnother) {
   EXPECT_NE(ErrorOf(j.dump()).find("reference_class"), std::string::npos) << ErrorOf(j.dump());
 }
 
+// Seconds count on the first target as a whole: a data-parallel one stays data-parallel,
+// through the spec's JSON too; a job that names another class counts one device of it.
+TEST(JobSpec, SecondsCountOnTheFirstTargetAsItTrains) {
+  json j = ValidSpec();
+  j["topology"] = json::parse(R"({"sites": {"cloud": {"cloud": 4}}, "model_bytes": 248000,
+      "targets": [{"name": "x4", "kind": "data_parallel", "class": "cloud", "site": "cloud",
+                   "devices": 4, "nodes": 4,
+                   "inter_node": {"bandwidth_mbit_s": 10, "latency_ms": 1}}]})");
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  for (const JobSpec& s : {*spec, *ParseJobSpec(JobSpecToJson(*spec).dump())}) {
+    const Target t = ReferenceTarget(s);
+    EXPECT_EQ(t.kind, Target::Kind::kDataParallel);
+    EXPECT_EQ(t.devices, 4);
+    EXPECT_DOUBLE_EQ(t.inter_node.bandwidth_bytes_s, 10e6 / 8);
+    EXPECT_DOUBLE_EQ(s.workload.model_bytes, 248000);
+  }
+  j["reference_class"] = "edge";
+  spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(ReferenceTarget(*spec).kind, Target::Kind::kSingle);
+  EXPECT_EQ(ReferenceTarget(*spec).device_class, "edge");
+}
+
 TEST(JobSpec, RejectsBadJson) {
   EXPECT_NE(ErrorOf("{\"model\": ").find("not valid JSON"), std::string::npos);
   EXPECT_NE(ErrorOf("[1, 2]").find("must be a JSON object"), std::string::npos);

@@ -68,6 +68,8 @@ TEST(Report, AConfirmedTrialCountsByItsConfirmation) {
   ASSERT_TRUE(r.best.has_value());
   EXPECT_EQ(r.best->id, 2);
   EXPECT_EQ(r.reference_class, "edge");
+  EXPECT_EQ(r.reference_target.device_class, "edge");
+  EXPECT_EQ(r.reference_target.kind, Target::Kind::kSingle);
   // Measured faster than counted, the confirmation is the best.
   confirmation.tta_s = 1.5;
   r = BuildReport(JobRecord{}, spec, {counted, other, confirmation}, {});

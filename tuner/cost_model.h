@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "tuner/status.h"
+#include "tuner/target.h"
 #include "tuner/types.h"
 
 namespace topotune {
@@ -77,12 +78,6 @@ class StepTimeModel {
   double alpha_ = 0.0;
   double beta_ = 0.0;
   double relative_error_ = 0.1;  ///< half-width of the 80% interval, relative
-};
-
-// A network path: bandwidth in bytes per second and one-way latency in seconds.
-struct Link {
-  double bandwidth_bytes_s = 0.0;
-  double latency_s = 0.0;
 };
 
 // Seconds of one ring all-reduce of `bytes` over `devices` devices whose slowest hop is
@@ -144,41 +139,6 @@ class BatchScaling {
 // (BatchScaling); the planner uses it between recorded batch sizes and just beyond.
 double EquivalentLearningRate(Optimizer optimizer, double learning_rate, int from_batch,
                               int to_batch);
-
-// Where and how a configuration would train.
-struct Target {
-  enum class Kind { kSingle, kDataParallel, kFederated };
-  std::string name;
-  Kind kind = Kind::kSingle;
-  std::string device_class;
-  std::string site;  ///< where the devices are (federated: the cloud); "" = not said
-  // Data-parallel: `devices` in all, on `nodes` nodes; devices of a node talk over
-  // `intra_node`, nodes over `inter_node`.
-  int devices = 1;
-  int nodes = 1;
-  Link intra_node;
-  Link inter_node;
-  double overlap = 0.0;  ///< share of the synchronisation hidden behind compute, [0, 1]
-  // Federated: clients_per_edge x edges clients of device_class, each training
-  // local_epochs over its shard per round; then client -> edge -> cloud averaging.
-  int clients_per_edge = 0;
-  int edges = 0;
-  int local_epochs = 1;
-  Link client_edge;
-  Link edge_cloud;
-  // Training data that must move to the devices once before training; 0 bytes = none.
-  double data_bytes = 0.0;
-  Link data_link;
-  /// How data_link is known: "" = declared (its transfer is predicted); otherwise how it
-  /// was measured (the transfer is then marked measured).
-  std::string data_link_measured;
-};
-
-// What the job trains.
-struct Workload {
-  long long train_samples = 0;
-  double model_bytes = 0.0;  ///< the parameters (and, for federated, the update) in bytes
-};
 
 // A declared topology (examples/topologies/*.json): sites with their devices per class,
 // links between sites, where the training data lives, and the targets to answer for, each

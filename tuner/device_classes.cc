@@ -138,4 +138,53 @@ std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
   return scales;
 }
 
+std::map<int, double> TargetTimeScales(const std::vector<DeviceClassProfile>& classes,
+                                       const Target& target, const Workload& workload,
+                                       const std::string& device, const std::string& model,
+                                       const std::string& input,
+                                       const std::vector<int>& batch_sizes) {
+  const auto compute_only = [&] {
+    return TimeScales(classes, target.device_class, device, model, input, batch_sizes);
+  };
+  const bool federated = target.kind == Target::Kind::kFederated;
+  if (!OnSeveralDevices(target) || (federated && workload.train_samples < 1)) {
+    return compute_only();
+  }
+  const ClassProbe* ref = nullptr;
+  const ClassProbe* dev = nullptr;
+  for (const DeviceClassProfile& c : classes) {
+    if (c.name == target.device_class) ref = FindProbe(c, model, input);
+    if (c.name == device) dev = FindProbe(c, model, input);
+  }
+  if (ref == nullptr || dev == nullptr) return {};
+  std::vector<StepSample> samples;
+  for (const ClassProbe::Batch& b : ref->batches) {
+    if (b.fits && b.step_ms > 0) samples.push_back({b.batch_size, b.step_ms / 1000.0});
+  }
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit(samples);
+  if (!step.ok()) return {};
+  std::map<int, double> scales;
+  for (int b : batch_sizes) {
+    const std::optional<double> device_ms = StepMsAt(*dev, b);
+    if (!device_ms || b < 1) continue;
+    const double device_step_s = *device_ms / 1000.0;
+    Workload w = workload;
+    int local = b;
+    if (!federated) {
+      local = std::max(1, b / target.devices);
+      w.train_samples = static_cast<long long>(local) * target.devices;  // one step an epoch
+    }
+    StatusOr<TtaBreakdown> cost = PredictTta(target, w, local, Estimate::Measured(1.0), *step);
+    if (!cost.ok()) return compute_only();
+    if (federated) {
+      const double device_epoch_s =
+          static_cast<double>((workload.train_samples + b - 1) / b) * device_step_s;
+      scales[b] = cost->round.value / target.local_epochs / device_epoch_s;
+    } else {
+      scales[b] = cost->epoch.value / device_step_s;
+    }
+  }
+  return scales;
+}
+
 }  // namespace topotune

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tuner/target.h"
 #include "tuner/types.h"
 
 namespace topotune {
@@ -65,5 +66,25 @@ std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
                                  const std::string& reference, const std::string& device,
                                  const std::string& model, const std::string& input,
                                  const std::vector<int>& batch_sizes);
+
+// How a trial's seconds on a device of class `device` count on `target` (a job's reference
+// target, JobSpec::reference_target), per batch size: the target's seconds for what the
+// device trains in one step at that batch / the device's step time. A trial of batch B
+// stands for the target training global batch B:
+//  - one device: TimeScales of the target's class;
+//  - data-parallel over N devices: B / N per device, so a step is the class's compute step
+//    at B / N plus the ring all-reduce of workload.model_bytes over the target's declared
+//    links, less its overlap (PredictTta's terms);
+//  - federated: each client trains its shard at batch B, so an epoch is a round (its
+//    local epochs plus the model's trips client -> edge -> cloud) over local_epochs, against
+//    the device's epoch of ceil(train_samples / B) steps. Without workload.train_samples
+//    this is the client class's compute step alone (TimeScales), as is any target whose
+//    terms PredictTta cannot cost (a link without bandwidth).
+// Batch sizes that either class has no step time for are left out.
+std::map<int, double> TargetTimeScales(const std::vector<DeviceClassProfile>& classes,
+                                       const Target& target, const Workload& workload,
+                                       const std::string& device, const std::string& model,
+                                       const std::string& input,
+                                       const std::vector<int>& batch_sizes);
 
 }  // namespace topotune

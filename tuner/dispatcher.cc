@@ -340,7 +340,11 @@ std::optional<Placement> Dispatcher::PlacementOf(
   placement.device_class = DeviceClassOf(w.record.device);
   const JobSpec& spec = engine.spec();
   const std::string& device_class = placement.device_class;
-  if (spec.reference_class.empty() || spec.reference_class == device_class) return placement;
+  const Target reference = ReferenceTarget(spec);
+  if (spec.reference_class.empty() ||
+      (spec.reference_class == device_class && !OnSeveralDevices(reference))) {
+    return placement;
+  }
   if (!classes->has_value()) {
     StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
     StatusOr<std::vector<DeviceProbe>> probes = journal_->ListDeviceProbes();
@@ -356,8 +360,8 @@ std::optional<Placement> Dispatcher::PlacementOf(
   const std::string key = ProbeKey(spec);
   auto input = w.probe_input.find(key);
   if (input == w.probe_input.end()) return placement;
-  placement.time_scale = TimeScales(**classes, spec.reference_class, device_class, spec.model,
-                                    input->second, spec.space.batch_sizes);
+  placement.time_scale = TargetTimeScales(**classes, reference, spec.workload, device_class,
+                                          spec.model, input->second, spec.space.batch_sizes);
   if (placement.time_scale.empty()) {
     for (const auto& [id, other] : workers_) {
       if (DeviceClassOf(other.record.device) == spec.reference_class &&

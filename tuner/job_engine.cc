@@ -230,7 +230,9 @@ int JobEngine::ReferenceMaxBatch() const {
 
 std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations(int max_batch) const {
   std::vector<const LiveTrial*> due;
-  if (spec_.reference_class.empty()) return due;
+  // One device of the class cannot measure a data-parallel or federated target: that needs
+  // trials on several devices, which the engine does not run yet.
+  if (spec_.reference_class.empty() || OnSeveralDevices(ReferenceTarget(spec_))) return due;
   std::vector<const LiveTrial*> reached;
   std::set<int> confirmed;
   for (const auto& [id, t] : trials_) {

@@ -30,6 +30,10 @@ struct Report {
   // The class whose seconds trials' train_s and tta_s count (JobSpec::reference_class);
   // "" = as measured. A point's measured seconds are its compute_s + comm_s.
   std::string reference_class;
+  // The target they count on (ReferenceTarget): one device of reference_class, or the
+  // topology's first target as a whole (a data-parallel one's step with its
+  // synchronisation).
+  Target reference_target;
   double target_accuracy = 0.0;
   bool target_reached = false;
   // Least TTA, else highest accuracy; a trial confirmed on the reference class counts by

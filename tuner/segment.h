@@ -30,8 +30,9 @@ struct Placement {
   std::vector<std::string> workers;
   int max_batch_size = 1 << 30;
   std::string device_class;  ///< its workers' class (DeviceClassOf); "" = not said
-  // How its seconds count on the job's reference class (JobSpec::reference_class), by
-  // batch size: the reference's step time / its own. A batch size not here counts as 1.
+  // How its seconds count on the job's reference target (JobSpec::reference_target), by
+  // batch size: the target's step time / its own (TargetTimeScales). A batch size not here
+  // counts as 1.
   std::map<int, double> time_scale;
   const std::string& lead() const { return workers.front(); }  ///< reports come from it
 };

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tuner/target.h"
+
 namespace topotune {
 
 enum class Optimizer { kSgd, kAdam };
@@ -99,7 +101,23 @@ struct JobSpec {
   // step time / its device class's step time at the trial's batch size, from their probes.
   // "" = seconds as measured. Defaults to the first target's class of `topology_json`.
   std::string reference_class;
+  // The topology's first target, and what it trains (0 = not declared). The job's seconds
+  // count on it while reference_class is its class (ReferenceTarget).
+  Target reference_target;
+  Workload workload;
 };
+
+// The target a job's seconds count on: its topology's first target while reference_class is
+// that target's class, else one device of reference_class. A data-parallel or federated
+// target counts its whole step (the local batch's compute plus the synchronisation over
+// its declared links), not only its class's compute step (TargetTimeScales).
+inline Target ReferenceTarget(const JobSpec& spec) {
+  if (spec.reference_target.device_class == spec.reference_class) return spec.reference_target;
+  Target one;
+  one.name = spec.reference_class;
+  one.device_class = spec.reference_class;
+  return one;
+}
 
 // Models a worker can build by name.
 const std::vector<std::string>& KnownModels();
