@@ -3,10 +3,12 @@
 another class plus the edge's probe alone?
 
     bench/cross_class.py [--workdir DIR] [--quota 0.25] [--top 5] [--epochs 30] [--seeds 1]
+                         [--batch-sizes 16,64,256]
 
 1. The "cloud" class (this machine, 2 threads) records a grid with real training:
-   LeNet on the generated shapes-hard data (2,000 images), batch 16/64/256 x 5 learning
-   rates (1e-3 .. 0.1, log) x SGD (momentum 0.9) / Adam, SEEDS seeds, EPOCHS epochs.
+   LeNet on the generated shapes-hard data (2,000 images), batch 16/64/256 (BATCH_SIZES) x 5 learning
+   rates (1e-3 .. 0.1, log) x SGD (momentum 0.9) / Adam, SEEDS seeds, EPOCHS epochs; and
+   probes itself (cloud-profile.csv, for bench/planner_holdout.py --profile).
 2. The target accuracy is fixed by a rule before anything is predicted: the highest
    accuracy that a fifth of the configurations reach (bench/table_target.py --share 0.2).
 3. The "edge" class is this machine at 1 thread inside a CPU quota (QUOTA of a core, a
@@ -127,6 +129,7 @@ def main():
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=1, help="seeds per configuration, both classes")
+    ap.add_argument("--batch-sizes", default="16,64,256", help="the cloud's grid")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args()
     build = os.path.join(REPO, "build")
@@ -143,8 +146,19 @@ def main():
     cloud = os.path.join(work, "cloud.csv")
     if not os.path.exists(cloud):
         run([worker, "record-replay", "--out", cloud, "--data", data, "--model", "lenet",
-             "--batch-sizes", "16,64,256", "--lrs", lrs, "--optimizers", "sgd,adam",
+             "--batch-sizes", args.batch_sizes, "--lrs", lrs, "--optimizers", "sgd,adam",
              "--seeds", seeds, "--epochs", str(args.epochs), "--threads", "2"])
+    cloud_profile = os.path.join(work, "cloud-profile.csv")
+    if not os.path.exists(cloud_profile):
+        probe = json.loads(subprocess.run(
+            [worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
+             args.batch_sizes, "--threads", "2", "--seconds", "2"],
+            check=True, capture_output=True, text=True).stdout)
+        with open(cloud_profile, "w") as f:
+            f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n")
+            for b in probe["probe"]["batches"]:
+                if b["fits"]:
+                    f.write(f"cloud,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
     rule = subprocess.run([sys.executable, os.path.join(HERE, "table_target.py"), "--share", "0.2",
                            cloud], check=True, capture_output=True, text=True).stdout
     target = float(rule.split("bench_target=")[1].split()[0])
@@ -159,7 +173,7 @@ def main():
         # The edge's probe: the only measurement on the edge before the prediction.
         probe = json.loads(subprocess.run(
             quota.wrap([worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
-                        "16,64,256", "--threads", "1", "--seconds", "2"]),
+                        args.batch_sizes, "--threads", "1", "--seconds", "2"]),
             check=True, capture_output=True, text=True).stdout)
         profile = os.path.join(work, "edge-profile.csv")
         with open(profile, "w") as f:

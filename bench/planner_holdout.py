@@ -2,6 +2,7 @@
 """Offline planner accuracy on held-out batch sizes.
 
     bench/planner_holdout.py [--topotune build/api/topotune] [--json OUT.json]
+        [--table T.csv --train-samples N [--target X] [--profile PROFILE.csv]]
 
 For every committed replay table (bench/replay/*.csv, recorded on this machine) and every
 batch size B in it:
@@ -28,6 +29,10 @@ Reports, per table and mode, two errors |predicted - measured| / measured:
  - per configuration: every (learning rate, optimizer) measured at B and predicted at B.
 Then the median and p90 over the held-out batch sizes (best) and over all held-out
 configurations. Nothing is trained: it reads the committed tables. A few seconds.
+
+With --table, only that table is read (for example one that bench/cross_class.py recorded
+with several seeds and batch sizes): its target is its "# bench_target=" line or --target,
+and --profile (PROFILE.csv rows of one class, probed on its data) adds the "probe" mode.
 """
 
 import argparse
@@ -157,19 +162,35 @@ def main():
     ap.add_argument("--json", help="also write every row here")
     ap.add_argument("--shares", type=float, nargs="*", default=[0.2, 0.4],
                     help="lower target levels: reached by these shares of configurations")
+    ap.add_argument("--table", help="read this table instead of the committed ones")
+    ap.add_argument("--train-samples", type=int, help="--table's training samples")
+    ap.add_argument("--target", type=float, help="--table's target, if it has no bench_target")
+    ap.add_argument("--profile", help="--table's probe profile (its rows' class is renamed)")
     args = ap.parse_args()
 
-    with open(PROFILE) as f:
-        profile_lines = f.readlines()
+    tables = {os.path.join(HERE, "replay", name): n for name, n in TRAIN_SAMPLES.items()}
+    probed, profile_path = os.path.join(HERE, "replay", PROBED), PROFILE
+    if args.table:
+        if not args.train_samples:
+            ap.error("--table needs --train-samples")
+        tables = {args.table: args.train_samples}
+        probed, profile_path = (args.table, args.profile) if args.profile else (None, PROFILE)
+    with open(profile_path) as f:
+        lines = f.readlines()
+    if args.table and args.profile:  # one class's rows, as the class the planner is asked for
+        lines = ["cpu-1t," + l.split(",", 1)[1] for l in lines[1:] if l.strip()]
+    profile_lines = lines
     header_only = "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n"
     records = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name in sorted(TRAIN_SAMPLES):
-            meta, header, rows = read_table(os.path.join(HERE, "replay", name))
+        for path in sorted(tables):
+            name = os.path.basename(path)
+            meta, header, rows = read_table(path)
             batches = sorted({int(r.split(",", 1)[0]) for r in rows})
-            modes = ["curves"] + (["probe"] if name == PROBED else [])
+            modes = ["curves"] + (["probe"] if path == probed else [])
+            table_target = args.target if args.table and args.target else target_of(meta)
             for target, mode, batch in [(t, m, b)
-                                        for t in levels_of(rows, target_of(meta), args.shares)
+                                        for t in levels_of(rows, table_target, args.shares)
                                         for m in modes for b in batches]:
                 truth = measured_tta(rows, target)
                 kept = [r for r in rows if int(r.split(",", 1)[0]) != batch]
@@ -180,8 +201,7 @@ def main():
                     profile = header_only + "".join(
                         l for l in profile_lines
                         if l.startswith("cpu-1t,") and int(l.split(",")[3]) != batch)
-                got = predict(args.topotune, text, profile, TRAIN_SAMPLES[name], batch,
-                              target, workdir)
+                got = predict(args.topotune, text, profile, tables[path], batch, target, workdir)
                 at_batch = {(float(lr), opt): v for (b, lr, opt), v in truth.items()
                             if b == batch}
                 pairs = []
