@@ -193,6 +193,12 @@ constexpr const char* kConfirmations = R"sql(
 ALTER TABLE trials ADD COLUMN confirms INTEGER NOT NULL DEFAULT -1;
 )sql";
 
+// Algorithm "forecast": the sampler score expected over the forecast of a trial it stopped
+// (TrialForecast::score; NULL where not recorded).
+constexpr const char* kForecastScores = R"sql(
+ALTER TABLE trials ADD COLUMN forecast_score REAL;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -262,7 +268,7 @@ const std::vector<Migration>& Migrations() {
       {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
-      {10, kConfirmations},
+      {10, kConfirmations},     {11, kForecastScores},
   };
   return kMigrations;
 }

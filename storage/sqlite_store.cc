@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -117,7 +118,7 @@ constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
     "best_accuracy, attempt, bracket, rung_start_epoch, forecast_tta_s, forecast_lo_s, "
-    "forecast_hi_s, forecast_p_win, forecast_p_reach, confirms";
+    "forecast_hi_s, forecast_p_win, forecast_p_reach, confirms, forecast_score";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat, device_class, site FROM workers";
@@ -172,6 +173,8 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
   if (!row.Null(20)) {
     trial.forecast = TrialForecast{row.Double(20), row.Double(21), row.Double(22), row.Double(23),
                                    row.Double(24)};
+    trial.forecast->score =
+        row.Null(26) ? std::numeric_limits<double>::quiet_NaN() : row.Double(26);
   }
   trial.confirms = static_cast<int>(row.Int(25));
   return trial;
@@ -272,7 +275,8 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
     stmt.BindDouble(f.tta_s).BindDouble(f.lo_s).BindDouble(f.hi_s).BindDouble(f.p_win).BindDouble(
         f.p_reach);
   }
-  return stmt.BindInt(trial.confirms);
+  stmt.BindInt(trial.confirms);
+  return trial.forecast ? stmt.BindDouble(trial.forecast->score) : stmt.BindNull();
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -282,7 +286,8 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "target_epochs = ?, worker = ?, reason = ?, reached_target = ?, tta_s = ?, "
                  "train_s = ?, best_accuracy = ?, attempt = ?, bracket = ?, "
                  "rung_start_epoch = ?, forecast_tta_s = ?, forecast_lo_s = ?, "
-                 "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ?, confirms = ? "
+                 "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ?, confirms = ?, "
+                 "forecast_score = ? "
                  "WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
@@ -297,7 +302,7 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
 Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
   const std::string sql =
       std::string("INSERT INTO trials (") + kTrialFields +
-      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
   Statement stmt(db, sql.c_str(), what);
   BindTrialFields(stmt, trial);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <random>
 
@@ -158,6 +159,50 @@ TEST(CurveModel, ACreepThatLevelsOffCanStillTakeOffWhenTheJobsLearnersDid) {
   std::vector<std::vector<double>> stalled;
   for (int i = 0; i < 4; ++i) stalled.push_back(Draw(creep, 80, 0.004, 2.0, 40 + i).curve);
   EXPECT_LT(CurveModel().Predict(s.curve, 0.4, 80, 0.004, 5, stalled).p_reach, 0.1);
+}
+
+TEST(CurveModel, ACensoredTakeOffCountsTheCurvesASearchStoppedWhileFlat) {
+  // A curve at chance after 4 of 80 epochs, in a job like the late-target tables: 30 curves
+  // sat at chance for 30 epochs and were stopped, 5 left chance at epoch 6 and were stopped
+  // on plateaus below the target, and one reached the target at epoch 10. Only the last
+  // one finished, so the take-off rate among finished curves says 2/3; counted for the
+  // epochs each was observed, the job's curves say a curve flat at epoch 4 seldom gets
+  // there.
+  const std::vector<double> flat = Draw([](double) { return 0.1; }, 4, 0.002, 2.0, 3).curve;
+  std::vector<std::vector<double>> stopped;
+  for (int i = 0; i < 30; ++i) {
+    stopped.push_back(Draw([](double) { return 0.1; }, 30, 0.002, 2.0, 10 + i).curve);
+  }
+  const auto rise = [](double top) {
+    return [top](double t) { return t < 6 ? 0.1 : top - (top - 0.1) * std::exp(-(t - 5) / 3.0); };
+  };
+  for (int i = 0; i < 5; ++i) stopped.push_back(Draw(rise(0.3), 26, 0.002, 2.0, 50 + i).curve);
+  const Synthetic winner = Draw(rise(0.5), 30, 0.002, 0.4, 60);
+  stopped.push_back(Cut(winner.curve, winner.first_reach));
+  CurveModelOptions censored;
+  censored.censored_take_off = true;
+  const EpochsToTarget generous = CurveModel().Predict(flat, 0.4, 80, 0.002, 5, stopped);
+  const EpochsToTarget p = CurveModel(censored).Predict(flat, 0.4, 80, 0.002, 5, stopped);
+  std::printf(
+      "[ take-off ] flat at epoch 4 among stopped curves: P(reach) %.3f (rate among finished "
+      "curves %.3f)\n",
+      p.p_reach, generous.p_reach);
+  EXPECT_GT(generous.p_reach, 0.3);
+  EXPECT_LT(p.p_reach, 0.15);
+  EXPECT_LT(p.p_reach, generous.p_reach / 4);
+  // Curves stopped after as few epochs as this one say nothing about its later epochs: the
+  // answer is then the prior's, the same as with no other curve, not a condemnation.
+  std::vector<std::vector<double>> young;
+  for (int i = 0; i < 30; ++i) {
+    young.push_back(Draw([](double) { return 0.1; }, 4, 0.002, 2.0, 70 + i).curve);
+  }
+  const EpochsToTarget prior = CurveModel(censored).Predict(flat, 0.4, 80, 0.002, 5);
+  const EpochsToTarget with_young = CurveModel(censored).Predict(flat, 0.4, 80, 0.002, 5, young);
+  std::printf(
+      "[ take-off ] flat at epoch 4: P(reach) %.3f alone, %.3f among 30 stopped at epoch 4\n",
+      prior.p_reach, with_young.p_reach);
+  EXPECT_GT(prior.p_reach, 0.1);
+  EXPECT_NEAR(with_young.p_reach, prior.p_reach, 0.05);
 }
 
 TEST(CurveModel, IsReproducibleForASeed) {

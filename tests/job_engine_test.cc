@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "tests/memory_journal.h"
@@ -481,6 +482,55 @@ TEST(Forecast, ASlowStarterThatWinsIsNotStoppedWhileTheFastStarterThatPlateausIs
     EXPECT_NE(t.reason.find(p_win), std::string::npos) << t.reason;
   }
   EXPECT_GT(forecast_stopped, 0);
+}
+
+// A late-target table in small: learning rates under 10^-2 never leave chance, those from
+// 10^-2 to 10^-0.5 plateau at 0.4, and the rest reach 0.8 at epoch 32 or 33.
+double FlatPlateauOrLateWin(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.003 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (c.learning_rate < 1e-2) return 0.1 + wobble;
+  if (c.learning_rate < std::pow(10.0, -0.5)) return 0.4 - 0.3 * std::exp(-epoch / 2.0) + wobble;
+  return 0.85 - 0.75 * std::exp(-epoch / 12.0) + wobble;
+}
+
+TEST(Forecast, TheSamplerObservesATrialStoppedAtChanceBelowThePlateaus) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(30);
+  spec.algorithm = "forecast";
+  spec.target_accuracy = 0.8;
+  spec.space.lr_min = 1e-5;
+  spec.space.lr_max = 1.0;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = 4;
+  spec.asha.max_epochs = 60;
+  JobEngine engine(Job(), spec, &journal);
+  RunOnOneWorker(engine, FlatPlateauOrLateWin);
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  std::map<int64_t, double> observed;  // the sampler's last observation of each trial
+  for (const SamplerEvent& e : journal.sampler_events[Job().id]) {
+    if (e.kind == SamplerEvent::Kind::kObserve) observed[e.trial_id] = e.observation.score;
+  }
+  double plateau_min = 1.0;
+  for (const auto& [id, t] : journal.trials) {
+    const double lr = t.config.learning_rate;
+    if (lr >= 1e-2 && lr < std::pow(10.0, -0.5)) plateau_min = std::min(plateau_min, observed[id]);
+  }
+  // A trial the forecast stopped at chance after 28 epochs: the generous forecast that
+  // ranks it among the job's trials still gives it a chance near 0.3 of taking off, and
+  // so a score above the plateaus (0.4) that the sampler would learn too; but the job's
+  // other flat curves sat at chance that long and never left it, and the sampler learns
+  // that instead.
+  int flat_stopped = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.config.learning_rate >= 1e-2 || !t.forecast.has_value()) continue;
+    ++flat_stopped;
+    std::printf("[ forecast ] stopped at chance after %d epochs: ranked by %.3f, observed %.3f\n",
+                t.epochs_done, t.forecast->score, observed[id]);
+    EXPECT_GT(t.forecast->score, plateau_min) << t.reason;
+    EXPECT_LT(observed[id], plateau_min) << t.reason;
+  }
+  EXPECT_GE(flat_stopped, 1);
 }
 
 // Curves that rise fast to a plateau just under a high target, as on MNIST at 0.95: each

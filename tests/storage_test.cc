@@ -145,6 +145,7 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
     EXPECT_EQ(a.forecast->hi_s, b.forecast->hi_s);
     EXPECT_EQ(a.forecast->p_win, b.forecast->p_win);
     EXPECT_EQ(a.forecast->p_reach, b.forecast->p_reach);
+    EXPECT_EQ(a.forecast->score, b.forecast->score);
   }
 }
 
@@ -392,7 +393,7 @@ TEST(Storage, UpdateTrialOverwritesEveryField) {
   updated.confirms = 3;
   // A stopped trial's forecast, "never" included: infinite seconds survive the file.
   updated.forecast =
-      TrialForecast{12.5, 7.25, std::numeric_limits<double>::infinity(), 0.004, 0.35};
+      TrialForecast{12.5, 7.25, std::numeric_limits<double>::infinity(), 0.004, 0.35, 0.61};
   Status status = store->UpdateTrial(updated);
   ASSERT_TRUE(status.ok()) << status.ToString();
 

@@ -316,6 +316,86 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
   return fit;
 }
 
+// For a curve still flat after its n epochs: the distribution of its first epoch at the
+// target, as weights over 0 (never by max_epochs) and the epochs 1 .. max_epochs, from the
+// job's other curves by two Kaplan-Meier estimates, each hazard shrunk towards a prior.
+//  1. Leaving chance. A curve is at risk at epoch e while it is still flat (the test Predict
+//     applies: its best epoch is at most 3 sigma above its first two) and observed there;
+//     it leaves at the epoch it first passes the test, and is censored at its last epoch
+//     if it never does. The hazard at e is (leaving + w h0) / (at risk + w).
+//  2. Reaching the target after leaving: the same over the epochs since a curve left
+//     chance (k = 0 when it reached the target at the epoch it left).
+// h0 is the hazard of the log-uniform take-off prior with a rate of 1/2 (see Predict), and
+// w = kPriorCurves pseudo-curves: where few curves were observed (late epochs, or early
+// in a job), the answer is the prior's; where many were, it is what they did. Censoring,
+// not a rate among finished curves, is what lets curves the search stopped early count:
+// a curve flat for 30 epochs and then stopped is evidence about epochs 1 to 30, none after.
+std::vector<double> CensoredFirstEpochs(const std::vector<double>& curve, double target,
+                                        int max_epochs, double sigma,
+                                        const std::vector<std::vector<double>>& others) {
+  constexpr double kPriorCurves = 2.0;
+  constexpr double kPriorRate = 0.5;
+  const int m = std::max(2, max_epochs);
+  const int n = static_cast<int>(curve.size());
+  // The prior's hazard at step i of a time that is log-uniform over [1, m] with probability
+  // kPriorRate and never otherwise; 0 at steps 0 and 1.
+  const auto prior_hazard = [&](int i) {
+    const auto survival = [&](int j) {
+      return 1.0 - kPriorRate * std::log(static_cast<double>(std::max(1, j))) / std::log(1.0 * m);
+    };
+    return (survival(i - 1) - survival(i)) / survival(i - 1);
+  };
+  std::vector<double> leave_at_risk(m + 1, 0.0), leave_events(m + 1, 0.0);
+  std::vector<double> reach_at_risk(m + 1, 0.0), reach_events(m + 1, 0.0);
+  for (const std::vector<double>& z : others) {
+    const int size = std::min(static_cast<int>(z.size()), m);
+    if (size == 0) continue;
+    const double early = (z[0] + z[std::min<size_t>(1, z.size() - 1)]) / 2;
+    int left = 0, reached = 0;
+    double top = -1.0;
+    for (int e = 1; e <= size; ++e) {
+      top = std::max(top, z[static_cast<size_t>(e - 1)]);
+      if (left == 0 && e >= 2 && top - early > 3 * sigma) left = e;
+      if (z[static_cast<size_t>(e - 1)] >= target) {
+        reached = e;
+        break;
+      }
+    }
+    if (reached > 0 && left == 0) left = reached;  // at the target from its start
+    const int flat_until = left > 0 ? left : size;
+    for (int e = 1; e <= flat_until; ++e) leave_at_risk[e] += 1;
+    if (left == 0) continue;
+    leave_events[left] += 1;
+    const int last = reached > 0 ? reached : size;
+    for (int k = 0; k <= last - left; ++k) reach_at_risk[k] += 1;
+    if (reached > 0) reach_events[reached - left] += 1;
+  }
+  std::vector<double> leave(m + 1, 0.0), reach(m + 1, 0.0);
+  for (int e = 1; e <= m; ++e) {
+    leave[e] =
+        (leave_events[e] + kPriorCurves * prior_hazard(e)) / (leave_at_risk[e] + kPriorCurves);
+  }
+  for (int k = 0; k <= m; ++k) {
+    reach[k] =
+        (reach_events[k] + kPriorCurves * prior_hazard(k)) / (reach_at_risk[k] + kPriorCurves);
+  }
+  std::vector<double> first(m + 1, 0.0);
+  double flat = 1.0;  // P(still flat at e - 1 | flat at n)
+  for (int e = std::max(1, n + 1); e <= m; ++e) {
+    const double leaves_here = flat * leave[e];
+    flat -= leaves_here;
+    double not_yet = 1.0;
+    for (int k = 0; e + k <= m; ++k) {
+      first[e + k] += leaves_here * not_yet * reach[k];
+      not_yet *= 1.0 - reach[k];
+    }
+  }
+  double reaching = 0.0;
+  for (int e = 1; e <= m; ++e) reaching += first[e];
+  first[0] = std::max(0.0, 1.0 - reaching);
+  return first;
+}
+
 }  // namespace
 
 double EpochsToTarget::ProbabilityBy(double epoch) const {
@@ -500,7 +580,15 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     const double log_first = log_n + unit(rng) * (std::log(std::max(2, max_epochs)) - log_n);
     return std::clamp(std::ceil(std::exp(log_first)), n + 1.0, 1.0 * max_epochs);
   };
-  if (fits.empty()) {
+  if (fits.empty() && options_.censored_take_off) {
+    // Nothing to go on but how the job's curves left chance and went on from there.
+    const std::vector<double> first = CensoredFirstEpochs(curve, target, max_epochs, sigma, others);
+    std::discrete_distribution<size_t> pick(first.begin(), first.end());
+    for (int s = 0; s < parametric_samples; ++s) {
+      const size_t e = pick(rng);
+      out.samples.push_back(e == 0 ? EpochsToTarget::kNever : static_cast<double>(e));
+    }
+  } else if (fits.empty()) {
     // Nothing to go on but how curves take off.
     const double p_take_off = take_off_chance(/*learned_only=*/false);
     for (int s = 0; s < parametric_samples; ++s) {

@@ -68,6 +68,13 @@ struct CurveModelOptions {
   // Divides each family's log evidence before the families share the samples: > 1 keeps
   // families that explain the epochs so far nearly as well, whose futures differ.
   double evidence_temperature = 2.0;
+  // A curve still at chance: when it leaves chance and then reaches the target, from how
+  // the job's other curves did, each counted for the epochs it was observed (Kaplan-Meier,
+  // with a weak prior), rather than from the take-off prior with the rate among finished
+  // curves. The rate ignores the curves a search stops early, so it stays near 1/2 and
+  // is generous to slow starters: the stop rules want that, a sampler learning from
+  // stopped trials does not (JobEngine::observed_model_). Off by default.
+  bool censored_take_off = false;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
@@ -84,8 +91,9 @@ class CurveModel {
   // p_reach 1 at that epoch. A curve with fewer than 2 points, or one that has not risen
   // more than 3 noise deviations above its first epochs, predicts from its analogs and
   // a prior on when flat curves take off (see Predict), less likely the longer it has been
-  // flat. A curve that has moved but come less than half way to the target keeps part of
-  // that chance of taking off, besides its fitted families.
+  // flat (with censored_take_off: from the job's curves that were flat that long). A
+  // curve that has moved but come less than half way to the target keeps part of that
+  // chance of taking off, besides its fitted families.
   //
   // `others` are the curves of the job's other trials. Those that overlap this one's epochs
   // and run past them are analogs: the nearest (by the distance between their first epochs

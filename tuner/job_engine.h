@@ -164,19 +164,24 @@ class JobEngine {
   // predicted time-to-accuracy is best, and stops those unlikely to beat the incumbent.
   StatusOr<std::optional<Assignment>> TryContinue(const Placement& placement);
   bool Forecasting() const { return spec_.asha.rungless; }
-  // The curve model's prediction for `t`'s curve so far (cached until its curve grows).
+  // The curve model's prediction for `t`'s curve so far (cached until any curve grows).
+  // The stop and continue rules use it.
   const EpochsToTarget& Forecast(LiveTrial& t);
+  // `model`'s prediction for `t`'s curve from the job's current curves.
+  EpochsToTarget Predict(CurveModel& model, const LiveTrial& t);
   // Mean training seconds of `t`'s epochs.
   double EpochSeconds(const LiveTrial& t) const;
   // The probability that `t` reaches the target in less time than the incumbent's TTA, or
   // with no incumbent, than the best predicted median TTA of the other unfinished trials.
   double WinProbability(LiveTrial& t);
-  // The expected sampler score over the forecast's samples: a stopped trial counts by the
-  // time-to-accuracy it was heading for, with its uncertainty, not as a failure.
-  double ForecastScore(LiveTrial& t);
-  // Whether `t`'s ForecastScore is among the top 1/reduction_factor of the job's trials
-  // with a curve (none while fewer than reduction_factor have one); a finished trial
-  // counts with the score it was observed with.
+  // The expected sampler score over `f`'s samples, a forecast of `t`: a stopped trial
+  // counts by the time-to-accuracy it was heading for, with its uncertainty, not as a
+  // failure.
+  double ForecastScore(const LiveTrial& t, const EpochsToTarget& f) const;
+  // Whether `t`'s ForecastScore (of its Forecast) is among the top 1/reduction_factor of
+  // the job's trials with a curve (none while fewer than reduction_factor have one); a
+  // finished trial counts with the score it was observed with, or, if the forecast stopped
+  // it, with the ForecastScore it had then (TrialForecast::score).
   bool InTopShare(LiveTrial& t);
   // Whether the sampler has observed (the trial ended) fewer than half of the trials it
   // proposed, past TPE's random start. TryContinue then resumes the best paused trial
@@ -247,6 +252,11 @@ class JobEngine {
   int confirmations_ = 0;                            // trials created to confirm
   int sampled_ = 0;
   CurveModel curve_model_;
+  // What the sampler observes a trial the forecast stopped by: curve_model_, except that
+  // a curve still at chance gets a calibrated chance of taking off
+  // (CurveModelOptions::censored_take_off) rather than the generous one that keeps slow
+  // starters going.
+  CurveModel observed_model_;
   // Counts the changes to any trial's curve, so that a cached forecast is used only while
   // no curve changed: a forecast is then a function of the job's current state alone, and
   // a restored engine, which starts with none cached, predicts as the original did.

@@ -149,6 +149,10 @@ struct TrialForecast {
   double hi_s = 0.0;
   double p_win = 0.0;    ///< P(beats the incumbent's TTA, or the best predicted one)
   double p_reach = 0.0;  ///< P(reaches the target within the job's epoch limit)
+  // The sampler score expected over the same forecast, which ranks the trial among the
+  // job's trials (JobEngine::InTopShare); the sampler observed a stricter one. NaN where not
+  // recorded (stores written before migration 11).
+  double score = 0.0;
 };
 
 struct TrialRecord {
