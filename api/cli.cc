@@ -224,10 +224,12 @@ void PrintReport(const json& r) {
   }
   if (several) {
     std::printf(
-        "Seconds of training are counted %s: a trial's measured seconds x the target's step "
-        "(%s's compute step of the local batch, from its probe, plus the synchronisation over "
-        "the declared links) / the step time of the class it ran on. One device cannot "
-        "measure this target, so nothing is confirmed on it\n",
+        "Seconds of training are counted %s: a trial's measured seconds x the target's "
+        "seconds for the same step (data-parallel: %s's compute step of the local batch, from "
+        "its probe, plus the ring synchronisation over the declared links; federated: a "
+        "round per local epoch, given the topology's train_samples) / the step time of the "
+        "class it ran on. One device cannot measure this target, so nothing is confirmed on "
+        "it\n",
         reference.c_str(), reference_class.c_str());
   } else if (!reference.empty()) {
     std::printf(
