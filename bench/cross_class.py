@@ -212,6 +212,15 @@ def main():
                          "predicted_edge_tta_s": p["tta_s"]["value"],
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
+        # A diagnostic only, never used above: the edge probed again after its training.
+        # Far from the first probe, the edge's speed drifted while it was measured.
+        after = json.loads(subprocess.run(
+            quota.wrap([worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
+                        args.batch_sizes, "--threads", "1", "--seconds", "2"]),
+            check=True, capture_output=True, text=True).stdout)
+        drift = {b["batch_size"]: (a["step_ms"], b["step_ms"])
+                 for a, b in zip(probe["probe"]["batches"], after["probe"]["batches"])
+                 if a["fits"] and b["fits"]}
     finally:
         quota.remove()
 
@@ -230,9 +239,25 @@ def main():
               f"{r['predicted_edge_tta_s']:>11.2f} {m if m else float('inf'):>11.2f} "
               f"{me if me else float('nan'):>5.1f} {ratio:>9.3f}")
     print(f"within +-15%: {within} of {len(rows)}")
+    # Which term missed: seconds per epoch (the probe) or epochs to target (the curves).
+    print(f"\n{'batch':>5} {'lr':>8} {'opt':<4} {'s/ep pred':>9} {'s/ep meas':>9} {'ratio':>6} "
+          f"{'ep cloud':>8} {'ep edge':>7} {'ratio':>6}")
+    for r in rows:
+        b, lr, o = r["config"]
+        me = r["measured_edge_epochs"]
+        if not me:
+            continue
+        pe = r["predicted_edge_tta_s"] / r["cloud_epochs"]
+        ms = r["measured_edge_tta_s"] / me
+        print(f"{b:>5} {lr:>8.4g} {o:<4} {pe:>9.3f} {ms:>9.3f} {pe / ms:>6.3f} "
+              f"{r['cloud_epochs']:>8.1f} {me:>7.1f} {r['cloud_epochs'] / me:>6.3f}")
+    print("\nthe edge's probe step (ms) before and after its training (drift):")
+    for b, (before, later) in sorted(drift.items()):
+        print(f"  batch {b:>4}: {before:8.2f} -> {later:8.2f} ({later / before - 1:+.1%})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"target": target, "quota": args.quota, "seeds": args.seeds, "rows": rows}, f,
+            json.dump({"target": target, "quota": args.quota, "seeds": args.seeds, "rows": rows,
+                       "probe_drift_ms": {str(b): v for b, v in drift.items()}}, f,
                       indent=1)
 
 
