@@ -27,7 +27,9 @@ curve that hovers near the target is noise; the mean over seeds is what a predic
 from another class can be held to.
 
 Prints one row per configuration (predicted, measured, ratio) and the share within
-+-15%. Needs root (cgroups) and the build: build/workers/topotune-worker,
++-15%; then which term missed (seconds per epoch against epochs to target) and the edge's
+probe step before and after its training (a second probe, a diagnostic of drift that
+the prediction never reads). Needs root (cgroups) and the build: build/workers/topotune-worker,
 build/workers/topotune-datagen, build/api/topotune. About 6 minutes on 2 cores.
 """
 
@@ -213,14 +215,15 @@ def main():
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
         # A diagnostic only, never used above: the edge probed again after its training.
-        # Far from the first probe, the edge's speed drifted while it was measured.
+        # A second probe far from the first means the edge's speed drifted while it was
+        # measured, which no prediction made before can follow.
         after = json.loads(subprocess.run(
             quota.wrap([worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
                         args.batch_sizes, "--threads", "1", "--seconds", "2"]),
             check=True, capture_output=True, text=True).stdout)
-        drift = {b["batch_size"]: (a["step_ms"], b["step_ms"])
-                 for a, b in zip(probe["probe"]["batches"], after["probe"]["batches"])
-                 if a["fits"] and b["fits"]}
+        before = {b["batch_size"]: b["step_ms"] for b in probe["probe"]["batches"] if b["fits"]}
+        drift = {b["batch_size"]: (before[b["batch_size"]], b["step_ms"])
+                 for b in after["probe"]["batches"] if b["fits"] and b["batch_size"] in before}
     finally:
         quota.remove()
 
