@@ -316,9 +316,75 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
   return fit;
 }
 
-// For a curve still flat after its n epochs: the distribution of its first epoch at the
-// target, as weights over 0 (never by max_epochs) and the epochs 1 .. max_epochs, from the
-// job's other curves by two Kaplan-Meier estimates, each hazard shrunk towards a prior.
+// The first epoch e in [begin, max_epochs] at which a sampled trend plus noise, f(e) +
+// N(0, sigma), reaches `target`; kNever if none does. One epoch crosses with probability
+// q(e) = P(noise >= target - f(e)). Three ways, by what bounds the work:
+//  - every family is monotone and bounded by its asymptote p[0], so q(e) <= q_hi, q at the
+//    trend's largest value on the range. Where q_hi < options.thin_below (a trend that
+//    levels off below the target, crossing by noise alone), by thinning: candidate epochs
+//    at geometric gaps of rate q_hi, each kept with probability q(e) / q_hi. Exact, and
+//    about q_hi x span candidates where epoch by epoch would take ~1 / q epochs;
+//  - a range of at most options.scan_epochs: epoch by epoch, drawing each epoch's noise;
+//  - a longer one: blocks of w epochs, each with the trend at its middle, so that the
+//    search takes at most scan_epochs steps. None of a block's len epochs crosses with
+//    (1 - q)^len; where one does, the first is a geometric draw truncated to the block.
+// `log_epoch` caches ln e (0 until computed; ln 1 = 0).
+double FirstCrossing(const Family& family, const double* p, double target, double sigma, int begin,
+                     int max_epochs, const CurveModelOptions& options,
+                     std::vector<double>& log_epoch, std::mt19937_64& rng) {
+  const int span = max_epochs - begin + 1;
+  if (span <= 0) return EpochsToTarget::kNever;
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const auto log_of = [&](int e) {
+    double& l = log_epoch[static_cast<size_t>(e)];
+    if (l == 0.0 && e > 1) l = std::log(static_cast<double>(e));
+    return l;
+  };
+  const auto crossing = [&](double trend) {
+    return 0.5 * std::erfc((target - trend) / (sigma * std::sqrt(2.0)));
+  };
+  const double top = std::max({p[0], family.value(begin, log_of(begin), p),
+                               family.value(max_epochs, log_of(max_epochs), p)});
+  const double q_hi = crossing(top);
+  if (q_hi < options.thin_below) {
+    if (q_hi <= 0.0) return EpochsToTarget::kNever;
+    const double log_miss = std::log1p(-q_hi);
+    for (double e = begin;;) {
+      // 1 - unit is in (0, 1]: a gap of 0 epochs or more.
+      e += std::floor(std::log(1.0 - unit(rng)) / log_miss);
+      if (e > max_epochs) return EpochsToTarget::kNever;
+      const int epoch = static_cast<int>(e);
+      if (unit(rng) * q_hi < crossing(family.value(epoch, log_of(epoch), p))) return epoch;
+      e += 1;
+    }
+  }
+  const int scan_epochs = std::max(1, options.scan_epochs);
+  if (span <= scan_epochs) {
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    for (int e = begin; e <= max_epochs; ++e) {
+      if (family.value(e, log_of(e), p) + sigma * gauss(rng) >= target) return e;
+    }
+    return EpochsToTarget::kNever;
+  }
+  const int w = (span + scan_epochs - 1) / scan_epochs;
+  for (int b = begin; b <= max_epochs; b += w) {
+    const int len = std::min(w, max_epochs - b + 1);
+    const double mid = b + (len - 1) / 2.0;
+    const double q = crossing(family.value(mid, std::log(mid), p));
+    const double none = std::pow(1.0 - q, len);
+    if (unit(rng) < none) continue;
+    const double u = unit(rng);
+    const int j = q < 1.0 - 1e-12
+                      ? static_cast<int>(std::floor(std::log1p(-u * (1.0 - none)) / std::log1p(-q)))
+                      : 0;
+    return b + std::clamp(j, 0, len - 1);
+  }
+  return EpochsToTarget::kNever;
+}
+
+// For a curve still flat after its n epochs: the law of its first epoch at the target,
+// from the job's other curves by two Kaplan-Meier estimates, each hazard shrunk towards a
+// prior.
 //  1. Leaving chance. A curve is at risk at epoch e while it is still flat (the test Predict
 //     applies: its best epoch is at most 3 sigma above its first two) and observed there;
 //     it leaves at the epoch it first passes the test, and is censored at its last epoch
@@ -330,30 +396,98 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
 // in a job), the answer is the prior's; where many were, it is what they did. Censoring,
 // not a rate among finished curves, is what lets curves the search stopped early count:
 // a curve flat for 30 epochs and then stopped is evidence about epochs 1 to 30, none after.
-std::vector<double> CensoredFirstEpochs(const std::vector<double>& curve, double target,
-                                        int max_epochs, double sigma,
-                                        const std::vector<std::vector<double>>& others) {
-  constexpr double kPriorCurves = 2.0;
-  constexpr double kPriorRate = 0.5;
-  const int m = std::max(2, max_epochs);
-  const int n = static_cast<int>(curve.size());
-  // The prior's hazard at step i of a time that is log-uniform over [1, m] with probability
-  // kPriorRate and never otherwise; 0 at steps 0 and 1.
-  const auto prior_hazard = [&](int i) {
-    const auto survival = [&](int j) {
-      return 1.0 - kPriorRate * std::log(static_cast<double>(std::max(1, j))) / std::log(1.0 * m);
-    };
-    return (survival(i - 1) - survival(i)) / survival(i - 1);
+//
+// The first epoch is the leaving epoch plus the delay, two independent draws, so it is
+// kept as their two laws and sampled by inverting each. Where no curve was observed, a
+// hazard is the prior's, whose survival over a stretch is a ratio of the prior's own (the
+// product telescopes), so each law is tabulated over the steps the other curves cover and
+// inverted in closed form after them: O(the others' epochs) to build and O(log of that)
+// per sample, at any epoch limit. (Their convolution, tabulated to the limit, cost
+// O(max_epochs^2): 10^8 steps per prediction at a 10,000-epoch limit.)
+class TakeOffLaw {
+ public:
+  TakeOffLaw(int flat_epochs, double target, int max_epochs, double sigma,
+             const std::vector<std::vector<double>>& others);
+  // One first epoch at the target; kNever when the curve does not reach it by max_epochs.
+  double Sample(std::mt19937_64& rng) const;
+
+ private:
+  static constexpr double kPriorCurves = 2.0;
+  static constexpr double kPriorRate = 0.5;
+  // A law over the steps first, first + 1, ..., last (or never), with the hazard
+  // (events + w h0) / (at risk + w) at each step: tabulated while at_risk has counts,
+  // the prior's beyond.
+  class Law {
+   public:
+    Law(const TakeOffLaw& owner, int first, int last, const std::vector<double>& at_risk,
+        const std::vector<double>& events);
+    // The least step whose distribution function exceeds u in [0, 1); -1 for never.
+    long Invert(double u) const;
+
+   private:
+    const TakeOffLaw* owner_;
+    int first_, last_;
+    std::vector<double> cdf_;  // at the steps first_, first_ + 1, ...
   };
-  std::vector<double> leave_at_risk(m + 1, 0.0), leave_events(m + 1, 0.0);
-  std::vector<double> reach_at_risk(m + 1, 0.0), reach_events(m + 1, 0.0);
+  // The prior's survival: a time log-uniform over [1, m] with probability kPriorRate, and
+  // never otherwise. Its hazard at step i is (S(i - 1) - S(i)) / S(i - 1): 0 at 0 and 1.
+  double PriorSurvival(double step) const {
+    return 1.0 - kPriorRate * std::log(std::max(1.0, step)) / log_m_;
+  }
+
+  int max_epochs_;
+  double log_m_;
+  int first_leave_;        // the earliest epoch it can leave chance: n + 1
+  std::vector<Law> laws_;  // leaving chance (by epoch), then the delay (by epochs after it)
+};
+
+TakeOffLaw::Law::Law(const TakeOffLaw& owner, int first, int last,
+                     const std::vector<double>& at_risk, const std::vector<double>& events)
+    : owner_(&owner), first_(first), last_(last) {
+  double survival = 1.0;
+  for (int i = first; i <= last && i < static_cast<int>(at_risk.size()); ++i) {
+    const double prior = owner.PriorSurvival(i - 1);
+    const double h0 = (prior - owner.PriorSurvival(i)) / prior;
+    const double hazard = (events[static_cast<size_t>(i)] + kPriorCurves * h0) /
+                          (at_risk[static_cast<size_t>(i)] + kPriorCurves);
+    survival *= 1.0 - hazard;
+    cdf_.push_back(1.0 - survival);
+  }
+}
+
+long TakeOffLaw::Law::Invert(double u) const {
+  const auto it = std::upper_bound(cdf_.begin(), cdf_.end(), u);
+  if (it != cdf_.end()) return first_ + (it - cdf_.begin());
+  // Beyond the table, survival(e) = survival(t) S(e) / S(t) for the table's last step t:
+  // the least e > t with 1 - survival(e) > u has S(e) < s = (1 - u) S(t) / survival(t),
+  // that is ln e > (1 - s) ln m / kPriorRate.
+  const int t = first_ + static_cast<int>(cdf_.size()) - 1;
+  const double survival_t = cdf_.empty() ? 1.0 : 1.0 - cdf_.back();
+  if (survival_t <= 0.0) return -1;
+  const double s = (1.0 - u) * owner_->PriorSurvival(t) / survival_t;
+  const double x = std::exp((1.0 - s) * owner_->log_m_ / kPriorRate);
+  if (!(x < last_)) return -1;
+  return std::max<long>(t + 1, static_cast<long>(std::floor(x)) + 1);
+}
+
+TakeOffLaw::TakeOffLaw(int flat_epochs, double target, int max_epochs, double sigma,
+                       const std::vector<std::vector<double>>& others)
+    : max_epochs_(std::max(2, max_epochs)),
+      log_m_(std::log(static_cast<double>(max_epochs_))),
+      first_leave_(std::max(1, flat_epochs + 1)) {
+  const int m = max_epochs_;
+  size_t longest = 0;
+  for (const std::vector<double>& z : others) longest = std::max(longest, z.size());
+  const size_t size = std::min<size_t>(longest, static_cast<size_t>(m)) + 1;
+  std::vector<double> leave_at_risk(size, 0.0), leave_events(size, 0.0);
+  std::vector<double> reach_at_risk(size, 0.0), reach_events(size, 0.0);
   for (const std::vector<double>& z : others) {
-    const int size = std::min(static_cast<int>(z.size()), m);
-    if (size == 0) continue;
+    const int length = std::min(static_cast<int>(z.size()), m);
+    if (length == 0) continue;
     const double early = (z[0] + z[std::min<size_t>(1, z.size() - 1)]) / 2;
     int left = 0, reached = 0;
     double top = -1.0;
-    for (int e = 1; e <= size; ++e) {
+    for (int e = 1; e <= length; ++e) {
       top = std::max(top, z[static_cast<size_t>(e - 1)]);
       if (left == 0 && e >= 2 && top - early > 3 * sigma) left = e;
       if (z[static_cast<size_t>(e - 1)] >= target) {
@@ -362,38 +496,31 @@ std::vector<double> CensoredFirstEpochs(const std::vector<double>& curve, double
       }
     }
     if (reached > 0 && left == 0) left = reached;  // at the target from its start
-    const int flat_until = left > 0 ? left : size;
-    for (int e = 1; e <= flat_until; ++e) leave_at_risk[e] += 1;
+    const int flat_until = left > 0 ? left : length;
+    for (int e = 1; e <= flat_until; ++e) leave_at_risk[static_cast<size_t>(e)] += 1;
     if (left == 0) continue;
-    leave_events[left] += 1;
-    const int last = reached > 0 ? reached : size;
-    for (int k = 0; k <= last - left; ++k) reach_at_risk[k] += 1;
-    if (reached > 0) reach_events[reached - left] += 1;
+    leave_events[static_cast<size_t>(left)] += 1;
+    const int last = reached > 0 ? reached : length;
+    for (int k = 0; k <= last - left; ++k) reach_at_risk[static_cast<size_t>(k)] += 1;
+    if (reached > 0) reach_events[static_cast<size_t>(reached - left)] += 1;
   }
-  std::vector<double> leave(m + 1, 0.0), reach(m + 1, 0.0);
-  for (int e = 1; e <= m; ++e) {
-    leave[e] =
-        (leave_events[e] + kPriorCurves * prior_hazard(e)) / (leave_at_risk[e] + kPriorCurves);
-  }
-  for (int k = 0; k <= m; ++k) {
-    reach[k] =
-        (reach_events[k] + kPriorCurves * prior_hazard(k)) / (reach_at_risk[k] + kPriorCurves);
-  }
-  std::vector<double> first(m + 1, 0.0);
-  double flat = 1.0;  // P(still flat at e - 1 | flat at n)
-  for (int e = std::max(1, n + 1); e <= m; ++e) {
-    const double leaves_here = flat * leave[e];
-    flat -= leaves_here;
-    double not_yet = 1.0;
-    for (int k = 0; e + k <= m; ++k) {
-      first[e + k] += leaves_here * not_yet * reach[k];
-      not_yet *= 1.0 - reach[k];
-    }
-  }
-  double reaching = 0.0;
-  for (int e = 1; e <= m; ++e) reaching += first[e];
-  first[0] = std::max(0.0, 1.0 - reaching);
-  return first;
+  // Trim each table to the last step a curve was at risk: the prior's beyond.
+  const auto observed = [](std::vector<double>& at_risk, std::vector<double>& events) {
+    while (!at_risk.empty() && at_risk.back() == 0.0) at_risk.pop_back();
+    events.resize(at_risk.size());
+  };
+  observed(leave_at_risk, leave_events);
+  observed(reach_at_risk, reach_events);
+  laws_.emplace_back(*this, first_leave_, m, leave_at_risk, leave_events);
+  laws_.emplace_back(*this, 0, m - 1, reach_at_risk, reach_events);
+}
+
+double TakeOffLaw::Sample(std::mt19937_64& rng) const {
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const long leave = laws_[0].Invert(unit(rng));
+  const long delay = laws_[1].Invert(unit(rng));
+  if (leave < 0 || delay < 0 || leave + delay > max_epochs_) return EpochsToTarget::kNever;
+  return static_cast<double>(leave + delay);
 }
 
 }  // namespace
@@ -582,12 +709,8 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   };
   if (fits.empty() && options_.censored_take_off) {
     // Nothing to go on but how the job's curves left chance and went on from there.
-    const std::vector<double> first = CensoredFirstEpochs(curve, target, max_epochs, sigma, others);
-    std::discrete_distribution<size_t> pick(first.begin(), first.end());
-    for (int s = 0; s < parametric_samples; ++s) {
-      const size_t e = pick(rng);
-      out.samples.push_back(e == 0 ? EpochsToTarget::kNever : static_cast<double>(e));
-    }
+    const TakeOffLaw law(n, target, max_epochs, sigma, others);
+    for (int s = 0; s < parametric_samples; ++s) out.samples.push_back(law.Sample(rng));
   } else if (fits.empty()) {
     // Nothing to go on but how curves take off.
     const double p_take_off = take_off_chance(/*learned_only=*/false);
@@ -629,8 +752,8 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
             ? std::clamp((*std::max_element(curve.begin(), curve.end()) - early) / (target - early),
                          0.0, 1.0)
             : 1.0;
+    // ln e, computed once per epoch that a sample's search visits (0 until then; ln 1 = 0).
     std::vector<double> log_epoch(static_cast<size_t>(std::max(1, max_epochs)) + 1, 0.0);
-    for (size_t e = 1; e < log_epoch.size(); ++e) log_epoch[e] = std::log(static_cast<double>(e));
     const double creep = std::max(0.0, 1.0 - progress / 0.5);
     const double widen = options_.posterior_scale * (1.0 + (options_.creep_widening - 1.0) * creep);
     const double p_escape =
@@ -648,17 +771,10 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
       // The sampled trend reaches target - 3 sigma at `from`: before that, noise crosses
       // the target with negligible probability. From there, draw each epoch's noise.
       const double from = fit.family->reaches(target - 3 * sigma, p.data());
-      double first = EpochsToTarget::kNever;
-      if (from <= max_epochs) {
-        for (int e = std::max(n + 1, static_cast<int>(std::ceil(from))); e <= max_epochs; ++e) {
-          if (fit.family->value(e, log_epoch[static_cast<size_t>(e)], p.data()) +
-                  sigma * gauss(rng) >=
-              target) {
-            first = e;
-            break;
-          }
-        }
-      }
+      const int begin =
+          from <= max_epochs ? std::max(n + 1, static_cast<int>(std::ceil(from))) : max_epochs + 1;
+      double first = FirstCrossing(*fit.family, p.data(), target, sigma, begin, max_epochs,
+                                   options_, log_epoch, rng);
       if (p_escape > 0 && unit(rng) < p_escape) first = std::min(first, take_off_epoch());
       out.samples.push_back(first);
     }

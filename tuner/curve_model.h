@@ -75,6 +75,14 @@ struct CurveModelOptions {
   // is generous to slow starters: the stop rules want that, a sampler learning from
   // stopped trials does not (JobEngine::observed_model_). Off by default.
   bool censored_take_off = false;
+  // A sample's search for its first epoch at the target takes at most this many steps:
+  // beyond that horizon, blocks of epochs (see Predict). Bounds a prediction's time at
+  // any epoch limit.
+  int scan_epochs = 1024;
+  // Below this per-epoch chance of crossing at the trend's highest, the search thins
+  // (exactly) instead of drawing every epoch's noise: a curve levelling off below the
+  // target. 0 turns it off.
+  double thin_below = 0.05;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
