@@ -602,16 +602,21 @@ int RunCli(int argc, char** argv) {
                   number(link, "up_mbit_s", 1).c_str());
     }
     if (!a.body["links"].empty()) {
-      std::printf("\n%-28s %12s %10s   %12s %10s\n", "link", "declared", "", "measured", "");
-      std::printf("%-28s %12s %10s   %12s %10s\n", "", "Mbit/s", "ms", "Mbit/s", "ms");
+      std::printf("\n%-28s %12s %10s   %12s %10s   %12s %10s\n", "link", "declared", "", "via ctrl",
+                  "", "direct", "");
+      std::printf("%-28s %12s %10s   %12s %10s   %12s %10s\n", "", "Mbit/s", "ms", "Mbit/s", "ms",
+                  "Mbit/s", "ms");
       for (const json& l : a.body["links"]) {
         const std::string between =
             l["between"][0].get<std::string>() + " <-> " + l["between"][1].get<std::string>();
-        std::printf("%-28s %12s %10s   %12s %10s\n", between.c_str(),
+        const json direct = l.value("direct", json());
+        std::printf("%-28s %12s %10s   %12s %10s   %12s %10s\n", between.c_str(),
                     number(l["declared"], "bandwidth_mbit_s", 1).c_str(),
                     number(l["declared"], "latency_ms", 2).c_str(),
                     number(l["measured"], "bandwidth_mbit_s", 1).c_str(),
-                    number(l["measured"], "latency_ms", 2).c_str());
+                    number(l["measured"], "latency_ms", 2).c_str(),
+                    number(direct, "bandwidth_mbit_s", 1).c_str(),
+                    number(direct, "latency_ms", 2).c_str());
       }
     }
     std::printf("\nhow: %s\n", a.body["how"].get<std::string>().c_str());

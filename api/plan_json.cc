@@ -134,9 +134,24 @@ json TopologyViewToJson(const TopologyView& view) {
   }
   json links = json::array();
   for (const LinkView& l : view.links) {
+    json direct = nullptr;
+    if (l.direct) {
+      const DirectLink& d = *l.direct;
+      direct = {{"from", d.from_site},
+                {"to", d.to_site},
+                {"sender", d.sender},
+                {"listener", d.listener},
+                {"bytes", d.bytes},
+                {"seconds", d.seconds},
+                {"connect_ms", d.connect_s * 1e3},
+                {"bandwidth_mbit_s", d.link.bandwidth_bytes_s * 8e-6},
+                {"latency_ms", d.link.latency_s * 1e3},
+                {"measured_at", d.measured_at}};
+    }
     links.push_back({{"between", {l.a, l.b}},
                      {"declared", link_json(l.declared)},
-                     {"measured", link_json(l.measured)}});
+                     {"measured", link_json(l.measured)},
+                     {"direct", direct}});
   }
   return {{"sites", sites},
           {"links", links},
@@ -146,7 +161,10 @@ json TopologyViewToJson(const TopologyView& view) {
            "three pads of pad_bytes each way for throughput, which includes the worker's "
            "handling of the frame). links.measured: the path worker -> "
            "controller -> worker, a bound on the link between the sites (half of each "
-           "round trip; the least of the four throughputs), not a direct transfer"}};
+           "round trip; the least of the four throughputs), not a direct transfer. "
+           "links.direct: the latest link test, a timed transfer of `bytes` from a worker at "
+           "one site straight to a worker at the other: bandwidth = bytes / (seconds - one "
+           "round trip), latency = half the round trip of the connection's setup"}};
 }
 
 }  // namespace topotune

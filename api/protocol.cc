@@ -1,5 +1,6 @@
 #include "api/protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -139,6 +140,36 @@ Status Get(const nlohmann::json& j, const char* key, T* out) {
                                      std::to_string(kMaxTextBytes) + " bytes");
     }
     *out = v;
+  }
+  return Status::OK();
+}
+
+// A link test's nonce: exactly kLinkNonceChars lowercase hex digits.
+Status GetNonce(const nlohmann::json& j, std::string* out) {
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "nonce", out));
+  if (out->size() != kLinkNonceChars || !std::all_of(out->begin(), out->end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return Status::InvalidArgument("field 'nonce' must be " + std::to_string(kLinkNonceChars) +
+                                   " lowercase hex digits");
+  }
+  return Status::OK();
+}
+
+// A link test's byte count: 1..kMaxLinkTestBytes.
+Status GetLinkBytes(const nlohmann::json& j, int64_t* out) {
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "bytes", out));
+  if (*out < 1 || *out > kMaxLinkTestBytes) {
+    return Status::InvalidArgument("field 'bytes' must be in [1, " +
+                                   std::to_string(kMaxLinkTestBytes) + "]");
+  }
+  return Status::OK();
+}
+
+Status GetPort(const nlohmann::json& j, int* out) {
+  TOPOTUNE_RETURN_IF_ERROR(Get(j, "port", out));
+  if (*out < 1 || *out > 65535) {
+    return Status::InvalidArgument("field 'port' must be in [1, 65535]");
   }
   return Status::OK();
 }
@@ -597,6 +628,29 @@ StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload) {
     TOPOTUNE_RETURN_IF_ERROR(In("echo_reply", GetPad(m, "pad", &f.pad)));
     return WorkerFrame(std::move(f));
   }
+  if (type == "link_listening") {
+    LinkListeningFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("link_listening", Get(m, "id", &f.id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_listening", GetPort(m, &f.port)));
+    return WorkerFrame(f);
+  }
+  if (type == "link_report") {
+    LinkReportFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "id", &f.id)));
+    if (m.contains("error")) {
+      TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "error", &f.error)));
+      if (f.error.empty()) return Status::InvalidArgument("link_report.error must not be empty");
+      return WorkerFrame(std::move(f));
+    }
+    TOPOTUNE_RETURN_IF_ERROR(In("link_report", GetLinkBytes(m, &f.bytes)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "seconds", &f.seconds)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "connect_s", &f.connect_s)));
+    if (!(f.seconds > 0 && f.seconds <= 3600) || !(f.connect_s >= 0 && f.connect_s <= 3600)) {
+      return Status::InvalidArgument(
+          "link_report needs seconds in (0, 3600] and connect_s in [0, 3600]");
+    }
+    return WorkerFrame(std::move(f));
+  }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
 }
 
@@ -672,6 +726,30 @@ StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload) {
                                      std::to_string(kMaxEchoPadBytes) + "]");
     }
     f.reply_bytes = static_cast<uint32_t>(reply_bytes);
+    return ControllerFrame(std::move(f));
+  }
+  if (type == "link_listen") {
+    LinkListenFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("link_listen", Get(m, "id", &f.id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_listen", GetNonce(m, &f.nonce)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_listen", GetLinkBytes(m, &f.bytes)));
+    return ControllerFrame(std::move(f));
+  }
+  if (type == "link_send") {
+    LinkSendFrame f;
+    TOPOTUNE_RETURN_IF_ERROR(In("link_send", Get(m, "id", &f.id)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_send", GetNonce(m, &f.nonce)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_send", Get(m, "host", &f.host)));
+    // An address literal (the agent parses it, and never resolves a name).
+    if (f.host.empty() || f.host.size() > 45 ||
+        !std::all_of(f.host.begin(), f.host.end(), [](char c) {
+          return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                 c == '.' || c == ':';
+        })) {
+      return Status::InvalidArgument("link_send.host must be an IP address");
+    }
+    TOPOTUNE_RETURN_IF_ERROR(In("link_send", GetPort(m, &f.port)));
+    TOPOTUNE_RETURN_IF_ERROR(In("link_send", GetLinkBytes(m, &f.bytes)));
     return ControllerFrame(std::move(f));
   }
   return Status::InvalidArgument("unknown frame type '" + SafeText(type, 40) + "'");
@@ -765,6 +843,28 @@ nlohmann::json ToJson(const EchoFrame& f) {
 
 nlohmann::json ToJson(const EchoReplyFrame& f) {
   return {{"type", "echo_reply"}, {"id", f.id}, {"pad", f.pad}};
+}
+
+nlohmann::json ToJson(const LinkListenFrame& f) {
+  return {{"type", "link_listen"}, {"id", f.id}, {"nonce", f.nonce}, {"bytes", f.bytes}};
+}
+
+nlohmann::json ToJson(const LinkSendFrame& f) {
+  return {{"type", "link_send"}, {"id", f.id},     {"nonce", f.nonce},
+          {"host", f.host},      {"port", f.port}, {"bytes", f.bytes}};
+}
+
+nlohmann::json ToJson(const LinkListeningFrame& f) {
+  return {{"type", "link_listening"}, {"id", f.id}, {"port", f.port}};
+}
+
+nlohmann::json ToJson(const LinkReportFrame& f) {
+  if (!f.error.empty()) return {{"type", "link_report"}, {"id", f.id}, {"error", f.error}};
+  return {{"type", "link_report"},
+          {"id", f.id},
+          {"bytes", f.bytes},
+          {"seconds", f.seconds},
+          {"connect_s", f.connect_s}};
 }
 
 nlohmann::json HeartbeatJson() { return {{"type", "heartbeat"}}; }

@@ -9,9 +9,13 @@
 //                         progress {trial_id, attempt, point},
 //                         result {trial_id, attempt, status, message},
 //                         probe_result {key, probe} or {key, error},
-//                         checkpoint {chunk}, echo_reply {id, pad}
+//                         checkpoint {chunk}, echo_reply {id, pad},
+//                         link_listening {id, port}, link_report {id, bytes, seconds,
+//                         connect_s} or {id, error}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
 //                         checkpoint {chunk}, echo {id, pad, reply_bytes},
+//                         link_listen {id, nonce, bytes}, link_send {id, nonce, host, port,
+//                         bytes},
 //                         probe {key, model, dataset, batch_sizes},
 //                         stop {trial_id, reason}, heartbeat {},
 //                         error {code, message, fatal}
@@ -27,6 +31,19 @@
 // and a pad of exactly reply_bytes (both at most kMaxEchoPadBytes). Small echoes time the
 // round trip; a large pad one way times that direction's throughput. A controller speaks
 // protocols kMinProtocolVersion..kProtocolVersion and sends echoes only to workers of 3 on.
+//
+// A link test (protocol 4) times a direct transfer between two workers at different sites.
+// The controller sends "link_listen" to one: it listens on a new port of the address it
+// reaches the controller from, answers "link_listening" with the port, and accepts, within
+// kLinkTestTimeoutS, one connection that opens with the test's nonce (32 hex digits, fresh
+// per test; a connection with another, or without one after 5 s, is closed, at most
+// kLinkTestMaxAttempts of them, taken one at a time). The
+// controller then sends "link_send" to the other, with the address it sees the listener at:
+// it connects, sends the nonce and `bytes` bytes (at most kMaxLinkTestBytes), and waits for
+// a one-byte acknowledgement, which the listener sends once it has read them all. Both answer
+// "link_report": the sender with the seconds from the connection's establishment to the
+// acknowledgement and the seconds the connection took to establish (a round trip), the
+// listener with the seconds from the nonce to the last byte; or with an error.
 //
 // An error frame with "fatal": true means the worker must not retry: its protocol version
 // or its token was refused (codes PROTOCOL_VERSION, UNAUTHENTICATED, PERMISSION_DENIED).
@@ -47,10 +64,14 @@
 
 namespace topotune {
 
-constexpr int kProtocolVersion = 3;     ///< 2: checkpoint frames, per-epoch names; 3: echo
+constexpr int kProtocolVersion = 4;     ///< 2: checkpoints, per-epoch names; 3: echo; 4: link test
 constexpr int kMinProtocolVersion = 2;  ///< the oldest a controller still accepts
 constexpr uint32_t kMaxEchoPadBytes = 256u << 10;
 constexpr uint32_t kMaxFrameBytes = 1u << 20;  ///< frames over 1 MiB are refused
+constexpr int64_t kMaxLinkTestBytes = int64_t{64} << 20;
+constexpr size_t kLinkNonceChars = 32;
+constexpr double kLinkTestTimeoutS = 60.0;
+constexpr int kLinkTestMaxAttempts = 4;
 
 // Header plus payload, ready to write. Never throws (invalid UTF-8 becomes U+FFFD).
 std::string EncodeFrame(const nlohmann::json& message);
@@ -107,8 +128,20 @@ struct EchoReplyFrame {
   int64_t id = 0;
   std::string pad;  ///< exactly the reply_bytes asked for
 };
-using WorkerFrame = std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame,
-                                 ProbeResultFrame, CheckpointFrame, EchoReplyFrame>;
+struct LinkListeningFrame {
+  int64_t id = 0;
+  int port = 0;  ///< 1-65535
+};
+struct LinkReportFrame {
+  int64_t id = 0;
+  int64_t bytes = 0;       ///< transferred, nonce excluded
+  double seconds = 0.0;    ///< see the header; > 0
+  double connect_s = 0.0;  ///< the sender's connection setup; 0 from the listener
+  std::string error;       ///< set: the test failed, and the numbers mean nothing
+};
+using WorkerFrame =
+    std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame, ProbeResultFrame,
+                 CheckpointFrame, EchoReplyFrame, LinkListeningFrame, LinkReportFrame>;
 // Decodes and validates one payload from a worker, or says which field is wrong and why.
 StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload);
 
@@ -140,8 +173,21 @@ struct EchoFrame {
   std::string pad;
   uint32_t reply_bytes = 0;
 };
-using ControllerFrame = std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame,
-                                     HeartbeatFrame, ErrorFrame, CheckpointFrame, EchoFrame>;
+struct LinkListenFrame {
+  int64_t id = 0;
+  std::string nonce;  ///< kLinkNonceChars lowercase hex digits
+  int64_t bytes = 0;  ///< 1..kMaxLinkTestBytes
+};
+struct LinkSendFrame {
+  int64_t id = 0;
+  std::string nonce;
+  std::string host;  ///< an IPv4 or IPv6 address literal
+  int port = 0;
+  int64_t bytes = 0;
+};
+using ControllerFrame =
+    std::variant<WelcomeFrame, AssignFrame, ProbeFrame, StopFrame, HeartbeatFrame, ErrorFrame,
+                 CheckpointFrame, EchoFrame, LinkListenFrame, LinkSendFrame>;
 // Decodes and validates one payload from the controller.
 StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload);
 
@@ -162,6 +208,10 @@ nlohmann::json ToJson(const ErrorFrame& f);
 nlohmann::json ToJson(const CheckpointFrame& f);
 nlohmann::json ToJson(const EchoFrame& f);
 nlohmann::json ToJson(const EchoReplyFrame& f);
+nlohmann::json ToJson(const LinkListenFrame& f);
+nlohmann::json ToJson(const LinkSendFrame& f);
+nlohmann::json ToJson(const LinkListeningFrame& f);
+nlohmann::json ToJson(const LinkReportFrame& f);
 nlohmann::json HeartbeatJson();
 
 // A worker id: 1-64 characters of letters, digits, '-', '_' or '.'.

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <random>
 #include <thread>
+#include <utility>
 #include <variant>
 
 #include "api/json_input.h"
@@ -36,8 +38,32 @@ struct WorkerGateway::Impl {
   int port = 0;
   std::map<std::string, std::shared_ptr<Session>> sessions;  // only touched on the io thread
 
+  // The link test in flight between two sites (one at a time), and the pairs of sites
+  // tried, each with the two workers that tried it: a pair is tried again once one of them
+  // has left. Only touched on the io thread.
+  struct LinkTest {
+    int64_t id = 0;
+    std::string nonce;
+    std::string listener, sender;  // worker ids
+    std::string listener_site, sender_site;
+    std::string listener_host;  // the address the controller sees the listener at
+    bool listening = false;
+  };
+  std::optional<LinkTest> link_test;
+  int64_t link_tests = 0;  // ids handed out
+  std::map<std::pair<std::string, std::string>, std::pair<std::string, std::string>> link_tried;
+  asio::steady_timer link_timer{io};
+  std::random_device entropy;
+
   void Accept();
   void Post(const std::string& worker_id, std::string frame);
+  void MaybeTestLinks();
+  void StartLinkTest(Session& listener, Session& sender);
+  void EndLinkTest(const std::string& why);
+  Status OnLinkListening(Session& from, const LinkListeningFrame& f);
+  Status OnLinkReport(Session& from, const LinkReportFrame& f);
+  // Whether `id` names a test ever started; the current one, if it is still in flight.
+  Status CheckLinkId(const char* frame, int64_t id) const;
 };
 
 // One worker connection. Lives on the io thread only.
@@ -105,10 +131,33 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
       auto it = gateway_->sessions.find(worker_id_);
       if (it != gateway_->sessions.end() && it->second.get() == this) gateway_->sessions.erase(it);
       if (!replaced) gateway_->service->WorkerDisconnected(worker_id_);
+      const auto& test = gateway_->link_test;
+      if (test && (test->listener == worker_id_ || test->sender == worker_id_)) {
+        gateway_->EndLinkTest("worker " + worker_id_ + " left");
+      }
     }
   }
 
   int64_t token_id() const { return token_id_; }
+  const std::string& worker_id() const { return worker_id_; }
+  const std::string& site() const { return site_; }
+  // Registered, of protocol 4 or later, at a named site, its echoes done: a link test
+  // would neither be refused nor slowed by the echoes.
+  bool LinkReady() const {
+    return !closed_ && !close_after_write_ && !worker_id_.empty() && protocol_ >= 4 &&
+           !site_.empty() && (echo_step_ >= kEchoSteps || gateway_->options.echo_pad_bytes == 0);
+  }
+  // The address the controller sees this worker at ("" if the socket has none).
+  std::string RemoteAddress() const {
+    boost::system::error_code ec;
+    const tcp::endpoint remote = socket_.remote_endpoint(ec);
+    return ec ? std::string() : remote.address().to_string();
+  }
+  bool AtLoopback() const {
+    boost::system::error_code ec;
+    const tcp::endpoint remote = socket_.remote_endpoint(ec);
+    return !ec && remote.address().is_loopback();
+  }
 
  private:
   std::string Name() const { return worker_id_.empty() ? "(unregistered)" : worker_id_; }
@@ -265,7 +314,13 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     std::fprintf(stderr, "topotuned: worker %s connected (%s, %s, %d cores)\n", f.worker_id.c_str(),
                  record.device.kind.c_str(), SafeText(record.device.name, 80).c_str(),
                  record.device.cores);
-    if (f.protocol >= 3 && gateway_->options.echo_pad_bytes > 0) NextEcho();
+    protocol_ = f.protocol;
+    site_ = record.device.site;
+    if (f.protocol >= 3 && gateway_->options.echo_pad_bytes > 0) {
+      NextEcho();
+    } else {
+      gateway_->MaybeTestLinks();
+    }
     return Status::OK();
   }
 
@@ -333,8 +388,12 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     std::fprintf(stderr, "topotuned: worker %s link: rtt %.2f ms, %.3g Mbit/s down, %.3g up\n",
                  worker_id_.c_str(), link.rtt_s * 1e3, link.down_bytes_s * 8e-6,
                  link.up_bytes_s * 8e-6);
+    gateway_->MaybeTestLinks();
     return Status::OK();
   }
+
+  Status On(const LinkListeningFrame& f) { return gateway_->OnLinkListening(*this, f); }
+  Status On(const LinkReportFrame& f) { return gateway_->OnLinkReport(*this, f); }
 
   Status On(const HeartbeatFrame&) {
     Status s = gateway_->service->WorkerHeartbeat(worker_id_);
@@ -408,6 +467,8 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   };
   std::deque<Transfer> transfers_;
   std::string worker_id_;
+  std::string site_;
+  int protocol_ = 0;
   int64_t token_id_ = 0;
   std::optional<ErrorFrame> error_;  // the error frame to close with, when not the status's
   SteadyClock::time_point opened_;
@@ -440,6 +501,136 @@ void WorkerGateway::Impl::Accept() {
     }
     Accept();
   });
+}
+
+void WorkerGateway::Impl::MaybeTestLinks() {
+  if (options.link_test_bytes <= 0 || link_test) return;
+  std::vector<Session*> ready;
+  for (auto& [id, session] : sessions) {
+    if (session->LinkReady()) ready.push_back(session.get());
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    for (size_t j = i + 1; j < ready.size(); ++j) {
+      Session* listener = ready[i];
+      Session* sender = ready[j];
+      if (listener->site() == sender->site()) continue;
+      auto tried = link_tried.find(std::minmax(listener->site(), sender->site()));
+      if (tried != link_tried.end() && sessions.count(tried->second.first) > 0 &&
+          sessions.count(tried->second.second) > 0) {
+        continue;
+      }
+      if (listener->AtLoopback() && !sender->AtLoopback()) std::swap(listener, sender);
+      return StartLinkTest(*listener, *sender);
+    }
+  }
+}
+
+void WorkerGateway::Impl::StartLinkTest(Session& listener, Session& sender) {
+  LinkTest t;
+  t.id = ++link_tests;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < kLinkNonceChars; ++i) t.nonce += kHex[entropy() % 16];
+  t.listener = listener.worker_id();
+  t.sender = sender.worker_id();
+  t.listener_site = listener.site();
+  t.sender_site = sender.site();
+  t.listener_host = listener.RemoteAddress();
+  link_tried[std::minmax(t.listener_site, t.sender_site)] = {t.listener, t.sender};
+  std::fprintf(stderr, "topotuned: link test %lld: %s (%s) -> %s (%s), %lld bytes\n",
+               static_cast<long long>(t.id), t.sender.c_str(), SafeText(t.sender_site, 64).c_str(),
+               t.listener.c_str(), SafeText(t.listener_site, 64).c_str(),
+               static_cast<long long>(options.link_test_bytes));
+  listener.Send(EncodeFrame(ToJson(LinkListenFrame{t.id, t.nonce, options.link_test_bytes})));
+  const int64_t id = t.id;
+  link_test = std::move(t);
+  link_timer.expires_after(
+      std::chrono::milliseconds(static_cast<int64_t>((kLinkTestTimeoutS + 30) * 1000)));
+  link_timer.async_wait([this, id](boost::system::error_code ec) {
+    if (ec || !link_test || link_test->id != id) return;
+    EndLinkTest("no report within " + std::to_string(static_cast<int>(kLinkTestTimeoutS + 30)) +
+                " s");
+  });
+}
+
+void WorkerGateway::Impl::EndLinkTest(const std::string& why) {
+  if (!link_test) return;
+  if (!why.empty()) {
+    std::fprintf(stderr, "topotuned: link test %lld between %s and %s: %s\n",
+                 static_cast<long long>(link_test->id), link_test->sender.c_str(),
+                 link_test->listener.c_str(), SafeText(why, 300).c_str());
+  }
+  link_test.reset();
+  link_timer.cancel();
+  MaybeTestLinks();
+}
+
+Status WorkerGateway::Impl::CheckLinkId(const char* frame, int64_t id) const {
+  if (id < 1 || id > link_tests) {
+    return Status::InvalidArgument(std::string(frame) + " " + std::to_string(id) +
+                                   " answers no link test");
+  }
+  return Status::OK();
+}
+
+Status WorkerGateway::Impl::OnLinkListening(Session& from, const LinkListeningFrame& f) {
+  TOPOTUNE_RETURN_IF_ERROR(CheckLinkId("link_listening", f.id));
+  if (!link_test || link_test->id != f.id) return Status::OK();  // a test already over
+  if (from.worker_id() != link_test->listener || link_test->listening) {
+    return Status::InvalidArgument("link_listening " + std::to_string(f.id) +
+                                   ": this worker was not asked to listen");
+  }
+  link_test->listening = true;
+  auto sender = sessions.find(link_test->sender);
+  if (sender == sessions.end()) {
+    EndLinkTest("the sender left");
+    return Status::OK();
+  }
+  sender->second->Send(EncodeFrame(ToJson(LinkSendFrame{
+      f.id, link_test->nonce, link_test->listener_host, f.port, options.link_test_bytes})));
+  return Status::OK();
+}
+
+Status WorkerGateway::Impl::OnLinkReport(Session& from, const LinkReportFrame& f) {
+  TOPOTUNE_RETURN_IF_ERROR(CheckLinkId("link_report", f.id));
+  if (!link_test || link_test->id != f.id) return Status::OK();
+  const bool is_sender = from.worker_id() == link_test->sender;
+  if (!is_sender && from.worker_id() != link_test->listener) {
+    return Status::InvalidArgument("link_report " + std::to_string(f.id) +
+                                   ": this worker has no part in that link test");
+  }
+  if (!f.error.empty()) {
+    EndLinkTest(std::string("failed at the ") + (is_sender ? "sender" : "listener") + ": " +
+                f.error);
+    return Status::OK();
+  }
+  if (f.bytes != options.link_test_bytes) {
+    return Status::InvalidArgument("link_report " + std::to_string(f.id) + ": " +
+                                   std::to_string(f.bytes) + " bytes; the test moves " +
+                                   std::to_string(options.link_test_bytes));
+  }
+  if (!is_sender) {
+    std::fprintf(stderr, "topotuned: link test %lld: the listener read the bytes in %.3f s\n",
+                 static_cast<long long>(f.id), f.seconds);
+    return Status::OK();
+  }
+  DirectLink d;
+  d.from_site = link_test->sender_site;
+  d.to_site = link_test->listener_site;
+  d.sender = link_test->sender;
+  d.listener = link_test->listener;
+  d.bytes = f.bytes;
+  d.seconds = f.seconds;
+  d.connect_s = f.connect_s;
+  d.link = DirectTransferLink(f.bytes, f.seconds, f.connect_s);
+  d.measured_at =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  service->DirectLinkMeasured(d);
+  char summary[160];
+  std::snprintf(summary, sizeof(summary), "%.3g Mbit/s, latency %.2f ms (%.3f s, connect %.2f ms)",
+                d.link.bandwidth_bytes_s * 8e-6, d.link.latency_s * 1e3, d.seconds,
+                d.connect_s * 1e3);
+  EndLinkTest(summary);
+  return Status::OK();
 }
 
 void WorkerGateway::Impl::Post(const std::string& worker_id, std::string frame) {

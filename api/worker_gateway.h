@@ -29,6 +29,16 @@ class TokenAuthority;
 // CPU the throughput reads low. The result
 // goes to ControllerService::WorkerLinkMeasured. An echo_reply that answers no outstanding
 // echo, or with a pad of the wrong size, is a protocol error.
+//
+// Between sites: once two workers of protocol 4 at different named sites have finished
+// their echoes, the gateway runs a link test between them (api/protocol.h), one test at a
+// time, once per pair of sites while the two workers stay connected. The listener is the
+// one the controller does not see at a loopback address (a loopback address is reachable
+// from this host only); the sender is told the address the controller sees the listener
+// at. The sender's report goes to ControllerService::DirectLinkMeasured. A link frame that
+// names a test never started is a protocol error; one about a test already over is ignored.
+// A test that fails, or takes over kLinkTestTimeoutS + 30 s, is logged, and its pair is not
+// tried again until one of its workers reconnects.
 class WorkerGateway final : public WorkerChannel {
  public:
   struct Options {
@@ -40,6 +50,7 @@ class WorkerGateway final : public WorkerChannel {
     double frame_timeout_s = 30.0;         ///< a begun frame must complete within this
     int max_connections = 1024;            ///< more are closed at once
     uint32_t echo_pad_bytes = 256u << 10;  ///< the throughput echoes' pad; 0 = no link probe
+    int64_t link_test_bytes = 4 << 20;     ///< a link test's transfer; 0 = no link tests
   };
   explicit WorkerGateway(Options options);
   ~WorkerGateway() override;

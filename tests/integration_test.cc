@@ -693,6 +693,55 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
   fs::remove(table);
 }
 
+TEST(Integration, WorkersAtTwoSitesTimeADirectTransferBetweenThem) {
+  // Two real workers (replay mode: no training needed) at two named sites, on loopback.
+  // Once their echoes are done, the gateway has one listen and the other send 4 MiB
+  // straight to it; GET /v1/topology shows that link beside the bound through the
+  // controller, and the CLI prints it.
+  const fs::path table = WriteSyntheticTable("replay-table-sites");
+  Cluster cluster("15", {{"--replay", table.string(), "--site", "edge-1", "--class", "edge"},
+                         {"--replay", table.string(), "--site", "cloud", "--class", "cloud"}});
+  json view;
+  for (int i = 0; i < 150; ++i) {
+    auto res = cluster.Get("/v1/topology");
+    ASSERT_TRUE(res && res->status == 200);
+    view = json::parse(res->body);
+    if (view["links"].size() == 1 && !view["links"][0]["direct"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(view["links"].size(), 1u) << view.dump() << cluster.Log("topotuned.log");
+  const json& link = view["links"][0];
+  EXPECT_EQ(link["between"], json::array({"cloud", "edge-1"}));
+  ASSERT_FALSE(link["direct"].is_null()) << view.dump() << cluster.Log("topotuned.log");
+  const json& direct = link["direct"];
+  EXPECT_EQ(direct["bytes"], 4 << 20);
+  const std::set<std::string> sites = {direct["from"].get<std::string>(),
+                                       direct["to"].get<std::string>()};
+  EXPECT_EQ(sites, std::set<std::string>({"cloud", "edge-1"}));
+  EXPECT_NE(direct["sender"], direct["listener"]);
+  EXPECT_GT(direct["seconds"].get<double>(), 0.0);
+  EXPECT_GE(direct["connect_ms"].get<double>(), 0.0);
+  // Loopback moves 4 MiB far faster than any real link; the point is that a number came.
+  EXPECT_GT(direct["bandwidth_mbit_s"].get<double>(), 10.0) << direct.dump();
+  EXPECT_NEAR(direct["latency_ms"].get<double>(), direct["connect_ms"].get<double>() / 2, 1e-9);
+  EXPECT_FALSE(link["measured"].is_null());  // the bound through the controller, beside it
+  // Each worker logged its side.
+  EXPECT_NE(cluster.Log("w1.log").find("link test 1"), std::string::npos) << cluster.Log("w1.log");
+  EXPECT_NE(cluster.Log("w2.log").find("link test 1"), std::string::npos) << cluster.Log("w2.log");
+  // Once per pair of sites while the two stay connected: no second test.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(cluster.Log("topotuned.log").find("link test 2"), std::string::npos);
+
+  const std::string cmd = "TOPOTUNE_TOKEN=" + cluster.token() + " " + TOPOTUNE_CLI_BIN +
+                          " --server http://127.0.0.1:" + std::to_string(cluster.http_port()) +
+                          " topology";
+  const auto [status, printed] = RunCommand(cmd);
+  EXPECT_EQ(status, 0) << printed;
+  EXPECT_NE(printed.find("direct"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("cloud <-> edge-1"), std::string::npos) << printed;
+  fs::remove(table);
+}
+
 TEST(Integration, RungsInSecondsGiveFastConfigurationsMoreEpochs) {
   const fs::path table = WriteSyntheticTable("replay-sec");
   Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});

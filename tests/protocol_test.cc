@@ -138,6 +138,72 @@ TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
   refused({{"type", "echo_reply"}, {"pad", ""}}, false, "id");
 }
 
+TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
+  const std::string nonce = "00112233445566778899aabbccddeeff";
+  StatusOr<ControllerFrame> listen =
+      DecodeControllerFrame(EncodeFrame(ToJson(LinkListenFrame{3, nonce, 4 << 20})).substr(4));
+  ASSERT_TRUE(listen.ok()) << listen.status().message();
+  EXPECT_EQ(std::get<LinkListenFrame>(*listen).nonce, nonce);
+  EXPECT_EQ(std::get<LinkListenFrame>(*listen).bytes, 4 << 20);
+  StatusOr<ControllerFrame> send = DecodeControllerFrame(
+      EncodeFrame(ToJson(LinkSendFrame{3, nonce, "fd00::1", 40000, 10})).substr(4));
+  ASSERT_TRUE(send.ok()) << send.status().message();
+  EXPECT_EQ(std::get<LinkSendFrame>(*send).host, "fd00::1");
+  EXPECT_EQ(std::get<LinkSendFrame>(*send).port, 40000);
+  StatusOr<WorkerFrame> listening =
+      DecodeWorkerFrame(EncodeFrame(ToJson(LinkListeningFrame{3, 40000})).substr(4));
+  ASSERT_TRUE(listening.ok());
+  EXPECT_EQ(std::get<LinkListeningFrame>(*listening).port, 40000);
+  LinkReportFrame done;
+  done.id = 3;
+  done.bytes = 10;
+  done.seconds = 0.5;
+  done.connect_s = 0.01;
+  StatusOr<WorkerFrame> report = DecodeWorkerFrame(EncodeFrame(ToJson(done)).substr(4));
+  ASSERT_TRUE(report.ok());
+  EXPECT_DOUBLE_EQ(std::get<LinkReportFrame>(*report).seconds, 0.5);
+  LinkReportFrame failed;
+  failed.id = 3;
+  failed.error = "cannot connect";
+  report = DecodeWorkerFrame(EncodeFrame(ToJson(failed)).substr(4));
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(std::get<LinkReportFrame>(*report).error, "cannot connect");
+
+  auto refused = [](const nlohmann::json& j, bool from_controller, const std::string& field) {
+    const std::string payload = j.dump();
+    const Status s = from_controller ? DecodeControllerFrame(payload).status()
+                                     : DecodeWorkerFrame(payload).status();
+    EXPECT_FALSE(s.ok()) << payload.substr(0, 80);
+    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+  };
+  // A nonce of the wrong length or alphabet; bytes over the cap or none.
+  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", "abc"}, {"bytes", 10}}, true, "nonce");
+  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", std::string(32, 'G')}, {"bytes", 10}},
+          true, "nonce");
+  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", kMaxLinkTestBytes + 1}},
+          true, "bytes");
+  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", 0}}, true, "bytes");
+  // A host that is not an address literal (a name would be resolved: never), a bad port.
+  refused({{"type", "link_send"},
+           {"id", 1},
+           {"nonce", nonce},
+           {"host", "example.com"},
+           {"port", 1},
+           {"bytes", 10}},
+          true, "host");
+  refused({{"type", "link_send"},
+           {"id", 1},
+           {"nonce", nonce},
+           {"host", "10.0.0.1"},
+           {"port", 70000},
+           {"bytes", 10}},
+          true, "port");
+  refused({{"type", "link_listening"}, {"id", 1}, {"port", 0}}, false, "port");
+  refused({{"type", "link_report"}, {"id", 1}, {"bytes", 10}, {"seconds", 0.0}, {"connect_s", 0}},
+          false, "seconds");
+  refused({{"type", "link_report"}, {"id", 1}, {"error", ""}}, false, "error");
+}
+
 // A probe's step split (protocol 3) round-trips; a probe without it (an older worker)
 // decodes with zero parts; a negative part is refused with the field named.
 TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {

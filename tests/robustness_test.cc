@@ -883,6 +883,33 @@ TEST(Topology, TheGatewayMeasuresEachWorkersLinkBesideTheDeclaredOnes) {
   ASSERT_TRUE(error.is_object()) << "the connection closed without an error frame";
   EXPECT_NE(error.value("message", "").find("answers no outstanding echo"), std::string::npos)
       << error.dump();
+  // So is a link frame about a link test never started, and it is named.
+  RawWorker stranger(c.worker_port());
+  stranger.answer_echoes = false;
+  ASSERT_TRUE(stranger.Hello("stranger", c.worker_token()));
+  stranger.SendFrame({{"type", "link_listening"}, {"id", 4242}, {"port", 5000}});
+  for (int i = 0; i < 10; ++i) {
+    error = stranger.Receive();
+    if (error.is_null() || error.value("type", "") == "error") break;
+  }
+  ASSERT_TRUE(error.is_object()) << "the connection closed without an error frame";
+  EXPECT_NE(error.value("message", "").find("link_listening 4242 answers no link test"),
+            std::string::npos)
+      << error.dump();
+  // A link frame out of range is refused by the decoder, before any of that.
+  RawWorker garbler(c.worker_port());
+  garbler.answer_echoes = false;
+  ASSERT_TRUE(garbler.Hello("garbler", c.worker_token()));
+  garbler.SendFrame(
+      {{"type", "link_report"}, {"id", 1}, {"bytes", 1}, {"seconds", -1.0}, {"connect_s", 0.0}});
+  for (int i = 0; i < 10; ++i) {
+    error = garbler.Receive();
+    if (error.is_null() || error.value("type", "") == "error") break;
+  }
+  ASSERT_TRUE(error.is_object());
+  EXPECT_NE(error.value("message", "").find("link_report needs seconds in (0, 3600]"),
+            std::string::npos)
+      << error.dump();
   // A worker of protocol 2 is accepted and gets no echo.
   RawWorker old(c.worker_port());
   old.SendFrame(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The emulated edge/cloud testbed (examples/testbed/testbed.sh), as a user starts it: `up`
 # registers a cloud and an edge worker, each with its class and site, the edge with its
-# CPU and memory limits and behind its shaped link; `down` removes every namespace, link,
+# CPU and memory limits and behind its shaped link, and the gateway's link test between
+# the two sites measures that link; `down` removes every namespace, link,
 # cgroup and process it made. Skips (77) without root or network namespaces.
 # Usage: tests/testbed_test.sh BUILD_DIR
 set -euo pipefail
@@ -52,10 +53,24 @@ tc qdisc show dev "$VETH_HOST" | grep -q "tbf .*rate 10Mbit" || fail "$VETH_HOST
 ip netns exec "$NETNS" tc qdisc show dev "$VETH_NS" | grep -q "tbf .*rate 10Mbit" ||
   fail "$VETH_NS is not shaped"
 
+# The gateway's link test between the two sites: a worker at each, 4 MiB straight from one
+# to the other over the shaped veth pair, so about 10 Mbit/s less the headers.
+direct=""
+for _ in $(seq 60); do
+  direct=$("${topotune[@]}" topology --json 2>/dev/null |
+    python3 -c 'import json,sys; l=json.load(sys.stdin)["links"]; print(l[0]["direct"]["bandwidth_mbit_s"] if l and l[0]["direct"] else "")' || true)
+  [ -n "$direct" ] && break
+  sleep 0.5
+done
+echo "link test cloud <-> edge-1: $direct Mbit/s"
+[ -n "$direct" ] || fail "no link test between the sites"
+python3 -c "import sys; sys.exit(0 if 7 <= $direct <= 11 else 1)" ||
+  fail "the link test measured $direct Mbit/s on a 10 Mbit/s link"
+
 "$testbed" down "$dir"
 ! ip netns list | grep -qw "$NETNS" || fail "namespace $NETNS is left"
 ! ip link show "$VETH_HOST" >/dev/null 2>&1 || fail "link $VETH_HOST is left"
 for cg in $CGROUPS; do [ ! -d "$cg" ] || fail "cgroup $cg is left"; done
 for pid in $PIDS; do ! kill -0 "$pid" 2>/dev/null || fail "process $pid is left"; done
 [ ! -f "$dir/testbed.env" ] || fail "testbed.env is left"
-echo "PASS: up registered both classes; down left nothing"
+echo "PASS: up registered both classes, the link test measured the shaped link; down left nothing"

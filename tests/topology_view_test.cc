@@ -32,7 +32,7 @@ TEST(TopologyView, SitesTakeTheMedianOfTheirWorkersAndPairsThePathThroughTheCont
   Topology declared;
   declared.sites = {{"edge-1", {{"edge", 4}}}, {"cloud", {{"cloud", 2}}}, {"lab", {{"x", 1}}}};
   declared.links = {{"edge-1", "cloud", {1.25e6, 0.04}}};
-  const TopologyView view = BuildTopologyView(workers, links, &declared);
+  const TopologyView view = BuildTopologyView(workers, links, {}, &declared);
 
   ASSERT_EQ(view.sites.size(), 3u);
   const SiteView& cloud = view.sites[0];
@@ -59,11 +59,53 @@ TEST(TopologyView, SitesTakeTheMedianOfTheirWorkersAndPairsThePathThroughTheCont
   EXPECT_DOUBLE_EQ(l.measured->latency_s, 0.5 * (0.020 + 0.002));
 
   // Without a declared topology, the measured pair alone.
-  const TopologyView bare = BuildTopologyView(workers, links, nullptr);
+  const TopologyView bare = BuildTopologyView(workers, links, {}, nullptr);
   ASSERT_EQ(bare.links.size(), 1u);
   EXPECT_FALSE(bare.links[0].declared.has_value());
   EXPECT_TRUE(bare.links[0].measured.has_value());
   EXPECT_EQ(bare.sites.size(), 2u);
+}
+
+// A link test's transfer: 4 MiB in 3.4 s on a connection set up in 40 ms is 4 MiB over
+// 3.36 s (the last byte's way there and the acknowledgement's back are one round trip),
+// with a latency of 20 ms. The latest test of a pair is shown, beside the bound through the
+// controller; a pair whose workers have left keeps its test, alone.
+TEST(TopologyView, ALinkTestStandsBesideTheBoundAndTheLatestCounts) {
+  const Link l = DirectTransferLink(4 << 20, 3.4, 0.040);
+  EXPECT_DOUBLE_EQ(l.bandwidth_bytes_s, (4 << 20) / 3.36);
+  EXPECT_DOUBLE_EQ(l.latency_s, 0.020);
+  EXPECT_GT(DirectTransferLink(10, 0.001, 0.002).bandwidth_bytes_s, 0.0);  // never negative
+
+  const std::vector<WorkerRecord> workers = {Worker("e1", "edge", "edge-1"),
+                                             Worker("c1", "cloud", "cloud")};
+  const std::map<std::string, WorkerLink> links = {{"e1", {0.010, 1e6, 0.9e6, 1 << 18, 100}},
+                                                   {"c1", {0.002, 125e6, 125e6, 1 << 18, 100}}};
+  DirectLink older, latest, gone;
+  older.from_site = "cloud";
+  older.to_site = "edge-1";
+  older.link = {1.0e6, 0.02};
+  older.measured_at = 100;
+  latest = older;
+  latest.from_site = "edge-1";  // the other direction: the same pair
+  latest.to_site = "cloud";
+  latest.link = {1.2e6, 0.03};
+  latest.measured_at = 200;
+  gone.from_site = "lab";
+  gone.to_site = "cloud";
+  gone.link = {5e6, 0.001};
+  const TopologyView view = BuildTopologyView(workers, links, {older, latest, gone}, nullptr);
+  ASSERT_EQ(view.links.size(), 2u);
+  EXPECT_EQ(view.links[0].a, "cloud");
+  EXPECT_EQ(view.links[0].b, "edge-1");
+  ASSERT_TRUE(view.links[0].measured.has_value());
+  ASSERT_TRUE(view.links[0].direct.has_value());
+  EXPECT_DOUBLE_EQ(view.links[0].direct->link.bandwidth_bytes_s, 1.2e6);
+  EXPECT_EQ(view.links[0].direct->from_site, "edge-1");
+  EXPECT_EQ(view.links[1].a, "cloud");
+  EXPECT_EQ(view.links[1].b, "lab");
+  EXPECT_FALSE(view.links[1].measured.has_value());
+  ASSERT_TRUE(view.links[1].direct.has_value());
+  EXPECT_DOUBLE_EQ(view.links[1].direct->link.bandwidth_bytes_s, 5e6);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "tuner/controller_service.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <tuple>
@@ -115,16 +116,36 @@ StatusOr<TopologyView> ControllerService::TopologyOf(const Topology* declared) {
   StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();
   if (!workers.ok()) return workers.status();
   std::map<std::string, WorkerLink> links;
+  std::vector<DirectLink> direct;
   {
     std::lock_guard<std::mutex> lock(links_mutex_);
     links = links_;
+    direct = direct_links_;
   }
-  return BuildTopologyView(*workers, links, declared);
+  return BuildTopologyView(*workers, links, direct, declared);
 }
 
 void ControllerService::WorkerLinkMeasured(const std::string& worker_id, const WorkerLink& link) {
   std::lock_guard<std::mutex> lock(links_mutex_);
   links_[worker_id] = link;
+}
+
+void ControllerService::DirectLinkMeasured(const DirectLink& link) {
+  std::lock_guard<std::mutex> lock(links_mutex_);
+  const auto pair = std::minmax(link.from_site, link.to_site);
+  for (DirectLink& d : direct_links_) {
+    if (std::minmax(d.from_site, d.to_site) == pair) {
+      d = link;
+      return;
+    }
+  }
+  // Site names come from workers: keep the latest kMaxDirectLinks pairs, not every one.
+  if (direct_links_.size() >= kMaxDirectLinks) {
+    direct_links_.erase(std::min_element(
+        direct_links_.begin(), direct_links_.end(),
+        [](const DirectLink& a, const DirectLink& b) { return a.measured_at < b.measured_at; }));
+  }
+  direct_links_.push_back(link);
 }
 
 StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
@@ -186,24 +207,29 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
   }
   input.measured_tta = MeasuredTtaByClass(d->trials, d->points, class_of, d->spec.target_accuracy);
   input.targets = topology.targets;
-  // Where the data's site and a target's site both have workers whose links were measured,
-  // the data moves over the measured path (through the controller) instead of the declared.
+  // Where the data's site and a target's site were joined by a link test, the data moves
+  // over that link; else, where both have workers whose links to the controller were
+  // measured, over the path through the controller; else over the declared link.
   std::map<std::string, WorkerLink> links;
+  std::vector<DirectLink> direct;
   {
     std::lock_guard<std::mutex> lock(links_mutex_);
     links = links_;
+    direct = direct_links_;
   }
-  const TopologyView view = BuildTopologyView(*workers, links, &topology);
+  const TopologyView view = BuildTopologyView(*workers, links, direct, &topology);
   for (Target& target : input.targets) {
     if (!(target.data_bytes > 0)) continue;
     for (const LinkView& l : view.links) {
       const bool joins = (l.a == topology.data_site && l.b == target.site) ||
                          (l.b == topology.data_site && l.a == target.site);
-      if (!joins || !l.measured) continue;
-      target.data_link = *l.measured;
+      if (!joins || (!l.measured && !l.direct)) continue;
+      target.data_link = l.direct ? l.direct->link : *l.measured;
       char how[160];
-      std::snprintf(how, sizeof(how), "measured through the controller (%.3g Mbit/s",
-                    l.measured->bandwidth_bytes_s * 8e-6);
+      std::snprintf(how, sizeof(how), "%s (%.3g Mbit/s",
+                    l.direct ? "measured by a direct transfer between the sites"
+                             : "measured through the controller",
+                    target.data_link.bandwidth_bytes_s * 8e-6);
       std::string declared = "; none declared)";
       if (l.declared) {
         char d[64];

@@ -83,6 +83,10 @@ class ControllerService {
   void WorkerDisconnected(const std::string& worker_id);
   // The gateway measured the link to a connected worker (kept until it disconnects).
   void WorkerLinkMeasured(const std::string& worker_id, const WorkerLink& link);
+  // The gateway's link test between two sites (the latest per pair is kept, for the latest
+  // kMaxDirectLinks pairs).
+  void DirectLinkMeasured(const DirectLink& link);
+  static constexpr size_t kMaxDirectLinks = 256;
   StatusOr<EpochVerdict> OnEpoch(const std::string& worker_id, int64_t trial_id, int attempt,
                                  const CurvePoint& point);
   Status OnSegmentEnded(const std::string& worker_id, const SegmentResult& result);
@@ -97,6 +101,7 @@ class ControllerService {
   Dispatcher dispatcher_;
   std::mutex links_mutex_;
   std::map<std::string, WorkerLink> links_;  ///< by worker id; guarded by links_mutex_
+  std::vector<DirectLink> direct_links_;     ///< one per pair of sites; guarded too
 };
 
 }  // namespace topotune

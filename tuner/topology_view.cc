@@ -20,9 +20,15 @@ Link ThroughController(const WorkerLink& a, const WorkerLink& b) {
           0.5 * (a.rtt_s + b.rtt_s)};
 }
 
+Link DirectTransferLink(int64_t bytes, double seconds, double connect_s) {
+  // The transfer's time less a round trip, never below a microsecond.
+  const double transfer_s = std::max(seconds - connect_s, 1e-6);
+  return {static_cast<double>(bytes) / transfer_s, 0.5 * connect_s};
+}
+
 TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
                                const std::map<std::string, WorkerLink>& links,
-                               const Topology* declared) {
+                               const std::vector<DirectLink>& direct, const Topology* declared) {
   std::map<std::string, SiteView> sites;
   std::map<std::string, std::vector<const WorkerLink*>> measured;
   for (const WorkerRecord& w : workers) {
@@ -71,13 +77,26 @@ TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
     }
     return ThroughController(sa->median, sb->median);
   };
+  // The latest link test per pair of sites.
+  std::map<std::pair<std::string, std::string>, const DirectLink*> tested;
+  for (const DirectLink& d : direct) {
+    const auto key = std::minmax(d.from_site, d.to_site);
+    const DirectLink*& latest = tested[{key.first, key.second}];
+    if (latest == nullptr || d.measured_at >= latest->measured_at) latest = &d;
+  }
+  auto direct_between = [&](const std::string& a,
+                            const std::string& b) -> std::optional<DirectLink> {
+    auto it = tested.find({a, b});
+    if (it == tested.end()) return std::nullopt;
+    return *it->second;
+  };
   std::set<std::pair<std::string, std::string>> seen;
   if (declared != nullptr) {
     for (const Topology::SiteLink& l : declared->links) {
       const auto key = std::minmax(l.a, l.b);
       if (!seen.insert(key).second) continue;
-      view.links.push_back(
-          {key.first, key.second, l.link, measured_between(key.first, key.second)});
+      view.links.push_back({key.first, key.second, l.link, measured_between(key.first, key.second),
+                            direct_between(key.first, key.second)});
     }
   }
   // Every other pair of named sites that both have measured workers.
@@ -87,8 +106,16 @@ TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
       const std::string& b = view.sites[j].site;
       if (a.empty() || b.empty() || seen.count({a, b}) > 0) continue;
       std::optional<Link> m = measured_between(a, b);
-      if (m) view.links.push_back({a, b, std::nullopt, m});
+      if (m) {
+        seen.insert({a, b});
+        view.links.push_back({a, b, std::nullopt, m, direct_between(a, b)});
+      }
     }
+  }
+  // Pairs with a link test and nothing else (their workers have left since).
+  for (const auto& [key, d] : tested) {
+    if (seen.count(key) == 0)
+      view.links.push_back({key.first, key.second, std::nullopt, std::nullopt, *d});
   }
   return view;
 }

@@ -10,7 +10,14 @@
 // -> worker) gives a bound on their link: its latency is half of each side's round trip,
 // its bandwidth the least of the four directions. It is not a direct transfer between the
 // two sites, and the view says so.
+//
+// A link test (api/protocol.h, protocol 4) measures the link itself: a worker at one site
+// sends a timed transfer straight to a worker at the other. Its bandwidth is the bytes over
+// the transfer's time less one round trip (the last byte's way there and the
+// acknowledgement's way back), its latency half the round trip the connection took to set
+// up. The latest test per pair of sites is kept and shown beside the bound.
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -39,10 +46,26 @@ struct SiteView {
   std::map<std::string, int> declared;  ///< class -> devices the topology declares
 };
 
+// A link between two sites measured by a direct transfer between their workers.
+struct DirectLink {
+  std::string from_site, to_site;  ///< the sender's and the listener's
+  std::string sender, listener;    ///< worker ids
+  int64_t bytes = 0;
+  double seconds = 0.0;    ///< from the connection's establishment to the acknowledgement
+  double connect_s = 0.0;  ///< the connection's setup: one round trip
+  Link link;
+  double measured_at = 0.0;  ///< seconds since the Unix epoch
+};
+
+// The link of a transfer of `bytes` that took `seconds` on a connection set up in
+// `connect_s` (see the header).
+Link DirectTransferLink(int64_t bytes, double seconds, double connect_s);
+
 struct LinkView {
-  std::string a, b;              ///< site names, a < b
-  std::optional<Link> declared;  ///< the topology's
-  std::optional<Link> measured;  ///< through the controller (a bound), when both measured
+  std::string a, b;                  ///< site names, a < b
+  std::optional<Link> declared;      ///< the topology's
+  std::optional<Link> measured;      ///< through the controller (a bound), when both measured
+  std::optional<DirectLink> direct;  ///< the latest link test between the two sites
 };
 
 struct TopologyView {
@@ -51,10 +74,10 @@ struct TopologyView {
 };
 
 // The view of `workers` (connected ones: state != "offline") with their `links` (by worker
-// id), beside `declared` when given.
+// id) and the `direct` link tests between sites, beside `declared` when given.
 TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
                                const std::map<std::string, WorkerLink>& links,
-                               const Topology* declared);
+                               const std::vector<DirectLink>& direct, const Topology* declared);
 
 // The site-to-site bound through the controller from the two sites' measured links.
 Link ThroughController(const WorkerLink& a, const WorkerLink& b);

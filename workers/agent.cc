@@ -18,6 +18,7 @@
 
 #include "api/protocol.h"
 #include "workers/device_probe.h"
+#include "workers/link_test.h"
 #include "workers/replay_table.h"
 #include "workers/trainer.h"
 
@@ -52,6 +53,8 @@ struct Agent::Impl {
     std::string result_frame;
   };
   std::optional<Upload> upload;
+  // This worker's side of the link test in flight (one at a time).
+  std::shared_ptr<LinkTestSide> link_test;
   bool connected = false;
   double heartbeat_s = 2.0;
   double backoff_s = 0;  // the last reconnect delay; 0 after a welcome
@@ -169,6 +172,8 @@ struct Agent::Impl {
     heartbeat->cancel();
     writes.clear();
     upload.reset();
+    if (link_test) link_test->Cancel();
+    link_test.reset();
     checkpoints->AbortUpload(kFromController);
     io.stop();
   }
@@ -221,6 +226,10 @@ struct Agent::Impl {
     } else if (const auto* echo = std::get_if<EchoFrame>(&*frame)) {
       // The controller times the link: answer at once, with the pad it asked for.
       Send(EncodeFrame(ToJson(EchoReplyFrame{echo->id, std::string(echo->reply_bytes, 'x')})));
+    } else if (const auto* listen = std::get_if<LinkListenFrame>(&*frame)) {
+      StartLinkListen(*listen);
+    } else if (const auto* send = std::get_if<LinkSendFrame>(&*frame)) {
+      StartLinkSend(*send);
     } else if (const auto* error = std::get_if<ErrorFrame>(&*frame)) {
       if (error->fatal) {
         fatal = Status::FailedPrecondition("controller refused this worker (" + error->code +
@@ -231,6 +240,57 @@ struct Agent::Impl {
       }
       Disconnect("controller error (" + error->code + "): " + error->message + "; will retry");
     }
+  }
+
+  // The link test's outcome, for the controller; the test is over.
+  LinkTestSide::Report LinkReporter(const char* role) {
+    return [this, role](const LinkReportFrame& r) {
+      if (r.error.empty()) {
+        Log(std::string("link test ") + std::to_string(r.id) + " (" + role +
+            "): " + std::to_string(r.bytes) + " bytes in " + std::to_string(r.seconds) + " s");
+      } else {
+        Log(std::string("link test ") + std::to_string(r.id) + " (" + role +
+            ") failed: " + r.error);
+      }
+      Send(EncodeFrame(ToJson(r)));
+      link_test.reset();
+    };
+  }
+
+  // Refuses a second link test while one is in flight.
+  bool LinkTestBusy(int64_t id) {
+    if (!link_test) return false;
+    LinkReportFrame r;
+    r.id = id;
+    r.error = "busy with another link test";
+    Send(EncodeFrame(ToJson(r)));
+    return true;
+  }
+
+  // Listens on the address this worker reaches the controller from: the one the
+  // controller sees, and tells the sender.
+  void StartLinkListen(const LinkListenFrame& f) {
+    if (LinkTestBusy(f.id)) return;
+    boost::system::error_code ec;
+    const tcp::endpoint local = socket->local_endpoint(ec);
+    StatusOr<std::shared_ptr<LinkTestSide>> side =
+        ec ? StatusOr<std::shared_ptr<LinkTestSide>>(
+                 Status::IOError("no local address: " + ec.message()))
+           : LinkTestSide::Listen(io, local.address(), f, LinkReporter("listener"));
+    if (!side.ok()) {
+      LinkReportFrame r;
+      r.id = f.id;
+      r.error = side.status().message();
+      Send(EncodeFrame(ToJson(r)));
+      return;
+    }
+    link_test = *side;
+    Send(EncodeFrame(ToJson(LinkListeningFrame{f.id, link_test->port()})));
+  }
+
+  void StartLinkSend(const LinkSendFrame& f) {
+    if (LinkTestBusy(f.id)) return;
+    link_test = LinkTestSide::Send(io, f, LinkReporter("sender"));
   }
 
   // A chunk of the checkpoint the next segment resumes from. A transfer that fails leaves
