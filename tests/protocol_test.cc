@@ -108,6 +108,15 @@ TEST(Protocol, DeviceClassAndSiteRoundTripAndAreOptional) {
 
 // Echo frames round-trip with their pads; a pad over kMaxEchoPadBytes, a negative or
 // oversized reply, or a pad that is not a string is refused with the field named.
+// A frame's decoder refuses `j` (from the controller or from a worker), naming `field`.
+void ExpectRefused(const nlohmann::json& j, bool from_controller, const std::string& field) {
+  const std::string payload = j.dump();
+  const Status s = from_controller ? DecodeControllerFrame(payload).status()
+                                   : DecodeWorkerFrame(payload).status();
+  EXPECT_FALSE(s.ok()) << payload.substr(0, 80);
+  EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+}
+
 TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
   const std::string pad(kMaxEchoPadBytes, 'x');
   StatusOr<ControllerFrame> echo =
@@ -122,20 +131,14 @@ TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
   ASSERT_TRUE(reply.ok()) << reply.status().message();
   EXPECT_EQ(std::get<EchoReplyFrame>(*reply).pad.size(), 1000u);
 
-  auto refused = [](const nlohmann::json& j, bool from_controller, const std::string& field) {
-    const std::string payload = j.dump();
-    const Status s = from_controller ? DecodeControllerFrame(payload).status()
-                                     : DecodeWorkerFrame(payload).status();
-    EXPECT_FALSE(s.ok()) << payload.substr(0, 80);
-    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
-  };
-  refused({{"type", "echo"}, {"id", 1}, {"pad", pad + "x"}, {"reply_bytes", 0}}, true, "pad");
-  refused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", -1}}, true, "reply_bytes");
-  refused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", kMaxEchoPadBytes + 1}}, true,
-          "reply_bytes");
-  refused({{"type", "echo"}, {"id", 1}, {"pad", 5}, {"reply_bytes", 0}}, true, "pad");
-  refused({{"type", "echo_reply"}, {"id", 1}, {"pad", pad + "x"}}, false, "pad");
-  refused({{"type", "echo_reply"}, {"pad", ""}}, false, "id");
+  ExpectRefused({{"type", "echo"}, {"id", 1}, {"pad", pad + "x"}, {"reply_bytes", 0}}, true, "pad");
+  ExpectRefused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", -1}}, true,
+                "reply_bytes");
+  ExpectRefused({{"type", "echo"}, {"id", 1}, {"pad", ""}, {"reply_bytes", kMaxEchoPadBytes + 1}},
+                true, "reply_bytes");
+  ExpectRefused({{"type", "echo"}, {"id", 1}, {"pad", 5}, {"reply_bytes", 0}}, true, "pad");
+  ExpectRefused({{"type", "echo_reply"}, {"id", 1}, {"pad", pad + "x"}}, false, "pad");
+  ExpectRefused({{"type", "echo_reply"}, {"pad", ""}}, false, "id");
 }
 
 TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
@@ -169,39 +172,37 @@ TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(std::get<LinkReportFrame>(*report).error, "cannot connect");
 
-  auto refused = [](const nlohmann::json& j, bool from_controller, const std::string& field) {
-    const std::string payload = j.dump();
-    const Status s = from_controller ? DecodeControllerFrame(payload).status()
-                                     : DecodeWorkerFrame(payload).status();
-    EXPECT_FALSE(s.ok()) << payload.substr(0, 80);
-    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
-  };
   // A nonce of the wrong length or alphabet; bytes over the cap or none.
-  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", "abc"}, {"bytes", 10}}, true, "nonce");
-  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", std::string(32, 'G')}, {"bytes", 10}},
-          true, "nonce");
-  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", kMaxLinkTestBytes + 1}},
-          true, "bytes");
-  refused({{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", 0}}, true, "bytes");
+  ExpectRefused({{"type", "link_listen"}, {"id", 1}, {"nonce", "abc"}, {"bytes", 10}}, true,
+                "nonce");
+  ExpectRefused(
+      {{"type", "link_listen"}, {"id", 1}, {"nonce", std::string(32, 'G')}, {"bytes", 10}}, true,
+      "nonce");
+  ExpectRefused(
+      {{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", kMaxLinkTestBytes + 1}},
+      true, "bytes");
+  ExpectRefused({{"type", "link_listen"}, {"id", 1}, {"nonce", nonce}, {"bytes", 0}}, true,
+                "bytes");
   // A host that is not an address literal (a name would be resolved: never), a bad port.
-  refused({{"type", "link_send"},
-           {"id", 1},
-           {"nonce", nonce},
-           {"host", "example.com"},
-           {"port", 1},
-           {"bytes", 10}},
-          true, "host");
-  refused({{"type", "link_send"},
-           {"id", 1},
-           {"nonce", nonce},
-           {"host", "10.0.0.1"},
-           {"port", 70000},
-           {"bytes", 10}},
-          true, "port");
-  refused({{"type", "link_listening"}, {"id", 1}, {"port", 0}}, false, "port");
-  refused({{"type", "link_report"}, {"id", 1}, {"bytes", 10}, {"seconds", 0.0}, {"connect_s", 0}},
-          false, "seconds");
-  refused({{"type", "link_report"}, {"id", 1}, {"error", ""}}, false, "error");
+  ExpectRefused({{"type", "link_send"},
+                 {"id", 1},
+                 {"nonce", nonce},
+                 {"host", "example.com"},
+                 {"port", 1},
+                 {"bytes", 10}},
+                true, "host");
+  ExpectRefused({{"type", "link_send"},
+                 {"id", 1},
+                 {"nonce", nonce},
+                 {"host", "10.0.0.1"},
+                 {"port", 70000},
+                 {"bytes", 10}},
+                true, "port");
+  ExpectRefused({{"type", "link_listening"}, {"id", 1}, {"port", 0}}, false, "port");
+  ExpectRefused(
+      {{"type", "link_report"}, {"id", 1}, {"bytes", 10}, {"seconds", 0.0}, {"connect_s", 0}},
+      false, "seconds");
+  ExpectRefused({{"type", "link_report"}, {"id", 1}, {"error", ""}}, false, "error");
 }
 
 // A probe's step split (protocol 3) round-trips; a probe without it (an older worker)
