@@ -67,8 +67,10 @@ const Topology::SiteLink* FindLink(const Topology& t, const std::string& a, cons
   return nullptr;
 }
 
-// A link field: inline, or ["site-a", "site-b"] naming a declared link.
-Status LinkField(Fields& f, const std::string& key, const Topology& t, bool required, Link* link) {
+// A link field: inline, or ["site-a", "site-b"] naming a declared link (then `sites`, when
+// given, gets the two names).
+Status LinkField(Fields& f, const std::string& key, const Topology& t, bool required, Link* link,
+                 std::pair<std::string, std::string>* sites = nullptr) {
   const json* v = f.Find(key);
   if (v == nullptr) return required ? Invalid(f.Name(key), "is required (a link)") : Status::OK();
   if (v->is_object()) return InlineLink(*v, f.Name(key), link);
@@ -80,6 +82,7 @@ Status LinkField(Fields& f, const std::string& key, const Topology& t, bool requ
                                       SafeText(b, 64));
     }
     *link = l->link;
+    if (sites != nullptr) *sites = {a, b};
     return Status::OK();
   }
   return Invalid(f.Name(key),
@@ -120,7 +123,8 @@ Status ParseTarget(const json& j, const std::string& path, const Topology& t, Ta
     }
     TOPOTUNE_RETURN_IF_ERROR(
         LinkField(f, "intra_node", t, target->devices > target->nodes, &target->intra_node));
-    TOPOTUNE_RETURN_IF_ERROR(LinkField(f, "inter_node", t, target->nodes > 1, &target->inter_node));
+    TOPOTUNE_RETURN_IF_ERROR(LinkField(f, "inter_node", t, target->nodes > 1, &target->inter_node,
+                                       &target->inter_node_sites));
     const json* overlap = f.Find("overlap");
     if (overlap != nullptr) {
       if (!overlap->is_number() || !(overlap->get<double>() >= 0 && overlap->get<double>() <= 1)) {
@@ -139,7 +143,8 @@ Status ParseTarget(const json& j, const std::string& path, const Topology& t, Ta
       return Invalid(path, "(federated) needs clients_per_edge and edges >= 1");
     }
     TOPOTUNE_RETURN_IF_ERROR(LinkField(f, "client_edge", t, true, &target->client_edge));
-    TOPOTUNE_RETURN_IF_ERROR(LinkField(f, "edge_cloud", t, true, &target->edge_cloud));
+    TOPOTUNE_RETURN_IF_ERROR(
+        LinkField(f, "edge_cloud", t, true, &target->edge_cloud, &target->edge_cloud_sites));
   }
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
   if (target->kind == Target::Kind::kFederated) {

@@ -511,10 +511,13 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         planned.step_from = cost->step_compute.measured
                                 ? "measured (" + step_from + ")"
                                 : "fitted alpha + beta x batch (" + step_from + ")";
-        planned.sync_from = !(data_parallel && devices > 1) ? ""
-                            : sync_measured                 ? "measured at this placement"
-                            : sync                          ? fitted_from
-                                                            : "ring all-reduce over declared links";
+        planned.sync_from = target.kind == Target::Kind::kFederated ? target.links_measured
+                            : !(data_parallel && devices > 1)       ? ""
+                            : sync_measured                         ? "measured at this placement"
+                            : sync                                  ? fitted_from
+                            : target.links_measured.empty()
+                                ? "ring all-reduce over declared links"
+                                : "ring all-reduce, " + target.links_measured;
         planned.transfer_from = !(target.data_bytes > 0)            ? ""
                                 : target.data_link_measured.empty() ? "declared link"
                                                                     : target.data_link_measured;

@@ -5,6 +5,7 @@
 // cost model (tuner/cost_model.h), which predicts time-to-accuracy on any.
 
 #include <string>
+#include <utility>
 
 namespace topotune {
 
@@ -41,6 +42,12 @@ struct Target {
   /// How data_link is known: "" = declared (its transfer is predicted); otherwise how it
   /// was measured (the transfer is then marked measured).
   std::string data_link_measured;
+  /// The two sites whose declared link inter_node / edge_cloud is, when the topology named
+  /// it by its sites ({"", ""}: given inline), so that a measured link can replace it.
+  std::pair<std::string, std::string> inter_node_sites;
+  std::pair<std::string, std::string> edge_cloud_sites;
+  /// Which of those links were replaced by measured ones, and how; "" = all as declared.
+  std::string links_measured;
 };
 
 // Whether `t` trains on more than one device (data-parallel over several, or federated).
