@@ -23,6 +23,9 @@ using asio::ip::tcp;
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
+constexpr double kLinkTestSeconds = 3.0;          // a link test's length at the bound
+constexpr int64_t kMinLinkTestBytes = 256 << 10;  // and its least transfer
+
 struct WorkerGateway::Impl {
   class Session;
 
@@ -47,6 +50,7 @@ struct WorkerGateway::Impl {
     std::string listener, sender;  // worker ids
     std::string listener_site, sender_site;
     std::string listener_host;  // the address the controller sees the listener at
+    int64_t bytes = 0;
     bool listening = false;
   };
   std::optional<LinkTest> link_test;
@@ -153,6 +157,8 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     const tcp::endpoint remote = socket_.remote_endpoint(ec);
     return ec ? std::string() : remote.address().to_string();
   }
+  // Its link to the controller, once its echoes are done.
+  const std::optional<WorkerLink>& link() const { return link_; }
   bool AtLoopback() const {
     boost::system::error_code ec;
     const tcp::endpoint remote = socket_.remote_endpoint(ec);
@@ -385,6 +391,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     link.measured_at =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     gateway_->service->WorkerLinkMeasured(worker_id_, link);
+    link_ = link;
     std::fprintf(stderr, "topotuned: worker %s link: rtt %.2f ms, %.3g Mbit/s down, %.3g up\n",
                  worker_id_.c_str(), link.rtt_s * 1e3, link.down_bytes_s * 8e-6,
                  link.up_bytes_s * 8e-6);
@@ -469,6 +476,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   std::string worker_id_;
   std::string site_;
   int protocol_ = 0;
+  std::optional<WorkerLink> link_;
   int64_t token_id_ = 0;
   std::optional<ErrorFrame> error_;  // the error frame to close with, when not the status's
   SteadyClock::time_point opened_;
@@ -535,12 +543,22 @@ void WorkerGateway::Impl::StartLinkTest(Session& listener, Session& sender) {
   t.listener_site = listener.site();
   t.sender_site = sender.site();
   t.listener_host = listener.RemoteAddress();
+  // About kLinkTestSeconds at the bound through the controller (the least of the sender's
+  // way up and the listener's way down), so that a slow link is timed within the test's
+  // time limit; at most link_test_bytes, at least kMinLinkTestBytes.
+  t.bytes = options.link_test_bytes;
+  if (listener.link() && sender.link()) {
+    const double bound = std::min(listener.link()->down_bytes_s, sender.link()->up_bytes_s);
+    t.bytes =
+        std::clamp(static_cast<int64_t>(bound * kLinkTestSeconds),
+                   std::min(kMinLinkTestBytes, options.link_test_bytes), options.link_test_bytes);
+  }
   link_tried[std::minmax(t.listener_site, t.sender_site)] = {t.listener, t.sender};
   std::fprintf(stderr, "topotuned: link test %lld: %s (%s) -> %s (%s), %lld bytes\n",
                static_cast<long long>(t.id), t.sender.c_str(), SafeText(t.sender_site, 64).c_str(),
                t.listener.c_str(), SafeText(t.listener_site, 64).c_str(),
-               static_cast<long long>(options.link_test_bytes));
-  listener.Send(EncodeFrame(ToJson(LinkListenFrame{t.id, t.nonce, options.link_test_bytes})));
+               static_cast<long long>(t.bytes));
+  listener.Send(EncodeFrame(ToJson(LinkListenFrame{t.id, t.nonce, t.bytes})));
   const int64_t id = t.id;
   link_test = std::move(t);
   link_timer.expires_after(
@@ -585,8 +603,8 @@ Status WorkerGateway::Impl::OnLinkListening(Session& from, const LinkListeningFr
     EndLinkTest("the sender left");
     return Status::OK();
   }
-  sender->second->Send(EncodeFrame(ToJson(LinkSendFrame{
-      f.id, link_test->nonce, link_test->listener_host, f.port, options.link_test_bytes})));
+  sender->second->Send(EncodeFrame(ToJson(
+      LinkSendFrame{f.id, link_test->nonce, link_test->listener_host, f.port, link_test->bytes})));
   return Status::OK();
 }
 
@@ -603,10 +621,10 @@ Status WorkerGateway::Impl::OnLinkReport(Session& from, const LinkReportFrame& f
                 f.error);
     return Status::OK();
   }
-  if (f.bytes != options.link_test_bytes) {
+  if (f.bytes != link_test->bytes) {
     return Status::InvalidArgument("link_report " + std::to_string(f.id) + ": " +
                                    std::to_string(f.bytes) + " bytes; the test moves " +
-                                   std::to_string(options.link_test_bytes));
+                                   std::to_string(link_test->bytes));
   }
   if (!is_sender) {
     std::fprintf(stderr, "topotuned: link test %lld: the listener read the bytes in %.3f s\n",

@@ -32,7 +32,9 @@ class TokenAuthority;
 //
 // Between sites: once two workers of protocol 4 at different named sites have finished
 // their echoes, the gateway runs a link test between them (api/protocol.h), one test at a
-// time, once per pair of sites while the two workers stay connected. The listener is the
+// time, once per pair of sites while the two workers stay connected. Its transfer lasts
+// about 3 s at the bound through the controller (at least 256 KiB, at most
+// link_test_bytes), so that a slow link finishes within the test's limit. The listener is the
 // one the controller does not see at a loopback address (a loopback address is reachable
 // from this host only); the sender is told the address the controller sees the listener
 // at. The sender's report goes to ControllerService::DirectLinkMeasured. A link frame that
@@ -50,7 +52,7 @@ class WorkerGateway final : public WorkerChannel {
     double frame_timeout_s = 30.0;         ///< a begun frame must complete within this
     int max_connections = 1024;            ///< more are closed at once
     uint32_t echo_pad_bytes = 256u << 10;  ///< the throughput echoes' pad; 0 = no link probe
-    int64_t link_test_bytes = 4 << 20;     ///< a link test's transfer; 0 = no link tests
+    int64_t link_test_bytes = 4 << 20;     ///< a link test's largest transfer; 0 = no tests
   };
   explicit WorkerGateway(Options options);
   ~WorkerGateway() override;
