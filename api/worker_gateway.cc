@@ -513,6 +513,13 @@ void WorkerGateway::Impl::Accept() {
 
 void WorkerGateway::Impl::MaybeTestLinks() {
   if (options.link_test_bytes <= 0 || link_test) return;
+  // A pair whose test was run by a worker that has left is tried again: forget it, so that
+  // site names of workers long gone do not pile up.
+  for (auto it = link_tried.begin(); it != link_tried.end();) {
+    const bool both_here =
+        sessions.count(it->second.first) > 0 && sessions.count(it->second.second) > 0;
+    it = both_here ? std::next(it) : link_tried.erase(it);
+  }
   std::vector<Session*> ready;
   for (auto& [id, session] : sessions) {
     if (session->LinkReady()) ready.push_back(session.get());
@@ -522,11 +529,7 @@ void WorkerGateway::Impl::MaybeTestLinks() {
       Session* listener = ready[i];
       Session* sender = ready[j];
       if (listener->site() == sender->site()) continue;
-      auto tried = link_tried.find(std::minmax(listener->site(), sender->site()));
-      if (tried != link_tried.end() && sessions.count(tried->second.first) > 0 &&
-          sessions.count(tried->second.second) > 0) {
-        continue;
-      }
+      if (link_tried.count(std::minmax(listener->site(), sender->site())) > 0) continue;
       if (listener->AtLoopback() && !sender->AtLoopback()) std::swap(listener, sender);
       return StartLinkTest(*listener, *sender);
     }
