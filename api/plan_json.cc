@@ -143,7 +143,7 @@ json TopologyViewToJson(const TopologyView& view) {
                 {"listener", d.listener},
                 {"bytes", d.bytes},
                 {"seconds", d.seconds},
-                {"connect_ms", d.connect_s * 1e3},
+                {"rtt_ms", d.rtt_s * 1e3},
                 {"bandwidth_mbit_s", d.link.bandwidth_bytes_s * 8e-6},
                 {"latency_ms", d.link.latency_s * 1e3},
                 {"measured_at", d.measured_at}};
@@ -164,7 +164,7 @@ json TopologyViewToJson(const TopologyView& view) {
            "round trip; the least of the four throughputs), not a direct transfer. "
            "links.direct: the latest link test, a timed transfer of `bytes` from a worker at "
            "one site straight to a worker at the other: bandwidth = bytes / (seconds - one "
-           "round trip), latency = half the round trip of the connection's setup"}};
+           "round trip), latency = half a one-byte round trip on the same connection"}};
 }
 
 }  // namespace topotune

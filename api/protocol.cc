@@ -77,6 +77,13 @@ std::optional<std::string> FrameReader::Next() {
   return payload;
 }
 
+bool ValidLinkHost(const std::string& host) {
+  return !host.empty() && host.size() <= 45 && std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.' ||
+           c == ':';
+  });
+}
+
 bool ValidWorkerId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {
@@ -644,10 +651,10 @@ StatusOr<WorkerFrame> DecodeWorkerFrame(std::string_view payload) {
     }
     TOPOTUNE_RETURN_IF_ERROR(In("link_report", GetLinkBytes(m, &f.bytes)));
     TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "seconds", &f.seconds)));
-    TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "connect_s", &f.connect_s)));
-    if (!(f.seconds > 0 && f.seconds <= 3600) || !(f.connect_s >= 0 && f.connect_s <= 3600)) {
+    TOPOTUNE_RETURN_IF_ERROR(In("link_report", Get(m, "rtt_s", &f.rtt_s)));
+    if (!(f.seconds > 0 && f.seconds <= 3600) || !(f.rtt_s >= 0 && f.rtt_s <= 3600)) {
       return Status::InvalidArgument(
-          "link_report needs seconds in (0, 3600] and connect_s in [0, 3600]");
+          "link_report needs seconds in (0, 3600] and rtt_s in [0, 3600]");
     }
     return WorkerFrame(std::move(f));
   }
@@ -741,11 +748,7 @@ StatusOr<ControllerFrame> DecodeControllerFrame(std::string_view payload) {
     TOPOTUNE_RETURN_IF_ERROR(In("link_send", GetNonce(m, &f.nonce)));
     TOPOTUNE_RETURN_IF_ERROR(In("link_send", Get(m, "host", &f.host)));
     // An address literal (the agent parses it, and never resolves a name).
-    if (f.host.empty() || f.host.size() > 45 ||
-        !std::all_of(f.host.begin(), f.host.end(), [](char c) {
-          return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-                 c == '.' || c == ':';
-        })) {
+    if (!ValidLinkHost(f.host)) {
       return Status::InvalidArgument("link_send.host must be an IP address");
     }
     TOPOTUNE_RETURN_IF_ERROR(In("link_send", GetPort(m, &f.port)));
@@ -864,7 +867,7 @@ nlohmann::json ToJson(const LinkReportFrame& f) {
           {"id", f.id},
           {"bytes", f.bytes},
           {"seconds", f.seconds},
-          {"connect_s", f.connect_s}};
+          {"rtt_s", f.rtt_s}};
 }
 
 nlohmann::json HeartbeatJson() { return {{"type", "heartbeat"}}; }

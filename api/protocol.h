@@ -11,7 +11,7 @@
 //                         probe_result {key, probe} or {key, error},
 //                         checkpoint {chunk}, echo_reply {id, pad},
 //                         link_listening {id, port}, link_report {id, bytes, seconds,
-//                         connect_s} or {id, error}
+//                         rtt_s} or {id, error}
 //   controller -> worker: welcome {heartbeat_s, lease_s}, assign {assignment},
 //                         checkpoint {chunk}, echo {id, pad, reply_bytes},
 //                         link_listen {id, nonce, bytes}, link_send {id, nonce, host, port,
@@ -37,13 +37,14 @@
 // reaches the controller from, answers "link_listening" with the port, and accepts, within
 // kLinkTestTimeoutS, one connection that opens with the test's nonce (32 hex digits, fresh
 // per test; a connection with another, or without one after 5 s, is closed, at most
-// kLinkTestMaxAttempts of them, taken one at a time). The
-// controller then sends "link_send" to the other, with the address it sees the listener at:
-// it connects, sends the nonce and `bytes` bytes (at most kMaxLinkTestBytes), and waits for
-// a one-byte acknowledgement, which the listener sends once it has read them all. Both answer
-// "link_report": the sender with the seconds from the connection's establishment to the
-// acknowledgement and the seconds the connection took to establish (a round trip), the
-// listener with the seconds from the nonce to the last byte; or with an error.
+// kLinkTestMaxAttempts of them, taken one at a time). The controller then sends
+// "link_send" to the other, with the address it sees the listener at: it connects and
+// sends the nonce; the listener answers one byte (go); the sender times a one-byte round
+// trip, then sends `bytes` bytes (at most kMaxLinkTestBytes) and waits for a one-byte
+// acknowledgement, which the listener sends once it has read them all
+// (workers/link_test.h). Both answer "link_report": the sender with the seconds from its
+// first byte to the acknowledgement and the round trip, the listener with the seconds from
+// the first byte to the last; or with an error.
 //
 // An error frame with "fatal": true means the worker must not retry: its protocol version
 // or its token was refused (codes PROTOCOL_VERSION, UNAUTHENTICATED, PERMISSION_DENIED).
@@ -71,7 +72,7 @@ constexpr uint32_t kMaxFrameBytes = 1u << 20;  ///< frames over 1 MiB are refuse
 constexpr int64_t kMaxLinkTestBytes = int64_t{64} << 20;
 constexpr size_t kLinkNonceChars = 32;
 constexpr double kLinkTestTimeoutS = 60.0;
-constexpr int kLinkTestMaxAttempts = 4;
+constexpr int kLinkTestMaxAttempts = 64;
 
 // Header plus payload, ready to write. Never throws (invalid UTF-8 becomes U+FFFD).
 std::string EncodeFrame(const nlohmann::json& message);
@@ -134,10 +135,10 @@ struct LinkListeningFrame {
 };
 struct LinkReportFrame {
   int64_t id = 0;
-  int64_t bytes = 0;       ///< transferred, nonce excluded
-  double seconds = 0.0;    ///< see the header; > 0
-  double connect_s = 0.0;  ///< the sender's connection setup; 0 from the listener
-  std::string error;       ///< set: the test failed, and the numbers mean nothing
+  int64_t bytes = 0;     ///< transferred, nonce excluded
+  double seconds = 0.0;  ///< see the header; > 0
+  double rtt_s = 0.0;    ///< the sender's one-byte round trip; 0 from the listener
+  std::string error;     ///< set: the test failed, and the numbers mean nothing
 };
 using WorkerFrame =
     std::variant<HelloFrame, HeartbeatFrame, ProgressFrame, ResultFrame, ProbeResultFrame,
@@ -181,7 +182,7 @@ struct LinkListenFrame {
 struct LinkSendFrame {
   int64_t id = 0;
   std::string nonce;
-  std::string host;  ///< an IPv4 or IPv6 address literal
+  std::string host;  ///< an IPv4 or IPv6 address literal (ValidLinkHost)
   int port = 0;
   int64_t bytes = 0;
 };
@@ -216,6 +217,9 @@ nlohmann::json HeartbeatJson();
 
 // A worker id: 1-64 characters of letters, digits, '-', '_' or '.'.
 bool ValidWorkerId(const std::string& id);
+// A link_send host: 1-45 characters of hex digits, '.' and ':' (an address literal
+// without a scope; a name would have to be resolved, which a worker never does).
+bool ValidLinkHost(const std::string& host);
 
 nlohmann::json ToJson(const SegmentSpec& a);
 StatusOr<SegmentSpec> SegmentSpecFromJson(const nlohmann::json& j);

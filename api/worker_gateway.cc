@@ -25,6 +25,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr double kLinkTestSeconds = 3.0;          // a link test's length at the bound
 constexpr int64_t kMinLinkTestBytes = 256 << 10;  // and its least transfer
+constexpr std::chrono::minutes kLinkRetry(5);     // a failed pair is tried again after
 
 struct WorkerGateway::Impl {
   class Session;
@@ -41,9 +42,8 @@ struct WorkerGateway::Impl {
   int port = 0;
   std::map<std::string, std::shared_ptr<Session>> sessions;  // only touched on the io thread
 
-  // The link test in flight between two sites (one at a time), and the pairs of sites
-  // tried, each with the two workers that tried it: a pair is tried again once one of them
-  // has left. Only touched on the io thread.
+  // The link test in flight between two sites (one at a time): over once both sides have
+  // reported, or at its deadline. Only touched on the io thread.
   struct LinkTest {
     int64_t id = 0;
     std::string nonce;
@@ -52,18 +52,36 @@ struct WorkerGateway::Impl {
     std::string listener_host;  // the address the controller sees the listener at
     int64_t bytes = 0;
     bool listening = false;
+    std::optional<LinkReportFrame> listener_report, sender_report;
+    std::string failure;  // the first thing that went wrong
   };
   std::optional<LinkTest> link_test;
   int64_t link_tests = 0;  // ids handed out
-  std::map<std::pair<std::string, std::string>, std::pair<std::string, std::string>> link_tried;
-  asio::steady_timer link_timer{io};
+  // The pairs of sites tried, with the workers that tried them: a pair is tried again once
+  // one of them has left, or, after a failure, once retry_at has come.
+  struct Tried {
+    std::string listener, sender;
+    bool measured = false;
+    SteadyClock::time_point retry_at;
+  };
+  std::map<std::pair<std::string, std::string>, Tried> link_tried;
+  // Workers whose side of a test may still run (its other side left): not asked again
+  // before this, as they would answer busy.
+  std::map<std::string, SteadyClock::time_point> link_busy_until;
+  asio::steady_timer link_timer{io};        // the test in flight's deadline
+  asio::steady_timer link_retry_timer{io};  // the next time a waiting pair may be tried
   std::random_device entropy;
+  bool stopping = false;
 
   void Accept();
   void Post(const std::string& worker_id, std::string frame);
   void MaybeTestLinks();
   void StartLinkTest(Session& listener, Session& sender);
-  void EndLinkTest(const std::string& why);
+  // Fails the test in flight (a side left, or its deadline passed), then tries the next.
+  void AbandonLinkTest(const std::string& why);
+  // Ends the test once both sides have reported: stores the link, or logs the failure.
+  void MaybeFinishLinkTest();
+  void EndLinkTest();
   Status OnLinkListening(Session& from, const LinkListeningFrame& f);
   Status OnLinkReport(Session& from, const LinkReportFrame& f);
   // Whether `id` names a test ever started; the current one, if it is still in flight.
@@ -137,7 +155,7 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
       if (!replaced) gateway_->service->WorkerDisconnected(worker_id_);
       const auto& test = gateway_->link_test;
       if (test && (test->listener == worker_id_ || test->sender == worker_id_)) {
-        gateway_->EndLinkTest("worker " + worker_id_ + " left");
+        gateway_->AbandonLinkTest("worker " + worker_id_ + " left");
       }
     }
   }
@@ -151,22 +169,35 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
     return !closed_ && !close_after_write_ && !worker_id_.empty() && protocol_ >= 4 &&
            !site_.empty() && (echo_step_ >= kEchoSteps || gateway_->options.echo_pad_bytes == 0);
   }
-  // The address the controller sees this worker at ("" if the socket has none).
+  // The address the controller sees this worker at, as another worker could connect to it:
+  // an IPv4-mapped IPv6 address as IPv4; "" if the socket has none, or if it is scoped (a
+  // link-local IPv6 address means nothing on another host).
   std::string RemoteAddress() const {
-    boost::system::error_code ec;
-    const tcp::endpoint remote = socket_.remote_endpoint(ec);
-    return ec ? std::string() : remote.address().to_string();
+    std::optional<asio::ip::address> a = Remote();
+    if (!a) return "";
+    if (a->is_v6() && a->to_v6().scope_id() != 0) return "";
+    return a->to_string();
+  }
+  bool AtLoopback() const {
+    std::optional<asio::ip::address> a = Remote();
+    return a && a->is_loopback();
   }
   // Its link to the controller, once its echoes are done.
   const std::optional<WorkerLink>& link() const { return link_; }
-  bool AtLoopback() const {
-    boost::system::error_code ec;
-    const tcp::endpoint remote = socket_.remote_endpoint(ec);
-    return !ec && remote.address().is_loopback();
-  }
 
  private:
   std::string Name() const { return worker_id_.empty() ? "(unregistered)" : worker_id_; }
+
+  std::optional<asio::ip::address> Remote() const {
+    boost::system::error_code ec;
+    const tcp::endpoint remote = socket_.remote_endpoint(ec);
+    if (ec) return std::nullopt;
+    const asio::ip::address a = remote.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+      return asio::ip::address(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()));
+    }
+    return a;
+  }
 
   // Reads what arrives, a few KiB at a time: memory follows the bytes received.
   void Read() {
@@ -512,27 +543,53 @@ void WorkerGateway::Impl::Accept() {
 }
 
 void WorkerGateway::Impl::MaybeTestLinks() {
-  if (options.link_test_bytes <= 0 || link_test) return;
-  // A pair whose test was run by a worker that has left is tried again: forget it, so that
-  // site names of workers long gone do not pile up.
+  if (options.link_test_bytes <= 0 || link_test || stopping) return;
+  const auto now = SteadyClock::now();
+  // Forget pairs tried by a worker that has left (they are tried again), and workers no
+  // longer busy, so that names of workers long gone do not pile up.
   for (auto it = link_tried.begin(); it != link_tried.end();) {
     const bool both_here =
-        sessions.count(it->second.first) > 0 && sessions.count(it->second.second) > 0;
+        sessions.count(it->second.listener) > 0 && sessions.count(it->second.sender) > 0;
     it = both_here ? std::next(it) : link_tried.erase(it);
+  }
+  for (auto it = link_busy_until.begin(); it != link_busy_until.end();) {
+    it = it->second <= now || sessions.count(it->first) == 0 ? link_busy_until.erase(it)
+                                                             : std::next(it);
   }
   std::vector<Session*> ready;
   for (auto& [id, session] : sessions) {
-    if (session->LinkReady()) ready.push_back(session.get());
+    if (session->LinkReady() && link_busy_until.count(id) == 0) ready.push_back(session.get());
   }
+  std::optional<SteadyClock::time_point> next_try;
+  const auto later = [&](SteadyClock::time_point t) {
+    if (!next_try || t < *next_try) next_try = t;
+  };
+  for (const auto& [id, until] : link_busy_until) later(until);
   for (size_t i = 0; i < ready.size(); ++i) {
     for (size_t j = i + 1; j < ready.size(); ++j) {
       Session* listener = ready[i];
       Session* sender = ready[j];
       if (listener->site() == sender->site()) continue;
-      if (link_tried.count(std::minmax(listener->site(), sender->site())) > 0) continue;
+      auto tried = link_tried.find(std::minmax(listener->site(), sender->site()));
+      if (tried != link_tried.end()) {
+        if (tried->second.measured) continue;
+        if (now < tried->second.retry_at) {
+          later(tried->second.retry_at);
+          continue;
+        }
+      }
+      // The listener is one another worker can reach at the address the controller sees.
       if (listener->AtLoopback() && !sender->AtLoopback()) std::swap(listener, sender);
+      if (!ValidLinkHost(listener->RemoteAddress())) std::swap(listener, sender);
+      if (!ValidLinkHost(listener->RemoteAddress())) continue;
       return StartLinkTest(*listener, *sender);
     }
+  }
+  if (next_try) {
+    link_retry_timer.expires_at(*next_try + std::chrono::milliseconds(10));
+    link_retry_timer.async_wait([this](boost::system::error_code ec) {
+      if (!ec) MaybeTestLinks();
+    });
   }
 }
 
@@ -556,7 +613,7 @@ void WorkerGateway::Impl::StartLinkTest(Session& listener, Session& sender) {
         std::clamp(static_cast<int64_t>(bound * kLinkTestSeconds),
                    std::min(kMinLinkTestBytes, options.link_test_bytes), options.link_test_bytes);
   }
-  link_tried[std::minmax(t.listener_site, t.sender_site)] = {t.listener, t.sender};
+  link_tried[std::minmax(t.listener_site, t.sender_site)] = {t.listener, t.sender, false, {}};
   std::fprintf(stderr, "topotuned: link test %lld: %s (%s) -> %s (%s), %lld bytes\n",
                static_cast<long long>(t.id), t.sender.c_str(), SafeText(t.sender_site, 64).c_str(),
                t.listener.c_str(), SafeText(t.listener_site, 64).c_str(),
@@ -564,24 +621,70 @@ void WorkerGateway::Impl::StartLinkTest(Session& listener, Session& sender) {
   listener.Send(EncodeFrame(ToJson(LinkListenFrame{t.id, t.nonce, t.bytes})));
   const int64_t id = t.id;
   link_test = std::move(t);
+  // Both sides give up by kLinkTestTimeoutS; their reports get a little longer to arrive.
   link_timer.expires_after(
       std::chrono::milliseconds(static_cast<int64_t>((kLinkTestTimeoutS + 30) * 1000)));
   link_timer.async_wait([this, id](boost::system::error_code ec) {
     if (ec || !link_test || link_test->id != id) return;
-    EndLinkTest("no report within " + std::to_string(static_cast<int>(kLinkTestTimeoutS + 30)) +
-                " s");
+    AbandonLinkTest(std::string("no report from the ") +
+                    (link_test->listener_report ? "sender" : "listener") + " within " +
+                    std::to_string(static_cast<int>(kLinkTestTimeoutS + 30)) + " s");
   });
 }
 
-void WorkerGateway::Impl::EndLinkTest(const std::string& why) {
+void WorkerGateway::Impl::AbandonLinkTest(const std::string& why) {
   if (!link_test) return;
-  if (!why.empty()) {
-    std::fprintf(stderr, "topotuned: link test %lld between %s and %s: %s\n",
-                 static_cast<long long>(link_test->id), link_test->sender.c_str(),
-                 link_test->listener.c_str(), SafeText(why, 300).c_str());
-  }
+  // A side that has not reported may still be running: leave it be until it has timed out.
+  const auto until = SteadyClock::now() + std::chrono::seconds(static_cast<int>(kLinkTestTimeoutS));
+  if (!link_test->listener_report) link_busy_until[link_test->listener] = until;
+  if (!link_test->sender_report) link_busy_until[link_test->sender] = until;
+  if (link_test->failure.empty()) link_test->failure = why;
+  EndLinkTest();
+}
+
+void WorkerGateway::Impl::MaybeFinishLinkTest() {
+  if (!link_test || !link_test->listener_report || !link_test->sender_report) return;
+  EndLinkTest();
+}
+
+void WorkerGateway::Impl::EndLinkTest() {
+  LinkTest t = std::move(*link_test);
   link_test.reset();
   link_timer.cancel();
+  auto tried = link_tried.find(std::minmax(t.listener_site, t.sender_site));
+  StatusOr<Link> link = Status::InvalidArgument(t.failure);
+  if (t.failure.empty() && t.sender_report) {
+    link = DirectTransferLink(t.sender_report->bytes, t.sender_report->seconds,
+                              t.sender_report->rtt_s);
+  }
+  if (link.ok()) {
+    DirectLink d;
+    d.from_site = t.sender_site;
+    d.to_site = t.listener_site;
+    d.sender = t.sender;
+    d.listener = t.listener;
+    d.bytes = t.sender_report->bytes;
+    d.seconds = t.sender_report->seconds;
+    d.rtt_s = t.sender_report->rtt_s;
+    d.link = *link;
+    d.measured_at =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    service->DirectLinkMeasured(d);
+    if (tried != link_tried.end()) tried->second.measured = true;
+    std::fprintf(stderr,
+                 "topotuned: link test %lld between %s and %s: %.3g Mbit/s, latency %.2f ms "
+                 "(%.3f s; round trip %.2f ms; the listener read for %.3f s)\n",
+                 static_cast<long long>(t.id), t.sender.c_str(), t.listener.c_str(),
+                 d.link.bandwidth_bytes_s * 8e-6, d.link.latency_s * 1e3, d.seconds, d.rtt_s * 1e3,
+                 t.listener_report ? t.listener_report->seconds : 0.0);
+  } else {
+    if (tried != link_tried.end()) tried->second.retry_at = SteadyClock::now() + kLinkRetry;
+    std::fprintf(
+        stderr, "topotuned: link test %lld between %s and %s failed: %s; retried in %d s\n",
+        static_cast<long long>(t.id), t.sender.c_str(), t.listener.c_str(),
+        SafeText(link.status().message(), 300).c_str(),
+        static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(kLinkRetry).count()));
+  }
   MaybeTestLinks();
 }
 
@@ -603,7 +706,7 @@ Status WorkerGateway::Impl::OnLinkListening(Session& from, const LinkListeningFr
   link_test->listening = true;
   auto sender = sessions.find(link_test->sender);
   if (sender == sessions.end()) {
-    EndLinkTest("the sender left");
+    AbandonLinkTest("the sender left");
     return Status::OK();
   }
   sender->second->Send(EncodeFrame(ToJson(
@@ -619,38 +722,26 @@ Status WorkerGateway::Impl::OnLinkReport(Session& from, const LinkReportFrame& f
     return Status::InvalidArgument("link_report " + std::to_string(f.id) +
                                    ": this worker has no part in that link test");
   }
-  if (!f.error.empty()) {
-    EndLinkTest(std::string("failed at the ") + (is_sender ? "sender" : "listener") + ": " +
-                f.error);
-    return Status::OK();
+  std::optional<LinkReportFrame>& slot =
+      is_sender ? link_test->sender_report : link_test->listener_report;
+  if (slot) {
+    return Status::InvalidArgument("link_report " + std::to_string(f.id) + ": a second report");
   }
-  if (f.bytes != link_test->bytes) {
+  if (f.error.empty() && f.bytes != link_test->bytes) {
     return Status::InvalidArgument("link_report " + std::to_string(f.id) + ": " +
                                    std::to_string(f.bytes) + " bytes; the test moves " +
                                    std::to_string(link_test->bytes));
   }
-  if (!is_sender) {
-    std::fprintf(stderr, "topotuned: link test %lld: the listener read the bytes in %.3f s\n",
-                 static_cast<long long>(f.id), f.seconds);
-    return Status::OK();
+  slot = f;
+  if (!f.error.empty() && link_test->failure.empty()) {
+    link_test->failure =
+        std::string("failed at the ") + (is_sender ? "sender" : "listener") + ": " + f.error;
   }
-  DirectLink d;
-  d.from_site = link_test->sender_site;
-  d.to_site = link_test->listener_site;
-  d.sender = link_test->sender;
-  d.listener = link_test->listener;
-  d.bytes = f.bytes;
-  d.seconds = f.seconds;
-  d.connect_s = f.connect_s;
-  d.link = DirectTransferLink(f.bytes, f.seconds, f.connect_s);
-  d.measured_at =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  service->DirectLinkMeasured(d);
-  char summary[160];
-  std::snprintf(summary, sizeof(summary), "%.3g Mbit/s, latency %.2f ms (%.3f s, connect %.2f ms)",
-                d.link.bandwidth_bytes_s * 8e-6, d.link.latency_s * 1e3, d.seconds,
-                d.connect_s * 1e3);
-  EndLinkTest(summary);
+  // The sender never reports when the listener failed before it was told to send.
+  if (!is_sender && !f.error.empty() && !link_test->listening) {
+    link_test->sender_report = LinkReportFrame{f.id, 0, 0.0, 0.0, "not started"};
+  }
+  MaybeFinishLinkTest();
   return Status::OK();
 }
 
@@ -663,6 +754,8 @@ void WorkerGateway::Impl::Post(const std::string& worker_id, std::string frame) 
 
 WorkerGateway::WorkerGateway(Options options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
+  // A worker refuses a link_listen over kMaxLinkTestBytes: never send one.
+  impl_->options.link_test_bytes = std::min(impl_->options.link_test_bytes, kMaxLinkTestBytes);
 }
 
 WorkerGateway::~WorkerGateway() { Stop(); }
@@ -701,6 +794,8 @@ void WorkerGateway::Stop() {
   asio::post(impl_->io, [this] {
     boost::system::error_code ignored;
     impl_->acceptor.close(ignored);
+    impl_->stopping = true;  // no link test starts as the sessions close
+    impl_->link_retry_timer.cancel();
     auto sessions = impl_->sessions;
     for (auto& [id, session] : sessions) session->Close();
     impl_->work.reset();

@@ -720,14 +720,18 @@ TEST(Integration, WorkersAtTwoSitesTimeADirectTransferBetweenThem) {
   EXPECT_EQ(sites, std::set<std::string>({"cloud", "edge-1"}));
   EXPECT_NE(direct["sender"], direct["listener"]);
   EXPECT_GT(direct["seconds"].get<double>(), 0.0);
-  EXPECT_GE(direct["connect_ms"].get<double>(), 0.0);
-  // Loopback moves 4 MiB far faster than any real link; the point is that a number came.
+  EXPECT_GT(direct["rtt_ms"].get<double>(), 0.0);
+  // Loopback moves 4 MiB far faster than any real link, but not beyond memory bandwidth.
   EXPECT_GT(direct["bandwidth_mbit_s"].get<double>(), 10.0) << direct.dump();
-  EXPECT_NEAR(direct["latency_ms"].get<double>(), direct["connect_ms"].get<double>() / 2, 1e-9);
+  EXPECT_LT(direct["bandwidth_mbit_s"].get<double>(), 1e6) << direct.dump();
+  EXPECT_NEAR(direct["latency_ms"].get<double>(), direct["rtt_ms"].get<double>() / 2, 1e-9);
   EXPECT_FALSE(link["measured"].is_null());  // the bound through the controller, beside it
-  // Each worker logged its side.
-  EXPECT_NE(cluster.Log("w1.log").find("link test 1"), std::string::npos) << cluster.Log("w1.log");
-  EXPECT_NE(cluster.Log("w2.log").find("link test 1"), std::string::npos) << cluster.Log("w2.log");
+  // Each worker logged its side, done.
+  for (const char* log : {"w1.log", "w2.log"}) {
+    const std::string text = cluster.Log(log);
+    EXPECT_NE(text.find("link test 1 ("), std::string::npos) << text;
+    EXPECT_NE(text.find(" bytes in "), std::string::npos) << text;
+  }
   // Once per pair of sites while the two stay connected: no second test.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(cluster.Log("topotuned.log").find("link test 2"), std::string::npos);

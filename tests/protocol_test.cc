@@ -106,8 +106,6 @@ TEST(Protocol, DeviceClassAndSiteRoundTripAndAreOptional) {
   }
 }
 
-// Echo frames round-trip with their pads; a pad over kMaxEchoPadBytes, a negative or
-// oversized reply, or a pad that is not a string is refused with the field named.
 // A frame's decoder refuses `j` (from the controller or from a worker), naming `field`.
 void ExpectRefused(const nlohmann::json& j, bool from_controller, const std::string& field) {
   const std::string payload = j.dump();
@@ -117,6 +115,8 @@ void ExpectRefused(const nlohmann::json& j, bool from_controller, const std::str
   EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
 }
 
+// Echo frames round-trip with their pads; a pad over kMaxEchoPadBytes, a negative or
+// oversized reply, or a pad that is not a string is refused with the field named.
 TEST(Protocol, EchoFramesRoundTripWithinTheirLimits) {
   const std::string pad(kMaxEchoPadBytes, 'x');
   StatusOr<ControllerFrame> echo =
@@ -161,7 +161,7 @@ TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
   done.id = 3;
   done.bytes = 10;
   done.seconds = 0.5;
-  done.connect_s = 0.01;
+  done.rtt_s = 0.01;
   StatusOr<WorkerFrame> report = DecodeWorkerFrame(EncodeFrame(ToJson(done)).substr(4));
   ASSERT_TRUE(report.ok());
   EXPECT_DOUBLE_EQ(std::get<LinkReportFrame>(*report).seconds, 0.5);
@@ -198,10 +198,20 @@ TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
                  {"port", 70000},
                  {"bytes", 10}},
                 true, "port");
+  ExpectRefused({{"type", "link_send"},
+                 {"id", 1},
+                 {"nonce", nonce},
+                 {"host", "fe80::1%eth0"},
+                 {"port", 1},
+                 {"bytes", 10}},
+                true, "host");
+  EXPECT_TRUE(ValidLinkHost("10.99.1.2"));
+  EXPECT_TRUE(ValidLinkHost("fd00::1"));
+  EXPECT_FALSE(ValidLinkHost(""));
+  EXPECT_FALSE(ValidLinkHost("fe80::1%lo"));
   ExpectRefused({{"type", "link_listening"}, {"id", 1}, {"port", 0}}, false, "port");
-  ExpectRefused(
-      {{"type", "link_report"}, {"id", 1}, {"bytes", 10}, {"seconds", 0.0}, {"connect_s", 0}},
-      false, "seconds");
+  ExpectRefused({{"type", "link_report"}, {"id", 1}, {"bytes", 10}, {"seconds", 0.0}, {"rtt_s", 0}},
+                false, "seconds");
   ExpectRefused({{"type", "link_report"}, {"id", 1}, {"error", ""}}, false, "error");
 }
 

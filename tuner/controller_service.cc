@@ -258,6 +258,11 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
                          (l.b == topology.data_site && l.a == target.site);
       if (!joins || (!l.measured && !l.direct)) continue;
       target.data_link = l.direct ? l.direct->link : *l.measured;
+      // As for the links above: a measured latency under the declared one is the kernel
+      // emulating none, not a faster link.
+      if (l.declared) {
+        target.data_link.latency_s = std::max(target.data_link.latency_s, l.declared->latency_s);
+      }
       char how[160];
       std::snprintf(how, sizeof(how), "%s (%.3g Mbit/s",
                     l.direct ? "measured by a direct transfer between the sites"

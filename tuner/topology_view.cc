@@ -1,6 +1,7 @@
 #include "tuner/topology_view.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <utility>
 
@@ -20,10 +21,15 @@ Link ThroughController(const WorkerLink& a, const WorkerLink& b) {
           0.5 * (a.rtt_s + b.rtt_s)};
 }
 
-Link DirectTransferLink(int64_t bytes, double seconds, double connect_s) {
-  // The transfer's time less a round trip, never below a microsecond.
-  const double transfer_s = std::max(seconds - connect_s, 1e-6);
-  return {static_cast<double>(bytes) / transfer_s, 0.5 * connect_s};
+StatusOr<Link> DirectTransferLink(int64_t bytes, double seconds, double rtt_s) {
+  if (!(bytes > 0) || !(seconds >= 2 * rtt_s) || !(seconds > 0)) {
+    char why[160];
+    std::snprintf(why, sizeof(why),
+                  "the transfer took %.6f s, under two round trips (%.6f s): too short to time",
+                  seconds, rtt_s);
+    return Status::InvalidArgument(why);
+  }
+  return Link{static_cast<double>(bytes) / (seconds - rtt_s), 0.5 * rtt_s};
 }
 
 TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,

@@ -14,8 +14,9 @@
 // A link test (api/protocol.h, protocol 4) measures the link itself: a worker at one site
 // sends a timed transfer straight to a worker at the other. Its bandwidth is the bytes over
 // the transfer's time less one round trip (the last byte's way there and the
-// acknowledgement's way back), its latency half the round trip the connection took to set
-// up. The latest test per pair of sites is kept and shown beside the bound.
+// acknowledgement's way back), its latency half that round trip, timed with one byte on
+// the same connection. The latest test per pair of sites is kept and shown beside the
+// bound.
 
 #include <cstdint>
 #include <map>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "tuner/cost_model.h"
+#include "tuner/status.h"
 #include "tuner/types.h"
 
 namespace topotune {
@@ -51,15 +53,16 @@ struct DirectLink {
   std::string from_site, to_site;  ///< the sender's and the listener's
   std::string sender, listener;    ///< worker ids
   int64_t bytes = 0;
-  double seconds = 0.0;    ///< from the connection's establishment to the acknowledgement
-  double connect_s = 0.0;  ///< the connection's setup: one round trip
+  double seconds = 0.0;  ///< from the first byte sent to the acknowledgement
+  double rtt_s = 0.0;    ///< a one-byte round trip on the same connection
   Link link;
   double measured_at = 0.0;  ///< seconds since the Unix epoch
 };
 
-// The link of a transfer of `bytes` that took `seconds` on a connection set up in
-// `connect_s` (see the header).
-Link DirectTransferLink(int64_t bytes, double seconds, double connect_s);
+// The link of a transfer of `bytes` that took `seconds` on a connection with a round trip
+// of `rtt_s` (see the header). InvalidArgument when the transfer took under two round
+// trips: too short to time a bandwidth from.
+StatusOr<Link> DirectTransferLink(int64_t bytes, double seconds, double rtt_s);
 
 struct LinkView {
   std::string a, b;                  ///< site names, a < b

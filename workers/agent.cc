@@ -276,7 +276,7 @@ struct Agent::Impl {
     StatusOr<std::shared_ptr<LinkTestSide>> side =
         ec ? StatusOr<std::shared_ptr<LinkTestSide>>(
                  Status::IOError("no local address: " + ec.message()))
-           : LinkTestSide::Listen(io, local.address(), f, LinkReporter("listener"));
+           : LinkTestSide::Listen(io, local.address().to_string(), f, LinkReporter("listener"));
     if (!side.ok()) {
       LinkReportFrame r;
       r.id = f.id;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/asio.hpp>
 #include <chrono>
 #include <string>
 
@@ -53,13 +54,14 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
   int64_t bytes;
   Report report;
   bool done = false;
+  bool admitted = false;  // the listener's peer presented the nonce
   int attempts = 0;
   int64_t remaining = 0;
   std::array<char, kLinkNonceChars> got{};
   std::array<char, kChunkBytes> buffer{};
-  char ack = 'k';
+  char signal = 0;  // the one-byte messages: g(o), p(ing), q (pong), k (acknowledged)
   SteadyClock::time_point start;
-  double connect_s = 0.0;
+  double rtt_s = 0.0;
 
   void Close() {
     boost::system::error_code ignored;
@@ -92,9 +94,32 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
     });
   }
 
+  // Writes one byte `c`, then calls `next` (on success).
+  template <typename Next>
+  void Signal(char c, const char* step, Next next) {
+    signal = c;
+    asio::async_write(
+        peer, asio::buffer(&signal, 1),
+        [self = shared_from_this(), step, next](boost::system::error_code ec, size_t) {
+          if (self->done) return;
+          if (ec) return self->Fail(std::string(step) + ": " + ec.message());
+          next();
+        });
+  }
+
+  // Reads one byte, then calls `next` (on success).
+  template <typename Next>
+  void AwaitSignal(const char* step, Next next) {
+    asio::async_read(peer, asio::buffer(&signal, 1),
+                     [self = shared_from_this(), step, next](boost::system::error_code ec, size_t) {
+                       if (self->done) return;
+                       if (ec) return self->Fail(std::string(step) + ": " + ec.message());
+                       next();
+                     });
+  }
+
   // Listener: the next connection, until one opens with the nonce. Connections are taken
-  // one at a time, each given kNonceSeconds to send the nonce, so a silent one holds the
-  // sender back that long at most.
+  // one at a time, each given kNonceSeconds to send the nonce.
   void Accept() {
     acceptor.async_accept(peer, [self = shared_from_this()](boost::system::error_code ec) {
       if (self->done) return;
@@ -102,7 +127,7 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
       const int attempt = ++self->attempts;
       self->nonce_timer.expires_after(std::chrono::seconds(kNonceSeconds));
       self->nonce_timer.async_wait([self, attempt](boost::system::error_code ec2) {
-        if (ec2 || self->done || self->attempts != attempt || self->remaining > 0) return;
+        if (ec2 || self->done || self->attempts != attempt || self->admitted) return;
         boost::system::error_code ignored;
         self->peer.close(ignored);  // fails the nonce's read below
       });
@@ -110,13 +135,7 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
                        [self](boost::system::error_code ec2, size_t) {
                          self->nonce_timer.cancel();
                          if (self->done) return;
-                         if (!ec2 && SameNonce(self->got, self->nonce)) {
-                           boost::system::error_code ignored;
-                           self->acceptor.close(ignored);  // the one sender has come
-                           self->start = SteadyClock::now();
-                           self->remaining = self->bytes;
-                           return self->Receive();
-                         }
+                         if (!ec2 && SameNonce(self->got, self->nonce)) return self->Admit();
                          boost::system::error_code ignored;
                          self->peer.close(ignored);
                          if (self->attempts >= kLinkTestMaxAttempts) {
@@ -128,20 +147,33 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
     });
   }
 
+  // Listener: the sender has come. Go; answer its ping; then its bytes.
+  void Admit() {
+    admitted = true;
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    peer.set_option(tcp::no_delay(true), ignored);  // one-byte signals, sent at once
+    Signal('g', "sending go", [this] {
+      AwaitSignal("reading the sender's ping", [this] {
+        Signal('q', "answering the ping", [this] {
+          start = SteadyClock::now();
+          remaining = bytes;
+          Receive();
+        });
+      });
+    });
+  }
+
   // Listener: exactly `bytes` bytes, a chunk at a time, then the acknowledgement.
   void Receive() {
     if (remaining == 0) {
       const double seconds = SecondsSince(start);
-      return asio::async_write(
-          peer, asio::buffer(&ack, 1),
-          [self = shared_from_this(), seconds](boost::system::error_code ec, size_t) {
-            if (self->done) return;
-            if (ec) return self->Fail("acknowledging failed: " + ec.message());
-            LinkReportFrame r;
-            r.bytes = self->bytes;
-            r.seconds = std::max(seconds, 1e-9);
-            self->Finish(std::move(r));
-          });
+      return Signal('k', "acknowledging", [this, seconds] {
+        LinkReportFrame r;
+        r.bytes = bytes;
+        r.seconds = std::max(seconds, 1e-9);
+        Finish(std::move(r));
+      });
     }
     const size_t n = static_cast<size_t>(std::min<int64_t>(remaining, kChunkBytes));
     asio::async_read(peer, asio::buffer(buffer.data(), n),
@@ -157,22 +189,32 @@ struct LinkTestSide::Impl : std::enable_shared_from_this<LinkTestSide::Impl> {
                      });
   }
 
-  // Sender: the nonce, then `bytes` bytes of zeros, a chunk at a time, then the ack.
+  // Sender: after the nonce, wait for go, time a ping, then send and time the bytes.
+  void Start() {
+    AwaitSignal("no go from the listener", [this] {
+      const auto ping = SteadyClock::now();
+      Signal('p', "sending the ping", [this, ping] {
+        AwaitSignal("no answer to the ping", [this, ping] {
+          rtt_s = SecondsSince(ping);
+          start = SteadyClock::now();
+          std::fill(buffer.begin(), buffer.end(), 0);
+          remaining = bytes;
+          SendNext();
+        });
+      });
+    });
+  }
+
+  // Sender: `bytes` bytes of zeros, a chunk at a time, then the acknowledgement.
   void SendNext() {
     if (remaining == 0) {
-      return asio::async_read(
-          peer, asio::buffer(&ack, 1),
-          [self = shared_from_this()](boost::system::error_code ec, size_t) {
-            if (self->done) return;
-            if (ec) {
-              return self->Fail("no acknowledgement from the listener: " + ec.message());
-            }
-            LinkReportFrame r;
-            r.bytes = self->bytes;
-            r.seconds = std::max(SecondsSince(self->start), 1e-9);
-            r.connect_s = self->connect_s;
-            self->Finish(std::move(r));
-          });
+      return AwaitSignal("no acknowledgement from the listener", [this] {
+        LinkReportFrame r;
+        r.bytes = bytes;
+        r.seconds = std::max(SecondsSince(start), 1e-9);
+        r.rtt_s = rtt_s;
+        Finish(std::move(r));
+      });
     }
     const size_t n = static_cast<size_t>(std::min<int64_t>(remaining, kChunkBytes));
     asio::async_write(peer, asio::buffer(buffer.data(), n),
@@ -201,11 +243,13 @@ int LinkTestSide::port() const {
 }
 
 StatusOr<std::shared_ptr<LinkTestSide>> LinkTestSide::Listen(asio::io_context& io,
-                                                             const asio::ip::address& local,
+                                                             const std::string& local_address,
                                                              const LinkListenFrame& f,
                                                              Report report) {
   auto impl = std::make_shared<Impl>(io, f.id, f.nonce, f.bytes, std::move(report));
   boost::system::error_code ec;
+  const asio::ip::address local = asio::ip::make_address(local_address, ec);
+  if (ec) return Status::InvalidArgument("bad local address '" + local_address + "'");
   const tcp::endpoint endpoint(local, 0);
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);
@@ -213,7 +257,7 @@ StatusOr<std::shared_ptr<LinkTestSide>> LinkTestSide::Listen(asio::io_context& i
   if (ec) {
     impl->done = true;
     impl->Close();
-    return Status::IOError("cannot listen on " + local.to_string() + ": " + ec.message());
+    return Status::IOError("cannot listen on " + local_address + ": " + ec.message());
   }
   impl->StartTimer();
   impl->Accept();
@@ -232,14 +276,11 @@ std::shared_ptr<LinkTestSide> LinkTestSide::Send(asio::io_context& io, const Lin
     return side;
   }
   impl->StartTimer();
-  const auto asked = SteadyClock::now();
   impl->peer.async_connect(
       tcp::endpoint(address, static_cast<unsigned short>(f.port)),
-      [impl, asked](boost::system::error_code ec2) {
+      [impl](boost::system::error_code ec2) {
         if (impl->done) return;
         if (ec2) return impl->Fail("cannot connect to the listener: " + ec2.message());
-        impl->connect_s = SecondsSince(asked);
-        impl->start = SteadyClock::now();
         boost::system::error_code ignored;
         impl->peer.set_option(tcp::no_delay(true), ignored);
         std::copy(impl->nonce.begin(), impl->nonce.end(), impl->buffer.begin());
@@ -247,9 +288,7 @@ std::shared_ptr<LinkTestSide> LinkTestSide::Send(asio::io_context& io, const Lin
                           [impl](boost::system::error_code ec3, size_t) {
                             if (impl->done) return;
                             if (ec3) return impl->Fail("sending failed: " + ec3.message());
-                            std::fill(impl->buffer.begin(), impl->buffer.end(), 0);
-                            impl->remaining = impl->bytes;
-                            impl->SendNext();
+                            impl->Start();
                           });
       });
   return side;
