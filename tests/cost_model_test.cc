@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "tuner/device_classes.h"
 
@@ -100,6 +101,43 @@ TEST(CostModel, BatchScalingRecoversTheNoiseScale) {
   EXPECT_NEAR(scaling->Ratio(8192, 16384).value, (16384 + 512.0) / (8192 + 512.0), 1e-9);
   EXPECT_FALSE(BatchScaling::Fit({{64, 3.0}, {64, 2.0}}).ok());
   EXPECT_FALSE(BatchScaling::Fit({{64, 3.0}, {128, 0.0}}).ok());
+}
+
+// Epochs log-quadratic in the noise temperature with an optimum, times B^(1/2): recorded at
+// two batch sizes, the fit recovers them at a third, with the optimizer's own temperature
+// (lr / B for SGD, lr / sqrt(B) for Adam); the other optimizer's rule does not fit.
+TEST(CostModel, TemperatureScalingRecoversALogQuadraticSurface) {
+  auto epochs = [](Optimizer o, double lr, int b) {
+    const double t = std::log2(lr / (o == Optimizer::kSgd ? b : std::sqrt(b)) / 1e-3);
+    return 3.0 * std::exp2(0.5 * t * t) * std::sqrt(b / 32.0);
+  };
+  for (Optimizer o : {Optimizer::kSgd, Optimizer::kAdam}) {
+    std::vector<TemperatureScaling::Sample> samples;
+    for (int b : {32, 128}) {
+      for (double lr : {0.01, 0.03, 0.1, 0.3}) samples.push_back({b, lr, epochs(o, lr, b), 2});
+    }
+    StatusOr<TemperatureScaling> fit = TemperatureScaling::Fit(o, samples);
+    ASSERT_TRUE(fit.ok()) << fit.status().message();
+    EXPECT_NEAR(fit->EpochsAt(0.05, 64) / epochs(o, 0.05, 64), 1.0, 1e-4);
+    const Optimizer other = o == Optimizer::kSgd ? Optimizer::kAdam : Optimizer::kSgd;
+    StatusOr<TemperatureScaling> wrong = TemperatureScaling::Fit(other, samples);
+    ASSERT_TRUE(wrong.ok());
+    EXPECT_GT(std::abs(wrong->EpochsAt(0.05, 64) / epochs(o, 0.05, 64) - 1.0), 0.01);
+  }
+}
+
+// One learning rate at every batch size: the temperature and the batch are collinear, and the
+// fit still answers, through the recorded points.
+TEST(CostModel, TemperatureScalingWithOneRatePerBatchAndTooFewPoints) {
+  std::vector<TemperatureScaling::Sample> samples;
+  for (int b : {16, 32, 64, 128, 256}) samples.push_back({b, 0.001, 4.0 * std::sqrt(b / 16.0), 3});
+  StatusOr<TemperatureScaling> fit = TemperatureScaling::Fit(Optimizer::kAdam, samples);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_NEAR(fit->EpochsAt(0.001, 64), 8.0, 0.01);
+  samples.pop_back();
+  EXPECT_FALSE(TemperatureScaling::Fit(Optimizer::kAdam, samples).ok());
+  samples.push_back({256, 0.001, 0.0, 3});
+  EXPECT_FALSE(TemperatureScaling::Fit(Optimizer::kAdam, samples).ok());
 }
 
 TEST(CostModel, BatchScalingWithoutAFitSpansBothExtremes) {

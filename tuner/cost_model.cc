@@ -230,6 +230,83 @@ double EquivalentLearningRate(Optimizer optimizer, double learning_rate, int fro
   return learning_rate * (optimizer == Optimizer::kSgd ? ratio : std::sqrt(ratio));
 }
 
+namespace {
+
+// The fit's coordinates: log of the noise temperature u and log B.
+std::pair<double, double> TemperatureCoordinates(Optimizer optimizer, double learning_rate,
+                                                 int batch) {
+  const double v = std::log(static_cast<double>(batch));
+  return {std::log(learning_rate) - (optimizer == Optimizer::kSgd ? 1.0 : 0.5) * v, v};
+}
+
+}  // namespace
+
+StatusOr<TemperatureScaling> TemperatureScaling::Fit(Optimizer optimizer,
+                                                     const std::vector<Sample>& samples) {
+  if (samples.size() < kMinSamples) {
+    return Status::InvalidArgument("temperature scaling needs " + std::to_string(kMinSamples) +
+                                   " configurations or more that reach the target");
+  }
+  TemperatureScaling fit;
+  fit.optimizer_ = optimizer;
+  double weights = 0.0;
+  for (const Sample& s : samples) {
+    if (s.batch < 1 || !(s.learning_rate > 0) || !(s.epochs > 0) || !(s.weight > 0)) {
+      return Status::InvalidArgument(
+          "temperature scaling needs batch >= 1, learning rate, epochs and weight > 0 (batch " +
+          std::to_string(s.batch) + ")");
+    }
+    const auto [u, v] = TemperatureCoordinates(optimizer, s.learning_rate, s.batch);
+    fit.center_u_ += s.weight * u;
+    fit.center_v_ += s.weight * v;
+    weights += s.weight;
+  }
+  fit.center_u_ /= weights;
+  fit.center_v_ /= weights;
+  // Normal equations of the weighted least squares in centred coordinates; a tiny ridge on
+  // the slopes keeps them solvable where the coordinates are collinear (one learning rate at
+  // every batch size).
+  constexpr int kN = 4;
+  constexpr double kRidge = 1e-9;
+  double a[kN][kN + 1] = {};
+  for (const Sample& s : samples) {
+    const std::array<double, kN> x = fit.Features(s.learning_rate, s.batch);
+    for (int i = 0; i < kN; ++i) {
+      for (int j = 0; j < kN; ++j) a[i][j] += s.weight * x[i] * x[j];
+      a[i][kN] += s.weight * x[i] * std::log(s.epochs);
+    }
+  }
+  for (int i = 1; i < kN; ++i) a[i][i] += kRidge * weights;
+  for (int c = 0; c < kN; ++c) {  // Gauss-Jordan, partial pivoting
+    int pivot = c;
+    for (int r = c + 1; r < kN; ++r) {
+      if (std::abs(a[r][c]) > std::abs(a[pivot][c])) pivot = r;
+    }
+    if (!(std::abs(a[pivot][c]) > 0)) return Status::InvalidArgument("singular fit");
+    std::swap(a[c], a[pivot]);
+    for (int r = 0; r < kN; ++r) {
+      if (r == c) continue;
+      const double f = a[r][c] / a[c][c];
+      for (int j = c; j <= kN; ++j) a[r][j] -= f * a[c][j];
+    }
+  }
+  for (int i = 0; i < kN; ++i) fit.coefficients_[i] = a[i][kN] / a[i][i];
+  return fit;
+}
+
+std::array<double, 4> TemperatureScaling::Features(double learning_rate, int batch) const {
+  const auto [u, v] = TemperatureCoordinates(optimizer_, learning_rate, batch);
+  const double du = u - center_u_;
+  return {1.0, du, du * du, v - center_v_};
+}
+
+double TemperatureScaling::EpochsAt(double learning_rate, int batch) const {
+  const std::array<double, 4> x = Features(learning_rate, batch);
+  double log_epochs = 0.0;
+  for (int i = 0; i < 4; ++i) log_epochs += coefficients_[i] * x[i];
+  return std::exp(log_epochs);
+}
+
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
                                   std::optional<Estimate> sync) {

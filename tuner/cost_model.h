@@ -28,6 +28,7 @@
 // Every number is an Estimate: a value, an 80% interval, and whether it was measured or
 // predicted. Pure functions and small value types; no I/O. Thread-compatible.
 
+#include <array>
 #include <map>
 #include <optional>
 #include <string>
@@ -139,6 +140,37 @@ class BatchScaling {
 // (BatchScaling); the planner uses it between recorded batch sizes and just beyond.
 double EquivalentLearningRate(Optimizer optimizer, double learning_rate, int from_batch,
                               int to_batch);
+
+// Epochs to target of one optimizer over learning rates and batch sizes, from every
+// recorded configuration at once: log E = a + b u + c u^2 + d log B, where
+// u = log of the noise temperature (lr / B for SGD, lr / sqrt(B) for Adam; see
+// EquivalentLearningRate), both centred on the samples. The parabola in u is the temperature's
+// optimum and how fast the epochs grow away from it; d log B is what the temperature leaves to the
+// batch (above the noise scale the epochs grow with B, McCandlish et al.). Four parameters,
+// weighted least squares on log E over the configurations (weight: their seeds), so that each
+// answer averages many noisy measurements rather than two.
+class TemperatureScaling {
+ public:
+  struct Sample {
+    int batch = 0;
+    double learning_rate = 0.0;
+    double epochs = 0.0;  ///< the mean over seeds
+    double weight = 1.0;  ///< the seeds it averages
+  };
+  // Errors: fewer than kMinSamples samples, a non-positive value, or a singular fit.
+  static StatusOr<TemperatureScaling> Fit(Optimizer optimizer, const std::vector<Sample>& samples);
+  // The fitted epochs at (learning_rate, batch).
+  double EpochsAt(double learning_rate, int batch) const;
+  static constexpr size_t kMinSamples = 5;  ///< one more than the parameters
+
+ private:
+  std::array<double, 4> Features(double learning_rate, int batch) const;
+
+  Optimizer optimizer_ = Optimizer::kSgd;
+  double center_u_ = 0.0;  ///< the samples' weighted mean log temperature
+  double center_v_ = 0.0;  ///< and log batch
+  std::array<double, 4> coefficients_ = {0, 0, 0, 0};  ///< of 1, u, u^2, log B, centred
+};
 
 // A declared topology (examples/topologies/*.json): sites with their devices per class,
 // links between sites, where the training data lives, and the targets to answer for, each

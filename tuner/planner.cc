@@ -294,15 +294,26 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
   // that reaches the target, scaled by the optimizer's BatchScaling.
   std::map<Optimizer, std::map<int, LearningRateFamily>> families;
   std::set<std::pair<Optimizer, double>> recorded_rates;
+  // Per optimizer, the configurations that reach the target on every seed.
+  std::map<Optimizer, std::vector<TemperatureScaling::Sample>> temperature_samples;
   int longest = 0;  // epochs of the longest recorded curve
   for (const CurveTable::Run& run : input.curves->runs()) {
     const TrialConfig& c = run.config;
-    families[c.optimizer][c.batch_size][c.learning_rate] =
-        MeasuredEpochs(run, input.target_accuracy);
+    const std::optional<Estimate> epochs = MeasuredEpochs(run, input.target_accuracy);
+    families[c.optimizer][c.batch_size][c.learning_rate] = epochs;
     recorded_rates.insert({c.optimizer, c.learning_rate});
+    if (epochs) {
+      temperature_samples[c.optimizer].push_back(
+          {c.batch_size, c.learning_rate, epochs->value, static_cast<double>(run.curves.size())});
+    }
     for (const auto& [seed, curve] : run.curves) {
       longest = std::max(longest, static_cast<int>(curve.size()));
     }
+  }
+  std::map<Optimizer, TemperatureScaling> temperature_fits;
+  for (const auto& [optimizer, samples] : temperature_samples) {
+    StatusOr<TemperatureScaling> fit = TemperatureScaling::Fit(optimizer, samples);
+    if (fit.ok()) temperature_fits.emplace(optimizer, *fit);
   }
   std::vector<Measured> what_if;
   for (int batch : input.what_if_batches) {
@@ -349,6 +360,19 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         m.epochs.measured = false;
       }
       if (epochs_sides > 0) {
+        // Where the sides bracket the equivalent temperature, the value from the fit over
+        // every configuration of the optimizer, which averages their seed noise; the sides'
+        // interval stays, widened to include it.
+        auto fit = temperature_fits.find(optimizer);
+        if (fit != temperature_fits.end()) {
+          m.epochs.value = fit->second.EpochsAt(learning_rate, batch);
+          m.epochs.lo = std::min(m.epochs.lo, m.epochs.value);
+          m.epochs.hi = std::max(m.epochs.hi, m.epochs.value);
+          char part[64];
+          std::snprintf(part, sizeof(part), "; fitted over %zu configurations",
+                        temperature_samples[optimizer].size());
+          from += part;
+        }
         // A side where the equivalent rate does not reach the target: it may not within the
         // recorded epochs.
         if (no_reach > 0) m.epochs.hi = std::max<double>(m.epochs.hi, longest);

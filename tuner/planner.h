@@ -22,6 +22,10 @@
 //    gradient-noise temperature (lr / B for SGD, lr / sqrt(B) for Adam:
 //    EquivalentLearningRate) does at the nearest recorded batch sizes below and above B,
 //    whose epochs are interpolated between the learning rates recorded there: predicted.
+//    Where that reading finds epochs and the optimizer has TemperatureScaling::kMinSamples
+//    configurations or more that reach the target, the value is that fit's over all of
+//    them (log epochs quadratic in log temperature plus a log B term), which averages the
+//    seeds' noise; the reading's interval stays, widened to include it.
 //    Why not the same learning rate scaled by BatchScaling: the best rate moves with the
 //    batch, so a fixed rate is a different configuration at another batch (too hot or too
 //    cold), and BatchScaling describes the best-tuned epochs only. Where no recorded rates
