@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "api/job_spec_json.h"
+#include "api/json_input.h"
 #include "api/predict_cli.h"
 #include "api/report_json.h"
 #include "storage/store.h"
@@ -223,14 +224,16 @@ void PrintReport(const json& r) {
                 best["worker"].get<std::string>().c_str());
   }
   if (several) {
+    const std::string measured = target.value("links_measured", std::string());
     std::printf(
         "Seconds of training are counted %s: a trial's measured seconds x the target's "
         "seconds for the same step (data-parallel: %s's compute step of the local batch, from "
-        "its probe, plus the ring synchronisation over the declared links; federated: a "
-        "round per local epoch, given the topology's train_samples) / the step time of the "
-        "class it ran on. One device cannot measure this target, so nothing is confirmed on "
-        "it\n",
-        reference.c_str(), reference_class.c_str());
+        "its probe, plus the ring synchronisation over its links; federated: a round per "
+        "local epoch, given the topology's train_samples) / the step time of the class it "
+        "ran on. Its links, fixed at the job's first placement: %s. One device cannot "
+        "measure this target, so nothing is confirmed on it\n",
+        reference.c_str(), reference_class.c_str(),
+        measured.empty() ? "as declared" : SafeText(measured, 600).c_str());
   } else if (!reference.empty()) {
     std::printf(
         "Seconds of training are counted on class %s: a trial's measured seconds x %s's step "

@@ -105,7 +105,8 @@ json ToJson(const Report& r) {
                                    ? json(nullptr)
                                    : json{{"name", r.reference_target.name},
                                           {"kind", TargetKindName(r.reference_target.kind)},
-                                          {"description", DescribeTarget(r.reference_target)}}},
+                                          {"description", DescribeTarget(r.reference_target)},
+                                          {"links_measured", r.reference_target.links_measured}}},
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
           {"best", r.best ? ToJson(*r.best) : json(nullptr)},

@@ -199,6 +199,17 @@ constexpr const char* kForecastScores = R"sql(
 ALTER TABLE trials ADD COLUMN forecast_score REAL;
 )sql";
 
+// The links a job's seconds count over, fixed at its first placement
+// (JobRecord::counted_links; counted_links_fixed 0: not yet).
+constexpr const char* kCountedLinks = R"sql(
+ALTER TABLE jobs ADD COLUMN counted_links_fixed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN counted_inter_node_bytes_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN counted_inter_node_latency_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN counted_edge_cloud_bytes_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN counted_edge_cloud_latency_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN counted_links_how TEXT NOT NULL DEFAULT '';
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -268,7 +279,7 @@ const std::vector<Migration>& Migrations() {
       {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
-      {10, kConfirmations},     {11, kForecastScores},
+      {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
   };
   return kMigrations;
 }

@@ -112,7 +112,9 @@ Status CorruptRow(const std::string& column, const std::string& value, int64_t i
 
 // Column lists, in the order the Read* functions below expect.
 constexpr const char* kSelectJobs =
-    "SELECT id, name, spec_json, state, message, created_at, finished_at FROM jobs";
+    "SELECT id, name, spec_json, state, message, created_at, finished_at, counted_links_fixed, "
+    "counted_inter_node_bytes_s, counted_inter_node_latency_s, counted_edge_cloud_bytes_s, "
+    "counted_edge_cloud_latency_s, counted_links_how FROM jobs";
 // The trial's columns after id (the order of BindTrialFields).
 constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
@@ -139,6 +141,10 @@ StatusOr<JobRecord> ReadJob(const Statement& row) {
   job.message = row.Text(4);
   job.created_at = row.Double(5);
   job.finished_at = row.Double(6);
+  if (row.Int(7) != 0) {
+    job.counted_links = CountedLinks{
+        {row.Double(8), row.Double(9)}, {row.Double(10), row.Double(11)}, row.Text(12)};
+  }
   return job;
 }
 
@@ -516,6 +522,26 @@ class SqliteStore final : public Store {
       stmt.BindText(JobStateName(state))
           .BindText(message)
           .BindDouble(IsTerminal(state) ? at : 0.0)
+          .BindInt(job_id);
+      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(db) == 0) return Status::NotFound(job + " not found");
+      return Status::OK();
+    });
+  }
+
+  Status FixCountedLinks(int64_t job_id, const CountedLinks& links) override {
+    const std::string job = "job " + std::to_string(job_id);
+    return Write("fixing the counted links of " + job, [&](sqlite3* db, const std::string& what) {
+      Statement stmt(db,
+                     "UPDATE jobs SET counted_links_fixed = 1, counted_inter_node_bytes_s = ?, "
+                     "counted_inter_node_latency_s = ?, counted_edge_cloud_bytes_s = ?, "
+                     "counted_edge_cloud_latency_s = ?, counted_links_how = ? WHERE id = ?",
+                     what);
+      stmt.BindDouble(links.inter_node.bandwidth_bytes_s)
+          .BindDouble(links.inter_node.latency_s)
+          .BindDouble(links.edge_cloud.bandwidth_bytes_s)
+          .BindDouble(links.edge_cloud.latency_s)
+          .BindText(links.how)
           .BindInt(job_id);
       TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
       if (sqlite3_changes(db) == 0) return Status::NotFound(job + " not found");

@@ -150,13 +150,10 @@ TEST(Dispatcher, AWorkerIsSentItsOwnSecondsOfAJobCountedOnAnotherClass) {
   }
 }
 
-// A job that counts seconds on 4 edge devices data-parallel scales even an edge worker's
-// seconds: the target's step is the edge's compute at a quarter of the batch plus the
-// ring's synchronisation, not the edge's step at the whole batch.
-TEST(Dispatcher, AWorkerOfADataParallelTargetsClassIsSentItsOwnSecondsOfTheTargetsStep) {
-  MemoryJournal journal;
-  FakeChannel channel;
-  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+// A job counted on 4 edge devices data-parallel, on 4 nodes joined by a declared 1 MB/s
+// link, at batch 64 with rungs of 2 target seconds; its model is 8000 bytes, so the ring
+// synchronises in 2 x 3/4 x 8000 / 1e6 s = 12 ms.
+JobSpec DataParallelSpec() {
   JobSpec spec = Spec();
   spec.space.batch_sizes = {64};
   spec.reference_class = "edge";
@@ -165,23 +162,107 @@ TEST(Dispatcher, AWorkerOfADataParallelTargetsClassIsSentItsOwnSecondsOfTheTarge
   spec.reference_target.devices = 4;
   spec.reference_target.nodes = 4;
   spec.reference_target.inter_node = {1e6, 0.0};
-  spec.workload.model_bytes = 8000;  // ring: 2 x 3/4 x 8000 / 1e6 s = 12 ms
+  spec.workload.model_bytes = 8000;
   spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
                                       /*num_rungs=*/1, /*max_epochs=*/20);
-  JobRecord job;
-  job.id = 1;
-  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  return spec;
+}
+
+WorkerRecord EdgeWorker() {
   WorkerRecord w = Worker("edge-1");
   w.device.device_class = "edge";
+  return w;
+}
+
+// The probe of an edge worker whose step takes 1 + batch / 16 ms (5 ms at 64).
+DeviceProbe LinearEdgeProbe() {
+  DeviceProbe probe = ProbeUpTo(512);
+  for (BatchProbe& b : probe.batches) b.step_ms = 1.0 + b.batch_size / 16.0;
+  return probe;
+}
+
+// A job that counts seconds on 4 edge devices data-parallel scales even an edge worker's
+// seconds: the target's step is the edge's compute at a quarter of the batch plus the
+// ring's synchronisation, not the edge's step at the whole batch.
+TEST(Dispatcher, AWorkerOfADataParallelTargetsClassIsSentItsOwnSecondsOfTheTargetsStep) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  const JobSpec spec = DataParallelSpec();
+  JobRecord job;
+  StatusOr<int64_t> id = journal.CreateJob(job);
+  ASSERT_TRUE(id.ok());
+  job.id = *id;
+  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  const WorkerRecord w = EdgeWorker();
   ASSERT_TRUE(journal.UpsertWorker(w).ok());
   ASSERT_TRUE(dispatcher.WorkerConnected(w).ok());
-  DeviceProbe probe = ProbeUpTo(512);
-  for (BatchProbe& b : probe.batches) b.step_ms = 1.0 + b.batch_size / 16.0;  // 5 ms at 64
-  ASSERT_TRUE(dispatcher.OnProbeResult("edge-1", channel.probes[0].key, probe).ok());
+  const DeviceProbe probe = LinearEdgeProbe();
+  ASSERT_TRUE(dispatcher.OnProbeResult(w.id, channel.probes[0].key, probe).ok());
   ASSERT_EQ(channel.assignments.size(), 1u);
   // The target's step: 2 ms (batch 16) + 12 ms; the worker's at 64: 5 ms. A rung of 2
   // target seconds is 2 / 2.8 of the worker's own.
   EXPECT_NEAR(channel.assignments[0].second.max_train_s, 2.0 / (14.0 / 5.0), 1e-9);
+}
+
+// The links of a target that spans sites are the link test's once one ran between those
+// sites, fixed at the job's first placement: a later link test changes nothing for the
+// job, and a job whose record fixed them counts over those.
+TEST(Dispatcher, AJobCountsOverTheLinkTestedAtItsFirstPlacementAndKeepsIt) {
+  MemoryJournal journal;
+  FakeChannel channel;
+  Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+  JobSpec spec = DataParallelSpec();
+  spec.reference_target.inter_node_sites = {"edge-1", "edge-2"};
+  JobRecord job;
+  StatusOr<int64_t> id = journal.CreateJob(job);
+  ASSERT_TRUE(id.ok());
+  job.id = *id;
+  const auto tested = [](double bytes_s) {
+    DirectLink d;
+    d.from_site = "edge-2";  // either direction joins the pair
+    d.to_site = "edge-1";
+    d.link = {bytes_s, 0.0};
+    return std::vector<DirectLink>{d};
+  };
+  dispatcher.SetLinkTests(tested(2e6));  // ring 6 ms instead of the declared 12 ms
+  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+  const WorkerRecord w = EdgeWorker();
+  ASSERT_TRUE(journal.UpsertWorker(w).ok());
+  ASSERT_TRUE(dispatcher.WorkerConnected(w).ok());
+  const DeviceProbe probe = LinearEdgeProbe();
+  ASSERT_TRUE(dispatcher.OnProbeResult(w.id, channel.probes[0].key, probe).ok());
+  ASSERT_EQ(channel.assignments.size(), 1u);
+  // The target's step: 2 ms (batch 16) + 6 ms; the worker's at 64: 5 ms.
+  const double counted = 2.0 / (8.0 / 5.0);
+  EXPECT_NEAR(channel.assignments[0].second.max_train_s, counted, 1e-9);
+  ASSERT_TRUE(journal.jobs.at(job.id).counted_links.has_value());
+  EXPECT_DOUBLE_EQ(journal.jobs.at(job.id).counted_links->inter_node.bandwidth_bytes_s, 2e6);
+  EXPECT_NE(journal.jobs.at(job.id).counted_links->how.find("inter_node measured by a link test"),
+            std::string::npos);
+
+  dispatcher.SetLinkTests(tested(4e6));  // a later test: the job keeps its links
+  const SegmentSpec a = channel.assignments.back().second;
+  ASSERT_TRUE(dispatcher.OnEpoch("edge-1", a.trial_id, a.attempt, Epoch1()).ok());
+  ASSERT_TRUE(
+      dispatcher.OnSegmentEnded("edge-1", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
+          .ok());
+  ASSERT_EQ(channel.assignments.size(), 2u);
+  EXPECT_NEAR(channel.assignments[1].second.max_train_s, counted, 1e-9);
+
+  // Another job of the same spec, whose record fixed the declared links, counts over those
+  // whatever was tested since (a restored job reads its record so).
+  JobRecord declared;
+  ASSERT_TRUE((id = journal.CreateJob(declared)).ok());
+  declared.id = *id;
+  declared.counted_links = CountedLinks{{1e6, 0.0}, {}, ""};
+  Dispatcher other(&journal, &channel, [] { return 0.0; });
+  other.SetLinkTests(tested(4e6));
+  ASSERT_TRUE(other.AddJob(declared, spec).ok());
+  ASSERT_TRUE(other.WorkerConnected(w).ok());
+  ASSERT_TRUE(other.OnProbeResult("edge-1", channel.probes.back().key, probe).ok());
+  ASSERT_EQ(channel.assignments.size(), 3u);
+  EXPECT_NEAR(channel.assignments[2].second.max_train_s, 2.0 / (14.0 / 5.0), 1e-9);
 }
 
 TEST(Dispatcher, AnOutOfMemoryTrialLowersTheWorkersLimit) {

@@ -743,6 +743,36 @@ TEST(Integration, WorkersAtTwoSitesTimeADirectTransferBetweenThem) {
   EXPECT_EQ(status, 0) << printed;
   EXPECT_NE(printed.find("direct"), std::string::npos) << printed;
   EXPECT_NE(printed.find("cloud <-> edge-1"), std::string::npos) << printed;
+
+  // A job counted on a data-parallel target whose nodes are joined by that pair's link
+  // counts over the tested link, not the declared 10 Mbit/s, and its report says so.
+  json spec = SmallJob();
+  spec["max_trials"] = 2;
+  spec["topology"] = json::parse(R"({
+    "name": "two sites", "sites": {"edge-1": {"edge": 1}, "cloud": {"edge": 2}},
+    "links": [{"between": ["edge-1", "cloud"], "bandwidth_mbit_s": 10, "latency_ms": 1}],
+    "model_bytes": 248000, "train_samples": 2000,
+    "targets": [{"name": "edge-x2", "kind": "data_parallel", "class": "edge", "site": "cloud",
+                 "devices": 2, "nodes": 2, "inter_node": ["edge-1", "cloud"]}]})");
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
+  const json job = cluster.WaitForJob(id, 120);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("topotuned.log");
+  auto report = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report && report->status == 200);
+  const json reference = json::parse(report->body)["reference_target"];
+  EXPECT_NE(reference.value("links_measured", "")
+                .find("inter_node measured by a link test between edge-1 and cloud"),
+            std::string::npos)
+      << reference.dump();
+  const auto [report_status, report_text] =
+      RunCommand("TOPOTUNE_TOKEN=" + cluster.token() + " " + TOPOTUNE_CLI_BIN +
+                 " --server http://127.0.0.1:" + std::to_string(cluster.http_port()) + " report " +
+                 std::to_string(id));
+  EXPECT_EQ(report_status, 0) << report_text;
+  EXPECT_NE(report_text.find("fixed at the job's first placement: inter_node measured"),
+            std::string::npos)
+      << report_text;
   fs::remove(table);
 }
 

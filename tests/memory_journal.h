@@ -90,6 +90,12 @@ class MemoryJournal : public Journal {
     }
     return Status::OK();
   }
+  Status FixCountedLinks(int64_t job_id, const CountedLinks& links) override {
+    auto it = jobs.find(job_id);
+    if (it == jobs.end()) return Status::NotFound("job " + std::to_string(job_id) + " not found");
+    it->second.counted_links = links;
+    return Status::OK();
+  }
   Status UpsertWorker(const WorkerRecord& worker) override {
     workers[worker.id] = worker;
     return Status::OK();

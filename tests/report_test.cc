@@ -76,6 +76,27 @@ TEST(Report, AConfirmedTrialCountsByItsConfirmation) {
   EXPECT_EQ(r.best->id, 3);
 }
 
+// A data-parallel reference target counts over the links its job fixed, and says how.
+TEST(Report, TheReferenceTargetHasTheLinksItsJobFixed) {
+  JobSpec spec = Spec();
+  spec.reference_class = "edge";
+  spec.reference_target.kind = Target::Kind::kDataParallel;
+  spec.reference_target.device_class = "edge";
+  spec.reference_target.devices = 4;
+  spec.reference_target.nodes = 2;
+  spec.reference_target.inter_node = {1e6, 0.001};
+  Report declared = BuildReport(JobRecord{}, spec, {}, {});
+  EXPECT_DOUBLE_EQ(declared.reference_target.inter_node.bandwidth_bytes_s, 1e6);
+  EXPECT_EQ(declared.reference_target.links_measured, "");
+  JobRecord job;
+  job.counted_links = CountedLinks{{2.5e6, 0.002}, {}, "inter_node measured by a link test"};
+  Report fixed = BuildReport(job, spec, {}, {});
+  EXPECT_EQ(fixed.reference_target.kind, Target::Kind::kDataParallel);
+  EXPECT_DOUBLE_EQ(fixed.reference_target.inter_node.bandwidth_bytes_s, 2.5e6);
+  EXPECT_DOUBLE_EQ(fixed.reference_target.inter_node.latency_s, 0.002);
+  EXPECT_EQ(fixed.reference_target.links_measured, "inter_node measured by a link test");
+}
+
 TEST(Report, GridCostUsesMeasuredEpochTimesPerBatchSize) {
   std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 64, false, 0, 0.5)};
   std::vector<CurvePoint> points = {Point(1, 1, 8.0), Point(2, 1, 2.0)};

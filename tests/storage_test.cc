@@ -301,6 +301,41 @@ TEST(Storage, SetJobStateStoresStateMessageAndFinishTime) {
   EXPECT_EQ(missing.code(), Status::Code::kNotFound) << missing.ToString();
 }
 
+TEST(Storage, AJobsCountedLinksAreUnsetUntilFixedThenReadBack) {
+  TempDatabase db;
+  std::unique_ptr<Store> store = OpenOrDie(db.path());
+  ASSERT_NE(store, nullptr);
+  StatusOr<int64_t> id = store->CreateJob(MakeJob("links"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  StatusOr<JobRecord> before = store->GetJob(*id);
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_FALSE(before->counted_links.has_value());
+
+  const CountedLinks links{{1.25e6, 0.002}, {3.5e5, 0.04}, "inter_node measured by a link test"};
+  ASSERT_TRUE(store->FixCountedLinks(*id, links).ok());
+  StatusOr<std::vector<JobRecord>> all = store->ListJobs();
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 1u);
+  ASSERT_TRUE((*all)[0].counted_links.has_value());
+  const CountedLinks& got = *(*all)[0].counted_links;
+  EXPECT_EQ(got.inter_node.bandwidth_bytes_s, 1.25e6);
+  EXPECT_EQ(got.inter_node.latency_s, 0.002);
+  EXPECT_EQ(got.edge_cloud.bandwidth_bytes_s, 3.5e5);
+  EXPECT_EQ(got.edge_cloud.latency_s, 0.04);
+  EXPECT_EQ(got.how, links.how);
+
+  // Fixed as declared: set, with no "how".
+  StatusOr<int64_t> other = store->CreateJob(MakeJob("declared"));
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(store->FixCountedLinks(*other, CountedLinks{}).ok());
+  StatusOr<JobRecord> declared = store->GetJob(*other);
+  ASSERT_TRUE(declared.ok() && declared->counted_links.has_value());
+  EXPECT_EQ(declared->counted_links->how, "");
+
+  Status missing = store->FixCountedLinks(*other + 1, links);
+  EXPECT_EQ(missing.code(), Status::Code::kNotFound) << missing.ToString();
+}
+
 TEST(Storage, TrialsRoundTripAllFieldsByNumber) {
   TempDatabase db;
   std::unique_ptr<Store> store = OpenOrDie(db.path());

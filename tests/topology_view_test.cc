@@ -114,5 +114,61 @@ TEST(TopologyView, ALinkTestStandsBesideTheBoundAndTheLatestCounts) {
   EXPECT_DOUBLE_EQ(view.links[1].direct->link.bandwidth_bytes_s, 5e6);
 }
 
+DirectLink Tested(const std::string& from, const std::string& to, double bytes_s, double latency_s,
+                  double at) {
+  DirectLink d;
+  d.from_site = from;
+  d.to_site = to;
+  d.link = {bytes_s, latency_s};
+  d.measured_at = at;
+  return d;
+}
+
+// A data-parallel target across nodes and a federated one take the latest link test
+// between the sites their links were named by (in either direction), keeping the declared
+// latency where it is larger; links given inline, a target on one node, and a pair never
+// tested keep what was declared.
+TEST(TopologyView, ATargetsLinksBetweenSitesAreTheLatestLinkTests) {
+  const std::vector<DirectLink> tests = {Tested("b", "a", 2e6, 0.001, 10),
+                                         Tested("a", "b", 3e6, 0.001, 20),
+                                         Tested("edge-1", "cloud", 1e6, 0.030, 5)};
+  Target dp;
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 4;
+  dp.nodes = 2;
+  dp.inter_node = {1e9, 0.005};
+  dp.inter_node_sites = {"a", "b"};
+  ApplyLinkTests(tests, &dp);
+  EXPECT_DOUBLE_EQ(dp.inter_node.bandwidth_bytes_s, 3e6);  // the later test
+  EXPECT_DOUBLE_EQ(dp.inter_node.latency_s, 0.005);        // the declared one is larger
+  EXPECT_NE(dp.links_measured.find("inter_node measured by a link test between a and b"),
+            std::string::npos)
+      << dp.links_measured;
+
+  Target fed;
+  fed.kind = Target::Kind::kFederated;
+  fed.edge_cloud = {5e6, 0.010};
+  fed.edge_cloud_sites = {"cloud", "edge-1"};
+  ApplyLinkTests(tests, &fed);
+  EXPECT_DOUBLE_EQ(fed.edge_cloud.bandwidth_bytes_s, 1e6);
+  EXPECT_DOUBLE_EQ(fed.edge_cloud.latency_s, 0.030);  // the measured one is larger
+
+  Target inline_link = dp;
+  inline_link.inter_node = {1e9, 0.005};
+  inline_link.inter_node_sites = {"", ""};
+  inline_link.links_measured.clear();
+  Target one_node = inline_link;
+  one_node.nodes = 1;
+  one_node.inter_node_sites = {"a", "b"};
+  Target untested = one_node;
+  untested.nodes = 2;
+  untested.inter_node_sites = {"a", "c"};
+  for (Target* t : {&inline_link, &one_node, &untested}) {
+    ApplyLinkTests(tests, t);
+    EXPECT_DOUBLE_EQ(t->inter_node.bandwidth_bytes_s, 1e9);
+    EXPECT_EQ(t->links_measured, "");
+  }
+}
+
 }  // namespace
 }  // namespace topotune

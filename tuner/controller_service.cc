@@ -131,21 +131,24 @@ void ControllerService::WorkerLinkMeasured(const std::string& worker_id, const W
 }
 
 void ControllerService::DirectLinkMeasured(const DirectLink& link) {
+  // Lock order: links_mutex_, then the dispatcher's (which never takes links_mutex_).
   std::lock_guard<std::mutex> lock(links_mutex_);
   const auto pair = std::minmax(link.from_site, link.to_site);
-  for (DirectLink& d : direct_links_) {
-    if (std::minmax(d.from_site, d.to_site) == pair) {
-      d = link;
-      return;
+  auto same = std::find_if(direct_links_.begin(), direct_links_.end(), [&](const DirectLink& d) {
+    return std::minmax(d.from_site, d.to_site) == pair;
+  });
+  if (same != direct_links_.end()) {
+    *same = link;
+  } else {
+    // Site names come from workers: keep the latest kMaxDirectLinks pairs, not every one.
+    if (direct_links_.size() >= kMaxDirectLinks) {
+      direct_links_.erase(std::min_element(
+          direct_links_.begin(), direct_links_.end(),
+          [](const DirectLink& a, const DirectLink& b) { return a.measured_at < b.measured_at; }));
     }
+    direct_links_.push_back(link);
   }
-  // Site names come from workers: keep the latest kMaxDirectLinks pairs, not every one.
-  if (direct_links_.size() >= kMaxDirectLinks) {
-    direct_links_.erase(std::min_element(
-        direct_links_.begin(), direct_links_.end(),
-        [](const DirectLink& a, const DirectLink& b) { return a.measured_at < b.measured_at; }));
-  }
-  direct_links_.push_back(link);
+  dispatcher_.SetLinkTests(direct_links_);
 }
 
 StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
@@ -218,47 +221,17 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
     direct = direct_links_;
   }
   const TopologyView view = BuildTopologyView(*workers, links, direct, &topology);
-  // A data-parallel target's link between nodes, and a federated one's edge -> cloud link,
-  // named by their sites: the link test's where one ran between those sites.
-  const auto tested =
-      [&](const std::pair<std::string, std::string>& sites) -> std::optional<DirectLink> {
-    if (sites.first.empty()) return std::nullopt;
-    const auto key = std::minmax(sites.first, sites.second);
-    for (const LinkView& l : view.links) {
-      if (l.a == key.first && l.b == key.second && l.direct) return l.direct;
-    }
-    return std::nullopt;
-  };
   for (Target& target : input.targets) {
-    const auto replace = [&](const char* field, const std::pair<std::string, std::string>& sites,
-                             Link* link) {
-      std::optional<DirectLink> d = tested(sites);
-      if (!d) return;
-      char how[300];
-      std::snprintf(how, sizeof(how),
-                    "%s measured by a link test between %s and %s (%.3g Mbit/s, %.3g declared; "
-                    "latency the larger of %.3g ms measured and %.3g ms declared)",
-                    field, sites.first.c_str(), sites.second.c_str(),
-                    d->link.bandwidth_bytes_s * 8e-6, link->bandwidth_bytes_s * 8e-6,
-                    d->link.latency_s * 1e3, link->latency_s * 1e3);
-      // A link test sees no latency below its connection's setup; keep the declared one
-      // where that is larger (the testbed's kernel emulates none).
-      *link = {d->link.bandwidth_bytes_s, std::max(d->link.latency_s, link->latency_s)};
-      target.links_measured += (target.links_measured.empty() ? "" : "; ") + std::string(how);
-    };
-    if (target.kind == Target::Kind::kDataParallel && target.nodes > 1) {
-      replace("inter_node", target.inter_node_sites, &target.inter_node);
-    }
-    if (target.kind == Target::Kind::kFederated) {
-      replace("edge_cloud", target.edge_cloud_sites, &target.edge_cloud);
-    }
+    // A data-parallel target's link between nodes, and a federated one's edge -> cloud
+    // link, named by their sites: the link test's where one ran between those sites.
+    ApplyLinkTests(direct, &target);
     if (!(target.data_bytes > 0)) continue;
     for (const LinkView& l : view.links) {
       const bool joins = (l.a == topology.data_site && l.b == target.site) ||
                          (l.b == topology.data_site && l.a == target.site);
       if (!joins || (!l.measured && !l.direct)) continue;
       target.data_link = l.direct ? l.direct->link : *l.measured;
-      // As for the links above: a measured latency under the declared one is the kernel
+      // As in ApplyLinkTests: a measured latency under the declared one is the kernel
       // emulating none, not a faster link.
       if (l.declared) {
         target.data_link.latency_s = std::max(target.data_link.latency_s, l.declared->latency_s);

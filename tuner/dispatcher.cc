@@ -331,8 +331,13 @@ void Dispatcher::CollectCheckpointsLocked() {
   checkpoints_->Collect(keep);
 }
 
+void Dispatcher::SetLinkTests(std::vector<DirectLink> tests) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  link_tests_ = std::move(tests);
+}
+
 std::optional<Placement> Dispatcher::PlacementOf(
-    const std::string& worker_id, const Connected& w, const JobEngine& engine, int max_batch,
+    const std::string& worker_id, const Connected& w, JobEngine& engine, int max_batch,
     std::optional<std::vector<DeviceClassProfile>>* classes) {
   Placement placement;
   placement.workers = {worker_id};
@@ -340,10 +345,23 @@ std::optional<Placement> Dispatcher::PlacementOf(
   placement.device_class = DeviceClassOf(w.record.device);
   const JobSpec& spec = engine.spec();
   const std::string& device_class = placement.device_class;
-  const Target reference = ReferenceTarget(spec);
+  Target reference = ReferenceTarget(spec);
   if (spec.reference_class.empty() ||
       (spec.reference_class == device_class && !OnSeveralDevices(reference))) {
     return placement;
+  }
+  if (OnSeveralDevices(reference)) {
+    ApplyLinkTests(link_tests_, &reference);
+    StatusOr<Target> counted = engine.CountedReference(reference);
+    if (!counted.ok()) {
+      std::fprintf(stderr,
+                   "topotuned: job %lld: could not store the links its seconds count over "
+                   "(%s); counting over %s this time\n",
+                   static_cast<long long>(engine.job_id()), counted.status().ToString().c_str(),
+                   reference.links_measured.empty() ? "the declared links" : "the measured links");
+    } else {
+      reference = *counted;
+    }
   }
   if (!classes->has_value()) {
     StatusOr<std::vector<WorkerRecord>> workers = journal_->ListWorkers();

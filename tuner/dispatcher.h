@@ -11,6 +11,7 @@
 
 #include "tuner/device_classes.h"
 #include "tuner/job_engine.h"
+#include "tuner/topology_view.h"
 
 namespace topotune {
 
@@ -58,6 +59,10 @@ class Dispatcher {
   Status RestoreJob(const JobRecord& job, const JobSpec& spec);
   // NotFound if the job is not active here.
   Status CancelJob(int64_t job_id);
+  // The link tests between sites so far (the latest per pair of sites). A job whose
+  // reference target spans sites counts its seconds over those known at its first
+  // placement (JobEngine::CountedReference).
+  void SetLinkTests(std::vector<DirectLink> tests);
   bool IsActive(int64_t job_id) const;
 
   // A worker registered. FailedPrecondition if a worker of that id is connected already.
@@ -116,7 +121,7 @@ class Dispatcher {
   // has no probe of the job's input and a connected worker of it is yet to probe: the
   // other classes wait for it rather than count seconds unscaled.
   std::optional<Placement> PlacementOf(
-      const std::string& worker_id, const Connected& w, const JobEngine& engine, int max_batch,
+      const std::string& worker_id, const Connected& w, JobEngine& engine, int max_batch,
       std::optional<std::vector<DeviceClassProfile>>* classes);   // requires mutex_
   void FailJobsNoWorkerCanHold();                                 // requires mutex_
   void ExpireAwaitedWorkers();                                    // requires mutex_
@@ -134,6 +139,7 @@ class Dispatcher {
   mutable std::mutex mutex_;
   std::map<int64_t, std::unique_ptr<JobEngine>> jobs_;  // GUARDED_BY(mutex_), active jobs
   std::map<std::string, Connected> workers_;            // GUARDED_BY(mutex_)
+  std::vector<DirectLink> link_tests_;                  // GUARDED_BY(mutex_)
   // Checkpoint holders of restored jobs that have not reconnected yet, and until when
   // (clock_ seconds) they are waited for. GUARDED_BY(mutex_)
   std::map<std::string, double> awaited_;

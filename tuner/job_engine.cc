@@ -206,6 +206,14 @@ Status JobEngine::Rebuild() {
   return Status::OK();
 }
 
+StatusOr<Target> JobEngine::CountedReference(const Target& now_known) {
+  if (job_.counted_links) return WithCountedLinks(ReferenceTarget(spec_), *job_.counted_links);
+  const CountedLinks links{now_known.inter_node, now_known.edge_cloud, now_known.links_measured};
+  TOPOTUNE_RETURN_IF_ERROR(journal_->FixCountedLinks(job_.id, links));
+  job_.counted_links = links;
+  return now_known;
+}
+
 std::optional<double> JobEngine::IncumbentTta() const {
   std::optional<double> best;
   for (const auto& [id, t] : trials_) {

@@ -84,6 +84,12 @@ class JobEngine {
   JobState state() const { return job_.state; }
   const JobSpec& spec() const { return spec_; }
 
+  // The target the job's seconds count on: ReferenceTarget(spec) with the links fixed at
+  // its first placement. The first call fixes `now_known` (that target with the links
+  // known now, e.g. ApplyLinkTests) and stores its links (JobRecord::counted_links);
+  // later calls, and a restored engine, return the fixed one, so every trial counts alike.
+  StatusOr<Target> CountedReference(const Target& now_known);
+
   // The next segment for a free placement (today one worker) whose workers hold batches of
   // up to placement.max_batch_size (their probed limit for this job's model), or nullopt
   // when this job has nothing that placement may run now. Persists the trial before

@@ -64,6 +64,8 @@ class Journal {
                                   const Observation& observation) = 0;
   virtual Status SetJobState(int64_t job_id, JobState state, const std::string& message,
                              double at) = 0;
+  // Fixes the links the job's seconds count over (JobRecord::counted_links).
+  virtual Status FixCountedLinks(int64_t job_id, const CountedLinks& links) = 0;
   virtual Status UpsertWorker(const WorkerRecord& worker) = 0;
   // Replaces the stored rows of the probe's (worker, model, input) batch sizes.
   virtual Status UpsertDeviceProbe(const DeviceProbe& probe) = 0;

@@ -72,7 +72,9 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
   r.algorithm = spec.algorithm;
   r.auto_reason = spec.auto_reason;
   r.reference_class = spec.reference_class;
-  r.reference_target = ReferenceTarget(spec);
+  r.reference_target = job.counted_links
+                           ? WithCountedLinks(ReferenceTarget(spec), *job.counted_links)
+                           : ReferenceTarget(spec);
   r.target_accuracy = spec.target_accuracy;
   r.trials_total = static_cast<int>(trials.size());
   for (const auto& t : trials) ++r.trials_by_state[TrialStateName(t.state)];

@@ -32,7 +32,7 @@ struct Report {
   std::string reference_class;
   // The target they count on (ReferenceTarget): one device of reference_class, or the
   // topology's first target as a whole (a data-parallel one's step with its
-  // synchronisation).
+  // synchronisation, over the links the job fixed: JobRecord::counted_links).
   Target reference_target;
   double target_accuracy = 0.0;
   bool target_reached = false;

@@ -32,6 +32,37 @@ StatusOr<Link> DirectTransferLink(int64_t bytes, double seconds, double rtt_s) {
   return Link{static_cast<double>(bytes) / (seconds - rtt_s), 0.5 * rtt_s};
 }
 
+void ApplyLinkTests(const std::vector<DirectLink>& tests, Target* target) {
+  const auto replace = [&](const char* field, const std::pair<std::string, std::string>& sites,
+                           Link* link) {
+    if (sites.first.empty()) return;
+    const auto pair = std::minmax(sites.first, sites.second);
+    const DirectLink* test = nullptr;
+    for (const DirectLink& d : tests) {
+      if (std::minmax(d.from_site, d.to_site) == pair &&
+          (test == nullptr || d.measured_at > test->measured_at)) {
+        test = &d;
+      }
+    }
+    if (test == nullptr) return;
+    char how[300];
+    std::snprintf(how, sizeof(how),
+                  "%s measured by a link test between %s and %s (%.3g Mbit/s, %.3g declared; "
+                  "latency the larger of %.3g ms measured and %.3g ms declared)",
+                  field, sites.first.c_str(), sites.second.c_str(),
+                  test->link.bandwidth_bytes_s * 8e-6, link->bandwidth_bytes_s * 8e-6,
+                  test->link.latency_s * 1e3, link->latency_s * 1e3);
+    *link = {test->link.bandwidth_bytes_s, std::max(test->link.latency_s, link->latency_s)};
+    target->links_measured += (target->links_measured.empty() ? "" : "; ") + std::string(how);
+  };
+  if (target->kind == Target::Kind::kDataParallel && target->nodes > 1) {
+    replace("inter_node", target->inter_node_sites, &target->inter_node);
+  }
+  if (target->kind == Target::Kind::kFederated) {
+    replace("edge_cloud", target->edge_cloud_sites, &target->edge_cloud);
+  }
+}
+
 TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
                                const std::map<std::string, WorkerLink>& links,
                                const std::vector<DirectLink>& direct, const Topology* declared) {

@@ -82,6 +82,13 @@ TopologyView BuildTopologyView(const std::vector<WorkerRecord>& workers,
                                const std::map<std::string, WorkerLink>& links,
                                const std::vector<DirectLink>& direct, const Topology* declared);
 
+// Replaces `target`'s links between sites by the latest link test between the same two
+// sites in `tests`, where the topology named those sites: a data-parallel target's
+// inter_node (when it spans nodes) and a federated one's edge_cloud. The latency stays the
+// declared one where that is larger: a link test sees no latency below its connection's
+// setup (and the testbed's kernel emulates none). Says how in target->links_measured.
+void ApplyLinkTests(const std::vector<DirectLink>& tests, Target* target);
+
 // The site-to-site bound through the controller from the two sites' measured links.
 Link ThroughController(const WorkerLink& a, const WorkerLink& b);
 

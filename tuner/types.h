@@ -110,13 +110,31 @@ struct JobSpec {
 // The target a job's seconds count on: its topology's first target while reference_class is
 // that target's class, else one device of reference_class. A data-parallel or federated
 // target counts its whole step (the local batch's compute plus the synchronisation over
-// its declared links), not only its class's compute step (TargetTimeScales).
+// its links: the declared ones, or those its job fixed, WithCountedLinks), not only its
+// class's compute step (TargetTimeScales).
 inline Target ReferenceTarget(const JobSpec& spec) {
   if (spec.reference_target.device_class == spec.reference_class) return spec.reference_target;
   Target one;
   one.name = spec.reference_class;
   one.device_class = spec.reference_class;
   return one;
+}
+
+// The links a job's seconds count over where its reference target spans sites (a
+// data-parallel target across nodes, or a federated one), fixed at the job's first
+// placement so that every trial counts alike (JobEngine::CountedReference).
+struct CountedLinks {
+  Link inter_node;
+  Link edge_cloud;
+  std::string how;  ///< Target::links_measured then; "" = as declared
+};
+
+// `reference` (ReferenceTarget) with the links its job fixed (JobRecord::counted_links).
+inline Target WithCountedLinks(Target reference, const CountedLinks& links) {
+  reference.inter_node = links.inter_node;
+  reference.edge_cloud = links.edge_cloud;
+  reference.links_measured = links.how;
+  return reference;
 }
 
 // Models a worker can build by name.
@@ -280,6 +298,7 @@ struct JobRecord {
   std::string message;  ///< why it failed or was cancelled
   double created_at = 0.0;
   double finished_at = 0.0;
+  std::optional<CountedLinks> counted_links;  ///< unset before they are fixed
 };
 
 }  // namespace topotune
