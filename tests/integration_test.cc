@@ -622,6 +622,50 @@ TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknow
   fs::remove_all(dir);
 }
 
+// Under a cgroup memory limit (a container's, or the testbed's edge) the kernel kills a
+// process that goes over it; the probe caps its own address space below the limit, so a
+// batch that does not fit fails to allocate and is reported, and the probe lives.
+TEST(Integration, TheProbeUnderACgroupMemoryLimitReportsWhatDoesNotFitAndIsNotKilled) {
+  std::string cgroup = "/sys/fs/cgroup/memory/topotune-probe-" + std::to_string(getpid());
+  std::string limit_file = cgroup + "/memory.limit_in_bytes";
+  if (!fs::exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+    cgroup = "/sys/fs/cgroup/topotune-probe-" + std::to_string(getpid());
+    limit_file = cgroup + "/memory.max";
+    std::ifstream controllers("/sys/fs/cgroup/cgroup.subtree_control");
+    std::string enabled((std::istreambuf_iterator<char>(controllers)), {});
+    if (enabled.find("memory") == std::string::npos) {
+      GTEST_SKIP() << "no cgroup memory controller to limit a process with";
+    }
+  }
+  std::error_code made;
+  if (!fs::create_directory(cgroup, made)) {
+    GTEST_SKIP() << "cannot make a cgroup (" << made.message() << "): not root?";
+  }
+  const fs::path dir = fs::temp_directory_path() / ("topotune-cgprobe-" + std::to_string(getpid()));
+  ShapesOptions data;
+  data.train_samples = 64;
+  data.test_samples = 64;
+  ASSERT_TRUE(WriteShapesDataset(dir.string(), data).ok());
+  std::ofstream(limit_file) << (int64_t{1536} << 20);  // the testbed edge's 1.5 GiB
+  // ResNet-8 at batch 4096 needs several GB.
+  const auto [status, output] = RunCommand(
+      "sh -c 'echo $$ > " + cgroup + "/cgroup.procs && exec " + TOPOTUNE_WORKER_BIN +
+      " probe --data " + dir.string() +
+      " --model resnet8 --batch-sizes 16,4096 --steps 1 --seconds 0 --threads 1 2>/dev/null'");
+  fs::remove(cgroup);  // empty again once the probe has exited
+  fs::remove_all(dir);
+  ASSERT_EQ(status, 0) << output;  // 137 when the kernel killed it
+  const json result = json::parse(output);
+  if (result["device"]["kind"] != "cpu") GTEST_SKIP() << "the cap applies to the CPU only";
+  EXPECT_EQ(result["device"]["memory_bytes"].get<int64_t>(), int64_t{1536} << 20);
+  const json& batches = result["probe"]["batches"];
+  ASSERT_EQ(batches.size(), 2u) << output;
+  EXPECT_TRUE(batches[0]["fits"].get<bool>()) << output;
+  EXPECT_FALSE(batches[1]["fits"].get<bool>()) << output;
+  EXPECT_NE(batches[1]["error"].get<std::string>().find("out of memory"), std::string::npos);
+  EXPECT_EQ(result["probe"]["max_batch_size"], 16);
+}
+
 // A replay table with a known optimum: accuracy after e epochs approaches a ceiling that
 // is highest at lr 0.01 and batch 64 for adam; epochs get cheaper with larger batches.
 std::string SyntheticReplayTable() {

@@ -49,6 +49,10 @@ grep -q "^class cloud: .*sites: cloud; workers: cloud-1$" <<<"$devices" ||
 # Its limits, as the edge worker read them from its cgroups: 1 CPU (a quarter), 1.5 GiB.
 grep -q "^class edge: .*, 1 cores, 1.5 GiB; sites: edge-1; workers: edge-1$" <<<"$devices" ||
   fail "the edge worker is not registered as class edge at site edge-1 with its limits"
+# Under the cgroup's memory limit the edge caps its own address space, so that a batch
+# that does not fit fails to allocate instead of getting the worker killed.
+grep -q "address space capped at .* from its cgroup's memory limit of 1536 MiB" "$dir/edge-1.log" ||
+  fail "the edge worker did not cap its address space under its cgroup's memory limit"
 tc qdisc show dev "$VETH_HOST" | grep -q "tbf .*rate 10Mbit" || fail "$VETH_HOST is not shaped"
 ip netns exec "$NETNS" tc qdisc show dev "$VETH_NS" | grep -q "tbf .*rate 10Mbit" ||
   fail "$VETH_NS is not shaped"

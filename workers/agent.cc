@@ -1,6 +1,5 @@
 #include "workers/agent.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +18,7 @@
 #include "api/protocol.h"
 #include "workers/device_probe.h"
 #include "workers/link_test.h"
+#include "workers/memory_stats.h"
 #include "workers/replay_table.h"
 #include "workers/trainer.h"
 
@@ -426,24 +426,26 @@ struct Agent::Impl {
     });
   }
 
-  // Caps the address space at its current size plus the budget (RLIMIT_AS).
+  // Caps the address space at its current size plus the budget (RLIMIT_AS): the one given
+  // (--memory-budget), else, training on the CPU under a cgroup memory limit, the one that
+  // keeps it under that limit (CgroupMemoryBudget). Not on a GPU: CUDA reserves far more
+  // address space than it uses, and its allocator reports running out itself.
   Status ApplyMemoryBudget(DeviceProfile* device) {
-    if (options.memory_budget_bytes <= 0) return Status::OK();
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    int64_t vm_kb = 0;
-    while (std::getline(in, line)) {
-      if (line.rfind("VmSize:", 0) == 0) vm_kb = std::atoll(line.c_str() + 7);
+    int64_t budget = options.memory_budget_bytes;
+    std::string why = "--memory-budget";
+    if (budget <= 0 && device->kind == "cpu") {
+      budget = CgroupMemoryBudget();
+      why = "its cgroup's memory limit of " + std::to_string(CgroupMemoryLimit() >> 20) +
+            " MiB, less what it holds and a margin";
     }
-    rlimit limit{};
-    limit.rlim_cur = limit.rlim_max =
-        static_cast<rlim_t>(vm_kb * 1024 + options.memory_budget_bytes);
-    if (vm_kb == 0 || setrlimit(RLIMIT_AS, &limit) != 0) {
-      return Status::IOError("cannot apply the memory budget (RLIMIT_AS)");
+    if (budget <= 0) return Status::OK();
+    const int64_t cap = CapAddressSpace(budget);
+    if (cap == 0) return Status::IOError("cannot apply the memory budget (RLIMIT_AS)");
+    if (options.memory_budget_bytes > 0) {
+      device->memory_bytes = std::min(device->memory_bytes, options.memory_budget_bytes);
     }
-    device->memory_bytes = std::min(device->memory_bytes, options.memory_budget_bytes);
-    Log("address space capped at " + std::to_string(limit.rlim_cur >> 20) + " MiB (" +
-        std::to_string(options.memory_budget_bytes >> 20) + " MiB above its size at start)");
+    Log("address space capped at " + std::to_string(cap >> 20) + " MiB (" +
+        std::to_string(budget >> 20) + " MiB above its size at start, from " + why + ")");
     return Status::OK();
   }
 

@@ -1,7 +1,9 @@
 #include "workers/memory_stats.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -85,6 +87,22 @@ int64_t CgroupMemoryLimit() {
   const std::string v2 = V2File(OwnCgroup(""), "memory.max");
   const std::string word = v2.empty() ? "" : FirstWord(v2);
   return word.empty() || word == "max" ? 0 : std::atoll(word.c_str());
+}
+
+int64_t CgroupMemoryBudget() {
+  const int64_t limit = CgroupMemoryLimit();
+  if (limit <= 0) return 0;
+  const int64_t resident = ReadProcNumber("/proc/self/status", "VmRSS:", 1024);
+  const int64_t margin = std::max<int64_t>(int64_t{64} << 20, limit / 16);
+  return std::max<int64_t>(0, limit - resident - margin);
+}
+
+int64_t CapAddressSpace(int64_t budget_bytes) {
+  const int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
+  if (size <= 0 || budget_bytes <= 0) return 0;
+  rlimit limit{};
+  limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + budget_bytes);
+  return setrlimit(RLIMIT_AS, &limit) == 0 ? size + budget_bytes : 0;
 }
 
 double CgroupCpuLimit() {

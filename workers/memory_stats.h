@@ -21,6 +21,18 @@ int64_t CgroupMemoryLimit();
 // CPUs the quota allows (quota / period, e.g. 0.25); 0 without a quota.
 double CgroupCpuLimit();
 
+// The address-space budget a worker training on the CPU under a cgroup memory limit gives
+// itself (CapAddressSpace): the limit, less what the process already holds resident
+// (VmRSS) and a margin for what else the cgroup charges (1/16 of the limit, at least
+// 64 MiB). 0 without a limit, or where nothing would be left. Over a cgroup's limit the
+// kernel kills the process; past its address space an allocation fails, and the trainer
+// and the probe catch that as out of memory.
+int64_t CgroupMemoryBudget();
+
+// Caps this process's address space (RLIMIT_AS) at its current size (VmSize) plus
+// `budget_bytes`. Returns the cap in bytes, or 0 if it could not be set.
+int64_t CapAddressSpace(int64_t budget_bytes);
+
 // Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On a GPU it first
 // releases the caching allocator's free blocks; on the CPU it gives back to the kernel what
 // malloc holds free (an earlier, larger run's buffers), then resets VmHWM to the current

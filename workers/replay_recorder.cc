@@ -101,14 +101,15 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
               result.message.find("diverged") == std::string::npos) {
             return Status::Internal("run bs=" + std::to_string(batch_size) + " lr=" + lr_text +
                                     " " + OptimizerName(optimizer) + " seed " +
-                                    std::to_string(seed) + ": " + SegmentStatusName(result.status) + ": " +
-                                    result.message);
+                                    std::to_string(seed) + ": " + SegmentStatusName(result.status) +
+                                    ": " + result.message);
           }
           char line[200];
           std::snprintf(line, sizeof(line), "run %zu/%zu: bs=%d lr=%s %s seed %llu: %s, best %.3f",
                         index, total, batch_size, lr_text, OptimizerName(optimizer),
                         static_cast<unsigned long long>(seed),
-                        result.status == SegmentStatus::kCompleted ? "completed" : "diverged", best);
+                        result.status == SegmentStatus::kCompleted ? "completed" : "diverged",
+                        best);
           log(line);
         }
       }

@@ -19,6 +19,7 @@
 #include "api/protocol.h"
 #include "workers/agent.h"
 #include "workers/device_probe.h"
+#include "workers/memory_stats.h"
 #include "workers/replay_recorder.h"
 #include "workers/trainer.h"
 
@@ -235,6 +236,15 @@ int ProbeMain(int argc, char** argv) {
   if (request.timed_steps <= 0) return ProbeUsage("--steps must be > 0");
   topotune::Trainer trainer(threads);  // sets LibTorch's threads, as the agent does
   const topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
+  // Under a cgroup memory limit, as the agent does: a batch that does not fit then fails
+  // to allocate instead of getting the process killed.
+  if (device.kind == "cpu") {
+    const int64_t budget = topotune::CgroupMemoryBudget();
+    if (budget > 0 && topotune::CapAddressSpace(budget) == 0) {
+      std::fprintf(stderr, "topotune-worker probe: cannot cap the address space (RLIMIT_AS)\n");
+      return 1;
+    }
+  }
   topotune::DeviceProber prober;
   topotune::StatusOr<topotune::DeviceProbe> probe = prober.Probe(request);
   if (!probe.ok()) {
