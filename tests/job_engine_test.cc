@@ -533,6 +533,39 @@ TEST(Forecast, TheSamplerObservesATrialStoppedAtChanceBelowThePlateaus) {
   EXPECT_GE(flat_stopped, 1);
 }
 
+// On the same table, a trial too unlikely to win to go on, but not so unlikely as to be
+// stopped, waits while new configurations are proposed, and the sampler observes it
+// before it ends (it is observed again when it does); the late winners still win.
+TEST(Forecast, ATrialUnlikelyToWinWaitsAndTheSamplerObservesItMeanwhile) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(30);
+  spec.algorithm = "forecast";
+  spec.target_accuracy = 0.8;
+  spec.space.lr_min = 1e-5;
+  spec.space.lr_max = 1.0;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = 4;
+  spec.asha.max_epochs = 60;
+  JobEngine engine(Job(), spec, &journal);
+  RunOnOneWorker(engine, FlatPlateauOrLateWin);
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  std::map<int64_t, int> observations;
+  for (const SamplerEvent& e : journal.sampler_events[Job().id]) {
+    if (e.kind == SamplerEvent::Kind::kObserve) ++observations[e.trial_id];
+  }
+  int waited = 0, late_reached = 0;
+  for (const auto& [id, t] : journal.trials) {
+    EXPECT_GE(observations[id], 1) << "trial " << t.number << " never observed";
+    waited += observations[id] >= 2;
+    late_reached += t.reached_target;
+  }
+  std::printf("[ forecast ] %d of %zu trials observed while they waited\n", waited,
+              journal.trials.size());
+  EXPECT_GE(waited, 1);
+  EXPECT_GE(late_reached, 1);
+}
+
 // Curves that rise fast to a plateau just under a high target, as on MNIST at 0.95: each
 // forecast stays unsure, so trials wait paused, neither stopped nor resumed. Only a learning
 // rate near 10^-2.5 reaches the target.
