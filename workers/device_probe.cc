@@ -58,18 +58,17 @@ std::string InputKey(int channels, int height, int width) {
 }
 
 StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
-  StatusOr<ImageSet> sample = ReadImageSet(request.data_format, request.data_dir, "test", 1);
-  if (!sample.ok()) return sample.status();
-  ModelInput input;
-  input.channels = sample->channels;
-  input.height = sample->height;
-  input.width = sample->width;
-  input.num_classes = sample->num_classes;
+  StatusOr<ModelInput> shape = InputOfDataset(request.data_format, request.data_dir);
+  if (!shape.ok()) return shape.status();
+  const ModelInput input = *shape;
   DeviceProbe probe;
   probe.model = request.model;
   probe.input = InputKey(input.channels, input.height, input.width);
   const torch::Device device(torch::cuda::is_available() ? torch::kCUDA : torch::kCPU);
   const int memory_device = device.is_cuda() ? 0 : -1;
+  // The CUDA caching allocator starts at the first allocation on the device; until then
+  // its statistics refuse the device ("Invalid device argument"). Start it here.
+  if (device.is_cuda()) torch::zeros({1}, device);
 
   std::vector<int> sizes = request.batch_sizes;
   std::sort(sizes.begin(), sizes.end());

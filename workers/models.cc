@@ -4,6 +4,8 @@
 #include <functional>
 #include <utility>
 
+#include "workers/dataset.h"
+
 namespace topotune {
 
 namespace {
@@ -456,6 +458,17 @@ StatusOr<std::shared_ptr<ImageClassifierImpl>> MakeModel(const std::string& name
   std::string known;
   for (const std::string& model : ModelNames()) known += (known.empty() ? "" : ", ") + model;
   return Status::InvalidArgument("unknown model '" + name + "'; known: " + known);
+}
+
+StatusOr<ModelInput> InputOfDataset(const std::string& format, const std::string& dir) {
+  StatusOr<ImageSet> sample = ReadImageSet(format, dir, "test", 1);
+  if (!sample.ok()) return sample.status();
+  ModelInput input;
+  input.channels = sample->channels;
+  input.height = sample->height;
+  input.width = sample->width;
+  input.num_classes = sample->num_classes;
+  return input;
 }
 
 }  // namespace topotune

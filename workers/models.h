@@ -142,4 +142,8 @@ constexpr int kMinModelImageSize = 28;
 StatusOr<std::shared_ptr<ImageClassifierImpl>> MakeModel(const std::string& name,
                                                          const ModelInput& input);
 
+// The input a model takes for a dataset: its images' shape and number of classes, read
+// from one image of its test split. Errors: the dataset's reader's.
+StatusOr<ModelInput> InputOfDataset(const std::string& format, const std::string& dir);
+
 }  // namespace topotune
