@@ -5,9 +5,10 @@
 # unoptimised reference BLAS unless an optimised one is installed; OpenBLAS's OpenMP build
 # follows LibTorch's thread count. LeNet's linear layers run ~18x faster with it.
 # iproute2: ip and tc for the emulated edge/cloud testbed (examples/testbed/).
+# libgloo-dev: Gloo's headers, for the data-parallel probe (LibTorch's c10d over Gloo).
 TOPOTUNE_PACKAGES="libtorch-dev libopenblas0-openmp libboost-dev nlohmann-json3-dev \
 libcpp-httplib-dev libsqlite3-dev libgtest-dev libeigen3-dev zlib1g-dev cmake g++ make \
-pkg-config sqlite3 iproute2"
+pkg-config sqlite3 iproute2 libgloo-dev"
 
 topotune_install_deps() {
   local missing=""

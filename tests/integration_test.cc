@@ -625,6 +625,84 @@ TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknow
 // Under a cgroup memory limit (a container's, or the testbed's edge) the kernel kills a
 // process that goes over it; the probe caps its own address space below the limit, so a
 // batch that does not fit fails to allocate and is reported, and the probe lives.
+// A TCP port on loopback that nothing listens on right now (bound to port 0, then closed).
+int UnusedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    close(fd);
+    return 0;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(Integration, TwoDataParallelRanksAllReduceTheirGradientsOverGloo) {
+  const fs::path dir = fs::temp_directory_path() / ("topotune-dp-" + std::to_string(getpid()));
+  ShapesOptions data;
+  data.train_samples = 16;
+  data.test_samples = 16;
+  ASSERT_TRUE(WriteShapesDataset(dir.string(), data).ok());
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  auto rank = [&](int r, int world) {
+    return std::string(TOPOTUNE_WORKER_BIN) + " dp-probe --data " + dir.string() +
+           " --model lenet --local-batch 8 --world " + std::to_string(world) + " --rank " +
+           std::to_string(r) + " --store 127.0.0.1:" + std::to_string(port) +
+           " --bind 127.0.0.1 --steps 3 --warmup 1 --threads 1 --timeout 60";
+  };
+  const fs::path rank1 = dir / "rank1.json";
+  // Rank 1 in the background, rank 0 (the store's server) in front; both must finish.
+  const auto [status, output] =
+      RunCommand("sh -c '" + rank(1, 2) + " > " + rank1.string() + " 2>&1 & " + rank(0, 2) +
+                 " 2>&1; s=$?; wait $! || s=$?; exit $s'");
+  std::ifstream in(rank1);
+  const std::string other((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(status, 0) << output << other;
+  for (const std::string& text : {output, other}) {
+    const json r = json::parse(text);
+    EXPECT_EQ(r["world"], 2) << text;
+    EXPECT_EQ(r["local_batch"], 8) << text;
+    EXPECT_EQ(r["steps"], 3) << text;
+    // LeNet on 3x32x32 with 10 classes: 62,006 parameters, all-reduced as float32.
+    EXPECT_EQ(r["gradient_bytes"], 62006 * 4) << text;
+    EXPECT_GT(r["sync_s"].get<double>(), 0.0) << text;
+    EXPECT_GT(r["compute_s"].get<double>(), 0.0) << text;
+    EXPECT_LE(r["compute_s"].get<double>(), r["step_s"].get<double>()) << text;
+  }
+  EXPECT_EQ(json::parse(output)["rank"], 0);
+  EXPECT_EQ(json::parse(other)["rank"], 1);
+  // The ranks trained on different batches from the same weights: only averaged gradients
+  // leave them with the same weights.
+  EXPECT_EQ(json::parse(output)["weights_checksum"].get<double>(),
+            json::parse(other)["weights_checksum"].get<double>());
+  // One rank alone, on its own batch, ends elsewhere.
+  const auto [single, alone_output] = RunCommand(rank(0, 1));
+  ASSERT_EQ(single, 0) << alone_output;
+  EXPECT_NE(json::parse(alone_output)["weights_checksum"].get<double>(),
+            json::parse(output)["weights_checksum"].get<double>());
+
+  // A rank whose peer never comes gives up after its timeout and names the rendezvous.
+  const auto [alone, said] = RunCommand(
+      std::string(TOPOTUNE_WORKER_BIN) + " dp-probe --data " + dir.string() +
+      " --model lenet --local-batch 8 --world 2 --rank 0 --store 127.0.0.1:" +
+      std::to_string(UnusedPort()) + " --bind 127.0.0.1 --steps 1 --threads 1 --timeout 2");
+  EXPECT_EQ(alone, 1) << said;
+  EXPECT_NE(said.find("rank 0 of 2"), std::string::npos) << said;
+  // A bad request is a usage error.
+  const auto [bad, why] =
+      RunCommand(std::string(TOPOTUNE_WORKER_BIN) + " dp-probe --data " + dir.string() +
+                 " --model lenet --local-batch 8 --world 2 "
+                 "--rank 2 --store 127.0.0.1:1");
+  EXPECT_EQ(bad, 2) << why;
+  EXPECT_NE(why.find("rank must be in [0, world - 1]"), std::string::npos) << why;
+  fs::remove_all(dir);
+}
+
 TEST(Integration, TheProbeUnderACgroupMemoryLimitReportsWhatDoesNotFitAndIsNotKilled) {
   std::string cgroup = "/sys/fs/cgroup/memory/topotune-probe-" + std::to_string(getpid());
   std::string limit_file = cgroup + "/memory.limit_in_bytes";

@@ -46,6 +46,16 @@ Target Single(const std::string& name, const std::string& device_class) {
   return t;
 }
 
+// Data-parallel over 4 "cloud" devices on one node (1 GB/s, 10 us between them).
+Target FourCloudDevicesOnOneNode() {
+  Target dp = Single("cloud-x4", "cloud");
+  dp.kind = Target::Kind::kDataParallel;
+  dp.devices = 4;
+  dp.nodes = 1;
+  dp.intra_node = {1e9, 1e-5};
+  return dp;
+}
+
 PlanInput Input(const CurveTable& table) {
   PlanInput input;
   input.curves = &table;
@@ -108,14 +118,10 @@ TEST(Planner, MovingTheDataToTheCloudPaysOnlyWhenTheLinkCarriesItInTime) {
 TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
   const CurveTable table = Table();
   PlanInput input = Input(table);
-  Target dp = Single("cloud-x4", "cloud");
-  dp.kind = Target::Kind::kDataParallel;
-  dp.devices = 4;
-  dp.nodes = 1;
-  dp.intra_node = {1e9, 1e-5};
-  input.targets = {dp};
-  // Measured: 4 devices on one node at local batch 32 synchronise in 1 ms per step.
-  input.profile.push_back({"cloud", 1, 4, 32, 0.002, 0.001});
+  input.targets = {FourCloudDevicesOnOneNode()};
+  // Measured: 4 devices on one node at local batch 32 take 3 ms per step, 1 ms of which
+  // synchronises (the class alone takes 2 ms: no slowdown).
+  input.profile.push_back({"cloud", 1, 4, 32, 0.003, 0.001});
   StatusOr<std::vector<TargetPlan>> plans = Plan(input);
   ASSERT_TRUE(plans.ok());
   const TargetPlan& plan = (*plans)[0];
@@ -140,6 +146,38 @@ TEST(Planner, DataParallelKeepsTheGlobalBatchAndUsesMeasuredSyncWhereItHasIt) {
   for (size_t i = 1; i < plan.ranked.size(); ++i) {
     EXPECT_LE(plan.ranked[i - 1].cost.tta.value, plan.ranked[i].cost.tta.value);
   }
+}
+
+// Four devices sharing a node each compute 1.5x slower than one alone (measured at local
+// batches 32 and 512): at local batch 128, not measured there, the class's step alone is
+// scaled by that slowdown; at 32 the placement's own step less its sync is the compute.
+TEST(Planner, APlacementsMeasuredSlowdownScalesTheComputeAtABatchItDidNotMeasure) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {FourCloudDevicesOnOneNode()};
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002 * 1.5 + 0.001, 0.001});
+  input.profile.push_back({"cloud", 1, 4, 512, 0.012 * 1.5 + 0.001, 0.001});
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  bool saw_measured = false, saw_scaled = false;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    if (p.cost.local_batch == 32) {
+      EXPECT_TRUE(p.cost.step_compute.measured);
+      EXPECT_NEAR(p.cost.step_compute.value, 0.003, 1e-12);
+      EXPECT_EQ(p.step_from, "measured at this placement");
+      saw_measured = true;
+    }
+    if (p.cost.local_batch == 128) {
+      EXPECT_FALSE(p.cost.step_compute.measured);
+      EXPECT_NEAR(p.cost.step_compute.value, 0.004 * 1.5, 1e-9);
+      EXPECT_NE(p.step_from.find("x 1.50, the slowdown measured at 2 other batches"),
+                std::string::npos)
+          << p.step_from;
+      saw_scaled = true;
+    }
+  }
+  EXPECT_TRUE(saw_measured);
+  EXPECT_TRUE(saw_scaled);
 }
 
 // Synchronisation measured at 2 and 4 devices on one node, over a link slower than the

@@ -138,17 +138,36 @@ StatusOr<Link> FitRingLink(double model_bytes, const std::vector<SyncSample>& sa
       }
     }
   }
-  if (!solved) {  // the declared latency, the bandwidth that fits best in least squares
-    double saa = 0, say = 0;
+  if (!solved) {
+    // The two-term fit left the physical region (a bandwidth <= 0 or a negative latency):
+    // one term is held at its declared value and the other solved by least squares. With
+    // one ring size only the bandwidth is solved. With several, the latency may be the
+    // term to solve instead: syncs that grow with the ring's length faster than its bytes
+    // (2(N-1) against 2(N-1)/N) are per-hop costs, such as CPU-limited devices whose every
+    // hop waits on a peer. Of the two, the one with the smaller squared residuals.
+    double saa = 0, say = 0, sbb = 0, sby = 0;
     for (const auto& [a, b, y] : rows) {
-      const double rest = y - b * declared.latency_s;
-      saa += a * a, say += a * rest;
+      saa += a * a, say += a * (y - b * declared.latency_s);
+      sbb += b * b, sby += b * (y - a / declared.bandwidth_bytes_s);
     }
-    if (!(say > 0)) {
+    std::vector<Link> options;
+    if (say > 0) options.push_back({saa / say, declared.latency_s});
+    if (sizes.size() >= 2 && sby > 0) options.push_back({declared.bandwidth_bytes_s, sby / sbb});
+    if (options.empty()) {
       return Status::InvalidArgument(
           "the measured synchronisations are shorter than the declared latency alone");
     }
-    link = {saa / say, declared.latency_s};
+    auto squared_residuals = [&](const Link& l) {
+      double sum = 0;
+      for (const auto& [a, b, y] : rows) {
+        const double r = a / l.bandwidth_bytes_s + b * l.latency_s - y;
+        sum += r * r;
+      }
+      return sum;
+    };
+    link = *std::min_element(options.begin(), options.end(), [&](const Link& x, const Link& y) {
+      return squared_residuals(x) < squared_residuals(y);
+    });
   }
   if (relative_error != nullptr) {
     *relative_error = 0.0;
@@ -309,7 +328,7 @@ double TemperatureScaling::EpochsAt(double learning_rate, int batch) const {
 
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
-                                  std::optional<Estimate> sync) {
+                                  std::optional<Estimate> sync, std::optional<Estimate> compute) {
   auto invalid = [&](const std::string& what) {
     return Status::InvalidArgument("target " + target.name + ": " + what);
   };
@@ -321,7 +340,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   t.local_batch = local_batch;
   t.global_batch = local_batch;
   t.epochs = epochs_to_target;
-  t.step_compute = step.At(local_batch);
+  t.step_compute = compute ? *compute : step.At(local_batch);
   t.step_sync = Estimate::Measured(0.0);
   t.rounds = Estimate::Measured(0.0);
   t.round = Estimate::Measured(0.0);

@@ -95,8 +95,11 @@ struct SyncSample {
 // The ring's effective slowest hop, fitted to measured synchronisations of `model_bytes`:
 // seconds = 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency, least squares in
 // (1 / bandwidth, latency). With one ring size measured, the latency is `declared`'s and
-// only the bandwidth is solved. `relative_error` gets the fit's largest relative residual.
-// Errors: no sample with N > 1 and seconds > 0, or a fit without a positive bandwidth.
+// only the bandwidth is solved; so too where the two-term fit is not physical (bandwidth
+// <= 0 or latency < 0), unless holding `declared`'s bandwidth and solving the latency fits
+// better (several ring sizes whose syncs grow as per-hop costs). `relative_error` gets the fit's
+// largest relative residual. Errors: no sample with N > 1 and seconds > 0, or a fit without a
+// positive bandwidth.
 StatusOr<Link> FitRingLink(double model_bytes, const std::vector<SyncSample>& samples,
                            const Link& declared, double* relative_error = nullptr);
 
@@ -210,11 +213,14 @@ struct TtaBreakdown {
 // the data, so rounds = ceil(epochs / local_epochs) (predicted, never measured here).
 // `sync`, when given, is the synchronisation per step (data-parallel): measured at this
 // very placement, or predicted over a link fitted to other placements (FitRingLink); it
-// replaces the ring all-reduce over the declared links.
+// replaces the ring all-reduce over the declared links. `compute`, when given, is the
+// compute step of one device at this placement (measured there, or the class's step scaled
+// by the slowdown measured at other batches of it); it replaces step.At(local_batch).
 // Errors: a target or workload that cannot be costed (no devices, no samples, a link
 // without bandwidth where bytes must cross it), named by field.
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
-                                  std::optional<Estimate> sync = std::nullopt);
+                                  std::optional<Estimate> sync = std::nullopt,
+                                  std::optional<Estimate> compute = std::nullopt);
 
 }  // namespace topotune

@@ -510,19 +510,44 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
           continue;
         }
         std::optional<Estimate> sync;
+        std::optional<Estimate> compute;
         bool sync_measured = false;
+        std::string compute_from;
         if (data_parallel && devices > 1) {
+          // This placement's rows: the one at this local batch measures the step; the others
+          // give the slowdown of one device's compute there against the class's step alone
+          // (devices sharing a host, waiting for stragglers), as (step - sync) / alone.
+          std::vector<double> slowdowns;
           for (const PlacementMeasurement& p : input.profile) {
-            if (p.device_class == target.device_class && p.nodes == target.nodes &&
-                p.nodes * p.devices_per_node == devices && p.local_batch == cand.local_batch) {
+            if (p.device_class != target.device_class || p.nodes != target.nodes ||
+                p.nodes * p.devices_per_node != devices) {
+              continue;
+            }
+            if (p.local_batch == cand.local_batch) {
               sync = Estimate::Measured(p.sync_seconds);
+              compute = Estimate::Measured(std::max(0.0, p.step_seconds - p.sync_seconds));
               sync_measured = true;
+            } else if (const double alone = step->At(p.local_batch).value; alone > 0) {
+              slowdowns.push_back((p.step_seconds - p.sync_seconds) / alone);
             }
           }
           if (!sync) sync = fitted_sync;
+          if (!compute && !slowdowns.empty()) {
+            std::sort(slowdowns.begin(), slowdowns.end());
+            const double median = slowdowns[slowdowns.size() / 2];
+            const Estimate alone = step->At(cand.local_batch);
+            compute = Estimate::Predicted(alone.value * median,
+                                          alone.lo * std::min(1.0, slowdowns.front()),
+                                          alone.hi * std::max(1.0, slowdowns.back()));
+            char why[120];
+            std::snprintf(why, sizeof(why),
+                          " x %.2f, the slowdown measured at %zu other batch%s of this placement",
+                          median, slowdowns.size(), slowdowns.size() == 1 ? "" : "es");
+            compute_from = why;
+          }
         }
         StatusOr<TtaBreakdown> cost =
-            PredictTta(target, input.workload, cand.local_batch, cand.epochs, *step, sync);
+            PredictTta(target, input.workload, cand.local_batch, cand.epochs, *step, sync, compute);
         if (!cost.ok()) {
           error = cost.status().message();
           continue;
@@ -532,9 +557,10 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         planned.config.batch_size = cost->global_batch;
         planned.cost = *cost;
         planned.epochs_from = cand.from;
-        planned.step_from = cost->step_compute.measured
+        planned.step_from = sync_measured ? "measured at this placement"
+                            : cost->step_compute.measured
                                 ? "measured (" + step_from + ")"
-                                : "fitted alpha + beta x batch (" + step_from + ")";
+                                : "fitted alpha + beta x batch (" + step_from + ")" + compute_from;
         planned.sync_from = target.kind == Target::Kind::kFederated ? target.links_measured
                             : !(data_parallel && devices > 1)       ? ""
                             : sync_measured                         ? "measured at this placement"

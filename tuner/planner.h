@@ -32,7 +32,10 @@
 //    surround the equivalent one, the same rate scaled by BatchScaling as above;
 //  - compute step time from the target class's profile rows of one device
 //    (StepTimeModel); a class with no such row but whose name is the table's recording
-//    device uses the table's own epoch seconds / steps per epoch;
+//    device uses the table's own epoch seconds / steps per epoch. For a data-parallel
+//    placement with rows of its own (nodes, devices): at the measured local batch, its
+//    step less its sync, measured; at another, the class's step times the median slowdown
+//    of those rows ((step - sync) / the class's step alone at their batch), predicted;
 //  - synchronisation: a profile row measured at the target's very placement (nodes,
 //    devices per node, local batch) gives it measured; otherwise, where the class has
 //    synchronisations measured at other placements with the same kind of slowest hop
@@ -54,7 +57,8 @@
 namespace topotune {
 
 // One measured placement (a row of PROFILE.csv): the median step of `local_batch` on
-// nodes x devices_per_node devices of a class, and its synchronisation seconds per step.
+// nodes x devices_per_node devices of a class (the whole step, its synchronisation
+// included: topotune-worker dp-probe's step_s), and that synchronisation's seconds.
 struct PlacementMeasurement {
   std::string device_class;
   int nodes = 1;

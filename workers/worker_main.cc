@@ -19,6 +19,9 @@
 #include "api/protocol.h"
 #include "workers/agent.h"
 #include "workers/device_probe.h"
+#ifdef TOPOTUNE_HAVE_DP_PROBE
+#include "workers/dp_probe.h"
+#endif
 #include "workers/memory_stats.h"
 #include "workers/replay_recorder.h"
 #include "workers/trainer.h"
@@ -59,7 +62,8 @@ int Usage(const std::string& error) {
                "                          start (RLIMIT_AS, like ulimit -v): emulates a small\n"
                "                          device\n"
                "       topotune-worker record-replay ...   record a replay table (real training)\n"
-               "       topotune-worker probe ...           print this device's probe of a model\n",
+               "       topotune-worker probe ...           print this device's probe of a model\n"
+               "       topotune-worker dp-probe ...        time one data-parallel placement\n",
                error.c_str());
   return 2;
 }
@@ -259,11 +263,108 @@ int ProbeMain(int argc, char** argv) {
   return 0;
 }
 
+int DpProbeUsage(const std::string& error) {
+  std::fprintf(stderr,
+               "topotune-worker dp-probe: %s\n"
+               "usage: topotune-worker dp-probe --data DIR --model NAME --local-batch B\n"
+               "         --rank R --world N [--store HOST:PORT] [--bind ADDRESS]\n"
+               "         [--data-format cifar10-bin|mnist-idx] [--steps N] [--warmup N]\n"
+               "         [--threads N] [--timeout S]\n"
+               "Times synchronous data-parallel training on N processes, one per device: each\n"
+               "trains on its own local batch, and the gradients are all-reduced (c10d, Gloo\n"
+               "ring over TCP) after every backward pass. Start it once per rank; rank 0 serves\n"
+               "the rendezvous at --store and the others connect there; --bind is the address\n"
+               "this rank's peers reach it at (default: the host name's). Prints one JSON\n"
+               "object: the medians of the step, its compute and its sync over N timed steps\n"
+               "(default 20, after 3 warm-up steps), and the bytes all-reduced per step.\n",
+               error.c_str());
+  return 2;
+}
+
+// topotune-worker dp-probe ...: one rank of a data-parallel placement, as JSON on stdout.
+int DpProbeMain(int argc, char** argv) {
+#ifndef TOPOTUNE_HAVE_DP_PROBE
+  (void)argc;
+  (void)argv;
+  std::fprintf(stderr,
+               "topotune-worker dp-probe: not built: this worker was built without Gloo's "
+               "headers (install libgloo-dev and rebuild)\n");
+  return 2;
+#else
+  topotune::DataParallelRequest request;
+  int threads = 0;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) return DpProbeUsage("unknown or incomplete argument '" + arg + "'");
+    const std::string value = argv[++i];
+    try {
+      if (arg == "--data") {
+        request.data_dir = value;
+      } else if (arg == "--data-format") {
+        request.data_format = value;
+      } else if (arg == "--model") {
+        request.model = value;
+      } else if (arg == "--local-batch") {
+        request.local_batch = ParseInt(value);
+      } else if (arg == "--rank") {
+        request.rank = ParseInt(value);
+      } else if (arg == "--world") {
+        request.world = ParseInt(value);
+      } else if (arg == "--store") {
+        const size_t colon = value.rfind(':');
+        if (colon == std::string::npos) return DpProbeUsage("--store needs HOST:PORT");
+        request.store_host = value.substr(0, colon);
+        request.store_port = ParseInt(value.substr(colon + 1));
+      } else if (arg == "--bind") {
+        request.bind_address = value;
+      } else if (arg == "--steps") {
+        request.timed_steps = ParseInt(value);
+      } else if (arg == "--warmup") {
+        request.warmup_steps = ParseInt(value);
+      } else if (arg == "--threads") {
+        threads = ParseInt(value);
+      } else if (arg == "--timeout") {
+        request.timeout_s = std::stod(value);
+        if (!(request.timeout_s > 0 && request.timeout_s <= 3600)) {
+          return DpProbeUsage("--timeout must be in (0, 3600]");
+        }
+      } else {
+        return DpProbeUsage("unknown argument '" + arg + "'");
+      }
+    } catch (const std::exception&) {
+      return DpProbeUsage("bad value '" + value + "' for " + arg);
+    }
+  }
+  topotune::Trainer trainer(threads);  // sets LibTorch's threads, as the agent does
+  topotune::StatusOr<topotune::DataParallelProbe> probe = topotune::ProbeDataParallel(request);
+  if (!probe.ok()) {
+    if (probe.status().code() == topotune::Status::Code::kInvalidArgument) {
+      return DpProbeUsage(probe.status().message());
+    }
+    std::fprintf(stderr, "topotune-worker dp-probe: %s\n", probe.status().ToString().c_str());
+    return 1;
+  }
+  const nlohmann::json out = {{"rank", probe->rank},
+                              {"world", probe->world},
+                              {"local_batch", probe->local_batch},
+                              {"gradient_bytes", probe->gradient_bytes},
+                              {"steps", probe->steps},
+                              {"step_s", probe->step_s},
+                              {"compute_s", probe->compute_s},
+                              {"sync_s", probe->sync_s},
+                              {"sync_p90_s", probe->sync_p90_s},
+                              {"weights_checksum", probe->weights_checksum}};
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "record-replay") return RecordReplayMain(argc, argv);
   if (argc > 1 && std::string(argv[1]) == "probe") return ProbeMain(argc, argv);
+  if (argc > 1 && std::string(argv[1]) == "dp-probe") return DpProbeMain(argc, argv);
   topotune::AgentOptions options;
   if (const char* token = std::getenv("TOPOTUNE_WORKER_TOKEN")) options.token = token;
   for (int i = 1; i < argc; ++i) {

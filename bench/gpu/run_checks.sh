@@ -118,7 +118,7 @@ build() {
       -DTORCH_CUDA_ARCH_LIST=9.0 -DCMAKE_PROJECT_INCLUDE="$PWD/bench/gpu/nvtx_fix.cmake")
   fi
   cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DTOPOTUNE_WORKER_ONLY=ON -DCMAKE_PREFIX_PATH="$("$PYTHON" -c \
+    -DTOPOTUNE_WORKER_ONLY=ON -DTOPOTUNE_DP_PROBE=OFF -DCMAKE_PREFIX_PATH="$("$PYTHON" -c \
     'import torch; print(torch.utils.cmake_prefix_path)')$prefix" \
     -DZLIB_INCLUDE_DIR="$include" \
     -DZLIB_LIBRARY="$zlib" -DCMAKE_CXX_FLAGS="-D_GLIBCXX_USE_CXX11_ABI=${abi:-1}" \
