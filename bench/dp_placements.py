@@ -213,6 +213,85 @@ def measure(args, worker, work, out_dir):
         json.dump(rows, f, indent=1)
     return rows
 
+def epochs_at(table_path, batch, target):
+    """{(lr, optimizer): mean first epoch at the target over seeds} at `batch`, for the
+    configurations whose every seed reaches it (as the planner counts them measured)."""
+    first = {}  # (lr, optimizer) -> {seed: first epoch at target or None}
+    with open(table_path) as f:
+        for r in csv.DictReader(l for l in f if not l.startswith("#")):
+            if int(r["batch_size"]) != batch:
+                continue
+            seeds = first.setdefault((float(r["lr"]), r["optimizer"]), {})
+            seeds.setdefault(r["seed"], None)
+            if float(r["val_accuracy"]) >= target:
+                e = int(r["epoch"])
+                if seeds[r["seed"]] is None or e < seeds[r["seed"]]:
+                    seeds[r["seed"]] = e
+    return {k: statistics.mean(v.values()) for k, v in first.items()
+            if all(e is not None for e in v.values())}
+
+
+def both_held_out(args, topotune, rows, target, model_bytes, table_batches, work):
+    """Each multi-device placement P whose global batch G the table recorded, held out
+    with G's rows of the table: the planner reads G's epochs from the other batch sizes
+    and P's step from the other placements. Truth: G's measured epochs x P's step."""
+    with open(args.table) as f:
+        lines = f.readlines()
+    print("\nplacement and its global batch both held out (curves %s, target %.3f):" % (
+        os.path.basename(args.table), target))
+    print("| nodes x devices | local batch | global batch | best at G: predicted / measured s "
+          "| error | per configuration: median error (n) |")
+    print("|---|---|---|---|---|---|")
+    best_errors, config_errors = [], []
+    for i, p in enumerate(rows):
+        devices = p["nodes"] * p["devices_per_node"]
+        g = devices * p["local_batch"]
+        if devices == 1 or g not in table_batches:
+            continue
+        truth_epochs = epochs_at(args.table, g, target)
+        if not truth_epochs:
+            continue
+        table = os.path.join(work, "held-out-table.csv")
+        with open(table, "w") as f:
+            for line in lines:
+                if line.startswith("#") or line.startswith("batch_size") or \
+                        int(line.split(",", 1)[0]) != g:
+                    f.write(line)
+        rest = profile_csv(rows[:i] + rows[i + 1:])
+        plan = predict(topotune, table, target, args.train_samples, rest, p, model_bytes,
+                       args.mbit, work)
+        steps = -(-args.train_samples // g)
+        truth = {k: e * steps * p["step_s"] for k, e in truth_epochs.items()}
+        got = {}
+        for c in plan.get("ranked", []):
+            if c["global_batch"] == g and c["local_batch"] == p["local_batch"]:
+                key = (c["config"]["learning_rate"], c["config"]["optimizer"])
+                got.setdefault(key, c["tta_s"]["value"])
+        errs = []
+        for (lr, opt), t in truth.items():
+            match = [v for (l2, o2), v in got.items()
+                     if o2 == opt and abs(l2 - lr) <= 1e-6 * lr]
+            if match:
+                errs.append(abs(match[0] - t) / t)
+        config_errors.extend(errs)
+        if got:
+            best_p, best_t = min(got.values()), min(truth.values())
+            best_errors.append(abs(best_p - best_t) / best_t)
+            print("| %d x %d | %d | %d | %.1f / %.1f | %.1f%% | %s |" % (
+                p["nodes"], p["devices_per_node"], p["local_batch"], g, best_p, best_t,
+                best_errors[-1] * 100,
+                "%.1f%% (%d)" % (statistics.median(errs) * 100, len(errs)) if errs else "-"))
+        else:
+            print("| %d x %d | %d | %d | no prediction at G | | |" % (
+                p["nodes"], p["devices_per_node"], p["local_batch"], g))
+    if best_errors:
+        print("\nbest at a held-out (placement, global batch): median %.1f%%, p90 %.1f%% "
+              "(%d); per configuration: median %.1f%%, p90 %.1f%% (%d)" % (
+                  quantile(best_errors, 0.5) * 100, quantile(best_errors, 0.9) * 100,
+                  len(best_errors), quantile(config_errors, 0.5) * 100,
+                  quantile(config_errors, 0.9) * 100, len(config_errors)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
@@ -298,6 +377,7 @@ def main():
               "median %.1f%%, p90 %.1f%% (%d configurations)" % (
                   quantile(tta_errors, 0.5) * 100, quantile(tta_errors, 0.9) * 100,
                   len(tta_errors)))
+    both_held_out(args, topotune, rows, target, model_bytes, table_batches, work)
     shutil.rmtree(work, ignore_errors=True)
 
 
