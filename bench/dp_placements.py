@@ -30,8 +30,14 @@ batch sizes. This measures placements and then holds each one out.
    truth = the table's epochs to target x steps per epoch x P's measured step (synchronous
    data-parallel SGD at global batch B follows the curve of one device at B; only the
    step time belongs to the placement).
+4. Both held out. Each multi-device P whose global batch G the table recorded, with G's
+   rows removed from the curve table too: the planner reads G's epochs off the other
+   batch sizes and P's step off the other placements. Truth: G's measured epochs x steps
+   per epoch x P's measured step.
 Reports per placement the predicted and measured step, and the median and p90 of the
-errors. Removes every cgroup and namespace it made. About 5 minutes.
+errors. The target is the table's level that --target-share of its configurations reach
+(0.4: most batch sizes then have configurations to compare). Removes every cgroup and
+namespace it made. About 3 minutes; --measured reruns only the holdouts.
 """
 
 import argparse
