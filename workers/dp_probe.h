@@ -4,9 +4,11 @@
 // on its own batch of `local_batch` random samples, synchronise their gradients with a ring
 // all-reduce (LibTorch's c10d over Gloo, TCP) after every backward pass, then step the
 // optimizer: synchronous data-parallel SGD as DistributedDataParallel does it, without
-// bucketing, so nothing overlaps. Each process calls ProbeDataParallel with its rank; the
-// ranks meet at a TCPStore that rank 0 serves. What one rank measures is its own step:
-// the sync includes the wait for the slowest rank, as it does in training.
+// bucketing, so nothing overlaps. The model and its batches stay on the CPU: a GPU
+// placement (NCCL, device memory) is not what this measures. Each process calls
+// ProbeDataParallel with its rank; the ranks meet at a TCPStore that rank 0 serves. What
+// one rank measures is its own step: the sync includes the wait for the slowest rank, as
+// it does in training.
 //
 // This is the measurement the planner's PROFILE.csv rows with nodes x devices_per_node > 1
 // record (tuner/planner.h): step_seconds = compute + sync, sync_seconds = sync.
