@@ -73,6 +73,13 @@ class Testbed:
         self.netns = False
         if not os.path.exists(os.path.join(CG_ROOT, "cpu.cfs_quota_us")):
             sys.exit("needs cgroup v1's cpu controller at " + CG_ROOT)
+        try:
+            self._make(mbit, ranks)
+        except BaseException:
+            self.close()  # whatever was made before the failure
+            raise
+
+    def _make(self, mbit, ranks):
         for i in range(ranks):
             cg = os.path.join(CG_ROOT, "topotune-dp-%d" % i)
             os.makedirs(cg, exist_ok=True)
@@ -130,11 +137,18 @@ def run_placement(bed, worker, data, model, nodes, per_node, local, steps, port)
         if rank == 0:
             time.sleep(0.3)  # rank 0 serves the store
     results = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        if p.returncode != 0:
-            raise RuntimeError("dp-probe failed (%d): %s" % (p.returncode, err.strip()[-400:]))
-        results.append(json.loads(out))
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError("dp-probe failed (%d): %s" % (p.returncode,
+                                                                 err.strip()[-400:]))
+            results.append(json.loads(out))
+    finally:
+        for p in procs:  # the other ranks of a failed placement would wait out their timeout
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return {
         "nodes": nodes, "devices_per_node": per_node, "local_batch": local,
         "gradient_bytes": results[0]["gradient_bytes"],
