@@ -205,6 +205,60 @@ TEST(CurveModel, ACensoredTakeOffCountsTheCurvesASearchStoppedWhileFlat) {
   EXPECT_NEAR(with_young.p_reach, prior.p_reach, 0.05);
 }
 
+TEST(CurveModel, ACurveStuckAtOneValueTakesOffAsTheJobsStuckCurvesDid) {
+  // The job: 20 networks that predicted one class (accuracy exactly 0.1) for 10 epochs and
+  // were stopped, 3 slow starters near chance (noisy) that then reached the target, and
+  // one that finished on a plateau. At epoch 6, a curve exactly at 0.1 is one more stuck
+  // network; a curve as flat but noisy is a slow starter, with the generous chance.
+  const auto constant = [](double) { return 0.1; };
+  std::vector<std::vector<double>> others;
+  for (int i = 0; i < 20; ++i) others.push_back(Draw(constant, 10, 0.0, 2.0, 1).curve);
+  const auto late = [](double t) { return t < 8 ? 0.1 : 0.6 - 0.5 * std::exp(-(t - 7) / 6.0); };
+  for (int i = 0; i < 3; ++i) {
+    const Synthetic s = Draw(late, 80, 0.002, 0.4, 20 + i);
+    others.push_back(Cut(s.curve, s.first_reach));
+  }
+  others.push_back(
+      Draw([](double t) { return 0.3 - 0.2 * std::exp(-t / 5.0); }, 80, 0.002, 2.0, 30).curve);
+  const std::vector<double> stuck = Draw(constant, 6, 0.0, 2.0, 1).curve;
+  const std::vector<double> noisy = Draw(constant, 6, 0.002, 2.0, 40).curve;
+  CurveModelOptions off;
+  off.stuck_epochs = 0;
+  const EpochsToTarget p_stuck = CurveModel().Predict(stuck, 0.4, 80, 0.002, 5, others);
+  const EpochsToTarget p_off = CurveModel(off).Predict(stuck, 0.4, 80, 0.002, 5, others);
+  const EpochsToTarget p_noisy = CurveModel().Predict(noisy, 0.4, 80, 0.002, 5, others);
+  std::printf("[ stuck ] at epoch 6: P(reach) %.3f stuck, %.3f with the rule off, %.3f noisy\n",
+              p_stuck.p_reach, p_off.p_reach, p_noisy.p_reach);
+  // Laplace's rule over 20 stuck curves, none recovered: q = 1/22, and 0.59 of it left.
+  EXPECT_LT(p_stuck.p_reach, 0.06);
+  EXPECT_GT(p_off.p_reach, 0.3);  // q = 4/6 among finished curves
+  EXPECT_GT(p_noisy.p_reach, 0.3);
+  // What the sampler learns from (censored take-off) counts a stuck network as failed
+  // while no stuck one in the job has recovered, and gives it a chance once one has.
+  CurveModelOptions censored;
+  censored.censored_take_off = true;
+  EXPECT_EQ(CurveModel(censored).Predict(stuck, 0.4, 80, 0.002, 5, others).p_reach, 0.0);
+  std::vector<std::vector<double>> one_recovered = others;
+  std::vector<double> recovery = Draw(constant, 10, 0.0, 2.0, 1).curve;
+  for (int e = 11; e <= 20; ++e) recovery.push_back(e < 15 ? 0.2 : 0.45);
+  one_recovered.push_back(recovery);
+  EXPECT_GT(CurveModel(censored).Predict(stuck, 0.4, 80, 0.002, 5, one_recovered).p_reach, 0.0);
+  // Networks stuck for fewer epochs than this one still speak for it (one stuck for longer
+  // is no more likely to recover), while curves at chance that were never stuck say
+  // nothing about a stuck one: then the prior's 1/2, as for a curve alone.
+  std::vector<std::vector<double>> briefly, noisy_only;
+  for (int i = 0; i < 20; ++i) {
+    briefly.push_back(Draw(constant, 4, 0.0, 2.0, 1).curve);
+    noisy_only.push_back(Draw(constant, 10, 0.002, 2.0, 50 + i).curve);
+  }
+  const EpochsToTarget p_alone = CurveModel().Predict(stuck, 0.4, 80, 0.002, 5);
+  const EpochsToTarget p_briefly = CurveModel().Predict(stuck, 0.4, 80, 0.002, 5, briefly);
+  const EpochsToTarget p_among_noisy = CurveModel().Predict(stuck, 0.4, 80, 0.002, 5, noisy_only);
+  EXPECT_GT(p_alone.p_reach, 0.2);
+  EXPECT_LT(p_briefly.p_reach, 0.06);
+  EXPECT_NEAR(p_among_noisy.p_reach, p_alone.p_reach, 0.05);
+}
+
 TEST(CurveModel, ALongHorizonSearchedInBlocksKeepsTheAnswer) {
   // pow3 crossing its target near epoch 900 of a 4,000-epoch limit, cut at epoch 300: each
   // sample's search spans ~3,700 epochs, in blocks of 4 under the default scan_epochs,

@@ -382,6 +382,61 @@ double FirstCrossing(const Family& family, const double* p, double target, doubl
   return EpochsToTarget::kNever;
 }
 
+// How many of the curve's last accuracies equal its last one, exactly.
+int StuckEpochs(const std::vector<double>& curve) {
+  int stuck = 0;
+  while (stuck < static_cast<int>(curve.size()) &&
+         curve[curve.size() - 1 - static_cast<size_t>(stuck)] == curve.back()) {
+    ++stuck;
+  }
+  return stuck;
+}
+
+// The chance that a flat curve stuck for `stuck` epochs still reaches the target. For each
+// d from `from` (CurveModelOptions::stuck_epochs) to `stuck`: among the `others` that were
+// stuck for d epochs while still flat (within 3 `sigma` of their first epochs), the share
+// that went on to reach the target, with one failure and `prior_successes` successes added
+// (1: Laplace's rule, 1/2 with no evidence, generous as the stop rules want; 0: what the
+// sampler learns from, CurveModelOptions::censored_take_off, where a stuck network counts
+// as a failed trial does until one in the job has recovered). Each counts as soon as it has been
+// stuck that long, whether it was then stopped or not. The answer is the least of these: a network
+// stuck for longer is taken to be no more likely to recover, so curves a search stopped after a few
+// stuck epochs still speak for one stuck for longer (without this, a curve stuck past the point
+// where the job stopped the others would fall back to 1/2). A network that predicts one class for
+// epochs on end seldom recovers: on the committed replay tables, 231-238 curves (with the noise at
+// 0.003-0.01) were stuck for 3 epochs or more while flat, and none reached the target.
+double StuckRecoveryRate(const std::vector<std::vector<double>>& others, int from, int stuck,
+                         double target, int max_epochs, double sigma, double prior_successes) {
+  std::vector<int> at_risk(static_cast<size_t>(stuck) + 1, 0);
+  std::vector<int> recovered(static_cast<size_t>(stuck) + 1, 0);
+  for (const std::vector<double>& z : others) {
+    if (z.empty()) continue;
+    const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
+    const bool reached = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
+                                     [&](double a) { return a >= target; });
+    const double early = (z[0] + z[std::min<size_t>(1, z.size() - 1)]) / 2;
+    // The longest run of equal accuracies while the curve was still flat, up to `stuck`.
+    int run = 1, longest = 1;
+    double top = z[0];
+    for (size_t i = 1; i < z.size() && longest < stuck; ++i) {
+      top = std::max(top, z[i]);
+      if (top - early > 3 * sigma) break;
+      run = z[i] == z[i - 1] ? run + 1 : 1;
+      longest = std::max(longest, run);
+    }
+    for (int d = from; d <= longest; ++d) {
+      ++at_risk[static_cast<size_t>(d)];
+      recovered[static_cast<size_t>(d)] += reached;
+    }
+  }
+  double rate = 1.0;
+  for (int d = from; d <= stuck; ++d) {
+    rate = std::min(rate, (recovered[static_cast<size_t>(d)] + prior_successes) /
+                              (at_risk[static_cast<size_t>(d)] + prior_successes + 1.0));
+  }
+  return rate;
+}
+
 // For a curve still flat after its n epochs: the law of its first epoch at the target,
 // from the job's other curves by two Kaplan-Meier estimates, each hazard shrunk towards a
 // prior.
@@ -679,23 +734,35 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   // would stay uninformed for long, every creeping trial would get the same good chance,
   // and the forecast would keep creepers and tell configurations apart less (search
   // benchmark, mnist-hard table, 80 seeds: success 94% -> 85% with the 1/2).
+  // A flat curve whose last stuck_epochs accuracies are identical is a network that
+  // predicts one class, not a slow starter still finding its way: its q is the rate at
+  // which the job's curves stuck as long recovered (StuckRecoveryRate), not the rate
+  // among finished curves.
+  const int stuck = StuckEpochs(curve);
+  const bool is_stuck = options_.stuck_epochs > 0 && stuck >= options_.stuck_epochs;
   const auto take_off_chance = [&](bool learned_only) {
-    int reached = 0, finished = 0;
-    for (const std::vector<double>& z : others) {
-      const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
-      const bool hit = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
-                                   [&](double a) { return a >= target; });
-      if (!hit && static_cast<int>(z.size()) < max_epochs) continue;
-      if (learned_only) {
-        if (static_cast<int>(z.size()) <= n) continue;
-        const double start = (z[0] + z[1]) / 2;
-        if (*std::max_element(z.begin(), z.begin() + n) - start <= 3 * sigma) continue;
+    double q;
+    if (is_stuck && !learned_only) {
+      q = StuckRecoveryRate(others, options_.stuck_epochs, stuck, target, max_epochs, sigma,
+                            options_.censored_take_off ? 0.0 : 1.0);
+    } else {
+      int reached = 0, finished = 0;
+      for (const std::vector<double>& z : others) {
+        const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
+        const bool hit = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
+                                     [&](double a) { return a >= target; });
+        if (!hit && static_cast<int>(z.size()) < max_epochs) continue;
+        if (learned_only) {
+          if (static_cast<int>(z.size()) <= n) continue;
+          const double start = (z[0] + z[1]) / 2;
+          if (*std::max_element(z.begin(), z.begin() + n) - start <= 3 * sigma) continue;
+        }
+        reached += hit;
+        ++finished;
       }
-      reached += hit;
-      ++finished;
+      if (learned_only && reached == 0) return 0.0;
+      q = (reached + 1.0) / (finished + 2.0);
     }
-    if (learned_only && reached == 0) return 0.0;
-    const double q = (reached + 1.0) / (finished + 2.0);
     const double left =
         std::clamp(1.0 - std::log(std::max(1, n)) / std::log(std::max(2, max_epochs)), 0.0, 1.0);
     return n < max_epochs ? q * left / (q * left + 1.0 - q) : 0.0;
@@ -707,12 +774,12 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
     const double log_first = log_n + unit(rng) * (std::log(std::max(2, max_epochs)) - log_n);
     return std::clamp(std::ceil(std::exp(log_first)), n + 1.0, 1.0 * max_epochs);
   };
-  if (fits.empty() && options_.censored_take_off) {
+  if (fits.empty() && options_.censored_take_off && !is_stuck) {
     // Nothing to go on but how the job's curves left chance and went on from there.
     const TakeOffLaw law(n, target, max_epochs, sigma, others);
     for (int s = 0; s < parametric_samples; ++s) out.samples.push_back(law.Sample(rng));
   } else if (fits.empty()) {
-    // Nothing to go on but how curves take off.
+    // Nothing to go on but how curves take off (stuck: how the job's stuck curves did).
     const double p_take_off = take_off_chance(/*learned_only=*/false);
     for (int s = 0; s < parametric_samples; ++s) {
       out.samples.push_back(unit(rng) < p_take_off ? take_off_epoch() : EpochsToTarget::kNever);

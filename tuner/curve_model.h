@@ -83,6 +83,12 @@ struct CurveModelOptions {
   // (exactly) instead of drawing every epoch's noise: a curve levelling off below the
   // target. 0 turns it off.
   double thin_below = 0.05;
+  // A flat curve whose last this many accuracies are identical predicts one class for
+  // every validation sample (a collapsed or diverged network): its chance of taking off is
+  // the rate at which the job's curves that were stuck as long recovered (with
+  // censored_take_off, without the prior's success: a failure until one has). 0 turns it
+  // off.
+  int stuck_epochs = 3;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
@@ -99,7 +105,9 @@ class CurveModel {
   // p_reach 1 at that epoch. A curve with fewer than 2 points, or one that has not risen
   // more than 3 noise deviations above its first epochs, predicts from its analogs and
   // a prior on when flat curves take off (see Predict), less likely the longer it has been
-  // flat (with censored_take_off: from the job's curves that were flat that long). A
+  // flat (with censored_take_off: from the job's curves that were flat that long). A curve
+  // stuck at one value (stuck_epochs) takes, either way, the rate at which the job's curves
+  // stuck as long recovered. A
   // curve that has moved but come less than half way to the target keeps part of that
   // chance of taking off, besides its fitted families.
   //
