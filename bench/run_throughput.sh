@@ -19,6 +19,8 @@
 #   BUILD_DIR [build-bench] build folder for bench_train_throughput (Release)
 #   JOBS [2]                parallel compile jobs
 #   PYTHON [/usr/bin/python3]  the Python whose torch is compared (Debian's python3-torch)
+#   DETERMINISTIC [0]       1: both sides ask cuDNN for deterministic algorithms (a GPU run
+#                           whose losses should then repeat; no effect on a CPU)
 #   PREBUILT [0]            1: install nothing and build nothing; use BUILD_DIR's
 #                           bench_train_throughput and topotune-datagen as they are (a GPU
 #                           machine's worker-only build: bench/gpu/run_checks.sh)
@@ -43,6 +45,7 @@ VAL_SAMPLES=1
 # Debian's interpreter, where python3-torch lives (a python3 earlier on PATH may lack it).
 PYTHON="${PYTHON:-/usr/bin/python3}"
 PREBUILT="${PREBUILT:-0}"
+DETERMINISTIC="${DETERMINISTIC:-0}"
 
 if [ "$PREBUILT" != 1 ]; then
   source scripts/setup.sh
@@ -105,6 +108,7 @@ run_side() {
   local side="$1" model="$2" batch="$3" samples="$4" line
   local args=(--data "$DATA" --model "$model" --batch "$batch" --threads "$THREADS"
     --train-samples "$samples" --json)
+  if [ "$DETERMINISTIC" = 1 ]; then args+=(--deterministic); fi
   if [ "$side" = cpp ]; then
     line=$("$BENCH" "${args[@]}" --val-samples "$VAL_SAMPLES")
   else

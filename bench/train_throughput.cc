@@ -4,6 +4,7 @@
 // one: training samples / CurvePoint::compute_s (batch assembly, forward, loss, backward
 // and optimizer step; evaluation and checkpointing excluded).
 
+#include <ATen/Context.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,7 +29,8 @@ namespace fs = std::filesystem;
 
 constexpr char kUsage[] =
     "usage: bench_train_throughput --data DIR [--model M] [--batch B] [--threads T]\n"
-    "                              [--train-samples N] [--val-samples N] [--seed S] [--json]\n"
+    "                              [--train-samples N] [--val-samples N] [--seed S]\n"
+    "                              [--deterministic] [--json]\n"
     "       bench_train_throughput --generate DIR [--train-samples N] [--val-samples N]\n"
     "  --data DIR          CIFAR-10 binary dataset (data_batch_1.bin, test_batch.bin)\n"
     "  --model M           model name (default lenet)\n"
@@ -39,6 +41,8 @@ constexpr char kUsage[] =
     "  --val-samples N     first N test images for the untimed evaluation after each epoch\n"
     "                      (default 1: its CPU time falls into cpu_s, kept negligible)\n"
     "  --seed S            weights and shuffle seed (default 0)\n"
+    "  --deterministic     ask cuDNN for deterministic algorithms, no autotuning (GPU runs;\n"
+    "                      the Python twin's --deterministic asks the same)\n"
     "  --json              print one JSON line instead of text\n"
     "  --generate DIR      write the shapes dataset (N training, N test images) and exit\n";
 
@@ -81,6 +85,7 @@ struct Options {
   int64_t train_samples = 0;
   int64_t val_samples = 1;
   uint64_t seed = 0;
+  bool deterministic = false;
   bool json = false;
 };
 
@@ -104,6 +109,10 @@ Options ParseOptions(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--json") {
       options.json = true;
+      continue;
+    }
+    if (flag == "--deterministic") {
+      options.deterministic = true;
       continue;
     }
     if (flag == "-h" || flag == "--help") {
@@ -155,6 +164,10 @@ int Generate(const Options& options) {
 int main(int argc, char** argv) {
   const Options options = ParseOptions(argc, argv);
   if (!options.generate_dir.empty()) return Generate(options);
+  if (options.deterministic) {
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  }
 
   topotune::TrainRequest request;
   request.model = options.model;

@@ -221,6 +221,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-samples", type=int, default=0, help="first N (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="ask cuDNN for deterministic algorithms, no autotuning (GPU runs; "
+                        "the C++ twin's --deterministic asks the same)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
 
@@ -233,6 +236,9 @@ def main():
     images = normalised(images_u8)
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if args.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     parameters = sum(p.numel() for p in model.parameters())

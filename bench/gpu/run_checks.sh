@@ -15,6 +15,9 @@
 #               x 2 optimizers x 2 seeds, up to 6 epochs of 2,000 images), 4 shards sharing
 #               the GPU, merged into one table; cut at the deadline if need be
 #
+# DETERMINISTIC=1 passes through to bench/run_throughput.sh: both sides ask cuDNN for
+# deterministic algorithms, to see whether the losses then repeat.
+#
 # $OUT receives at most 7 files (the device tool returns 8): summary.txt, probe-*.json,
 # throughput.txt, throughput.jsonl, resnet18_shapes_gpu.csv and logs.tgz (every log).
 #
