@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tuner/types.h"
+#include "workers/memory_stats.h"
 
 namespace topotune {
 namespace {
@@ -250,6 +251,35 @@ TEST(Models, ResNet8LearnsSyntheticSquares) {
                               .mean()
                               .item<double>();
   EXPECT_GT(accuracy, 0.5) << "chance is 0.1";
+}
+
+// Run in a child process (a death test): the cap holds for the rest of the process. Exits
+// 0 when a tensor past the budget threw LibTorch's out-of-memory error (printed) and a
+// ResNet-8 step then still trained; 2-4 name what went wrong.
+void CapAndAllocatePastTheBudget() {
+  torch::set_num_threads(1);
+  const int64_t budget = int64_t{512} << 20;
+  if (CapAddressSpace(budget) == 0) std::exit(2);
+  try {
+    const torch::Tensor past = torch::empty({budget / 4}, torch::kFloat32);  // `budget` bytes
+    std::exit(3);
+  } catch (const c10::OutOfMemoryError& e) {
+    const std::string what = e.what();
+    std::fprintf(stderr, "%s\n", what.substr(0, what.find('\n')).c_str());
+  }
+  // Convolutions under the cap are ATen's own (oneDNN's JIT crashes when it cannot allocate).
+  if (at::globalContext().userEnabledMkldnn()) std::exit(4);
+  auto model = Make("resnet8", Input(3, 32));
+  torch::nn::functional::cross_entropy(model->forward(torch::randn({16, 3, 32, 32})),
+                                       torch::randint(10, {16}))
+      .backward();
+  std::exit(0);
+}
+
+TEST(MemoryStats, UnderACapATensorPastTheBudgetFailsAsOutOfMemoryAndTrainingGoesOn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(CapAndAllocatePastTheBudget(), ::testing::ExitedWithCode(0),
+              "out of memory: tried to allocate 536870912 bytes on the CPU");
 }
 
 }  // namespace

@@ -438,7 +438,12 @@ struct Agent::Impl {
       why = "its cgroup's memory limit of " + std::to_string(CgroupMemoryLimit() >> 20) +
             " MiB, less what it holds and a margin";
     }
-    if (budget <= 0) return Status::OK();
+    if (budget <= 0) {
+      // Capped already (ulimit -v): the tensors keep under that cap.
+      const int64_t cap = device->kind == "cpu" ? HonourAddressSpaceLimit() : 0;
+      if (cap > 0) Log("address space capped at " + std::to_string(cap >> 20) + " MiB (ulimit -v)");
+      return Status::OK();
+    }
     const int64_t cap = CapAddressSpace(budget);
     if (cap == 0) return Status::IOError("cannot apply the memory budget (RLIMIT_AS)");
     if (options.memory_budget_bytes > 0) {

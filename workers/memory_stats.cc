@@ -1,9 +1,13 @@
 #include "workers/memory_stats.h"
 
+#include <ATen/Context.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -97,12 +101,94 @@ int64_t CgroupMemoryBudget() {
   return std::max<int64_t>(0, limit - resident - margin);
 }
 
+namespace {
+
+// LibTorch's CPU allocator with a limit on the bytes its tensors hold: past it, an
+// allocation throws LibTorch's out-of-memory error, as the CUDA caching allocator does on
+// a full GPU. Each block carries its size in a header of one alignment unit, so the data
+// stays aligned and the raw interface (context == data) works.
+class BudgetAllocator final : public c10::Allocator {
+ public:
+  static BudgetAllocator& Instance() {
+    static BudgetAllocator allocator;
+    return allocator;
+  }
+
+  void SetLimit(int64_t bytes) { limit_ = bytes; }
+
+  c10::DataPtr allocate(size_t n) const override {
+    const c10::Device cpu(c10::DeviceType::CPU);
+    if (n == 0) return {nullptr, nullptr, &Delete, cpu};
+    const int64_t bytes = static_cast<int64_t>(n);
+    const int64_t in_use = used_.fetch_add(bytes) + bytes;
+    if (in_use > limit_) {
+      used_ -= bytes;
+      C10_THROW_ERROR(OutOfMemoryError,
+                      "out of memory: tried to allocate " + std::to_string(n) +
+                          " bytes on the CPU, with " + std::to_string(in_use - bytes) + " of " +
+                          std::to_string(limit_.load()) + " bytes of the memory budget in use");
+    }
+    char* block = nullptr;
+    try {
+      block = static_cast<char*>(c10::alloc_cpu(n + kHeader));
+    } catch (...) {
+      used_ -= bytes;
+      throw;
+    }
+    *reinterpret_cast<size_t*>(block) = n;
+    return {block + kHeader, block + kHeader, &Delete, cpu};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
+
+ private:
+  static constexpr size_t kHeader = 64;  // c10's alignment of CPU tensors
+
+  static void Delete(void* data) {
+    if (data == nullptr) return;
+    char* block = static_cast<char*>(data) - kHeader;
+    Instance().used_ -= static_cast<int64_t>(*reinterpret_cast<size_t*>(block));
+    c10::free_cpu(block);
+  }
+
+  mutable std::atomic<int64_t> used_{0};
+  std::atomic<int64_t> limit_{INT64_MAX};
+};
+
+// Limits the tensors allocated from now on to `headroom`, the address space left under the
+// cap, less a reserve (1/8, at least 64 MiB) for what the libraries allocate themselves.
+// oneDNN writes through a null code buffer when its JIT cannot allocate one (a SIGSEGV in
+// convolution_backward, at batch sizes that just fit), and its reorder buffers bypass
+// LibTorch's allocator: under a cap, convolutions take ATen's own kernels instead, whose
+// buffers are tensors.
+void LimitTensors(int64_t headroom) {
+  const int64_t reserve = std::max<int64_t>(int64_t{64} << 20, headroom / 8);
+  BudgetAllocator& allocator = BudgetAllocator::Instance();
+  allocator.SetLimit(std::max<int64_t>(0, headroom - reserve));
+  c10::SetCPUAllocator(&allocator, /*priority=*/1);
+  at::globalContext().setUserEnabledMkldnn(false);
+}
+
+}  // namespace
+
 int64_t CapAddressSpace(int64_t budget_bytes) {
   const int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
   if (size <= 0 || budget_bytes <= 0) return 0;
   rlimit limit{};
   limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + budget_bytes);
-  return setrlimit(RLIMIT_AS, &limit) == 0 ? size + budget_bytes : 0;
+  if (setrlimit(RLIMIT_AS, &limit) != 0) return 0;
+  LimitTensors(budget_bytes);
+  return size + budget_bytes;
+}
+
+int64_t HonourAddressSpaceLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+  const int64_t cap = static_cast<int64_t>(limit.rlim_cur);
+  const int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
+  if (size <= 0 || cap <= size) return 0;
+  LimitTensors(cap - size);
+  return cap;
 }
 
 double CgroupCpuLimit() {

@@ -30,8 +30,16 @@ double CgroupCpuLimit();
 int64_t CgroupMemoryBudget();
 
 // Caps this process's address space (RLIMIT_AS) at its current size (VmSize) plus
-// `budget_bytes`. Returns the cap in bytes, or 0 if it could not be set.
+// `budget_bytes`, and the bytes LibTorch's CPU tensors allocated from now on hold at the
+// budget less a reserve (1/8 of it, at least 64 MiB) for what the libraries allocate
+// themselves: a tensor past that throws LibTorch's out-of-memory error before the address
+// space runs out inside a library that would crash on it (oneDNN's JIT, which it also
+// turns off). Returns the cap in bytes, or 0 if it could not be set.
 int64_t CapAddressSpace(int64_t budget_bytes);
+
+// Where the address space is already capped (`ulimit -v`), limits the tensors to the room
+// left under that cap as CapAddressSpace does. Returns the cap in bytes, 0 without one.
+int64_t HonourAddressSpaceLimit();
 
 // Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On a GPU it first
 // releases the caching allocator's free blocks; on the CPU it gives back to the kernel what

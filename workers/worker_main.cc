@@ -248,6 +248,7 @@ int ProbeMain(int argc, char** argv) {
       std::fprintf(stderr, "topotune-worker probe: cannot cap the address space (RLIMIT_AS)\n");
       return 1;
     }
+    if (budget <= 0) topotune::HonourAddressSpaceLimit();  // `ulimit -v`
   }
   topotune::DeviceProber prober;
   topotune::StatusOr<topotune::DeviceProbe> probe = prober.Probe(request);
