@@ -203,24 +203,26 @@ class WorkerGateway::Impl::Session : public std::enable_shared_from_this<Session
   void Read() {
     reading_ = true;
     auto self = shared_from_this();
-    socket_.async_read_some(asio::buffer(chunk_),
-                            [this, self](boost::system::error_code ec, size_t n) {
-                              if (ec || closed_) return Close();
-                              if (!reading_)
-                                return;  // an error frame is on its way; ignore the rest
-                              if (!frames_.InFrame()) frame_started_ = SteadyClock::now();
-                              Status s = frames_.Append(chunk_.data(), n);
-                              if (!s.ok()) return Reject(ErrorFrameOf(s));
-                              while (std::optional<std::string> payload = frames_.Next()) {
-                                last_seen_ = SteadyClock::now();
-                                frame_started_ = last_seen_;
-                                Status handled = Handle(*payload);
-                                if (!handled.ok())
-                                  return Reject(error_ ? *error_ : ErrorFrameOf(handled));
-                                if (closed_) return;
-                              }
-                              Read();
-                            });
+    socket_.async_read_some(
+        asio::buffer(chunk_), [this, self](boost::system::error_code ec, size_t n) {
+          if (ec && !closed_ && !worker_id_.empty()) {
+            std::fprintf(stderr, "topotuned: worker %s disconnected (%s)\n", Name().c_str(),
+                         ec == asio::error::eof ? "connection closed" : ec.message().c_str());
+          }
+          if (ec || closed_) return Close();
+          if (!reading_) return;  // an error frame is on its way; ignore the rest
+          if (!frames_.InFrame()) frame_started_ = SteadyClock::now();
+          Status s = frames_.Append(chunk_.data(), n);
+          if (!s.ok()) return Reject(ErrorFrameOf(s));
+          while (std::optional<std::string> payload = frames_.Next()) {
+            last_seen_ = SteadyClock::now();
+            frame_started_ = last_seen_;
+            Status handled = Handle(*payload);
+            if (!handled.ok()) return Reject(error_ ? *error_ : ErrorFrameOf(handled));
+            if (closed_) return;
+          }
+          Read();
+        });
   }
 
   void WriteNext() {
