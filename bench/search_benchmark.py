@@ -2,7 +2,7 @@
 """Search efficiency on a replay table: Topotune's algorithms vs grid search vs Optuna.
 
     bench/search_benchmark.py --table bench/replay/lenet_shapes_cpu.csv [--target 0.80]
-        [--seeds 20] [--budget 60] [--lanes 4] [--json OUT.json]
+        [--seeds 20] [--first-seed 0] [--budget 60] [--lanes 4] [--json OUT.json]
 
 What it measures (DESIGN.md, "Search efficiency: how it is measured"):
 
@@ -417,9 +417,10 @@ def topotune_run(lane, table, truth, args, algorithm, seed):
 
 
 def run_topotune(table, truth, args, algorithms, progress):
-    tasks = [(a, s) for s in range(args.seeds) for a in algorithms]
+    first = args.first_seed
+    tasks = [(a, s) for s in range(first, first + args.seeds) for a in algorithms]
     if args.grid_seeds > 0:
-        tasks = [("grid", s) for s in range(args.grid_seeds)] + tasks
+        tasks = [("grid", s) for s in range(first, first + args.grid_seeds)] + tasks
     results = {a: [None] * (args.grid_seeds if a == "grid" else args.seeds)
                for a in (["grid"] if args.grid_seeds > 0 else []) + algorithms}
     root = args.workdir or tempfile.mkdtemp(prefix="topotune-search-")
@@ -437,7 +438,7 @@ def run_topotune(table, truth, args, algorithms, progress):
                     algorithm, seed = tasks.pop(0)
                 r = topotune_run(lane, table, truth, args, algorithm, seed)
                 with lock:
-                    results[algorithm][seed] = r
+                    results[algorithm][seed - first] = r
                     progress(f"topotune {algorithm} seed {seed}")
         except Exception as e:  # noqa: BLE001 - reported, and the run fails
             with lock:
@@ -512,10 +513,11 @@ def run_optuna(args, setups, progress):
     results = {s: [None] * args.seeds for s in setups}
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.lanes) as pool:
         futures = {pool.submit(optuna_run, args.table, args.target, s, seed, args.budget):
-                   (s, seed) for s in setups for seed in range(args.seeds)}
+                   (s, seed) for s in setups
+                   for seed in range(args.first_seed, args.first_seed + args.seeds)}
         for f in concurrent.futures.as_completed(futures):
             s, seed = futures[f]
-            results[s][seed] = f.result()
+            results[s][seed - args.first_seed] = f.result()
             progress(f"{s} seed {seed}")
     return results
 
@@ -594,6 +596,9 @@ def main():
     ap.add_argument("--target", type=float, default=None,
                     help="default: the table's '# bench_target=' comment, else 0.80")
     ap.add_argument("--seeds", type=int, default=20, help="runs per algorithm (>= 20)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first..first+seeds-1: a held-out check on seeds a change "
+                         "was not chosen on")
     ap.add_argument("--grid-seeds", type=int, default=None,
                     help="runs of the product's grid algorithm (default --seeds; 0 = none)")
     ap.add_argument("--budget", type=int, default=60, help="trials per run (max_trials)")
@@ -654,7 +659,9 @@ def main():
     print(f"grid cost (every configuration, all {table.epochs} epochs): {truth.grid_full:.1f} s;"
           f" grid stopping each run at the target: {truth.grid_stop:.1f} s "
           f"({truth.grid_stop / truth.grid_full:.3f} of the full grid)")
-    print(f"budget {args.budget} trials per run, {args.seeds} seeds; Topotune rungs {rungs} "
+    seeds = (f"{args.seeds} seeds" if args.first_seed == 0 else
+             f"{args.seeds} seeds ({args.first_seed}..{args.first_seed + args.seeds - 1})")
+    print(f"budget {args.budget} trials per run, {seeds}; Topotune rungs {rungs} "
           f"epochs (min_epochs {args.min_epochs}, reduction_factor {args.eta}); '@s' rungs "
           f"{[round(args.min_seconds * args.eta ** k, 3) for k in range(args.rungs)]} training "
           f"seconds, at most {table.epochs} epochs", flush=True)
