@@ -160,13 +160,15 @@ class BudgetAllocator final : public c10::Allocator {
 // oneDNN writes through a null code buffer when its JIT cannot allocate one (a SIGSEGV in
 // convolution_backward, at batch sizes that just fit), and its reorder buffers bypass
 // LibTorch's allocator: under a cap, convolutions take ATen's own kernels instead, whose
-// buffers are tensors.
+// buffers are tensors. And one malloc arena: each arena a new thread opens (a trial's, a
+// probe's) reserves 64 MiB of address space, room that a batch which fit may then lack.
 void LimitTensors(int64_t headroom) {
   const int64_t reserve = std::max<int64_t>(int64_t{64} << 20, headroom / 8);
   BudgetAllocator& allocator = BudgetAllocator::Instance();
   allocator.SetLimit(std::max<int64_t>(0, headroom - reserve));
   c10::SetCPUAllocator(&allocator, /*priority=*/1);
   at::globalContext().setUserEnabledMkldnn(false);
+  mallopt(M_ARENA_MAX, 1);
 }
 
 }  // namespace
