@@ -152,6 +152,21 @@ class Cluster {
         const std::string state = job["state"];
         if (state == "completed" || state == "failed" || state == "cancelled") return job;
       }
+      // No worker left to finish it: say how they ended instead of waiting out the timeout.
+      std::string ended;
+      for (auto& worker : workers_) {
+        if (worker->Running()) {
+          ended.clear();
+          break;
+        }
+        const int status = worker->exit_status();
+        ended += WIFSIGNALED(status) ? " killed by signal " + std::to_string(WTERMSIG(status))
+                                     : " exited " + std::to_string(WEXITSTATUS(status));
+      }
+      if (!ended.empty()) {
+        job["every_worker_ended"] = ended;
+        return job;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
     return job;
