@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -106,7 +107,9 @@ namespace {
 // LibTorch's CPU allocator with a limit on the bytes its tensors hold: past it, an
 // allocation throws LibTorch's out-of-memory error, as the CUDA caching allocator does on
 // a full GPU. Each block carries its size in a header of one alignment unit, so the data
-// stays aligned and the raw interface (context == data) works.
+// stays aligned and the raw interface (context == data) works. Written for both LibTorch
+// 1.13 (Debian: `allocate` const) and 2.3 or later (the GPU kit: `allocate` not const, and
+// `copy_data` to implement), hence no `override`: each version overrides what it has.
 class BudgetAllocator final : public c10::Allocator {
  public:
   static BudgetAllocator& Instance() {
@@ -116,7 +119,15 @@ class BudgetAllocator final : public c10::Allocator {
 
   void SetLimit(int64_t bytes) { limit_ = bytes; }
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) const { return Allocate(n); }
+  c10::DataPtr allocate(size_t n) { return Allocate(n); }
+  c10::DeleterFnPtr raw_deleter() const { return &Delete; }
+  void copy_data(void* dest, const void* src, size_t count) const { std::memcpy(dest, src, count); }
+
+ private:
+  static constexpr size_t kHeader = 64;  // c10's alignment of CPU tensors
+
+  c10::DataPtr Allocate(size_t n) const {
     const c10::Device cpu(c10::DeviceType::CPU);
     if (n == 0) return {nullptr, nullptr, &Delete, cpu};
     const int64_t bytes = static_cast<int64_t>(n);
@@ -138,11 +149,6 @@ class BudgetAllocator final : public c10::Allocator {
     *reinterpret_cast<size_t*>(block) = n;
     return {block + kHeader, block + kHeader, &Delete, cpu};
   }
-
-  c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
-
- private:
-  static constexpr size_t kHeader = 64;  // c10's alignment of CPU tensors
 
   static void Delete(void* data) {
     if (data == nullptr) return;
