@@ -17,6 +17,7 @@
 
 #include "api/http_server.h"
 #include "api/job_spec_json.h"
+#include "api/protocol.h"
 #include "api/rest_router.h"
 #include "api/tokens.h"
 #include "api/worker_gateway.h"
@@ -46,7 +47,7 @@ int Usage(const char* error) {
                "topotuned: %s\n"
                "usage: topotuned [--db FILE] [--http HOST:PORT] [--workers HOST:PORT] "
                "[--lease S] [--ports-file FILE] [--admin-token-file FILE] [--checkpoints DIR]\n"
-               "                 [--max-checkpoint-mb N]\n"
+               "                 [--max-checkpoint-mb N] [--link-test-kib N]\n"
                "  --db FILE            SQLite database (default topotune.db)\n"
                "  --http HOST:PORT     REST API (default 127.0.0.1:7700; port 0 picks one)\n"
                "  --workers HOST:PORT  worker gateway (default 127.0.0.1:7701)\n"
@@ -59,7 +60,10 @@ int Usage(const char* error) {
                "  --checkpoints DIR    where workers upload trial checkpoints, so that any\n"
                "                       worker can resume a trial (default FILE.checkpoints\n"
                "                       beside --db)\n"
-               "  --max-checkpoint-mb N  refuse checkpoints over N MiB (default 4096)\n",
+               "  --max-checkpoint-mb N  refuse checkpoints over N MiB (default 4096)\n"
+               "  --link-test-kib N    the first link test between two sites sends at most\n"
+               "                       N KiB (default 4096; 0 = no link tests). One too fast\n"
+               "                       to time is repeated with 8x the bytes, up to 64 MiB\n",
                error);
   return 2;
 }
@@ -109,6 +113,12 @@ int main(int argc, char** argv) {
       if (gateway_options.lease_s <= gateway_options.heartbeat_s) {
         return Usage("--lease must be longer than the 2 s heartbeat");
       }
+    } else if (arg == "--link-test-kib" && has_value) {
+      const long long kib = std::atoll(argv[++i]);
+      if (kib < 0 || kib > (kMaxLinkTestBytes >> 10)) {
+        return Usage("--link-test-kib must be 0..65536");
+      }
+      gateway_options.link_test_bytes = static_cast<int64_t>(kib) << 10;
     } else if (arg == "--ports-file" && has_value) {
       ports_file = argv[++i];
     } else if (arg == "--checkpoints" && has_value) {

@@ -39,8 +39,10 @@ class TokenAuthority;
 // from this host only); the sender is told the address the controller sees the listener
 // at. The sender's report goes to ControllerService::DirectLinkMeasured. A link frame that
 // names a test never started is a protocol error; one about a test already over is ignored.
-// A test that fails, or takes over kLinkTestTimeoutS + 30 s, is logged, and its pair is not
-// tried again until one of its workers reconnects.
+// A test that fails, or takes over kLinkTestTimeoutS + 30 s, is logged, and its pair is
+// tried again after 5 minutes or once one of its workers reconnects. A transfer too short
+// to time (under two round trips: a link faster than the echoes showed) is repeated at
+// once with 8 times the bytes, up to kMaxLinkTestBytes.
 class WorkerGateway final : public WorkerChannel {
  public:
   struct Options {
