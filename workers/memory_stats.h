@@ -34,7 +34,8 @@ int64_t CgroupMemoryBudget();
 // budget less a reserve (1/8 of it, at least 64 MiB) for what the libraries allocate
 // themselves: a tensor past that throws LibTorch's out-of-memory error before the address
 // space runs out inside a library that would crash on it (oneDNN's JIT, which it also
-// turns off). Returns the cap in bytes, or 0 if it could not be set.
+// turns off). malloc then keeps one arena, as each reserves 64 MiB of address space.
+// Returns the cap in bytes, or 0 if it could not be set.
 int64_t CapAddressSpace(int64_t budget_bytes);
 
 // Where the address space is already capped (`ulimit -v`), limits the tensors to the room
