@@ -90,32 +90,6 @@ TEST(CurveModel, ACurveThatPlateausBelowTheTargetIsPredictedNeverToReachIt) {
   EXPECT_EQ(p.hi, EpochsToTarget::kNever);
 }
 
-// Two epochs that moved say where a curve is heading: one rising steeply towards the target
-// is likelier to reach it than a flat one, and one creeping towards a plateau far below it
-// is less likely. Without fit_two_epochs all three get the flat curve's take-off chance.
-TEST(CurveModel, TwoEpochsThatMovedSayWhereACurveIsHeading) {
-  const double target = 0.9;
-  const int max_epochs = 12;
-  const double noise = 0.01;
-  const std::vector<double> flat = {0.10, 0.105};
-  const std::vector<double> steep = {0.50, 0.85};
-  const std::vector<double> creep = {0.30, 0.45};
-  CurveModel model;
-  const double p_flat = model.Predict(flat, target, max_epochs, noise, 1).p_reach;
-  const double p_steep = model.Predict(steep, target, max_epochs, noise, 1).p_reach;
-  const double p_creep = model.Predict(creep, target, max_epochs, noise, 1).p_reach;
-  EXPECT_GT(p_flat, 0.2);  // the take-off prior, with no job to learn the rate from
-  EXPECT_GT(p_steep, p_flat + 0.15);
-  EXPECT_LT(p_creep, p_flat - 0.15);
-  EXPECT_LT(model.Predict(steep, target, max_epochs, noise, 1).median, 8.0);
-
-  CurveModelOptions off;
-  off.fit_two_epochs = false;
-  CurveModel unfitted(off);
-  EXPECT_DOUBLE_EQ(unfitted.Predict(steep, target, max_epochs, noise, 1).p_reach,
-                   unfitted.Predict(flat, target, max_epochs, noise, 1).p_reach);
-}
-
 TEST(CurveModel, TheEightyPercentIntervalCoversAboutEightyPercentOfSyntheticCrossings) {
   // Many curves from the families, random parameters and noise, cut at a quarter.
   CurveModel model;

@@ -688,11 +688,7 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   if (moved && n < max_epochs) {
     const Points pts = Bin(curve);
     for (const Family& f : kFamilies) {
-      // A family with more parameters than the curve has epochs is fitted only where the
-      // weak prior around its start pins the one the epochs leave free: three parameters
-      // from two epochs (fit_two_epochs), not four.
-      const bool pinned = options_.fit_two_epochs && n == 2 && f.num_params == 3;
-      if (n < f.num_params && !pinned) continue;
+      if (n < f.num_params) continue;
       Fit best;
       for (const Params& start : Starts(f, curve.front(), curve.back(), n)) {
         Fit fit = FitFamily(f, pts, start, start, sigma);

@@ -89,16 +89,6 @@ struct CurveModelOptions {
   // censored_take_off, without the prior's success: a failure until one has). 0 turns it
   // off.
   int stuck_epochs = 3;
-  // A curve that has moved within its first two epochs is fitted by the three-parameter
-  // families (pow3, exp3), the weak prior pinning the approach that two points leave
-  // free, rather than answered as a flat curve that has not taken off. Without it, a
-  // trial that learned in its first epochs kept the flat curve's chance of a late
-  // take-off until its third, and the forecast gave it a third epoch. On the 12-epoch
-  // replay tables, median cost to near-optimal over seeds 0-159 / held-out 160-319:
-  // lenet_shapes_mnist_cpu 0.073 -> 0.067 / 0.069 -> 0.060 (sign test over the 320
-  // seeds p = 0.007), lenet_shapes_cpu 0.093 -> 0.083 / 0.089 -> 0.077 (p = 0.10); the
-  // 80-epoch tables, whose segments are 4 epochs, do not change (bench/RESULTS.md).
-  bool fit_two_epochs = true;
   int analogs = 8;            ///< nearest other curves consulted (0: none)
   double analog_share = 0.5;  ///< of the samples, when `analogs` of them are usable
 };
