@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "workers/dataset.h"
 #include "workers/trainer.h"
@@ -77,6 +81,57 @@ TEST(ReplayRecorder, RecordsEveryEpochOfEveryRunOfTheGrid) {
       EXPECT_LT((epochs[{batch, "1e+06", seed}]), 2);  // diverged runs end early
     }
   }
+  fs::remove_all(dir);
+}
+
+// The runs' order, as the log lines name them ("bs=32 lr=0.001 sgd seed 0").
+std::vector<std::string> RecordedOrder(const ReplayGrid& grid, const std::string& csv) {
+  Trainer trainer(/*threads=*/1);
+  std::vector<std::string> order;
+  const Status s = RecordReplayTable(grid, trainer, "cpu:test", csv, [&](const std::string& line) {
+    const size_t from = line.find("bs=");
+    order.push_back(line.substr(from, line.find(':', from) - from));
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return order;
+}
+
+TEST(ReplayRecorder, ShuffledOrderRunsTheSameGridInAReproducibleOtherOrder) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("topotune-replay-order-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  ShapesOptions data;
+  data.train_samples = 64;
+  data.test_samples = 32;
+  ASSERT_TRUE(WriteShapesDataset((dir / "shapes").string(), data).ok());
+  ReplayGrid grid;
+  grid.data_dir = (dir / "shapes").string();
+  grid.batch_sizes = {16, 32, 64};
+  grid.learning_rates = {1e-3, 1e-2};
+  grid.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  grid.seeds = {0};
+  grid.epochs = 1;
+  const std::string csv = (dir / "table.csv").string();
+  const std::vector<std::string> in_grid_order = RecordedOrder(grid, csv);
+  ASSERT_EQ(in_grid_order.size(), 12u);
+  EXPECT_EQ(in_grid_order.front(), "bs=16 lr=0.001 sgd seed 0");
+  grid.shuffle_seed = 7;
+  const std::vector<std::string> shuffled = RecordedOrder(grid, csv);
+  EXPECT_NE(shuffled, in_grid_order);
+  std::vector<std::string> a = shuffled, b = in_grid_order;
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  EXPECT_EQ(a, b);  // every run of the grid, once
+  EXPECT_EQ(RecordedOrder(grid, csv), shuffled);
+  std::ifstream in(csv);
+  const std::string header((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(header.find("# order=shuffled:7\n"), std::string::npos);
+  // Shards split the shuffled order between them.
+  grid.num_shards = 2;
+  grid.shard = 1;
+  const std::vector<std::string> second = RecordedOrder(grid, csv);
+  ASSERT_EQ(second.size(), 6u);
+  for (size_t i = 0; i < second.size(); ++i) EXPECT_EQ(second[i], shuffled[2 * i + 1]);
   fs::remove_all(dir);
 }
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <random>
+#include <utility>
 
 #include "workers/trainer.h"
 
@@ -53,67 +55,83 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
       << "# device=" << device << "\n"
       << "# epochs=" << grid.epochs << "\n"
       << "# shard=" << grid.shard << "/" << grid.num_shards << "\n"
+      << "# order="
+      << (grid.shuffle_seed ? "shuffled:" + std::to_string(*grid.shuffle_seed) : "grid") << "\n"
       << "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
   out.flush();
-  const size_t total = grid.batch_sizes.size() * grid.learning_rates.size() *
-                       grid.optimizers.size() * grid.seeds.size();
-  size_t index = 0;
-  std::atomic<bool> never_stop{false};
+  struct RunKey {
+    int batch_size;
+    double lr;
+    Optimizer optimizer;
+    uint64_t seed;
+  };
+  std::vector<RunKey> runs;
   for (int batch_size : grid.batch_sizes) {
     for (double lr : grid.learning_rates) {
       for (Optimizer optimizer : grid.optimizers) {
-        for (uint64_t seed : grid.seeds) {
-          if (index++ % static_cast<size_t>(grid.num_shards) != static_cast<size_t>(grid.shard)) {
-            continue;
-          }
-          TrainRequest request;
-          request.model = grid.model;
-          request.data_format = grid.data_format;
-          request.data_dir = grid.data_dir;
-          request.max_train_samples = grid.max_train_samples;
-          request.max_val_samples = grid.max_val_samples;
-          request.augment = grid.augment;
-          request.config = {batch_size, lr, optimizer};
-          request.momentum = grid.momentum;
-          request.seed = seed;
-          request.end_epoch = grid.epochs;
-          request.target_accuracy = 2.0;  // never stop early: record whole curves
-          char lr_text[32];
-          std::snprintf(lr_text, sizeof(lr_text), "%.6g", lr);
-          double best = 0.0;
-          TrainResult result = trainer.Run(
-              request,
-              [&](const CurvePoint& p) {
-                out << batch_size << "," << lr_text << "," << OptimizerName(optimizer) << ","
-                    << seed << "," << p.epoch << "," << p.val_accuracy << ","
-                    << p.compute_s + p.comm_s << "\n";
-                best = std::max(best, p.val_accuracy);
-              },
-              never_stop);
-          out.flush();
-          if (!out) return Status::IOError("writing " + out_csv + " failed");
-          if (result.status == SegmentStatus::kInfeasible) {
-            log("run " + std::to_string(index) + "/" + std::to_string(total) +
-                ": infeasible: " + result.message);
-            continue;
-          }
-          if (result.status != SegmentStatus::kCompleted &&
-              result.message.find("diverged") == std::string::npos) {
-            return Status::Internal("run bs=" + std::to_string(batch_size) + " lr=" + lr_text +
-                                    " " + OptimizerName(optimizer) + " seed " +
-                                    std::to_string(seed) + ": " + SegmentStatusName(result.status) +
-                                    ": " + result.message);
-          }
-          char line[200];
-          std::snprintf(line, sizeof(line), "run %zu/%zu: bs=%d lr=%s %s seed %llu: %s, best %.3f",
-                        index, total, batch_size, lr_text, OptimizerName(optimizer),
-                        static_cast<unsigned long long>(seed),
-                        result.status == SegmentStatus::kCompleted ? "completed" : "diverged",
-                        best);
-          log(line);
-        }
+        for (uint64_t seed : grid.seeds) runs.push_back({batch_size, lr, optimizer, seed});
       }
     }
+  }
+  if (grid.shuffle_seed) {
+    std::mt19937_64 rng(*grid.shuffle_seed);
+    for (size_t i = runs.size(); i > 1; --i) {  // Fisher-Yates, the same on every library
+      std::swap(runs[i - 1], runs[rng() % i]);
+    }
+  }
+  const size_t total = runs.size();
+  size_t index = 0;
+  std::atomic<bool> never_stop{false};
+  for (const RunKey& run : runs) {
+    const int batch_size = run.batch_size;
+    const double lr = run.lr;
+    const Optimizer optimizer = run.optimizer;
+    const uint64_t seed = run.seed;
+    if (index++ % static_cast<size_t>(grid.num_shards) != static_cast<size_t>(grid.shard)) {
+      continue;
+    }
+    TrainRequest request;
+    request.model = grid.model;
+    request.data_format = grid.data_format;
+    request.data_dir = grid.data_dir;
+    request.max_train_samples = grid.max_train_samples;
+    request.max_val_samples = grid.max_val_samples;
+    request.augment = grid.augment;
+    request.config = {batch_size, lr, optimizer};
+    request.momentum = grid.momentum;
+    request.seed = seed;
+    request.end_epoch = grid.epochs;
+    request.target_accuracy = 2.0;  // never stop early: record whole curves
+    char lr_text[32];
+    std::snprintf(lr_text, sizeof(lr_text), "%.6g", lr);
+    double best = 0.0;
+    TrainResult result = trainer.Run(
+        request,
+        [&](const CurvePoint& p) {
+          out << batch_size << "," << lr_text << "," << OptimizerName(optimizer) << "," << seed
+              << "," << p.epoch << "," << p.val_accuracy << "," << p.compute_s + p.comm_s << "\n";
+          best = std::max(best, p.val_accuracy);
+        },
+        never_stop);
+    out.flush();
+    if (!out) return Status::IOError("writing " + out_csv + " failed");
+    if (result.status == SegmentStatus::kInfeasible) {
+      log("run " + std::to_string(index) + "/" + std::to_string(total) +
+          ": infeasible: " + result.message);
+      continue;
+    }
+    if (result.status != SegmentStatus::kCompleted &&
+        result.message.find("diverged") == std::string::npos) {
+      return Status::Internal("run bs=" + std::to_string(batch_size) + " lr=" + lr_text + " " +
+                              OptimizerName(optimizer) + " seed " + std::to_string(seed) + ": " +
+                              SegmentStatusName(result.status) + ": " + result.message);
+    }
+    char line[200];
+    std::snprintf(line, sizeof(line), "run %zu/%zu: bs=%d lr=%s %s seed %llu: %s, best %.3f", index,
+                  total, batch_size, lr_text, OptimizerName(optimizer),
+                  static_cast<unsigned long long>(seed),
+                  result.status == SegmentStatus::kCompleted ? "completed" : "diverged", best);
+    log(line);
   }
   return Status::OK();
 }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,14 +40,18 @@ struct ReplayGrid {
   double momentum = 0.9;
   int shard = 0;       ///< this process runs runs shard, shard + num_shards, ...
   int num_shards = 1;  ///< to record one grid with several processes
+  // Runs in a random order drawn from this seed, not batch size by batch size. A machine's
+  // speed drifts over an hour's recording; in grid order the drift lands on the last batch
+  // sizes and reads as a property of the batch. Shards split the shuffled order.
+  std::optional<uint64_t> shuffle_seed;
 };
 
 // Checks a grid: every list non-empty, epochs >= 1, shard in [0, num_shards).
 Status ValidateReplayGrid(const ReplayGrid& grid);
 
-// Runs the grid's runs of this shard in order and writes the table to `out_csv` (the
-// comment header, the column header, then rows, flushed after every run). `device` names
-// the recording device in the header. `log` hears one line per run.
+// Runs the grid's runs of this shard (in grid order, or shuffled) and writes the table to `out_csv`
+// (the comment header, the column header, then rows, flushed after every run). `device` names the
+// recording device in the header. `log` hears one line per run.
 Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::string& device,
                          const std::string& out_csv,
                          const std::function<void(const std::string&)>& log);

@@ -99,7 +99,10 @@ int RecordUsage(const std::string& error) {
                "         [--batch-sizes 16,32,...] [--lrs 0.001,0.01,... | --lr-range LO:HI:N]\n"
                "         [--optimizers sgd,adam] [--seeds 0,1] [--epochs N] [--momentum M]\n"
                "         [--max-train N] [--max-val N] [--augment] [--threads N] [--shard I/N]\n"
-               "Runs the whole grid with real training and writes the replay table.\n",
+               "         [--shuffle SEED]\n"
+               "Runs the whole grid with real training and writes the replay table. --shuffle\n"
+               "runs it in a random order drawn from SEED, so that the machine's drift over the\n"
+               "recording does not land on the last batch sizes.\n",
                error.c_str());
   return 2;
 }
@@ -154,6 +157,8 @@ int RecordReplayMain(int argc, char** argv) {
         grid.max_val_samples = std::stoll(value);
       } else if (arg == "--threads") {
         threads = std::stoi(value);
+      } else if (arg == "--shuffle") {
+        grid.shuffle_seed = ParseSeed(value);
       } else if (arg == "--shard") {
         const size_t slash = value.find('/');
         if (slash == std::string::npos) return RecordUsage("--shard needs I/N");
