@@ -180,6 +180,42 @@ TEST(Planner, APlacementsMeasuredSlowdownScalesTheComputeAtABatchItDidNotMeasure
   EXPECT_TRUE(saw_scaled);
 }
 
+// Four devices on one node synchronise in 1 ms at local batch 32 and 3 ms at 512 (they
+// share the host: waits grow with the compute), and two devices in 0.1 ms. At local batch
+// 128 the four's sync is their own rows' median with those rows' range as its interval,
+// not a ring fitted across 2 and 4 devices.
+TEST(Planner, APlacementsSyncAtAnotherBatchComesFromItsOwnRows) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {FourCloudDevicesOnOneNode()};
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002 + 0.001, 0.001});
+  input.profile.push_back({"cloud", 1, 4, 512, 0.012 + 0.003, 0.003});
+  input.profile.push_back({"cloud", 1, 2, 128, 0.004 + 0.0001, 0.0001});
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  bool saw = false;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    if (p.cost.local_batch != 128) continue;
+    EXPECT_FALSE(p.cost.step_sync.measured);
+    EXPECT_NEAR(p.cost.step_sync.value, 0.002, 1e-12);
+    EXPECT_NEAR(p.cost.step_sync.lo, 0.001, 1e-12);
+    EXPECT_NEAR(p.cost.step_sync.hi, 0.003, 1e-12);
+    EXPECT_EQ(p.sync_from, "measured at 2 other batches of this placement");
+    saw = true;
+  }
+  EXPECT_TRUE(saw);
+  // A placement without rows of its own (8 devices) gets the ring fitted to the others.
+  Target eight = FourCloudDevicesOnOneNode();
+  eight.devices = 8;
+  input.targets = {eight};
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  ASSERT_FALSE((*plans)[0].ranked.empty());
+  EXPECT_NE((*plans)[0].ranked[0].sync_from.find("fitted to 3 measured placements"),
+            std::string::npos)
+      << (*plans)[0].ranked[0].sync_from;
+}
+
 // Synchronisation measured at 2 and 4 devices on one node, over a link slower than the
 // declared one: 8 devices on that node get the ring over the fitted link (predicted, said
 // so), not the declared link's.
@@ -490,6 +526,36 @@ TEST(Planner, TargetsWithoutAProfileSayWhatIsMissing) {
   EXPECT_NEAR((*plans)[0].ranked[0].cost.tta.value, 10 * 8.0, 1e-9);  // batch 32: 10 epochs
   input.workload.train_samples = 0;
   EXPECT_FALSE(Plan(input).ok());
+}
+
+// From the curves' own seconds, each optimizer gets its own step time where it was recorded
+// at two batch sizes or more: Adam's epochs take 12 s where SGD's take 8, at both batches,
+// and at a batch neither recorded (64) each keeps its own line.
+TEST(Planner, TheCurvesStepTimeIsFittedPerOptimizer) {
+  std::string text =
+      "# train_samples=6400\n"
+      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  text += Curve(32, 0.01, "sgd", 0, 10, 30, 8.0);
+  text += Curve(128, 0.01, "sgd", 0, 10, 30, 8.0);
+  text += Curve(32, 0.001, "adam", 0, 10, 30, 12.0);
+  text += Curve(128, 0.001, "adam", 0, 10, 30, 12.0);
+  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+  ASSERT_TRUE(table.ok()) << table.status().message();
+  PlanInput input = Input(*table);
+  input.curves_class = "jetson-nano";
+  input.targets = {Single("jetson", "jetson-nano")};
+  input.what_if_batches = {64};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  int checked = 0;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    const double epoch_s = p.config.optimizer == Optimizer::kAdam ? 12.0 : 8.0;
+    const double steps = 6400.0 / p.config.batch_size;
+    EXPECT_NEAR(p.cost.step_compute.value * steps, epoch_s, 1e-6 * epoch_s)
+        << p.config.batch_size << " " << OptimizerName(p.config.optimizer);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6);  // 2 optimizers x (32, 128 and 64)
 }
 
 TEST(Planner, ProfileCsvErrorsNameTheLine) {

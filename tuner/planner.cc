@@ -408,11 +408,25 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       }
     }
     std::string step_from = "profile";
+    // From the curves' own seconds, a fit per optimizer too: Adam's step updates two more
+    // buffers per weight than SGD's, a per-step cost that weighs most at small batches.
+    std::map<Optimizer, StepTimeModel> step_of_optimizer;
     if (samples.empty() && !input.curves_class.empty() &&
         input.curves_class == target.device_class) {
+      std::map<Optimizer, std::vector<StepSample>> by_optimizer;
       for (const CurveTable::Run& run : input.curves->runs()) {
         const double s = RecordedStepSeconds(run, n);
-        if (s > 0) samples.push_back({run.config.batch_size, s});
+        if (s > 0) {
+          samples.push_back({run.config.batch_size, s});
+          by_optimizer[run.config.optimizer].push_back({run.config.batch_size, s});
+        }
+      }
+      for (const auto& [optimizer, own] : by_optimizer) {
+        std::set<int> batches;
+        for (const StepSample& x : own) batches.insert(x.batch);
+        if (batches.size() < 2) continue;
+        StatusOr<StepTimeModel> fit = StepTimeModel::Fit(own);
+        if (fit.ok()) step_of_optimizer.emplace(optimizer, *fit);
       }
       step_from = "the curves' epoch seconds";
     }
@@ -512,12 +526,17 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         std::optional<Estimate> sync;
         std::optional<Estimate> compute;
         bool sync_measured = false;
+        std::string sync_from_rows;  // this placement's other rows, where they gave the sync
         std::string compute_from;
         if (data_parallel && devices > 1) {
           // This placement's rows: the one at this local batch measures the step; the others
           // give the slowdown of one device's compute there against the class's step alone
-          // (devices sharing a host, waiting for stragglers), as (step - sync) / alone.
+          // (devices sharing a host, waiting for stragglers), as (step - sync) / alone, and
+          // its synchronisation: the all-reduce moves the model's bytes over the same ring
+          // whatever the batch, and the same devices share the host's cores as they did, so
+          // those rows measure it more closely than a link fitted across ring sizes.
           std::vector<double> slowdowns;
+          std::vector<double> other_syncs;
           for (const PlacementMeasurement& p : input.profile) {
             if (p.device_class != target.device_class || p.nodes != target.nodes ||
                 p.nodes * p.devices_per_node != devices) {
@@ -527,9 +546,21 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
               sync = Estimate::Measured(p.sync_seconds);
               compute = Estimate::Measured(std::max(0.0, p.step_seconds - p.sync_seconds));
               sync_measured = true;
-            } else if (const double alone = step->At(p.local_batch).value; alone > 0) {
-              slowdowns.push_back((p.step_seconds - p.sync_seconds) / alone);
+            } else {
+              if (p.sync_seconds > 0) other_syncs.push_back(p.sync_seconds);
+              if (const double alone = step->At(p.local_batch).value; alone > 0) {
+                slowdowns.push_back((p.step_seconds - p.sync_seconds) / alone);
+              }
             }
+          }
+          if (!sync && !other_syncs.empty()) {
+            std::sort(other_syncs.begin(), other_syncs.end());
+            const size_t k = other_syncs.size();
+            const double median = (other_syncs[(k - 1) / 2] + other_syncs[k / 2]) / 2;
+            sync = Estimate::Predicted(median, std::min(other_syncs.front(), 0.95 * median),
+                                       std::max(other_syncs.back(), 1.05 * median));
+            sync_from_rows = "measured at " + std::to_string(k) + " other batch" +
+                             (k == 1 ? "" : "es") + " of this placement";
           }
           if (!sync) sync = fitted_sync;
           if (!compute && !slowdowns.empty()) {
@@ -546,8 +577,11 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
             compute_from = why;
           }
         }
+        const auto own_step = step_of_optimizer.find(c.optimizer);
+        const bool per_optimizer = own_step != step_of_optimizer.end();
         StatusOr<TtaBreakdown> cost =
-            PredictTta(target, input.workload, cand.local_batch, cand.epochs, *step, sync, compute);
+            PredictTta(target, input.workload, cand.local_batch, cand.epochs,
+                       per_optimizer ? own_step->second : *step, sync, compute);
         if (!cost.ok()) {
           error = cost.status().message();
           continue;
@@ -557,13 +591,17 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         planned.config.batch_size = cost->global_batch;
         planned.cost = *cost;
         planned.epochs_from = cand.from;
-        planned.step_from = sync_measured ? "measured at this placement"
-                            : cost->step_compute.measured
-                                ? "measured (" + step_from + ")"
-                                : "fitted alpha + beta x batch (" + step_from + ")" + compute_from;
+        const std::string of_optimizer =
+            per_optimizer ? std::string(", ") + OptimizerName(c.optimizer) + "'s runs" : "";
+        planned.step_from =
+            sync_measured ? "measured at this placement"
+            : cost->step_compute.measured
+                ? "measured (" + step_from + of_optimizer + ")"
+                : "fitted alpha + beta x batch (" + step_from + of_optimizer + ")" + compute_from;
         planned.sync_from = target.kind == Target::Kind::kFederated ? target.links_measured
                             : !(data_parallel && devices > 1)       ? ""
                             : sync_measured                         ? "measured at this placement"
+                            : !sync_from_rows.empty()               ? sync_from_rows
                             : sync                                  ? fitted_from
                             : target.links_measured.empty()
                                 ? "ring all-reduce over declared links"
