@@ -16,7 +16,7 @@ batch size B in it:
      optimizer's batch-size model (McCandlish et al., fitted to the least epochs measured
      at each remaining batch size);
    - step time: "curves" mode fits alpha + beta x batch to the remaining batch sizes'
-     recorded epoch seconds; "probe" mode (only for the table the example profile was
+     recorded epoch seconds, per optimizer; "probe" mode (only for the table the example profile was
      probed on, lenet_shapes_hard_cpu) uses the cpu-1t probe rows of
      examples/topologies/lenet-profile.csv with B's row removed too.
 2. The truth is the full table: a configuration's time-to-accuracy at B is the mean over

@@ -32,12 +32,15 @@
 //    surround the equivalent one, the same rate scaled by BatchScaling as above;
 //  - compute step time from the target class's profile rows of one device
 //    (StepTimeModel); a class with no such row but whose name is the table's recording
-//    device uses the table's own epoch seconds / steps per epoch. For a data-parallel
+//    device uses the table's own epoch seconds / steps per epoch, fitted per optimizer
+//    where it was recorded at two batch sizes or more (Adam's step costs more). For a data-parallel
 //    placement with rows of its own (nodes, devices): at the measured local batch, its
 //    step less its sync, measured; at another, the class's step times the median slowdown
 //    of those rows ((step - sync) / the class's step alone at their batch), predicted;
 //  - synchronisation: a profile row measured at the target's very placement (nodes,
-//    devices per node, local batch) gives it measured; otherwise, where the class has
+//    devices per node, local batch) gives it measured; otherwise the median of that
+//    placement's rows at other local batches (the same bytes over the same ring, with the
+//    same sharing of the host), predicted; otherwise, where the class has
 //    synchronisations measured at other placements with the same kind of slowest hop
 //    (across nodes, or within one), the ring all-reduce over a link fitted to them
 //    (FitRingLink), predicted; otherwise the ring over the target's declared links.
