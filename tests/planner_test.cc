@@ -23,20 +23,23 @@ std::string Curve(int batch, double lr, const char* optimizer, int seed, int at,
   return out.str();
 }
 
-// 6,400 samples; batch 32 reaches 0.8 at epoch 9 or 11 (two seeds), batch 128 at 16,
-// batch 512 at 40; lr 0.1 at batch 128 never does.
-CurveTable Table() {
-  std::string text =
+// A table of 6,400 training samples with these curves.
+CurveTable TableOf(const std::string& curves) {
+  StatusOr<CurveTable> table = CurveTable::Parse(
       "# train_samples=6400\n"
-      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
-  text += Curve(32, 0.01, "sgd", 0, 9, 60, 8.0);
-  text += Curve(32, 0.01, "sgd", 1, 11, 60, 8.0);
-  text += Curve(128, 0.01, "sgd", 0, 16, 60, 8.0);
-  text += Curve(128, 0.1, "sgd", 0, 0, 60, 8.0);
-  text += Curve(512, 0.01, "sgd", 0, 40, 60, 8.0);
-  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n" +
+          curves,
+      "t.csv");
   EXPECT_TRUE(table.ok()) << table.status().message();
   return *table;
+}
+
+// Batch 32 reaches 0.8 at epoch 9 or 11 (two seeds), batch 128 at 16, batch 512 at 40;
+// lr 0.1 at batch 128 never does.
+CurveTable Table() {
+  return TableOf(Curve(32, 0.01, "sgd", 0, 9, 60, 8.0) + Curve(32, 0.01, "sgd", 1, 11, 60, 8.0) +
+                 Curve(128, 0.01, "sgd", 0, 16, 60, 8.0) + Curve(128, 0.1, "sgd", 0, 0, 60, 8.0) +
+                 Curve(512, 0.01, "sgd", 0, 40, 60, 8.0));
 }
 
 Target Single(const std::string& name, const std::string& device_class) {
@@ -532,16 +535,10 @@ TEST(Planner, TargetsWithoutAProfileSayWhatIsMissing) {
 // at two batch sizes or more: Adam's epochs take 12 s where SGD's take 8, at both batches,
 // and at a batch neither recorded (64) each keeps its own line.
 TEST(Planner, TheCurvesStepTimeIsFittedPerOptimizer) {
-  std::string text =
-      "# train_samples=6400\n"
-      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
-  text += Curve(32, 0.01, "sgd", 0, 10, 30, 8.0);
-  text += Curve(128, 0.01, "sgd", 0, 10, 30, 8.0);
-  text += Curve(32, 0.001, "adam", 0, 10, 30, 12.0);
-  text += Curve(128, 0.001, "adam", 0, 10, 30, 12.0);
-  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
-  ASSERT_TRUE(table.ok()) << table.status().message();
-  PlanInput input = Input(*table);
+  const CurveTable table = TableOf(
+      Curve(32, 0.01, "sgd", 0, 10, 30, 8.0) + Curve(128, 0.01, "sgd", 0, 10, 30, 8.0) +
+      Curve(32, 0.001, "adam", 0, 10, 30, 12.0) + Curve(128, 0.001, "adam", 0, 10, 30, 12.0));
+  PlanInput input = Input(table);
   input.curves_class = "jetson-nano";
   input.targets = {Single("jetson", "jetson-nano")};
   input.what_if_batches = {64};
