@@ -408,8 +408,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       }
     }
     std::string step_from = "profile";
-    // From the curves' own seconds, a fit per optimizer too: Adam's step updates two more
-    // buffers per weight than SGD's, a per-step cost that weighs most at small batches.
+    // From the curves' own seconds, a fit per optimizer too: Adam's update does more work
+    // per weight than momentum SGD's (two moment buffers, a square root and a division),
+    // a per-step cost that weighs most at small batches.
     std::map<Optimizer, StepTimeModel> step_of_optimizer;
     if (samples.empty() && !input.curves_class.empty() &&
         input.curves_class == target.device_class) {
