@@ -25,7 +25,10 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr double kLinkTestSeconds = 3.0;          // a link test's length at the bound
 constexpr int64_t kMinLinkTestBytes = 256 << 10;  // and its least transfer
-constexpr std::chrono::minutes kLinkRetry(5);     // a failed pair is tried again after
+// A transfer under this long is too short to time (one late wakeup is as long), unless it
+// already carried kMaxLinkTestBytes: then two round trips suffice.
+constexpr double kMinTimedSeconds = 0.010;
+constexpr std::chrono::minutes kLinkRetry(5);  // a failed pair is tried again after
 
 struct WorkerGateway::Impl {
   class Session;
@@ -659,8 +662,9 @@ void WorkerGateway::Impl::EndLinkTest() {
   auto tried = link_tried.find(std::minmax(t.listener_site, t.sender_site));
   StatusOr<Link> link = Status::InvalidArgument(t.failure);
   if (t.failure.empty() && t.sender_report) {
-    link = DirectTransferLink(t.sender_report->bytes, t.sender_report->seconds,
-                              t.sender_report->rtt_s);
+    link =
+        DirectTransferLink(t.sender_report->bytes, t.sender_report->seconds, t.sender_report->rtt_s,
+                           t.bytes < kMaxLinkTestBytes ? kMinTimedSeconds : 0.0);
   }
   if (link.ok()) {
     DirectLink d;
@@ -684,8 +688,8 @@ void WorkerGateway::Impl::EndLinkTest() {
                  t.listener_report ? t.listener_report->seconds : 0.0);
   } else if (t.failure.empty() && t.sender_report && t.bytes < kMaxLinkTestBytes &&
              tried != link_tried.end()) {
-    // The bytes crossed, too fast to time against the round trip: a link faster than the
-    // echoes through the controller showed. Again at once, with 8 times the bytes.
+    // The bytes crossed, too fast to time against the round trip or the clock: a link faster
+    // than the echoes through the controller showed. Again at once, with 8 times the bytes.
     tried->second.next_bytes = std::min(kMaxLinkTestBytes, t.bytes * 8);
     std::fprintf(stderr, "topotuned: link test %lld between %s and %s: %s; again with %lld bytes\n",
                  static_cast<long long>(t.id), t.sender.c_str(), t.listener.c_str(),

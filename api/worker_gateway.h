@@ -41,8 +41,9 @@ class TokenAuthority;
 // names a test never started is a protocol error; one about a test already over is ignored.
 // A test that fails, or takes over kLinkTestTimeoutS + 30 s, is logged, and its pair is
 // tried again after 5 minutes or once one of its workers reconnects. A transfer too short
-// to time (under two round trips: a link faster than the echoes showed) is repeated at
-// once with 8 times the bytes, up to kMaxLinkTestBytes.
+// to time (under two round trips or 10 ms: a link faster than the echoes showed) is
+// repeated at once with 8 times the bytes, up to kMaxLinkTestBytes, which needs only the
+// two round trips.
 class WorkerGateway final : public WorkerChannel {
  public:
   struct Options {

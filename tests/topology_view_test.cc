@@ -79,6 +79,11 @@ TEST(TopologyView, ALinkTestStandsBesideTheBoundAndTheLatestCounts) {
   const StatusOr<Link> short_one = DirectTransferLink(10, 0.003, 0.002);
   ASSERT_FALSE(short_one.ok());
   EXPECT_NE(short_one.status().message().find("under two round trips"), std::string::npos);
+  // Over two round trips but under the clock's floor: 1 KiB in 0.17 ms, timed once at
+  // 47 Mbit/s across loopback, is not a bandwidth.
+  EXPECT_TRUE(DirectTransferLink(1024, 0.00017, 0.00003).ok());
+  EXPECT_FALSE(DirectTransferLink(1024, 0.00017, 0.00003, 0.010).ok());
+  EXPECT_TRUE(DirectTransferLink(64 << 20, 0.012, 0.00003, 0.010).ok());
   EXPECT_FALSE(DirectTransferLink(0, 1.0, 0.001).ok());
 
   const std::vector<WorkerRecord> workers = {Worker("e1", "edge", "edge-1"),

@@ -21,12 +21,13 @@ Link ThroughController(const WorkerLink& a, const WorkerLink& b) {
           0.5 * (a.rtt_s + b.rtt_s)};
 }
 
-StatusOr<Link> DirectTransferLink(int64_t bytes, double seconds, double rtt_s) {
-  if (!(bytes > 0) || !(seconds >= 2 * rtt_s) || !(seconds > 0)) {
-    char why[160];
+StatusOr<Link> DirectTransferLink(int64_t bytes, double seconds, double rtt_s, double min_seconds) {
+  if (!(bytes > 0) || !(seconds >= 2 * rtt_s) || !(seconds >= min_seconds) || !(seconds > 0)) {
+    char why[200];
     std::snprintf(why, sizeof(why),
-                  "the transfer took %.6f s, under two round trips (%.6f s): too short to time",
-                  seconds, rtt_s);
+                  "the transfer took %.6f s, under two round trips (%.6f s) or %.3f s: too short "
+                  "to time",
+                  seconds, 2 * rtt_s, min_seconds);
     return Status::InvalidArgument(why);
   }
   return Link{static_cast<double>(bytes) / (seconds - rtt_s), 0.5 * rtt_s};
