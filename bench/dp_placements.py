@@ -9,10 +9,12 @@ batch sizes. This measures placements and then holds each one out.
 
 1. Devices. Each device is one process of `topotune-worker dp-probe` (LibTorch's c10d,
    Gloo's ring all-reduce over TCP, synchronous SGD with momentum, no overlap) with one
-   thread inside its own cgroup v1 CPU quota of half a core (cpu.cfs_quota_us 50 ms per
-   100 ms): class "cpu-half". Four of them fit this 2-core machine without sharing a
+   thread inside its own cgroup v1 CPU quota of half a core (cpu.cfs_quota_us half of
+   cpu.cfs_period_us, --period-ms, 100 ms by default): class "cpu-half". Four of them fit this 2-core machine without sharing a
    core's time beyond their quota.
-2. Placements, each timed over --steps steps after warm-up (medians, over the ranks too):
+2. Placements, each timed over at least --steps steps and --seconds seconds after warm-up
+   (each rank's means, so that the quota's waits count as training pays them; then the
+   median over the ranks):
    - one device (world 1) at local batches 16..256: the class's compute rows;
    - one node: 2, 3 and 4 devices over loopback;
    - two nodes: 1 and 2 devices in each of two network namespaces joined by a veth pair
@@ -54,8 +56,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CLASS = "cpu-half"
-QUOTA_US = 50000
-PERIOD_US = 100000
+SHARE = 0.5  # of a core, each device
 CG_ROOT = "/sys/fs/cgroup/cpu"
 NS = ("tt-dp-a", "tt-dp-b")
 ADDR = ("10.77.0.1", "10.77.0.2")
@@ -68,7 +69,8 @@ def sh(*args, check=True):
 class Testbed:
     """The cgroups and the two namespaces; close() removes all of them."""
 
-    def __init__(self, mbit, ranks):
+    def __init__(self, mbit, ranks, period_ms):
+        self.period_us = int(period_ms * 1000)
         self.cgroups = []
         self.netns = False
         if not os.path.exists(os.path.join(CG_ROOT, "cpu.cfs_quota_us")):
@@ -85,9 +87,9 @@ class Testbed:
             os.makedirs(cg, exist_ok=True)
             self.cgroups.append(cg)
             with open(os.path.join(cg, "cpu.cfs_period_us"), "w") as f:
-                f.write(str(PERIOD_US))
+                f.write(str(self.period_us))
             with open(os.path.join(cg, "cpu.cfs_quota_us"), "w") as f:
-                f.write(str(QUOTA_US))
+                f.write(str(int(self.period_us * SHARE)))
         for ns in NS:
             sh("ip", "netns", "del", ns, check=False)
         self.netns = True
@@ -120,7 +122,7 @@ class Testbed:
                     time.sleep(0.1)
 
 
-def run_placement(bed, worker, data, model, nodes, per_node, local, steps, port):
+def run_placement(bed, worker, data, model, nodes, per_node, local, steps, seconds, port):
     world = nodes * per_node
     procs = []
     for rank in range(world):
@@ -131,7 +133,7 @@ def run_placement(bed, worker, data, model, nodes, per_node, local, steps, port)
         argv = [worker, "dp-probe", "--data", data, "--model", model, "--local-batch",
                 str(local), "--rank", str(rank), "--world", str(world), "--store",
                 "%s:%d" % (store, port), "--bind", bind, "--threads", "1", "--steps",
-                str(steps), "--warmup", "5", "--timeout", "120"]
+                str(steps), "--min-seconds", str(seconds), "--warmup", "5", "--timeout", "120"]
         procs.append(subprocess.Popen(bed.command(rank, ns, argv), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
         if rank == 0:
@@ -204,14 +206,14 @@ def measure(args, worker, work, out_dir):
     placements = [(1, 1, b) for b in (16, 32, 64, 128, 256)]
     placements += [(1, n, b) for n in (2, 3, 4) for b in (32, 64, 128)]
     placements += [(2, n, b) for n in (1, 2) for b in (32, 64, 128)]
-    bed = Testbed(args.mbit, 4)
+    bed = Testbed(args.mbit, 4, args.period_ms)
     rows = []
     try:
         port = 29600
         for nodes, per_node, local in placements:
             port += 1
             r = run_placement(bed, worker, data, args.model, nodes, per_node, local, args.steps,
-                              port)
+                              args.seconds, port)
             rows.append(r)
             print("measured %d node(s) x %d device(s), local batch %3d: step %.2f ms, compute "
                   "%.2f ms, sync %.2f ms" % (nodes, per_node, local, r["step_s"] * 1e3,
@@ -224,10 +226,11 @@ def measure(args, worker, work, out_dir):
         if r["nodes"] * r["devices_per_node"] == 1:
             r["sync_s"] = 0.0
     with open(os.path.join(out_dir, "profile.csv"), "w") as f:
-        f.write("# %s on cpu-half devices (one thread, a CPU quota of half a core each), "
-                "measured by bench/dp_placements.py on %s; two nodes: veth with tc tbf at "
-                "%d Mbit/s\n" % (args.model, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                 args.mbit))
+        f.write("# %s on cpu-half devices (one thread, a CPU quota of half a core each, CFS "
+                "period %g ms; means over >= %g s), measured by bench/dp_placements.py on %s; "
+                "two nodes: veth with tc tbf at %d Mbit/s\n"
+                % (args.model, args.period_ms, args.seconds,
+                   time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), args.mbit))
         f.write(profile_csv(rows))
     with open(os.path.join(out_dir, "placements.json"), "w") as f:
         json.dump(rows, f, indent=1)
@@ -318,6 +321,10 @@ def main():
     ap.add_argument("--model", default="lenet")
     ap.add_argument("--mbit", type=int, default=100)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--period-ms", type=float, default=100.0,
+                    help="the devices' CFS period (cpu.cfs_period_us); each gets half of it")
+    ap.add_argument("--seconds", type=float, default=1.0,
+                    help="time each placement for at least this long (a CFS period is 0.1 s)")
     ap.add_argument("--table", default=os.path.join(HERE, "replay", "lenet_shapes_cpu.csv"))
     ap.add_argument("--train-samples", type=int, default=5000)
     ap.add_argument("--target", type=float, default=None,

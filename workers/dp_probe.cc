@@ -20,6 +20,12 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+double Mean(const std::vector<double>& v) {
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0.0 : sum / v.size();
+}
+
 // The q-quantile (0..1) of `v` by the nearest rank.
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0.0;
@@ -43,6 +49,9 @@ Status Validate(const DataParallelRequest& r) {
   }
   if (r.warmup_steps < 0 || r.timed_steps < 1) {
     return Status::InvalidArgument("warmup_steps must be >= 0 and timed_steps >= 1");
+  }
+  if (!(r.min_timed_s >= 0 && r.min_timed_s <= 600)) {
+    return Status::InvalidArgument("min_timed_s must be in [0, 600]");
   }
   if (!(r.timeout_s > 0)) return Status::InvalidArgument("timeout_s must be > 0");
   return Status::OK();
@@ -106,7 +115,14 @@ StatusOr<DataParallelProbe> ProbeDataParallel(const DataParallelRequest& request
     const torch::Tensor labels = torch::randint(input.num_classes, {request.local_batch},
                                                 torch::TensorOptions().dtype(torch::kInt64));
     std::vector<double> compute, sync, step;
-    for (int i = 0; i < request.warmup_steps + request.timed_steps; ++i) {
+    double timed = 0.0;
+    bool done = false;
+    for (int i = 0; !done; ++i) {
+      // The loop ends after this step once this rank has timed enough; with peers, once any
+      // of them has (the flag travels with the gradients), so that all run the same steps.
+      const bool enough =
+          i + 1 >= request.warmup_steps + request.timed_steps && timed >= request.min_timed_s;
+      done = enough;
       const auto t0 = Clock::now();
       torch::Tensor loss = torch::nn::functional::cross_entropy((*model)->forward(images), labels);
       loss.backward();
@@ -117,9 +133,11 @@ StatusOr<DataParallelProbe> ProbeDataParallel(const DataParallelRequest& request
         for (const torch::Tensor& p : (*model)->parameters()) {
           if (p.grad().defined()) grads.push_back(p.grad().reshape({-1}));
         }
+        grads.push_back(torch::full({1}, enough ? 1.0f : 0.0f));
         std::vector<torch::Tensor> flat = {torch::cat(grads)};
-        probe.gradient_bytes = flat[0].numel() * static_cast<int64_t>(flat[0].element_size());
+        probe.gradient_bytes = (flat[0].numel() - 1) * static_cast<int64_t>(flat[0].element_size());
         group->allreduce(flat)->wait(timeout);
+        done = flat[0][flat[0].numel() - 1].item<float>() > 0.5f;
         flat[0].div_(request.world);
         int64_t offset = 0;
         for (const torch::Tensor& p : (*model)->parameters()) {
@@ -140,6 +158,7 @@ StatusOr<DataParallelProbe> ProbeDataParallel(const DataParallelRequest& request
         compute.push_back(Seconds(t0, t1) + Seconds(t2, t3));
         sync.push_back(Seconds(t1, t2));
         step.push_back(Seconds(t0, t3));
+        timed += step.back();
       }
     }
     if (probe.gradient_bytes == 0) {
@@ -158,11 +177,12 @@ StatusOr<DataParallelProbe> ProbeDataParallel(const DataParallelRequest& request
         probe.weights_checksum += p.to(torch::kFloat64).sum().item<double>();
       }
     }
-    probe.steps = request.timed_steps;
-    probe.compute_s = Quantile(compute, 0.5);
-    probe.sync_s = Quantile(sync, 0.5);
+    probe.steps = static_cast<int>(step.size());
+    probe.compute_s = Mean(compute);
+    probe.sync_s = Mean(sync);
+    probe.step_s = Mean(step);
+    probe.step_median_s = Quantile(step, 0.5);
     probe.sync_p90_s = Quantile(sync, 0.9);
-    probe.step_s = Quantile(step, 0.5);
   } catch (const std::exception& e) {
     const std::string what = e.what();
     return Status::Unavailable("data-parallel probe, rank " + std::to_string(request.rank) +

@@ -275,14 +275,15 @@ int DpProbeUsage(const std::string& error) {
                "usage: topotune-worker dp-probe --data DIR --model NAME --local-batch B\n"
                "         --rank R --world N [--store HOST:PORT] [--bind ADDRESS]\n"
                "         [--data-format cifar10-bin|mnist-idx] [--steps N] [--warmup N]\n"
-               "         [--threads N] [--timeout S]\n"
+               "         [--min-seconds S] [--threads N] [--timeout S]\n"
                "Times synchronous data-parallel training on N processes, one per device: each\n"
                "trains on its own local batch, and the gradients are all-reduced (c10d, Gloo\n"
                "ring over TCP) after every backward pass. Start it once per rank; rank 0 serves\n"
                "the rendezvous at --store and the others connect there; --bind is the address\n"
                "this rank's peers reach it at (default: the host name's). Prints one JSON\n"
-               "object: the medians of the step, its compute and its sync over N timed steps\n"
-               "(default 20, after 3 warm-up steps), and the bytes all-reduced per step.\n",
+               "object: the means of the step, its compute and its sync over at least N timed\n"
+               "steps (default 20, after 3 warm-up steps) and at least S seconds (default 1, so\n"
+               "that a CPU quota shows), the step's median, and the bytes all-reduced per step.\n",
                error.c_str());
   return 2;
 }
@@ -327,6 +328,11 @@ int DpProbeMain(int argc, char** argv) {
         request.timed_steps = ParseInt(value);
       } else if (arg == "--warmup") {
         request.warmup_steps = ParseInt(value);
+      } else if (arg == "--min-seconds") {
+        request.min_timed_s = std::stod(value);
+        if (!(request.min_timed_s >= 0 && request.min_timed_s <= 600)) {
+          return DpProbeUsage("--min-seconds must be in [0, 600]");
+        }
       } else if (arg == "--threads") {
         threads = ParseInt(value);
       } else if (arg == "--timeout") {
@@ -358,6 +364,7 @@ int DpProbeMain(int argc, char** argv) {
                               {"step_s", probe->step_s},
                               {"compute_s", probe->compute_s},
                               {"sync_s", probe->sync_s},
+                              {"step_median_s", probe->step_median_s},
                               {"sync_p90_s", probe->sync_p90_s},
                               {"weights_checksum", probe->weights_checksum}};
   std::printf("%s\n", out.dump().c_str());
