@@ -183,16 +183,16 @@ TEST(Planner, APlacementsMeasuredSlowdownScalesTheComputeAtABatchItDidNotMeasure
   EXPECT_TRUE(saw_scaled);
 }
 
-// Four devices on one node synchronise in 1 ms at local batch 32 and 3 ms at 512 (they
-// share the host: waits grow with the compute), and two devices in 0.1 ms. At local batch
-// 128 the four's sync is their own rows' median with those rows' range as its interval,
-// not a ring fitted across 2 and 4 devices.
+// Four devices on one node synchronise in 3 ms at local batch 32 and 1 ms at 512 (a sync
+// that does not grow with the batch), and two devices in 0.1 ms. At local batch 128 the
+// four's sync is their own rows' median with those rows' range as its interval, not a
+// ring fitted across 2 and 4 devices.
 TEST(Planner, APlacementsSyncAtAnotherBatchComesFromItsOwnRows) {
   const CurveTable table = Table();
   PlanInput input = Input(table);
   input.targets = {FourCloudDevicesOnOneNode()};
-  input.profile.push_back({"cloud", 1, 4, 32, 0.002 + 0.001, 0.001});
-  input.profile.push_back({"cloud", 1, 4, 512, 0.012 + 0.003, 0.003});
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002 + 0.003, 0.003});
+  input.profile.push_back({"cloud", 1, 4, 512, 0.012 + 0.001, 0.001});
   input.profile.push_back({"cloud", 1, 2, 128, 0.004 + 0.0001, 0.0001});
   StatusOr<std::vector<TargetPlan>> plans = Plan(input);
   ASSERT_TRUE(plans.ok());
@@ -217,6 +217,47 @@ TEST(Planner, APlacementsSyncAtAnotherBatchComesFromItsOwnRows) {
   EXPECT_NE((*plans)[0].ranked[0].sync_from.find("fitted to 3 measured placements"),
             std::string::npos)
       << (*plans)[0].ranked[0].sync_from;
+}
+
+// Devices that share a host wait in the all-reduce for peers still computing, longer at a
+// larger batch: on one node, two devices synchronise in 2 ms + 10 us per sample of local
+// batch at 32 and 512. Four devices, measured at 32 only (5 ms), get at local batch 128
+// their own row's sync moved by 10 us per sample: 5.96 ms, the slope pooled from the two.
+// With no slope to pool (the two's syncs flat), the row's sync as it was.
+TEST(Planner, ASyncThatGrowsWithTheBatchIsMovedAlongItsSlope) {
+  const CurveTable table = Table();
+  PlanInput input = Input(table);
+  input.targets = {FourCloudDevicesOnOneNode()};
+  const size_t two = input.profile.size();  // the two devices' rows
+  input.profile.push_back({"cloud", 1, 2, 32, 0.002 + 0.00232, 0.00232});
+  input.profile.push_back({"cloud", 1, 2, 512, 0.012 + 0.00712, 0.00712});
+  input.profile.push_back({"cloud", 1, 4, 32, 0.002 + 0.005, 0.005});
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  bool saw = false;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    if (p.cost.local_batch != 128) continue;
+    EXPECT_NEAR(p.cost.step_sync.value, 0.005 + 1e-5 * (128 - 32), 1e-9);
+    EXPECT_FALSE(p.cost.step_sync.measured);
+    EXPECT_NE(p.sync_from.find("moved by 0.01 ms per sample of local batch"), std::string::npos)
+        << p.sync_from;
+    saw = true;
+  }
+  EXPECT_TRUE(saw);
+  for (size_t i : {two, two + 1}) {
+    input.profile[i].step_seconds += 0.003 - input.profile[i].sync_seconds;
+    input.profile[i].sync_seconds = 0.003;
+  }
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  saw = false;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    if (p.cost.local_batch != 128) continue;
+    EXPECT_NEAR(p.cost.step_sync.value, 0.005, 1e-12);
+    EXPECT_EQ(p.sync_from, "measured at 1 other batch of this placement");
+    saw = true;
+  }
+  EXPECT_TRUE(saw);
 }
 
 // Synchronisation measured at 2 and 4 devices on one node, over a link slower than the
