@@ -10,8 +10,8 @@ batch sizes. This measures placements and then holds each one out.
 1. Devices. Each device is one process of `topotune-worker dp-probe` (LibTorch's c10d,
    Gloo's ring all-reduce over TCP, synchronous SGD with momentum, no overlap) with one
    thread inside its own cgroup v1 CPU quota of half a core (cpu.cfs_quota_us half of
-   cpu.cfs_period_us, --period-ms, 100 ms by default): class "cpu-half". Four of them fit this 2-core machine without sharing a
-   core's time beyond their quota.
+   cpu.cfs_period_us, --period-ms, 100 ms by default): class "cpu-half". Four of them fit
+   this 2-core machine without sharing a core's time beyond their quota.
 2. Placements, each timed over at least --steps steps and --seconds seconds after warm-up
    (each rank's means, so that the quota's waits count as training pays them; then the
    median over the ranks):
@@ -39,7 +39,7 @@ batch sizes. This measures placements and then holds each one out.
 Reports per placement the predicted and measured step, and the median and p90 of the
 errors. The target is the table's level that --target-share of its configurations reach
 (0.4: most batch sizes then have configurations to compare). Removes every cgroup and
-namespace it made. About 3 minutes; --measured reruns only the holdouts.
+namespace it made. About a minute or two; --measured reruns only the holdouts.
 """
 
 import argparse
