@@ -695,7 +695,6 @@ TEST(Integration, TwoDataParallelRanksAllReduceTheirGradientsOverGloo) {
     EXPECT_EQ(r["world"], 2) << text;
     EXPECT_EQ(r["local_batch"], 8) << text;
     EXPECT_GT(r["steps"], 3) << text;  // a LeNet step at batch 8 takes milliseconds
-    EXPECT_GE(r["steps"].get<int>() * r["step_s"].get<double>(), 0.2) << text;
     // LeNet on 3x32x32 with 10 classes: 62,006 parameters, all-reduced as float32.
     EXPECT_EQ(r["gradient_bytes"], 62006 * 4) << text;
     EXPECT_GT(r["sync_s"].get<double>(), 0.0) << text;
@@ -706,6 +705,12 @@ TEST(Integration, TwoDataParallelRanksAllReduceTheirGradientsOverGloo) {
     EXPECT_GT(r["step_median_s"].get<double>(), 0.0) << text;
   }
   EXPECT_EQ(json::parse(output)["steps"], json::parse(other)["steps"]) << output << other;
+  // The first rank to have timed 0.2 s ended it (the other may be a step short of that).
+  const auto timed = [](const std::string& text) {
+    const json r = json::parse(text);
+    return r["steps"].get<int>() * r["step_s"].get<double>();
+  };
+  EXPECT_GE(std::max(timed(output), timed(other)), 0.2) << output << other;
   EXPECT_EQ(json::parse(output)["rank"], 0);
   EXPECT_EQ(json::parse(other)["rank"], 1);
   // The ranks trained on different batches from the same weights: only averaged gradients

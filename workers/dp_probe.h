@@ -34,8 +34,9 @@ struct DataParallelRequest {
   int warmup_steps = 3;      ///< untimed steps first (allocations, connections)
   int timed_steps = 20;      ///< then at least this many timed steps
   /// ... and until this many seconds have been timed, so that a CPU quota (a CFS period is
-  /// 100 ms) shows in the means: every rank runs the same steps (they agree through the
-  /// all-reduce). At most 600.
+  /// 100 ms) shows in the means. Every rank runs the same steps: they agree through the
+  /// all-reduce, and the first rank to have timed this long ends it (the others may be a
+  /// step short). At most 600.
   double min_timed_s = 1.0;
   double timeout_s = 120.0;  ///< rendezvous and each collective give up after this
 };
