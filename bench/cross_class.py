@@ -3,7 +3,7 @@
 another class plus the edge's probe alone?
 
     bench/cross_class.py [--workdir DIR] [--quota 0.25] [--top 5] [--epochs 30] [--seeds 1]
-                         [--top-seeds N [--candidates M]] [--probe-seconds 2]
+                         [--top-seeds N [--candidates M]] [--probe-seconds 2] [--reprobe]
                          [--batch-sizes 16,64,256]
 
 1. The "cloud" class (this machine, 2 threads) records a grid with real training:
@@ -21,7 +21,11 @@ another class plus the edge's probe alone?
    for real (record-replay inside the same quota), and their measured TTA there is
    compared with the prediction. With --top-seeds and --candidates M, the best M on the
    grid's seeds get the extra seeds on the cloud first, and the top TOP are the best of
-   them by the mean over every seed, among those that reach the target on each.
+   them by the mean over every seed, among those that reach the target on each. With
+   --reprobe the edge is probed again just before each configuration trains there, and
+   that configuration is predicted from the fresh probe: the edge's speed drifts on a
+   shared machine (up to 30% within minutes), and a probe taken 20 minutes earlier cannot
+   follow it. The first probe's prediction is printed beside it.
 
 With SEEDS > 1 a configuration's time-to-accuracy, on either class, is the mean over its
 seeds of each seed's seconds to the target, defined only when every seed reaches it (as
@@ -143,6 +147,10 @@ def main():
                          "seeds get the extra seeds, and the top are the best of them by the "
                          "mean over all seeds, among those that reach the target on every seed "
                          "(default: --top, which fixes the top on the grid's seeds)")
+    ap.add_argument("--reprobe", action="store_true",
+                    help="probe the edge again just before each configuration trains there, "
+                         "and predict that configuration from the fresh probe (the first "
+                         "probe's prediction is printed beside it)")
     ap.add_argument("--probe-seconds", type=float, default=2.0,
                     help="seconds timed per batch size by each probe (the edge's before and "
                          "after its training, the cloud's)")
@@ -220,30 +228,39 @@ def main():
 
     quota = Quota(args.quota)
     try:
-        # The edge's probe: the only measurement on the edge before the prediction.
-        probe = json.loads(subprocess.run(
-            quota.wrap([worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
-                        args.batch_sizes, "--threads", "1", "--seconds",
-                        str(args.probe_seconds)]),
-            check=True, capture_output=True, text=True).stdout)
-        profile = os.path.join(work, "edge-profile.csv")
-        with open(profile, "w") as f:
-            f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n")
-            for b in probe["probe"]["batches"]:
-                if b["fits"]:
-                    f.write(f"edge,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
+        def edge_probe(name):
+            """The edge's probe, written as a profile for `topotune predict`."""
+            probe = json.loads(subprocess.run(
+                quota.wrap([worker, "probe", "--data", data, "--model", "lenet",
+                            "--batch-sizes", args.batch_sizes, "--threads", "1", "--seconds",
+                            str(args.probe_seconds)]),
+                check=True, capture_output=True, text=True).stdout)
+            profile = os.path.join(work, name)
+            with open(profile, "w") as f:
+                f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,"
+                        "sync_seconds\n")
+                for b in probe["probe"]["batches"]:
+                    if b["fits"]:
+                        f.write(f"edge,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
+            return probe, profile
+
         topology = os.path.join(work, "edge.json")
         with open(topology, "w") as f:
             json.dump({"sites": {"edge-1": {"edge": 1}}, "train_samples": 2000,
                        "targets": [{"name": "edge", "class": "edge", "site": "edge-1"}]}, f)
-        predicted = json.loads(subprocess.run(
-            [topotune, "predict", "--curves", cloud, "--profile", profile, "--topology", topology,
-             "--target-accuracy", str(target), "--json"],
-            check=True, capture_output=True, text=True).stdout)
-        prediction = {}
-        for r in predicted["targets"][0]["ranked"]:
-            c = r["config"]
-            prediction[(c["batch_size"], round(c["learning_rate"], 8), c["optimizer"])] = r
+
+        def predict(profile):
+            """(batch, lr, optimizer) -> the planner's ranked row for the edge."""
+            predicted = json.loads(subprocess.run(
+                [topotune, "predict", "--curves", cloud, "--profile", profile, "--topology",
+                 topology, "--target-accuracy", str(target), "--json"],
+                check=True, capture_output=True, text=True).stdout)
+            return {(r["config"]["batch_size"], round(r["config"]["learning_rate"], 8),
+                     r["config"]["optimizer"]): r for r in predicted["targets"][0]["ranked"]}
+
+        # The edge's probe: the only measurement on the edge before the prediction.
+        probe, profile = edge_probe("edge-profile.csv")
+        prediction = predict(profile)
         # Then the edge trains the top configurations for real.
         rows = []
         for key in top:
@@ -253,6 +270,12 @@ def main():
                 continue
             epochs = min(args.epochs, int(measured_cloud[key][2] * 1.5) + 2)
             out = os.path.join(work, f"edge-{b}-{lr}-{o}.csv")
+            fresh = None
+            if args.reprobe and not os.path.exists(out):
+                # The edge probed again just before this configuration trains there, and
+                # the configuration predicted from that probe alone.
+                _, again = edge_probe(f"edge-profile-{b}-{lr}-{o}.csv")
+                fresh = predict(again)[(b, round(lr, 8), o)]["tta_s"]["value"]
             if not os.path.exists(out):
                 run(quota.wrap([worker, "record-replay", "--out", out, "--data", data,
                                 "--model", "lenet", "--batch-sizes", str(b), "--lrs", repr(lr),
@@ -263,7 +286,8 @@ def main():
             p = prediction[(b, round(lr, 8), o)]
             rows.append({"config": [b, lr, o], "cloud_tta_s": measured_cloud[key][0],
                          "cloud_epochs": measured_cloud[key][1],
-                         "predicted_edge_tta_s": p["tta_s"]["value"],
+                         "predicted_edge_tta_s": fresh if fresh else p["tta_s"]["value"],
+                         "predicted_first_probe_tta_s": p["tta_s"]["value"],
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
         # A diagnostic only, never used above: the edge probed again after its training.
@@ -300,6 +324,11 @@ def main():
         print(f"{b:>5} {lr:>8.4g} {o:<4} {r['cloud_tta_s']:>8.2f} {r['cloud_epochs']:>5.1f} "
               f"{r['predicted_edge_tta_s']:>11.2f} {m if m else float('inf'):>11.2f} "
               f"{me if me else float('nan'):>5.1f} {ratio:>9.3f}")
+    if args.reprobe:
+        print("predicted from the probe taken just before each configuration's edge run; from "
+              "the first probe (before any edge run), pred/meas: " +
+              ", ".join(f"{r['predicted_first_probe_tta_s'] / r['measured_edge_tta_s']:.3f}"
+                        for r in rows if r["measured_edge_tta_s"]))
     print(f"within +-15%: {within} of {len(rows)}" +
           (f" ({len(unreached)} of the {'candidates' if candidates > args.top else 'top'} "
            "left out: a seed never reaches it)" if unreached else ""))
