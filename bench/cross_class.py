@@ -23,9 +23,10 @@ another class plus the edge's probe alone?
    grid's seeds get the extra seeds on the cloud first, and the top TOP are the best of
    them by the mean over every seed, among those that reach the target on each. With
    --reprobe the edge is probed again just before each configuration trains there, and
-   that configuration is predicted from the fresh probe: the edge's speed drifts on a
-   shared machine (up to 30% within minutes), and a probe taken 20 minutes earlier cannot
-   follow it. The first probe's prediction is printed beside it.
+   that configuration is predicted from the fresh probe, the first probe's prediction
+   printed beside it: a test of whether a probe closer in time follows the edge's drift
+   on a shared machine (up to 30% within minutes). In session 21 it did not: one fresh
+   probe was itself 29-42% slow (bench/RESULTS.md).
 
 With SEEDS > 1 a configuration's time-to-accuracy, on either class, is the mean over its
 seeds of each seed's seconds to the target, defined only when every seed reaches it (as
@@ -271,10 +272,14 @@ def main():
             epochs = min(args.epochs, int(measured_cloud[key][2] * 1.5) + 2)
             out = os.path.join(work, f"edge-{b}-{lr}-{o}.csv")
             fresh = None
-            if args.reprobe and not os.path.exists(out):
+            if args.reprobe:
                 # The edge probed again just before this configuration trains there, and
-                # the configuration predicted from that probe alone.
-                _, again = edge_probe(f"edge-profile-{b}-{lr}-{o}.csv")
+                # the configuration predicted from that probe alone (a rerun in the same
+                # WORKDIR reads the probe it kept).
+                name = f"edge-profile-{b}-{lr}-{o}.csv"
+                again = os.path.join(work, name)
+                if not os.path.exists(out):
+                    edge_probe(name)
                 fresh = predict(again)[(b, round(lr, 8), o)]["tta_s"]["value"]
             if not os.path.exists(out):
                 run(quota.wrap([worker, "record-replay", "--out", out, "--data", data,
@@ -286,7 +291,7 @@ def main():
             p = prediction[(b, round(lr, 8), o)]
             rows.append({"config": [b, lr, o], "cloud_tta_s": measured_cloud[key][0],
                          "cloud_epochs": measured_cloud[key][1],
-                         "predicted_edge_tta_s": fresh if fresh else p["tta_s"]["value"],
+                         "predicted_edge_tta_s": fresh if fresh is not None else p["tta_s"]["value"],
                          "predicted_first_probe_tta_s": p["tta_s"]["value"],
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
