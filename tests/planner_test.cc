@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 namespace topotune {
 namespace {
@@ -463,6 +465,42 @@ TEST(Planner, WhatIfBatchSizesKeepTheNoiseTemperature) {
   // Adam lr 0.02 at 36: lr x sqrt(16/36) = 0.0133 at 16 (the linear rule's 0.0089 is
   // below the recorded rates), 0.0533 at 256.
   EXPECT_NEAR(epochs_at(36, 0.02, Optimizer::kAdam), exact(Optimizer::kAdam, 0.02, 36), 1e-3);
+}
+
+// Data-parallel over 2 devices, with batch 64 asked as a what-if: SGD lr 0.04 at global 64
+// (local 32) is both the what-if reading at 64 (the equal noise temperature, read at 32 and
+// 128) and the recorded batch 32 scaled up by the batch-size model. The plan gives it once,
+// from the reading; before, it listed both, and the scaled one ranked first.
+TEST(Planner, ADataParallelTargetPredictsEachConfigurationOnce) {
+  std::string text = "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  for (int i = 0; i < 4; ++i) {
+    const double lr = 0.01 * (1 << i);
+    text += Curve(32, lr, "sgd", 0, 8 + 4 * i, 70, 8.0) +
+            Curve(128, 4 * lr, "sgd", 0, 12 + 4 * i, 70, 8.0);
+  }
+  StatusOr<CurveTable> table = CurveTable::Parse(text, "t.csv");
+  ASSERT_TRUE(table.ok()) << table.status().message();
+  PlanInput input = Input(*table);
+  Target dp = FourCloudDevicesOnOneNode();
+  dp.devices = 2;
+  input.targets = {dp};
+  input.what_if_batches = {64};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  std::set<std::tuple<int, int, double, Optimizer>> seen;
+  int read = 0;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    EXPECT_TRUE(seen.insert({p.config.batch_size, p.cost.local_batch, p.config.learning_rate,
+                             p.config.optimizer})
+                    .second)
+        << "global " << p.config.batch_size << ", local " << p.cost.local_batch << ", lr "
+        << p.config.learning_rate << " twice";
+    if (p.config.batch_size == 64 && p.cost.local_batch == 32 && p.config.learning_rate == 0.04) {
+      EXPECT_EQ(p.epochs_from.rfind("equal noise temperature", 0), 0u) << p.epochs_from;
+      ++read;
+    }
+  }
+  EXPECT_EQ(read, 1);
 }
 
 // The edge's probe found batch 128 does not fit: no configuration with a local batch of

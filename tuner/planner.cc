@@ -544,8 +544,14 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
           return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
                  o.config.learning_rate == c.learning_rate;
         });
+        // Nor where the what-if batches read that global batch at the equal noise temperature:
+        // that reading answers there (one prediction per configuration and placement).
+        const bool read = std::any_of(what_if.begin(), what_if.end(), [&](const Measured& o) {
+          return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
+                 o.config.learning_rate == c.learning_rate;
+        });
         // Not where that global batch was recorded: the measurement answers there.
-        if (!recorded) {
+        if (!recorded && !read) {
           const Measured up = scaled(m, global);
           candidates.push_back({c.batch_size, up.epochs, up.from});
         }
