@@ -540,18 +540,17 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
           candidates.push_back({c.batch_size / devices, m.epochs, m.from});
         }
         const int global = c.batch_size * devices;
-        const bool recorded = std::any_of(measured.begin(), measured.end(), [&](const Measured& o) {
-          return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
-                 o.config.learning_rate == c.learning_rate;
-        });
-        // Nor where the what-if batches read that global batch at the equal noise temperature:
-        // that reading answers there (one prediction per configuration and placement).
-        const bool read = std::any_of(what_if.begin(), what_if.end(), [&](const Measured& o) {
-          return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
-                 o.config.learning_rate == c.learning_rate;
-        });
-        // Not where that global batch was recorded: the measurement answers there.
-        if (!recorded && !read) {
+        const auto at_global = [&](const std::vector<Measured>& list) {
+          return std::any_of(list.begin(), list.end(), [&](const Measured& o) {
+            return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
+                   o.config.learning_rate == c.learning_rate;
+          });
+        };
+        // Not where that global batch was recorded: the measurement answers there. Nor where
+        // the what-if batches already predict it (at the equal noise temperature where the
+        // recorded batch sizes around it allow): one prediction per configuration and
+        // placement. Both used to be listed, and the lower ranked first.
+        if (!at_global(measured) && !at_global(what_if)) {
           const Measured up = scaled(m, global);
           candidates.push_back({c.batch_size, up.epochs, up.from});
         }
