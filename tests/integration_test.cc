@@ -644,6 +644,9 @@ TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknow
   EXPECT_EQ(usage_status, 2);
   EXPECT_NE(usage_output.find("bad value '8,x' for --batch-sizes"), std::string::npos)
       << usage_output;
+  const auto [rounds_status, rounds_output] = RunCommand(probe + " --rounds 0");
+  EXPECT_EQ(rounds_status, 2);
+  EXPECT_NE(rounds_output.find("--rounds must be in [1, 100]"), std::string::npos) << rounds_output;
   fs::remove_all(dir);
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "workers/dataset.h"
+#include "workers/device_probe.h"
 #include "workers/memory_stats.h"
 
 namespace topotune {
@@ -386,6 +387,59 @@ TEST(Trainer, ProbeDeviceDescribesThisMachine) {
   EXPECT_FALSE(profile.name.empty());
   EXPECT_GT(profile.cores, 0);
   EXPECT_GT(profile.memory_bytes, 0);
+}
+
+TEST(DeviceProbe, TimesAsManyRoundsAsTheTimedSecondsAllow) {
+  ProbeRequest request;
+  request.rounds = 5;
+  request.min_timed_s = 6.0;
+  EXPECT_EQ(ProbeRounds(request), 5);  // 1.2 s each
+  request.min_timed_s = 1.0;           // the agent's default: two rounds of 0.5 s
+  EXPECT_EQ(ProbeRounds(request), 2);
+  request.min_timed_s = 0.3;
+  EXPECT_EQ(ProbeRounds(request), 1);
+  request.min_timed_s = 0.0;
+  EXPECT_EQ(ProbeRounds(request), 1);
+  request.min_timed_s = 60.0;
+  request.rounds = 1;
+  EXPECT_EQ(ProbeRounds(request), 1);
+  request.rounds = 0;
+  EXPECT_EQ(ProbeRounds(request), 1);
+}
+
+TEST(DeviceProbe, EachSizeThatFitsGetsTheStepOfItsMedianRoundAndIsProbedOnce) {
+  DeviceProber prober;
+  ProbeRequest request;
+  request.model = "lenet";
+  request.data_dir = ShapesEnvironment::DataDir();
+  request.batch_sizes = {32, 8};
+  request.timed_steps = 1;
+  request.min_timed_s = 1.5;  // three rounds of 0.5 s
+  request.rounds = 3;
+  StatusOr<DeviceProbe> first = prober.Probe(request);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->input, "3x32x32");
+  ASSERT_EQ(first->batches.size(), 2u);
+  EXPECT_EQ(first->batches[0].batch_size, 8);  // ascending
+  EXPECT_EQ(first->batches[1].batch_size, 32);
+  for (const BatchProbe& b : first->batches) {
+    EXPECT_TRUE(b.fits) << b.error;
+    EXPECT_GT(b.step_ms, 0.0);
+    EXPECT_GT(b.forward_ms, 0.0);
+    EXPECT_GT(b.backward_ms, 0.0);
+    // The parts come from the same round (or the same two), so they add up to the step.
+    EXPECT_NEAR(b.forward_ms + b.backward_ms + b.optimizer_ms, b.step_ms, 1e-9 * b.step_ms);
+    EXPECT_GT(b.peak_memory_bytes, 0);
+  }
+  // A second probe of the same sizes is answered from the first, not timed again.
+  request.batch_sizes = {8, 16, 32};
+  StatusOr<DeviceProbe> again = prober.Probe(request);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ASSERT_EQ(again->batches.size(), 3u);
+  EXPECT_EQ(again->batches[0].step_ms, first->batches[0].step_ms);
+  EXPECT_TRUE(again->batches[1].fits) << again->batches[1].error;  // new: timed now
+  EXPECT_GT(again->batches[1].step_ms, 0.0);
+  EXPECT_EQ(again->batches[2].step_ms, first->batches[1].step_ms);
 }
 
 }  // namespace

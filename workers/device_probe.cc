@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <new>
 
 #include "workers/dataset.h"
@@ -51,6 +52,19 @@ StepSeconds Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer,
   return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3)};
 }
 
+// The round whose step time is the median; with an even count, the mean of the middle two
+// (each part averaged, so the parts still add up to the step).
+StepSeconds MedianRound(std::vector<StepSeconds> rounds) {
+  std::sort(rounds.begin(), rounds.end(),
+            [](const StepSeconds& a, const StepSeconds& b) { return a.total() < b.total(); });
+  const size_t n = rounds.size();
+  if (n % 2 == 1) return rounds[n / 2];
+  const StepSeconds& a = rounds[n / 2 - 1];
+  const StepSeconds& b = rounds[n / 2];
+  return {(a.forward + b.forward) / 2, (a.backward + b.backward) / 2,
+          (a.optimizer + b.optimizer) / 2};
+}
+
 }  // namespace
 
 std::string InputKey(int channels, int height, int width) {
@@ -70,13 +84,48 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
   // its statistics refuse the device ("Invalid device argument"). Start it here.
   if (device.is_cuda()) torch::zeros({1}, device);
 
+  const int rounds = ProbeRounds(request);
+  const double round_s = request.min_timed_s / rounds;
+  const int round_steps = (std::max(1, request.timed_steps) + rounds - 1) / rounds;
+  // One model and optimizer for every batch size (their size does not depend on it), made
+  // at the first batch size probed. Momentum SGD, as training's default.
+  std::shared_ptr<ImageClassifierImpl> model;
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  // One round of one batch size: random data made outside the timing, `warmup` untimed
+  // steps, then steps until round_s seconds and round_steps steps are timed. Throws what
+  // LibTorch throws.
+  auto time_round = [&](int batch_size, int warmup) {
+    const torch::Tensor images =
+        torch::randn({batch_size, input.channels, input.height, input.width}, device);
+    const torch::Tensor labels =
+        torch::randint(input.num_classes, {batch_size},
+                       torch::TensorOptions().dtype(torch::kInt64).device(device));
+    for (int i = 0; i < warmup; ++i) Step(*model, *optimizer, images, labels, device);
+    StepSeconds timed;
+    int steps = 0;
+    while (steps < round_steps || timed.total() < round_s) {
+      const StepSeconds s = Step(*model, *optimizer, images, labels, device);
+      timed.forward += s.forward;
+      timed.backward += s.backward;
+      timed.optimizer += s.optimizer;
+      ++steps;
+    }
+    return StepSeconds{timed.forward / steps, timed.backward / steps, timed.optimizer / steps};
+  };
+
   std::vector<int> sizes = request.batch_sizes;
   std::sort(sizes.begin(), sizes.end());
+  // The first round, in ascending batch size: which sizes fit, and their peak memory.
+  std::vector<BatchProbe> results;
+  std::vector<std::vector<StepSeconds>> timed(sizes.size());  // per size, one per round
+  std::vector<bool> cached(sizes.size(), false);
   int failed_at = 0;  // the smallest batch size that ran out of memory
-  for (int batch_size : sizes) {
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int batch_size = sizes[i];
     const auto key = std::make_tuple(request.model, probe.input, batch_size);
     if (auto hit = cache_.find(key); hit != cache_.end()) {
-      probe.batches.push_back(hit->second);
+      results.push_back(hit->second);
+      cached[i] = true;
       if (!hit->second.fits && failed_at == 0) failed_at = batch_size;
       continue;
     }
@@ -84,39 +133,23 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
     b.batch_size = batch_size;
     if (failed_at > 0) {
       b.error = "larger than batch size " + std::to_string(failed_at) + ", which did not fit";
-      probe.batches.push_back(b);  // not cached: a later probe may retry it
+      results.push_back(b);
       continue;
     }
     ResetPeakMemory(memory_device);
     try {
-      StatusOr<std::shared_ptr<ImageClassifierImpl>> model = MakeModel(request.model, input);
-      if (!model.ok()) return model.status();
-      (*model)->to(device);
-      (*model)->train();
-      // Momentum SGD, as training's default; random data made once, outside the timing.
-      torch::optim::SGD optimizer((*model)->parameters(),
-                                  torch::optim::SGDOptions(0.01).momentum(0.9));
-      const torch::Tensor images =
-          torch::randn({batch_size, input.channels, input.height, input.width}, device);
-      const torch::Tensor labels =
-          torch::randint(input.num_classes, {batch_size},
-                         torch::TensorOptions().dtype(torch::kInt64).device(device));
-      // Warm-up: allocations, caches, the optimizer's state (the first steps run slower).
-      for (int i = 0; i < 2; ++i) Step(**model, optimizer, images, labels, device);
-      StepSeconds timed;
-      int steps = 0;
-      while (steps < std::max(1, request.timed_steps) || timed.total() < request.min_timed_s) {
-        const StepSeconds s = Step(**model, optimizer, images, labels, device);
-        timed.forward += s.forward;
-        timed.backward += s.backward;
-        timed.optimizer += s.optimizer;
-        ++steps;
+      if (!model) {
+        StatusOr<std::shared_ptr<ImageClassifierImpl>> made = MakeModel(request.model, input);
+        if (!made.ok()) return made.status();
+        model = *made;
+        model->to(device);
+        model->train();
+        optimizer = std::make_unique<torch::optim::SGD>(
+            model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
       }
+      // Two warm-up steps: allocations, caches, the optimizer's state.
+      timed[i].push_back(time_round(batch_size, /*warmup=*/2));
       b.fits = true;
-      b.step_ms = timed.total() / steps * 1000.0;
-      b.forward_ms = timed.forward / steps * 1000.0;
-      b.backward_ms = timed.backward / steps * 1000.0;
-      b.optimizer_ms = timed.optimizer / steps * 1000.0;
       b.peak_memory_bytes = PeakMemory(memory_device);
     } catch (const std::bad_alloc&) {
       b.error = "out of memory (std::bad_alloc)";
@@ -125,7 +158,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       const std::string first_line = what.substr(0, std::min<size_t>(what.find('\n'), 300));
       if (IsOutOfMemory(what)) {
         b.error = "out of memory: " + first_line;
-      } else if (std::any_of(probe.batches.begin(), probe.batches.end(),
+      } else if (std::any_of(results.begin(), results.end(),
                              [](const BatchProbe& p) { return p.fits; })) {
         // A smaller batch trained, so the model and device work: this size hit a limit
         // other than memory (a kernel's 32-bit indexing, say). It does not fit either.
@@ -139,10 +172,43 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       failed_at = batch_size;
       if (device.is_cuda()) torch::cuda::synchronize();
     }
-    cache_[key] = b;
+    results.push_back(b);
+  }
+  // The other rounds cycle through the sizes that fit, one untimed step after each switch,
+  // so that a spell of slowness on a shared machine falls on every size alike, not on the
+  // one probed then; the median round discards a spell that slows fewer than half of them.
+  for (int r = 1; r < rounds; ++r) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      if (cached[i] || !results[i].fits) continue;
+      try {
+        timed[i].push_back(time_round(sizes[i], /*warmup=*/1));
+      } catch (const std::exception&) {
+        // It fitted in the first round: keep the rounds it has.
+      }
+    }
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    BatchProbe& b = results[i];
+    if (!cached[i] && b.fits) {
+      const StepSeconds median = MedianRound(timed[i]);
+      b.step_ms = median.total() * 1000.0;
+      b.forward_ms = median.forward * 1000.0;
+      b.backward_ms = median.backward * 1000.0;
+      b.optimizer_ms = median.optimizer * 1000.0;
+    }
+    // A size larger than one that did not fit is not cached: a later probe may retry it.
+    const bool retry_later = !b.fits && b.error.rfind("larger than", 0) == 0;
+    if (!cached[i] && !retry_later) {
+      cache_[std::make_tuple(request.model, probe.input, sizes[i])] = b;
+    }
     probe.batches.push_back(b);
   }
   return probe;
+}
+
+int ProbeRounds(const ProbeRequest& request) {
+  const int by_time = static_cast<int>(request.min_timed_s / kMinProbeRoundSeconds);
+  return std::clamp(by_time, 1, std::max(1, request.rounds));
 }
 
 }  // namespace topotune

@@ -20,10 +20,23 @@ struct ProbeRequest {
   std::string data_dir;          ///< the input shape is read from the dataset
   std::vector<int> batch_sizes;  ///< tried in ascending order
   int timed_steps = 2;           ///< at least this many steps are timed, after warm-up
-  /// ... and steps go on until this many seconds are timed: the step time is their mean, so
-  /// that a CPU quota (a CFS period of 100 ms) shows in it as it does in training.
+  /// ... and steps go on until this many seconds are timed per batch size, so that a CPU
+  /// quota (a CFS period of 100 ms) shows in the step time as it does in training.
   double min_timed_s = 1.0;
+  /// The timed seconds are split into up to this many rounds that cycle through the batch
+  /// sizes; a size's step time is the mean step of its median round. A spell of slowness on
+  /// a shared machine then falls on every size alike, not on the one timed then, and the
+  /// median discards it where it slows fewer than half of a size's rounds. Fewer rounds
+  /// where a round would be under kMinProbeRoundSeconds (see ProbeRounds).
+  int rounds = 5;
 };
+
+// The shortest round worth timing: five CFS periods of 100 ms, so a CPU quota averages out.
+inline constexpr double kMinProbeRoundSeconds = 0.5;
+
+// The number of rounds a probe times: request.rounds, or fewer so that each round lasts at
+// least kMinProbeRoundSeconds; at least 1.
+int ProbeRounds(const ProbeRequest& request);
 
 // Probes and caches the results per (model, input shape, batch size), so a worker probes
 // each combination once in its life. Not thread-safe: call from the training thread only.

@@ -192,11 +192,13 @@ int ProbeUsage(const std::string& error) {
                "topotune-worker probe: %s\n"
                "usage: topotune-worker probe --data DIR [--model lenet]\n"
                "         [--data-format cifar10-bin|mnist-idx] [--batch-sizes 16,32,...]\n"
-               "         [--steps N] [--seconds S] [--threads N]\n"
+               "         [--steps N] [--seconds S] [--rounds R] [--threads N]\n"
                "Measures this device as a worker does when the controller asks: the step time\n"
-               "of each batch size (the mean over at least N steps and S seconds after two\n"
-               "warm-up steps; default 2 and 1) and the largest that fits in memory. Prints one\n"
-               "JSON object\n"
+               "of each batch size (at least N steps and S seconds per size after two warm-up\n"
+               "steps; default 2 and 1) and the largest that fits in memory. The seconds are\n"
+               "split into up to R rounds (default 5; each at least 0.5 s) that cycle through\n"
+               "the sizes, and a size's step time is the mean step of its median round.\n"
+               "Prints one JSON object\n"
                "{\"device\": ..., \"probe\": ...} (the probe_result frame's fields).\n",
                error.c_str());
   return 2;
@@ -228,6 +230,11 @@ int ProbeMain(int argc, char** argv) {
         }
       } else if (arg == "--steps") {
         request.timed_steps = ParseInt(value);
+      } else if (arg == "--rounds") {
+        request.rounds = ParseInt(value);
+        if (request.rounds < 1 || request.rounds > 100) {
+          return ProbeUsage("--rounds must be in [1, 100]");
+        }
       } else if (arg == "--threads") {
         threads = ParseInt(value);
       } else {
