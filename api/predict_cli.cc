@@ -48,8 +48,9 @@ void PrintPlans(const nlohmann::json& answer, int top) {
       std::printf("  no answer: %s\n", t["note"].get<std::string>().c_str());
       continue;
     }
-    // Totals over the run explain a ranking: compute = epochs x steps x step, sync the same
-    // with the per-step synchronisation (a larger batch syncs fewer times per epoch).
+    // Totals over the run explain a ranking: compute = (epochs x steps + the warm-up's steps)
+    // x step, sync epochs x steps x the per-step synchronisation (a larger batch syncs fewer
+    // times per epoch).
     const bool federated = t["kind"] == "federated";
     std::printf("  %4s %6s %6s %9s %-5s %10s %19s %9s %7s %11s %11s %10s %10s\n", "rank", "batch",
                 "local", "lr", "opt", "tta_s", "80% interval", "epochs", "steps", "compute_s",
@@ -64,6 +65,8 @@ void PrintPlans(const nlohmann::json& answer, int top) {
           Seconds(p["tta_s"]["lo"].get<double>()) + "-" + Seconds(p["tta_s"]["hi"].get<double>());
       const double steps =
           terms["epochs"]["value"].get<double>() * p["steps_per_epoch"].get<double>();
+      const double warmup =
+          terms.contains("warmup_steps") ? terms["warmup_steps"]["value"].get<double>() : 0.0;
       const std::string third =
           federated ? value(terms["rounds"]) + " " + mark(terms["rounds"])
                     : value(terms["step_sync_s"], steps) + " " + mark(terms["step_sync_s"]);
@@ -76,9 +79,9 @@ void PrintPlans(const nlohmann::json& answer, int top) {
                   p["config"]["optimizer"].get<std::string>().c_str(), value(p["tta_s"]).c_str(),
                   interval.c_str(), value(terms["epochs"]).c_str(), mark(terms["epochs"]),
                   p["steps_per_epoch"].get<long long>(),
-                  value(terms["step_compute_s"], steps).c_str(), mark(terms["step_compute_s"]),
-                  third.c_str(), value(terms["transfer_s"]).c_str(), mark(terms["transfer_s"]),
-                  measured_s.c_str());
+                  value(terms["step_compute_s"], steps + warmup).c_str(),
+                  mark(terms["step_compute_s"]), third.c_str(), value(terms["transfer_s"]).c_str(),
+                  mark(terms["transfer_s"]), measured_s.c_str());
     }
     const json& best = t["ranked"][0];
     const std::string sync = best["sync_from"].get<std::string>();

@@ -242,6 +242,53 @@ TEST(CostModel, MovingTheDataIsAOneTimeTerm) {
   EXPECT_NEAR(t->transfer.value, 0.05 + 1600, 1e-9);
 }
 
+// A trial's start-up is charged once, in steps of the target's own compute step: not per
+// epoch, not per federated round, and not per data-parallel device.
+TEST(CostModel, TheWarmUpIsChargedOnceInComputeSteps) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{16, 0.020}, {64, 0.050}});
+  ASSERT_TRUE(step.ok());
+  const Workload workload{6400, 1e6};
+  const Estimate warmup = Estimate::Predicted(8, 5, 11);
+  Target one = MakeTarget("one", Target::Kind::kSingle, "jetson");
+  StatusOr<TtaBreakdown> cold = PredictTta(one, workload, 64, Estimate::Measured(10), *step,
+                                           std::nullopt, std::nullopt, warmup);
+  StatusOr<TtaBreakdown> warm = PredictTta(one, workload, 64, Estimate::Measured(10), *step);
+  ASSERT_TRUE(cold.ok() && warm.ok());
+  EXPECT_NEAR(warm->tta.value, 10 * 100 * 0.050, 1e-9);
+  EXPECT_NEAR(cold->warmup.value, 8 * 0.050, 1e-12);
+  EXPECT_NEAR(cold->tta.value, warm->tta.value + 8 * 0.050, 1e-9);
+  EXPECT_NEAR(cold->tta.lo, warm->tta.lo + 5 * 0.050, 1e-9);
+  EXPECT_NEAR(cold->tta.hi, warm->tta.hi + 11 * 0.050, 1e-9);
+  EXPECT_FALSE(cold->warmup.measured);
+
+  Target fed = MakeTarget("fed", Target::Kind::kFederated, "jetson");
+  fed.clients_per_edge = 2;
+  fed.edges = 2;
+  fed.local_epochs = 1;
+  fed.client_edge = {1.25e6, 0.01};
+  fed.edge_cloud = {12.5e6, 0.02};
+  cold = PredictTta(fed, workload, 16, Estimate::Measured(6), *step, std::nullopt, std::nullopt,
+                    warmup);
+  warm = PredictTta(fed, workload, 16, Estimate::Measured(6), *step);
+  ASSERT_TRUE(cold.ok() && warm.ok());
+  EXPECT_NEAR(cold->tta.value - warm->tta.value, 8 * 0.020, 1e-9);  // once, not per round
+
+  Target dp = MakeTarget("dp", Target::Kind::kDataParallel, "jetson");
+  dp.devices = 4;
+  dp.nodes = 1;
+  dp.intra_node = {1e9, 1e-5};
+  cold = PredictTta(dp, workload, 16, Estimate::Measured(6), *step, std::nullopt, std::nullopt,
+                    warmup);
+  warm = PredictTta(dp, workload, 16, Estimate::Measured(6), *step);
+  ASSERT_TRUE(cold.ok() && warm.ok());
+  EXPECT_NEAR(cold->tta.value - warm->tta.value, 8 * 0.020, 1e-9);  // side by side
+
+  cold = PredictTta(one, workload, 64, Estimate::Measured(10), *step, std::nullopt, std::nullopt,
+                    Estimate::Predicted(-1, -2, 0));
+  ASSERT_FALSE(cold.ok());
+  EXPECT_NE(cold.status().message().find("warm-up"), std::string::npos);
+}
+
 TEST(CostModel, TargetsThatCannotBeCostedSayWhy) {
   StatusOr<StepTimeModel> step = StepTimeModel::Fit({{64, 0.1}});
   ASSERT_TRUE(step.ok());

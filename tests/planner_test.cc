@@ -13,14 +13,14 @@ namespace topotune {
 namespace {
 
 // A curve that rises linearly and crosses `target` = 0.8 at epoch `at` (never if at == 0),
-// over `epochs` epochs of `seconds` each.
+// over `epochs` epochs of `seconds` each; the first takes `first_extra` seconds more.
 std::string Curve(int batch, double lr, const char* optimizer, int seed, int at, int epochs,
-                  double seconds) {
+                  double seconds, double first_extra = 0.0) {
   std::ostringstream out;
   for (int e = 1; e <= epochs; ++e) {
     const double accuracy = at > 0 ? std::min(0.95, 0.8 * e / at) : std::min(0.5, 0.05 * e);
     out << batch << ',' << lr << ',' << optimizer << ',' << seed << ',' << e << ',' << accuracy
-        << ',' << seconds << '\n';
+        << ',' << seconds + (e == 1 ? first_extra : 0.0) << '\n';
   }
   return out.str();
 }
@@ -632,6 +632,45 @@ TEST(Planner, TheCurvesStepTimeIsFittedPerOptimizer) {
     ++checked;
   }
   EXPECT_EQ(checked, 6);  // 2 optimizers x (32, 128 and 64)
+}
+
+// Each curve's first epoch takes 10 steps' worth longer than its others (6,400 samples:
+// 200 steps of 0.04 s at batch 32, 50 of 0.16 s at 128), except one curve's 40. The planner
+// charges the median, 10 steps, once, at the target's step; on the recording class, whose
+// step comes from the later epochs, a measured configuration's prediction is then its
+// recorded seconds to the target.
+TEST(Planner, AFirstEpochSlowerThanTheOthersIsChargedOnceInStepsOfTheTarget) {
+  const CurveTable table = TableOf(Curve(32, 0.01, "sgd", 0, 10, 30, 8.0, 10 * 0.04) +
+                                   Curve(32, 0.01, "sgd", 1, 10, 30, 8.0, 10 * 0.04) +
+                                   Curve(128, 0.01, "sgd", 0, 20, 30, 8.0, 10 * 0.16) +
+                                   Curve(128, 0.01, "sgd", 1, 20, 30, 8.0, 40 * 0.16));
+  PlanInput input = Input(table);
+  input.curves_class = "recorder";
+  input.targets = {Single("edge", "edge"), Single("recorder", "recorder")};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  const TargetPlan& edge = (*plans)[0];
+  ASSERT_EQ(edge.ranked.size(), 2u);
+  EXPECT_EQ(edge.ranked[0].config.batch_size, 32);
+  EXPECT_NEAR(edge.ranked[0].cost.warmup_steps.value, 10.0, 1e-6);
+  EXPECT_NEAR(edge.ranked[0].cost.warmup_steps.hi, 40.0, 1e-6);
+  // The edge's profile: 0.04 s at 32, 0.16 s at 128.
+  EXPECT_NEAR(edge.ranked[0].cost.tta.value, 10 * 200 * 0.04 + 10 * 0.04, 1e-6);
+  EXPECT_NEAR(edge.ranked[1].cost.tta.value, 20 * 50 * 0.16 + 10 * 0.16, 1e-6);
+  const TargetPlan& recorder = (*plans)[1];
+  ASSERT_EQ(recorder.ranked.size(), 2u);
+  EXPECT_NEAR(recorder.ranked[0].cost.tta.value, 8.0 * 10 + 10 * 0.04, 1e-6);
+  EXPECT_NEAR(recorder.ranked[0].cost.step_compute.value, 0.04, 1e-9);
+
+  // Curves whose first epoch is no slower (or faster) charge nothing.
+  const CurveTable even = TableOf(Curve(32, 0.01, "sgd", 0, 10, 30, 8.0) +
+                                  Curve(128, 0.01, "sgd", 0, 20, 30, 8.0, -1.0));
+  PlanInput flat = Input(even);
+  flat.targets = {Single("edge", "edge")};
+  plans = Plan(flat);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  EXPECT_EQ((*plans)[0].ranked[0].cost.warmup_steps.value, 0.0);
+  EXPECT_NEAR((*plans)[0].ranked[0].cost.tta.value, 10 * 200 * 0.04, 1e-6);
 }
 
 TEST(Planner, ProfileCsvErrorsNameTheLine) {

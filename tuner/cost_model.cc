@@ -328,19 +328,23 @@ double TemperatureScaling::EpochsAt(double learning_rate, int batch) const {
 
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
-                                  std::optional<Estimate> sync, std::optional<Estimate> compute) {
+                                  std::optional<Estimate> sync, std::optional<Estimate> compute,
+                                  const Estimate& warmup_steps) {
   auto invalid = [&](const std::string& what) {
     return Status::InvalidArgument("target " + target.name + ": " + what);
   };
   if (workload.train_samples < 1) return invalid("the workload needs train_samples >= 1");
   if (local_batch < 1) return invalid("local batch must be >= 1");
   if (!(epochs_to_target.value > 0)) return invalid("epochs to target must be > 0");
+  if (!(warmup_steps.lo >= 0)) return invalid("warm-up steps must be >= 0");
   auto needs_bandwidth = [](const Link& link) { return !(link.bandwidth_bytes_s > 0); };
   TtaBreakdown t;
   t.local_batch = local_batch;
   t.global_batch = local_batch;
   t.epochs = epochs_to_target;
   t.step_compute = compute ? *compute : step.At(local_batch);
+  t.warmup_steps = warmup_steps;
+  t.warmup = Times(warmup_steps, t.step_compute);
   t.step_sync = Estimate::Measured(0.0);
   t.rounds = Estimate::Measured(0.0);
   t.round = Estimate::Measured(0.0);
@@ -377,7 +381,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
     const auto rounds = [&](double epochs) { return std::ceil(epochs / target.local_epochs); };
     t.rounds =
         Estimate::Predicted(rounds(t.epochs.value), rounds(t.epochs.lo), rounds(t.epochs.hi));
-    t.tta = Plus(Times(t.rounds, t.round), t.transfer);
+    t.tta = Plus(Plus(Times(t.rounds, t.round), t.warmup), t.transfer);
     t.tta.measured = false;  // a prediction, whatever its terms were
     return t;
   }
@@ -422,7 +426,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
                             per_step(t.step_compute.hi, t.step_sync.hi),
                             t.step_compute.measured && t.step_sync.measured};
   t.epoch = Times(Estimate::Measured(static_cast<double>(t.steps_per_epoch)), step_total);
-  t.tta = Plus(Times(t.epochs, t.epoch), t.transfer);
+  t.tta = Plus(Plus(Times(t.epochs, t.epoch), t.warmup), t.transfer);
   t.tta.measured = false;  // a prediction, whatever its terms were
   return t;
 }

@@ -7,6 +7,9 @@
 //   TTA(c, T) = epochs_to_target(c at T's global batch) x epoch_time(c, T) + data transfer
 //   epoch_time = steps per epoch x (compute step of the local batch on T's class
 //                                   + synchronisation - overlap)
+//   + warm-up: a trial's first epoch costs more than a steady one (allocations, kernel
+//     set-up at each new shape, first touches), measured on recorded curves in steps of
+//     the steady step (see the planner) and charged once at the target's compute step.
 //
 // - Compute step time of a class: alpha + beta x local batch, least squares over the
 //   class's probe (StepTimeModel).
@@ -204,6 +207,8 @@ struct TtaBreakdown {
   Estimate rounds;        ///< federated rounds to the target
   Estimate round;         ///< seconds of one federated round
   Estimate transfer;      ///< one-time data movement, seconds
+  Estimate warmup_steps;  ///< the first epoch's extra cost, in compute steps
+  Estimate warmup;        ///< warmup_steps x step_compute, seconds
   Estimate tta;  ///< seconds to the target, all terms: never "measured" (the terms say what was)
 };
 
@@ -216,11 +221,14 @@ struct TtaBreakdown {
 // replaces the ring all-reduce over the declared links. `compute`, when given, is the
 // compute step of one device at this placement (measured there, or the class's step scaled
 // by the slowdown measured at other batches of it); it replaces step.At(local_batch).
+// `warmup_steps` (a trial's one-time start-up, in compute steps) adds warmup_steps x the
+// compute step, once: data-parallel devices and federated clients warm up side by side.
 // Errors: a target or workload that cannot be costed (no devices, no samples, a link
 // without bandwidth where bytes must cross it), named by field.
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
                                   std::optional<Estimate> sync = std::nullopt,
-                                  std::optional<Estimate> compute = std::nullopt);
+                                  std::optional<Estimate> compute = std::nullopt,
+                                  const Estimate& warmup_steps = Estimate::Measured(0.0));
 
 }  // namespace topotune

@@ -51,19 +51,51 @@ std::vector<double> Accuracies(const std::vector<CurveTable::Epoch>& curve) {
   return out;
 }
 
-// Seconds per step of `run` on the recording device: its mean epoch seconds over every
-// recorded epoch, divided by the steps of an epoch.
+// Seconds per step of `run` on the recording device: its mean epoch seconds, divided by the
+// steps of an epoch. Epoch 1 is left out where a curve has more (WarmupSteps charges it).
 double RecordedStepSeconds(const CurveTable::Run& run, long long train_samples) {
   double seconds = 0.0;
   int epochs = 0;
   for (const auto& [seed, curve] : run.curves) {
-    for (const CurveTable::Epoch& e : curve) {
-      seconds += e.seconds;
+    for (size_t i = curve.size() > 1 ? 1 : 0; i < curve.size(); ++i) {
+      seconds += curve[i].seconds;
       ++epochs;
     }
   }
   const long long steps = (train_samples + run.config.batch_size - 1) / run.config.batch_size;
   return epochs == 0 || steps == 0 ? 0.0 : seconds / epochs / steps;
+}
+
+// A trial's start-up, in steps: how much longer a curve's first epoch took than its steady
+// ones (the median of epochs 2..n), in units of the steady step (that median / the steps of
+// an epoch). The median (nearest rank) over every curve of the table with kMinWarmupEpochs
+// or more, at least 0; the 80% interval spans their 10th to 90th percentiles. In steps
+// because the excess scales with the step: on this machine's LeNet tables it is 5-11 steps
+// at every batch size from 16 to 256, on 2 threads and on a quarter of a core alike
+// (bench/RESULTS.md, session 24), where in epochs it grows eightfold over that range. Zero
+// without such a curve; near zero where first epochs were no slower (the two oldest
+// committed tables).
+constexpr size_t kMinWarmupEpochs = 3;
+
+Estimate WarmupSteps(const CurveTable& table, long long train_samples) {
+  std::vector<double> excess;
+  for (const CurveTable::Run& run : table.runs()) {
+    const long long steps = (train_samples + run.config.batch_size - 1) / run.config.batch_size;
+    for (const auto& [seed, curve] : run.curves) {
+      if (curve.size() < kMinWarmupEpochs) continue;
+      std::vector<double> later;
+      for (size_t i = 1; i < curve.size(); ++i) later.push_back(curve[i].seconds);
+      std::sort(later.begin(), later.end());
+      const size_t k = later.size();
+      const double steady = (later[(k - 1) / 2] + later[k / 2]) / 2;
+      if (!(steady > 0) || !std::isfinite(curve[0].seconds)) continue;
+      excess.push_back(std::max(0.0, (curve[0].seconds - steady) / (steady / steps)));
+    }
+  }
+  if (excess.empty()) return Estimate::Measured(0.0);
+  std::sort(excess.begin(), excess.end());
+  auto at = [&](double q) { return excess[static_cast<size_t>(q * (excess.size() - 1) + 0.5)]; };
+  return Estimate::Predicted(at(0.5), at(0.1), at(0.9));
 }
 
 // The recorded runs of one optimizer at one batch size: learning rate -> epochs to target,
@@ -195,6 +227,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         "curves, or --train-samples)");
   }
   const long long n = input.workload.train_samples;
+  const Estimate warmup_steps = WarmupSteps(*input.curves, n);
 
   // Measured epochs per configuration, and the least per (optimizer, batch) for the
   // batch-size model.
@@ -630,7 +663,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         const bool per_optimizer = own_step != step_of_optimizer.end();
         StatusOr<TtaBreakdown> cost =
             PredictTta(target, input.workload, cand.local_batch, cand.epochs,
-                       per_optimizer ? own_step->second : *step, sync, compute);
+                       per_optimizer ? own_step->second : *step, sync, compute, warmup_steps);
         if (!cost.ok()) {
           error = cost.status().message();
           continue;
