@@ -88,7 +88,7 @@ Estimate WarmupSteps(const CurveTable& table, long long train_samples) {
       std::sort(later.begin(), later.end());
       const size_t k = later.size();
       const double steady = (later[(k - 1) / 2] + later[k / 2]) / 2;
-      if (!(steady > 0) || !std::isfinite(curve[0].seconds)) continue;
+      if (!(steady > 0) || !std::isfinite(steady) || !std::isfinite(curve[0].seconds)) continue;
       excess.push_back(std::max(0.0, (curve[0].seconds - steady) / (steady / steps)));
     }
   }
