@@ -37,6 +37,10 @@
 //    placement with rows of its own (nodes, devices): at the measured local batch, its
 //    step less its sync, measured; at another, the class's step times the median slowdown
 //    of those rows ((step - sync) / the class's step alone at their batch), predicted;
+//  - warm-up: a trial's first epoch takes longer than its others (allocations, kernel
+//    set-up, first touches). The median excess over the table's curves, in steps of the
+//    steady step (about 7 on this machine's LeNet tables, at every batch size), is charged
+//    once at the target's compute step: predicted;
 //  - synchronisation: a profile row measured at the target's very placement (nodes,
 //    devices per node, local batch) gives it measured; otherwise the median of that
 //    placement's rows at other local batches (the same bytes over the same ring, with the
