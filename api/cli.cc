@@ -735,6 +735,8 @@ int RunCli(int argc, char** argv) {
             std::printf(" = forward %s + backward %s + optimizer %s", Fixed(forward, 2).c_str(),
                         Fixed(backward, 2).c_str(), Fixed(optimizer, 2).c_str());
           }
+          const double adam = b.value("adam_optimizer_ms", 0.0);
+          if (adam > 0) std::printf("; with Adam's update %s", Fixed(adam, 2).c_str());
           std::printf("\n");
         }
       }

@@ -475,6 +475,7 @@ nlohmann::json ToJson(const DeviceProbe& p) {
                        {"forward_ms", b.forward_ms},
                        {"backward_ms", b.backward_ms},
                        {"optimizer_ms", b.optimizer_ms},
+                       {"adam_optimizer_ms", b.adam_optimizer_ms},
                        {"peak_memory_bytes", b.peak_memory_bytes},
                        {"error", b.error}});
   }
@@ -503,19 +504,22 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "step_ms", &probe.step_ms));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "peak_memory_bytes", &probe.peak_memory_bytes));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "error", &probe.error));
-    // The split of the step, from workers of protocol 3 on (absent: 0, not measured).
+    // The split of the step, from workers of protocol 3 on, and Adam's optimizer part
+    // (absent: 0, not measured).
     for (const auto& [key, field] :
          {std::pair<const char*, double*>{"forward_ms", &probe.forward_ms},
           {"backward_ms", &probe.backward_ms},
-          {"optimizer_ms", &probe.optimizer_ms}}) {
+          {"optimizer_ms", &probe.optimizer_ms},
+          {"adam_optimizer_ms", &probe.adam_optimizer_ms}}) {
       if (b.contains(key)) TOPOTUNE_RETURN_IF_ERROR(Get(b, key, field));
     }
     if (probe.batch_size < 1 || probe.batch_size > 65536 || probe.step_ms < 0 ||
         probe.peak_memory_bytes < 0 || probe.forward_ms < 0 || probe.backward_ms < 0 ||
-        probe.optimizer_ms < 0) {
+        probe.optimizer_ms < 0 || probe.adam_optimizer_ms < 0) {
       return Status::InvalidArgument(
           "probe.batches[]: batch_size must be in [1, 65536], step_ms, its parts "
-          "(forward_ms, backward_ms, optimizer_ms) and peak_memory_bytes >= 0");
+          "(forward_ms, backward_ms, optimizer_ms), adam_optimizer_ms and "
+          "peak_memory_bytes >= 0");
     }
     p.batches.push_back(probe);
   }

@@ -374,6 +374,7 @@ struct RestRouter::Impl {
                              {"forward_ms", b.forward_ms},
                              {"backward_ms", b.backward_ms},
                              {"optimizer_ms", b.optimizer_ms},
+                             {"adam_optimizer_ms", b.adam_optimizer_ms},
                              {"peak_memory_bytes", b.peak_memory_bytes},
                              {"workers", b.workers}});
         }

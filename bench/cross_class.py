@@ -14,7 +14,10 @@ another class plus the edge's probe alone?
    accuracy that a fifth of the configurations reach (bench/table_target.py --share 0.2).
 3. The "edge" class is this machine at 1 thread inside a CPU quota (QUOTA of a core, a
    cgroup: v1 cpu.cfs_quota_us or v2 cpu.max). Its probe (topotune-worker probe) is the
-   only thing measured on it before the prediction.
+   only thing measured on it before the prediction. The profile gives each batch size the
+   probe's step (momentum SGD's) and, for Adam's configurations, the same step with Adam's
+   update timed by the probe in place of SGD's; the prediction with every optimizer at the
+   SGD step is printed too.
 4. `topotune predict` ranks the cloud's configurations on the edge: the cloud's measured
    epochs to target x the edge's steps per epoch x the edge's probe step.
 5. The top TOP configurations (by the cloud's measured TTA) are then trained on the edge
@@ -112,6 +115,22 @@ def read_table(path):
     return curves, meta
 
 
+def write_profile(path, device_class, probe, adam=True):
+    """A probe as PROFILE.csv rows of one device: its step (momentum SGD's) for any optimizer
+    and, with `adam` and where the probe timed Adam's update, the same step with Adam's update
+    (step_ms - optimizer_ms + adam_optimizer_ms) for Adam's configurations."""
+    with open(path, "w") as f:
+        f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds,"
+                "optimizer\n")
+        for b in probe["probe"]["batches"]:
+            if not b["fits"]:
+                continue
+            f.write(f"{device_class},1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0,\n")
+            if adam and b.get("adam_optimizer_ms", 0) > 0:
+                step = b["step_ms"] - b["optimizer_ms"] + b["adam_optimizer_ms"]
+                f.write(f"{device_class},1,1,{b['batch_size']},{step / 1000:.6f},0,adam\n")
+
+
 def tta(curve, target):
     """Seconds of training until the first epoch at the target, and that epoch; None if never."""
     seconds = 0.0
@@ -180,11 +199,7 @@ def main():
             [worker, "probe", "--data", data, "--model", "lenet", "--batch-sizes",
              args.batch_sizes, "--threads", "2", "--seconds", str(args.probe_seconds)],
             check=True, capture_output=True, text=True).stdout)
-        with open(cloud_profile, "w") as f:
-            f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n")
-            for b in probe["probe"]["batches"]:
-                if b["fits"]:
-                    f.write(f"cloud,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
+        write_profile(cloud_profile, "cloud", probe)
     rule = subprocess.run([sys.executable, os.path.join(HERE, "table_target.py"), "--share", "0.2",
                            cloud], check=True, capture_output=True, text=True).stdout
     target = float(rule.split("bench_target=")[1].split()[0])
@@ -236,13 +251,12 @@ def main():
                             "--batch-sizes", args.batch_sizes, "--threads", "1", "--seconds",
                             str(args.probe_seconds)]),
                 check=True, capture_output=True, text=True).stdout)
+            with open(os.path.join(work, name.replace(".csv", ".json")), "w") as f:
+                json.dump(probe, f, indent=1)
             profile = os.path.join(work, name)
-            with open(profile, "w") as f:
-                f.write("device_class,nodes,devices_per_node,local_batch,step_seconds,"
-                        "sync_seconds\n")
-                for b in probe["probe"]["batches"]:
-                    if b["fits"]:
-                        f.write(f"edge,1,1,{b['batch_size']},{b['step_ms'] / 1000:.6f},0\n")
+            write_profile(profile, "edge", probe)
+            # The same probe without Adam's rows: every optimizer at momentum SGD's step.
+            write_profile(profile.replace(".csv", "-sgd-step.csv"), "edge", probe, adam=False)
             return probe, profile
 
         topology = os.path.join(work, "edge.json")
@@ -262,6 +276,7 @@ def main():
         # The edge's probe: the only measurement on the edge before the prediction.
         probe, profile = edge_probe("edge-profile.csv")
         prediction = predict(profile)
+        sgd_step_prediction = predict(profile.replace(".csv", "-sgd-step.csv"))
         # Then the edge trains the top configurations for real.
         rows = []
         for key in top:
@@ -293,6 +308,8 @@ def main():
                          "cloud_epochs": measured_cloud[key][1],
                          "predicted_edge_tta_s": fresh if fresh is not None else p["tta_s"]["value"],
                          "predicted_first_probe_tta_s": p["tta_s"]["value"],
+                         "predicted_sgd_step_tta_s":
+                             sgd_step_prediction[(b, round(lr, 8), o)]["tta_s"]["value"],
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
         # A diagnostic only, never used above: the edge probed again after its training.
@@ -334,6 +351,9 @@ def main():
               "the first probe (before any edge run), pred/meas: " +
               ", ".join(f"{r['predicted_first_probe_tta_s'] / r['measured_edge_tta_s']:.3f}"
                         for r in rows if r["measured_edge_tta_s"]))
+    print("every optimizer at the probe's momentum SGD step (no Adam rows), pred/meas: " +
+          ", ".join(f"{r['predicted_sgd_step_tta_s'] / r['measured_edge_tta_s']:.3f}"
+                    for r in rows if r["measured_edge_tta_s"]))
     print(f"within +-15%: {within} of {len(rows)}" +
           (f" ({len(unreached)} of the {'candidates' if candidates > args.top else 'top'} "
            "left out: a seed never reaches it)" if unreached else ""))

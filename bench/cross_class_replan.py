@@ -25,7 +25,9 @@ from cross_class import mean_tta, read_table  # noqa: E402
 def replan(binary, d):
     tops = sorted(glob.glob(os.path.join(d, "cloud-top-*-seeds.csv")))
     cloud = tops[0] if tops else os.path.join(d, "cloud.csv")
-    js = [j for j in glob.glob(os.path.join(d, "*.json")) if not j.endswith("edge.json")]
+    # The run's JSON, not the topology (edge.json) or the probes it kept (edge-profile*.json).
+    js = [j for j in glob.glob(os.path.join(d, "*.json"))
+          if not os.path.basename(j).startswith("edge")]
     if js:
         target = json.load(open(js[0]))["target"]
     else:

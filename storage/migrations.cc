@@ -210,6 +210,12 @@ ALTER TABLE jobs ADD COLUMN counted_edge_cloud_latency_s REAL NOT NULL DEFAULT 0
 ALTER TABLE jobs ADD COLUMN counted_links_how TEXT NOT NULL DEFAULT '';
 )sql";
 
+// A probe's optimizer part with Adam in place of momentum SGD (0 = not measured: older
+// workers).
+constexpr const char* kAdamOptimizerPart = R"sql(
+ALTER TABLE device_profiles ADD COLUMN adam_optimizer_ms REAL NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -280,6 +286,7 @@ const std::vector<Migration>& Migrations() {
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
       {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
+      {13, kAdamOptimizerPart},
   };
   return kMigrations;
 }

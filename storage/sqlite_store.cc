@@ -583,8 +583,9 @@ class SqliteStore final : public Store {
                      Statement stmt(db,
                                     "INSERT OR REPLACE INTO device_profiles (worker_id, model, "
                                     "input, batch_size, fits, step_ms, peak_memory_bytes, error, "
-                                    "measured_at, forward_ms, backward_ms, optimizer_ms) "
-                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    "measured_at, forward_ms, backward_ms, optimizer_ms, "
+                                    "adam_optimizer_ms) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                     what);
                      stmt.BindText(probe.worker_id)
                          .BindText(probe.model)
@@ -597,7 +598,8 @@ class SqliteStore final : public Store {
                          .BindDouble(probe.measured_at)
                          .BindDouble(b.forward_ms)
                          .BindDouble(b.backward_ms)
-                         .BindDouble(b.optimizer_ms);
+                         .BindDouble(b.optimizer_ms)
+                         .BindDouble(b.adam_optimizer_ms);
                      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
                    }
                    return Status::OK();
@@ -609,7 +611,7 @@ class SqliteStore final : public Store {
       Statement stmt(db,
                      "SELECT worker_id, model, input, batch_size, fits, step_ms, "
                      "peak_memory_bytes, error, measured_at, forward_ms, backward_ms, "
-                     "optimizer_ms FROM device_profiles "
+                     "optimizer_ms, adam_optimizer_ms FROM device_profiles "
                      "ORDER BY worker_id, model, input, batch_size",
                      "listing device profiles");
       std::vector<DeviceProbe> probes;
@@ -634,6 +636,7 @@ class SqliteStore final : public Store {
         b.forward_ms = stmt.Double(9);
         b.backward_ms = stmt.Double(10);
         b.optimizer_ms = stmt.Double(11);
+        b.adam_optimizer_ms = stmt.Double(12);
         probes.back().measured_at = std::max(probes.back().measured_at, stmt.Double(8));
         probes.back().batches.push_back(b);
       }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -673,6 +674,38 @@ TEST(Planner, AFirstEpochSlowerThanTheOthersIsChargedOnceInStepsOfTheTarget) {
   EXPECT_NEAR((*plans)[0].ranked[0].cost.tta.value, 10 * 200 * 0.04, 1e-6);
 }
 
+// A probe times momentum SGD's step; rows that name Adam give Adam's (its update costs
+// more). Adam's configurations on that class take their step from those rows alone.
+TEST(Planner, RowsThatNameAnOptimizerGiveThatOptimizersStep) {
+  const CurveTable table =
+      TableOf(Curve(32, 0.01, "sgd", 0, 10, 30, 8.0) + Curve(32, 0.001, "adam", 0, 10, 30, 8.0) +
+              Curve(128, 0.001, "adam", 0, 20, 30, 8.0));
+  PlanInput input = Input(table);
+  input.profile.push_back({"edge", 1, 1, 32, 0.05, 0, Optimizer::kAdam});
+  input.profile.push_back({"edge", 1, 1, 128, 0.17, 0, Optimizer::kAdam});
+  input.targets = {Single("edge", "edge"), Single("cloud", "cloud")};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  std::map<std::tuple<int, Optimizer>, const PlannedConfig*> edge;
+  for (const PlannedConfig& p : (*plans)[0].ranked) {
+    edge[{p.config.batch_size, p.config.optimizer}] = &p;
+  }
+  ASSERT_EQ(edge.size(), 3u);
+  auto at = [&](int batch, Optimizer optimizer) { return *edge.at({batch, optimizer}); };
+  // 10 epochs x 200 steps: SGD at the untagged row's 0.04 s, Adam at its own 0.05 s.
+  EXPECT_NEAR(at(32, Optimizer::kSgd).cost.tta.value, 10 * 200 * 0.04, 1e-9);
+  EXPECT_NEAR(at(32, Optimizer::kAdam).cost.tta.value, 10 * 200 * 0.05, 1e-9);
+  EXPECT_NEAR(at(128, Optimizer::kAdam).cost.tta.value, 20 * 50 * 0.17, 1e-9);
+  EXPECT_EQ(at(32, Optimizer::kAdam).step_from, "measured (profile, adam's rows)");
+  EXPECT_EQ(at(32, Optimizer::kSgd).step_from, "measured (profile)");
+  // The cloud has no Adam rows: both optimizers take its untagged step.
+  for (const PlannedConfig& p : (*plans)[1].ranked) {
+    if (p.config.batch_size == 32) {
+      EXPECT_NEAR(p.cost.tta.value, 10 * 200 * 0.002, 1e-9);
+    }
+  }
+}
+
 TEST(Planner, ProfileCsvErrorsNameTheLine) {
   StatusOr<std::vector<PlacementMeasurement>> rows = ParseProfileCsv(
       "# measured 2026-12-03\n"
@@ -695,6 +728,21 @@ TEST(Planner, ProfileCsvErrorsNameTheLine) {
         << rows.status().message();
   }
   EXPECT_FALSE(ParseProfileCsv("a,b\n", "p.csv").ok());
+  // The optional optimizer column: a name, or empty for any optimizer.
+  const std::string with_optimizer =
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds,optimizer\n";
+  rows =
+      ParseProfileCsv(with_optimizer + "edge,1,1,32,0.05,0,adam\nedge,1,1,32,0.04,0,\n", "p.csv");
+  ASSERT_TRUE(rows.ok()) << rows.status().message();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].optimizer, Optimizer::kAdam);
+  EXPECT_FALSE((*rows)[1].optimizer.has_value());
+  for (const char* bad : {"edge,1,1,32,0.05,0,lamb\n", "edge,1,1,32,0.05,0\n"}) {
+    rows = ParseProfileCsv(with_optimizer + bad, "p.csv");
+    ASSERT_FALSE(rows.ok()) << bad;
+    EXPECT_NE(rows.status().message().find("p.csv:2"), std::string::npos)
+        << rows.status().message();
+  }
 }
 
 }  // namespace

@@ -221,25 +221,31 @@ TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
   DeviceProbe p;
   p.model = "lenet";
   p.input = "3x32x32";
-  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25}};
+  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25, 0.75}};
   StatusOr<DeviceProbe> back = DeviceProbeFromJson(ToJson(p));
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back->batches[0].forward_ms, 0.5);
   EXPECT_EQ(back->batches[0].backward_ms, 1.25);
   EXPECT_EQ(back->batches[0].optimizer_ms, 0.25);
+  EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.75);
   nlohmann::json old = ToJson(p);
-  for (const char* key : {"forward_ms", "backward_ms", "optimizer_ms"}) {
+  for (const char* key : {"forward_ms", "backward_ms", "optimizer_ms", "adam_optimizer_ms"}) {
     old["batches"][0].erase(key);
   }
   back = DeviceProbeFromJson(old);
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back->batches[0].forward_ms, 0.0);
-  nlohmann::json bad = ToJson(p);
-  bad["batches"][0]["backward_ms"] = -1.0;
-  back = DeviceProbeFromJson(bad);
-  ASSERT_FALSE(back.ok());
-  EXPECT_NE(back.status().message().find("backward_ms"), std::string::npos)
-      << back.status().message();
+  EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.0);
+  for (const char* key : {"backward_ms", "adam_optimizer_ms"}) {
+    nlohmann::json bad = ToJson(p);
+    bad["batches"][0][key] = -1.0;
+    back = DeviceProbeFromJson(bad);
+    ASSERT_FALSE(back.ok()) << key;
+    EXPECT_NE(back.status().message().find(key), std::string::npos) << back.status().message();
+  }
+  nlohmann::json text = ToJson(p);
+  text["batches"][0]["adam_optimizer_ms"] = "fast";
+  EXPECT_FALSE(DeviceProbeFromJson(text).ok());
 }
 
 }  // namespace

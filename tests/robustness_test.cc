@@ -743,6 +743,7 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
                          {"forward_ms", ms16 * b / 64},
                          {"backward_ms", ms16 * b / 32},
                          {"optimizer_ms", ms16 * b / 64},
+                         {"adam_optimizer_ms", ms16 * b / 32},
                          {"peak_memory_bytes", b * 1000},
                          {"error", ""}});
     }
@@ -775,6 +776,7 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
   EXPECT_DOUBLE_EQ(probe["batches"][0]["forward_ms"].get<double>(), 0.75);
   EXPECT_DOUBLE_EQ(probe["batches"][0]["backward_ms"].get<double>(), 1.5);
   EXPECT_DOUBLE_EQ(probe["batches"][0]["optimizer_ms"].get<double>(), 0.75);
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["adam_optimizer_ms"].get<double>(), 1.5);
   EXPECT_FALSE(probe["batches"][2]["fits"].get<bool>());
   // 3 ms per 16 samples through the origin: 0.1875 ms per sample.
   EXPECT_NEAR(probe["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 0.1875, 1e-9);
@@ -941,6 +943,7 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
                   {"name": "board", "class": "edge", "site": "s"}]})";
   json spec = ValidJob();
   spec["topology"] = json::parse(topology);  // the report answers for it too
+  spec["search_space"]["optimizer"] = {"adam"};
   auto submitted = c.Call("POST", "/v1/jobs", c.user_token(), spec.dump());
   ASSERT_TRUE(submitted && submitted->status == 201);
   const std::string job = std::to_string(json::parse(submitted->body)["id"].get<int64_t>());
@@ -949,8 +952,9 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
   ASSERT_TRUE(early);
   EXPECT_EQ(early->status, 409) << early->body;
 
-  // A worker (2 cores, no class: cpu-2c) probes at 4 ms per 16 samples and trains one
-  // trial to the target in 3 epochs of 64 samples each.
+  // A worker (2 cores, no class: cpu-2c) probes at 4 ms per 16 samples (momentum SGD's
+  // update 0.25 ms of it, Adam's 1.25 ms) and trains one trial to the target in 3 epochs
+  // of 64 samples each.
   RawWorker w(c.worker_port());
   ASSERT_TRUE(w.Hello("w", c.worker_token(),
                       {{"kind", "cpu"}, {"name", "raw"}, {"cores", 2}, {"memory_bytes", 1 << 30}}));
@@ -961,6 +965,8 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
     batches.push_back({{"batch_size", b},
                        {"fits", true},
                        {"step_ms", 4.0 * b / 16},
+                       {"optimizer_ms", 0.25},
+                       {"adam_optimizer_ms", 1.25},
                        {"peak_memory_bytes", 1},
                        {"error", ""}});
   }
@@ -1001,13 +1007,17 @@ TEST(Devices, AJobsConfigurationsArePredictedOnATopology) {
   }
   ASSERT_FALSE(answer.is_null());
   ASSERT_EQ(answer["targets"].size(), 2u) << answer.dump();
-  // On the worker's own class: its 3 measured epochs of 64 samples at its probe's step.
+  // On the worker's own class: its 3 measured epochs of 64 samples at its probe's step,
+  // with Adam's update in place of SGD's (the job searches Adam only).
   const json& here = answer["targets"][0]["ranked"];
   ASSERT_EQ(here.size(), 1u) << answer.dump();
   const int batch = a["config"]["batch_size"].get<int>();
   const int steps = (64 + batch - 1) / batch;
+  ASSERT_EQ(a["config"]["optimizer"], "adam");
+  const double adam_extra_s = 0.001;
   EXPECT_TRUE(here[0]["terms"]["epochs"]["measured"].get<bool>());
-  EXPECT_NEAR(here[0]["tta_s"]["value"].get<double>(), 3 * steps * 0.004 * batch / 16, 1e-9)
+  EXPECT_NEAR(here[0]["tta_s"]["value"].get<double>(),
+              3 * steps * (0.004 * batch / 16 + adam_extra_s), 1e-9)
       << here.dump();
   // Beside it, what the class measured: 3 epochs of 0.5 s to the target.
   EXPECT_DOUBLE_EQ(here[0]["measured_tta_s"].get<double>(), 1.5) << here.dump();

@@ -546,7 +546,7 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   probe.model = "resnet18";
   probe.input = "3x32x32";
   probe.measured_at = 100.0;
-  probe.batches = {{16, true, 12.5, int64_t{1} << 30, "", 4.0, 7.5, 1.0},
+  probe.batches = {{16, true, 12.5, int64_t{1} << 30, "", 4.0, 7.5, 1.0, 1.5},
                    {32, true, 23.0, int64_t{3} << 30, ""},
                    {64, false, 0.0, 0, "out of memory"}};
   ASSERT_TRUE(store->UpsertDeviceProbe(probe).ok());
@@ -574,6 +574,9 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   EXPECT_EQ(got.batches[0].backward_ms, 7.5);
   EXPECT_EQ(got.batches[0].optimizer_ms, 1.0);
   EXPECT_EQ(got.batches[1].forward_ms, 0.0);
+  // Adam's optimizer part (migration 13).
+  EXPECT_EQ(got.batches[0].adam_optimizer_ms, 1.5);
+  EXPECT_EQ(got.batches[1].adam_optimizer_ms, 0.0);
 }
 
 TEST(Storage, UpsertWorkerInsertsThenUpdates) {

@@ -430,7 +430,12 @@ TEST(DeviceProbe, EachSizeThatFitsGetsTheStepOfItsMedianRoundAndIsProbedOnce) {
     // The parts come from the same round (or the same two), so they add up to the step.
     EXPECT_NEAR(b.forward_ms + b.backward_ms + b.optimizer_ms, b.step_ms, 1e-9 * b.step_ms);
     EXPECT_GT(b.peak_memory_bytes, 0);
+    // Adam's update does about three times momentum SGD's work per weight (two moments, a
+    // square root, a division); its extra is timed once, whatever the batch.
+    EXPECT_GT(b.adam_optimizer_ms, b.optimizer_ms);
   }
+  EXPECT_NEAR(first->batches[0].adam_optimizer_ms - first->batches[0].optimizer_ms,
+              first->batches[1].adam_optimizer_ms - first->batches[1].optimizer_ms, 1e-9);
   // A second probe of the same sizes is answered from the first, not timed again.
   request.batch_sizes = {8, 16, 32};
   StatusOr<DeviceProbe> again = prober.Probe(request);

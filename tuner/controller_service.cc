@@ -200,6 +200,12 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
       for (const ClassProbe::Batch& b : p.batches) {
         if (b.fits && b.step_ms > 0) {
           input.profile.push_back({c.name, 1, 1, b.batch_size, b.step_ms / 1000.0, 0.0});
+          // The same step with Adam's update, where the class measured it.
+          const double adam_ms = b.step_ms - b.optimizer_ms + b.adam_optimizer_ms;
+          if (b.adam_optimizer_ms > 0 && adam_ms > 0) {
+            input.profile.push_back(
+                {c.name, 1, 1, b.batch_size, adam_ms / 1000.0, 0.0, Optimizer::kAdam});
+          }
         }
         // Batches ascend: the first that does not fit bounds the class's memory.
         if (!b.fits && input.no_fit_batch.count(c.name) == 0) {

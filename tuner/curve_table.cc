@@ -15,6 +15,7 @@ std::vector<std::string> SplitCsvLine(const std::string& line) {
   std::stringstream in(line);
   std::string field;
   while (std::getline(in, field, ',')) fields.push_back(field);
+  if (!line.empty() && line.back() == ',') fields.emplace_back();  // an empty last field
   return fields;
 }
 

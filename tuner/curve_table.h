@@ -16,7 +16,8 @@
 
 namespace topotune {
 
-// The comma-separated fields of one CSV line (no quoting: the tables have none).
+// The comma-separated fields of one CSV line (no quoting: the tables have none); "a,b,"
+// has three, the last empty.
 std::vector<std::string> SplitCsvLine(const std::string& line);
 
 class CurveTable {

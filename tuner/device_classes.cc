@@ -60,7 +60,7 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
       b.workers = static_cast<int>(measured.size());
       b.fits =
           std::all_of(measured.begin(), measured.end(), [](const BatchProbe& m) { return m.fits; });
-      std::vector<double> steps, forward, backward, optimizer;
+      std::vector<double> steps, forward, backward, optimizer, adam_optimizer;
       for (const BatchProbe& m : measured) {
         if (!m.fits) continue;
         steps.push_back(m.step_ms);
@@ -69,12 +69,14 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
           backward.push_back(m.backward_ms);
           optimizer.push_back(m.optimizer_ms);
         }
+        if (m.adam_optimizer_ms > 0) adam_optimizer.push_back(m.adam_optimizer_ms);
         b.peak_memory_bytes = std::max(b.peak_memory_bytes, m.peak_memory_bytes);
       }
       b.step_ms = Median(steps);
       b.forward_ms = Median(forward);
       b.backward_ms = Median(backward);
       b.optimizer_ms = Median(optimizer);
+      b.adam_optimizer_ms = Median(adam_optimizer);
       if (b.fits) {
         probe.max_batch_size = batch_size;
         if (b.step_ms > 0) samples.push_back({batch_size, b.step_ms});

@@ -26,8 +26,9 @@ struct ClassProbe {
     double forward_ms = 0.0;
     double backward_ms = 0.0;
     double optimizer_ms = 0.0;
-    int64_t peak_memory_bytes = 0;  ///< the largest among them
-    int workers = 0;                ///< how many workers probed it
+    double adam_optimizer_ms = 0.0;  ///< the median over the workers that measured it
+    int64_t peak_memory_bytes = 0;   ///< the largest among them
+    int workers = 0;                 ///< how many workers probed it
   };
   std::string model;
   std::string input;

@@ -159,6 +159,9 @@ StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& t
                                                             const std::string& name) {
   static const char* kHeader =
       "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds";
+  static const char* kHeaderWithOptimizer =
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds,optimizer";
+  size_t fields = 6;
   std::vector<PlacementMeasurement> rows;
   std::stringstream in(text);
   std::string line;
@@ -170,17 +173,27 @@ StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& t
     if (line.empty() || line[0] == '#') continue;
     const std::string where = name + ":" + std::to_string(number);
     if (!header) {
-      if (line != kHeader) {
+      if (line != kHeader && line != kHeaderWithOptimizer) {
         return Status::InvalidArgument(where + ": expected the header '" + std::string(kHeader) +
-                                       "'");
+                                       "', optionally with ',optimizer'");
       }
+      fields = line == kHeader ? 6 : 7;
       header = true;
       continue;
     }
     const std::vector<std::string> f = SplitCsvLine(line);
-    if (f.size() != 6) return Status::InvalidArgument(where + ": expected 6 fields");
+    if (f.size() != fields) {
+      return Status::InvalidArgument(where + ": expected " + std::to_string(fields) + " fields");
+    }
     PlacementMeasurement m;
     m.device_class = f[0];
+    if (fields == 7 && !f[6].empty()) {
+      m.optimizer = ParseOptimizer(f[6]);
+      if (!m.optimizer) {
+        return Status::InvalidArgument(where + ": optimizer must be 'sgd', 'adam' or empty, got '" +
+                                       f[6].substr(0, 20) + "'");
+      }
+    }
     try {
       size_t used = 0;
       auto whole = [&](const std::string& s) {
@@ -433,18 +446,34 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
   for (const Target& target : input.targets) {
     TargetPlan plan;
     plan.target = target;
-    // Compute step times of the class.
+    // Compute step times of the class: its rows of one device, and those that name an
+    // optimizer fitted for that optimizer alone. Adam's update does more work per weight
+    // than momentum SGD's (two moment buffers, a square root and a division), a per-step
+    // cost that weighs most at small batches.
     std::vector<StepSample> samples;
+    std::map<Optimizer, std::vector<StepSample>> tagged;
     for (const PlacementMeasurement& m : input.profile) {
       if (m.device_class == target.device_class && m.nodes == 1 && m.devices_per_node == 1) {
-        samples.push_back({m.local_batch, m.step_seconds});
+        if (m.optimizer) {
+          tagged[*m.optimizer].push_back({m.local_batch, m.step_seconds});
+        } else {
+          samples.push_back({m.local_batch, m.step_seconds});
+        }
+      }
+    }
+    if (samples.empty()) {
+      for (const auto& [optimizer, rows] : tagged) {
+        samples.insert(samples.end(), rows.begin(), rows.end());
       }
     }
     std::string step_from = "profile";
-    // From the curves' own seconds, a fit per optimizer too: Adam's update does more work
-    // per weight than momentum SGD's (two moment buffers, a square root and a division),
-    // a per-step cost that weighs most at small batches.
+    std::string of_rows = "'s rows";
     std::map<Optimizer, StepTimeModel> step_of_optimizer;
+    for (const auto& [optimizer, rows] : tagged) {
+      StatusOr<StepTimeModel> fit = StepTimeModel::Fit(rows);
+      if (fit.ok()) step_of_optimizer.emplace(optimizer, *fit);
+    }
+    // From the curves' own seconds, a fit per optimizer too.
     if (samples.empty() && !input.curves_class.empty() &&
         input.curves_class == target.device_class) {
       std::map<Optimizer, std::vector<StepSample>> by_optimizer;
@@ -463,6 +492,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         if (fit.ok()) step_of_optimizer.emplace(optimizer, *fit);
       }
       step_from = "the curves' epoch seconds";
+      of_rows = "'s runs";
     }
     StatusOr<StepTimeModel> step = StepTimeModel::Fit(samples);
     if (!step.ok()) {
@@ -674,7 +704,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         planned.cost = *cost;
         planned.epochs_from = cand.from;
         const std::string of_optimizer =
-            per_optimizer ? std::string(", ") + OptimizerName(c.optimizer) + "'s runs" : "";
+            per_optimizer ? std::string(", ") + OptimizerName(c.optimizer) + of_rows : "";
         planned.step_from =
             sync_measured ? "measured at this placement"
             : cost->step_compute.measured

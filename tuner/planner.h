@@ -31,12 +31,13 @@
 //    cold), and BatchScaling describes the best-tuned epochs only. Where no recorded rates
 //    surround the equivalent one, the same rate scaled by BatchScaling as above;
 //  - compute step time from the target class's profile rows of one device
-//    (StepTimeModel); a class with no such row but whose name is the table's recording
-//    device uses the table's own epoch seconds / steps per epoch, fitted per optimizer
-//    where it was recorded at two batch sizes or more (Adam's step costs more). For a data-parallel
-//    placement with rows of its own (nodes, devices): at the measured local batch, its
-//    step less its sync, measured; at another, the class's step times the median slowdown
-//    of those rows ((step - sync) / the class's step alone at their batch), predicted;
+//    (StepTimeModel), fitted per optimizer where rows name one (a probe's Adam step: its
+//    SGD step with Adam's update in place of SGD's); a class with no such row but whose name is the
+//    table's recording device uses the table's own epoch seconds / steps per epoch, fitted per
+//    optimizer where it was recorded at two batch sizes or more (Adam's step costs more). For a
+//    data-parallel placement with rows of its own (nodes, devices): at the measured local batch,
+//    its step less its sync, measured; at another, the class's step times the median slowdown of
+//    those rows ((step - sync) / the class's step alone at their batch), predicted;
 //  - warm-up: a trial's first epoch takes longer than its others (allocations, kernel
 //    set-up, first touches). The median excess over the table's curves, in steps of the
 //    steady step (about 7 on this machine's LeNet tables, at every batch size), is charged
@@ -65,7 +66,11 @@ namespace topotune {
 
 // One measured placement (a row of PROFILE.csv): the median step of `local_batch` on
 // nodes x devices_per_node devices of a class (the whole step, its synchronisation
-// included: topotune-worker dp-probe's step_s), and that synchronisation's seconds.
+// included: topotune-worker dp-probe's step_s), and that synchronisation's seconds. A row
+// of one device may name the optimizer whose step it timed (PROFILE.csv's optional
+// `optimizer` column: a probe's step_ms is momentum SGD's, and step_ms - optimizer_ms +
+// adam_optimizer_ms is Adam's); the class's configurations of that optimizer then take
+// their step from those rows alone, the others from the rows that name none.
 struct PlacementMeasurement {
   std::string device_class;
   int nodes = 1;
@@ -73,6 +78,7 @@ struct PlacementMeasurement {
   int local_batch = 0;
   double step_seconds = 0.0;
   double sync_seconds = 0.0;
+  std::optional<Optimizer> optimizer = std::nullopt;  ///< none: any optimizer
 };
 
 struct PlanInput {
@@ -158,7 +164,8 @@ std::map<std::string, std::map<std::tuple<int, double, Optimizer>, double>> Meas
 std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& plans);
 
 // Parses PROFILE.csv: the header
-// device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds and one row per
+// device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds, optionally with
+// ",optimizer" ("sgd", "adam" or empty; it counts for rows of one device), and one row per
 // measured placement; '#' lines are comments. Errors name the line.
 StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
                                                             const std::string& name);

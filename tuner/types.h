@@ -250,6 +250,10 @@ struct BatchProbe {
   double forward_ms = 0.0;
   double backward_ms = 0.0;
   double optimizer_ms = 0.0;
+  // The optimizer part as it is with Adam in place of momentum SGD: optimizer_ms plus what
+  // Adam's update takes beyond SGD's (0 from workers that do not measure it). A step with
+  // Adam is step_ms - optimizer_ms + adam_optimizer_ms.
+  double adam_optimizer_ms = 0.0;
 };
 
 // A worker's probe of one model on one input shape ("3x32x32").

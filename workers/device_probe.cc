@@ -29,26 +29,28 @@ struct StepSeconds {
   double total() const { return forward + backward + optimizer; }
 };
 
+// The time once the device has finished the work queued so far.
+Clock::time_point DeviceNow(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+  return Clock::now();
+}
+
 // One training step of `model` on a batch. On a GPU each part is synchronised before it is
 // timed, so the parts add up to the step.
 StepSeconds Step(ImageClassifierImpl& model, torch::optim::Optimizer& optimizer,
                  const torch::Tensor& images, const torch::Tensor& labels,
                  const torch::Device& device) {
-  auto now = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize();
-    return Clock::now();
-  };
   auto seconds = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
   };
-  const auto t0 = now();
+  const auto t0 = DeviceNow(device);
   torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(images), labels);
-  const auto t1 = now();
+  const auto t1 = DeviceNow(device);
   loss.backward();
-  const auto t2 = now();
+  const auto t2 = DeviceNow(device);
   optimizer.step();
   DropGradients(model);
-  const auto t3 = now();
+  const auto t3 = DeviceNow(device);
   return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3)};
 }
 
@@ -88,9 +90,13 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
   const double round_s = request.min_timed_s / rounds;
   const int round_steps = (std::max(1, request.timed_steps) + rounds - 1) / rounds;
   // One model and optimizer for every batch size (their size does not depend on it), made
-  // at the first batch size probed. Momentum SGD, as training's default.
+  // at the first batch size probed. Momentum SGD, as training's default. The update times
+  // below have their own SGD and Adam with a learning rate of 0: the same work per update,
+  // and thousands of updates with one gradient leave the weights as they were.
   std::shared_ptr<ImageClassifierImpl> model;
   std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<torch::optim::SGD> sgd_update;
+  std::unique_ptr<torch::optim::Adam> adam_update;
   // One round of one batch size: random data made outside the timing, `warmup` untimed
   // steps, then steps until round_s seconds and round_steps steps are timed. Throws what
   // LibTorch throws.
@@ -111,6 +117,38 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       ++steps;
     }
     return StepSeconds{timed.forward / steps, timed.backward / steps, timed.optimizer / steps};
+  };
+  // What Adam's update costs beyond momentum SGD's, once per round: neither depends on the
+  // batch size, only on the weights. The gradients of one backward pass at `batch_size`
+  // stay while each optimizer updates the weights over and over for half a round, the
+  // block's wall time over its updates (a block spans CFS periods, so a CPU quota counts as
+  // it does in training). Throws what LibTorch throws.
+  std::vector<double> adam_extra_s;  // per round: Adam's update - SGD's
+  auto time_updates = [&](int batch_size) {
+    const torch::Tensor images =
+        torch::randn({batch_size, input.channels, input.height, input.width}, device);
+    const torch::Tensor labels =
+        torch::randint(input.num_classes, {batch_size},
+                       torch::TensorOptions().dtype(torch::kInt64).device(device));
+    DropGradients(*model);
+    torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+    auto block = [&](torch::optim::Optimizer& o) {
+      o.step();  // untimed: a first update after the other optimizer's
+      const double block_s = round_s / 2;
+      const Clock::time_point begin = DeviceNow(device);
+      int updates = 0;
+      double elapsed = 0.0;
+      while (updates < 2 || elapsed < block_s) {
+        o.step();
+        ++updates;
+        elapsed = std::chrono::duration<double>(DeviceNow(device) - begin).count();
+      }
+      return elapsed / updates;
+    };
+    const double sgd_s = block(*sgd_update);
+    const double adam_s = block(*adam_update);
+    DropGradients(*model);
+    adam_extra_s.push_back(adam_s - sgd_s);
   };
 
   std::vector<int> sizes = request.batch_sizes;
@@ -146,6 +184,10 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
         model->train();
         optimizer = std::make_unique<torch::optim::SGD>(
             model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+        sgd_update = std::make_unique<torch::optim::SGD>(
+            model->parameters(), torch::optim::SGDOptions(0.0).momentum(0.9));
+        adam_update = std::make_unique<torch::optim::Adam>(model->parameters(),
+                                                           torch::optim::AdamOptions(0.0));
       }
       // Two warm-up steps: allocations, caches, the optimizer's state.
       timed[i].push_back(time_round(batch_size, /*warmup=*/2));
@@ -174,6 +216,20 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
     }
     results.push_back(b);
   }
+  // The smallest size timed now: where the update times are taken (any size would do).
+  int update_batch = 0;
+  for (size_t i = 0; i < sizes.size() && update_batch == 0; ++i) {
+    if (!cached[i] && results[i].fits) update_batch = sizes[i];
+  }
+  auto time_updates_once = [&] {
+    if (update_batch == 0) return;
+    try {
+      time_updates(update_batch);
+    } catch (const std::exception&) {
+      // The sizes' steps are measured; Adam's extra is then the rounds that have it.
+    }
+  };
+  time_updates_once();
   // The other rounds cycle through the sizes that fit, one untimed step after each switch,
   // so that a spell of slowness on a shared machine falls on every size alike, not on the
   // one probed then; the median round discards a spell that slows fewer than half of them.
@@ -186,6 +242,17 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
         // It fitted in the first round: keep the rounds it has.
       }
     }
+    time_updates_once();
+  }
+  // Adam does more per weight than momentum SGD (two moments, a square root, a division):
+  // a negative median is noise, so 0.
+  double adam_extra_ms = 0.0;
+  if (!adam_extra_s.empty()) {
+    std::sort(adam_extra_s.begin(), adam_extra_s.end());
+    const size_t n = adam_extra_s.size();
+    const double median =
+        n % 2 == 1 ? adam_extra_s[n / 2] : (adam_extra_s[n / 2 - 1] + adam_extra_s[n / 2]) / 2;
+    adam_extra_ms = std::max(0.0, median) * 1000.0;
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
     BatchProbe& b = results[i];
@@ -195,6 +262,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       b.forward_ms = median.forward * 1000.0;
       b.backward_ms = median.backward * 1000.0;
       b.optimizer_ms = median.optimizer * 1000.0;
+      b.adam_optimizer_ms = b.optimizer_ms + adam_extra_ms;
     }
     // A size larger than one that did not fit is not cached: a later probe may retry it.
     const bool retry_later = !b.fits && b.error.rfind("larger than", 0) == 0;
