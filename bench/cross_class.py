@@ -3,7 +3,8 @@
 another class plus the edge's probe alone?
 
     bench/cross_class.py [--workdir DIR] [--quota 0.25] [--top 5] [--epochs 30] [--seeds 1]
-                         [--top-seeds N [--candidates M]] [--probe-seconds 2] [--reprobe]
+                         [--top-seeds N [--candidates M]] [--probe-seconds 2]
+                         [--reprobe | --interleave]
                          [--batch-sizes 16,64,256]
 
 1. The "cloud" class (this machine, 2 threads) records a grid with real training:
@@ -29,7 +30,11 @@ another class plus the edge's probe alone?
    that configuration is predicted from the fresh probe, the first probe's prediction
    printed beside it: a test of whether a probe closer in time follows the edge's drift
    on a shared machine (up to 30% within minutes). In session 21 it did not: one fresh
-   probe was itself 29-42% slow (bench/RESULTS.md).
+   probe was itself 29-42% slow (bench/RESULTS.md). With --interleave the edge trains the
+   top configurations in one process, seed by seed (record-replay --configs: every
+   configuration's first seed, then every one's second, ...), so that a spell of slowness
+   during the training falls on all of them alike; without it, each configuration's seeds
+   run together and a spell lands on whichever runs then (session 25's run i).
 
 With SEEDS > 1 a configuration's time-to-accuracy, on either class, is the mean over its
 seeds of each seed's seconds to the target, defined only when every seed reaches it (as
@@ -171,12 +176,18 @@ def main():
                     help="probe the edge again just before each configuration trains there, "
                          "and predict that configuration from the fresh probe (the first "
                          "probe's prediction is printed beside it)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="the edge trains the top configurations seed by seed in one process "
+                         "(record-replay --configs), so that a spell of slowness on the "
+                         "machine falls on all of them alike, not on the one training then")
     ap.add_argument("--probe-seconds", type=float, default=2.0,
                     help="seconds timed per batch size by each probe (the edge's before and "
                          "after its training, the cloud's)")
     ap.add_argument("--batch-sizes", default="16,64,256", help="the cloud's grid")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args()
+    if args.interleave and args.reprobe:
+        ap.error("--interleave trains every configuration in one process: no probe between them")
     build = os.path.join(REPO, "build")
     worker = os.path.join(build, "workers/topotune-worker")
     topotune = os.path.join(build, "api/topotune")
@@ -278,14 +289,38 @@ def main():
         prediction = predict(profile)
         sgd_step_prediction = predict(profile.replace(".csv", "-sgd-step.csv"))
         # Then the edge trains the top configurations for real.
+        def edge_epochs(key):
+            return min(args.epochs, int(measured_cloud[key][2] * 1.5) + 2)
+
+        def edge_out(key):
+            b, lr, o = key
+            return os.path.join(work, f"edge-{b}-{lr}-{o}.csv")
+
+        trained = [k for k in top if measured_cloud[k] is not None]
+        if args.interleave and not all(os.path.exists(edge_out(k)) for k in trained):
+            together = os.path.join(work, "edge-seed-by-seed.csv")
+            run(quota.wrap([worker, "record-replay", "--out", together, "--data", data,
+                            "--model", "lenet", "--configs",
+                            ",".join(f"{b}:{lr!r}:{o}:{edge_epochs((b, lr, o))}"
+                                     for b, lr, o in trained),
+                            "--seeds", seeds, "--threads", "1"]))
+            # One file per configuration, as the runs one at a time write them.
+            with open(together) as f:
+                lines = f.readlines()
+            head = [l for l in lines if l.startswith("#") or l.startswith("batch_size,")]
+            for b, lr, o in trained:
+                with open(edge_out((b, lr, o)), "w") as g:
+                    g.writelines(head)
+                    g.writelines(l for l in lines if not l.startswith("#") and
+                                 l.split(",")[:3] == [str(b), f"{lr:.6g}", o])
         rows = []
         for key in top:
             b, lr, o = key
             if measured_cloud[key] is None:  # a seed added by --top-seeds never reaches it
                 rows.append({"config": [b, lr, o], "cloud_tta_s": None})
                 continue
-            epochs = min(args.epochs, int(measured_cloud[key][2] * 1.5) + 2)
-            out = os.path.join(work, f"edge-{b}-{lr}-{o}.csv")
+            epochs = edge_epochs(key)
+            out = edge_out(key)
             fresh = None
             if args.reprobe:
                 # The edge probed again just before this configuration trains there, and

@@ -96,14 +96,19 @@ std::vector<std::string> RecordedOrder(const ReplayGrid& grid, const std::string
   return order;
 }
 
-TEST(ReplayRecorder, ShuffledOrderRunsTheSameGridInAReproducibleOtherOrder) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("topotune-replay-order-" + std::to_string(getpid()));
+// A fresh folder named `prefix` + pid with a 64-image shapes dataset in shapes/.
+fs::path TinyShapes(const std::string& prefix) {
+  const fs::path dir = fs::temp_directory_path() / (prefix + std::to_string(getpid()));
   fs::remove_all(dir);
   ShapesOptions data;
   data.train_samples = 64;
   data.test_samples = 32;
-  ASSERT_TRUE(WriteShapesDataset((dir / "shapes").string(), data).ok());
+  EXPECT_TRUE(WriteShapesDataset((dir / "shapes").string(), data).ok());
+  return dir;
+}
+
+TEST(ReplayRecorder, ShuffledOrderRunsTheSameGridInAReproducibleOtherOrder) {
+  const fs::path dir = TinyShapes("topotune-replay-order-");
   ReplayGrid grid;
   grid.data_dir = (dir / "shapes").string();
   grid.batch_sizes = {16, 32, 64};
@@ -135,6 +140,38 @@ TEST(ReplayRecorder, ShuffledOrderRunsTheSameGridInAReproducibleOtherOrder) {
   fs::remove_all(dir);
 }
 
+// A list of configurations runs seed by seed, each for its own epochs, in place of the grid.
+TEST(ReplayRecorder, AListOfConfigurationsRunsSeedBySeedEachForItsEpochs) {
+  const fs::path dir = TinyShapes("topotune-replay-configs-");
+  ReplayGrid grid;
+  grid.data_dir = (dir / "shapes").string();
+  grid.configs = {{32, 1e-3, Optimizer::kAdam, 2}, {16, 1e-2, Optimizer::kSgd, 0}};
+  grid.seeds = {0, 1};
+  grid.epochs = 1;
+  const std::string csv = (dir / "table.csv").string();
+  EXPECT_EQ(RecordedOrder(grid, csv),
+            (std::vector<std::string>{"bs=32 lr=0.001 adam seed 0", "bs=16 lr=0.01 sgd seed 0",
+                                      "bs=32 lr=0.001 adam seed 1", "bs=16 lr=0.01 sgd seed 1"}));
+  std::ifstream in(csv);
+  std::string line;
+  std::map<std::string, int> rows;  // "batch,optimizer" -> epochs recorded over both seeds
+  bool seed_by_seed = false;
+  while (std::getline(in, line)) {
+    if (line == "# order=seed by seed") seed_by_seed = true;
+    if (line.empty() || line[0] == '#' || line.rfind("batch_size", 0) == 0) continue;
+    std::stringstream row(line);
+    std::string batch, lr, optimizer;
+    std::getline(row, batch, ',');
+    std::getline(row, lr, ',');
+    std::getline(row, optimizer, ',');
+    ++rows[batch + "," + optimizer];
+  }
+  EXPECT_TRUE(seed_by_seed);
+  EXPECT_EQ(rows["32,adam"], 4);  // its own 2 epochs, 2 seeds
+  EXPECT_EQ(rows["16,sgd"], 2);   // the grid's 1
+  fs::remove_all(dir);
+}
+
 TEST(ReplayRecorder, RejectsAnEmptyGrid) {
   ReplayGrid grid;
   grid.data_dir = "x";
@@ -147,6 +184,18 @@ TEST(ReplayRecorder, RejectsAnEmptyGrid) {
   grid.shard = 2;
   grid.num_shards = 2;
   EXPECT_FALSE(ValidateReplayGrid(grid).ok());
+  // A list of configurations stands in for the grid's lists; each must be sane.
+  ReplayGrid listed;
+  listed.data_dir = "x";
+  listed.seeds = {0};
+  listed.configs = {{16, 0.1, Optimizer::kSgd, 0}};
+  EXPECT_TRUE(ValidateReplayGrid(listed).ok());
+  for (const ReplayConfig& bad :
+       {ReplayConfig{0, 0.1, Optimizer::kSgd, 0}, ReplayConfig{16, 0.0, Optimizer::kSgd, 0},
+        ReplayConfig{16, 0.1, Optimizer::kSgd, -1}}) {
+    listed.configs = {bad};
+    EXPECT_FALSE(ValidateReplayGrid(listed).ok());
+  }
 }
 
 }  // namespace

@@ -22,10 +22,17 @@ std::vector<double> LogSpaced(double lo, double hi, int n) {
 }
 
 Status ValidateReplayGrid(const ReplayGrid& grid) {
-  if (grid.batch_sizes.empty() || grid.learning_rates.empty() || grid.optimizers.empty() ||
-      grid.seeds.empty()) {
+  if (grid.seeds.empty() ||
+      (grid.configs.empty() &&
+       (grid.batch_sizes.empty() || grid.learning_rates.empty() || grid.optimizers.empty()))) {
     return Status::InvalidArgument(
         "a replay grid needs at least one batch size, learning rate, optimizer and seed");
+  }
+  for (const ReplayConfig& c : grid.configs) {
+    if (c.batch_size < 1 || !(c.lr > 0) || !std::isfinite(c.lr) || c.epochs < 0) {
+      return Status::InvalidArgument(
+          "a configuration needs a batch size >= 1, a learning rate > 0 and epochs >= 0");
+    }
   }
   for (int b : grid.batch_sizes) {
     if (b < 1) return Status::InvalidArgument("batch sizes must be >= 1");
@@ -56,7 +63,10 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
       << "# epochs=" << grid.epochs << "\n"
       << "# shard=" << grid.shard << "/" << grid.num_shards << "\n"
       << "# order="
-      << (grid.shuffle_seed ? "shuffled:" + std::to_string(*grid.shuffle_seed) : "grid") << "\n"
+      << (grid.shuffle_seed       ? "shuffled:" + std::to_string(*grid.shuffle_seed)
+          : !grid.configs.empty() ? "seed by seed"
+                                  : "grid")
+      << "\n"
       << "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
   out.flush();
   struct RunKey {
@@ -64,12 +74,24 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
     double lr;
     Optimizer optimizer;
     uint64_t seed;
+    int epochs;
   };
   std::vector<RunKey> runs;
-  for (int batch_size : grid.batch_sizes) {
-    for (double lr : grid.learning_rates) {
-      for (Optimizer optimizer : grid.optimizers) {
-        for (uint64_t seed : grid.seeds) runs.push_back({batch_size, lr, optimizer, seed});
+  if (grid.configs.empty()) {
+    for (int batch_size : grid.batch_sizes) {
+      for (double lr : grid.learning_rates) {
+        for (Optimizer optimizer : grid.optimizers) {
+          for (uint64_t seed : grid.seeds) {
+            runs.push_back({batch_size, lr, optimizer, seed, grid.epochs});
+          }
+        }
+      }
+    }
+  } else {
+    for (uint64_t seed : grid.seeds) {
+      for (const ReplayConfig& c : grid.configs) {
+        runs.push_back(
+            {c.batch_size, c.lr, c.optimizer, seed, c.epochs > 0 ? c.epochs : grid.epochs});
       }
     }
   }
@@ -100,7 +122,7 @@ Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::st
     request.config = {batch_size, lr, optimizer};
     request.momentum = grid.momentum;
     request.seed = seed;
-    request.end_epoch = grid.epochs;
+    request.end_epoch = run.epochs;
     request.target_accuracy = 2.0;  // never stop early: record whole curves
     char lr_text[32];
     std::snprintf(lr_text, sizeof(lr_text), "%.6g", lr);

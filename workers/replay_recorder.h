@@ -25,6 +25,14 @@ namespace topotune {
 
 class Trainer;
 
+// One configuration of a list (ReplayGrid::configs), with its own number of epochs.
+struct ReplayConfig {
+  int batch_size = 0;
+  double lr = 0.0;
+  Optimizer optimizer = Optimizer::kSgd;
+  int epochs = 0;  ///< 0: the grid's
+};
+
 struct ReplayGrid {
   std::string model = "lenet";
   std::string data_format = "cifar10-bin";
@@ -44,12 +52,21 @@ struct ReplayGrid {
   // speed drifts over an hour's recording; in grid order the drift lands on the last batch
   // sizes and reads as a property of the batch. Shards split the shuffled order.
   std::optional<uint64_t> shuffle_seed;
+  // A list of configurations to run in place of the grid (batch_sizes x learning_rates x
+  // optimizers), seed by seed: every configuration's first seed, then every one's second,
+  // and so on. A spell of slowness on a shared machine then falls on every configuration
+  // alike, not on the one that ran then (a comparison of their seconds across classes reads
+  // it as that configuration's).
+  std::vector<ReplayConfig> configs;
 };
 
-// Checks a grid: every list non-empty, epochs >= 1, shard in [0, num_shards).
+// Checks a grid: every list non-empty (batch sizes, learning rates and optimizers, or the
+// configurations), batch sizes >= 1, learning rates > 0, epochs >= 1, shard in
+// [0, num_shards).
 Status ValidateReplayGrid(const ReplayGrid& grid);
 
-// Runs the grid's runs of this shard (in grid order, or shuffled) and writes the table to `out_csv`
+// Runs the grid's runs of this shard (in grid order, seed by seed for a list of
+// configurations, or shuffled) and writes the table to `out_csv`
 // (the comment header, the column header, then rows, flushed after every run). `device` names the
 // recording device in the header. `log` hears one line per run.
 Status RecordReplayTable(const ReplayGrid& grid, Trainer& trainer, const std::string& device,

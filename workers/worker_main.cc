@@ -91,6 +91,32 @@ topotune::Optimizer ParseOptimizerOrThrow(const std::string& s) {
   return *o;
 }
 
+// BATCH:LR:OPT[:EPOCHS], e.g. 64:0.001:adam:24.
+topotune::ReplayConfig ParseReplayConfig(const std::string& s) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t colon = s.find(':'); colon != std::string::npos; colon = s.find(':', start)) {
+    parts.push_back(s.substr(start, colon - start));
+    start = colon + 1;
+  }
+  parts.push_back(s.substr(start));
+  if (parts.size() < 3 || parts.size() > 4) {
+    throw std::invalid_argument("a configuration is BATCH:LR:OPT[:EPOCHS]");
+  }
+  topotune::ReplayConfig c;
+  size_t used = 0;
+  c.batch_size = std::stoi(parts[0], &used);
+  if (used != parts[0].size()) throw std::invalid_argument(parts[0]);
+  c.lr = std::stod(parts[1], &used);
+  if (used != parts[1].size()) throw std::invalid_argument(parts[1]);
+  c.optimizer = ParseOptimizerOrThrow(parts[2]);
+  if (parts.size() == 4) {
+    c.epochs = std::stoi(parts[3], &used);
+    if (used != parts[3].size()) throw std::invalid_argument(parts[3]);
+  }
+  return c;
+}
+
 int RecordUsage(const std::string& error) {
   std::fprintf(stderr,
                "topotune-worker record-replay: %s\n"
@@ -99,10 +125,12 @@ int RecordUsage(const std::string& error) {
                "         [--batch-sizes 16,32,...] [--lrs 0.001,0.01,... | --lr-range LO:HI:N]\n"
                "         [--optimizers sgd,adam] [--seeds 0,1] [--epochs N] [--momentum M]\n"
                "         [--max-train N] [--max-val N] [--augment] [--threads N] [--shard I/N]\n"
-               "         [--shuffle SEED]\n"
+               "         [--shuffle SEED] [--configs BATCH:LR:OPT[:EPOCHS],...]\n"
                "Runs the whole grid with real training and writes the replay table. --shuffle\n"
                "runs it in a random order drawn from SEED, so that the machine's drift over the\n"
-               "recording does not land on the last batch sizes.\n",
+               "recording does not land on the last batch sizes. --configs runs these\n"
+               "configurations in place of the grid, seed by seed (every configuration's first\n"
+               "seed, then every one's second, ...), each for its EPOCHS (default --epochs).\n",
                error.c_str());
   return 2;
 }
@@ -157,6 +185,8 @@ int RecordReplayMain(int argc, char** argv) {
         grid.max_val_samples = std::stoll(value);
       } else if (arg == "--threads") {
         threads = std::stoi(value);
+      } else if (arg == "--configs") {
+        grid.configs = SplitList<topotune::ReplayConfig>(value, ParseReplayConfig);
       } else if (arg == "--shuffle") {
         grid.shuffle_seed = ParseSeed(value);
       } else if (arg == "--shard") {
