@@ -262,7 +262,8 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       b.forward_ms = median.forward * 1000.0;
       b.backward_ms = median.backward * 1000.0;
       b.optimizer_ms = median.optimizer * 1000.0;
-      b.adam_optimizer_ms = b.optimizer_ms + adam_extra_ms;
+      // 0 (not measured) where no update block completed.
+      if (!adam_extra_s.empty()) b.adam_optimizer_ms = b.optimizer_ms + adam_extra_ms;
     }
     // A size larger than one that did not fit is not cached: a later probe may retry it.
     const bool retry_later = !b.fits && b.error.rfind("larger than", 0) == 0;
