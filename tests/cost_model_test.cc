@@ -319,69 +319,127 @@ TEST(CostModel, TargetsThatCannotBeCostedSayWhy) {
 namespace topotune {
 namespace {
 
-// Classes whose steps at batch b take 1 + b/16 ms (cloud, probed at 16 and 64) and four
-// times that (edge, probed at 16 only, where 64 does not fit).
-std::vector<DeviceClassProfile> CloudAndEdge() {
-  WorkerRecord cloud, edge;
-  cloud.id = "c";
-  cloud.device.device_class = "cloud";
-  edge.id = "e";
-  edge.device.device_class = "edge";
-  DeviceProbe pc, pe;
-  pc.worker_id = "c";
-  pe.worker_id = "e";
-  pc.model = pe.model = "lenet";
-  pc.input = pe.input = "1x28x28";
-  pc.batches = {{16, true, 2.0, 0, ""}, {64, true, 5.0, 0, ""}};
-  pe.batches = {{16, true, 8.0, 0, ""}, {64, false, 0.0, 0, "out of memory"}};
-  return GroupByClass({cloud, edge}, {pc, pe});
-}
-
-TEST(DeviceClasses, TimeScalesAreTheReferencesStepOverTheDevicesWhereBothHaveOne) {
-  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
-  const std::map<int, double> on_edge =
-      TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32, 64});
-  ASSERT_EQ(on_edge.count(16), 1u);
-  EXPECT_DOUBLE_EQ(on_edge.at(16), 4.0);
-  // The edge has one step time, so its fit is proportional to the batch (8 ms / 16 x b);
-  // the cloud's at 32 is fitted on its two: 1 + 32/16 = 3 ms.
-  ASSERT_EQ(on_edge.count(32), 1u);
-  EXPECT_NEAR(on_edge.at(32), 16.0 / 3.0, 1e-9);
-  EXPECT_EQ(TimeScales(classes, "cloud", "cloud", "lenet", "1x28x28", {16}).at(16), 1.0);
-  // No probe of that input, or no such class: nothing to scale by.
-  EXPECT_TRUE(TimeScales(classes, "edge", "cloud", "lenet", "3x32x32", {16}).empty());
-  EXPECT_TRUE(TimeScales(classes, "jetson", "cloud", "lenet", "1x28x28", {16}).empty());
-}
-
-// A data-parallel target counts the class's compute step at the local batch plus the
-// ring's synchronisation; a federated one its round per epoch; one device, TimeScales.
-TEST(DeviceClasses, ASeveralDeviceTargetCountsItsWholeStepNotOnlyItsClasssCompute) {
-  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
+// Data-parallel over 4 cloud devices on 4 nodes, 8 Mbit/s and 1 ms between them.
+Target CloudRing() {
   Target ring;
   ring.name = "cloud-x4";
   ring.kind = Target::Kind::kDataParallel;
   ring.device_class = "cloud";
   ring.devices = 4;
   ring.nodes = 4;
-  ring.inter_node = {1e6, 0.001};  // 8 Mbit/s, 1 ms
+  ring.inter_node = {1e6, 0.001};
+  return ring;
+}
+
+// A class "cloud" of one worker that probed `cloud` and a class "edge" of one that probed
+// `edge`, both of lenet on 1x28x28.
+std::vector<DeviceClassProfile> CloudAndEdgeOf(std::vector<BatchProbe> cloud,
+                                               std::vector<BatchProbe> edge) {
+  WorkerRecord wc, we;
+  wc.id = "c";
+  wc.device.device_class = "cloud";
+  we.id = "e";
+  we.device.device_class = "edge";
+  DeviceProbe pc, pe;
+  pc.worker_id = "c";
+  pe.worker_id = "e";
+  pc.model = pe.model = "lenet";
+  pc.input = pe.input = "1x28x28";
+  pc.batches = std::move(cloud);
+  pe.batches = std::move(edge);
+  return GroupByClass({wc, we}, {pc, pe});
+}
+
+// Classes whose steps at batch b take 1 + b/16 ms (cloud, probed at 16 and 64) and four
+// times that (edge, probed at 16 only, where 64 does not fit).
+std::vector<DeviceClassProfile> CloudAndEdge() {
+  return CloudAndEdgeOf({{16, true, 2.0, 0, ""}, {64, true, 5.0, 0, ""}},
+                        {{16, true, 8.0, 0, ""}, {64, false, 0.0, 0, "out of memory"}});
+}
+
+TEST(DeviceClasses, TimeScalesAreTheReferencesStepOverTheDevicesWhereBothHaveOne) {
+  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
+  const std::map<int, double> on_edge =
+      TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32, 64}, Optimizer::kSgd);
+  ASSERT_EQ(on_edge.count(16), 1u);
+  EXPECT_DOUBLE_EQ(on_edge.at(16), 4.0);
+  // The edge has one step time, so its fit is proportional to the batch (8 ms / 16 x b);
+  // the cloud's at 32 is fitted on its two: 1 + 32/16 = 3 ms.
+  ASSERT_EQ(on_edge.count(32), 1u);
+  EXPECT_NEAR(on_edge.at(32), 16.0 / 3.0, 1e-9);
+  EXPECT_EQ(TimeScales(classes, "cloud", "cloud", "lenet", "1x28x28", {16}, Optimizer::kSgd).at(16),
+            1.0);
+  // No probe of that input, or no such class: nothing to scale by.
+  EXPECT_TRUE(
+      TimeScales(classes, "edge", "cloud", "lenet", "3x32x32", {16}, Optimizer::kSgd).empty());
+  EXPECT_TRUE(
+      TimeScales(classes, "jetson", "cloud", "lenet", "1x28x28", {16}, Optimizer::kSgd).empty());
+}
+
+// An Adam trial counts with Adam's step on both classes: each probed step with its update
+// swapped for Adam's, and a fitted step plus the class's median extra. A class that did not
+// time Adam's update gives SGD's step.
+TEST(DeviceClasses, AdamTrialsCountWithAdamsStepOnBothClasses) {
+  // Adam's update takes 0.5 ms more than SGD's on the cloud, 3 ms more on the edge.
+  const std::vector<DeviceClassProfile> classes = CloudAndEdgeOf(
+      {{16, true, 2.0, 0, "", 0.6, 1.2, 0.2, 0.7}, {64, true, 5.0, 0, "", 1.6, 3.2, 0.2, 0.7}},
+      {{16, true, 8.0, 0, "", 2.0, 5.0, 1.0, 4.0}, {64, false, 0.0, 0, "out of memory"}});
+  const std::map<int, double> adam =
+      TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32}, Optimizer::kAdam);
+  ASSERT_EQ(adam.size(), 2u);
+  EXPECT_NEAR(adam.at(16), (8.0 - 1.0 + 4.0) / (2.0 - 0.2 + 0.7), 1e-9);
+  // Fitted at 32: the edge's 8 / 16 x 32 ms and the cloud's 1 + 32 / 16 ms, each plus its
+  // extra.
+  EXPECT_NEAR(adam.at(32), (16.0 + 3.0) / (3.0 + 0.5), 1e-9);
+  // SGD's trials keep the probed steps.
+  EXPECT_NEAR(
+      TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16}, Optimizer::kSgd).at(16), 4.0,
+      1e-9);
+  const ClassProbe* edge_probe = FindProbe(classes[1], "lenet", "1x28x28");
+  ASSERT_NE(edge_probe, nullptr);
+  EXPECT_NEAR(StepMsAt(*edge_probe, 48, Optimizer::kAdam).value_or(0), 24.0 + 3.0, 1e-9);
+  EXPECT_NEAR(StepMsAt(*edge_probe, 48, Optimizer::kSgd).value_or(0), 24.0, 1e-9);
+  // A data-parallel target of the cloud class: its compute at the local batch is Adam's.
+  const Target ring = CloudRing();
+  Workload workload;
+  workload.model_bytes = 4000;  // the ring: 12 ms, as below
+  EXPECT_NEAR(
+      TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {64}, Optimizer::kAdam)
+          .at(64),
+      (2.5 + 12.0) / 5.5, 1e-6);
+  // Without Adam's update timed, Adam's scales are SGD's.
+  const std::vector<DeviceClassProfile> untimed = CloudAndEdge();
+  EXPECT_EQ(TimeScales(untimed, "edge", "cloud", "lenet", "1x28x28", {16, 32}, Optimizer::kAdam),
+            TimeScales(untimed, "edge", "cloud", "lenet", "1x28x28", {16, 32}, Optimizer::kSgd));
+}
+
+// A data-parallel target counts the class's compute step at the local batch plus the
+// ring's synchronisation; a federated one its round per epoch; one device, TimeScales.
+TEST(DeviceClasses, ASeveralDeviceTargetCountsItsWholeStepNotOnlyItsClasssCompute) {
+  const std::vector<DeviceClassProfile> classes = CloudAndEdge();
+  Target ring = CloudRing();
   Workload workload;
   workload.model_bytes = 4000;
   // Ring: 2 x 3/4 x 4000 B / 1e6 B/s + 2 x 3 x 1 ms = 12 ms. The cloud's step at 16 (64 / 4)
   // is 2 ms, its fit 1 + b/16 ms elsewhere: 8 = 32 / 4 gives 1.5 ms.
-  const std::map<int, double> dp =
-      TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {32, 64});
+  const std::map<int, double> dp = TargetTimeScales(classes, ring, workload, "cloud", "lenet",
+                                                    "1x28x28", {32, 64}, Optimizer::kSgd);
   ASSERT_EQ(dp.size(), 2u);
   EXPECT_NEAR(dp.at(64), (2.0 + 12.0) / 5.0, 1e-9);  // the device's own step at 64: 5 ms
   EXPECT_NEAR(dp.at(32), (1.5 + 12.0) / 3.0, 1e-9);  // and at 32, fitted: 3 ms
   // Half the synchronisation hidden: overlap x the shorter of compute and sync.
   ring.overlap = 0.5;
-  EXPECT_NEAR(TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {64}).at(64),
-              (2.0 + 12.0 - 0.5 * 2.0) / 5.0, 1e-9);
+  EXPECT_NEAR(
+      TargetTimeScales(classes, ring, workload, "cloud", "lenet", "1x28x28", {64}, Optimizer::kSgd)
+          .at(64),
+      (2.0 + 12.0 - 0.5 * 2.0) / 5.0, 1e-9);
   // From the edge (8 ms a step at 16): the cloud's fitted step at 4 (1 + 4/16 ms) and the
   // ring, over the edge's step.
   ring.overlap = 0.0;
-  EXPECT_NEAR(TargetTimeScales(classes, ring, workload, "edge", "lenet", "1x28x28", {16}).at(16),
-              (1.0 + 4.0 / 16.0 + 12.0) / 8.0, 1e-9);
+  EXPECT_NEAR(
+      TargetTimeScales(classes, ring, workload, "edge", "lenet", "1x28x28", {16}, Optimizer::kSgd)
+          .at(16),
+      (1.0 + 4.0 / 16.0 + 12.0) / 8.0, 1e-9);
 
   Target fed;
   fed.name = "edge-fedavg";
@@ -396,17 +454,22 @@ TEST(DeviceClasses, ASeveralDeviceTargetCountsItsWholeStepNotOnlyItsClasssComput
   // A client's shard: 160 samples, 10 steps of 16 at 8 ms, twice: 160 ms; the model's
   // trips: 2 x 4 ms + 2 x 8 ms = 24 ms. Per epoch (a round is 2): 92 ms, against the
   // cloud's 40 steps of 2 ms.
-  EXPECT_NEAR(TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}).at(16),
-              (160.0 + 24.0) / 2.0 / 80.0, 1e-9);
+  EXPECT_NEAR(
+      TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}, Optimizer::kSgd)
+          .at(16),
+      (160.0 + 24.0) / 2.0 / 80.0, 1e-9);
   // Without the number of samples there is no round to count: the client's compute step.
   workload.train_samples = 0;
   EXPECT_DOUBLE_EQ(
-      TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}).at(16), 4.0);
+      TargetTimeScales(classes, fed, workload, "cloud", "lenet", "1x28x28", {16}, Optimizer::kSgd)
+          .at(16),
+      4.0);
   // One device of a class is TimeScales of that class.
   Target one;
   one.device_class = "edge";
-  EXPECT_EQ(TargetTimeScales(classes, one, workload, "cloud", "lenet", "1x28x28", {16, 32}),
-            TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32}));
+  EXPECT_EQ(TargetTimeScales(classes, one, workload, "cloud", "lenet", "1x28x28", {16, 32},
+                             Optimizer::kSgd),
+            TimeScales(classes, "edge", "cloud", "lenet", "1x28x28", {16, 32}, Optimizer::kSgd));
 }
 
 }  // namespace

@@ -621,8 +621,21 @@ namespace {
 Placement ScaledPlacement(const std::string& worker, const JobSpec& spec, double scale) {
   Placement p;
   p.workers = {worker};
-  for (int b : spec.space.batch_sizes) p.time_scale[b] = scale;
+  for (Optimizer o : spec.space.optimizers) {
+    for (int b : spec.space.batch_sizes) p.time_scale[o][b] = scale;
+  }
   return p;
+}
+
+TEST(Placement, ATrialsTimeScaleIsItsOptimizersAtItsBatchOrOne) {
+  Placement p;
+  p.time_scale[Optimizer::kSgd] = {{32, 4.0}, {64, std::nan("")}};
+  p.time_scale[Optimizer::kAdam] = {{32, 3.5}};
+  EXPECT_DOUBLE_EQ(p.TimeScaleOf({32, 0.1, Optimizer::kSgd}), 4.0);
+  EXPECT_DOUBLE_EQ(p.TimeScaleOf({32, 0.1, Optimizer::kAdam}), 3.5);
+  EXPECT_DOUBLE_EQ(p.TimeScaleOf({64, 0.1, Optimizer::kSgd}), 1.0);   // not finite
+  EXPECT_DOUBLE_EQ(p.TimeScaleOf({64, 0.1, Optimizer::kAdam}), 1.0);  // none at 64
+  EXPECT_DOUBLE_EQ(Placement{}.TimeScaleOf({32, 0.1, Optimizer::kSgd}), 1.0);
 }
 
 TEST(JobEngine, SecondsCountOnTheReferenceClassWhicheverDeviceTrains) {

@@ -107,11 +107,19 @@ const ClassProbe* FindProbe(const DeviceClassProfile& c, const std::string& mode
   return nullptr;
 }
 
-std::optional<double> StepMsAt(const ClassProbe& probe, int batch) {
+std::optional<double> StepMsAt(const ClassProbe& probe, int batch, Optimizer optimizer) {
+  const bool adam = optimizer == Optimizer::kAdam;
+  std::vector<double> adam_extra;  // Adam's update - SGD's, over the batches that have it
   for (const ClassProbe::Batch& b : probe.batches) {
-    if (b.batch_size == batch && b.fits && b.step_ms > 0) return b.step_ms;
+    if (!b.fits || b.step_ms <= 0) continue;
+    if (b.batch_size == batch) {
+      const double adam_ms = b.step_ms - b.optimizer_ms + b.adam_optimizer_ms;
+      return adam && b.adam_optimizer_ms > 0 && adam_ms > 0 ? adam_ms : b.step_ms;
+    }
+    if (b.adam_optimizer_ms > 0) adam_extra.push_back(b.adam_optimizer_ms - b.optimizer_ms);
   }
-  const double fitted = probe.alpha_ms + probe.beta_ms * batch;
+  double fitted = probe.alpha_ms + probe.beta_ms * batch;
+  if (adam && !adam_extra.empty()) fitted += Median(adam_extra);
   if (probe.beta_ms > 0 && fitted > 0) return fitted;
   return std::nullopt;
 }
@@ -119,7 +127,7 @@ std::optional<double> StepMsAt(const ClassProbe& probe, int batch) {
 std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
                                  const std::string& reference, const std::string& device,
                                  const std::string& model, const std::string& input,
-                                 const std::vector<int>& batch_sizes) {
+                                 const std::vector<int>& batch_sizes, Optimizer optimizer) {
   std::map<int, double> scales;
   if (reference == device) {
     for (int b : batch_sizes) scales[b] = 1.0;
@@ -133,8 +141,8 @@ std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
   }
   if (ref == nullptr || dev == nullptr) return scales;
   for (int b : batch_sizes) {
-    const std::optional<double> r = StepMsAt(*ref, b);
-    const std::optional<double> d = StepMsAt(*dev, b);
+    const std::optional<double> r = StepMsAt(*ref, b, optimizer);
+    const std::optional<double> d = StepMsAt(*dev, b, optimizer);
     if (r && d) scales[b] = *r / *d;
   }
   return scales;
@@ -144,9 +152,9 @@ std::map<int, double> TargetTimeScales(const std::vector<DeviceClassProfile>& cl
                                        const Target& target, const Workload& workload,
                                        const std::string& device, const std::string& model,
                                        const std::string& input,
-                                       const std::vector<int>& batch_sizes) {
+                                       const std::vector<int>& batch_sizes, Optimizer optimizer) {
   const auto compute_only = [&] {
-    return TimeScales(classes, target.device_class, device, model, input, batch_sizes);
+    return TimeScales(classes, target.device_class, device, model, input, batch_sizes, optimizer);
   };
   const bool federated = target.kind == Target::Kind::kFederated;
   if (!OnSeveralDevices(target) || (federated && workload.train_samples < 1)) {
@@ -161,13 +169,14 @@ std::map<int, double> TargetTimeScales(const std::vector<DeviceClassProfile>& cl
   if (ref == nullptr || dev == nullptr) return {};
   std::vector<StepSample> samples;
   for (const ClassProbe::Batch& b : ref->batches) {
-    if (b.fits && b.step_ms > 0) samples.push_back({b.batch_size, b.step_ms / 1000.0});
+    const std::optional<double> ms = StepMsAt(*ref, b.batch_size, optimizer);
+    if (b.fits && ms) samples.push_back({b.batch_size, *ms / 1000.0});
   }
   StatusOr<StepTimeModel> step = StepTimeModel::Fit(samples);
   if (!step.ok()) return {};
   std::map<int, double> scales;
   for (int b : batch_sizes) {
-    const std::optional<double> device_ms = StepMsAt(*dev, b);
+    const std::optional<double> device_ms = StepMsAt(*dev, b, optimizer);
     if (!device_ms || b < 1) continue;
     const double device_step_s = *device_ms / 1000.0;
     Workload w = workload;

@@ -56,20 +56,25 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
 const ClassProbe* FindProbe(const DeviceClassProfile& c, const std::string& model,
                             const std::string& input);
 
-// A class's step time at `batch` (ms): measured where it probed that batch and it fit,
-// else alpha + beta x batch; nullopt where it has neither.
-std::optional<double> StepMsAt(const ClassProbe& probe, int batch);
+// A class's step time at `batch` (ms) with `optimizer`: measured where it probed that
+// batch and it fit, else alpha + beta x batch; nullopt where it has neither. The probe's
+// step is momentum SGD's. Adam's replaces SGD's update with Adam's where the class measured
+// it (adam_optimizer_ms): at that batch, or at a fitted one by the median extra over the
+// batches that have it. Where no batch has it, Adam's step is SGD's.
+std::optional<double> StepMsAt(const ClassProbe& probe, int batch, Optimizer optimizer);
 
 // How a trial's seconds on a device of class `device` count on class `reference`, per
-// batch size of `batch_sizes`: reference step time / device step time (1 when they are the
-// same class). Batch sizes that either class has no step time for are left out.
+// batch size of `batch_sizes`, for trials of `optimizer`: reference step time / device step
+// time (1 when they are the same class). Batch sizes that either class has no step time for
+// are left out.
 std::map<int, double> TimeScales(const std::vector<DeviceClassProfile>& classes,
                                  const std::string& reference, const std::string& device,
                                  const std::string& model, const std::string& input,
-                                 const std::vector<int>& batch_sizes);
+                                 const std::vector<int>& batch_sizes, Optimizer optimizer);
 
 // How a trial's seconds on a device of class `device` count on `target` (a job's reference
-// target, JobSpec::reference_target), per batch size: the target's seconds for what the
+// target, JobSpec::reference_target), per batch size, for trials of `optimizer` (both
+// classes' steps with its update, StepMsAt): the target's seconds for what the
 // device trains in one step at that batch / the device's step time. A trial of batch B
 // stands for the target training global batch B:
 //  - one device: TimeScales of the target's class;
@@ -86,6 +91,6 @@ std::map<int, double> TargetTimeScales(const std::vector<DeviceClassProfile>& cl
                                        const Target& target, const Workload& workload,
                                        const std::string& device, const std::string& model,
                                        const std::string& input,
-                                       const std::vector<int>& batch_sizes);
+                                       const std::vector<int>& batch_sizes, Optimizer optimizer);
 
 }  // namespace topotune

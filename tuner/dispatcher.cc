@@ -378,8 +378,12 @@ std::optional<Placement> Dispatcher::PlacementOf(
   const std::string key = ProbeKey(spec);
   auto input = w.probe_input.find(key);
   if (input == w.probe_input.end()) return placement;
-  placement.time_scale = TargetTimeScales(**classes, reference, spec.workload, device_class,
-                                          spec.model, input->second, spec.space.batch_sizes);
+  for (Optimizer optimizer : spec.space.optimizers) {
+    std::map<int, double> scales =
+        TargetTimeScales(**classes, reference, spec.workload, device_class, spec.model,
+                         input->second, spec.space.batch_sizes, optimizer);
+    if (!scales.empty()) placement.time_scale[optimizer] = std::move(scales);
+  }
   if (placement.time_scale.empty()) {
     for (const auto& [id, other] : workers_) {
       if (DeviceClassOf(other.record.device) == spec.reference_class &&

@@ -397,11 +397,7 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
-  auto scale = placement.time_scale.find(t.record.config.batch_size);
-  t.time_scale =
-      scale != placement.time_scale.end() && std::isfinite(scale->second) && scale->second > 0
-          ? scale->second
-          : 1.0;
+  t.time_scale = placement.TimeScaleOf(t.record.config);
   a.time_scale = t.time_scale;
   a.checkpoint = CheckpointStem(t);
   return a;

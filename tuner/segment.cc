@@ -1,5 +1,7 @@
 #include "tuner/segment.h"
 
+#include <cmath>
+
 namespace topotune {
 namespace {
 
@@ -16,6 +18,16 @@ std::optional<SegmentStatus> ParseSegmentStatus(const std::string& name) {
     if (name == kSegmentStatuses[i]) return static_cast<SegmentStatus>(i);
   }
   return std::nullopt;
+}
+
+double Placement::TimeScaleOf(const TrialConfig& config) const {
+  auto by_batch = time_scale.find(config.optimizer);
+  if (by_batch == time_scale.end()) return 1.0;
+  auto scale = by_batch->second.find(config.batch_size);
+  if (scale == by_batch->second.end() || !std::isfinite(scale->second) || scale->second <= 0) {
+    return 1.0;
+  }
+  return scale->second;
 }
 
 }  // namespace topotune

@@ -31,10 +31,12 @@ struct Placement {
   int max_batch_size = 1 << 30;
   std::string device_class;  ///< its workers' class (DeviceClassOf); "" = not said
   // How its seconds count on the job's reference target (JobSpec::reference_target), by
-  // batch size: the target's step time / its own (TargetTimeScales). A batch size not here
-  // counts as 1.
-  std::map<int, double> time_scale;
+  // optimizer and batch size: the target's step time / its own (TargetTimeScales). A
+  // configuration not here counts as 1 (TimeScaleOf).
+  std::map<Optimizer, std::map<int, double>> time_scale;
   const std::string& lead() const { return workers.front(); }  ///< reports come from it
+  // time_scale's entry for `config`, or 1 where it has none that is finite and > 0.
+  double TimeScaleOf(const TrialConfig& config) const;
 };
 
 // Everything a placement needs to train one segment of a trial: epochs start_epoch+1 ..
