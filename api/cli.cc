@@ -719,11 +719,15 @@ int RunCli(int argc, char** argv) {
                   Fixed(c["device"]["memory_bytes"].get<double>() / (1 << 30), 1).c_str(),
                   sites.empty() ? "-" : sites.c_str(), workers.c_str());
       for (const json& p : c["probes"]) {
-        std::printf("  %s %s: step = %s ms + %s ms x batch; largest batch that fits %d\n",
+        const int largest = p["max_batch_size"].get<int>();
+        const int adam_largest = p.value("adam_max_batch_size", largest);
+        std::printf("  %s %s: step = %s ms + %s ms x batch; largest batch that fits %d",
                     p["model"].get<std::string>().c_str(), p["input"].get<std::string>().c_str(),
                     Fixed(p["step_ms_fit"]["alpha_ms"].get<double>(), 3).c_str(),
                     Fixed(p["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 4).c_str(),
-                    p["max_batch_size"].get<int>());
+                    largest);
+        if (adam_largest != largest) std::printf(", with Adam %d", adam_largest);
+        std::printf("\n");
         for (const json& b : p["batches"]) {
           if (!b["fits"].get<bool>()) continue;
           const double forward = b.value("forward_ms", 0.0);
@@ -737,6 +741,7 @@ int RunCli(int argc, char** argv) {
           }
           const double adam = b.value("adam_optimizer_ms", 0.0);
           if (adam > 0) std::printf("; with Adam's update %s", Fixed(adam, 2).c_str());
+          if (b.value("adam_does_not_fit", false)) std::printf("; Adam's state does not fit");
           std::printf("\n");
         }
       }

@@ -476,6 +476,7 @@ nlohmann::json ToJson(const DeviceProbe& p) {
                        {"backward_ms", b.backward_ms},
                        {"optimizer_ms", b.optimizer_ms},
                        {"adam_optimizer_ms", b.adam_optimizer_ms},
+                       {"adam_does_not_fit", b.adam_does_not_fit},
                        {"peak_memory_bytes", b.peak_memory_bytes},
                        {"error", b.error}});
   }
@@ -512,6 +513,10 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
           {"optimizer_ms", &probe.optimizer_ms},
           {"adam_optimizer_ms", &probe.adam_optimizer_ms}}) {
       if (b.contains(key)) TOPOTUNE_RETURN_IF_ERROR(Get(b, key, field));
+    }
+    // Optional: absent from workers that do not check, where Adam fits as SGD does.
+    if (b.contains("adam_does_not_fit")) {
+      TOPOTUNE_RETURN_IF_ERROR(Get(b, "adam_does_not_fit", &probe.adam_does_not_fit));
     }
     if (probe.batch_size < 1 || probe.batch_size > 65536 || probe.step_ms < 0 ||
         probe.peak_memory_bytes < 0 || probe.forward_ms < 0 || probe.backward_ms < 0 ||

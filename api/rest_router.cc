@@ -375,6 +375,7 @@ struct RestRouter::Impl {
                              {"backward_ms", b.backward_ms},
                              {"optimizer_ms", b.optimizer_ms},
                              {"adam_optimizer_ms", b.adam_optimizer_ms},
+                             {"adam_does_not_fit", b.adam_does_not_fit},
                              {"peak_memory_bytes", b.peak_memory_bytes},
                              {"workers", b.workers}});
         }
@@ -382,6 +383,7 @@ struct RestRouter::Impl {
             {{"model", p.model},
              {"input", p.input},
              {"max_batch_size", p.max_batch_size},
+             {"adam_max_batch_size", p.adam_max_batch_size},
              {"step_ms_fit", {{"alpha_ms", p.alpha_ms}, {"beta_ms_per_sample", p.beta_ms}}},
              {"batches", batches}});
       }

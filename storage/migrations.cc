@@ -216,6 +216,12 @@ constexpr const char* kAdamOptimizerPart = R"sql(
 ALTER TABLE device_profiles ADD COLUMN adam_optimizer_ms REAL NOT NULL DEFAULT 0;
 )sql";
 
+// A batch size that fits with momentum SGD but not with Adam's state (0: fits, or not
+// checked: older workers).
+constexpr const char* kAdamDoesNotFit = R"sql(
+ALTER TABLE device_profiles ADD COLUMN adam_does_not_fit INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -286,7 +292,7 @@ const std::vector<Migration>& Migrations() {
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
       {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
-      {13, kAdamOptimizerPart},
+      {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},
   };
   return kMigrations;
 }

@@ -114,6 +114,40 @@ TEST(Dispatcher, ProbesAWorkerFirstAndNeverSendsItABatchThatDoesNotFit) {
   }
 }
 
+// The worker's probe found batch 128 and up fit with SGD's state but not with Adam's: a job
+// that searches Adam too keeps to 64, one of SGD alone does not.
+TEST(Dispatcher, AJobThatSearchesAdamKeepsToTheBatchesWhereAdamsStateFits) {
+  for (const bool with_adam : {true, false}) {
+    MemoryJournal journal;
+    FakeChannel channel;
+    Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
+    JobRecord job;
+    job.id = 1;
+    JobSpec spec = Spec();
+    if (!with_adam) spec.space.optimizers = {Optimizer::kSgd};
+    ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
+    ASSERT_TRUE(dispatcher.WorkerConnected(Worker("w")).ok());
+    DeviceProbe probe = ProbeUpTo(512);
+    for (BatchProbe& b : probe.batches) b.adam_does_not_fit = b.batch_size >= 128;
+    ASSERT_TRUE(dispatcher.OnProbeResult("w", channel.probes[0].key, probe).ok());
+    int largest = 0;
+    for (int i = 0; i < 40; ++i) {
+      ASSERT_EQ(channel.assignments.size(), static_cast<size_t>(i + 1)) << with_adam;
+      const SegmentSpec& a = channel.assignments.back().second;
+      largest = std::max(largest, a.config.batch_size);
+      ASSERT_TRUE(dispatcher.OnEpoch("w", a.trial_id, a.attempt, Epoch1()).ok());
+      ASSERT_TRUE(
+          dispatcher.OnSegmentEnded("w", {a.trial_id, a.attempt, SegmentStatus::kCompleted, ""})
+              .ok());
+    }
+    if (with_adam) {
+      EXPECT_LE(largest, 64);
+    } else {
+      EXPECT_GT(largest, 64);
+    }
+  }
+}
+
 // A job that counts seconds on the edge sends a cloud worker, whose steps take a quarter
 // of the edge's (from their probes), a quarter of the rung's edge seconds; and gives it
 // nothing while the edge, connected, has not probed yet.

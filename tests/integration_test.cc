@@ -786,6 +786,37 @@ TEST(Integration, TheProbeUnderACgroupMemoryLimitReportsWhatDoesNotFitAndIsNotKi
   EXPECT_EQ(result["probe"]["max_batch_size"], 16);
 }
 
+// VGG-11's 9 million weights take 37 MB a buffer. Under a budget of 210 MiB (146 MiB for
+// tensors) a step with SGD's state (weights, gradients, momentum) fits at batch 1 and 8,
+// and one with Adam's (two moments) does not; under 1 GiB both fit. The budget's address
+// space cap leaves no room for OpenBLAS's 128 MiB buffer once the worker has started, where
+// it would retry forever, so this also checks the worker maps it before the cap.
+TEST(Integration, TheProbeSaysWhichSizesFitWithSgdButNotWithAdamsLargerState) {
+  const fs::path dir = fs::temp_directory_path() / ("topotune-adamfit-" + std::to_string(getpid()));
+  ShapesOptions data;
+  data.train_samples = 64;
+  data.test_samples = 64;
+  ASSERT_TRUE(WriteShapesDataset(dir.string(), data).ok());
+  for (const int budget_mib : {210, 1024}) {
+    const auto [status, output] = RunCommand(
+        "timeout 120 " + std::string(TOPOTUNE_WORKER_BIN) + " probe --data " + dir.string() +
+        " --model vgg11 --batch-sizes 1,8 --steps 1 --seconds 0 --rounds 1 --threads 1"
+        " --memory-budget " +
+        std::to_string(budget_mib) + " 2>/dev/null");
+    ASSERT_EQ(status, 0) << budget_mib << " MiB: " << output;  // 124: it hung
+    const json result = json::parse(output);
+    if (result["device"]["kind"] != "cpu") GTEST_SKIP() << "the budget applies to the CPU only";
+    const json& batches = result["probe"]["batches"];
+    ASSERT_EQ(batches.size(), 2u) << output;
+    for (const json& b : batches) {
+      EXPECT_TRUE(b["fits"].get<bool>()) << budget_mib << " MiB: " << output;
+      EXPECT_EQ(b["adam_does_not_fit"].get<bool>(), budget_mib == 210)
+          << budget_mib << " MiB: " << output;
+    }
+  }
+  fs::remove_all(dir);
+}
+
 // A replay table with a known optimum: accuracy after e epochs approaches a ceiling that
 // is highest at lr 0.01 and batch 64 for adam; epochs get cheaper with larger batches.
 std::string SyntheticReplayTable() {

@@ -533,6 +533,38 @@ TEST(Planner, ConfigurationsThatDoNotFitTheClassesMemoryAreLeftOut) {
       << (*plans)[0].note;
 }
 
+// Where the edge's probe found that batch 128 fits with SGD's state but not with Adam's,
+// Adam's configurations at 128 are left out of the edge's ranking and SGD's are not, and
+// the plan says which it left out and why.
+TEST(Planner, AdamConfigurationsThatOnlySgdsStateFitsAreLeftOut) {
+  const CurveTable table =
+      TableOf(Curve(32, 0.01, "sgd", 0, 9, 60, 8.0) + Curve(128, 0.01, "sgd", 0, 16, 60, 8.0) +
+              Curve(32, 0.001, "adam", 0, 8, 60, 8.0) + Curve(128, 0.001, "adam", 0, 14, 60, 8.0));
+  PlanInput input = Input(table);
+  input.targets = {Single("edge", "edge")};
+  input.adam_no_fit_batch = {{"edge", 128}};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  const TargetPlan& edge = (*plans)[0];
+  bool sgd_at_128 = false;
+  for (const PlannedConfig& p : edge.ranked) {
+    if (p.config.optimizer == Optimizer::kAdam) {
+      EXPECT_LT(p.cost.local_batch, 128);
+    }
+    sgd_at_128 |= p.config.optimizer == Optimizer::kSgd && p.cost.local_batch == 128;
+  }
+  EXPECT_TRUE(sgd_at_128);
+  EXPECT_NE(edge.left_out.find("of Adam with a local batch of 128 or more (Adam's state)"),
+            std::string::npos)
+      << edge.left_out;
+  // With a limit for both below it, Adam's is the smaller of the two.
+  input.no_fit_batch = {{"edge", 64}};
+  plans = Plan(input);
+  ASSERT_TRUE(plans.ok());
+  for (const PlannedConfig& p : (*plans)[0].ranked) EXPECT_LT(p.cost.local_batch, 64);
+  EXPECT_EQ((*plans)[0].left_out.find("Adam's state"), std::string::npos) << (*plans)[0].left_out;
+}
+
 // What a class measured stands beside the prediction on a single device of that class, for
 // that configuration only; another class's target, or a data-parallel one, shows none.
 TEST(Planner, MeasuredTimeToAccuracyStandsBesideThePrediction) {

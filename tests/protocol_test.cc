@@ -221,19 +221,22 @@ TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
   DeviceProbe p;
   p.model = "lenet";
   p.input = "3x32x32";
-  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25, 0.75}};
+  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25, 0.75, /*adam_does_not_fit=*/true}};
   StatusOr<DeviceProbe> back = DeviceProbeFromJson(ToJson(p));
   ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_TRUE(back->batches[0].adam_does_not_fit);
   EXPECT_EQ(back->batches[0].forward_ms, 0.5);
   EXPECT_EQ(back->batches[0].backward_ms, 1.25);
   EXPECT_EQ(back->batches[0].optimizer_ms, 0.25);
   EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.75);
   nlohmann::json old = ToJson(p);
-  for (const char* key : {"forward_ms", "backward_ms", "optimizer_ms", "adam_optimizer_ms"}) {
+  for (const char* key :
+       {"forward_ms", "backward_ms", "optimizer_ms", "adam_optimizer_ms", "adam_does_not_fit"}) {
     old["batches"][0].erase(key);
   }
   back = DeviceProbeFromJson(old);
   ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_FALSE(back->batches[0].adam_does_not_fit);
   EXPECT_EQ(back->batches[0].forward_ms, 0.0);
   EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.0);
   for (const char* key : {"backward_ms", "adam_optimizer_ms"}) {
@@ -246,6 +249,12 @@ TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
   nlohmann::json text = ToJson(p);
   text["batches"][0]["adam_optimizer_ms"] = "fast";
   EXPECT_FALSE(DeviceProbeFromJson(text).ok());
+  text = ToJson(p);
+  text["batches"][0]["adam_does_not_fit"] = 1;
+  back = DeviceProbeFromJson(text);
+  ASSERT_FALSE(back.ok());
+  EXPECT_NE(back.status().message().find("adam_does_not_fit"), std::string::npos)
+      << back.status().message();
 }
 
 }  // namespace

@@ -744,6 +744,8 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
                          {"backward_ms", ms16 * b / 32},
                          {"optimizer_ms", ms16 * b / 64},
                          {"adam_optimizer_ms", ms16 * b / 32},
+                         // Adam's state does not fit e1 at 32.
+                         {"adam_does_not_fit", b == 32 && name == "e1"},
                          {"peak_memory_bytes", b * 1000},
                          {"error", ""}});
     }
@@ -772,6 +774,9 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
   EXPECT_EQ(edge["workers"], json::array({"e1", "e2"}));
   const json& probe = edge["probes"][0];
   EXPECT_EQ(probe["max_batch_size"], 32);  // 64 does not fit everywhere
+  EXPECT_EQ(probe["adam_max_batch_size"], 16);
+  EXPECT_TRUE(probe["batches"][1]["adam_does_not_fit"].get<bool>());
+  EXPECT_FALSE(probe["batches"][0]["adam_does_not_fit"].get<bool>());
   EXPECT_DOUBLE_EQ(probe["batches"][0]["step_ms"].get<double>(), 3.0);  // median of 2 and 4
   EXPECT_DOUBLE_EQ(probe["batches"][0]["forward_ms"].get<double>(), 0.75);
   EXPECT_DOUBLE_EQ(probe["batches"][0]["backward_ms"].get<double>(), 1.5);

@@ -547,7 +547,7 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   probe.input = "3x32x32";
   probe.measured_at = 100.0;
   probe.batches = {{16, true, 12.5, int64_t{1} << 30, "", 4.0, 7.5, 1.0, 1.5},
-                   {32, true, 23.0, int64_t{3} << 30, ""},
+                   {32, true, 23.0, int64_t{3} << 30, "", 0, 0, 0, 0, /*adam_does_not_fit=*/true},
                    {64, false, 0.0, 0, "out of memory"}};
   ASSERT_TRUE(store->UpsertDeviceProbe(probe).ok());
   DeviceProbe other = probe;
@@ -577,6 +577,11 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   // Adam's optimizer part (migration 13).
   EXPECT_EQ(got.batches[0].adam_optimizer_ms, 1.5);
   EXPECT_EQ(got.batches[1].adam_optimizer_ms, 0.0);
+  // Where Adam's state does not fit (migration 14).
+  EXPECT_FALSE(got.batches[0].adam_does_not_fit);
+  EXPECT_TRUE(got.batches[1].adam_does_not_fit);
+  EXPECT_EQ(got.MaxBatchSize(), 32);
+  EXPECT_EQ(got.MaxBatchSize({Optimizer::kSgd, Optimizer::kAdam}), 16);
 }
 
 TEST(Storage, UpsertWorkerInsertsThenUpdates) {

@@ -207,9 +207,13 @@ StatusOr<std::vector<TargetPlan>> ControllerService::Predict(int64_t job_id,
                 {c.name, 1, 1, b.batch_size, adam_ms / 1000.0, 0.0, Optimizer::kAdam});
           }
         }
-        // Batches ascend: the first that does not fit bounds the class's memory.
+        // Batches ascend: the first that does not fit bounds the class's memory, and the
+        // first that does not fit with Adam's state bounds Adam's.
         if (!b.fits && input.no_fit_batch.count(c.name) == 0) {
           input.no_fit_batch[c.name] = b.batch_size;
+        }
+        if (b.adam_does_not_fit && input.adam_no_fit_batch.count(c.name) == 0) {
+          input.adam_no_fit_batch[c.name] = b.batch_size;
         }
       }
     }

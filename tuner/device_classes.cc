@@ -77,6 +77,10 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
       b.backward_ms = Median(backward);
       b.optimizer_ms = Median(optimizer);
       b.adam_optimizer_ms = Median(adam_optimizer);
+      b.adam_does_not_fit =
+          b.fits && std::any_of(measured.begin(), measured.end(),
+                                [](const BatchProbe& m) { return m.adam_does_not_fit; });
+      if (b.fits && !b.adam_does_not_fit) probe.adam_max_batch_size = batch_size;
       if (b.fits) {
         probe.max_batch_size = batch_size;
         if (b.step_ms > 0) samples.push_back({batch_size, b.step_ms});

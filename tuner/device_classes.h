@@ -27,13 +27,15 @@ struct ClassProbe {
     double backward_ms = 0.0;
     double optimizer_ms = 0.0;
     double adam_optimizer_ms = 0.0;  ///< the median over the workers that measured it
+    bool adam_does_not_fit = false;  ///< it fits, but Adam's state does not on some worker
     int64_t peak_memory_bytes = 0;   ///< the largest among them
     int workers = 0;                 ///< how many workers probed it
   };
   std::string model;
   std::string input;
-  std::vector<Batch> batches;  ///< ascending batch size
-  int max_batch_size = 0;      ///< the largest batch that fits everywhere it was probed
+  std::vector<Batch> batches;   ///< ascending batch size
+  int max_batch_size = 0;       ///< the largest batch that fits everywhere it was probed
+  int adam_max_batch_size = 0;  ///< the same with Adam's state (adam_does_not_fit)
   // Step time fitted as alpha + beta x batch over the batches that fit (StepTimeModel);
   // both 0 when none does.
   double alpha_ms = 0.0;

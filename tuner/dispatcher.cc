@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 
 namespace topotune {
 namespace {
@@ -21,6 +22,18 @@ void FailJob(JobEngine& engine, const std::string& why, double now) {
                why.c_str());
   LogIfError(engine.Fail(why, now),
              "job " + std::to_string(engine.job_id()) + ": could not persist its failure");
+}
+
+// The largest batch size of a worker's `limits` (optimizer -> the largest that fits with
+// it) that fits with every optimizer `spec` searches: a job of both keeps to Adam's.
+int LargestBatchFor(const std::map<Optimizer, int>& limits, const JobSpec& spec) {
+  const std::vector<Optimizer> sgd = {Optimizer::kSgd};
+  int largest = std::numeric_limits<int>::max();
+  for (Optimizer o : spec.space.optimizers.empty() ? sgd : spec.space.optimizers) {
+    auto limit = limits.find(o);
+    largest = std::min(largest, limit == limits.end() ? 0 : limit->second);
+  }
+  return largest;
 }
 
 }  // namespace
@@ -200,9 +213,13 @@ Status Dispatcher::OnSegmentEnded(const std::string& worker_id, const SegmentRes
     status = SetWorkerState(w->second, "idle");
     if (JobEngine* engine = EngineOfTrial(trial_id)) {
       if (outcome.status == SegmentStatus::kInfeasible) {
-        // The probe was optimistic: never send this worker a batch this large again.
-        int& limit = w->second.max_batch[ProbeKey(engine->spec())];
-        limit = std::min(limit, w->second.batch_size - 1);
+        // The probe was optimistic: never send this worker a batch this large again with
+        // this optimizer, nor with Adam, which needs more than SGD.
+        for (auto& [optimizer, limit] : w->second.max_batch[ProbeKey(engine->spec())]) {
+          if (optimizer == w->second.optimizer || optimizer == Optimizer::kAdam) {
+            limit = std::min(limit, w->second.batch_size - 1);
+          }
+        }
       }
       Status ended = engine->OnSegmentEnded(outcome, clock_());
       if (status.ok()) status = ended;
@@ -258,11 +275,13 @@ Status Dispatcher::OnProbeResult(const std::string& worker_id, const std::string
     DeviceProbe stored = *probe;
     stored.worker_id = worker_id;
     stored.measured_at = clock_();
-    w->second.max_batch[key] = stored.MaxBatchSize();
+    for (Optimizer o : {Optimizer::kSgd, Optimizer::kAdam}) {
+      w->second.max_batch[key][o] = stored.MaxBatchSize({o});
+    }
     w->second.probe_input[key] = stored.input;
     status = journal_->UpsertDeviceProbe(stored);
   } else {
-    w->second.max_batch[key] = 0;
+    w->second.max_batch[key] = {{Optimizer::kSgd, 0}, {Optimizer::kAdam, 0}};
     std::fprintf(stderr, "topotuned: worker %s could not probe %s: %s\n", worker_id.c_str(),
                  key.c_str(), probe.status().message().c_str());
   }
@@ -282,11 +301,12 @@ void Dispatcher::FailJobsNoWorkerCanHold() {
     std::string limits;
     for (const auto& [id, w] : workers_) {
       auto limit = w.max_batch.find(key);
-      if (limit == w.max_batch.end() || limit->second >= smallest) {
+      const int largest = limit == w.max_batch.end() ? 0 : LargestBatchFor(limit->second, spec);
+      if (limit == w.max_batch.end() || largest >= smallest) {
         any_can = true;
         break;
       }
-      limits += (limits.empty() ? "" : ", ") + id + " fits " + std::to_string(limit->second);
+      limits += (limits.empty() ? "" : ", ") + id + " fits " + std::to_string(largest);
     }
     if (!any_can) {
       FailJob(*engine,
@@ -411,8 +431,8 @@ void Dispatcher::Pump() {
                             engine->spec().space.batch_sizes);
         break;
       }
-      const std::optional<Placement> placement =
-          PlacementOf(worker_id, w, *engine, limit->second, &classes);
+      const std::optional<Placement> placement = PlacementOf(
+          worker_id, w, *engine, LargestBatchFor(limit->second, engine->spec()), &classes);
       if (!placement) continue;
       StatusOr<std::optional<Assignment>> next = engine->NextAssignment(*placement, clock_());
       if (!next.ok()) {
@@ -425,6 +445,7 @@ void Dispatcher::Pump() {
       w.attempt = a.trial.attempt;
       w.job_id = job_id;
       w.batch_size = a.trial.config.batch_size;
+      w.optimizer = a.trial.config.optimizer;
       w.checkpoint = a.checkpoint;
       w.start_epoch = a.start_epoch;
       w.end_epoch = a.trial.target_epochs;

@@ -107,12 +107,14 @@ class Dispatcher {
     std::optional<int64_t> trial_id;  // the trial it runs, if busy
     int attempt = 0;                  // of that trial
     int64_t job_id = 0;
-    int batch_size = 0;      // of that trial
+    int batch_size = 0;  // of that trial
+    Optimizer optimizer = Optimizer::kSgd;
     std::string checkpoint;  // that segment's checkpoint stem
     int start_epoch = 0;     // and its epochs
     int end_epoch = 0;
-    std::string probing;                             // the probe key it is measuring, if any
-    std::map<std::string, int> max_batch;            // probe key -> largest batch size that fits
+    std::string probing;  // the probe key it is measuring, if any
+    // probe key -> optimizer -> the largest batch size that fits with it
+    std::map<std::string, std::map<Optimizer, int>> max_batch;
     std::map<std::string, std::string> probe_input;  // probe key -> the input it measured
   };
   // The placement of worker `w` for a trial of `engine` with batches up to `max_batch`;

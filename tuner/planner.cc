@@ -583,7 +583,12 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
     std::string error;
     auto limit = input.no_fit_batch.find(target.device_class);
     const int no_fit = limit == input.no_fit_batch.end() ? 0 : limit->second;
+    auto adam_limit = input.adam_no_fit_batch.find(target.device_class);
+    const int adam_no_fit = adam_limit == input.adam_no_fit_batch.end() ? no_fit
+                            : no_fit > 0 ? std::min(no_fit, adam_limit->second)
+                                         : adam_limit->second;
     int too_large = 0;
+    int adam_too_large = 0;  // of those, the Adam configurations that fit with SGD's state
     std::vector<Measured> all_runs = measured;
     all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
     all_runs.insert(all_runs.end(), what_if.begin(), what_if.end());
@@ -619,8 +624,10 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         }
       }
       for (const Candidate& cand : candidates) {
-        if (no_fit > 0 && cand.local_batch >= no_fit) {
+        const int limit_of_c = c.optimizer == Optimizer::kAdam ? adam_no_fit : no_fit;
+        if (limit_of_c > 0 && cand.local_batch >= limit_of_c) {
           ++too_large;
+          if (no_fit == 0 || cand.local_batch < no_fit) ++adam_too_large;
           continue;
         }
         std::optional<Estimate> sync;
@@ -737,9 +744,20 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                        return a.cost.tta.value < b.cost.tta.value;
                      });
     if (too_large > 0) {
-      plan.left_out = std::to_string(too_large) + " configuration" + (too_large == 1 ? "" : "s") +
-                      " with a local batch of " + std::to_string(no_fit) +
-                      " or more: it does not fit " + target.device_class + "'s memory (its probe)";
+      const int sgd_too_large = too_large - adam_too_large;
+      auto configurations = [](int n) {
+        return std::to_string(n) + " configuration" + (n == 1 ? "" : "s");
+      };
+      if (sgd_too_large > 0) {
+        plan.left_out = configurations(sgd_too_large) + " with a local batch of " +
+                        std::to_string(no_fit) + " or more";
+      }
+      if (adam_too_large > 0) {
+        plan.left_out += (plan.left_out.empty() ? "" : ", and ") + configurations(adam_too_large) +
+                         " of Adam with a local batch of " + std::to_string(adam_no_fit) +
+                         " or more (Adam's state)";
+      }
+      plan.left_out += ": it does not fit " + target.device_class + "'s memory (its probe)";
     }
     if (plan.ranked.empty()) plan.note = too_large > 0 ? plan.left_out : error;
     plans.push_back(std::move(plan));

@@ -98,6 +98,9 @@ struct PlanInput {
   /// larger one does not fit either). Configurations whose local batch on a target of that
   /// class is at least this are left out, and the target's `left_out` says so.
   std::map<std::string, int> no_fit_batch;
+  /// The same for Adam's configurations, where the probe found a smaller batch that fits
+  /// with momentum SGD but not with Adam's state (two buffers per weight to SGD's one).
+  std::map<std::string, int> adam_no_fit_batch;
   /// Time-to-accuracy measured on a class: class -> (batch, learning rate, optimizer) ->
   /// training seconds to the target (the mean over the trials that reached it there). A
   /// single-device target of that class shows it beside its prediction.

@@ -76,10 +76,14 @@ const char* RungUnitName(RungUnit unit) {
   return unit == RungUnit::kSeconds ? "seconds" : "epochs";
 }
 
-int DeviceProbe::MaxBatchSize() const {
+int DeviceProbe::MaxBatchSize() const { return MaxBatchSize({Optimizer::kSgd}); }
+
+int DeviceProbe::MaxBatchSize(const std::vector<Optimizer>& optimizers) const {
   int best = 0;
   for (const BatchProbe& b : batches) {
-    if (b.fits && b.batch_size > best) best = b.batch_size;
+    const bool fits = std::all_of(optimizers.begin(), optimizers.end(),
+                                  [&](Optimizer o) { return b.FitsWith(o); });
+    if (fits && b.fits && b.batch_size > best) best = b.batch_size;
   }
   return best;
 }

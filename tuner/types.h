@@ -254,6 +254,12 @@ struct BatchProbe {
   // Adam's update takes beyond SGD's (0 from workers that do not measure it). A step with
   // Adam is step_ms - optimizer_ms + adam_optimizer_ms.
   double adam_optimizer_ms = 0.0;
+  // It fits with momentum SGD (one buffer per weight) but a step with Adam's state (two)
+  // failed (false from workers that do not check).
+  bool adam_does_not_fit = false;
+  bool FitsWith(Optimizer optimizer) const {
+    return fits && !(optimizer == Optimizer::kAdam && adam_does_not_fit);
+  }
 };
 
 // A worker's probe of one model on one input shape ("3x32x32").
@@ -263,8 +269,10 @@ struct DeviceProbe {
   std::string input;
   std::vector<BatchProbe> batches;  ///< ascending batch size
   double measured_at = 0.0;
-  // The largest batch size that fits; 0 if none does.
+  // The largest batch size that fits (with momentum SGD, as probed); 0 if none does.
   int MaxBatchSize() const;
+  // The largest batch size that fits with every one of `optimizers` (FitsWith); 0 if none.
+  int MaxBatchSize(const std::vector<Optimizer>& optimizers) const;
 };
 
 struct WorkerRecord {

@@ -416,7 +416,9 @@ struct Agent::Impl {
       ProbeResultFrame frame{key, std::nullopt, ""};
       if (probe.ok()) {
         frame.probe = *probe;
-        Log("probe: largest batch size that fits: " + std::to_string(probe->MaxBatchSize()));
+        Log("probe: largest batch size that fits: " + std::to_string(probe->MaxBatchSize()) +
+            " (with Adam's state: " + std::to_string(probe->MaxBatchSize({Optimizer::kAdam})) +
+            ")");
       } else {
         frame.error = probe.status().message();
         Log("probe failed: " + probe.status().message());

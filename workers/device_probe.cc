@@ -91,12 +91,14 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
   const int round_steps = (std::max(1, request.timed_steps) + rounds - 1) / rounds;
   // One model and optimizer for every batch size (their size does not depend on it), made
   // at the first batch size probed. Momentum SGD, as training's default. The update times
-  // below have their own SGD and Adam with a learning rate of 0: the same work per update,
-  // and thousands of updates with one gradient leave the weights as they were.
+  // and Adam's fit below have their own optimizers with a learning rate of 0: the same work
+  // per update, and thousands of updates with one gradient leave the weights as they were.
   std::shared_ptr<ImageClassifierImpl> model;
   std::unique_ptr<torch::optim::SGD> optimizer;
-  std::unique_ptr<torch::optim::SGD> sgd_update;
-  std::unique_ptr<torch::optim::Adam> adam_update;
+  auto make_sgd = [&](double learning_rate) {
+    return std::make_unique<torch::optim::SGD>(
+        model->parameters(), torch::optim::SGDOptions(learning_rate).momentum(0.9));
+  };
   // One round of one batch size: random data made outside the timing, `warmup` untimed
   // steps, then steps until round_s seconds and round_steps steps are timed. Throws what
   // LibTorch throws.
@@ -132,6 +134,9 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
                        torch::TensorOptions().dtype(torch::kInt64).device(device));
     DropGradients(*model);
     torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+    // Their state lives only as long as this block, so the rounds train in SGD's memory.
+    std::unique_ptr<torch::optim::SGD> sgd_update = make_sgd(0.0);
+    torch::optim::Adam adam_update(model->parameters(), torch::optim::AdamOptions(0.0));
     auto block = [&](torch::optim::Optimizer& o) {
       o.step();  // untimed: a first update after the other optimizer's
       const double block_s = round_s / 2;
@@ -146,7 +151,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       return elapsed / updates;
     };
     const double sgd_s = block(*sgd_update);
-    const double adam_s = block(*adam_update);
+    const double adam_s = block(adam_update);
     DropGradients(*model);
     adam_extra_s.push_back(adam_s - sgd_s);
   };
@@ -182,12 +187,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
         model = *made;
         model->to(device);
         model->train();
-        optimizer = std::make_unique<torch::optim::SGD>(
-            model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
-        sgd_update = std::make_unique<torch::optim::SGD>(
-            model->parameters(), torch::optim::SGDOptions(0.0).momentum(0.9));
-        adam_update = std::make_unique<torch::optim::Adam>(model->parameters(),
-                                                           torch::optim::AdamOptions(0.0));
+        optimizer = make_sgd(0.01);
       }
       // Two warm-up steps: allocations, caches, the optimizer's state.
       timed[i].push_back(time_round(batch_size, /*warmup=*/2));
@@ -215,6 +215,32 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       if (device.is_cuda()) torch::cuda::synchronize();
     }
     results.push_back(b);
+  }
+  // Adam keeps two buffers per weight where momentum SGD keeps one: whether the sizes that
+  // fit with SGD fit with Adam, by one step with Adam's state in place of SGD's, from the
+  // largest down. Memory grows with the batch, so the first that fits vouches for the
+  // smaller ones.
+  if (model) {
+    optimizer.reset();  // frees SGD's momentum buffers
+    for (size_t i = sizes.size(); i-- > 0;) {
+      if (cached[i] || !results[i].fits) continue;
+      try {
+        torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.0));
+        const torch::Tensor images =
+            torch::randn({sizes[i], input.channels, input.height, input.width}, device);
+        const torch::Tensor labels =
+            torch::randint(input.num_classes, {sizes[i]},
+                           torch::TensorOptions().dtype(torch::kInt64).device(device));
+        Step(*model, adam, images, labels, device);
+        break;
+      } catch (const std::exception&) {
+        // Out of memory, or a limit SGD's step did not reach: Adam does not fit this size.
+        results[i].adam_does_not_fit = true;
+        DropGradients(*model);
+        if (device.is_cuda()) torch::cuda::synchronize();
+      }
+    }
+    optimizer = make_sgd(0.01);
   }
   // The smallest size timed now: where the update times are taken (any size would do).
   int update_batch = 0;

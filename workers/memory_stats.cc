@@ -1,6 +1,9 @@
 #include "workers/memory_stats.h"
 
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <malloc.h>
@@ -8,11 +11,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 // The caching allocator's statistics need a CUDA build of LibTorch; a CPU build has no
 // such header and measures the CPU only.
@@ -177,9 +182,41 @@ void LimitTensors(int64_t headroom) {
   mallopt(M_ARENA_MAX, 1);
 }
 
+// The address space OpenBLAS maps for one thread's buffer (BUFFER_SIZE, 128 MiB on x86-64),
+// with room to spare.
+constexpr int64_t kBlasBufferBytes = int64_t{160} << 20;
+
+// OpenBLAS maps a buffer of 128 MiB for each thread the first time that thread multiplies
+// matrices, keeps it, and where the map fails retries forever (OpenBLAS issue 5289, fixed
+// in 0.3.30; Debian bookworm has 0.3.21): under an address-space cap that leaves less room
+// a worker hangs in its first convolution. So multiply once outside a parallel region
+// (OpenBLAS's own threads) and once on every thread of LibTorch's pool at the same time,
+// before the cap: the buffers are then mapped, counted in VmSize, and reused. They are
+// address space, not memory: a multiplication touches a few MiB of one.
+void MapBlasBuffers() {
+  const at::Tensor a = at::ones({512, 512});
+  at::mm(a, a);
+  const int64_t threads = std::max(1, at::get_num_threads());
+  std::atomic<int64_t> arrived{0};
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      // Wait (at most 1 s) until every thread has arrived, so that the multiplications
+      // overlap and each holds a buffer of its own.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      ++arrived;
+      while (arrived < threads && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+      at::mm(a, a);
+    }
+  });
+}
+
 }  // namespace
 
 int64_t CapAddressSpace(int64_t budget_bytes) {
+  if (budget_bytes <= 0) return 0;
+  MapBlasBuffers();
   const int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
   if (size <= 0 || budget_bytes <= 0) return 0;
   rlimit limit{};
@@ -193,8 +230,14 @@ int64_t HonourAddressSpaceLimit() {
   rlimit limit{};
   if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
   const int64_t cap = static_cast<int64_t>(limit.rlim_cur);
-  const int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
+  int64_t size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
   if (size <= 0 || cap <= size) return 0;
+  // Where the cap leaves room for them, the BLAS's buffers are mapped now (above).
+  if (cap - size > (at::get_num_threads() + 2) * kBlasBufferBytes) {
+    MapBlasBuffers();
+    size = ReadProcNumber("/proc/self/status", "VmSize:", 1024);
+    if (size <= 0 || cap <= size) return 0;
+  }
   LimitTensors(cap - size);
   return cap;
 }

@@ -29,7 +29,8 @@ double CgroupCpuLimit();
 // and the probe catch that as out of memory.
 int64_t CgroupMemoryBudget();
 
-// Caps this process's address space (RLIMIT_AS) at its current size (VmSize) plus
+// Caps this process's address space (RLIMIT_AS) at its current size (VmSize), once the
+// BLAS has mapped its per-thread buffers (OpenBLAS hangs where it cannot), plus
 // `budget_bytes`, and the bytes LibTorch's CPU tensors allocated from now on hold at the
 // budget less a reserve (1/8 of it, at least 64 MiB) for what the libraries allocate
 // themselves: a tensor past that throws LibTorch's out-of-memory error before the address
@@ -39,7 +40,8 @@ int64_t CgroupMemoryBudget();
 int64_t CapAddressSpace(int64_t budget_bytes);
 
 // Where the address space is already capped (`ulimit -v`), limits the tensors to the room
-// left under that cap as CapAddressSpace does. Returns the cap in bytes, 0 without one.
+// left under that cap as CapAddressSpace does (mapping the BLAS's buffers first where the
+// room allows). Returns the cap in bytes, 0 without one.
 int64_t HonourAddressSpaceLimit();
 
 // Starts a new peak. cuda_device: the GPU's index, or -1 for the CPU. On a GPU it first

@@ -223,11 +223,13 @@ int ProbeUsage(const std::string& error) {
                "usage: topotune-worker probe --data DIR [--model lenet]\n"
                "         [--data-format cifar10-bin|mnist-idx] [--batch-sizes 16,32,...]\n"
                "         [--steps N] [--seconds S] [--rounds R] [--threads N]\n"
+               "         [--memory-budget MiB]\n"
                "Measures this device as a worker does when the controller asks: the step time\n"
                "of each batch size (at least N steps and S seconds per size after two warm-up\n"
                "steps; default 2 and 1) and the largest that fits in memory. The seconds are\n"
                "split into up to R rounds (default 5; each at least 0.5 s) that cycle through\n"
                "the sizes, and a size's step time is the mean step of its median round.\n"
+               "--memory-budget caps the memory of a CPU probe as the worker's flag does.\n"
                "Prints one JSON object\n"
                "{\"device\": ..., \"probe\": ...} (the probe_result frame's fields).\n",
                error.c_str());
@@ -240,6 +242,7 @@ int ProbeMain(int argc, char** argv) {
   request.model = "lenet";
   request.batch_sizes = {16, 32, 64, 128, 256, 512};
   int threads = 0;
+  int64_t memory_budget = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) return ProbeUsage("unknown or incomplete argument '" + arg + "'");
@@ -267,6 +270,9 @@ int ProbeMain(int argc, char** argv) {
         }
       } else if (arg == "--threads") {
         threads = ParseInt(value);
+      } else if (arg == "--memory-budget") {
+        memory_budget = static_cast<int64_t>(std::stod(value) * (1 << 20));
+        if (memory_budget <= 0) return ProbeUsage("--memory-budget must be > 0 MiB");
       } else {
         return ProbeUsage("unknown argument '" + arg + "'");
       }
@@ -281,11 +287,12 @@ int ProbeMain(int argc, char** argv) {
   }
   if (request.timed_steps <= 0) return ProbeUsage("--steps must be > 0");
   topotune::Trainer trainer(threads);  // sets LibTorch's threads, as the agent does
-  const topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
-  // Under a cgroup memory limit, as the agent does: a batch that does not fit then fails
-  // to allocate instead of getting the process killed.
+  topotune::DeviceProfile device = topotune::Trainer::ProbeDevice();
+  // Under --memory-budget or a cgroup memory limit, as the agent does: a batch that does not
+  // fit then fails to allocate instead of getting the process killed.
+  if (memory_budget > 0) device.memory_bytes = std::min(device.memory_bytes, memory_budget);
   if (device.kind == "cpu") {
-    const int64_t budget = topotune::CgroupMemoryBudget();
+    const int64_t budget = memory_budget > 0 ? memory_budget : topotune::CgroupMemoryBudget();
     if (budget > 0 && topotune::CapAddressSpace(budget) == 0) {
       std::fprintf(stderr, "topotune-worker probe: cannot cap the address space (RLIMIT_AS)\n");
       return 1;
