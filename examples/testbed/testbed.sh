@@ -2,7 +2,8 @@
 # An emulated edge/cloud testbed on one machine (root): a controller and two workers whose
 # devices differ as an edge board and a cloud server would.
 #
-#   examples/testbed/testbed.sh up DIR     start it; DIR/testbed.env says where things are
+#   examples/testbed/testbed.sh up DIR     start it; DIR/testbed.env says where things are;
+#                                          returns once its workers are connected
 #   examples/testbed/testbed.sh down DIR   stop it and remove everything it created
 #   examples/testbed/testbed.sh status DIR
 #
@@ -205,6 +206,7 @@ EOF
   # reads its limits there to report its memory and CPUs), and execs the worker.
   if [[ "$workers" != *" edge "* ]]; then
     trap - ERR
+    wait_registered "${topotune[@]}" -- cloud-1
     echo "testbed: up in $dir without the edge worker (REST http://127.0.0.1:$http_port)"
     return 0
   fi
@@ -220,7 +222,31 @@ EOF
   pids="$pids $!"
   save
   trap - ERR
+  local started=(edge-1)
+  [[ "$workers" == *" cloud "* ]] && started=(cloud-1 edge-1)
+  wait_registered "${topotune[@]}" -- "${started[@]}"
   echo "testbed: up in $dir (REST http://127.0.0.1:$http_port, user token $dir/user.token)"
+}
+
+# wait_registered TOPOTUNE_CMD... -- NAME...: waits (at most 60 s) until the controller
+# lists each named worker as connected, so that a job submitted next sees every class: a
+# job that counts seconds on the edge would otherwise start the cloud's trials before the
+# edge is there, and count their seconds as measured.
+wait_registered() {
+  local cmd=()
+  while [ "$1" != "--" ]; do cmd+=("$1"); shift; done
+  shift
+  local listed missing
+  for _ in $(seq 600); do
+    listed=$(TOPOTUNE_TOKEN=$(cat "$dir/user.token") "${cmd[@]}" workers 2>/dev/null) || true
+    missing=""
+    for name in "$@"; do
+      grep -Eq "^$name +(idle|probing|busy) " <<<"$listed" || missing="$missing $name"
+    done
+    [ -z "$missing" ] && return 0
+    sleep 0.1
+  done
+  echo "testbed: not connected after 60 s:$missing (see $dir/*.log)" >&2
 }
 
 case "$cmd" in
