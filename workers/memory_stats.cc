@@ -198,11 +198,11 @@ void MapBlasBuffers() {
   at::mm(a, a);
   const int64_t threads = std::max(1, at::get_num_threads());
   std::atomic<int64_t> arrived{0};
+  // Each waits until every thread has arrived (at most 1 s in all), so that the
+  // multiplications overlap and each holds a buffer of its own.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      // Wait (at most 1 s) until every thread has arrived, so that the multiplications
-      // overlap and each holds a buffer of its own.
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
       ++arrived;
       while (arrived < threads && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::yield();
