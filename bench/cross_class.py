@@ -2,7 +2,7 @@
 """Cross-class prediction: is an edge device's time-to-accuracy predicted from trials on
 another class plus the edge's probe alone?
 
-    bench/cross_class.py [--workdir DIR] [--quota 0.25] [--top 5] [--epochs 30] [--seeds 1]
+    bench/cross_class.py [--workdir DIR] [--quota 0.25] [--period-ms 100] [--top 5] [--epochs 30] [--seeds 1]
                          [--top-seeds N [--candidates M]] [--probe-seconds 2]
                          [--reprobe | --interleave]
                          [--batch-sizes 16,64,256]
@@ -69,8 +69,8 @@ def run(cmd, **kw):
 class Quota:
     """A cgroup that holds a process to `share` of one CPU; removed on exit."""
 
-    def __init__(self, share):
-        self.period = 100000
+    def __init__(self, share, period_us=100000):
+        self.period = period_us
         self.quota = int(share * self.period)
         self.path = None
         v1 = "/sys/fs/cgroup/cpu"
@@ -160,6 +160,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--quota", type=float, default=0.25, help="the edge's share of one CPU")
+    ap.add_argument("--period-ms", type=float, default=100.0,
+                    help="the quota's CFS period (session 26: under 100 ms an epoch's wall "
+                         "time comes in steps of about one period; under 10 ms it did not)")
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=1, help="seeds per configuration, both classes")
@@ -253,7 +256,7 @@ def main():
                   f"cloud seeds; {len(missed)} miss the target on a seed")
     seeds = ",".join(str(s) for s in range(top_seeds))
 
-    quota = Quota(args.quota)
+    quota = Quota(args.quota, int(args.period_ms * 1000))
     try:
         def edge_probe(name):
             """The edge's probe, written as a profile for `topotune predict`."""
