@@ -80,6 +80,28 @@ DeviceProbe ProbeUpTo(int max_fit) {
   return p;
 }
 
+WorkerRecord ClassWorker(const std::string& id, const std::string& device_class) {
+  WorkerRecord w = Worker(id);
+  w.device.device_class = device_class;
+  return w;
+}
+
+// Every size up to 512 fits, each stepping in `step_ms`.
+DeviceProbe ProbeWithStep(double step_ms) {
+  DeviceProbe probe = ProbeUpTo(512);
+  for (BatchProbe& b : probe.batches) b.step_ms = step_ms;
+  return probe;
+}
+
+// A job that counts seconds on class "edge", in rungs of 2 edge seconds.
+JobSpec CountedOnEdgeSpec() {
+  JobSpec spec = Spec();
+  spec.reference_class = "edge";
+  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
+                                      /*num_rungs=*/1, /*max_epochs=*/20);
+  return spec;
+}
+
 CurvePoint Epoch1() {
   CurvePoint p;
   p.epoch = 1;
@@ -155,32 +177,68 @@ TEST(Dispatcher, AWorkerIsSentItsOwnSecondsOfAJobCountedOnAnotherClass) {
   MemoryJournal journal;
   FakeChannel channel;
   Dispatcher dispatcher(&journal, &channel, [] { return 0.0; });
-  JobSpec spec = Spec();
-  spec.reference_class = "edge";
-  spec.asha = AshaSettings::InSeconds(/*min_seconds=*/2.0, /*reduction_factor=*/3,
-                                      /*num_rungs=*/1, /*max_epochs=*/20);
   JobRecord job;
   job.id = 1;
-  ASSERT_TRUE(dispatcher.AddJob(job, spec).ok());
-  const auto probe_of = [](double step_ms) {
-    DeviceProbe probe = ProbeUpTo(512);
-    for (BatchProbe& b : probe.batches) b.step_ms = step_ms;
-    return probe;
-  };
-  for (const auto& [id, device_class] : {std::pair<std::string, std::string>{"edge-1", "edge"},
-                                         std::pair<std::string, std::string>{"cloud-1", "cloud"}}) {
-    WorkerRecord w = Worker(id);
-    w.device.device_class = device_class;
+  ASSERT_TRUE(dispatcher.AddJob(job, CountedOnEdgeSpec()).ok());
+  for (const WorkerRecord& w : {ClassWorker("edge-1", "edge"), ClassWorker("cloud-1", "cloud")}) {
     ASSERT_TRUE(journal.UpsertWorker(w).ok());
     ASSERT_TRUE(dispatcher.WorkerConnected(w).ok());
   }
   ASSERT_EQ(channel.probes.size(), 2u);
-  ASSERT_TRUE(dispatcher.OnProbeResult("cloud-1", channel.probes[1].key, probe_of(2.0)).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("cloud-1", channel.probes[1].key, ProbeWithStep(2.0)).ok());
   EXPECT_TRUE(channel.assignments.empty());  // the cloud waits for the edge's probe
-  ASSERT_TRUE(dispatcher.OnProbeResult("edge-1", channel.probes[0].key, probe_of(8.0)).ok());
+  ASSERT_TRUE(dispatcher.OnProbeResult("edge-1", channel.probes[0].key, ProbeWithStep(8.0)).ok());
   ASSERT_EQ(channel.assignments.size(), 2u);
   for (const auto& [worker, segment] : channel.assignments) {
     EXPECT_DOUBLE_EQ(segment.max_train_s, worker == "edge-1" ? 2.0 : 0.5) << worker;
+  }
+}
+
+// A job counted on the edge, with no edge worker connected, gives a cloud worker none of
+// its trials for kReferenceProbeGraceS from its start. An edge that connects and probes in
+// that time has the cloud's seconds scaled from its first trial; without one, the cloud's
+// seconds count as measured once the wait is over.
+TEST(Dispatcher, AJobWaitsAWhileForItsReferenceClassToProbeBeforeCountingSecondsAsMeasured) {
+  for (const bool edge_comes : {true, false}) {
+    SCOPED_TRACE(edge_comes ? "the edge comes within the wait" : "no edge comes");
+    MemoryJournal journal;
+    FakeChannel channel;
+    double now = 1000.0;
+    Dispatcher dispatcher(&journal, &channel, [&now] { return now; });
+    JobRecord job;
+    job.id = 1;
+    ASSERT_TRUE(dispatcher.AddJob(job, CountedOnEdgeSpec()).ok());
+    const WorkerRecord cloud = ClassWorker("cloud-1", "cloud");
+    ASSERT_TRUE(journal.UpsertWorker(cloud).ok());
+    ASSERT_TRUE(dispatcher.WorkerConnected(cloud).ok());
+    ASSERT_EQ(channel.probes.size(), 1u);
+    ASSERT_TRUE(
+        dispatcher.OnProbeResult("cloud-1", channel.probes[0].key, ProbeWithStep(2.0)).ok());
+    EXPECT_TRUE(channel.assignments.empty());  // no edge probe yet: the cloud waits
+    now += 30;
+    ASSERT_TRUE(dispatcher.WorkerHeartbeat("cloud-1").ok());
+    EXPECT_TRUE(channel.assignments.empty());
+    if (edge_comes) {
+      const WorkerRecord edge = ClassWorker("edge-1", "edge");
+      ASSERT_TRUE(journal.UpsertWorker(edge).ok());
+      ASSERT_TRUE(dispatcher.WorkerConnected(edge).ok());
+      ASSERT_EQ(channel.probes.size(), 2u);
+      ASSERT_TRUE(
+          dispatcher.OnProbeResult("edge-1", channel.probes[1].key, ProbeWithStep(8.0)).ok());
+      ASSERT_EQ(channel.assignments.size(), 2u);
+      for (const auto& [worker, segment] : channel.assignments) {
+        EXPECT_DOUBLE_EQ(segment.max_train_s, worker == "edge-1" ? 2.0 : 0.5) << worker;
+      }
+      continue;
+    }
+    now = 1000.0 + Dispatcher::kReferenceProbeGraceS - 1;
+    ASSERT_TRUE(dispatcher.WorkerHeartbeat("cloud-1").ok());
+    EXPECT_TRUE(channel.assignments.empty());
+    now = 1000.0 + Dispatcher::kReferenceProbeGraceS + 1;
+    ASSERT_TRUE(dispatcher.WorkerHeartbeat("cloud-1").ok());
+    ASSERT_EQ(channel.assignments.size(), 1u);
+    EXPECT_EQ(channel.assignments[0].first, "cloud-1");
+    EXPECT_DOUBLE_EQ(channel.assignments[0].second.max_train_s, 2.0);  // as measured
   }
 }
 

@@ -53,6 +53,9 @@ Status Dispatcher::AddJob(const JobRecord& job, const JobSpec& spec) {
     engine->SetWorkerOnline(id, true, DeviceClassOf(w.record.device));
   }
   jobs_[job.id] = std::move(engine);
+  if (!spec.reference_class.empty()) {
+    reference_waits_[job.id].until = clock_() + kReferenceProbeGraceS;
+  }
   Pump();
   return Status::OK();
 }
@@ -75,6 +78,9 @@ Status Dispatcher::RestoreJob(const JobRecord& job, const JobSpec& spec) {
     deadline = std::max(deadline, clock_() + kReconnectGraceS);
   }
   jobs_[job.id] = std::move(engine).value();
+  if (!spec.reference_class.empty()) {
+    reference_waits_[job.id].until = clock_() + kReferenceProbeGraceS;
+  }
   Pump();
   return Status::OK();
 }
@@ -153,10 +159,9 @@ Status Dispatcher::WorkerHeartbeat(const std::string& worker_id) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return Status::NotFound("worker " + worker_id);
   it->second.record.last_heartbeat = clock_();
-  if (!awaited_.empty()) {
-    ExpireAwaitedWorkers();
-    Pump();
-  }
+  const bool waiting = !awaited_.empty() || !reference_waits_.empty();
+  if (!awaited_.empty()) ExpireAwaitedWorkers();
+  if (waiting) Pump();  // a wait may have ended
   return Status::OK();
 }
 
@@ -329,6 +334,7 @@ void Dispatcher::Retire() {
   bool retired = false;
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     if (IsTerminal(it->second->state())) {
+      reference_waits_.erase(it->first);
       it = jobs_.erase(it);
       retired = true;
     } else {
@@ -404,14 +410,34 @@ std::optional<Placement> Dispatcher::PlacementOf(
                          input->second, spec.space.batch_sizes, optimizer);
     if (!scales.empty()) placement.time_scale[optimizer] = std::move(scales);
   }
-  if (placement.time_scale.empty()) {
-    for (const auto& [id, other] : workers_) {
-      if (DeviceClassOf(other.record.device) == spec.reference_class &&
-          other.max_batch.count(key) == 0) {
-        return std::nullopt;
-      }
+  auto wait = reference_waits_.find(engine.job_id());
+  if (!placement.time_scale.empty()) {
+    if (wait != reference_waits_.end()) reference_waits_.erase(wait);
+    return placement;
+  }
+  for (const auto& [id, other] : workers_) {
+    if (DeviceClassOf(other.record.device) == spec.reference_class &&
+        other.max_batch.count(key) == 0) {
+      return std::nullopt;
     }
   }
+  if (wait == reference_waits_.end()) return placement;
+  const long long job_id = static_cast<long long>(engine.job_id());
+  if (clock_() < wait->second.until) {
+    if (!wait->second.logged) {
+      std::fprintf(stderr,
+                   "topotuned: job %lld waits up to %.0f s for a worker of class %s to probe "
+                   "%s before workers of other classes take its trials\n",
+                   job_id, kReferenceProbeGraceS, spec.reference_class.c_str(), spec.model.c_str());
+      wait->second.logged = true;
+    }
+    return std::nullopt;
+  }
+  std::fprintf(stderr,
+               "topotuned: job %lld: no worker of class %s probed %s within %.0f s of the job's "
+               "start; seconds on other classes count as measured until one does\n",
+               job_id, spec.reference_class.c_str(), spec.model.c_str(), kReferenceProbeGraceS);
+  reference_waits_.erase(wait);
   return placement;
 }
 

@@ -100,6 +100,11 @@ class Dispatcher {
   // How long a restored job waits for a worker that holds its checkpoints (a worker agent
   // retries for 60 s by default).
   static constexpr double kReconnectGraceS = 60.0;
+  // How long a job that counts seconds on a reference class waits, from its start, for a
+  // worker of that class to probe its input while none is connected. Until then workers of
+  // other classes get none of its trials; after it, their seconds count as measured until a
+  // probe of the reference class arrives. A worker agent retries its connection for 60 s.
+  static constexpr double kReferenceProbeGraceS = 60.0;
 
  private:
   struct Connected {
@@ -120,8 +125,9 @@ class Dispatcher {
   // The placement of worker `w` for a trial of `engine` with batches up to `max_batch`;
   // with the job's time scales when it counts seconds on a reference class (from the
   // stored probes, read into `classes` once per Pump). nullopt while the reference class
-  // has no probe of the job's input and a connected worker of it is yet to probe: the
-  // other classes wait for it rather than count seconds unscaled.
+  // has no probe of the job's input and a connected worker of it is yet to probe, or none
+  // is connected and the job started less than kReferenceProbeGraceS ago: the other
+  // classes wait for it rather than count seconds unscaled.
   std::optional<Placement> PlacementOf(
       const std::string& worker_id, const Connected& w, JobEngine& engine, int max_batch,
       std::optional<std::vector<DeviceClassProfile>>* classes);   // requires mutex_
@@ -145,6 +151,13 @@ class Dispatcher {
   // Checkpoint holders of restored jobs that have not reconnected yet, and until when
   // (clock_ seconds) they are waited for. GUARDED_BY(mutex_)
   std::map<std::string, double> awaited_;
+  // Jobs with a reference class that may still wait for its probe (kReferenceProbeGraceS):
+  // until when (clock_ seconds), and whether the wait was logged. GUARDED_BY(mutex_)
+  struct ReferenceWait {
+    double until = 0;
+    bool logged = false;
+  };
+  std::map<int64_t, ReferenceWait> reference_waits_;
 };
 
 }  // namespace topotune
