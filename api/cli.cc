@@ -220,8 +220,14 @@ void PrintReport(const json& r) {
                   Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
                   best["epochs_done"].get<int>());
     }
-    std::printf("  trial %d on worker %s\n", best["number"].get<int>(),
-                best["worker"].get<std::string>().c_str());
+    std::string on;
+    for (const json& c : best.value("device_classes", json::array())) {
+      if (c.is_string())
+        on += (on.empty() ? " (class " : ", ") + SafeText(c.get<std::string>(), 60);
+    }
+    if (!on.empty()) on += ")";
+    std::printf("  trial %d on worker %s%s\n", best["number"].get<int>(),
+                best["worker"].get<std::string>().c_str(), on.c_str());
   }
   if (several) {
     const std::string measured = target.value("links_measured", std::string());
@@ -240,6 +246,21 @@ void PrintReport(const json& r) {
         "time / the step time of the class it ran on, from their probes (as measured where "
         "either has no probe)\n",
         reference_class.c_str(), reference_class.c_str());
+  }
+  const int unscaled = r.value("unscaled_epochs", 0);
+  if (unscaled > 0) {
+    std::string numbers;
+    for (const json& t : r["ranking"]) {
+      if (t.value("unscaled_epochs", 0) <= 0) continue;
+      numbers += (numbers.empty() ? "#" : ", #") + std::to_string(t["number"].get<int>());
+    }
+    const bool one = unscaled == 1;
+    std::printf(
+        "%d epoch%s (trial%s %s) count%s as measured, not %s: no probe of the job's input "
+        "could scale %s when %s ran, so %s seconds do not compare with the others'\n",
+        unscaled, one ? "" : "s", numbers.find(',') == std::string::npos ? "" : "s",
+        numbers.c_str(), one ? "s" : "", reference.c_str(), one ? "it" : "them",
+        one ? "it" : "they", one ? "its" : "their");
   }
   const json& grid = r["grid"];
   std::printf("\nCompute spent: %s s over %d epochs of %d trials (%s)\n",

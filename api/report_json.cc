@@ -82,7 +82,10 @@ json TrialWithCurve(const TrialRecord& t, const std::vector<CurvePoint>& points)
   json j = ToJson(t);
   json curve = json::array();
   for (const auto& p : points) {
-    if (p.trial_id == t.id) curve.push_back(ToJson(p));
+    if (p.trial_id != t.id) continue;
+    json point = ToJson(p);
+    point["device_class"] = p.device_class;
+    curve.push_back(std::move(point));
   }
   j["curve"] = std::move(curve);
   return j;
@@ -90,11 +93,21 @@ json TrialWithCurve(const TrialRecord& t, const std::vector<CurvePoint>& points)
 
 json ToJson(const Report& r) {
   json ranking = json::array();
-  for (const auto& t : r.ranking) ranking.push_back(ToJson(t));
+  // A trial with the classes its epochs ran on and those that count as measured.
+  const auto with_classes = [&r](const TrialRecord& t) {
+    json trial = ToJson(t);
+    auto classes = r.classes_of.find(t.id);
+    trial["device_classes"] = classes != r.classes_of.end() ? json(classes->second) : json::array();
+    auto unscaled = r.unscaled_epochs.find(t.id);
+    trial["unscaled_epochs"] = unscaled != r.unscaled_epochs.end() ? unscaled->second : 0;
+    return trial;
+  };
+  for (const auto& t : r.ranking) ranking.push_back(with_classes(t));
   json curve = json::array();
   for (const auto& p : r.best_curve) {
     json point = ToJson(p);
     point["reference_s"] = p.reference_s;
+    point["device_class"] = p.device_class;
     curve.push_back(std::move(point));
   }
   return {{"job", ToJson(r.job)},
@@ -109,7 +122,7 @@ json ToJson(const Report& r) {
                                           {"links_measured", r.reference_target.links_measured}}},
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
-          {"best", r.best ? ToJson(*r.best) : json(nullptr)},
+          {"best", r.best ? with_classes(*r.best) : json(nullptr)},
           {"best_curve", curve},
           {"trials_total", r.trials_total},
           {"trials_by_state", r.trials_by_state},
@@ -129,6 +142,7 @@ json ToJson(const Report& r) {
                  : "every batch size x optimizer x grid_lr_points learning rates, each trained "
                    "for the top rung's epochs at the epoch times measured in this job"}}},
           {"compute_vs_grid", r.grid_ratio},
+          {"unscaled_epochs", r.unscaled_epochs_total},
           {"ranking", ranking}};
 }
 

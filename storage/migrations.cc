@@ -222,6 +222,11 @@ constexpr const char* kAdamDoesNotFit = R"sql(
 ALTER TABLE device_profiles ADD COLUMN adam_does_not_fit INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// The class of the device each epoch ran on ('': stored before this migration).
+constexpr const char* kPointDeviceClass = R"sql(
+ALTER TABLE curve_points ADD COLUMN device_class TEXT NOT NULL DEFAULT '';
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -292,7 +297,7 @@ const std::vector<Migration>& Migrations() {
       {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
       {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
-      {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},
+      {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},         {15, kPointDeviceClass},
   };
   return kMigrations;
 }

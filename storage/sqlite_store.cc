@@ -205,6 +205,7 @@ StatusOr<CurvePoint> ReadCurvePoint(const Statement& row) {
   point.backward_s = row.Double(14);
   point.optimizer_s = row.Double(15);
   point.reference_s = row.Double(16);
+  point.device_class = row.Text(17);
   return point;
 }
 
@@ -321,7 +322,8 @@ Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
                  "INSERT OR REPLACE INTO curve_points (trial_id, epoch, samples_seen, "
                  "train_loss, val_accuracy, compute_s, comm_s, eval_s, wall_s, step_ms_p50, "
                  "step_ms_p95, peak_memory_bytes, data_s, forward_s, backward_s, optimizer_s, "
-                 "reference_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "reference_s, device_class) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  "storing epoch " + std::to_string(point.epoch) + " of trial " +
                      std::to_string(point.trial_id));
   stmt.BindInt(point.trial_id)
@@ -340,7 +342,8 @@ Status InsertCurvePoint(sqlite3* db, const CurvePoint& point) {
       .BindDouble(point.forward_s)
       .BindDouble(point.backward_s)
       .BindDouble(point.optimizer_s)
-      .BindDouble(point.reference_s);
+      .BindDouble(point.reference_s)
+      .BindText(point.device_class);
   return stmt.Run();
 }
 
@@ -703,7 +706,7 @@ class SqliteStore final : public Store {
                      "SELECT c.trial_id, c.epoch, c.samples_seen, c.train_loss, c.val_accuracy, "
                      "c.compute_s, c.comm_s, c.eval_s, c.wall_s, c.step_ms_p50, c.step_ms_p95, "
                      "c.peak_memory_bytes, c.data_s, c.forward_s, c.backward_s, c.optimizer_s, "
-                     "c.reference_s FROM curve_points AS c JOIN trials AS t "
+                     "c.reference_s, c.device_class FROM curve_points AS c JOIN trials AS t "
                      "ON t.id = c.trial_id WHERE t.job_id = ? ORDER BY c.trial_id, c.epoch",
                      "listing the curve points of job " + std::to_string(job_id));
       stmt.BindInt(job_id);

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "tests/memory_journal.h"
+#include "tuner/report.h"
 
 namespace topotune {
 namespace {
@@ -239,6 +240,17 @@ TEST(Dispatcher, AJobWaitsAWhileForItsReferenceClassToProbeBeforeCountingSeconds
     ASSERT_EQ(channel.assignments.size(), 1u);
     EXPECT_EQ(channel.assignments[0].first, "cloud-1");
     EXPECT_DOUBLE_EQ(channel.assignments[0].second.max_train_s, 2.0);  // as measured
+    // Its epoch is stored with the class it ran on, and the report names it.
+    const SegmentSpec& a = channel.assignments[0].second;
+    ASSERT_TRUE(dispatcher.OnEpoch("cloud-1", a.trial_id, a.attempt, Epoch1()).ok());
+    const CurvePoint& stored = journal.points.at({a.trial_id, 1});
+    EXPECT_EQ(stored.device_class, "cloud");
+    EXPECT_DOUBLE_EQ(stored.reference_s, 1.0);
+    std::vector<TrialRecord> trials;
+    for (const auto& [id, t] : journal.trials) trials.push_back(t);
+    const Report report = BuildReport(job, CountedOnEdgeSpec(), trials, {stored});
+    EXPECT_EQ(report.unscaled_epochs_total, 1);
+    EXPECT_EQ(report.unscaled_epochs.count(a.trial_id), 1u);
   }
 }
 

@@ -648,8 +648,9 @@ TEST(JobEngine, SecondsCountOnTheReferenceClassWhicheverDeviceTrains) {
   engine.SetWorkerOnline("edge-1", true);
   engine.SetWorkerOnline("cloud-1", true);
   // A cloud step takes a quarter of an edge step: its 0.25 s epochs count 1 s each.
-  StatusOr<std::optional<Assignment>> cloud =
-      engine.NextAssignment(ScaledPlacement("cloud-1", spec, 4.0), 0);
+  Placement on_cloud = ScaledPlacement("cloud-1", spec, 4.0);
+  on_cloud.device_class = "cloud";
+  StatusOr<std::optional<Assignment>> cloud = engine.NextAssignment(on_cloud, 0);
   ASSERT_TRUE(cloud.ok() && cloud->has_value());
   EXPECT_DOUBLE_EQ((*cloud)->max_train_s, 2.0);                       // the rung, edge seconds
   EXPECT_DOUBLE_EQ(MakeSegmentSpec(**cloud, spec).max_train_s, 0.5);  // the cloud's own
@@ -660,6 +661,7 @@ TEST(JobEngine, SecondsCountOnTheReferenceClassWhicheverDeviceTrains) {
   const CurvePoint& first = journal.points.at({cloud_id, 1});
   EXPECT_DOUBLE_EQ(first.compute_s, 0.25);  // as measured
   EXPECT_DOUBLE_EQ(first.reference_s, 1.0);
+  EXPECT_EQ(first.device_class, "cloud");  // the placement's, the controller's word
   // On the edge itself, seconds count as measured: 1 s epochs, 2 of them in the rung.
   for (double accuracy : {0.4, 0.3}) {
     StatusOr<std::optional<Assignment>> edge =

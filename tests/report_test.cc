@@ -97,6 +97,40 @@ TEST(Report, TheReferenceTargetHasTheLinksItsJobFixed) {
   EXPECT_EQ(fixed.reference_target.links_measured, "inter_node measured by a link test");
 }
 
+// An epoch on another class counts as measured when no probe scaled it (reference_s equal
+// to its measured seconds); one on the reference class itself is measured by definition,
+// unless the reference is several devices, whose synchronisation must be added.
+TEST(Report, SaysWhichEpochsRanOnAnotherClassAndCountAsMeasured) {
+  std::vector<TrialRecord> trials = {Trial(1, 16, false, 0.0, 0.5), Trial(2, 16, false, 0.0, 0.5),
+                                     Trial(3, 16, false, 0.0, 0.5)};
+  const auto on = [](int64_t trial, int epoch, const std::string& device_class, double scale) {
+    CurvePoint p = Point(trial, epoch, 1.0);
+    p.device_class = device_class;
+    p.reference_s = p.compute_s * scale;
+    return p;
+  };
+  // Trial 1 scaled on the cloud; trial 2 unscaled on the cloud for two epochs, then
+  // scaled; trial 3 on the edge; one point stored before migration 15 (no class).
+  std::vector<CurvePoint> points = {on(1, 1, "cloud", 4.0), on(2, 1, "cloud", 1.0),
+                                    on(2, 2, "cloud", 1.0), on(2, 3, "cloud", 4.0),
+                                    on(3, 1, "edge", 1.0),  on(3, 2, "", 1.0)};
+  JobSpec spec = Spec();
+  spec.reference_class = "edge";
+  Report r = BuildReport(JobRecord{}, spec, trials, points);
+  EXPECT_EQ(r.unscaled_epochs_total, 2);
+  EXPECT_EQ(r.unscaled_epochs, (std::map<int64_t, int>{{2, 2}}));
+  EXPECT_EQ(r.classes_of[1], std::vector<std::string>{"cloud"});
+  EXPECT_EQ(r.classes_of[3], std::vector<std::string>{"edge"});
+  // Without a reference class every second is as measured, and nothing is flagged.
+  EXPECT_EQ(BuildReport(JobRecord{}, Spec(), trials, points).unscaled_epochs_total, 0);
+  // Four edge devices: the edge's own unscaled epoch lacks its synchronisation.
+  spec.reference_target.kind = Target::Kind::kDataParallel;
+  spec.reference_target.device_class = "edge";
+  spec.reference_target.devices = 4;
+  r = BuildReport(JobRecord{}, spec, trials, points);
+  EXPECT_EQ(r.unscaled_epochs, (std::map<int64_t, int>{{2, 2}, {3, 1}}));
+}
+
 TEST(Report, GridCostUsesMeasuredEpochTimesPerBatchSize) {
   std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 64, false, 0, 0.5)};
   std::vector<CurvePoint> points = {Point(1, 1, 8.0), Point(2, 1, 2.0)};

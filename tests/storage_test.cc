@@ -103,6 +103,7 @@ CurvePoint MakePoint(int64_t trial_id, int epoch) {
   point.backward_s = 5.25 * epoch;
   point.optimizer_s = 1.25 * epoch;
   point.reference_s = 4.5 * epoch;
+  point.device_class = "edge";
   return point;
 }
 
@@ -167,6 +168,7 @@ void ExpectSamePoint(const CurvePoint& a, const CurvePoint& b) {
   EXPECT_EQ(a.backward_s, b.backward_s);
   EXPECT_EQ(a.optimizer_s, b.optimizer_s);
   EXPECT_EQ(a.reference_s, b.reference_s);
+  EXPECT_EQ(a.device_class, b.device_class);
 }
 
 TEST(Storage, OpenCreatesSchemaAtLatestVersion) {

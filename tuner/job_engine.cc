@@ -398,6 +398,7 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
   t.time_scale = placement.TimeScaleOf(t.record.config);
+  t.device_class = placement.device_class;
   a.time_scale = t.time_scale;
   a.checkpoint = CheckpointStem(t);
   return a;
@@ -764,6 +765,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   CurvePoint stored = point;
   stored.trial_id = trial_id;
   stored.reference_s = (point.compute_s + point.comm_s) * t.time_scale;
+  stored.device_class = t.device_class;
   if (stored.reference_s != point.compute_s + point.comm_s) t.scaled = true;
   t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
   t.epoch_train_s.back() = stored.reference_s;

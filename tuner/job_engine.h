@@ -155,6 +155,7 @@ class JobEngine {
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
     double time_scale = 1.0;             // its current segment's (Assignment::time_scale)
+    std::string device_class;            // its current segment's (Placement::device_class)
     // Algorithm "forecast": the curve model's last prediction, made when the job's curves
     // were at version forecast_version (it depends on the other curves too).
     std::optional<EpochsToTarget> forecast;

@@ -65,6 +65,14 @@ double EpochSecondsAt(const std::map<int, double>& measured, int b) {
 
 }  // namespace
 
+bool CountedAsMeasured(const CurvePoint& p, const std::string& reference_class,
+                       const Target& reference) {
+  const double measured = p.compute_s + p.comm_s;
+  if (reference_class.empty() || p.device_class.empty() || !(measured > 0)) return false;
+  if (p.device_class == reference_class && !OnSeveralDevices(reference)) return false;
+  return p.reference_s == measured;
+}
+
 Report BuildReport(const JobRecord& job, const JobSpec& spec,
                    const std::vector<TrialRecord>& trials, const std::vector<CurvePoint>& points) {
   Report r;
@@ -85,6 +93,16 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
     r.train_s += p.compute_s + p.comm_s;
     ++r.epochs_trained;
     if (r.best && p.trial_id == r.best->id) r.best_curve.push_back(p);
+    if (!p.device_class.empty()) {
+      std::vector<std::string>& classes = r.classes_of[p.trial_id];
+      if (std::find(classes.begin(), classes.end(), p.device_class) == classes.end()) {
+        classes.push_back(p.device_class);
+      }
+    }
+    if (CountedAsMeasured(p, r.reference_class, r.reference_target)) {
+      ++r.unscaled_epochs[p.trial_id];
+      ++r.unscaled_epochs_total;
+    }
   }
   std::sort(r.best_curve.begin(), r.best_curve.end(),
             [](const CurvePoint& a, const CurvePoint& b) { return a.epoch < b.epoch; });

@@ -48,7 +48,21 @@ struct Report {
   GridEstimate grid;
   double grid_ratio = 0.0;           ///< compute_s / grid.cost_s; 0 when the grid cost is unknown
   std::vector<TrialRecord> ranking;  ///< every trial, best first
+  // Per trial id, the classes its epochs ran on, in order of first use (points stored before
+  // migration 15 name none).
+  std::map<int64_t, std::vector<std::string>> classes_of;
+  // Per trial id, its epochs that count as measured although the job counts seconds on
+  // another class (CountedAsMeasured), and their total over the job.
+  std::map<int64_t, int> unscaled_epochs;
+  int unscaled_epochs_total = 0;
 };
+
+// Whether `p`'s seconds count as measured where the job counts seconds on `reference`
+// (class `reference_class`): it ran on another class, or the target needs its
+// synchronisation added, and no probe gave it a scale then (Dispatcher::PlacementOf: the
+// reference class's grace period had ended, or a class had not probed the job's input).
+bool CountedAsMeasured(const CurvePoint& p, const std::string& reference_class,
+                       const Target& reference);
 
 // Trials that reached the target rank first, by TTA, then the rest by best accuracy.
 bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b);

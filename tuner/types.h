@@ -221,6 +221,9 @@ struct CurvePoint {
   // them, on its reference class (JobSpec::reference_class): x that class's step time /
   // the step time of the class the epoch ran on, from their probes; unscaled without one.
   double reference_s = 0.0;
+  // Set by the controller, never read from a worker: the class of the device the epoch ran
+  // on (DeviceClassOf; its placement's lead). "" for points stored before migration 15.
+  std::string device_class;
 };
 
 // What a worker says about its device when it registers.
