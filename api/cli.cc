@@ -763,6 +763,8 @@ int RunCli(int argc, char** argv) {
           const double adam = b.value("adam_optimizer_ms", 0.0);
           if (adam > 0) std::printf("; with Adam's update %s", Fixed(adam, 2).c_str());
           if (b.value("adam_does_not_fit", false)) std::printf("; Adam's state does not fit");
+          const double timed = b.value("timed_s", 0.0);
+          if (timed > 0) std::printf(" (%s s timed)", Fixed(timed, 1).c_str());
           std::printf("\n");
         }
       }

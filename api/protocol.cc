@@ -477,6 +477,7 @@ nlohmann::json ToJson(const DeviceProbe& p) {
                        {"optimizer_ms", b.optimizer_ms},
                        {"adam_optimizer_ms", b.adam_optimizer_ms},
                        {"adam_does_not_fit", b.adam_does_not_fit},
+                       {"timed_s", b.timed_s},
                        {"peak_memory_bytes", b.peak_memory_bytes},
                        {"error", b.error}});
   }
@@ -505,13 +506,14 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "step_ms", &probe.step_ms));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "peak_memory_bytes", &probe.peak_memory_bytes));
     TOPOTUNE_RETURN_IF_ERROR(Get(b, "error", &probe.error));
-    // The split of the step, from workers of protocol 3 on, and Adam's optimizer part
-    // (absent: 0, not measured).
+    // The split of the step, from workers of protocol 3 on, Adam's optimizer part and the
+    // seconds timed (absent: 0, not measured or not reported).
     for (const auto& [key, field] :
          {std::pair<const char*, double*>{"forward_ms", &probe.forward_ms},
           {"backward_ms", &probe.backward_ms},
           {"optimizer_ms", &probe.optimizer_ms},
-          {"adam_optimizer_ms", &probe.adam_optimizer_ms}}) {
+          {"adam_optimizer_ms", &probe.adam_optimizer_ms},
+          {"timed_s", &probe.timed_s}}) {
       if (b.contains(key)) TOPOTUNE_RETURN_IF_ERROR(Get(b, key, field));
     }
     // Optional: absent from workers that do not check, where Adam fits as SGD does.
@@ -525,6 +527,9 @@ StatusOr<DeviceProbe> DeviceProbeFromJson(const nlohmann::json& j) {
           "probe.batches[]: batch_size must be in [1, 65536], step_ms, its parts "
           "(forward_ms, backward_ms, optimizer_ms), adam_optimizer_ms and "
           "peak_memory_bytes >= 0");
+    }
+    if (!(probe.timed_s >= 0 && probe.timed_s <= 86400)) {
+      return Status::InvalidArgument("probe.batches[]: timed_s must be in [0, 86400] seconds");
     }
     p.batches.push_back(probe);
   }

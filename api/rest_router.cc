@@ -377,7 +377,8 @@ struct RestRouter::Impl {
                              {"adam_optimizer_ms", b.adam_optimizer_ms},
                              {"adam_does_not_fit", b.adam_does_not_fit},
                              {"peak_memory_bytes", b.peak_memory_bytes},
-                             {"workers", b.workers}});
+                             {"workers", b.workers},
+                             {"timed_s", b.timed_s}});
         }
         probes.push_back(
             {{"model", p.model},

@@ -227,6 +227,11 @@ constexpr const char* kPointDeviceClass = R"sql(
 ALTER TABLE curve_points ADD COLUMN device_class TEXT NOT NULL DEFAULT '';
 )sql";
 
+// The seconds a probe timed at each batch size (0: not reported, older workers).
+constexpr const char* kProbeTimedSeconds = R"sql(
+ALTER TABLE device_profiles ADD COLUMN timed_s REAL NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -298,6 +303,7 @@ const std::vector<Migration>& Migrations() {
       {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
       {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
       {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},         {15, kPointDeviceClass},
+      {16, kProbeTimedSeconds},
   };
   return kMigrations;
 }

@@ -587,8 +587,8 @@ class SqliteStore final : public Store {
                                     "INSERT OR REPLACE INTO device_profiles (worker_id, model, "
                                     "input, batch_size, fits, step_ms, peak_memory_bytes, error, "
                                     "measured_at, forward_ms, backward_ms, optimizer_ms, "
-                                    "adam_optimizer_ms, adam_does_not_fit) "
-                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    "adam_optimizer_ms, adam_does_not_fit, timed_s) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                     what);
                      stmt.BindText(probe.worker_id)
                          .BindText(probe.model)
@@ -603,7 +603,8 @@ class SqliteStore final : public Store {
                          .BindDouble(b.backward_ms)
                          .BindDouble(b.optimizer_ms)
                          .BindDouble(b.adam_optimizer_ms)
-                         .BindInt(b.adam_does_not_fit ? 1 : 0);
+                         .BindInt(b.adam_does_not_fit ? 1 : 0)
+                         .BindDouble(b.timed_s);
                      TOPOTUNE_RETURN_IF_ERROR(stmt.Run());
                    }
                    return Status::OK();
@@ -615,7 +616,8 @@ class SqliteStore final : public Store {
       Statement stmt(db,
                      "SELECT worker_id, model, input, batch_size, fits, step_ms, "
                      "peak_memory_bytes, error, measured_at, forward_ms, backward_ms, "
-                     "optimizer_ms, adam_optimizer_ms, adam_does_not_fit FROM device_profiles "
+                     "optimizer_ms, adam_optimizer_ms, adam_does_not_fit, timed_s "
+                     "FROM device_profiles "
                      "ORDER BY worker_id, model, input, batch_size",
                      "listing device profiles");
       std::vector<DeviceProbe> probes;
@@ -642,6 +644,7 @@ class SqliteStore final : public Store {
         b.optimizer_ms = stmt.Double(11);
         b.adam_optimizer_ms = stmt.Double(12);
         b.adam_does_not_fit = stmt.Int(13) != 0;
+        b.timed_s = stmt.Double(14);
         probes.back().measured_at = std::max(probes.back().measured_at, stmt.Double(8));
         probes.back().batches.push_back(b);
       }

@@ -223,7 +223,21 @@ TEST(Integration, RunsAJobToCompletionAndTheDatabaseAgreesWithTheReport) {
 
   auto workers = cluster.Get("/v1/workers");
   ASSERT_TRUE(workers);
-  EXPECT_EQ(json::parse(workers->body)["workers"].size(), 2u);
+  const json worker_list = json::parse(workers->body)["workers"];
+  EXPECT_EQ(worker_list.size(), 2u);
+  // Each worker's probe timed every size that fits for the default second at least.
+  for (const json& w : worker_list) {
+    const double seconds = 1.0;
+    ASSERT_EQ(w["profiles"].size(), 1u) << w.dump();
+    int timed = 0;
+    for (const json& b : w["profiles"][0]["batches"]) {
+      if (!b["fits"].get<bool>()) continue;
+      EXPECT_GE(b["timed_s"].get<double>(), seconds) << w["id"] << " " << b.dump();
+      EXPECT_LT(b["timed_s"].get<double>(), seconds + 2.0) << w["id"] << " " << b.dump();
+      ++timed;
+    }
+    EXPECT_GE(timed, 1) << w.dump();
+  }
 
   auto trials_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
   ASSERT_TRUE(trials_res);
@@ -289,6 +303,34 @@ TEST(Integration, RunsAJobToCompletionAndTheDatabaseAgreesWithTheReport) {
   EXPECT_EQ(offline["best"], report["best"]);
   EXPECT_EQ(offline["ranking"], report["ranking"]);
   EXPECT_DOUBLE_EQ(offline["compute_s"].get<double>(), report["compute_s"].get<double>());
+}
+
+// A worker started with --probe-seconds times each batch size that long before its first
+// trial; /v1/workers and /v1/devices say how long.
+TEST(Integration, AWorkersProbeTimesEachBatchSizeForItsProbeSeconds) {
+  Cluster cluster("15", {{"--probe-seconds", "2.5"}});
+  ASSERT_GE(cluster.Submit(SmallJob()), 0);
+  json profiles;
+  for (int i = 0; i < 600 && profiles.empty(); ++i) {  // the probe takes about 10 s
+    auto workers = cluster.Get("/v1/workers");
+    ASSERT_TRUE(workers && workers->status == 200);
+    profiles = json::parse(workers->body)["workers"][0]["profiles"];
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(profiles.size(), 1u) << cluster.Log("w1.log");
+  int timed = 0;
+  for (const json& b : profiles[0]["batches"]) {
+    if (!b["fits"].get<bool>()) continue;
+    EXPECT_GE(b["timed_s"].get<double>(), 2.5) << b.dump();
+    EXPECT_LT(b["timed_s"].get<double>(), 4.5) << b.dump();
+    ++timed;
+  }
+  EXPECT_GE(timed, 2) << profiles.dump();
+  auto devices = cluster.Get("/v1/devices");
+  ASSERT_TRUE(devices && devices->status == 200);
+  const json classes = json::parse(devices->body)["classes"];
+  ASSERT_EQ(classes.size(), 1u) << classes.dump();
+  EXPECT_EQ(classes[0]["probes"][0]["batches"][0]["timed_s"], profiles[0]["batches"][0]["timed_s"]);
 }
 
 TEST(Integration, MalformedJobsGet400NamingTheProblemAndTheServerKeepsServing) {
@@ -647,6 +689,12 @@ TEST(Integration, TheProbeCommandPrintsWhatFitsUnderAMemoryLimitAndNamesAnUnknow
   const auto [rounds_status, rounds_output] = RunCommand(probe + " --rounds 0");
   EXPECT_EQ(rounds_status, 2);
   EXPECT_NE(rounds_output.find("--rounds must be in [1, 100]"), std::string::npos) << rounds_output;
+  // The worker's own flag for the probes the controller asks of it.
+  const auto [agent_status, agent_output] =
+      RunCommand(std::string(TOPOTUNE_WORKER_BIN) + " --probe-seconds 900");
+  EXPECT_EQ(agent_status, 2);
+  EXPECT_NE(agent_output.find("--probe-seconds must be in [0, 600]"), std::string::npos)
+      << agent_output;
   fs::remove_all(dir);
 }
 

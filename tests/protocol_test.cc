@@ -215,23 +215,26 @@ TEST(Protocol, LinkTestFramesRoundTripAndRefuseWhatTheyMustNot) {
   ExpectRefused({{"type", "link_report"}, {"id", 1}, {"error", ""}}, false, "error");
 }
 
-// A probe's step split (protocol 3) round-trips; a probe without it (an older worker)
-// decodes with zero parts; a negative part is refused with the field named.
+// A probe's step split (protocol 3) and its seconds timed round-trip; a probe without them
+// (an older worker) decodes with zeros; a negative part or seconds out of range are refused
+// with the field named.
 TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
   DeviceProbe p;
   p.model = "lenet";
   p.input = "3x32x32";
-  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25, 0.75, /*adam_does_not_fit=*/true}};
+  p.batches = {{16, true, 2.0, 1000, "", 0.5, 1.25, 0.25, 0.75, /*adam_does_not_fit=*/true,
+                /*timed_s=*/6.5}};
   StatusOr<DeviceProbe> back = DeviceProbeFromJson(ToJson(p));
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_TRUE(back->batches[0].adam_does_not_fit);
+  EXPECT_EQ(back->batches[0].timed_s, 6.5);
   EXPECT_EQ(back->batches[0].forward_ms, 0.5);
   EXPECT_EQ(back->batches[0].backward_ms, 1.25);
   EXPECT_EQ(back->batches[0].optimizer_ms, 0.25);
   EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.75);
   nlohmann::json old = ToJson(p);
-  for (const char* key :
-       {"forward_ms", "backward_ms", "optimizer_ms", "adam_optimizer_ms", "adam_does_not_fit"}) {
+  for (const char* key : {"forward_ms", "backward_ms", "optimizer_ms", "adam_optimizer_ms",
+                          "adam_does_not_fit", "timed_s"}) {
     old["batches"][0].erase(key);
   }
   back = DeviceProbeFromJson(old);
@@ -239,13 +242,19 @@ TEST(Protocol, ProbeStepPartsRoundTripAndAreOptional) {
   EXPECT_FALSE(back->batches[0].adam_does_not_fit);
   EXPECT_EQ(back->batches[0].forward_ms, 0.0);
   EXPECT_EQ(back->batches[0].adam_optimizer_ms, 0.0);
-  for (const char* key : {"backward_ms", "adam_optimizer_ms"}) {
+  EXPECT_EQ(back->batches[0].timed_s, 0.0);
+  for (const char* key : {"backward_ms", "adam_optimizer_ms", "timed_s"}) {
     nlohmann::json bad = ToJson(p);
     bad["batches"][0][key] = -1.0;
     back = DeviceProbeFromJson(bad);
     ASSERT_FALSE(back.ok()) << key;
     EXPECT_NE(back.status().message().find(key), std::string::npos) << back.status().message();
   }
+  nlohmann::json long_probe = ToJson(p);
+  long_probe["batches"][0]["timed_s"] = 1e9;  // longer than a day: not a probe
+  back = DeviceProbeFromJson(long_probe);
+  ASSERT_FALSE(back.ok());
+  EXPECT_NE(back.status().message().find("timed_s"), std::string::npos) << back.status().message();
   nlohmann::json text = ToJson(p);
   text["batches"][0]["adam_optimizer_ms"] = "fast";
   EXPECT_FALSE(DeviceProbeFromJson(text).ok());

@@ -746,6 +746,10 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
                          {"adam_optimizer_ms", ms16 * b / 32},
                          // Adam's state does not fit e1 at 32.
                          {"adam_does_not_fit", b == 32 && name == "e1"},
+                         // e1 timed each size 30 s, e2 6 s, c1 1 s.
+                         {"timed_s", name == "e1"   ? 30.0
+                                     : name == "e2" ? 6.0
+                                                    : 1.0},
                          {"peak_memory_bytes", b * 1000},
                          {"error", ""}});
     }
@@ -782,6 +786,9 @@ TEST(Devices, WorkersOfAClassPoolTheirProbesAndSayTheirSites) {
   EXPECT_DOUBLE_EQ(probe["batches"][0]["backward_ms"].get<double>(), 1.5);
   EXPECT_DOUBLE_EQ(probe["batches"][0]["optimizer_ms"].get<double>(), 0.75);
   EXPECT_DOUBLE_EQ(probe["batches"][0]["adam_optimizer_ms"].get<double>(), 1.5);
+  // The seconds behind a class's step: summed over the workers it fits on.
+  EXPECT_DOUBLE_EQ(probe["batches"][0]["timed_s"].get<double>(), 36.0);
+  EXPECT_DOUBLE_EQ(probe["batches"][2]["timed_s"].get<double>(), 30.0);
   EXPECT_FALSE(probe["batches"][2]["fits"].get<bool>());
   // 3 ms per 16 samples through the origin: 0.1875 ms per sample.
   EXPECT_NEAR(probe["step_ms_fit"]["beta_ms_per_sample"].get<double>(), 0.1875, 1e-9);

@@ -548,7 +548,7 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   probe.model = "resnet18";
   probe.input = "3x32x32";
   probe.measured_at = 100.0;
-  probe.batches = {{16, true, 12.5, int64_t{1} << 30, "", 4.0, 7.5, 1.0, 1.5},
+  probe.batches = {{16, true, 12.5, int64_t{1} << 30, "", 4.0, 7.5, 1.0, 1.5, false, 30.5},
                    {32, true, 23.0, int64_t{3} << 30, "", 0, 0, 0, 0, /*adam_does_not_fit=*/true},
                    {64, false, 0.0, 0, "out of memory"}};
   ASSERT_TRUE(store->UpsertDeviceProbe(probe).ok());
@@ -582,6 +582,9 @@ TEST(Storage, DeviceProbesRoundTripAndAReprobeReplacesRows) {
   // Where Adam's state does not fit (migration 14).
   EXPECT_FALSE(got.batches[0].adam_does_not_fit);
   EXPECT_TRUE(got.batches[1].adam_does_not_fit);
+  // The seconds each size was timed (migration 16); 0 where a probe did not say.
+  EXPECT_EQ(got.batches[0].timed_s, 30.5);
+  EXPECT_EQ(got.batches[1].timed_s, 0.0);
   EXPECT_EQ(got.MaxBatchSize(), 32);
   EXPECT_EQ(got.MaxBatchSize({Optimizer::kSgd, Optimizer::kAdam}), 16);
 }

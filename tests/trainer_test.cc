@@ -433,6 +433,8 @@ TEST(DeviceProbe, EachSizeThatFitsGetsTheStepOfItsMedianRoundAndIsProbedOnce) {
     // Adam's update does about three times momentum SGD's work per weight (two moments, a
     // square root, a division); its extra is timed once, whatever the batch.
     EXPECT_GT(b.adam_optimizer_ms, b.optimizer_ms);
+    // Every round timed its 0.5 s at least.
+    EXPECT_GE(b.timed_s, request.min_timed_s);
   }
   EXPECT_NEAR(first->batches[0].adam_optimizer_ms - first->batches[0].optimizer_ms,
               first->batches[1].adam_optimizer_ms - first->batches[1].optimizer_ms, 1e-9);
@@ -442,6 +444,7 @@ TEST(DeviceProbe, EachSizeThatFitsGetsTheStepOfItsMedianRoundAndIsProbedOnce) {
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   ASSERT_EQ(again->batches.size(), 3u);
   EXPECT_EQ(again->batches[0].step_ms, first->batches[0].step_ms);
+  EXPECT_EQ(again->batches[0].timed_s, first->batches[0].timed_s);
   EXPECT_TRUE(again->batches[1].fits) << again->batches[1].error;  // new: timed now
   EXPECT_GT(again->batches[1].step_ms, 0.0);
   EXPECT_EQ(again->batches[2].step_ms, first->batches[1].step_ms);

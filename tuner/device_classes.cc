@@ -71,6 +71,7 @@ std::vector<DeviceClassProfile> GroupByClass(const std::vector<WorkerRecord>& wo
         }
         if (m.adam_optimizer_ms > 0) adam_optimizer.push_back(m.adam_optimizer_ms);
         b.peak_memory_bytes = std::max(b.peak_memory_bytes, m.peak_memory_bytes);
+        b.timed_s += m.timed_s;
       }
       b.step_ms = Median(steps);
       b.forward_ms = Median(forward);

@@ -30,6 +30,7 @@ struct ClassProbe {
     bool adam_does_not_fit = false;  ///< it fits, but Adam's state does not on some worker
     int64_t peak_memory_bytes = 0;   ///< the largest among them
     int workers = 0;                 ///< how many workers probed it
+    double timed_s = 0.0;            ///< seconds of steps timed, summed over those it fits on
   };
   std::string model;
   std::string input;

@@ -244,7 +244,7 @@ std::string DeviceClassOf(const DeviceProfile& device);
 struct BatchProbe {
   int batch_size = 0;
   bool fits = false;
-  double step_ms = 0.0;  ///< forward + backward + optimizer step: the mean over >= 1 s of steps
+  double step_ms = 0.0;  ///< forward + backward + optimizer: the mean step of the median round
   int64_t peak_memory_bytes = 0;  ///< peak RSS (CPU) or allocator peak (CUDA) after it
   std::string error;              ///< why it does not fit
   // Its parts, each the mean over the same steps (0 from workers that do not split it):
@@ -260,6 +260,9 @@ struct BatchProbe {
   // It fits with momentum SGD (one buffer per weight) but a step with Adam's state (two)
   // failed (false from workers that do not check).
   bool adam_does_not_fit = false;
+  // The seconds of steps timed at this size over all its rounds (0 from workers that do not
+  // report it): the worker's --probe-seconds or a little more.
+  double timed_s = 0.0;
   bool FitsWith(Optimizer optimizer) const {
     return fits && !(optimizer == Optimizer::kAdam && adam_does_not_fit);
   }

@@ -392,6 +392,7 @@ struct Agent::Impl {
     ProbeRequest request;
     request.model = m.model;
     request.batch_sizes = m.batch_sizes;
+    request.min_timed_s = options.probe_seconds;
     if (current_trial) {
       Send(EncodeFrame(ToJson(ProbeResultFrame{key, std::nullopt, "worker is busy"})));
       return;

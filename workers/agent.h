@@ -26,6 +26,11 @@ struct AgentOptions {
   int64_t memory_budget_bytes = 0;
   std::string replay_table;     ///< non-empty: answer trials from this replay table, no training
   double replay_speedup = 1.0;  ///< simulated seconds per real second; 0 = no waiting
+  /// Seconds of steps a probe times per batch size (ProbeRequest::min_timed_s). Longer
+  /// averages over more of a device's variation (a CPU quota's periods, a shared machine's
+  /// spells, a board's clocks settling) and delays the worker's first trial of a model by
+  /// about this much per batch size of the job's space.
+  double probe_seconds = 1.0;
 };
 
 // The worker agent: connects to topotuned's gateway, registers its device profile with its

@@ -100,9 +100,9 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
         model->parameters(), torch::optim::SGDOptions(learning_rate).momentum(0.9));
   };
   // One round of one batch size: random data made outside the timing, `warmup` untimed
-  // steps, then steps until round_s seconds and round_steps steps are timed. Throws what
-  // LibTorch throws.
-  auto time_round = [&](int batch_size, int warmup) {
+  // steps, then steps until round_s seconds and round_steps steps are timed; adds those
+  // seconds to `*timed_s`. Throws what LibTorch throws.
+  auto time_round = [&](int batch_size, int warmup, double* timed_s) {
     const torch::Tensor images =
         torch::randn({batch_size, input.channels, input.height, input.width}, device);
     const torch::Tensor labels =
@@ -118,6 +118,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
       timed.optimizer += s.optimizer;
       ++steps;
     }
+    *timed_s += timed.total();
     return StepSeconds{timed.forward / steps, timed.backward / steps, timed.optimizer / steps};
   };
   // What Adam's update costs beyond momentum SGD's, once per round: neither depends on the
@@ -190,7 +191,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
         optimizer = make_sgd(0.01);
       }
       // Two warm-up steps: allocations, caches, the optimizer's state.
-      timed[i].push_back(time_round(batch_size, /*warmup=*/2));
+      timed[i].push_back(time_round(batch_size, /*warmup=*/2, &b.timed_s));
       b.fits = true;
       b.peak_memory_bytes = PeakMemory(memory_device);
     } catch (const std::bad_alloc&) {
@@ -263,7 +264,7 @@ StatusOr<DeviceProbe> DeviceProber::Probe(const ProbeRequest& request) {
     for (size_t i = 0; i < sizes.size(); ++i) {
       if (cached[i] || !results[i].fits) continue;
       try {
-        timed[i].push_back(time_round(sizes[i], /*warmup=*/1));
+        timed[i].push_back(time_round(sizes[i], /*warmup=*/1, &results[i].timed_s));
       } catch (const std::exception&) {
         // It fitted in the first round: keep the rounds it has.
       }

@@ -61,6 +61,9 @@ int Usage(const std::string& error) {
                "  --memory-budget MIB     cap the address space this far above its size at\n"
                "                          start (RLIMIT_AS, like ulimit -v): emulates a small\n"
                "                          device\n"
+               "  --probe-seconds S       seconds of steps each probe times per batch size\n"
+               "                          (default 1; 0-600). Longer averages over more of a\n"
+               "                          device's variation and delays its first trial\n"
                "       topotune-worker record-replay ...   record a replay table (real training)\n"
                "       topotune-worker probe ...           print this device's probe of a model\n"
                "       topotune-worker dp-probe ...        time one data-parallel placement\n",
@@ -450,6 +453,11 @@ int main(int argc, char** argv) {
       } else if (arg == "--memory-budget") {
         options.memory_budget_bytes = static_cast<int64_t>(std::stod(value) * (1 << 20));
         if (options.memory_budget_bytes <= 0) return Usage("--memory-budget must be > 0 MiB");
+      } else if (arg == "--probe-seconds") {
+        options.probe_seconds = std::stod(value);
+        if (!(options.probe_seconds >= 0 && options.probe_seconds <= 600)) {
+          return Usage("--probe-seconds must be in [0, 600]");
+        }
       } else if (arg == "--replay") {
         options.replay_table = value;
       } else if (arg == "--speedup") {

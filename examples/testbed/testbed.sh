@@ -20,7 +20,8 @@
 #   Latency: tc netem where the kernel has it (EDGE_DELAY_MS, default 20, each way); this
 #   development machine's kernel has none, so the latency is not emulated there and the
 #   script says so (declare it in the topology file instead).
-# Environment: BUILD_DIR [build], EDGE_CPU, EDGE_MEMORY_MB, EDGE_MBIT, EDGE_DELAY_MS, and
+# Environment: BUILD_DIR [build], EDGE_CPU, EDGE_MEMORY_MB, EDGE_MBIT, EDGE_DELAY_MS,
+# EDGE_PROBE_SECONDS (the edge worker's --probe-seconds; default the worker's 1 s), and
 # TESTBED_WORKERS ["cloud edge"]: which of the two workers to start.
 set -euo pipefail
 
@@ -172,6 +173,7 @@ EOF
     edge_prefix=(taskset -c 0)
   fi
   [ -n "$cg_mem" ] || edge_flags=(--memory-budget "$memory_mb")
+  [ -z "${EDGE_PROBE_SECONDS:-}" ] || edge_flags+=(--probe-seconds "$EDGE_PROBE_SECONDS")
 
   # The controller: REST on loopback, the gateway on every address (the edge comes over
   # the veth).
