@@ -4,7 +4,7 @@ another class plus the edge's probe alone?
 
     bench/cross_class.py [--workdir DIR] [--quota 0.25] [--period-ms 100] [--top 5] [--epochs 30] [--seeds 1]
                          [--top-seeds N [--candidates M]] [--probe-seconds 2]
-                         [--reprobe | --interleave]
+                         [--reprobe | --interleave] [--short-probe-seconds S]
                          [--batch-sizes 16,64,256]
 
 1. The "cloud" class (this machine, 2 threads) records a grid with real training:
@@ -34,7 +34,11 @@ another class plus the edge's probe alone?
    top configurations in one process, seed by seed (record-replay --configs: every
    configuration's first seed, then every one's second, ...), so that a spell of slowness
    during the training falls on all of them alike; without it, each configuration's seeds
-   run together and a spell lands on whichever runs then (session 25's run i).
+   run together and a spell lands on whichever runs then (session 25's run i). With
+   --short-probe-seconds S the edge also takes two probes of S seconds per size, one just
+   before and one just after the main probe, and each row gets their predictions too
+   (printed with their own count within +-15%): the probe's length compared within one run,
+   on the same training, not across sessions.
 
 With SEEDS > 1 a configuration's time-to-accuracy, on either class, is the mean over its
 seeds of each seed's seconds to the target, defined only when every seed reaches it (as
@@ -188,6 +192,10 @@ def main():
     ap.add_argument("--probe-seconds", type=float, default=2.0,
                     help="seconds timed per batch size by each probe (the edge's before and "
                          "after its training, the cloud's)")
+    ap.add_argument("--short-probe-seconds", type=float, default=0.0,
+                    help="also probe the edge for this many seconds per size just before and "
+                         "just after the main probe, and predict from each (a comparison of "
+                         "probe lengths within one run; the main prediction is unchanged)")
     ap.add_argument("--batch-sizes", default="16,64,256", help="the cloud's grid")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args()
@@ -260,12 +268,12 @@ def main():
 
     quota = Quota(args.quota, int(args.period_ms * 1000))
     try:
-        def edge_probe(name):
+        def edge_probe(name, seconds=args.probe_seconds):
             """The edge's probe, written as a profile for `topotune predict`."""
             probe = json.loads(subprocess.run(
                 quota.wrap([worker, "probe", "--data", data, "--model", "lenet",
                             "--batch-sizes", args.batch_sizes, "--threads", "1", "--seconds",
-                            str(args.probe_seconds)]),
+                            str(seconds)]),
                 check=True, capture_output=True, text=True).stdout)
             with open(os.path.join(work, name.replace(".csv", ".json")), "w") as f:
                 json.dump(probe, f, indent=1)
@@ -289,8 +297,16 @@ def main():
             return {(r["config"]["batch_size"], round(r["config"]["learning_rate"], 8),
                      r["config"]["optimizer"]): r for r in predicted["targets"][0]["ranked"]}
 
-        # The edge's probe: the only measurement on the edge before the prediction.
+        # The edge's probe: the only measurement on the edge before the prediction. With
+        # --short-probe-seconds, a short probe just before it and another just after it.
+        short = []
+        if args.short_probe_seconds > 0:
+            short.append(predict(edge_probe("edge-profile-short-before.csv",
+                                            args.short_probe_seconds)[1]))
         probe, profile = edge_probe("edge-profile.csv")
+        if args.short_probe_seconds > 0:
+            short.append(predict(edge_probe("edge-profile-short-after.csv",
+                                            args.short_probe_seconds)[1]))
         prediction = predict(profile)
         sgd_step_prediction = predict(profile.replace(".csv", "-sgd-step.csv"))
         # Then the edge trains the top configurations for real.
@@ -350,6 +366,8 @@ def main():
                          "predicted_first_probe_tta_s": p["tta_s"]["value"],
                          "predicted_sgd_step_tta_s":
                              sgd_step_prediction[(b, round(lr, 8), o)]["tta_s"]["value"],
+                         "predicted_short_probe_tta_s":
+                             [s[(b, round(lr, 8), o)]["tta_s"]["value"] for s in short],
                          "measured_edge_tta_s": measured[0] if measured else None,
                          "measured_edge_epochs": measured[1] if measured else None})
         # A diagnostic only, never used above: the edge probed again after its training.
@@ -394,6 +412,14 @@ def main():
     print("every optimizer at the probe's momentum SGD step (no Adam rows), pred/meas: " +
           ", ".join(f"{r['predicted_sgd_step_tta_s'] / r['measured_edge_tta_s']:.3f}"
                     for r in rows if r["measured_edge_tta_s"]))
+    for i, when in enumerate(["just before", "just after"]):
+        if not all(len(r["predicted_short_probe_tta_s"]) > i for r in rows):
+            continue
+        ratios = [r["predicted_short_probe_tta_s"][i] / r["measured_edge_tta_s"] for r in rows
+                  if r["measured_edge_tta_s"]]
+        print(f"from a {args.short_probe_seconds:g} s probe {when} the main one, pred/meas: " +
+              ", ".join(f"{x:.3f}" for x in ratios) +
+              f" (within +-15%: {sum(abs(x - 1) <= 0.15 for x in ratios)} of {len(rows)})")
     print(f"within +-15%: {within} of {len(rows)}" +
           (f" ({len(unreached)} of the {'candidates' if candidates > args.top else 'top'} "
            "left out: a seed never reaches it)" if unreached else ""))
@@ -415,6 +441,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"target": target, "quota": args.quota, "seeds": args.seeds,
+                       "probe_seconds": args.probe_seconds,
+                       "short_probe_seconds": args.short_probe_seconds,
                        "top_seeds": top_seeds, "rows": rows,
                        "unreached": [r["config"] for r in unreached],
                        "probe_drift_ms": {str(b): v for b, v in drift.items()}}, f,
