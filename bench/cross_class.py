@@ -140,6 +140,31 @@ def write_profile(path, device_class, probe, adam=True):
                 f.write(f"{device_class},1,1,{b['batch_size']},{step / 1000:.6f},0,adam\n")
 
 
+def read_profile(path):
+    """PROFILE.csv -> {(batch, optimizer): step seconds}; a row that names no optimizer is
+    momentum SGD's step, and Adam's configurations take the Adam row where there is one."""
+    steps = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            steps[(int(row["local_batch"]), row.get("optimizer") or "sgd")] = \
+                float(row["step_seconds"])
+    return steps
+
+
+def trained_over_probe(curves, profile, train_samples):
+    """(batch, lr, optimizer) -> the class's steady step in training (the mean epoch over
+    epochs 2.. of every seed, over the steps of an epoch, as the planner reads a table's
+    own seconds) over its probe's step at that batch and optimizer: what training costs
+    beyond the probe's steps on the class that trained."""
+    out = {}
+    for (b, lr, o), seeds in curves.items():
+        epochs = [s for curve in seeds.values() for _, s in curve[1:]]
+        step = profile.get((b, o), profile.get((b, "sgd")))
+        if epochs and step:
+            out[(b, lr, o)] = sum(epochs) / len(epochs) / -(-train_samples // b) / step
+    return out
+
+
 def tta(curve, target):
     """Seconds of training until the first epoch at the target, and that epoch; None if never."""
     seconds = 0.0
@@ -234,17 +259,20 @@ def main():
     top = [k for _, k in reaching[:candidates]]
     print(f"target {target}: {len(reaching)} of {len(curves)} configurations reach it on the cloud")
     top_seeds = max(args.seeds, args.top_seeds)
+    fresh_cloud = None
     if top_seeds > args.seeds:
         # More seeds of the top configurations, on the cloud, after the target and the top
         # were fixed on the grid's seeds; the prediction reads every seed.
         extra = ",".join(str(s) for s in range(args.seeds, top_seeds))
         rows_of = []
+        fresh_cloud = {}  # the seeds trained in this run, after the cloud's probe
         for b, lr, o in top:
             out = os.path.join(work, f"cloud-{b}-{lr}-{o}-seeds-{extra.replace(',', '-')}.csv")
             if not os.path.exists(out):
                 run([worker, "record-replay", "--out", out, "--data", data, "--model", "lenet",
                      "--batch-sizes", str(b), "--lrs", repr(lr), "--optimizers", o, "--seeds",
                      extra, "--epochs", str(args.epochs), "--threads", "2"])
+            fresh_cloud.update(read_table(out)[0])
             with open(out) as f:
                 rows_of += [l for l in f if not l.startswith("#") and
                             not l.startswith("batch_size,")]
@@ -265,6 +293,10 @@ def main():
             print(f"the top {args.top} of {candidates} candidates by the mean over {top_seeds} "
                   f"cloud seeds; {len(missed)} miss the target on a seed")
     seeds = ",".join(str(s) for s in range(top_seeds))
+    # Variant R, a diagnostic the prediction does not read: each configuration's trained
+    # step on the cloud over the cloud's probe step, from the seeds the cloud trained next
+    # to its probe (else the grid), carried to the edge's probe step.
+    cloud_ratio = trained_over_probe(fresh_cloud or curves, read_profile(cloud_profile), 2000)
 
     quota = Quota(args.quota, int(args.period_ms * 1000))
     try:
@@ -366,6 +398,9 @@ def main():
                          "predicted_first_probe_tta_s": p["tta_s"]["value"],
                          "predicted_sgd_step_tta_s":
                              sgd_step_prediction[(b, round(lr, 8), o)]["tta_s"]["value"],
+                         "cloud_trained_over_probe": cloud_ratio.get(key),
+                         "predicted_r_tta_s": p["tta_s"]["value"] * cloud_ratio[key]
+                         if key in cloud_ratio else None,
                          "predicted_short_probe_tta_s":
                              [s[(b, round(lr, 8), o)]["tta_s"]["value"] for s in short],
                          "measured_edge_tta_s": measured[0] if measured else None,
@@ -412,6 +447,13 @@ def main():
     print("every optimizer at the probe's momentum SGD step (no Adam rows), pred/meas: " +
           ", ".join(f"{r['predicted_sgd_step_tta_s'] / r['measured_edge_tta_s']:.3f}"
                     for r in rows if r["measured_edge_tta_s"]))
+    with_r = [r for r in rows if r["measured_edge_tta_s"] and r["predicted_r_tta_s"]]
+    if with_r:
+        ratios = [r["predicted_r_tta_s"] / r["measured_edge_tta_s"] for r in with_r]
+        print("variant R, the prediction x the cloud's trained step over its probe step (" +
+              ", ".join(f"{r['cloud_trained_over_probe']:.3f}" for r in with_r) +
+              "), pred/meas: " + ", ".join(f"{x:.3f}" for x in ratios) +
+              f" (within +-15%: {sum(abs(x - 1) <= 0.15 for x in ratios)} of {len(rows)})")
     for i, when in enumerate(["just before", "just after"]):
         if not all(len(r["predicted_short_probe_tta_s"]) > i for r in rows):
             continue
