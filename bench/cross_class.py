@@ -38,7 +38,10 @@ another class plus the edge's probe alone?
    --short-probe-seconds S the edge also takes two probes of S seconds per size, one just
    before and one just after the main probe, and each row gets their predictions too
    (printed with their own count within +-15%): the probe's length compared within one run,
-   on the same training, not across sessions.
+   on the same training, not across sessions. Every run also prints variant R, a
+   diagnostic the prediction does not read: the prediction x the cloud's steady step in
+   training over its own probe's step for that configuration (session 29: 5 of 5 on run p,
+   3 of 5 on run q, where the cloud drifted; not adopted).
 
 With SEEDS > 1 a configuration's time-to-accuracy, on either class, is the mean over its
 seeds of each seed's seconds to the target, defined only when every seed reaches it (as
