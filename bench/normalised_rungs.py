@@ -3,6 +3,7 @@
 (target) class alone finds, for less?
 
     bench/normalised_rungs.py [--workdir DIR] [--trials 12] [--seed 1] [--min-seconds 4]
+        [--concurrent]
 
 One job spec, run twice on the emulated testbed (examples/testbed/testbed.sh):
 1. "mixed": the cloud worker (2 threads, no limit) and the edge worker (1 thread in a
@@ -12,7 +13,10 @@ The job counts seconds on the edge ("reference_class": "edge"): ASHA with rungs 
 seconds (MIN_SECONDS x 3^k, 3 rungs), so a trial on the cloud gets the epochs the edge
 would train in the rung's edge seconds (its seconds x edge step / cloud step, from the
 two classes' probes). Random sampling with a fixed seed proposes the same configurations
-in both runs, so what differs is only where they train.
+in both runs, so what differs is only where they train. With --concurrent both jobs run at once, each on
+its own testbed with its own edge (the same quota, memory and link), so that a spell of
+slowness on this shared machine falls on both edges alike; otherwise one after the other,
+minutes apart, when the edge's speed can differ by 30-40% between the two runs.
 
 Prints, for each run: the best configuration and its time-to-accuracy (counted on the
 edge: measured where the edge trained it, scaled where the cloud did), the training
@@ -72,8 +76,8 @@ def env_of(testbed_dir):
     return values
 
 
-def run_job(args, name, workers):
-    """Brings a testbed up with `workers`, runs the job on it, reads its database."""
+def start_job(args, name, workers):
+    """Brings a testbed up with `workers` and submits the job to it."""
     d = os.path.join(args.workdir, name)
     env = dict(os.environ, TESTBED_WORKERS=workers, BUILD_DIR=args.build)
     run(["bash", TESTBED, "up", d], env=env)
@@ -88,15 +92,26 @@ def run_job(args, name, workers):
             json.dump(job_spec(args), f, indent=1)
         out = run(cli + ["submit", spec_path], capture_output=True, text=True).stdout
         job_id = int(out.split()[2])
-        while True:
-            report = json.loads(run(cli + ["report", str(job_id), "--json"], capture_output=True,
-                                    text=True).stdout)
-            if report["job"]["state"] in ("completed", "cancelled", "failed"):
-                break
-            time.sleep(5)
-        devices = run(cli + ["devices"], capture_output=True, text=True).stdout
-    finally:
+    except BaseException:
         run(["bash", TESTBED, "down", d], env=env)
+        raise
+    return {"dir": d, "env": env, "cli": cli, "job_id": job_id}
+
+
+def finished(job):
+    """The job's report once it has ended, else None."""
+    report = json.loads(run(job["cli"] + ["report", str(job["job_id"]), "--json"],
+                            capture_output=True, text=True).stdout)
+    return report if report["job"]["state"] in ("completed", "cancelled", "failed") else None
+
+
+def finish_job(job, report):
+    """Takes the testbed down and reads the job's trials from its database."""
+    d, job_id = job["dir"], job["job_id"]
+    try:
+        devices = run(job["cli"] + ["devices"], capture_output=True, text=True).stdout
+    finally:
+        run(["bash", TESTBED, "down", d], env=job["env"])
     db = sqlite3.connect(os.path.join(d, "topotune.db"))
     trials = {}
     for tid, number, batch, lr, opt, seed, worker, reached, tta, confirms in db.execute(
@@ -104,19 +119,51 @@ def run_job(args, name, workers):
             "reached_target, tta_s, confirms FROM trials WHERE job_id = ?", (job_id,)):
         trials[tid] = {"number": number, "config": (batch, lr, opt), "seed": seed,
                        "worker": worker, "reached": bool(reached), "tta_s": tta,
-                       "confirms": confirms, "measured_s": {}, "reference_s": 0.0}
+                       "confirms": confirms, "measured_s": {}, "reference_s": 0.0,
+                       "edge_epochs_s": []}
     for tid, measured, reference in db.execute(
             "SELECT c.trial_id, c.compute_s + c.comm_s, c.reference_s FROM curve_points AS c "
-            "JOIN trials AS t ON t.id = c.trial_id WHERE t.job_id = ?", (job_id,)):
+            "JOIN trials AS t ON t.id = c.trial_id WHERE t.job_id = ? ORDER BY c.epoch",
+            (job_id,)):
         # Points do not name their worker (a promoted trial may change worker): an epoch
         # counted as measured ran on the edge, the reference class; a scaled one on the cloud.
         t = trials[tid]
         w = "edge-1" if abs(reference - measured) <= 1e-9 * max(1.0, measured) else "cloud-1"
         t["measured_s"][w] = t["measured_s"].get(w, 0.0) + measured
         t["reference_s"] += reference
-    created, finished = db.execute("SELECT created_at, finished_at FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
-    return {"report": report, "trials": trials, "wall_s": finished - created, "devices": devices}
+        if w == "edge-1":
+            t["edge_epochs_s"].append(measured)
+    created, ended = db.execute("SELECT created_at, finished_at FROM jobs WHERE id = ?",
+                                (job_id,)).fetchone()
+    return {"report": report, "trials": trials, "wall_s": ended - created, "devices": devices}
+
+
+def run_jobs(args, runs):
+    """Runs each (name, workers) job; with --concurrent all at once, each on its own
+    testbed (so its own edge), else one after the other."""
+    if not args.concurrent:
+        results = []
+        for name, workers in runs:
+            job = start_job(args, name, workers)
+            report = None
+            while report is None:
+                time.sleep(5)
+                report = finished(job)
+            results.append(finish_job(job, report))
+        return results
+    jobs = []
+    try:
+        for name, workers in runs:
+            jobs.append(start_job(args, name, workers))
+        reports = [None] * len(jobs)
+        while any(r is None for r in reports):
+            time.sleep(5)
+            reports = [r if r is not None else finished(j) for j, r in zip(jobs, reports)]
+    except BaseException:
+        for job in jobs:
+            run(["bash", TESTBED, "down", job["dir"]], env=job["env"])
+        raise
+    return [finish_job(j, r) for j, r in zip(jobs, reports)]
 
 
 def per_worker(trials):
@@ -159,12 +206,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min-seconds", type=float, default=4.0)
     ap.add_argument("--target", type=float, default=0.80)
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run both jobs at once, each on its own testbed and edge, so that "
+                    "both edges train under the same spells of the machine")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("normalised_rungs: needs root (the testbed's namespaces and cgroups)")
     os.makedirs(args.workdir, exist_ok=True)
-    mixed = run_job(args, "mixed", "cloud edge")
-    alone = run_job(args, "edge-alone", "edge")
+    mixed, alone = run_jobs(args, [("mixed", "cloud edge"), ("edge-alone", "edge")])
     describe("mixed (cloud + edge)", mixed)
     describe("edge alone", alone)
 
@@ -201,6 +250,15 @@ def main():
               f"{measured / ab['tta_s']:.3f} x the edge-alone best")
     else:
         print("the mixed run's best was not measured on the edge")
+
+    def epochs_of(result, number):
+        t = next(t for t in result["trials"].values() if t["number"] == number)
+        return " ".join(f"{s:.2f}" for s in t["edge_epochs_s"]) or "none"
+
+    # The same curve trained at two speeds shows here: the two runs' edges side by side.
+    print(f"edge seconds per epoch: mixed run's trial {mb['number']}: "
+          f"{epochs_of(mixed, mb['number'])}; edge-alone best, trial {ab['number']}: "
+          f"{epochs_of(alone, ab['number'])}")
     edge_mixed = per_worker(mixed["trials"]).get("edge-1", 0.0)
     edge_alone = per_worker(alone["trials"]).get("edge-1", 0.0)
     cloud_mixed = per_worker(mixed["trials"]).get("cloud-1", 0.0)
