@@ -8,9 +8,12 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "tests/memory_journal.h"
 #include "tuner/algorithms.h"
+#include "tuner/report.h"
 
 namespace topotune {
 namespace {
@@ -837,6 +840,65 @@ TEST(JobEngine, TheBestTrialsCountedFromAnotherClassAreConfirmedOnTheReferenceCl
       std::count_if(events.begin(), events.end(),
                     [](const SamplerEvent& e) { return e.kind == SamplerEvent::Kind::kPropose; }),
       2);
+}
+
+// The two best counts are confirmed and the edge measures both about twice as slow as
+// counted (a probe that read the cloud too slow, so every cloud trial counted too fast). A
+// third trial's count, 3.2 s, is then below the best the edge measured, 3.8 s: it is
+// confirmed too, and its 3.6 s measured is the answer. Without it the report's best would
+// be the 3.2 s counted, which nothing measured.
+TEST(JobEngine, ACountBelowWhatTheConfirmationsMeasuredIsConfirmedToo) {
+  MemoryJournal journal;
+  JobSpec spec = ConfirmingSpec();
+  spec.max_trials = 3;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  engine.SetWorkerOnline("edge-1", true, "edge");
+  // Counted on the edge (x 4): 4 epochs of 0.2 s = 3.2 s, 3 of 0.25 s = 3.0 s, 2 of 0.25 s
+  // = 2.0 s (each under the bound the one before set).
+  std::vector<Assignment> cloud;
+  for (const auto& [epochs, seconds] :
+       std::vector<std::pair<int, double>>{{4, 0.2}, {3, 0.25}, {2, 0.25}}) {
+    StatusOr<std::optional<Assignment>> a =
+        engine.NextAssignment(ClassPlacement("cloud-1", "cloud", spec, 4.0), 0);
+    ASSERT_TRUE(a.ok() && a->has_value());
+    std::vector<double> curve(static_cast<size_t>(epochs), 0.5);
+    curve.back() = 0.95;
+    RunCurve(engine, **a, curve, seconds);
+    cloud.push_back(**a);
+  }
+  ASSERT_DOUBLE_EQ(journal.trials[cloud[0].trial.id].tta_s, 3.2);
+  ASSERT_DOUBLE_EQ(journal.trials[cloud[1].trial.id].tta_s, 3.0);
+  ASSERT_DOUBLE_EQ(journal.trials[cloud[2].trial.id].tta_s, 2.0);
+
+  // Edge epochs of 1.9 s: the 2.0 s count measures 3.8 s, the 3.0 s one 5.7 s.
+  const auto confirm_next = [&](int confirms, const std::vector<double>& curve, double seconds) {
+    StatusOr<std::optional<Assignment>> c =
+        engine.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+    ASSERT_TRUE(c.ok() && c->has_value());
+    EXPECT_EQ((*c)->trial.confirms, confirms);
+    RunCurve(engine, **c, curve, seconds);
+  };
+  confirm_next(cloud[2].trial.number, {0.5, 0.95}, 1.9);
+  EXPECT_EQ(engine.state(), JobState::kRunning);
+  confirm_next(cloud[1].trial.number, {0.5, 0.5, 0.95}, 1.9);
+  EXPECT_EQ(engine.BestMeasuredTta(), 3.8);
+  // The 3.2 s count is below 3.8 s measured: the job goes on to confirm it.
+  EXPECT_EQ(engine.state(), JobState::kRunning);
+  StatusOr<std::optional<Assignment>> none =
+      engine.NextAssignment(ClassPlacement("cloud-1", "cloud", spec, 4.0), 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  confirm_next(cloud[0].trial.number, {0.5, 0.5, 0.5, 0.95}, 0.9);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+
+  std::vector<TrialRecord> trials;
+  for (const auto& [id, t] : journal.trials) trials.push_back(t);
+  ASSERT_EQ(trials.size(), 6u);
+  const Report r = BuildReport(Job(), spec, trials, {});
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->confirms, cloud[0].trial.number);
+  EXPECT_DOUBLE_EQ(r.best->tta_s, 3.6);
 }
 
 TEST(JobEngine, AConfirmationNoReferenceWorkerCanHoldDoesNotKeepTheJobOpen) {

@@ -126,7 +126,9 @@ class JobEngine {
   // reached the target with seconds counted from another class (scaled) are trained again,
   // same configuration and seed, on a worker of the reference class, as new trials
   // (TrialRecord::confirms), to at most kConfirmLimit x their counted time-to-accuracy.
-  // The sampler never sees them.
+  // After them, so is every other scaled trial whose count is below the best TTA measured
+  // so far (a confirmation's, or a trial's that ran on the class itself), best first, so
+  // that the answer is a measured one. The sampler never sees them.
   static constexpr int kConfirmTop = 2;
   static constexpr double kConfirmLimit = 2.0;
 
@@ -146,6 +148,9 @@ class JobEngine {
   std::map<std::string, int> CheckpointsToKeep() const;
   // The best time-to-accuracy so far, if any trial reached the target.
   std::optional<double> IncumbentTta() const;
+  // The least TTA among trials that reached the target with no epoch counted from another
+  // class's seconds (confirmations, and trials that ran on the reference class).
+  std::optional<double> BestMeasuredTta() const;
 
  private:
   struct LiveTrial {
@@ -199,7 +204,8 @@ class JobEngine {
   StatusOr<std::optional<Assignment>> TryConfirm(const Placement& placement);
   static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0; }
   // The sampler's trials still to confirm, best first: among the kConfirmTop best that
-  // reached the target, those scaled, not confirmed yet, and whose batch is <= max_batch.
+  // reached the target, and the next ones whose count is below BestMeasuredTta, those
+  // scaled, not confirmed yet, and whose batch is <= max_batch.
   std::vector<const LiveTrial*> DueConfirmations(int max_batch) const;
   // The largest batch an online worker of the reference class holds, as its last
   // placement said (kAnyBatchSize before it asked for work); 0 when none is online.
