@@ -13,10 +13,12 @@ The job counts seconds on the edge ("reference_class": "edge"): ASHA with rungs 
 seconds (MIN_SECONDS x 3^k, 3 rungs), so a trial on the cloud gets the epochs the edge
 would train in the rung's edge seconds (its seconds x edge step / cloud step, from the
 two classes' probes). Random sampling with a fixed seed proposes the same configurations
-in both runs, so what differs is only where they train. With --concurrent both jobs run at once, each on
-its own testbed with its own edge (the same quota, memory and link), so that a spell of
-slowness on this shared machine falls on both edges alike; otherwise one after the other,
-minutes apart, when the edge's speed can differ by 30-40% between the two runs.
+in both runs, so what differs is only where they train. The two runs go one after the
+other, minutes apart, and the edge's speed can differ by 30-40% between them. With
+--concurrent both jobs run at once, each on its own testbed with its own edge (the same
+quota, memory and link), meant to put both edges under the same spells of this shared
+machine. In session 30 it did not: each edge shares the cores with the mixed run's cloud
+while that trains, at different moments of the two jobs (bench/RESULTS.md).
 
 Prints, for each run: the best configuration and its time-to-accuracy (counted on the
 edge: measured where the edge trained it, scaled where the cloud did), the training
