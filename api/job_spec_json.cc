@@ -184,25 +184,9 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   spec->asha.unit = unit == "seconds" ? RungUnit::kSeconds : RungUnit::kEpochs;
   TOPOTUNE_RETURN_IF_ERROR(f.Number("min_seconds", &spec->asha.min_seconds));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_epochs", 1, 10000, &spec->asha.max_epochs));
-  // A limit and no rung schedule: the forecast decides ("auto" picks it for such a job, unless
-  // the limit is short: then rungs of 1, 3, 9 epochs, as many as fit; see AutoAlgorithm).
+  // A limit and no rung schedule: the forecast decides ("auto" picks it for such a job).
   const bool auto_limit =
       spec->algorithm == "auto" && j.contains("max_epochs") && spec->asha.unit == RungUnit::kEpochs;
-  if (auto_limit && spec->asha.max_epochs < kAutoForecastMinEpochs) {
-    for (const char* key : {"rungs", "reduction_factor", "min_epochs", "min_seconds"}) {
-      if (j.contains(key)) {
-        return Status::InvalidArgument("scheduler." + std::string(key) +
-                                       " does not apply to \"auto\" with max_epochs: it picks "
-                                       "the schedule from the limit");
-      }
-    }
-    spec->auto_epoch_limit = spec->asha.max_epochs;
-    spec->asha = AshaSettings::InEpochs(1, 3, 1);
-    while (spec->asha.RungEpochs(spec->asha.num_rungs) <= spec->auto_epoch_limit) {
-      ++spec->asha.num_rungs;
-    }
-    return f.NoOthers();
-  }
   if (spec->algorithm == "forecast" || auto_limit) {
     if (!j.contains("max_epochs")) {
       return Status::InvalidArgument(

@@ -614,6 +614,72 @@ TEST(Forecast, TheSamplerHasObservedHalfOfItsProposalsBeforeItProposesAgain) {
               least_share_pct);
 }
 
+// A short job's table: learning rates under 10^-1.5 never leave chance; the others learn at
+// once and reach 0.8 at epoch 4.
+double ChanceOrFastLearner(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.004 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (c.learning_rate < std::pow(10.0, -1.5)) return 0.1 + wobble;
+  return 0.1 + 0.8 * (1.0 - std::exp(-epoch / 1.5)) + wobble;
+}
+
+// With segments of 1 epoch, a curve of 1 or 2 epochs is too short for the curve model, whose
+// forecast is then the same at chance as for a learner. Ranked at its epoch instead, a trial
+// at chance waits while configurations are left to propose, and the sampler meanwhile
+// observes it by its accuracy; the learners go on and one reaches the target.
+TEST(Forecast, WhileACurveIsTooShortToFitATrialAtChanceWaitsAndALearnerGoesOn) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(30);
+  spec.algorithm = "forecast";
+  spec.target_accuracy = 0.8;
+  spec.space.lr_min = 1e-5;
+  spec.space.lr_max = 1.0;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = 1;
+  spec.asha.max_epochs = 12;
+  ASSERT_EQ(spec.asha.SegmentEpochs(), 1);
+  ASSERT_EQ(CurveModel::FewestEpochsToFit(), 3);
+  JobEngine engine(Job(), spec, &journal);
+  std::set<int64_t> started;
+  std::map<int64_t, int> proposals_before_second;  // trial at chance -> trials started then
+  RunOnOneWorker(engine, [&](const TrialConfig& c, int epoch, int64_t id) {
+    if (epoch == 1) started.insert(id);
+    if (epoch == 2 && c.learning_rate < std::pow(10.0, -1.5)) {
+      proposals_before_second[id] = static_cast<int>(started.size());
+    }
+    return ChanceOrFastLearner(c, epoch, id);
+  });
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_NEAR(*engine.IncumbentTta(), 4.0, 1e-9);
+  int at_chance = 0, early_second = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.config.learning_rate >= std::pow(10.0, -1.5)) continue;
+    ++at_chance;
+    auto it = proposals_before_second.find(id);
+    early_second += it != proposals_before_second.end() && it->second < spec.max_trials;
+  }
+  std::printf(
+      "[ forecast ] %d of %d trials at chance got a second epoch before the last "
+      "proposal\n",
+      early_second, at_chance);
+  ASSERT_GE(at_chance, 10);
+  EXPECT_LE(4 * early_second, at_chance);
+  // Each trial at chance was first observed by its accuracy after one epoch.
+  std::map<int64_t, double> first_score;
+  for (const SamplerEvent& e : journal.sampler_events[Job().id]) {
+    if (e.kind == SamplerEvent::Kind::kObserve)
+      first_score.emplace(e.trial_id, e.observation.score);
+  }
+  for (const auto& [id, t] : journal.trials) {
+    if (t.config.learning_rate >= std::pow(10.0, -1.5) || proposals_before_second.count(id)) {
+      continue;
+    }
+    ASSERT_TRUE(first_score.count(id)) << "trial " << t.number << " never observed";
+    EXPECT_NEAR(first_score[id], ChanceOrFastLearner(t.config, 1, id), 1e-9) << t.number;
+  }
+}
+
 }  // namespace
 }  // namespace topotune
 

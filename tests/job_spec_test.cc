@@ -98,25 +98,18 @@ TEST(JobSpec, ForecastNeedsAnEpochLimitAndNoRungsAndAutoPicksItForSuchAJob) {
   EXPECT_EQ(chosen->algorithm, "forecast");
   EXPECT_NE(chosen->auto_reason.find("epoch limit"), std::string::npos) << chosen->auto_reason;
 
-  // A short limit: rungs of 1, 3, 9 epochs fit in 12 (27 would not), under the rung-schedule
-  // choice, and the reason says so. The resolved spec round-trips as that schedule.
+  // A short limit too: the forecast, in segments of 1 epoch; the resolved spec round-trips.
   j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 12}};
   StatusOr<JobSpec> short_limit = ParseJobSpec(j.dump());
   ASSERT_TRUE(short_limit.ok()) << short_limit.status().ToString();
-  EXPECT_FALSE(short_limit->asha.rungless);
-  EXPECT_EQ(short_limit->algorithm, "tpe");
-  EXPECT_EQ(short_limit->asha.num_rungs, 3);
-  EXPECT_EQ(short_limit->asha.MaxEpochs(), 9);
-  EXPECT_NE(short_limit->auto_reason.find("rungs of 1, 3, 9 epochs"), std::string::npos)
-      << short_limit->auto_reason;
+  EXPECT_TRUE(short_limit->asha.rungless);
+  EXPECT_EQ(short_limit->algorithm, "forecast");
+  EXPECT_EQ(short_limit->asha.MaxEpochs(), 12);
+  EXPECT_EQ(short_limit->asha.SegmentEpochs(), 1);
   StatusOr<JobSpec> short_again = ParseJobSpec(JobSpecToJson(*short_limit).dump());
   ASSERT_TRUE(short_again.ok()) << short_again.status().ToString();
-  EXPECT_EQ(short_again->algorithm, "tpe");
-  EXPECT_EQ(short_again->asha.MaxEpochs(), 9);
-  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", kAutoForecastMinEpochs}};
-  StatusOr<JobSpec> at_threshold = ParseJobSpec(j.dump());
-  ASSERT_TRUE(at_threshold.ok()) << at_threshold.status().ToString();
-  EXPECT_EQ(at_threshold->algorithm, "forecast");
+  EXPECT_EQ(short_again->algorithm, "forecast");
+  EXPECT_EQ(short_again->asha.MaxEpochs(), 12);
   j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 12}, {"rungs", 2}};
   EXPECT_NE(ErrorOf(j.dump()).find("scheduler.rungs does not apply"), std::string::npos);
 

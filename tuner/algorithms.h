@@ -35,11 +35,6 @@ const std::vector<std::string>& KnownAlgorithms();  // without "auto"
 // What "auto" picks for `spec` (its budget and space), and why, in words.
 std::string AutoAlgorithm(const JobSpec& spec, std::string* why);
 
-// "auto" given an epoch limit and no rungs picks the forecast from this many epochs on;
-// below it, rungs of 1, 3, 9 epochs (as many as fit) under the algorithm it picks for a
-// rung schedule. See AutoAlgorithm.
-constexpr int kAutoForecastMinEpochs = 27;
-
 // A bracket of successive halving: trials enter at start_rung; quota of them in all.
 struct BracketPlan {
   int start_rung = 0;

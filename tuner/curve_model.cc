@@ -588,6 +588,12 @@ double EpochsToTarget::ProbabilityBy(double epoch) const {
 
 CurveModel::CurveModel(CurveModelOptions options) : options_(options) {}
 
+int CurveModel::FewestEpochsToFit() {
+  int fewest = std::numeric_limits<int>::max();
+  for (const Family& f : kFamilies) fewest = std::min(fewest, f.num_params);
+  return fewest;
+}
+
 double CurveModel::EstimateNoise(const std::vector<std::vector<double>>& curves) const {
   std::vector<double> deviations;
   for (const std::vector<double>& c : curves) {

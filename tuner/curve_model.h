@@ -98,6 +98,11 @@ class CurveModel {
  public:
   explicit CurveModel(CurveModelOptions options = {});
 
+  // Predict fits no family to a curve of fewer epochs than this (the fewest parameters of
+  // a family): such a curve's answer is the take-off prior (and its analogs), the same
+  // whatever level the curve has reached.
+  static int FewestEpochsToFit();
+
   // Predicts when `curve` (validation accuracy after epochs 1, 2, ..., its size) first
   // reaches `target` at an epoch of at most `max_epochs`. `noise` is the standard deviation
   // of one epoch's accuracy around the curve's trend (EstimateNoise over the job's curves);

@@ -175,6 +175,8 @@ class JobEngine {
   // Algorithm "forecast", in place of promotions: goes on with the paused trial whose
   // predicted time-to-accuracy is best, and stops those unlikely to beat the incumbent.
   StatusOr<std::optional<Assignment>> TryContinue(const Placement& placement);
+  // Starts `t`'s next segment (SegmentEpochs, up to the limit) on `placement`.
+  StatusOr<std::optional<Assignment>> Resume(LiveTrial& t, const Placement& placement);
   bool Forecasting() const { return spec_.asha.rungless; }
   // The curve model's prediction for `t`'s curve so far (cached until any curve grows).
   // The stop and continue rules use it.
@@ -195,6 +197,16 @@ class JobEngine {
   // finished trial counts with the score it was observed with, or, if the forecast stopped
   // it, with the ForecastScore it had then (TrialForecast::score).
   bool InTopShare(LiveTrial& t);
+  // Whether `t`'s curve is shorter than the curve model can fit (and than the job's limit):
+  // its forecast is then the take-off prior, the same for a trial at chance as for one
+  // that has learned. With segments of 1 epoch (jobs of up to 20 epochs) every trial is
+  // blind for its first two segments.
+  bool Blind(const LiveTrial& t) const;
+  // Whether `t`'s latest accuracy ranks in the top 1/reduction_factor among the job's
+  // trials that have trained as many epochs or more, each by its accuracy at that epoch
+  // (ties go to the earlier trial): ASHA's promotion rule, which TryContinue uses while the
+  // forecast is blind.
+  bool RanksAtItsEpoch(const LiveTrial& t) const;
   // Whether the sampler has observed (the trial ended) fewer than half of the trials it
   // proposed, past TPE's random start. TryContinue then resumes the best paused trial
   // rather than let a new proposal come from a model of too few trials.

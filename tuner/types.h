@@ -86,9 +86,6 @@ struct JobSpec {
   int max_trials = 16;             ///< configurations sampled in all
   std::string algorithm = "asha";  ///< one of KnownAlgorithms() (tuner/algorithms.h)
   std::string auto_reason;         ///< set when "auto" chose `algorithm`: why
-  // "auto" given only an epoch limit shorter than kAutoForecastMinEpochs: that limit (the
-  // rungs that fit in it are in `asha`); 0 otherwise. Not part of the JSON form.
-  int auto_epoch_limit = 0;
   AshaSettings asha;
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
