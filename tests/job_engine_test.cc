@@ -401,6 +401,21 @@ TEST(JobEngine, TheWorkerIsToldTheBoundAndItsStopCountsAsPruning) {
 namespace topotune {
 namespace {
 
+// A job of algorithm "forecast" (no rungs) of `max_trials` over learning rates from `lr_min`
+// to 1, trained in segments of at least `min_epochs` up to `max_epochs`.
+JobSpec ForecastSpec(int max_trials, double target, double lr_min, int min_epochs, int max_epochs) {
+  JobSpec spec = SmallSpec(max_trials);
+  spec.algorithm = "forecast";
+  spec.target_accuracy = target;
+  spec.space.lr_min = lr_min;
+  spec.space.lr_max = 1.0;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = min_epochs;
+  spec.asha.max_epochs = max_epochs;
+  return spec;
+}
+
 // A synthetic table for the forecast: configurations with a learning rate of 0.01 or more
 // start fast and plateau at 0.70; the others sit at chance, then rise and reach 0.80 at
 // epoch 41. With a target of 0.80 only the slow starters can win.
@@ -437,15 +452,8 @@ void RunOnOneWorker(JobEngine& engine,
 
 TEST(Forecast, ASlowStarterThatWinsIsNotStoppedWhileTheFastStarterThatPlateausIs) {
   MemoryJournal journal;
-  JobSpec spec = SmallSpec(10);
-  spec.algorithm = "forecast";
-  spec.target_accuracy = 0.8;
-  spec.space.lr_min = 1e-4;
-  spec.space.lr_max = 1.0;
-  spec.asha.rungless = true;
-  spec.asha.num_rungs = 1;
-  spec.asha.min_epochs = 3;
-  spec.asha.max_epochs = 60;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/10, /*target=*/0.8, /*lr_min=*/1e-4,
+                                    /*min_epochs=*/3, /*max_epochs=*/60);
   JobEngine engine(Job(), spec, &journal);
   RunOnOneWorker(engine, SyntheticAccuracy);
   ASSERT_EQ(engine.state(), JobState::kCompleted);
@@ -498,15 +506,8 @@ double FlatPlateauOrLateWin(const TrialConfig& c, int epoch, int64_t trial_id) {
 
 TEST(Forecast, TheSamplerObservesATrialStoppedAtChanceBelowThePlateaus) {
   MemoryJournal journal;
-  JobSpec spec = SmallSpec(30);
-  spec.algorithm = "forecast";
-  spec.target_accuracy = 0.8;
-  spec.space.lr_min = 1e-5;
-  spec.space.lr_max = 1.0;
-  spec.asha.rungless = true;
-  spec.asha.num_rungs = 1;
-  spec.asha.min_epochs = 4;
-  spec.asha.max_epochs = 60;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/30, /*target=*/0.8, /*lr_min=*/1e-5,
+                                    /*min_epochs=*/4, /*max_epochs=*/60);
   JobEngine engine(Job(), spec, &journal);
   RunOnOneWorker(engine, FlatPlateauOrLateWin);
   ASSERT_EQ(engine.state(), JobState::kCompleted);
@@ -541,15 +542,8 @@ TEST(Forecast, TheSamplerObservesATrialStoppedAtChanceBelowThePlateaus) {
 // before it ends (it is observed again when it does); the late winners still win.
 TEST(Forecast, ATrialUnlikelyToWinWaitsAndTheSamplerObservesItMeanwhile) {
   MemoryJournal journal;
-  JobSpec spec = SmallSpec(30);
-  spec.algorithm = "forecast";
-  spec.target_accuracy = 0.8;
-  spec.space.lr_min = 1e-5;
-  spec.space.lr_max = 1.0;
-  spec.asha.rungless = true;
-  spec.asha.num_rungs = 1;
-  spec.asha.min_epochs = 4;
-  spec.asha.max_epochs = 60;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/30, /*target=*/0.8, /*lr_min=*/1e-5,
+                                    /*min_epochs=*/4, /*max_epochs=*/60);
   JobEngine engine(Job(), spec, &journal);
   RunOnOneWorker(engine, FlatPlateauOrLateWin);
   ASSERT_EQ(engine.state(), JobState::kCompleted);
@@ -580,15 +574,8 @@ double NearTargetAccuracy(const TrialConfig& c, int epoch, int64_t trial_id) {
 
 TEST(Forecast, TheSamplerHasObservedHalfOfItsProposalsBeforeItProposesAgain) {
   MemoryJournal journal;
-  JobSpec spec = SmallSpec(40);
-  spec.algorithm = "forecast";
-  spec.target_accuracy = 0.95;
-  spec.space.lr_min = 1e-4;
-  spec.space.lr_max = 1.0;
-  spec.asha.rungless = true;
-  spec.asha.num_rungs = 1;
-  spec.asha.min_epochs = 1;
-  spec.asha.max_epochs = 12;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/40, /*target=*/0.95, /*lr_min=*/1e-4,
+                                    /*min_epochs=*/1, /*max_epochs=*/12);
   JobEngine engine(Job(), spec, &journal);
   RunOnOneWorker(engine, NearTargetAccuracy);
   ASSERT_EQ(engine.state(), JobState::kCompleted);
@@ -628,15 +615,8 @@ double ChanceOrFastLearner(const TrialConfig& c, int epoch, int64_t trial_id) {
 // observes it by its accuracy; the learners go on and one reaches the target.
 TEST(Forecast, WhileACurveIsTooShortToFitATrialAtChanceWaitsAndALearnerGoesOn) {
   MemoryJournal journal;
-  JobSpec spec = SmallSpec(30);
-  spec.algorithm = "forecast";
-  spec.target_accuracy = 0.8;
-  spec.space.lr_min = 1e-5;
-  spec.space.lr_max = 1.0;
-  spec.asha.rungless = true;
-  spec.asha.num_rungs = 1;
-  spec.asha.min_epochs = 1;
-  spec.asha.max_epochs = 12;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/30, /*target=*/0.8, /*lr_min=*/1e-5,
+                                    /*min_epochs=*/1, /*max_epochs=*/12);
   ASSERT_EQ(spec.asha.SegmentEpochs(), 1);
   ASSERT_EQ(CurveModel::FewestEpochsToFit(), 3);
   JobEngine engine(Job(), spec, &journal);
