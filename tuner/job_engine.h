@@ -187,6 +187,9 @@ class JobEngine {
   double EpochSeconds(const LiveTrial& t) const;
   // The probability that `t` reaches the target in less time than the incumbent's TTA, or
   // with no incumbent, than the best predicted median TTA of the other unfinished trials.
+  // Those include blind ones (see Blind), whose uninformed median can be that bar: at
+  // targets harder than the replay tables' it stopped winners (bench/RESULTS.md, session
+  // 31); leaving them out (V17c, V17g there) was not adopted.
   double WinProbability(LiveTrial& t);
   // The expected sampler score over `f`'s samples, a forecast of `t`: a stopped trial
   // counts by the time-to-accuracy it was heading for, with its uncertainty, not as a
