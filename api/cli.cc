@@ -298,8 +298,8 @@ void PrintReport(const json& r) {
                   Fixed(measured, 2).c_str(), Fixed(p["step_ms_p50"].get<double>(), 2).c_str());
     }
   }
-  // A trial the forecast stopped shows what it was heading for: its predicted TTA and its
-  // chance of having beaten the incumbent.
+  // A trial the forecast stopped (or reprieved, paused) shows what it was heading for: its
+  // predicted TTA and its chance of having beaten the incumbent.
   const auto predicted = [](const json& t) -> std::string {
     const json& f = t["forecast"];
     if (!f.is_object()) return "-";
@@ -310,7 +310,8 @@ void PrintReport(const json& r) {
     return f.is_object() ? Fixed(f["p_win"].get<double>(), 3) : "-";
   };
   std::printf(
-      "\nTrials, best first (pred_tta, p_win: the forecast of a trial it stopped):\n"
+      "\nTrials, best first (pred_tta, p_win: the forecast of a trial it stopped or "
+      "reprieved):\n"
       "  %4s %6s %10s %5s %11s %5s %6s %8s %8s %8s %6s  %s\n",
       "#", "batch", "lr", "opt", "state", "rung", "epochs", "best_acc", "tta_s", "pred_tta",
       "p_win", "reason");

@@ -425,12 +425,16 @@ double SyntheticAccuracy(const TrialConfig& c, int epoch, int64_t trial_id) {
   return 0.1 + 0.8 / (1 + std::pow(epoch / 25.0, -4.0)) + wobble;
 }
 
-// Runs `engine`'s job on one worker "w1", each epoch of 1 s at accuracy(config, epoch,
-// trial id), until no assignment is left.
+// Runs `engine`'s job on one worker "w1", each epoch of seconds(config) (1 s without it) at
+// accuracy(config, epoch, trial id), until no assignment is left (or until() holds before a
+// segment).
 void RunOnOneWorker(JobEngine& engine,
-                    const std::function<double(const TrialConfig&, int, int64_t)>& accuracy) {
+                    const std::function<double(const TrialConfig&, int, int64_t)>& accuracy,
+                    const std::function<double(const TrialConfig&)>& seconds = nullptr,
+                    const std::function<bool()>& until = nullptr) {
   engine.SetWorkerOnline("w1", true);
   for (int round = 0; round < 2000 && engine.state() != JobState::kCompleted; ++round) {
+    if (until && until()) return;
     StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
     ASSERT_TRUE(next.ok()) << next.status().ToString();
     if (!next->has_value()) break;
@@ -439,7 +443,7 @@ void RunOnOneWorker(JobEngine& engine,
       CurvePoint p;
       p.epoch = e;
       p.val_accuracy = accuracy(a.trial.config, e, a.trial.id);
-      p.compute_s = 1.0;
+      p.compute_s = seconds ? seconds(a.trial.config) : 1.0;
       StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
       ASSERT_TRUE(v.ok()) << v.status().ToString();
       if (v->stop) break;
@@ -658,6 +662,66 @@ TEST(Forecast, WhileACurveIsTooShortToFitATrialAtChanceWaitsAndALearnerGoesOn) {
     ASSERT_TRUE(first_score.count(id)) << "trial " << t.number << " never observed";
     EXPECT_NEAR(first_score[id], ChanceOrFastLearner(t.config, 1, id), 1e-9) << t.number;
   }
+}
+
+// Batch 64 trains an epoch in 0.1 s and never leaves chance; batches 16 and 32 train one in
+// 1 s and reach 0.8 at epoch 9.
+double LearnerOrFastAtChance(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.004 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (c.batch_size >= 64) return 0.1 + wobble;
+  return 0.1 + 0.8 * (1.0 - std::exp(-epoch / 4.0)) + wobble;
+}
+
+// Before any trial reaches the target, a learner is measured against the best predicted
+// time-to-accuracy of the others, and a trial at chance on 0.1 s epochs predicts, from the
+// take-off prior, a median that no learner on 1 s epochs can beat. Half of that forecast
+// never reaches the target, so it is no evidence against the learner: the learner is not
+// stopped for good but reprieved (it waits until nothing is left to propose, across a
+// controller restart), and then one reaches the target. Without the reprieve every
+// learner was stopped after its first epoch, and no trial reached the target.
+TEST(Forecast, AnUninformedForecastDoesNotStopALearnerForGood) {
+  MemoryJournal journal;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/20, /*target=*/0.8, /*lr_min=*/1e-4,
+                                    /*min_epochs=*/1, /*max_epochs=*/12);
+  const auto seconds = [](const TrialConfig& c) { return c.batch_size >= 64 ? 0.1 : 1.0; };
+  const auto reprieved = [&] {
+    for (const auto& [id, t] : journal.trials) {
+      if (t.state == TrialState::kPaused && t.forecast.has_value()) return true;
+    }
+    return false;
+  };
+  {
+    JobEngine engine(Job(), spec, &journal);
+    RunOnOneWorker(engine, LearnerOrFastAtChance, seconds, reprieved);
+    ASSERT_TRUE(reprieved()) << "no trial was reprieved";
+  }
+  int waiting = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.state != TrialState::kPaused || !t.forecast.has_value()) continue;
+    ++waiting;
+    EXPECT_LT(t.config.batch_size, 64) << "trial " << t.number;
+    EXPECT_NE(t.reason.find("waits until nothing is left to propose"), std::string::npos)
+        << t.reason;
+    EXPECT_LT(t.forecast->p_win, 0.01);
+  }
+  StatusOr<std::unique_ptr<JobEngine>> restored = JobEngine::Restore(Job(), spec, &journal);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  RunOnOneWorker(**restored, LearnerOrFastAtChance, seconds);
+  ASSERT_EQ((*restored)->state(), JobState::kCompleted);
+  int learners = 0, against_the_median = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.config.batch_size >= 64) continue;
+    ++learners;
+    against_the_median += t.reason.find("best predicted trial") != std::string::npos;
+  }
+  std::printf(
+      "[ forecast ] %d learners, %d reprieved before the restart, %d stopped against "
+      "the best predicted trial\n",
+      learners, waiting, against_the_median);
+  ASSERT_GE(learners, 2);
+  EXPECT_EQ(against_the_median, 0);
+  ASSERT_TRUE((*restored)->IncumbentTta().has_value());
+  EXPECT_NEAR(*(*restored)->IncumbentTta(), 9.0, 1e-9);
 }
 
 }  // namespace

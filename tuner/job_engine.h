@@ -186,11 +186,22 @@ class JobEngine {
   // Mean training seconds of `t`'s epochs.
   double EpochSeconds(const LiveTrial& t) const;
   // The probability that `t` reaches the target in less time than the incumbent's TTA, or
-  // with no incumbent, than the best predicted median TTA of the other unfinished trials.
-  // Those include blind ones (see Blind), whose uninformed median can be that bar: at
-  // targets harder than the replay tables' it stopped winners (bench/RESULTS.md, session
-  // 31); leaving them out (V17c, V17g there) was not adopted.
+  // with no incumbent, than the best predicted median TTA of the other unfinished trials
+  // (reprieved ones left out). Those include blind ones (see Blind), whose uninformed
+  // median can be that bar; TryContinue then asks WinBound before it stops `t` for good.
   double WinProbability(LiveTrial& t);
+  // With no incumbent: the least, over the job's other unfinished trials that are not
+  // reprieved, of the probability that `t`'s TTA is below theirs, from the two forecasts'
+  // samples (independent; "never" is infinite, and never against never is no win). To beat
+  // every other trial, `t` must beat each, so this bounds that chance from above. Unlike
+  // WinProbability's median, a competitor whose forecast is wide (uninformed: blind, or
+  // flat on the take-off prior) is no bar: half of its samples may never reach the target.
+  double WinBound(LiveTrial& t);
+  // A paused trial that WinProbability would have stopped but WinBound kept (TryContinue):
+  // it has a recorded forecast, which only a stopped trial has otherwise.
+  static bool Reprieved(const LiveTrial& t) {
+    return t.record.state == TrialState::kPaused && t.record.forecast.has_value();
+  }
   // The expected sampler score over `f`'s samples, a forecast of `t`: a stopped trial
   // counts by the time-to-accuracy it was heading for, with its uncertainty, not as a
   // failure.
