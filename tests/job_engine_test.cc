@@ -712,7 +712,8 @@ TEST(Forecast, AnUninformedForecastDoesNotStopALearnerForGood) {
   for (const auto& [id, t] : journal.trials) {
     if (t.config.batch_size >= 64) continue;
     ++learners;
-    against_the_median += t.reason.find("best predicted trial") != std::string::npos;
+    against_the_median += t.state == TrialState::kStopped &&
+                          t.reason.find("best predicted trial") != std::string::npos;
   }
   std::printf(
       "[ forecast ] %d learners, %d reprieved before the restart, %d stopped against "
