@@ -680,8 +680,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
     //   mnist at 0.97, 0-39         0.108 / 68% -> 0.103 / 68%
     //   mnist at 0.97, 240-319      0.114 / 68% -> 0.109 / 75%
     // and at the four tables' own targets, seeds 0-79 and 160-239, unchanged medians.
-    const bool below = beaten || p < kStopBelow;
-    if (below && !beaten && !incumbent && WinBound(t) >= kStopBelow) {
+    if (!incumbent && p < kStopBelow && WinBound(t) >= kStopBelow) {
       if (!Reprieved(t)) {
         t.record.forecast =
             TrialForecast{f.median * epoch_s, f.lo * epoch_s, f.hi * epoch_s, p, f.p_reach};
@@ -696,7 +695,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
                              std::optional<double>(ForecastScore(t, Predict(observed_model_, t)))));
       }
       if (can_sample) continue;
-    } else if (below) {
+    } else if (beaten || p < kStopBelow) {
       t.record.state = TrialState::kStopped;
       char why[256];
       std::snprintf(why, sizeof(why),
