@@ -191,6 +191,10 @@ void PrintReport(const json& r) {
               job["id"].get<long long>(), job["name"].get<std::string>().c_str(),
               job["state"].get<std::string>().c_str(), r["algorithm"].get<std::string>().c_str(),
               Fixed(r["target_accuracy"].get<double>(), 3).c_str());
+  // Why the job ended, where something other than its trials ended it (its time budget).
+  if (job["state"] == "completed" && !job.value("message", std::string()).empty()) {
+    std::printf("Ended: %s\n", SafeText(job["message"].get<std::string>(), 200).c_str());
+  }
   if (!r.value("auto_reason", std::string()).empty()) {
     std::printf("Algorithm chosen by \"auto\": %s (%s)\n",
                 r["algorithm"].get<std::string>().c_str(),

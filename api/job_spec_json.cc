@@ -16,6 +16,9 @@ namespace {
 
 using nlohmann::json;
 
+// A forecast job limited by its time budget alone trains a trial for at most this many epochs.
+constexpr int kForecastEpochs = 100;
+
 std::string Num(double v) {
   std::ostringstream out;
   out << v;
@@ -184,14 +187,21 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   spec->asha.unit = unit == "seconds" ? RungUnit::kSeconds : RungUnit::kEpochs;
   TOPOTUNE_RETURN_IF_ERROR(f.Number("min_seconds", &spec->asha.min_seconds));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_epochs", 1, 10000, &spec->asha.max_epochs));
-  // A limit and no rung schedule: the forecast decides ("auto" picks it for such a job).
-  const bool auto_limit =
-      spec->algorithm == "auto" && j.contains("max_epochs") && spec->asha.unit == RungUnit::kEpochs;
+  // A limit and no rung schedule: the forecast decides ("auto" picks it for such a job). The
+  // limit is the epochs a trial may train, or the job's time budget (then at most
+  // kForecastEpochs epochs a trial unless max_epochs says otherwise).
+  const bool no_rungs = !j.contains("rungs") && !j.contains("reduction_factor") &&
+                        !j.contains("min_epochs") && !j.contains("rung_unit");
+  const bool auto_limit = spec->algorithm == "auto" && spec->asha.unit == RungUnit::kEpochs &&
+                          (j.contains("max_epochs") || (spec->time_budget_s > 0 && no_rungs));
   if (spec->algorithm == "forecast" || auto_limit) {
     if (!j.contains("max_epochs")) {
-      return Status::InvalidArgument(
-          "scheduler.max_epochs: algorithm \"forecast\" needs the epochs a trial may train at "
-          "most");
+      if (!(spec->time_budget_s > 0)) {
+        return Status::InvalidArgument(
+            "scheduler.max_epochs: algorithm \"forecast\" needs a limit: the epochs a trial may "
+            "train at most, or the job's time_budget_s");
+      }
+      spec->asha.max_epochs = kForecastEpochs;
     }
     for (const char* key : {"rungs", "reduction_factor", "min_seconds"}) {
       if (j.contains(key)) {
@@ -270,6 +280,14 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
       f.Required("search_space", &field, "batch_size, learning_rate and optimizer ranges"));
   TOPOTUNE_RETURN_IF_ERROR(f.Object("search_space", &field));
   TOPOTUNE_RETURN_IF_ERROR(ParseSearchSpace(*field, &spec.space));
+  // Before the scheduler: a time budget is a forecast's limit too.
+  TOPOTUNE_RETURN_IF_ERROR(f.Number("time_budget_s", &spec.time_budget_s));
+  if (!(spec.time_budget_s >= 0 && spec.time_budget_s <= 1e9)) {
+    return Status::InvalidArgument(
+        "time_budget_s must be the training seconds the job may spend, in (0, 1e9] (0 or absent: "
+        "no limit), got " +
+        Num(spec.time_budget_s));
+  }
   TOPOTUNE_RETURN_IF_ERROR(f.Object("scheduler", &field));
   if (field != nullptr) TOPOTUNE_RETURN_IF_ERROR(ParseScheduler(*field, &spec));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_trials", 1, 10000, &spec.max_trials));
@@ -343,6 +361,7 @@ json JobSpecToJson(const JobSpec& spec) {
     j["scheduler"]["min_seconds"] = spec.asha.min_seconds;
     j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
   }
+  if (spec.time_budget_s > 0) j["time_budget_s"] = spec.time_budget_s;
   if (!spec.reference_class.empty()) j["reference_class"] = spec.reference_class;
   if (!spec.topology_json.empty()) {
     j["topology"] = json::parse(spec.topology_json, nullptr, /*allow_exceptions=*/false);

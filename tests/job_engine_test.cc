@@ -326,6 +326,68 @@ int RunTimedSegment(JobEngine& engine, const Assignment& a, double accuracy, dou
   return RunAsWorker(engine, a, JobSpec(), accuracy, seconds);
 }
 
+// Runs `spec`'s job on one worker as a worker does (RunAsWorker), every epoch of 1 s at
+// accuracy 0.5 (below any target here), until it has nothing left to assign. Returns the
+// training seconds its trials spent.
+double SpendOnOneWorker(JobEngine& engine, const JobSpec& spec) {
+  engine.SetWorkerOnline("w1", true);
+  for (int round = 0; round < 500; ++round) {
+    StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
+    EXPECT_TRUE(next.ok()) << next.status().ToString();
+    if (!next.ok() || !next->has_value()) break;
+    RunAsWorker(engine, **next, spec, 0.5, 1.0);
+  }
+  return engine.SpentSeconds();
+}
+
+TEST(TimeBudget, NothingStartsOnceTheJobsSecondsAreSpentAndTheJobEndsSayingSo) {
+  // Unlimited, this job trains 6 trials to rung 0 (1 epoch) and 2 to rung 1 (3 epochs).
+  JobSpec spec = SmallSpec(6);
+  {
+    MemoryJournal journal;
+    JobEngine engine(Job(), spec, &journal);
+    EXPECT_DOUBLE_EQ(SpendOnOneWorker(engine, spec), 10.0);
+  }
+  spec.time_budget_s = 7.5;
+  MemoryJournal journal;
+  journal.jobs[1] = Job();
+  JobEngine engine(Job(), spec, &journal);
+  // Each segment is told where the budget ends; the worker stops at the epoch that reaches it.
+  EXPECT_DOUBLE_EQ(SpendOnOneWorker(engine, spec), 8.0);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_NE(journal.jobs[1].message.find("time budget of 7.50 s spent"), std::string::npos)
+      << journal.jobs[1].message;
+  int by_budget = 0;
+  for (const auto& [id, t] : journal.trials) {
+    EXPECT_TRUE(IsTerminal(t.state)) << t.reason;
+    by_budget += t.reason.find("time budget") != std::string::npos;
+  }
+  EXPECT_GE(by_budget, 1);
+  StatusOr<std::optional<Assignment>> after = engine.NextAssignment("w1", 0);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->has_value());
+}
+
+TEST(TimeBudget, ASegmentRunningWhenAnotherSpendsTheBudgetStopsAtItsNextEpoch) {
+  JobSpec spec = SmallSpec(6);
+  spec.time_budget_s = 4.0;
+  MemoryJournal journal;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  engine.SetWorkerOnline("w2", true);
+  const Assignment a = Next(engine, "w1");
+  const Assignment b = Next(engine, "w2");
+  EXPECT_DOUBLE_EQ(a.max_train_s, 4.0);  // the whole budget was left for each
+  EXPECT_DOUBLE_EQ(b.max_train_s, 4.0);
+  StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 3.0));
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->stop);
+  v = engine.OnEpoch(b.trial.id, Epoch(1, 0.5, 1.5));  // 4.5 s spent in all
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->stop);
+  EXPECT_NE(v->reason.find("time budget"), std::string::npos) << v->reason;
+}
+
 TEST(JobEngine, RungsInSecondsEndAtTheEpochThatUsesUpTheirBudget) {
   MemoryJournal journal;
   JobSpec spec = SmallSpec(3);
@@ -452,6 +514,47 @@ void RunOnOneWorker(JobEngine& engine,
         engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0)
             .ok());
   }
+}
+
+TEST(Forecast, ATimeBudgetEndsTheJobWithWhatItHasAndNoTrialLeftWaiting) {
+  // The slow starters reach the target at epoch 41, 1 s an epoch: a budget of 30 s in all
+  // ends the job first, with trials paused by the forecast among those it stops.
+  MemoryJournal journal;
+  JobSpec spec = ForecastSpec(/*max_trials=*/10, /*target=*/0.8, /*lr_min=*/1e-4,
+                              /*min_epochs=*/3, /*max_epochs=*/60);
+  spec.time_budget_s = 30;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  for (int round = 0; round < 200; ++round) {
+    StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    if (!next->has_value()) break;
+    const Assignment& a = **next;
+    ASSERT_GT(a.max_train_s, 0.0);
+    double trained = a.trial.train_s;
+    for (int e = a.start_epoch + 1; e <= a.trial.target_epochs; ++e) {
+      CurvePoint p;
+      p.epoch = e;
+      p.val_accuracy = SyntheticAccuracy(a.trial.config, e, a.trial.id);
+      p.compute_s = 1.0;
+      StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      trained += 1.0;
+      if (v->stop || ReachedSeconds(trained, a.max_train_s)) break;
+    }
+    ASSERT_TRUE(
+        engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0)
+            .ok());
+  }
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 30.0);
+  int by_budget = 0;
+  for (const auto& [id, t] : journal.trials) {
+    EXPECT_TRUE(IsTerminal(t.state)) << t.reason;
+    EXPECT_FALSE(t.reached_target);
+    by_budget += t.reason.find("time budget") != std::string::npos;
+  }
+  EXPECT_GE(by_budget, 2);  // the one running, and at least one that waited
 }
 
 TEST(Forecast, ASlowStarterThatWinsIsNotStoppedWhileTheFastStarterThatPlateausIs) {

@@ -34,10 +34,17 @@ inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   spec.max_trials = max_trials;
   spec.algorithm = algorithm;
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
-  if (algorithm == "forecast") {
+  if (algorithm == "forecast" || algorithm == "forecast-budget") {
+    spec.algorithm = "forecast";
     spec.asha.rungless = true;  // no rungs: 12 epochs in segments of 1
     spec.asha.num_rungs = 1;
     spec.asha.max_epochs = 12;
+  }
+  // A time budget that ends the job before its trials are done.
+  if (algorithm == "forecast-budget") spec.time_budget_s = 40;
+  if (algorithm == "asha-budget") {
+    spec.algorithm = "asha";
+    spec.time_budget_s = 40;
   }
   if (algorithm == "asha-seconds") {
     spec.algorithm = "asha";

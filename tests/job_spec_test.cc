@@ -119,6 +119,52 @@ TEST(JobSpec, ForecastNeedsAnEpochLimitAndNoRungsAndAutoPicksItForSuchAJob) {
   EXPECT_NE(ErrorOf(j.dump()).find("scheduler.rungs does not apply"), std::string::npos);
 }
 
+TEST(JobSpec, ATimeBudgetIsALimitForEveryAlgorithmAndTheForecastsOnlyOne) {
+  json j = ValidSpec();
+  j["time_budget_s"] = 3600;
+  StatusOr<JobSpec> asha = ParseJobSpec(j.dump());
+  ASSERT_TRUE(asha.ok()) << asha.status().ToString();
+  EXPECT_EQ(asha->algorithm, "asha");
+  EXPECT_DOUBLE_EQ(asha->time_budget_s, 3600);
+  StatusOr<JobSpec> asha_again = ParseJobSpec(JobSpecToJson(*asha).dump());
+  ASSERT_TRUE(asha_again.ok()) << asha_again.status().ToString();
+  EXPECT_DOUBLE_EQ(asha_again->time_budget_s, 3600);
+
+  // The forecast needs a limit; the budget is one (trials then train at most 100 epochs).
+  j["scheduler"] = {{"algorithm", "forecast"}};
+  StatusOr<JobSpec> forecast = ParseJobSpec(j.dump());
+  ASSERT_TRUE(forecast.ok()) << forecast.status().ToString();
+  EXPECT_TRUE(forecast->asha.rungless);
+  EXPECT_EQ(forecast->asha.MaxEpochs(), 100);
+  StatusOr<JobSpec> forecast_again = ParseJobSpec(JobSpecToJson(*forecast).dump());
+  ASSERT_TRUE(forecast_again.ok()) << forecast_again.status().ToString();
+  EXPECT_TRUE(forecast_again->asha.rungless);
+  EXPECT_DOUBLE_EQ(forecast_again->time_budget_s, 3600);
+
+  // "auto" with the budget and no rung schedule picks the forecast, and says why.
+  j["scheduler"] = {{"algorithm", "auto"}};
+  StatusOr<JobSpec> chosen = ParseJobSpec(j.dump());
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->algorithm, "forecast");
+  EXPECT_NE(chosen->auto_reason.find("time budget (3600 s"), std::string::npos)
+      << chosen->auto_reason;
+  // With a rung schedule it keeps the rungs, and the budget.
+  j["scheduler"] = {{"algorithm", "auto"}, {"rungs", 3}};
+  StatusOr<JobSpec> rungs = ParseJobSpec(j.dump());
+  ASSERT_TRUE(rungs.ok()) << rungs.status().ToString();
+  EXPECT_EQ(rungs->algorithm, "tpe");
+  EXPECT_DOUBLE_EQ(rungs->time_budget_s, 3600);
+
+  j["scheduler"] = {{"algorithm", "forecast"}};
+  j.erase("time_budget_s");
+  EXPECT_NE(ErrorOf(j.dump()).find("or the job's time_budget_s"), std::string::npos);
+  for (const char* bad : {"-1", "1e10", "\"an hour\""}) {
+    std::string text = ValidSpec().dump();
+    text.insert(text.size() - 1, std::string(", \"time_budget_s\": ") + bad);
+    EXPECT_NE(ErrorOf(text).find("time_budget_s"), std::string::npos) << bad;
+  }
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

@@ -175,6 +175,10 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
       ASSERT_LT(script.steps(), 5000) << "the job does not end";
     }
     ASSERT_EQ(engine.state(), JobState::kCompleted);
+    // The budget variants end by their budget, not by running out of trials.
+    if (ScriptSpec(algorithm).time_budget_s > 0) {
+      ASSERT_TRUE(engine.BudgetSpent());
+    }
     const int total = script.steps();
     ASSERT_GT(total, 60);
     // Points spread over the whole job, shifted per algorithm so they land at different
@@ -209,7 +213,8 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, RestoreDeterminism,
                          ::testing::Values("asha", "sha", "hyperband", "tpe", "gp", "bohb", "grid",
-                                           "random", "asha-seconds", "forecast"),
+                                           "random", "asha-seconds", "forecast", "asha-budget",
+                                           "forecast-budget"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "tuner/gp_sampler.h"
 #include "tuner/grid_sampler.h"
@@ -20,8 +21,15 @@ std::string AutoAlgorithm(const JobSpec& spec, std::string* why) {
     // At any limit: on the search benchmark's 12-epoch replay tables too, the forecast costs
     // less than TPE under rungs of 1, 3, 9 epochs, since it ranks a trial as ASHA does while
     // its curve is too short to fit (JobEngine::Blind; bench/RESULTS.md).
-    *why = "the job gives an epoch limit (max_epochs " + std::to_string(spec.asha.max_epochs) +
-           ") and no rung schedule: the learning-curve forecast decides how far each trial "
+    char budget[96];
+    std::snprintf(budget, sizeof(budget), "a time budget (%g s; at most %d epochs a trial)",
+                  spec.time_budget_s, spec.asha.max_epochs);
+    const std::string limit =
+        spec.time_budget_s > 0
+            ? budget
+            : "an epoch limit (max_epochs " + std::to_string(spec.asha.max_epochs) + ")";
+    *why = "the job gives " + limit +
+           " and no rung schedule: the learning-curve forecast decides how far each trial "
            "trains, so a late winner is not stopped at a fixed rung";
     return "forecast";
   }

@@ -340,6 +340,20 @@ bool JobEngine::RungDone(const LiveTrial& t) const {
   return InSeconds() && ReachedSeconds(t.record.train_s, spec_.asha.RungSeconds(t.record.rung));
 }
 
+double JobEngine::SpentSeconds() const {
+  double spent = 0;
+  for (const auto& [id, t] : trials_) spent += t.record.train_s;
+  return spent;
+}
+
+bool JobEngine::BudgetSpent() const {
+  return spec_.time_budget_s > 0 && ReachedSeconds(SpentSeconds(), spec_.time_budget_s);
+}
+
+std::string JobEngine::BudgetReason() const {
+  return Format("time budget: the job's %.2f s of training are spent", spec_.time_budget_s);
+}
+
 std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
   return Format("bound: %.2f s of training already exceed", t.record.train_s) +
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
@@ -416,6 +430,12 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
+  if (spec_.time_budget_s > 0) {
+    // Ends where the budget would, had no other segment run meanwhile (OnEpoch stops it
+    // earlier if one did).
+    const double until = t.record.train_s + std::max(0.0, spec_.time_budget_s - SpentSeconds());
+    a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, until) : until;
+  }
   t.time_scale = placement.TimeScaleOf(t.record.config);
   t.device_class = placement.device_class;
   a.time_scale = t.time_scale;
@@ -441,6 +461,10 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const std::string&
 StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& placement,
                                                               double now) {
   if (IsTerminal(job_.state) || placement.workers.empty()) return std::optional<Assignment>();
+  if (BudgetSpent()) {
+    TOPOTUNE_RETURN_IF_ERROR(MaybeFinish(now));
+    return std::optional<Assignment>();
+  }
   using Step = StatusOr<std::optional<Assignment>> (JobEngine::*)(const Placement&);
   const std::vector<Step> steps =
       Forecasting() ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryContinue,
@@ -925,6 +949,9 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   } else if (incumbent && t.record.train_s >= *incumbent) {
     verdict = {true, BoundReason(t, *incumbent)};
     t.stop_reason = verdict.reason;
+  } else if (BudgetSpent()) {
+    verdict = {true, BudgetReason()};
+    t.stop_reason = verdict.reason;
   }
   TOPOTUNE_RETURN_IF_ERROR(journal_->RecordEpoch(stored, t.record));
   return verdict;
@@ -981,6 +1008,11 @@ Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
       // The worker applied the bound itself, at the epoch our verdict would have named.
       r.state = TrialState::kStopped;
       r.reason = BoundReason(t, t.bound_s);
+      return RecordRungResult(t, Observation::Kind::kOk);
+    } else if (BudgetSpent() && !RungDone(t)) {
+      // The worker ended it where the budget ran out.
+      r.state = TrialState::kStopped;
+      r.reason = BudgetReason();
       return RecordRungResult(t, Observation::Kind::kOk);
     } else if (!RungDone(t)) {
       r.state = TrialState::kFailed;
@@ -1049,7 +1081,25 @@ Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
 }
 
 Status JobEngine::MaybeFinish(double now) {
-  if (IsTerminal(job_.state) || sampled_ < spec_.max_trials) return Status::OK();
+  if (IsTerminal(job_.state)) return Status::OK();
+  if (BudgetSpent()) {
+    // Nothing starts any more; once nothing runs, what waits is stopped and the job is done.
+    for (const auto& [id, t] : trials_) {
+      if (t.record.state == TrialState::kRunning) return Status::OK();
+    }
+    for (auto& [id, t] : trials_) {
+      if (IsTerminal(t.record.state)) continue;
+      t.record.state = TrialState::kStopped;
+      t.record.reason = BudgetReason();
+      TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+    }
+    const std::string message = Format("time budget of %.2f s spent", spec_.time_budget_s) +
+                                Format(" (%.2f s of training)", SpentSeconds());
+    TOPOTUNE_RETURN_IF_ERROR(journal_->SetJobState(job_.id, JobState::kCompleted, message, now));
+    job_.state = JobState::kCompleted;
+    return Status::OK();
+  }
+  if (sampled_ < spec_.max_trials) return Status::OK();
   // The largest batch an online worker of the reference class holds (0: none online).
   const int confirm_batch = ReferenceMaxBatch();
   const bool can_confirm = confirm_batch > 0;

@@ -151,6 +151,11 @@ class JobEngine {
   // The least TTA among trials that reached the target with no epoch counted from another
   // class's seconds (confirmations, and trials that ran on the reference class).
   std::optional<double> BestMeasuredTta() const;
+  // The training seconds the job's trials have spent together (counted, as the bound counts
+  // them), and whether they reached its time budget (JobSpec::time_budget_s; never without
+  // one).
+  double SpentSeconds() const;
+  bool BudgetSpent() const;
 
  private:
   struct LiveTrial {
@@ -257,6 +262,7 @@ class JobEngine {
   // The trial's current rung is trained to its end: its epochs, or its seconds.
   bool RungDone(const LiveTrial& t) const;
   std::string BoundReason(const LiveTrial& t, double incumbent) const;
+  std::string BudgetReason() const;
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung, tells the sampler, and stores both with the
   // trial.

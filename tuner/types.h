@@ -82,8 +82,13 @@ struct JobSpec {
   std::string model;  ///< one of KnownModels()
   DatasetSpec dataset;
   SearchSpace space;
-  double target_accuracy = 0.0;    ///< validation accuracy in (0, 1] that defines TTA
-  int max_trials = 16;             ///< configurations sampled in all
+  double target_accuracy = 0.0;  ///< validation accuracy in (0, 1] that defines TTA
+  int max_trials = 16;           ///< configurations sampled in all
+  // > 0: the training seconds the job may spend, every trial's together (counted as the
+  // bound counts them: on the reference class where the job has one). Once they are spent
+  // no segment starts, a running one ends at its next epoch, and the job completes with the
+  // best it has. 0 = no limit: the job ends when its trials are done.
+  double time_budget_s = 0.0;
   std::string algorithm = "asha";  ///< one of KnownAlgorithms() (tuner/algorithms.h)
   std::string auto_reason;         ///< set when "auto" chose `algorithm`: why
   AshaSettings asha;
