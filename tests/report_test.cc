@@ -170,5 +170,19 @@ TEST(Report, ProgressIsCompleteOnlyWhenTheJobIs) {
   EXPECT_EQ(SummariseProgress(job, spec, trials).trials_by_state.at("completed"), 4);
 }
 
+TEST(Report, ProgressUnderATimeBudgetIsTheShareSpentWhenThatIsFurther) {
+  JobRecord job;
+  job.state = JobState::kRunning;
+  JobSpec spec = Spec();
+  spec.max_trials = 10;
+  spec.time_budget_s = 20;
+  std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 16, false, 0, 0.5)};
+  trials[0].train_s = 6;
+  trials[1].train_s = 4;
+  EXPECT_DOUBLE_EQ(SummariseProgress(job, spec, trials).fraction, 0.5);  // not 2 of 10 trials
+  spec.time_budget_s = 200;
+  EXPECT_DOUBLE_EQ(SummariseProgress(job, spec, trials).fraction, 0.2);
+}
+
 }  // namespace
 }  // namespace topotune

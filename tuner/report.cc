@@ -136,15 +136,20 @@ JobProgress SummariseProgress(const JobRecord& job, const JobSpec& spec,
   p.trials_total = spec.max_trials;
   p.trials_sampled = static_cast<int>(trials.size());
   int settled = 0;
+  double spent_s = 0;
   for (const auto& t : trials) {
     ++p.trials_by_state[TrialStateName(t.state)];
     if (IsTerminal(t.state) || t.state == TrialState::kPaused) ++settled;
+    spent_s += t.train_s;
   }
   p.best = Best(trials);
   if (IsTerminal(job.state)) {
     p.fraction = 1.0;
   } else if (spec.max_trials > 0) {
-    p.fraction = std::min(0.99, static_cast<double>(settled) / spec.max_trials);
+    p.fraction = static_cast<double>(settled) / spec.max_trials;
+    // A job with a time budget ends when it is spent, whichever comes first.
+    if (spec.time_budget_s > 0) p.fraction = std::max(p.fraction, spent_s / spec.time_budget_s);
+    p.fraction = std::min(0.99, p.fraction);
   }
   return p;
 }
