@@ -905,6 +905,29 @@ TEST(JobEngine, SecondsCountOnTheReferenceClassWhicheverDeviceTrains) {
   }
 }
 
+TEST(TimeBudget, CountsSecondsOnTheReferenceClass) {
+  MemoryJournal journal;
+  JobSpec spec = SmallSpec(6);
+  spec.reference_class = "edge";
+  spec.time_budget_s = 3.0;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true);
+  // A cloud step takes a quarter of an edge step: its 0.25 s epochs count 1 s each, so the
+  // budget's 3 edge seconds are 3 of its epochs, 0.75 s of its own.
+  Placement on_cloud = ScaledPlacement("cloud-1", spec, 4.0);
+  on_cloud.device_class = "cloud";
+  int epochs = 0;
+  for (int round = 0; round < 10; ++round) {
+    StatusOr<std::optional<Assignment>> next = engine.NextAssignment(on_cloud, 0);
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    if (!next->has_value()) break;
+    epochs += RunAsWorker(engine, **next, spec, 0.5, 0.25);
+  }
+  EXPECT_EQ(epochs, 3);
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 3.0);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
 TEST(JobEngine, TheBoundComparesSecondsOnTheReferenceClass) {
   MemoryJournal journal;
   JobSpec spec = SmallSpec(3);
