@@ -392,6 +392,8 @@ def job_spec(table, args, algorithm, seed):
         spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
     if algorithm == "grid":
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
+    if getattr(args, "time_budget_s", 0) > 0:
+        spec["time_budget_s"] = args.time_budget_s
     return spec
 
 
@@ -566,6 +568,7 @@ def summarize(name, runs, grid):
         "near_stopped": sum(1 for r in runs if r.get("near_stopped", 0) > 0) / len(runs),
         "raw_median": quantile(raw, 0.5),
         "total_median": quantile([r["total"] / grid for r in runs], 0.5),
+        "raw_total_max": max(r.get("raw_total", r["total"]) / grid for r in runs),
         "overrun_epochs": sum(r.get("overrun_epochs", 0) for r in runs),
     }
 
@@ -602,6 +605,10 @@ def main():
     ap.add_argument("--grid-seeds", type=int, default=None,
                     help="runs of the product's grid algorithm (default --seeds; 0 = none)")
     ap.add_argument("--budget", type=int, default=60, help="trials per run (max_trials)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="each job's time_budget_s, as a share of the full grid's cost "
+                         "(0 = none): success is then the share of runs that end with a "
+                         "near-optimal incumbent within that budget")
     ap.add_argument("--min-epochs", type=int, default=1)
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=None,
@@ -638,6 +645,7 @@ def main():
     truth = Truth(table, args.target)
     if truth.tta_star == INF:
         sys.exit(f"no configuration reaches {args.target} on every seed it has: lower --target")
+    args.time_budget_s = args.time_budget * truth.grid_full
     grid_points = len(table.order)
     algorithms = [a for a in args.algorithms.split(",") if a]
     setups = [s for s in args.optuna.split(",") if s]
@@ -661,6 +669,9 @@ def main():
           f"({truth.grid_stop / truth.grid_full:.3f} of the full grid)")
     seeds = (f"{args.seeds} seeds" if args.first_seed == 0 else
              f"{args.seeds} seeds ({args.first_seed}..{args.first_seed + args.seeds - 1})")
+    if args.time_budget_s > 0:
+        print(f"time budget per Topotune job: {args.time_budget_s:.1f} s of training "
+              f"({args.time_budget:g} of the full grid)")
     print(f"budget {args.budget} trials per run, {seeds}; Topotune rungs {rungs} "
           f"epochs (min_epochs {args.min_epochs}, reduction_factor {args.eta}); '@s' rungs "
           f"{[round(args.min_seconds * args.eta ** k, 3) for k in range(args.rungs)]} training "
@@ -698,6 +709,11 @@ def main():
               f"{r['tried_near']:>5.0%} {r['near_reached']:>5.0%} {r['near_stopped']:>5.0%} "
               f"{r['overrun_epochs']:>7} "
               f"{fmt(r['raw_median']):>7}")
+    if args.time_budget_s > 0:
+        for r in rows:
+            if r["name"] in algorithms or r["name"] == "grid":
+                print(f"{r['name']}: the most compute a run spent, every epoch counted: "
+                      f"{r['raw_total_max']:.4f} of grid (its time budget: {args.time_budget:g})")
     print(f"(grid stopping at the target: {truth.grid_stop / truth.grid_full:.3f} of the grid;"
           " 'grid' above is the product's grid algorithm in its order, with bound pruning; "
           "median 95% CI: bootstrap over the seeds; succ med = median over the successful runs only; tried = runs that tried a "
