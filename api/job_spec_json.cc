@@ -191,7 +191,7 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   // limit is the epochs a trial may train, or the job's time budget (then at most
   // kForecastEpochs epochs a trial unless max_epochs says otherwise).
   const bool no_rungs = !j.contains("rungs") && !j.contains("reduction_factor") &&
-                        !j.contains("min_epochs") && !j.contains("rung_unit");
+                        !j.contains("rung_unit") && !j.contains("min_seconds");
   const bool auto_limit = spec->algorithm == "auto" && spec->asha.unit == RungUnit::kEpochs &&
                           (j.contains("max_epochs") || (spec->time_budget_s > 0 && no_rungs));
   if (spec->algorithm == "forecast" || auto_limit) {

@@ -363,13 +363,11 @@ TEST(TimeBudget, NothingStartsOnceTheJobsSecondsAreSpentAndTheJobEndsSayingSo) {
     by_budget += t.reason.find("time budget") != std::string::npos;
   }
   EXPECT_GE(by_budget, 1);
-  StatusOr<std::optional<Assignment>> after = engine.NextAssignment("w1", 0);
-  ASSERT_TRUE(after.ok());
-  EXPECT_FALSE(after->has_value());
 }
 
 TEST(TimeBudget, ASegmentRunningWhenAnotherSpendsTheBudgetStopsAtItsNextEpoch) {
   JobSpec spec = SmallSpec(6);
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
   spec.time_budget_s = 4.0;
   MemoryJournal journal;
   JobEngine engine(Job(), spec, &journal);
@@ -385,7 +383,48 @@ TEST(TimeBudget, ASegmentRunningWhenAnotherSpendsTheBudgetStopsAtItsNextEpoch) {
   v = engine.OnEpoch(b.trial.id, Epoch(1, 0.5, 1.5));  // 4.5 s spent in all
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->stop);
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({b.trial.id, b.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
+  // Four of the six trials are still to propose, and w2 is idle: nothing starts.
+  StatusOr<std::optional<Assignment>> idle = engine.NextAssignment("w2", 0);
+  ASSERT_TRUE(idle.ok());
+  EXPECT_FALSE(idle->has_value());
+  EXPECT_EQ(engine.state(), JobState::kRunning);  // a still trains
+  // a's next epoch is its last: the budget was spent while it ran.
+  v = engine.OnEpoch(a.trial.id, Epoch(2, 0.5, 0.5));
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->stop);
   EXPECT_NE(v->reason.find("time budget"), std::string::npos) << v->reason;
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  for (const Assignment* x : {&a, &b}) {
+    EXPECT_EQ(journal.trials[x->trial.id].state, TrialState::kStopped);
+    EXPECT_NE(journal.trials[x->trial.id].reason.find("time budget"), std::string::npos);
+  }
+}
+
+TEST(TimeBudget, ASegmentEndedAtItsShareIsStoppedNotFailedWhenALostWorkerGaveSecondsBack) {
+  JobSpec spec = SmallSpec(6);
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
+  spec.time_budget_s = 10.0;
+  MemoryJournal journal;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  engine.SetWorkerOnline("w2", true);
+  const Assignment b = Next(engine, "w2");
+  ASSERT_TRUE(engine.OnEpoch(b.trial.id, Epoch(1, 0.5, 2.0)).ok());
+  const Assignment a = Next(engine, "w1");
+  EXPECT_DOUBLE_EQ(a.max_train_s, 8.0);
+  // w2 is lost: b's cut epoch no longer counts, and 2 s of the budget come back.
+  ASSERT_TRUE(engine.OnWorkerLost("w2", 0).ok());
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 0.0);
+  // a's worker ends the segment at its 8 s, before its rung's 5 epochs.
+  EXPECT_EQ(RunAsWorker(engine, a, spec, 0.5, 2.0), 4);
+  EXPECT_FALSE(engine.BudgetSpent());
+  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kStopped)
+      << journal.trials[a.trial.id].reason;
+  EXPECT_NE(journal.trials[a.trial.id].reason.find("time budget"), std::string::npos);
 }
 
 TEST(JobEngine, RungsInSecondsEndAtTheEpochThatUsesUpTheirBudget) {
@@ -921,6 +960,10 @@ TEST(TimeBudget, CountsSecondsOnTheReferenceClass) {
     StatusOr<std::optional<Assignment>> next = engine.NextAssignment(on_cloud, 0);
     ASSERT_TRUE(next.ok()) << next.status().ToString();
     if (!next->has_value()) break;
+    if (round == 0) {
+      EXPECT_DOUBLE_EQ((*next)->max_train_s, 3.0);                        // edge seconds
+      EXPECT_DOUBLE_EQ(MakeSegmentSpec(**next, spec).max_train_s, 0.75);  // the cloud's own
+    }
     epochs += RunAsWorker(engine, **next, spec, 0.5, 0.25);
   }
   EXPECT_EQ(epochs, 3);
@@ -1136,6 +1179,33 @@ TEST(JobEngine, ACountBelowWhatTheConfirmationsMeasuredIsConfirmedToo) {
   ASSERT_TRUE(r.best.has_value());
   EXPECT_EQ(r.best->confirms, cloud[0].trial.number);
   EXPECT_DOUBLE_EQ(r.best->tta_s, 3.6);
+}
+
+TEST(TimeBudget, AConfirmationStartsOnlyWhereTheBudgetLeftCoversItsLimit) {
+  // The two cloud winners spend 5 counted seconds; confirming the best (2.0 s counted)
+  // may take twice that, 4.0 s, and the other 6.0 s.
+  for (double budget : {8.0, 9.5}) {
+    SCOPED_TRACE(budget);
+    MemoryJournal journal;
+    JobSpec spec = ConfirmingSpec();
+    spec.time_budget_s = budget;
+    JobEngine engine(Job(), spec, &journal);
+    engine.SetWorkerOnline("cloud-1", true, "cloud");
+    engine.SetWorkerOnline("edge-1", true, "edge");
+    ASSERT_EQ(TwoCloudWinners(engine, spec).size(), 2u);
+    StatusOr<std::optional<Assignment>> c =
+        engine.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+    ASSERT_TRUE(c.ok());
+    if (budget == 8.0) {
+      // 3 s left: neither fits, and the job does not wait for them.
+      EXPECT_FALSE(c->has_value());
+      EXPECT_EQ(engine.state(), JobState::kCompleted);
+    } else {
+      // 4.5 s left: the best's confirmation fits, and is sent its own limit.
+      ASSERT_TRUE(c->has_value());
+      EXPECT_DOUBLE_EQ((*c)->max_train_s, JobEngine::kConfirmLimit * 2.0);
+    }
+  }
 }
 
 TEST(JobEngine, AConfirmationNoReferenceWorkerCanHoldDoesNotKeepTheJobOpen) {

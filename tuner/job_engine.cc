@@ -354,6 +354,11 @@ std::string JobEngine::BudgetReason() const {
   return Format("time budget: the job's %.2f s of training are spent", spec_.time_budget_s);
 }
 
+bool JobEngine::ConfirmationFits(const LiveTrial& due) const {
+  return spec_.time_budget_s <= 0 ||
+         kConfirmLimit * due.record.tta_s <= spec_.time_budget_s - SpentSeconds();
+}
+
 std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
   return Format("bound: %.2f s of training already exceed", t.record.train_s) +
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
@@ -430,11 +435,13 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
-  if (spec_.time_budget_s > 0) {
+  t.budget_cap_s = 0.0;
+  if (spec_.time_budget_s > 0 && !IsConfirmation(t)) {
     // Ends where the budget would, had no other segment run meanwhile (OnEpoch stops it
-    // earlier if one did).
-    const double until = t.record.train_s + std::max(0.0, spec_.time_budget_s - SpentSeconds());
-    a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, until) : until;
+    // earlier if one did). A confirmation starts only when the budget covers its limit
+    // (ConfirmationFits), and runs to it.
+    t.budget_cap_s = t.record.train_s + std::max(0.0, spec_.time_budget_s - SpentSeconds());
+    a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, t.budget_cap_s) : t.budget_cap_s;
   }
   t.time_scale = placement.TimeScaleOf(t.record.config);
   t.device_class = placement.device_class;
@@ -885,6 +892,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& place
     return std::optional<Assignment>();
   }
   for (const LiveTrial* due : DueConfirmations(placement.max_batch_size)) {
+    if (!ConfirmationFits(*due)) continue;
     TrialRecord record;
     record.job_id = job_.id;
     record.number = spec_.max_trials + confirmations_;
@@ -949,7 +957,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   } else if (incumbent && t.record.train_s >= *incumbent) {
     verdict = {true, BoundReason(t, *incumbent)};
     t.stop_reason = verdict.reason;
-  } else if (BudgetSpent()) {
+  } else if (!IsConfirmation(t) && BudgetSpent()) {
     verdict = {true, BudgetReason()};
     t.stop_reason = verdict.reason;
   }
@@ -1009,8 +1017,9 @@ Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
       r.state = TrialState::kStopped;
       r.reason = BoundReason(t, t.bound_s);
       return RecordRungResult(t, Observation::Kind::kOk);
-    } else if (BudgetSpent() && !RungDone(t)) {
-      // The worker ended it where the budget ran out.
+    } else if ((BudgetSpent() || ReachedSeconds(r.train_s, t.budget_cap_s)) && !RungDone(t)) {
+      // The worker ended it where the budget ran out (as it stood when the segment began:
+      // another segment cut since, by a lost worker, may have given some back).
       r.state = TrialState::kStopped;
       r.reason = BudgetReason();
       return RecordRungResult(t, Observation::Kind::kOk);
@@ -1125,8 +1134,13 @@ Status JobEngine::MaybeFinish(double now) {
       if (!*pruned && CanResumeOn(t, "")) return Status::OK();  // a worker will take it
     }
   }
-  // The best trials counted from another class are measured on the reference class.
-  if (can_confirm && !DueConfirmations(confirm_batch).empty()) return Status::OK();
+  // The best trials counted from another class are measured on the reference class, where
+  // the time budget leaves enough for it.
+  if (can_confirm) {
+    for (const LiveTrial* due : DueConfirmations(confirm_batch)) {
+      if (ConfirmationFits(*due)) return Status::OK();
+    }
+  }
   // Nothing can run any more: what waits is stopped, and the job is done.
   for (auto& [id, t] : trials_) {
     if (IsTerminal(t.record.state)) continue;

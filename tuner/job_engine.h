@@ -164,6 +164,7 @@ class JobEngine {
     std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
+    double budget_cap_s = 0.0;           // where the job's time budget ends its segment; 0: none
     double time_scale = 1.0;             // its current segment's (Assignment::time_scale)
     std::string device_class;            // its current segment's (Placement::device_class)
     // Algorithm "forecast": the curve model's last prediction, made when the job's curves
@@ -263,6 +264,9 @@ class JobEngine {
   bool RungDone(const LiveTrial& t) const;
   std::string BoundReason(const LiveTrial& t, double incumbent) const;
   std::string BudgetReason() const;
+  // Whether the job's time budget left covers a confirmation of `due` to its limit (always,
+  // without a budget): one that does not is not started, so none is cut short.
+  bool ConfirmationFits(const LiveTrial& due) const;
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung, tells the sampler, and stores both with the
   // trial.
