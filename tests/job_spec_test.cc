@@ -148,6 +148,15 @@ TEST(JobSpec, ATimeBudgetIsALimitForEveryAlgorithmAndTheForecastsOnlyOne) {
   EXPECT_EQ(chosen->algorithm, "forecast");
   EXPECT_NE(chosen->auto_reason.find("time budget (3600 s"), std::string::npos)
       << chosen->auto_reason;
+  // min_epochs is the forecast's shortest segment, as with max_epochs.
+  j["scheduler"] = {{"algorithm", "auto"}, {"min_epochs", 2}};
+  StatusOr<JobSpec> segments = ParseJobSpec(j.dump());
+  ASSERT_TRUE(segments.ok()) << segments.status().ToString();
+  EXPECT_EQ(segments->algorithm, "forecast");
+  EXPECT_EQ(segments->asha.SegmentEpochs(), 5);  // max(2, 100 / 20)
+  // min_seconds belongs to rungs in seconds, and says so.
+  j["scheduler"] = {{"algorithm", "auto"}, {"min_seconds", 2}};
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.min_seconds applies only with"), std::string::npos);
   // With a rung schedule it keeps the rungs, and the budget.
   j["scheduler"] = {{"algorithm", "auto"}, {"rungs", 3}};
   StatusOr<JobSpec> rungs = ParseJobSpec(j.dump());
