@@ -62,6 +62,7 @@ import json
 import secrets
 import math
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -460,6 +461,50 @@ def run_topotune(table, truth, args, algorithms, progress):
     return results
 
 
+def grid_run(table, truth, order, seed, max_epochs):
+    """The product's grid simulated on the table: the configurations in `order`, each
+    trained until it reaches the target, the incumbent's bound or `max_epochs` (the top
+    rung), on the recorded seed that trial seed `seed` replays."""
+    events, config_of = [], {}
+    inc_tta = INF
+    for number, key in enumerate(order):
+        config_of[number] = key
+        trained = 0.0
+        for epoch, (acc, sec) in enumerate(table.curve_for(key, seed)[:max_epochs], 1):
+            events.append((number, epoch, acc, sec))
+            trained += sec
+            if acc >= truth.target:
+                inc_tta = min(inc_tta, trained)
+                break
+            if trained >= inc_tta:
+                break
+    result = evaluate(events, config_of, truth, apply_bound=True)
+    result["raw_cost"], result["raw_total"] = result["cost"], result["total"]
+    return result
+
+
+def shuffled_grid_run(table, truth, seed, max_epochs):
+    """The grid in an order shuffled by `seed`: how much of the product's grid's cost comes
+    from its fixed order (batch sizes ascending, then optimizers, then learning rates)
+    rather than from the grid itself."""
+    order = list(table.order)
+    random.Random(seed).shuffle(order)
+    return grid_run(table, truth, order, seed, max_epochs)
+
+
+def product_grid_order(table, args):
+    """The product's grid order (GridSampler) over the job spec's space, each point snapped
+    to its recorded configuration, as many points as the grid job's max_trials."""
+    sizes, b = [], table.batch_sizes[0]
+    while b <= table.batch_sizes[-1]:
+        sizes.append(b)
+        b *= 2
+    n, lo, hi = len(table.lrs), table.lrs[0], table.lrs[-1]
+    lrs = [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)] if n > 1 else [math.sqrt(lo * hi)]
+    order = [table.nearest(b, lr, o) for b in sizes for o in table.optimizers for lr in lrs]
+    return order[:job_spec(table, args, "grid", 0)["max_trials"]]
+
+
 # --------------------------------------------------------------------------------- Optuna
 
 
@@ -605,6 +650,10 @@ def main():
     ap.add_argument("--grid-seeds", type=int, default=None,
                     help="runs of the product's grid algorithm (default --seeds; 0 = none)")
     ap.add_argument("--budget", type=int, default=60, help="trials per run (max_trials)")
+    ap.add_argument("--shuffled-grid", type=int, default=0,
+                    help="runs of the grid simulated on the table (no controller), in the "
+                         "product's order (a check of the simulation against 'grid') and in "
+                         "an order shuffled per seed: what the grid costs without its order")
     ap.add_argument("--time-budget", type=float, default=0.0,
                     help="each job's time_budget_s, as a share of the full grid's cost "
                          "(0 = none): success is then the share of runs that end with a "
@@ -682,6 +731,12 @@ def main():
         results.update(run_topotune(table, truth, args, algorithms, progress))
     if setups:
         results.update(run_optuna(args, setups, progress))
+    if args.shuffled_grid > 0:
+        # The product's grid trains a configuration to the top rung at most.
+        seeds = range(args.first_seed, args.first_seed + args.shuffled_grid)
+        order = product_grid_order(table, args)
+        results["grid (simulated)"] = [grid_run(table, truth, order, s, top) for s in seeds]
+        results["grid (shuffled)"] = [shuffled_grid_run(table, truth, s, top) for s in seeds]
     elapsed = time.time() - started
 
     rows = [summarize(name, runs, truth.grid_full) for name, runs in results.items()]
