@@ -3,6 +3,7 @@
 # workers, submits examples/jobs/quickstart.json, follows it, prints the best-config
 # report, and stops what it started. Everything lands in run/quickstart/. The tokens it
 # makes (an admin secret, a user and a worker token) stay in run/quickstart/ with mode 600.
+# JOB_SPEC=FILE submits another job spec instead (e.g. examples/jobs/budget-auto.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -55,8 +56,9 @@ done
 sleep 1
 "$BIN/api/topotune" workers
 
-echo "==> submitting examples/jobs/quickstart.json"
-out=$("$BIN/api/topotune" submit examples/jobs/quickstart.json)
+JOB_SPEC="${JOB_SPEC:-examples/jobs/quickstart.json}"
+echo "==> submitting $JOB_SPEC"
+out=$("$BIN/api/topotune" submit "$JOB_SPEC")
 echo "$out"
 JOB=$(echo "$out" | sed -n 's/submitted job \([0-9]*\).*/\1/p')
 "$BIN/api/topotune" status "$JOB" --watch
