@@ -936,6 +936,43 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
   fs::remove(table);
 }
 
+TEST(Integration, AJobWithATimeBudgetEndsWhenItIsSpentAndItsReportSaysSo) {
+  const fs::path table = WriteSyntheticTable("replay-table-budget");
+  Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
+  json spec = SmallJob();
+  spec["target_accuracy"] = 0.99;  // above the table: only the budget ends the job early
+  spec["search_space"]["batch_size"] = {{"min", 16}, {"max", 512}};
+  spec["search_space"]["learning_rate"] = {{"min", 1e-4}, {"max", 1.0}};
+  spec["max_trials"] = 30;
+  spec["scheduler"] = {{"min_epochs", 1}, {"reduction_factor", 3}, {"rungs", 3}};
+  spec["time_budget_s"] = 6.0;  // 30 trials cost at least 30 x 0.35 s
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
+  const json job = cluster.WaitForJob(id, 60);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
+  EXPECT_NE(job["message"].get<std::string>().find("time budget of 6.00 s spent"),
+            std::string::npos)
+      << job.dump();
+  auto report_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report_res);
+  const json report = json::parse(report_res->body);
+  // One worker: at most the epoch that spent the budget beyond it (2 s at batch 16).
+  EXPECT_GE(report["train_s"].get<double>(), 6.0);
+  EXPECT_LE(report["train_s"].get<double>(), 8.0);
+  EXPECT_LT(report["trials_total"].get<int>(), 30) << "the budget did not end the job early";
+  int by_budget = 0;
+  for (const json& t : report["ranking"]) {
+    by_budget += t["reason"].get<std::string>().find("time budget") != std::string::npos;
+  }
+  EXPECT_GE(by_budget, 1);
+  // The CLI's report, from the database file alone, says why the job ended.
+  const auto [rc, text] = RunCommand(std::string(TOPOTUNE_CLI_BIN) + " report " +
+                                     std::to_string(id) + " --db " + cluster.db().string());
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find("Ended: time budget of 6.00 s spent"), std::string::npos) << text;
+  fs::remove(table);
+}
+
 // How many times `needle` occurs in `text`.
 size_t CountOf(const std::string& text, const std::string& needle) {
   size_t count = 0;
