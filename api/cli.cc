@@ -270,6 +270,12 @@ void PrintReport(const json& r) {
   std::printf("\nCompute spent: %s s over %d epochs of %d trials (%s)\n",
               Fixed(r["compute_s"].get<double>(), 1).c_str(), r["epochs_trained"].get<int>(),
               r["trials_total"].get<int>(), CountsText(r["trials_by_state"]).c_str());
+  if (r.value("cut_s", 0.0) > 0) {
+    std::printf(
+        "Also spent: %s s of training in epochs that a lost worker or a restart cut, trained "
+        "again since (a time budget counts them)\n",
+        Fixed(r["cut_s"].get<double>(), 1).c_str());
+  }
   if (grid["cost_s"].get<double>() > 0) {
     const double ratio = r["compute_vs_grid"].get<double>();
     const double per_point_s = grid.value("seconds_per_point", 0.0);

@@ -25,6 +25,7 @@ json ToJson(const TrialRecord& t) {
             {"reason", t.reason},
             {"reached_target", t.reached_target},
             {"train_s", t.train_s},
+            {"cut_s", t.cut_s},
             {"best_accuracy", t.best_accuracy}};
   j["tta_s"] = t.reached_target ? json(t.tta_s) : json(nullptr);
   // A confirmation: the number of the trial whose configuration it measures on the job's
@@ -129,6 +130,7 @@ json ToJson(const Report& r) {
           {"epochs_trained", r.epochs_trained},
           {"compute_s", r.compute_s},
           {"train_s", r.train_s},
+          {"cut_s", r.cut_s},
           {"grid",
            {{"points", r.grid.points},
             {"epochs_per_point", r.grid.epochs_per_point},

@@ -232,6 +232,12 @@ constexpr const char* kProbeTimedSeconds = R"sql(
 ALTER TABLE device_profiles ADD COLUMN timed_s REAL NOT NULL DEFAULT 0;
 )sql";
 
+// Training seconds of a trial's epochs that were cut (a lost worker, a controller restart)
+// and are trained again (TrialRecord::cut_s; 0: none, or stored before this migration).
+constexpr const char* kCutSeconds = R"sql(
+ALTER TABLE trials ADD COLUMN cut_s REAL NOT NULL DEFAULT 0;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -298,12 +304,15 @@ Status Apply(sqlite3* db, const Migration& migration) {
 
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration> kMigrations = {
-      {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles}, {3, kTrialAttempts},
-      {4, kApiTokens},          {5, kRestorableJobs},          {6, kTrialForecasts},
-      {7, kWorkerClassAndSite}, {8, kProbeStepParts},          {9, kReferenceSeconds},
-      {10, kConfirmations},     {11, kForecastScores},         {12, kCountedLinks},
-      {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},         {15, kPointDeviceClass},
-      {16, kProbeTimedSeconds},
+      {1, kInitialSchema},      {2, kPhasesAndDeviceProfiles},
+      {3, kTrialAttempts},      {4, kApiTokens},
+      {5, kRestorableJobs},     {6, kTrialForecasts},
+      {7, kWorkerClassAndSite}, {8, kProbeStepParts},
+      {9, kReferenceSeconds},   {10, kConfirmations},
+      {11, kForecastScores},    {12, kCountedLinks},
+      {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},
+      {15, kPointDeviceClass},  {16, kProbeTimedSeconds},
+      {17, kCutSeconds},
   };
   return kMigrations;
 }

@@ -488,7 +488,8 @@ TEST(Integration, AWorkerKilledMidSegmentOfAPromotedTrialIsResumedFromItsCheckpo
   int64_t trial_id = -1;
   int start = 0;
   int end = 0;
-  int reported = 0;  // epochs of the trial stored when w1 was killed (at least)
+  int reported = 0;       // epochs of the trial stored when w1 was killed (at least)
+  double reported_s = 0;  // their training seconds
   for (int i = 0; i < 3000 && trial_id < 0; ++i) {
     auto res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/trials");
     if (res && res->status == 200) {
@@ -503,6 +504,7 @@ TEST(Integration, AWorkerKilledMidSegmentOfAPromotedTrialIsResumedFromItsCheckpo
           start = rung_start;
           end = rung_end;
           reported = done;
+          reported_s = t["train_s"].get<double>();
         }
       }
     }
@@ -521,6 +523,10 @@ TEST(Integration, AWorkerKilledMidSegmentOfAPromotedTrialIsResumedFromItsCheckpo
   ASSERT_EQ(cut["state"], "pending") << cut.dump() << cluster.Log("topotuned.log");
   EXPECT_EQ(cut["epochs_done"].get<int>(), start) << cut.dump();
   EXPECT_EQ(cut["curve"].size(), static_cast<size_t>(start)) << cut.dump();
+  // The cut epochs' seconds were spent: the trial keeps them apart from its kept epochs'.
+  const double cut_s = cut["cut_s"].get<double>();
+  EXPECT_GE(cut_s, reported_s - cut["train_s"].get<double>() - 1e-9) << cut.dump();
+  EXPECT_GT(cut_s, 0.0) << cut.dump();
   const std::string checkpoint = "job" + std::to_string(id) + "-trial" +
                                  std::to_string(cut["number"].get<int>()) + "-e" +
                                  std::to_string(start) + ".pt";
@@ -563,6 +569,7 @@ TEST(Integration, AWorkerKilledMidSegmentOfAPromotedTrialIsResumedFromItsCheckpo
   auto report = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
   ASSERT_TRUE(report);
   EXPECT_EQ(json::parse(report->body)["epochs_trained"].get<int>(), epochs);
+  EXPECT_DOUBLE_EQ(json::parse(report->body)["cut_s"].get<double>(), cut_s);
   std::printf(
       "worker kill: trial %lld killed in epochs %d..%d with >= %d epochs stored; cut back to "
       "%d; resumed on w2 from %s; job completed with %d stored points = %d report epochs\n",

@@ -404,11 +404,12 @@ TEST(TimeBudget, ASegmentRunningWhenAnotherSpendsTheBudgetStopsAtItsNextEpoch) {
   }
 }
 
-TEST(TimeBudget, ASegmentEndedAtItsShareIsStoppedNotFailedWhenALostWorkerGaveSecondsBack) {
+TEST(TimeBudget, EpochsALostWorkerCutAreTrainedAgainAndStillCount) {
   JobSpec spec = SmallSpec(6);
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
   spec.time_budget_s = 10.0;
   MemoryJournal journal;
+  journal.jobs[1] = Job();
   JobEngine engine(Job(), spec, &journal);
   engine.SetWorkerOnline("w1", true);
   engine.SetWorkerOnline("w2", true);
@@ -416,15 +417,55 @@ TEST(TimeBudget, ASegmentEndedAtItsShareIsStoppedNotFailedWhenALostWorkerGaveSec
   ASSERT_TRUE(engine.OnEpoch(b.trial.id, Epoch(1, 0.5, 2.0)).ok());
   const Assignment a = Next(engine, "w1");
   EXPECT_DOUBLE_EQ(a.max_train_s, 8.0);
-  // w2 is lost: b's cut epoch no longer counts, and 2 s of the budget come back.
+  // w2 is lost: b's epoch is cut, to be trained again, but its 2 s were spent.
   ASSERT_TRUE(engine.OnWorkerLost("w2", 0).ok());
-  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 0.0);
-  // a's worker ends the segment at its 8 s, before its rung's 5 epochs.
+  EXPECT_EQ(journal.trials[b.trial.id].epochs_done, 0);
+  EXPECT_DOUBLE_EQ(journal.trials[b.trial.id].train_s, 0.0);
+  EXPECT_DOUBLE_EQ(journal.trials[b.trial.id].cut_s, 2.0);
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 2.0);
+  // a's worker ends the segment at its 8 s, before its rung's 5 epochs: that spends the
+  // budget, so b is not rerun and the job ends.
   EXPECT_EQ(RunAsWorker(engine, a, spec, 0.5, 2.0), 4);
-  EXPECT_FALSE(engine.BudgetSpent());
-  EXPECT_EQ(journal.trials[a.trial.id].state, TrialState::kStopped)
-      << journal.trials[a.trial.id].reason;
-  EXPECT_NE(journal.trials[a.trial.id].reason.find("time budget"), std::string::npos);
+  EXPECT_TRUE(engine.BudgetSpent());
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 10.0);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  EXPECT_NE(journal.jobs[1].message.find("(10.00 s of training)"), std::string::npos)
+      << journal.jobs[1].message;
+  for (const Assignment* x : {&a, &b}) {
+    EXPECT_EQ(journal.trials[x->trial.id].state, TrialState::kStopped)
+        << journal.trials[x->trial.id].reason;
+    EXPECT_NE(journal.trials[x->trial.id].reason.find("time budget"), std::string::npos);
+  }
+}
+
+TEST(TimeBudget, EpochsARestartCutStillCountAfterAnotherRestart) {
+  JobSpec spec = SmallSpec(6);
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
+  spec.time_budget_s = 5.0;
+  MemoryJournal journal;
+  journal.jobs[1] = Job();
+  int64_t cut_trial = 0;
+  {
+    JobEngine engine(Job(), spec, &journal);
+    engine.SetWorkerOnline("w1", true);
+    const Assignment a = Next(engine, "w1");
+    cut_trial = a.trial.id;
+    ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(1, 0.5, 1.5)).ok());
+    ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(2, 0.5, 1.5)).ok());
+  }  // the controller stops while a trains
+  for (int restart = 0; restart < 2; ++restart) {
+    StatusOr<std::unique_ptr<JobEngine>> restored = JobEngine::Restore(Job(), spec, &journal);
+    ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+    EXPECT_DOUBLE_EQ((*restored)->SpentSeconds(), 3.0) << "after restart " << restart + 1;
+    EXPECT_EQ(journal.trials[cut_trial].epochs_done, 0);
+    EXPECT_DOUBLE_EQ(journal.trials[cut_trial].cut_s, 3.0);
+  }
+  StatusOr<std::unique_ptr<JobEngine>> restored = JobEngine::Restore(Job(), spec, &journal);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  (*restored)->SetWorkerOnline("w1", true);
+  const Assignment rerun = Next(**restored, "w1");
+  EXPECT_EQ(rerun.start_epoch, 0);
+  EXPECT_DOUBLE_EQ(rerun.max_train_s, 2.0);  // what the cut epochs left of the 5 s
 }
 
 TEST(JobEngine, RungsInSecondsEndAtTheEpochThatUsesUpTheirBudget) {

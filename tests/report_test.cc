@@ -178,10 +178,12 @@ TEST(Report, ProgressUnderATimeBudgetIsTheShareSpentWhenThatIsFurther) {
   spec.time_budget_s = 20;
   std::vector<TrialRecord> trials = {Trial(1, 16, false, 0, 0.5), Trial(2, 16, false, 0, 0.5)};
   trials[0].train_s = 6;
-  trials[1].train_s = 4;
+  trials[1].train_s = 2;
+  trials[1].cut_s = 2;  // epochs a lost worker cut: spent all the same
   EXPECT_DOUBLE_EQ(SummariseProgress(job, spec, trials).fraction, 0.5);  // not 2 of 10 trials
   spec.time_budget_s = 200;
   EXPECT_DOUBLE_EQ(SummariseProgress(job, spec, trials).fraction, 0.2);
+  EXPECT_DOUBLE_EQ(BuildReport(job, spec, trials, {}).cut_s, 2.0);
 }
 
 }  // namespace

@@ -137,6 +137,7 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.reached_target, b.reached_target);
   EXPECT_EQ(a.tta_s, b.tta_s);
   EXPECT_EQ(a.train_s, b.train_s);
+  EXPECT_EQ(a.cut_s, b.cut_s);
   EXPECT_EQ(a.best_accuracy, b.best_accuracy);
   EXPECT_EQ(a.confirms, b.confirms);
   ASSERT_EQ(a.forecast.has_value(), b.forecast.has_value());
@@ -940,9 +941,11 @@ TEST(Storage, ResetTrialAndARewoundEpochRemoveTheLaterPoints) {
     ASSERT_TRUE(store->AppendCurvePoint(MakePoint(*id, epoch)).ok());
     ASSERT_TRUE(store->AppendCurvePoint(MakePoint(*sibling, epoch)).ok());
   }
-  // Cut back to epoch 3: epochs 4 and 5 leave with the trial's update.
+  // Cut back to epoch 3: epochs 4 and 5 leave with the trial's update, which keeps their
+  // seconds (migration 17).
   trial.state = TrialState::kPending;
   trial.epochs_done = 3;
+  trial.cut_s = 2.5;
   Status reset = store->ResetTrial(trial, 3);
   ASSERT_TRUE(reset.ok()) << reset.ToString();
   StatusOr<std::vector<CurvePoint>> points = store->ListCurvePoints(*job);

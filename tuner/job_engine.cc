@@ -342,7 +342,7 @@ bool JobEngine::RungDone(const LiveTrial& t) const {
 
 double JobEngine::SpentSeconds() const {
   double spent = 0;
-  for (const auto& [id, t] : trials_) spent += t.record.train_s;
+  for (const auto& [id, t] : trials_) spent += t.record.train_s + t.record.cut_s;
   return spent;
 }
 
@@ -1076,6 +1076,11 @@ Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
 
 Status JobEngine::CutSegment(LiveTrial& t, const std::string& why) {
   const int start = SegmentStart(t);
+  // The cut epochs are trained again, but their seconds were spent: the job's time budget
+  // counts them once here and again when they are retrained.
+  for (size_t e = static_cast<size_t>(start); e < t.epoch_train_s.size(); ++e) {
+    t.record.cut_s += t.epoch_train_s[e];
+  }
   t.epoch_train_s.resize(static_cast<size_t>(start));
   t.epoch_accuracy.resize(static_cast<size_t>(start));
   ++curves_version_;

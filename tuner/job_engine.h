@@ -152,8 +152,8 @@ class JobEngine {
   // class's seconds (confirmations, and trials that ran on the reference class).
   std::optional<double> BestMeasuredTta() const;
   // The training seconds the job's trials have spent together (counted, as the bound counts
-  // them), and whether they reached its time budget (JobSpec::time_budget_s; never without
-  // one).
+  // them), the seconds of cut epochs included (TrialRecord::cut_s), and whether they reached
+  // its time budget (JobSpec::time_budget_s; never without one).
   double SpentSeconds() const;
   bool BudgetSpent() const;
 

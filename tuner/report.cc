@@ -85,7 +85,10 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
                            : ReferenceTarget(spec);
   r.target_accuracy = spec.target_accuracy;
   r.trials_total = static_cast<int>(trials.size());
-  for (const auto& t : trials) ++r.trials_by_state[TrialStateName(t.state)];
+  for (const auto& t : trials) {
+    ++r.trials_by_state[TrialStateName(t.state)];
+    r.cut_s += t.cut_s;
+  }
   r.best = Best(trials);
   r.target_reached = r.best && r.best->reached_target;
   for (const auto& p : points) {
@@ -140,7 +143,7 @@ JobProgress SummariseProgress(const JobRecord& job, const JobSpec& spec,
   for (const auto& t : trials) {
     ++p.trials_by_state[TrialStateName(t.state)];
     if (IsTerminal(t.state) || t.state == TrialState::kPaused) ++settled;
-    spent_s += t.train_s;
+    spent_s += t.train_s + t.cut_s;
   }
   p.best = Best(trials);
   if (IsTerminal(job.state)) {

@@ -85,7 +85,8 @@ struct JobSpec {
   double target_accuracy = 0.0;  ///< validation accuracy in (0, 1] that defines TTA
   int max_trials = 16;           ///< configurations sampled in all
   // > 0: the training seconds the job may spend, every trial's together (counted as the
-  // bound counts them: on the reference class where the job has one). Once they are spent
+  // bound counts them: on the reference class where the job has one), the epochs that a lost
+  // worker or a restart cut and that are trained again included. Once they are spent
   // no segment starts, a running one ends at its next epoch, and the job completes with the
   // best it has. 0 = no limit: the job ends when its trials are done.
   double time_budget_s = 0.0;
@@ -193,6 +194,10 @@ struct TrialRecord {
   bool reached_target = false;
   double tta_s = 0.0;    ///< training seconds to the target when reached_target
   double train_s = 0.0;  ///< training seconds so far (compute + communication)
+  // Training seconds of epochs that were cut (a lost worker, a controller restart) and are
+  // trained again: not in train_s, whose epochs are the kept ones, but spent all the same
+  // (a job's time budget counts them).
+  double cut_s = 0.0;
   double best_accuracy = 0.0;
   std::optional<TrialForecast> forecast;  ///< set when the forecast stopped it
   // >= 0: not the sampler's: it measures trial number `confirms`'s configuration (and
