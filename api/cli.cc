@@ -272,8 +272,8 @@ void PrintReport(const json& r) {
               r["trials_total"].get<int>(), CountsText(r["trials_by_state"]).c_str());
   if (r.value("cut_s", 0.0) > 0) {
     std::printf(
-        "Also spent: %s s of training in epochs that a lost worker or a restart cut, trained "
-        "again since (a time budget counts them)\n",
+        "Also spent: %s s of training, counted as time-to-accuracy is, in epochs that a lost "
+        "worker or a restart cut and that were trained again (a time budget counts them)\n",
         Fixed(r["cut_s"].get<double>(), 1).c_str());
   }
   if (grid["cost_s"].get<double>() > 0) {

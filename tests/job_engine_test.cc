@@ -438,6 +438,41 @@ TEST(TimeBudget, EpochsALostWorkerCutAreTrainedAgainAndStillCount) {
   }
 }
 
+TEST(TimeBudget, AnEpochReportedAgainCountsTheSecondsOfThoseItReplaces) {
+  JobSpec spec = SmallSpec(6);
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
+  spec.time_budget_s = 100.0;
+  MemoryJournal journal;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  const Assignment a = Next(engine, "w1");
+  for (int e : {1, 2, 3, 2}) ASSERT_TRUE(engine.OnEpoch(a.trial.id, Epoch(e, 0.5, e)).ok());
+  // Epochs 2 and 3 (5 s) were replaced by a second epoch 2 (2 s).
+  EXPECT_DOUBLE_EQ(journal.trials[a.trial.id].train_s, 3.0);
+  EXPECT_DOUBLE_EQ(journal.trials[a.trial.id].cut_s, 5.0);
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 8.0);
+}
+
+TEST(JobEngine, AnEpochBeforeItsSegmentBeganIsRefused) {
+  JobSpec spec = SmallSpec(6);  // rungs of 1 and 3 epochs
+  MemoryJournal journal;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  Assignment promoted = Next(engine, "w1");
+  for (int i = 0; i < 6 && promoted.start_epoch == 0; ++i) {
+    RunAsWorker(engine, promoted, spec, 0.5, 1.0);
+    promoted = Next(engine, "w1");
+  }
+  ASSERT_EQ(promoted.start_epoch, 1);
+  const double spent = engine.SpentSeconds();
+  StatusOr<EpochVerdict> v = engine.OnEpoch(promoted.trial.id, Epoch(1, 0.6, 1.0));
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("a segment that began after epoch 1"), std::string::npos)
+      << v.status().message();
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), spent);  // nothing stored
+  EXPECT_TRUE(engine.OnEpoch(promoted.trial.id, Epoch(2, 0.6, 1.0)).ok());
+}
+
 TEST(TimeBudget, EpochsARestartCutStillCountAfterAnotherRestart) {
   JobSpec spec = SmallSpec(6);
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/5, /*reduction_factor=*/3, /*num_rungs=*/1);
@@ -1247,6 +1282,36 @@ TEST(TimeBudget, AConfirmationStartsOnlyWhereTheBudgetLeftCoversItsLimit) {
       EXPECT_DOUBLE_EQ((*c)->max_train_s, JobEngine::kConfirmLimit * 2.0);
     }
   }
+}
+
+TEST(TimeBudget, AConfirmationCutWhereTheBudgetLeftNoLongerCoversItIsNotRerun) {
+  MemoryJournal journal;
+  JobSpec spec = ConfirmingSpec();
+  spec.time_budget_s = 9.5;
+  JobEngine engine(Job(), spec, &journal);
+  engine.SetWorkerOnline("cloud-1", true, "cloud");
+  engine.SetWorkerOnline("edge-1", true, "edge");
+  engine.SetWorkerOnline("edge-2", true, "edge");
+  ASSERT_EQ(TwoCloudWinners(engine, spec).size(), 2u);  // 5 s spent
+  StatusOr<std::optional<Assignment>> c =
+      engine.NextAssignment(ClassPlacement("edge-1", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(c.ok() && c->has_value());
+  EXPECT_DOUBLE_EQ((*c)->max_train_s, 4.0);  // fits the 4.5 s left
+  ASSERT_TRUE(engine.OnEpoch((*c)->trial.id, Epoch(1, 0.5, 1.5)).ok());
+  ASSERT_TRUE(engine.OnEpoch((*c)->trial.id, Epoch(2, 0.5, 1.5)).ok());
+  // Its worker is lost: its 3 s stay spent, and the 1.5 s left do not cover a rerun.
+  ASSERT_TRUE(engine.OnWorkerLost("edge-1", 0).ok());
+  EXPECT_DOUBLE_EQ(engine.SpentSeconds(), 8.0);
+  StatusOr<std::optional<Assignment>> rerun =
+      engine.NextAssignment(ClassPlacement("edge-2", "edge", spec, 1.0), 0);
+  ASSERT_TRUE(rerun.ok());
+  EXPECT_FALSE(rerun->has_value());
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  const TrialRecord& cut = journal.trials[(*c)->trial.id];
+  EXPECT_EQ(cut.state, TrialState::kStopped);
+  EXPECT_NE(cut.reason.find("1.50 s left of the job's 9.50 s do not cover a rerun"),
+            std::string::npos)
+      << cut.reason;
 }
 
 TEST(JobEngine, AConfirmationNoReferenceWorkerCanHoldDoesNotKeepTheJobOpen) {

@@ -41,6 +41,7 @@ void ExpectSameTrialState(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.reached_target, b.reached_target);
   EXPECT_EQ(a.tta_s, b.tta_s);
   EXPECT_EQ(a.train_s, b.train_s);
+  EXPECT_EQ(a.cut_s, b.cut_s);
   EXPECT_EQ(a.best_accuracy, b.best_accuracy);
 }
 

@@ -359,6 +359,11 @@ bool JobEngine::ConfirmationFits(const LiveTrial& due) const {
          kConfirmLimit * due.record.tta_s <= spec_.time_budget_s - SpentSeconds();
 }
 
+bool JobEngine::RerunFits(const LiveTrial& confirmation) const {
+  return spec_.time_budget_s <= 0 || ConfirmLimit(confirmation) - confirmation.record.train_s <=
+                                         spec_.time_budget_s - SpentSeconds();
+}
+
 std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
   return Format("bound: %.2f s of training already exceed", t.record.train_s) +
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
@@ -496,7 +501,9 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& place
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kPending) continue;
     if (t.record.config.batch_size > placement.max_batch_size) continue;
-    if (IsConfirmation(t) && placement.device_class != spec_.reference_class) continue;
+    if (IsConfirmation(t) && (placement.device_class != spec_.reference_class || !RerunFits(t))) {
+      continue;
+    }
     if (!CanResumeOn(t, placement.lead())) continue;
     Assignment a = Start(t, placement, SegmentStart(t));
     TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
@@ -923,10 +930,11 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
     return EpochVerdict{true, "trial is " + std::string(TrialStateName(t.record.state))};
   }
   const int done = static_cast<int>(t.epoch_train_s.size());
-  if (point.epoch < 1 || point.epoch > done + 1) {
+  if (point.epoch <= SegmentStart(t) || point.epoch > done + 1) {
     return Status::InvalidArgument("trial " + std::to_string(trial_id) + " reported epoch " +
                                    std::to_string(point.epoch) + " after epoch " +
-                                   std::to_string(done));
+                                   std::to_string(done) + ", in a segment that began after epoch " +
+                                   std::to_string(SegmentStart(t)));
   }
   if (!std::isfinite(point.val_accuracy) || point.val_accuracy < 0 || point.val_accuracy > 1 ||
       !std::isfinite(point.compute_s) || point.compute_s < 0) {
@@ -938,6 +946,10 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   stored.reference_s = (point.compute_s + point.comm_s) * t.time_scale;
   stored.device_class = t.device_class;
   if (stored.reference_s != point.compute_s + point.comm_s) t.scaled = true;
+  // An epoch reported again replaces it and those after it, whose seconds were spent.
+  for (size_t e = static_cast<size_t>(point.epoch) - 1; e < t.epoch_train_s.size(); ++e) {
+    t.record.cut_s += t.epoch_train_s[e];
+  }
   t.epoch_train_s.resize(static_cast<size_t>(point.epoch));
   t.epoch_train_s.back() = stored.reference_s;
   t.epoch_accuracy.resize(static_cast<size_t>(point.epoch));
@@ -1018,8 +1030,7 @@ Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
       r.reason = BoundReason(t, t.bound_s);
       return RecordRungResult(t, Observation::Kind::kOk);
     } else if ((BudgetSpent() || ReachedSeconds(r.train_s, t.budget_cap_s)) && !RungDone(t)) {
-      // The worker ended it where the budget ran out (as it stood when the segment began:
-      // another segment cut since, by a lost worker, may have given some back).
+      // The worker ended it where the budget ran out, as it stood when the segment began.
       r.state = TrialState::kStopped;
       r.reason = BudgetReason();
       return RecordRungResult(t, Observation::Kind::kOk);
@@ -1120,7 +1131,8 @@ Status JobEngine::MaybeFinish(double now) {
   for (const auto& [id, t] : trials_) {
     const TrialState s = t.record.state;
     if (s == TrialState::kRunning) return Status::OK();
-    if (s == TrialState::kPending && CanResumeOn(t, "") && (!IsConfirmation(t) || can_confirm)) {
+    if (s == TrialState::kPending && CanResumeOn(t, "") &&
+        (!IsConfirmation(t) || (can_confirm && RerunFits(t)))) {
       return Status::OK();
     }
   }
@@ -1151,7 +1163,12 @@ Status JobEngine::MaybeFinish(double now) {
     if (IsTerminal(t.record.state)) continue;
     const bool paused = t.record.state == TrialState::kPaused;
     t.record.state = TrialState::kStopped;
-    if (IsConfirmation(t)) {
+    if (IsConfirmation(t) && !RerunFits(t)) {
+      t.record.reason =
+          Format("time budget: the %.2f s left", spec_.time_budget_s - SpentSeconds()) +
+          Format(" of the job's %.2f s", spec_.time_budget_s) +
+          Format(" do not cover a rerun to its limit of %.2f s after a cut", ConfirmLimit(t));
+    } else if (IsConfirmation(t)) {
       t.record.reason = "no worker of class " + spec_.reference_class + " online to confirm on";
     } else if (!paused || Forecasting() ||
                brackets_[static_cast<size_t>(t.record.bracket)].rungs.IsPromoted(t.record.rung,

@@ -45,8 +45,9 @@ struct Report {
   int epochs_trained = 0;
   double compute_s = 0.0;  ///< wall seconds of every epoch of every trial, evaluation included
   double train_s = 0.0;    ///< training seconds (compute + communication) of every epoch
-  // Counted training seconds of epochs cut by a lost worker or a restart and trained again
-  // (TrialRecord::cut_s, summed): spent, but not in the epochs above.
+  // Training seconds of epochs cut by a lost worker or a restart and trained again, counted
+  // as the bound counts them (on the reference class where the job has one, unlike the two
+  // above): TrialRecord::cut_s, summed. Spent, but not in the epochs above.
   double cut_s = 0.0;
   GridEstimate grid;
   double grid_ratio = 0.0;           ///< compute_s / grid.cost_s; 0 when the grid cost is unknown
