@@ -187,9 +187,12 @@ std::string Bar(double fraction, int width) {
 
 void PrintReport(const json& r) {
   const json& job = r["job"];
-  std::printf("Job %lld \"%s\": %s (algorithm %s, target validation accuracy %s)\n",
+  const std::string sampler =
+      r.contains("sampler") && r["sampler"].is_string() ? r["sampler"].get<std::string>() : "";
+  std::printf("Job %lld \"%s\": %s (algorithm %s%s, target validation accuracy %s)\n",
               job["id"].get<long long>(), job["name"].get<std::string>().c_str(),
               job["state"].get<std::string>().c_str(), r["algorithm"].get<std::string>().c_str(),
+              sampler.empty() ? "" : (", sampler " + sampler).c_str(),
               Fixed(r["target_accuracy"].get<double>(), 3).c_str());
   // Why the job ended, where something other than its trials ended it (its time budget).
   if (job["state"] == "completed" && !job.value("message", std::string()).empty()) {

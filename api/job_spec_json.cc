@@ -167,6 +167,11 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
   Fields f(j, "scheduler");
   TOPOTUNE_RETURN_IF_ERROR(f.String("algorithm", &spec->algorithm));
   TOPOTUNE_RETURN_IF_ERROR(f.String("auto_reason", &spec->auto_reason));
+  TOPOTUNE_RETURN_IF_ERROR(f.String("sampler", &spec->forecast_sampler));
+  if (spec->forecast_sampler != "tpe" && spec->forecast_sampler != "gp") {
+    return Status::InvalidArgument("scheduler.sampler must be \"tpe\" or \"gp\", got \"" +
+                                   SafeText(spec->forecast_sampler, 40) + "\"");
+  }
   const auto& known = KnownAlgorithms();
   if (spec->algorithm != "auto" &&
       std::find(known.begin(), known.end(), spec->algorithm) == known.end()) {
@@ -194,6 +199,11 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
                         !j.contains("rung_unit") && !j.contains("min_seconds");
   const bool auto_limit = spec->algorithm == "auto" && spec->asha.unit == RungUnit::kEpochs &&
                           (j.contains("max_epochs") || (spec->time_budget_s > 0 && no_rungs));
+  if (j.contains("sampler") && spec->algorithm != "forecast" && !auto_limit) {
+    return Status::InvalidArgument(
+        "scheduler.sampler applies only to algorithm \"forecast\" (or \"auto\" with a limit "
+        "and no rungs); the other algorithms name their sampler (\"tpe\", \"gp\", \"bohb\")");
+  }
   if (spec->algorithm == "forecast" || auto_limit) {
     if (!j.contains("max_epochs")) {
       if (!(spec->time_budget_s > 0)) {
@@ -371,6 +381,7 @@ json JobSpecToJson(const JobSpec& spec) {
     j["scheduler"].erase("reduction_factor");
     j["scheduler"]["max_epochs"] = spec.asha.max_epochs;
   }
+  if (spec.algorithm == "forecast") j["scheduler"]["sampler"] = spec.forecast_sampler;
   return j;
 }
 

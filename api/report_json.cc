@@ -113,6 +113,7 @@ json ToJson(const Report& r) {
   }
   return {{"job", ToJson(r.job)},
           {"algorithm", r.algorithm},
+          {"sampler", r.sampler.empty() ? json(nullptr) : json(r.sampler)},
           {"auto_reason", r.auto_reason},
           {"reference_class", r.reference_class},
           {"reference_target", r.reference_class.empty()

@@ -75,7 +75,7 @@ import urllib.request
 
 INF = float("inf")
 TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto",
-                       "asha@s", "gp@s", "bohb@s", "forecast"]
+                       "asha@s", "gp@s", "bohb@s", "forecast", "forecast-gp"]
 SECONDS_SUFFIX = "@s"  # the same algorithm with rungs in seconds ("rung_unit": "seconds")
 OPTUNA_SETUPS = ["optuna-tpe-sha", "optuna-random-hb"]
 NEAR = 1.1  # near-optimal: true TTA within 10% of TTA*
@@ -387,10 +387,14 @@ def job_spec(table, args, algorithm, seed):
                              "rung_unit": "seconds", "min_seconds": args.min_seconds,
                              "max_epochs": table.epochs, "reduction_factor": args.eta,
                              "rungs": args.rungs}
-    if algorithm in ("forecast", "auto"):
+    if algorithm in ("forecast", "auto", "forecast-gp"):
         # No rung schedule: the epoch limit alone (the table's length), as a user would
         # give it; "auto" picks the algorithm (and for a short limit, the rungs) from it.
+        # "forecast-gp": the forecast with the GP sampler ("sampler": "gp").
         spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
+        if algorithm == "forecast-gp":
+            spec["scheduler"] = {"algorithm": "forecast", "sampler": "gp",
+                                 "max_epochs": table.epochs}
     if algorithm == "grid":
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     if getattr(args, "time_budget_s", 0) > 0:

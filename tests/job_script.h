@@ -22,7 +22,8 @@ namespace topotune {
 
 // The spec of a scripted job for `algorithm`: 24 trials over batch sizes 16..256, three
 // rungs of 1, 3 and 9 epochs (eta 3), a target some configurations reach. "asha-seconds"
-// is ASHA with rungs in seconds; "forecast" has no rungs and a limit of 12 epochs.
+// is ASHA with rungs in seconds; "forecast" has no rungs and a limit of 12 epochs
+// ("forecast-gp": with the GP sampler).
 inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   JobSpec spec;
   spec.model = "lenet";
@@ -34,12 +35,13 @@ inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   spec.max_trials = max_trials;
   spec.algorithm = algorithm;
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
-  if (algorithm == "forecast" || algorithm == "forecast-budget") {
+  if (algorithm == "forecast" || algorithm == "forecast-budget" || algorithm == "forecast-gp") {
     spec.algorithm = "forecast";
     spec.asha.rungless = true;  // no rungs: 12 epochs in segments of 1
     spec.asha.num_rungs = 1;
     spec.asha.max_epochs = 12;
   }
+  if (algorithm == "forecast-gp") spec.forecast_sampler = "gp";
   // A time budget that ends the job before its trials are done.
   if (algorithm == "forecast-budget") spec.time_budget_s = 40;
   if (algorithm == "asha-budget") {

@@ -119,6 +119,35 @@ TEST(JobSpec, ForecastNeedsAnEpochLimitAndNoRungsAndAutoPicksItForSuchAJob) {
   EXPECT_NE(ErrorOf(j.dump()).find("scheduler.rungs does not apply"), std::string::npos);
 }
 
+TEST(JobSpec, TheForecastSamplesWithTpeOrGpAndOnlyItTakesASampler) {
+  json j = ValidSpec();
+  j["scheduler"] = {{"algorithm", "forecast"}, {"max_epochs", 20}};
+  StatusOr<JobSpec> tpe = ParseJobSpec(j.dump());
+  ASSERT_TRUE(tpe.ok()) << tpe.status().ToString();
+  EXPECT_EQ(tpe->forecast_sampler, "tpe");  // the default
+  j["scheduler"]["sampler"] = "gp";
+  StatusOr<JobSpec> gp = ParseJobSpec(j.dump());
+  ASSERT_TRUE(gp.ok()) << gp.status().ToString();
+  EXPECT_EQ(gp->forecast_sampler, "gp");
+  StatusOr<JobSpec> gp_again = ParseJobSpec(JobSpecToJson(*gp).dump());
+  ASSERT_TRUE(gp_again.ok()) << gp_again.status().ToString();
+  EXPECT_EQ(gp_again->forecast_sampler, "gp");
+  // "auto" that picks the forecast keeps the sampler.
+  j["scheduler"]["algorithm"] = "auto";
+  StatusOr<JobSpec> chosen = ParseJobSpec(j.dump());
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->algorithm, "forecast");
+  EXPECT_EQ(chosen->forecast_sampler, "gp");
+
+  j["scheduler"]["sampler"] = "random";
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.sampler must be \"tpe\" or \"gp\", got \"random\""),
+            std::string::npos);
+  // The other algorithms name their sampler.
+  j["scheduler"] = {{"algorithm", "asha"}, {"sampler", "gp"}};
+  EXPECT_NE(ErrorOf(j.dump()).find("scheduler.sampler applies only to algorithm \"forecast\""),
+            std::string::npos);
+}
+
 TEST(JobSpec, ATimeBudgetIsALimitForEveryAlgorithmAndTheForecastsOnlyOne) {
   json j = ValidSpec();
   j["time_budget_s"] = 3600;

@@ -215,7 +215,7 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
 INSTANTIATE_TEST_SUITE_P(Algorithms, RestoreDeterminism,
                          ::testing::Values("asha", "sha", "hyperband", "tpe", "gp", "bohb", "grid",
                                            "random", "asha-seconds", "forecast", "asha-budget",
-                                           "forecast-budget"),
+                                           "forecast-budget", "forecast-gp"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) {

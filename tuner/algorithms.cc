@@ -72,6 +72,13 @@ std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
   if (a == "grid") return std::make_unique<GridSampler>(spec.space, spec.grid_lr_points);
   // Successive halving promotes the top 1/eta of a rung; the rest were stopped there.
   const double promote_fraction = 1.0 / std::max(2, spec.asha.reduction_factor);
+  if (a == "gp" || (a == "forecast" && spec.forecast_sampler == "gp")) {
+    // The forecast's GP learns from the same scores as its TPE would (JobEngine: a stopped
+    // trial's expected score over its forecast).
+    GpSamplerOptions options;
+    options.promote_fraction = promote_fraction;
+    return std::make_unique<GpSampler>(spec.space, spec.seed, options);
+  }
   if (a == "tpe" || a == "bohb" || a == "forecast") {
     TpeSamplerOptions options;
     options.promote_fraction = promote_fraction;
@@ -83,11 +90,6 @@ std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
     // it spent theirs on a configuration near the target (bench: 40 and 80 seeds).
     if (a == "forecast") options.min_fresh_ratio = 0.0;
     return std::make_unique<TpeSampler>(spec.space, spec.seed, options);
-  }
-  if (a == "gp") {
-    GpSamplerOptions options;
-    options.promote_fraction = promote_fraction;
-    return std::make_unique<GpSampler>(spec.space, spec.seed, options);
   }
   return std::make_unique<RandomSampler>(spec.space, spec.seed);
 }

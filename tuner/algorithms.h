@@ -13,10 +13,10 @@
 //   gp         Gaussian-process Bayesian optimization (expected improvement) under ASHA
 //   bohb       TPE sampling in Hyperband's brackets (model on the highest rung with
 //              enough observations): BOHB
-//   forecast   TPE sampling; no rungs: each trial trains in segments up to max_epochs and
-//              goes on while the learning-curve model (tuner/curve_model.h) gives it a fair
-//              chance to beat the incumbent's time-to-accuracy; resources go to the best
-//              predicted time-to-accuracy
+//   forecast   TPE sampling (GP with scheduler.sampler "gp"); no rungs: each trial trains
+//              in segments up to max_epochs and goes on while the learning-curve model
+//              (tuner/curve_model.h) gives it a fair chance to beat the incumbent's
+//              time-to-accuracy; resources go to the best predicted time-to-accuracy
 //   auto       one of the above, chosen from the job's budget and limit; the spec records
 //              which
 

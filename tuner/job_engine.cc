@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "tuner/algorithms.h"
+#include "tuner/gp_sampler.h"
 #include "tuner/objective.h"
 #include "tuner/tpe_sampler.h"
 
@@ -674,7 +675,9 @@ bool JobEngine::RanksAtItsEpoch(const LiveTrial& t) const {
 bool JobEngine::SamplerLags() const {
   int observed = 0;
   for (const auto& [id, t] : trials_) observed += t.observed_score.has_value();
-  return sampled_ >= TpeSamplerOptions().n_startup && 2 * observed < sampled_;
+  const int startup =
+      spec_.forecast_sampler == "gp" ? GpSamplerOptions().n_startup : TpeSamplerOptions().n_startup;
+  return sampled_ >= startup && 2 * observed < sampled_;
 }
 
 StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& placement) {

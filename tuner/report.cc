@@ -78,6 +78,7 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
   Report r;
   r.job = job;
   r.algorithm = spec.algorithm;
+  if (spec.algorithm == "forecast") r.sampler = spec.forecast_sampler;
   r.auto_reason = spec.auto_reason;
   r.reference_class = spec.reference_class;
   r.reference_target = job.counted_links

@@ -26,6 +26,7 @@ struct GridEstimate {
 struct Report {
   JobRecord job;
   std::string algorithm;
+  std::string sampler;      ///< the forecast's sampler ("tpe", "gp"); "" for other algorithms
   std::string auto_reason;  ///< why "auto" chose it, if it did
   // The class whose seconds trials' train_s and tta_s count (JobSpec::reference_class);
   // "" = as measured. A point's measured seconds are its compute_s + comm_s.

@@ -92,6 +92,8 @@ struct JobSpec {
   double time_budget_s = 0.0;
   std::string algorithm = "asha";  ///< one of KnownAlgorithms() (tuner/algorithms.h)
   std::string auto_reason;         ///< set when "auto" chose `algorithm`: why
+  // The sampler of algorithm "forecast": "tpe" or "gp" (the other algorithms name theirs).
+  std::string forecast_sampler = "tpe";
   AshaSettings asha;
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
