@@ -199,7 +199,7 @@ Status ParseScheduler(const json& j, JobSpec* spec) {
                         !j.contains("rung_unit") && !j.contains("min_seconds");
   const bool auto_limit = spec->algorithm == "auto" && spec->asha.unit == RungUnit::kEpochs &&
                           (j.contains("max_epochs") || (spec->time_budget_s > 0 && no_rungs));
-  if (j.contains("sampler") && spec->algorithm != "forecast" && !auto_limit) {
+  if (f.Find("sampler") != nullptr && spec->algorithm != "forecast" && !auto_limit) {
     return Status::InvalidArgument(
         "scheduler.sampler applies only to algorithm \"forecast\" (or \"auto\" with a limit "
         "and no rungs); the other algorithms name their sampler (\"tpe\", \"gp\", \"bohb\")");

@@ -267,8 +267,9 @@ class JobEngine {
   // Whether the job's time budget left covers a confirmation of `due` to its limit (always,
   // without a budget): one that does not is not started, so none is cut short.
   bool ConfirmationFits(const LiveTrial& due) const;
-  // Whether it covers the rest of `confirmation`'s limit, which a cut sent back to wait
-  // (always, without a budget): one that does not is not rerun.
+  // Whether it covers `confirmation`'s limit less the seconds it keeps, where a cut sent it
+  // back to wait (a confirmation is one segment from epoch 0, so it keeps none): always,
+  // without a budget. One that does not fit is not rerun.
   bool RerunFits(const LiveTrial& confirmation) const;
   void Recount(LiveTrial& t) const;
   // Records a trial's result at its rung, tells the sampler, and stores both with the
