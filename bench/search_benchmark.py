@@ -599,6 +599,36 @@ def bootstrap_median(xs, reps=2000, seed=0):
     return meds[int(0.025 * reps)], meds[int(0.975 * reps) - 1]
 
 
+def sign_test(k, n):
+    """Two-sided exact binomial p-value of k successes in n trials at p = 1/2."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(a_runs, b_runs, grid):
+    """B against A, run by run: both ran on the same seeds (results are indexed by seed),
+    so the sampler's seed and the replayed curves match, and a difference that a comparison
+    of two medians would drown in the seed-to-seed spread shows as a majority of runs.
+    A run that never reached near-optimal counts as infinitely costly."""
+    a = [r["cost"] / grid for r in a_runs]
+    b = [r["cost"] / grid for r in b_runs]
+    cheaper = sum(1 for x, y in zip(a, b) if y < x)
+    dearer = sum(1 for x, y in zip(a, b) if y > x)
+    ratios = [y / x for x, y in zip(a, b) if 0 < x < INF and y < INF]
+    only_a = sum(1 for x, y in zip(a, b) if x < INF and y == INF)
+    only_b = sum(1 for x, y in zip(a, b) if y < INF and x == INF)
+    lo, hi = bootstrap_median(ratios) if ratios else (float("nan"), float("nan"))
+    return {"runs": len(a), "cheaper": cheaper, "dearer": dearer,
+            "equal": len(a) - cheaper - dearer,
+            "sign_p": sign_test(cheaper, cheaper + dearer),
+            "median_ratio": quantile(ratios, 0.5) if ratios else float("nan"),
+            "median_ratio_ci95": [lo, hi],
+            "success_only_a": only_a, "success_only_b": only_b,
+            "success_p": sign_test(only_a, only_a + only_b)}
+
+
 def summarize(name, runs, grid):
     costs = [r["cost"] / grid for r in runs]
     lo, hi = bootstrap_median(costs)
@@ -679,6 +709,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--paired", default=None, metavar="A,B",
+                    help="compare two Topotune algorithms run by run on their common seeds "
+                         "(e.g. a variant against HEAD): B cheaper / dearer, sign test, the "
+                         "median per-run cost ratio B/A, runs only one of them got right")
     args = ap.parse_args()
     if args.grid_seeds is None:
         args.grid_seeds = args.seeds
@@ -801,6 +835,20 @@ def main():
                   f" of grid (95% CI {fmt(best_optuna['median_ci95'][0])}-"
                   f"{fmt(best_optuna['median_ci95'][1])}, success {best_optuna['success']:.0%}):"
                   f" Topotune's best is {'below' if below else 'NOT below'} it")
+    if args.paired:
+        name_a, name_b = args.paired.split(",")
+        if name_a not in results or name_b not in results:
+            sys.exit(f"--paired {args.paired}: both must be among --algorithms")
+        pr = paired(results[name_a], results[name_b], truth.grid_full)
+        verdict["paired"] = dict(pr, a=name_a, b=name_b)
+        print()
+        print(f"paired, {name_b} against {name_a} on the same {pr['runs']} seeds: cheaper in "
+              f"{pr['cheaper']}, dearer in {pr['dearer']}, equal in {pr['equal']} (sign test "
+              f"p = {pr['sign_p']:.3g}); median cost ratio {fmt(pr['median_ratio'])} (95% CI "
+              f"{fmt(pr['median_ratio_ci95'][0])}-{fmt(pr['median_ratio_ci95'][1])}, runs where "
+              f"both succeeded); near-optimal reached by {name_a} only in "
+              f"{pr['success_only_a']}, by {name_b} only in {pr['success_only_b']} (p = "
+              f"{pr['success_p']:.3g})")
     mism = sum(r.get("replay_mismatches", 0) for runs in results.values() for r in runs)
     if mism:
         print(f"WARNING: {mism} recorded epochs differ from the table's curve of their "
