@@ -6,7 +6,17 @@
 // interval, how the curves that never reach the target were judged, and the prediction's
 // latency (median, 99th percentile, max).
 //
-//   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--json] TABLE.csv...
+// --reliability adds, per table and cut, how the probability of reaching the target at all
+// (P(reach), the stop rules' input) compares with what the curves did: every curve not yet
+// at the target at the cut, binned by its predicted P(reach) in tenths, with each bin's mean
+// prediction and the share that reached the target by the table's last epoch, plus the
+// Brier score and the expected calibration error (|mean - share| weighted by the bin's size).
+// The model sees the other configurations' whole curves, which a job rarely has: its search
+// stops most curves early. --others-cut M gives it each other curve only up to M times the
+// cut's epochs (M = 1: the others trained in step with this one; 0: none).
+//
+//   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--reliability]
+//                           [--others-cut M] [--json] TABLE.csv...
 //
 // The target is --target or the table's "# bench_target=" line; --levels adds three lower
 // targets per table (the accuracies 10%, 20% and 30% of its configurations reach), pooled
@@ -15,6 +25,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -43,6 +54,14 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// A number for JSON: null where it is not finite (no curve to take a median of).
+std::string JsonNumber(double x, int digits) {
+  if (!std::isfinite(x)) return "null";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.*f", digits, x);
+  return text;
+}
+
 struct CutStats {
   int predicted = 0;              // curves that reach the target after the cut
   int covered = 0;                // ... whose first epoch at the target is inside the 80% interval
@@ -52,7 +71,42 @@ struct CutStats {
   int unreached = 0;           // curves that never reach the target in their length
   int unreached_judged = 0;    // ... predicted to reach it with probability < 0.5
   std::vector<double> micros;  // prediction latency
+  // P(reach) against the outcome, for every curve not at the target by the cut.
+  std::vector<double> p_reach;
+  std::vector<bool> reached;
 };
+
+// The reliability of P(reach): ten bins of the prediction, each with its count, mean
+// prediction and observed share; the Brier score; the expected calibration error.
+struct Reliability {
+  int count[10] = {};
+  double mean_p[10] = {};
+  double share[10] = {};
+  double brier = NAN;
+  double ece = NAN;
+};
+
+Reliability Reliable(const std::vector<double>& p, const std::vector<bool>& reached) {
+  Reliability r;
+  if (p.empty()) return r;
+  double sum_p[10] = {}, hits[10] = {}, brier = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const int b = std::clamp(static_cast<int>(p[i] * 10), 0, 9);
+    ++r.count[b];
+    sum_p[b] += p[i];
+    hits[b] += reached[i];
+    brier += (p[i] - reached[i]) * (p[i] - reached[i]);
+  }
+  r.brier = brier / static_cast<double>(p.size());
+  r.ece = 0;
+  for (int b = 0; b < 10; ++b) {
+    if (r.count[b] == 0) continue;
+    r.mean_p[b] = sum_p[b] / r.count[b];
+    r.share[b] = hits[b] / r.count[b];
+    r.ece += r.count[b] * std::abs(r.mean_p[b] - r.share[b]) / static_cast<double>(p.size());
+  }
+  return r;
+}
 
 }  // namespace
 
@@ -62,6 +116,8 @@ int main(int argc, char** argv) {
   bool json = false;
   bool verbose = false;
   bool levels = false;
+  bool reliability = false;
+  double others_cut = -1;  // < 0: the other curves whole
   std::vector<double> cuts = {0.10, 0.25, 0.50};
   std::vector<std::string> tables;
   for (int i = 1; i < argc; ++i) {
@@ -74,8 +130,18 @@ int main(int argc, char** argv) {
       options.creep_widening = std::atof(argv[++i]);
     } else if (arg == "--no-creep-take-off") {
       options.creep_take_off = false;
+    } else if (arg == "--censored-take-off") {
+      options.censored_take_off = true;  // the model the engine's samplers learn from
     } else if (arg == "--levels") {
       levels = true;
+    } else if (arg == "--reliability") {
+      reliability = true;
+    } else if (arg == "--others-cut" && i + 1 < argc) {
+      others_cut = std::atof(argv[++i]);
+      if (!(others_cut >= 0)) {
+        std::fprintf(stderr, "bench_curve_calibration: --others-cut takes a multiple >= 0\n");
+        return 2;
+      }
     } else if (arg == "--verbose") {
       verbose = true;
     } else if (arg == "--temperature" && i + 1 < argc) {
@@ -101,10 +167,9 @@ int main(int argc, char** argv) {
     } else if (!arg.empty() && arg[0] != '-') {
       tables.push_back(arg);
     } else {
-      std::fprintf(
-          stderr,
-          "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] [--json] "
-          "TABLE.csv...\n");
+      std::fprintf(stderr,
+                   "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] "
+                   "[--reliability] [--others-cut M] [--json] TABLE.csv...\n");
       return 2;
     }
   }
@@ -174,13 +239,19 @@ int main(int argc, char** argv) {
         const size_t ci = pair % curves.size();
         const double target = targets[pair / curves.size()];
         const std::vector<double>& c = curves[ci];
-        // The other configurations' curves, whole: what a job that tried them knows.
-        std::vector<std::vector<double>> others;
-        for (size_t o = 0; o < curves.size(); ++o) {
-          if (run_of[o] != run_of[ci]) others.push_back(curves[o]);
-        }
         const int length = static_cast<int>(c.size());
         const int n = std::max(1, static_cast<int>(std::lround(cut * length)));
+        // The other configurations' curves, whole (what a job that trained them all to the
+        // end knows) or, with --others-cut, up to that multiple of this curve's epochs.
+        std::vector<std::vector<double>> others;
+        const size_t keep =
+            others_cut < 0 ? SIZE_MAX : static_cast<size_t>(std::lround(others_cut * n));
+        for (size_t o = 0; o < curves.size(); ++o) {
+          if (run_of[o] == run_of[ci] || keep == 0) continue;
+          others.emplace_back(
+              curves[o].begin(),
+              curves[o].begin() + static_cast<std::ptrdiff_t>(std::min(keep, curves[o].size())));
+        }
         if (n >= length) continue;
         int first = 0;
         for (int e = 0; e < length && first == 0; ++e) {
@@ -193,6 +264,8 @@ int main(int argc, char** argv) {
         s.micros.push_back(
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                 .count());
+        s.p_reach.push_back(p.p_reach);
+        s.reached.push_back(first != 0);
         if (first == 0) {
           ++s.unreached;
           if (p.p_reach < 0.5) ++s.unreached_judged;
@@ -218,13 +291,29 @@ int main(int argc, char** argv) {
         std::printf(
             "{\"table\": \"%s\", \"target\": %.4f, \"targets\": %zu, \"cut\": %.2f, "
             "\"curves\": %d, "
-            "\"median_abs_error_epochs\": %.3f, \"median_rel_error\": %.4f, "
-            "\"coverage80\": %.4f, \"predicted_never\": %d, \"unreached\": %d, "
+            "\"median_abs_error_epochs\": %s, \"median_rel_error\": %s, "
+            "\"coverage80\": %s, \"predicted_never\": %d, \"unreached\": %d, "
             "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %.1f, "
             "\"latency_p99_us\": %.1f, \"latency_max_us\": %.1f, \"noise\": %.5f}\n",
-            name.c_str(), target, targets.size(), cut, s.predicted, Median(s.abs_error),
-            Median(s.rel_error), coverage, s.never_predicted, s.unreached, s.unreached_judged,
+            name.c_str(), target, targets.size(), cut, s.predicted,
+            JsonNumber(Median(s.abs_error), 3).c_str(), JsonNumber(Median(s.rel_error), 4).c_str(),
+            JsonNumber(coverage, 4).c_str(), s.never_predicted, s.unreached, s.unreached_judged,
             Median(s.micros), Quantile(s.micros, 0.99), Quantile(s.micros, 1.0), noise);
+        if (reliability) {
+          const Reliability r = Reliable(s.p_reach, s.reached);
+          std::string bins;
+          for (int b = 0; b < 10; ++b) {
+            char one[96];
+            std::snprintf(one, sizeof(one),
+                          "%s{\"from\": %.1f, \"count\": %d, \"mean_p\": %.4f, \"reached\": %.4f}",
+                          b ? ", " : "", b / 10.0, r.count[b], r.mean_p[b], r.share[b]);
+            bins += one;
+          }
+          std::printf(
+              "{\"table\": \"%s\", \"cut\": %.2f, \"reliability\": [%s], \"brier\": %.4f, "
+              "\"ece\": %.4f}\n",
+              name.c_str(), cut, bins.c_str(), r.brier, r.ece);
+        }
       } else {
         char unreached[32];
         std::snprintf(unreached, sizeof(unreached), "%d/%d", s.unreached_judged, s.unreached);
@@ -232,6 +321,18 @@ int main(int argc, char** argv) {
                     name.c_str(), target, targets.size() > 1 ? "+" : " ", cut, s.predicted,
                     Median(s.abs_error), Median(s.rel_error), coverage, unreached, Median(s.micros),
                     Quantile(s.micros, 0.99), Quantile(s.micros, 1.0));
+        if (reliability) {
+          const Reliability r = Reliable(s.p_reach, s.reached);
+          std::printf(
+              "  P(reach) at cut %.2f: %zu curves, Brier %.3f, ECE %.3f; bin: count mean_p "
+              "reached\n",
+              cut, s.p_reach.size(), r.brier, r.ece);
+          for (int b = 0; b < 10; ++b) {
+            if (r.count[b] == 0) continue;
+            std::printf("    %.1f-%.1f  %5d  %.2f  %.2f\n", b / 10.0, (b + 1) / 10.0, r.count[b],
+                        r.mean_p[b], r.share[b]);
+          }
+        }
       }
     }
   }
