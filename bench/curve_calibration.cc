@@ -6,25 +6,29 @@
 // interval, how the curves that never reach the target were judged, and the prediction's
 // latency (median, 99th percentile, max).
 //
-// --reliability adds, per table and cut, how the probability of reaching the target at all
-// (P(reach), the stop rules' input) compares with what the curves did: every curve not yet
-// at the target at the cut, binned by its predicted P(reach) in tenths, with each bin's mean
-// prediction and the share that reached the target by the table's last epoch, plus the
-// Brier score and the expected calibration error (|mean - share| weighted by the bin's size).
+// --reliability adds, per table and cut, how the predicted probability of reaching the target
+// at all (P(reach), which the engine's stop rules act on) compares with what the curves did:
+// every prediction for a curve not yet at the target at the cut, binned by its P(reach) in
+// tenths, with each bin's mean prediction and the share that reached the target by the
+// table's last epoch, plus the Brier score and the expected calibration error (ECE: |mean -
+// share| weighted by the bin's size).
 // The model sees the other configurations' whole curves, which a job rarely has: its search
 // stops most curves early. --others-cut M gives it each other curve only up to M times the
 // cut's epochs (M = 1: the others trained in step with this one; 0: none).
+// --censored-take-off measures the model the engine's samplers learn from instead.
 //
 //   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--reliability]
-//                           [--others-cut M] [--json] TABLE.csv...
+//                           [--others-cut M] [--censored-take-off] [--json] TABLE.csv...
 //
 // The target is --target or the table's "# bench_target=" line; --levels adds three lower
 // targets per table (the accuracies 10%, 20% and 30% of its configurations reach), pooled
 // with it.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -54,7 +58,7 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// A number for JSON: null where it is not finite (no curve to take a median of).
+// A number for JSON: null where it is not finite (nothing to take a median or a mean of).
 std::string JsonNumber(double x, int digits) {
   if (!std::isfinite(x)) return "null";
   char text[32];
@@ -62,50 +66,87 @@ std::string JsonNumber(double x, int digits) {
   return text;
 }
 
+// A prediction's P(reach) and whether the curve did reach the target.
+struct Outcome {
+  double p_reach;
+  bool reached;
+};
+
 struct CutStats {
   int predicted = 0;              // curves that reach the target after the cut
   int covered = 0;                // ... whose first epoch at the target is inside the 80% interval
   int never_predicted = 0;        // ... whose predicted median is "never"
   std::vector<double> abs_error;  // epochs, where the median is finite
   std::vector<double> rel_error;
-  int unreached = 0;           // curves that never reach the target in their length
-  int unreached_judged = 0;    // ... predicted to reach it with probability < 0.5
-  std::vector<double> micros;  // prediction latency
-  // P(reach) against the outcome, for every curve not at the target by the cut.
-  std::vector<double> p_reach;
-  std::vector<bool> reached;
+  int unreached = 0;              // curves that never reach the target in their length
+  int unreached_judged = 0;       // ... predicted to reach it with probability < 0.5
+  std::vector<double> micros;     // prediction latency
+  std::vector<Outcome> outcomes;  // every prediction for a curve not at the target by the cut
 };
 
-// The reliability of P(reach): ten bins of the prediction, each with its count, mean
+// The reliability of P(reach): kBins bins of the prediction, each with its count, mean
 // prediction and observed share; the Brier score; the expected calibration error.
+constexpr int kBins = 10;
 struct Reliability {
-  int count[10] = {};
-  double mean_p[10] = {};
-  double share[10] = {};
+  std::array<int, kBins> count{};
+  std::array<double, kBins> mean_p{};
+  std::array<double, kBins> share{};
   double brier = NAN;
   double ece = NAN;
 };
 
-Reliability Reliable(const std::vector<double>& p, const std::vector<bool>& reached) {
+Reliability ReliabilityOf(const std::vector<Outcome>& outcomes) {
   Reliability r;
-  if (p.empty()) return r;
-  double sum_p[10] = {}, hits[10] = {}, brier = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const int b = std::clamp(static_cast<int>(p[i] * 10), 0, 9);
+  if (outcomes.empty()) return r;
+  std::array<double, kBins> sum_p{}, hits{};
+  double brier = 0;
+  for (const Outcome& o : outcomes) {
+    const int b = std::clamp(static_cast<int>(o.p_reach * kBins), 0, kBins - 1);
     ++r.count[b];
-    sum_p[b] += p[i];
-    hits[b] += reached[i];
-    brier += (p[i] - reached[i]) * (p[i] - reached[i]);
+    sum_p[b] += o.p_reach;
+    hits[b] += o.reached;
+    brier += (o.p_reach - o.reached) * (o.p_reach - o.reached);
   }
-  r.brier = brier / static_cast<double>(p.size());
+  const double n = static_cast<double>(outcomes.size());
+  r.brier = brier / n;
   r.ece = 0;
-  for (int b = 0; b < 10; ++b) {
+  for (int b = 0; b < kBins; ++b) {
     if (r.count[b] == 0) continue;
     r.mean_p[b] = sum_p[b] / r.count[b];
     r.share[b] = hits[b] / r.count[b];
-    r.ece += r.count[b] * std::abs(r.mean_p[b] - r.share[b]) / static_cast<double>(p.size());
+    r.ece += r.count[b] * std::abs(r.mean_p[b] - r.share[b]) / n;
   }
   return r;
+}
+
+// Prints a cut's reliability: one JSON object, or a line and one line per non-empty bin.
+void PrintReliability(const Reliability& r, size_t predictions, const std::string& table,
+                      double target, double cut, bool json) {
+  if (json) {
+    std::string bins;
+    for (int b = 0; b < kBins; ++b) {
+      const bool empty = r.count[b] == 0;
+      bins += (b ? ", " : "") + std::string("{\"from\": ") + JsonNumber(1.0 * b / kBins, 1) +
+              ", \"count\": " + std::to_string(r.count[b]) +
+              ", \"mean_p\": " + (empty ? "null" : JsonNumber(r.mean_p[b], 4)) +
+              ", \"reached\": " + (empty ? "null" : JsonNumber(r.share[b], 4)) + "}";
+    }
+    std::printf(
+        "{\"kind\": \"reliability\", \"table\": \"%s\", \"target\": %.4f, \"cut\": %.2f, "
+        "\"predictions\": %zu, \"bins\": [%s], \"brier\": %s, \"ece\": %s}\n",
+        table.c_str(), target, cut, predictions, bins.c_str(), JsonNumber(r.brier, 4).c_str(),
+        JsonNumber(r.ece, 4).c_str());
+    return;
+  }
+  std::printf(
+      "  P(reach) at cut %.2f: %zu predictions, Brier %.3f, ECE %.3f; bin: count mean_p "
+      "reached\n",
+      cut, predictions, r.brier, r.ece);
+  for (int b = 0; b < kBins; ++b) {
+    if (r.count[b] == 0) continue;
+    std::printf("    %.1f-%.1f  %5d  %.2f  %.2f\n", 1.0 * b / kBins, 1.0 * (b + 1) / kBins,
+                r.count[b], r.mean_p[b], r.share[b]);
+  }
 }
 
 }  // namespace
@@ -137,8 +178,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--reliability") {
       reliability = true;
     } else if (arg == "--others-cut" && i + 1 < argc) {
-      others_cut = std::atof(argv[++i]);
-      if (!(others_cut >= 0)) {
+      char* end = nullptr;
+      others_cut = std::strtod(argv[++i], &end);
+      if (end == argv[i] || *end != '\0' || !(others_cut >= 0)) {
         std::fprintf(stderr, "bench_curve_calibration: --others-cut takes a multiple >= 0\n");
         return 2;
       }
@@ -167,9 +209,10 @@ int main(int argc, char** argv) {
     } else if (!arg.empty() && arg[0] != '-') {
       tables.push_back(arg);
     } else {
-      std::fprintf(stderr,
-                   "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] "
-                   "[--reliability] [--others-cut M] [--json] TABLE.csv...\n");
+      std::fprintf(
+          stderr,
+          "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] "
+          "[--reliability] [--others-cut M] [--censored-take-off] [--json] TABLE.csv...\n");
       return 2;
     }
   }
@@ -241,31 +284,31 @@ int main(int argc, char** argv) {
         const std::vector<double>& c = curves[ci];
         const int length = static_cast<int>(c.size());
         const int n = std::max(1, static_cast<int>(std::lround(cut * length)));
-        // The other configurations' curves, whole (what a job that trained them all to the
-        // end knows) or, with --others-cut, up to that multiple of this curve's epochs.
-        std::vector<std::vector<double>> others;
-        const size_t keep =
-            others_cut < 0 ? SIZE_MAX : static_cast<size_t>(std::lround(others_cut * n));
-        for (size_t o = 0; o < curves.size(); ++o) {
-          if (run_of[o] == run_of[ci] || keep == 0) continue;
-          others.emplace_back(
-              curves[o].begin(),
-              curves[o].begin() + static_cast<std::ptrdiff_t>(std::min(keep, curves[o].size())));
-        }
         if (n >= length) continue;
         int first = 0;
         for (int e = 0; e < length && first == 0; ++e) {
           if (c[static_cast<size_t>(e)] >= target) first = e + 1;
         }
         if (first != 0 && first <= n) continue;  // reached before the cut: nothing to predict
+        // The other configurations' curves, whole (what a job that trained them all to the
+        // end knows) or, with --others-cut, up to that multiple of this curve's epochs.
+        std::vector<std::vector<double>> others;
+        const double kept = others_cut < 0 ? INFINITY : std::round(others_cut * n);
+        for (size_t o = 0; o < curves.size(); ++o) {
+          if (run_of[o] == run_of[ci] || kept < 1) continue;
+          const size_t keep = kept >= static_cast<double>(curves[o].size())
+                                  ? curves[o].size()
+                                  : static_cast<size_t>(kept);
+          others.emplace_back(curves[o].begin(),
+                              curves[o].begin() + static_cast<std::ptrdiff_t>(keep));
+        }
         const std::vector<double> partial(c.begin(), c.begin() + n);
         const auto start = std::chrono::steady_clock::now();
         const EpochsToTarget p = model.Predict(partial, target, length, noise, seed++, others);
         s.micros.push_back(
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                 .count());
-        s.p_reach.push_back(p.p_reach);
-        s.reached.push_back(first != 0);
+        s.outcomes.push_back({p.p_reach, first != 0});
         if (first == 0) {
           ++s.unreached;
           if (p.p_reach < 0.5) ++s.unreached_judged;
@@ -293,27 +336,14 @@ int main(int argc, char** argv) {
             "\"curves\": %d, "
             "\"median_abs_error_epochs\": %s, \"median_rel_error\": %s, "
             "\"coverage80\": %s, \"predicted_never\": %d, \"unreached\": %d, "
-            "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %.1f, "
-            "\"latency_p99_us\": %.1f, \"latency_max_us\": %.1f, \"noise\": %.5f}\n",
+            "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %s, "
+            "\"latency_p99_us\": %s, \"latency_max_us\": %s, \"noise\": %.5f}\n",
             name.c_str(), target, targets.size(), cut, s.predicted,
             JsonNumber(Median(s.abs_error), 3).c_str(), JsonNumber(Median(s.rel_error), 4).c_str(),
             JsonNumber(coverage, 4).c_str(), s.never_predicted, s.unreached, s.unreached_judged,
-            Median(s.micros), Quantile(s.micros, 0.99), Quantile(s.micros, 1.0), noise);
-        if (reliability) {
-          const Reliability r = Reliable(s.p_reach, s.reached);
-          std::string bins;
-          for (int b = 0; b < 10; ++b) {
-            char one[96];
-            std::snprintf(one, sizeof(one),
-                          "%s{\"from\": %.1f, \"count\": %d, \"mean_p\": %.4f, \"reached\": %.4f}",
-                          b ? ", " : "", b / 10.0, r.count[b], r.mean_p[b], r.share[b]);
-            bins += one;
-          }
-          std::printf(
-              "{\"table\": \"%s\", \"cut\": %.2f, \"reliability\": [%s], \"brier\": %.4f, "
-              "\"ece\": %.4f}\n",
-              name.c_str(), cut, bins.c_str(), r.brier, r.ece);
-        }
+            JsonNumber(Median(s.micros), 1).c_str(),
+            JsonNumber(Quantile(s.micros, 0.99), 1).c_str(),
+            JsonNumber(Quantile(s.micros, 1.0), 1).c_str(), noise);
       } else {
         char unreached[32];
         std::snprintf(unreached, sizeof(unreached), "%d/%d", s.unreached_judged, s.unreached);
@@ -321,18 +351,9 @@ int main(int argc, char** argv) {
                     name.c_str(), target, targets.size() > 1 ? "+" : " ", cut, s.predicted,
                     Median(s.abs_error), Median(s.rel_error), coverage, unreached, Median(s.micros),
                     Quantile(s.micros, 0.99), Quantile(s.micros, 1.0));
-        if (reliability) {
-          const Reliability r = Reliable(s.p_reach, s.reached);
-          std::printf(
-              "  P(reach) at cut %.2f: %zu curves, Brier %.3f, ECE %.3f; bin: count mean_p "
-              "reached\n",
-              cut, s.p_reach.size(), r.brier, r.ece);
-          for (int b = 0; b < 10; ++b) {
-            if (r.count[b] == 0) continue;
-            std::printf("    %.1f-%.1f  %5d  %.2f  %.2f\n", b / 10.0, (b + 1) / 10.0, r.count[b],
-                        r.mean_p[b], r.share[b]);
-          }
-        }
+      }
+      if (reliability) {
+        PrintReliability(ReliabilityOf(s.outcomes), s.outcomes.size(), name, target, cut, json);
       }
     }
   }
