@@ -13,8 +13,9 @@ constexpr int kMaxParams = 4;
 constexpr int kAsymptoteLevels = 6;  // profile fits per family (see Predict)
 constexpr int kMaxBins = 32;         // a long curve is fitted on at most this many averaged points
 using Params = std::array<double, kMaxParams>;
-// A family's decoded parameters, and what they save recomputing (log-logistic: log m).
-using Decoded = std::array<double, kMaxParams + 1>;
+// A family's decoded parameters, and what they save recomputing (log-logistic: log m; the
+// four-parameter families: see kFloorShare).
+using Decoded = std::array<double, kMaxParams + 2>;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double Logit(double p) {
@@ -34,12 +35,14 @@ struct Family {
   int num_params;
   void (*decode)(const double* u, double* p);
   double (*value)(double t, double log_t, const double* p);
-  // d value / d u at t, into g[0 .. num_params), given u's decoded parameters p; returns
-  // the value (which shares its exponentials).
-  double (*gradient)(double t, double log_t, const double* u, const double* p, double* g);
   // The least t >= 1 at which the curve reaches y (kNever if it never does).
   double (*reaches)(double y, const double* p);
 };
+
+// Each family's Gradient...(t, log t, u, p, g) puts d value / d u at t into
+// g[0 .. num_params), given u's decoded parameters p, and returns the value (which shares
+// its exponentials), computed as the family's value function computes it. A fit calls them
+// directly (DataRows), not through Family.
 
 // pow3: a - b t^-c. Its decoding (a in (0, 1), b and c > 0) serves exp3 too.
 void DecodePow3(const double* u, double* p) {
@@ -77,9 +80,13 @@ double ReachesExp3(double y, const double* p) {
 // log-logistic ("log power" in Domhan et al., with a floor): b + (a - b) / (1 + (t / m)^-c),
 // a sigmoid in log t from b (chance) towards a: flat, then a rise around epoch m. The slow
 // starter's shape.
+// The two four-parameter families keep Sigmoid(u[1]) (b / a) in p[5]: their gradients need
+// it at every point, and it is the same at all of them.
+constexpr int kFloorShare = kMaxParams + 1;
 void DecodeLogLogistic(const double* u, double* p) {
   p[0] = Sigmoid(u[0]);
-  p[1] = p[0] * Sigmoid(u[1]);
+  p[kFloorShare] = Sigmoid(u[1]);
+  p[1] = p[0] * p[kFloorShare];
   p[2] = std::exp(u[2]);
   p[3] = std::exp(u[3]);
   p[4] = u[2];  // log m
@@ -87,8 +94,8 @@ void DecodeLogLogistic(const double* u, double* p) {
 double LogLogistic(double, double log_t, const double* p) {
   return p[1] + (p[0] - p[1]) / (1.0 + std::exp(p[3] * (p[4] - log_t)));  // (t / m)^-c
 }
-double GradientLogLogistic(double, double log_t, const double* u, const double* p, double* g) {
-  const double s1 = Sigmoid(u[1]);
+double GradientLogLogistic(double, double log_t, const double*, const double* p, double* g) {
+  const double s1 = p[kFloorShare];
   const double r = std::exp(p[3] * (p[4] - log_t));  // (t / m)^-c
   const double rise = 1.0 / (1.0 + r);
   const double span = p[0] - p[1];
@@ -96,7 +103,7 @@ double GradientLogLogistic(double, double log_t, const double* u, const double* 
   g[1] = p[0] * s1 * (1 - s1) * (1 - rise);
   g[2] = -span * rise * rise * r * p[3];
   g[3] = -span * rise * rise * r * (p[4] - log_t) * p[3];
-  return p[1] + span * rise;
+  return p[1] + span / (1.0 + r);  // as LogLogistic computes it
 }
 double ReachesLogLogistic(double y, const double* p) {
   if (y >= p[0]) return EpochsToTarget::kNever;
@@ -107,15 +114,16 @@ double ReachesLogLogistic(double y, const double* p) {
 // Janoschek: a - (a - b) e^(-k t^d), from b towards a; sigmoid in t for d > 1.
 void DecodeJanoschek(const double* u, double* p) {
   p[0] = Sigmoid(u[0]);
-  p[1] = p[0] * Sigmoid(u[1]);
+  p[kFloorShare] = Sigmoid(u[1]);
+  p[1] = p[0] * p[kFloorShare];
   p[2] = std::exp(u[2]);
   p[3] = std::exp(u[3]);
 }
 double Janoschek(double, double log_t, const double* p) {
   return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::exp(p[3] * log_t));
 }
-double GradientJanoschek(double, double log_t, const double* u, const double* p, double* g) {
-  const double s1 = Sigmoid(u[1]);
+double GradientJanoschek(double, double log_t, const double*, const double* p, double* g) {
+  const double s1 = p[kFloorShare];
   const double td = std::exp(p[3] * log_t);
   const double h = std::exp(-p[2] * td);
   const double span = p[0] - p[1];
@@ -132,12 +140,10 @@ double ReachesJanoschek(double y, const double* p) {
 }
 
 const Family kFamilies[] = {
-    {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, GradientPow3, ReachesPow3},
-    {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, GradientExp3, ReachesExp3},
-    {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, GradientLogLogistic,
-     ReachesLogLogistic},
-    {Shape::kJanoschek, "janoschek", 4, DecodeJanoschek, Janoschek, GradientJanoschek,
-     ReachesJanoschek},
+    {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, ReachesPow3},
+    {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, ReachesExp3},
+    {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, ReachesLogLogistic},
+    {Shape::kJanoschek, "janoschek", 4, DecodeJanoschek, Janoschek, ReachesJanoschek},
 };
 
 // The curve as fitted: the first kExactEpochs epochs as they are, then the means of
@@ -229,31 +235,80 @@ struct Fit {
 constexpr double kPriorPrecision = 0.05;  // a weak Gaussian prior on u around the start
 constexpr double kPinPrecision = 1e8;     // holds the asymptote where a profile fit puts it
 
-// The weighted residuals and (when `jacobian` is not null) their Jacobian in u, plus the
-// prior's rows, at u.
-void Residuals(const Family& f, const Points& pts, const Params& u, const Params& prior,
-               bool pin_asymptote, double inv_sigma, Residual* r, Jacobian* jacobian) {
-  const int k = f.num_params;
+// Each point's weight in the least squares: sqrt(its epochs) / sigma.
+using PointScales = std::array<double, kMaxRows>;
+
+// The data rows of Residuals, with the family's gradient called directly (inlined: a fit
+// evaluates it at every point of every step).
+template <int k, typename GradientOf>
+void DataRows(GradientOf gradient, const Points& pts, const PointScales& scale, const Params& u,
+              const Decoded& p, Residual& r, Jacobian& jacobian) {
   const int m = static_cast<int>(pts.t.size());
-  r->resize(m + k);
-  if (jacobian != nullptr) jacobian->setZero(m + k, k);
-  Decoded p{};
-  f.decode(u.data(), p.data());
   double g[kMaxParams];
   for (int i = 0; i < m; ++i) {
-    const double scale = std::sqrt(pts.weight[i]) * inv_sigma;
-    if (jacobian == nullptr) {
-      (*r)(i) = (pts.y[i] - f.value(pts.t[i], pts.log_t[i], p.data())) * scale;
-      continue;
-    }
-    (*r)(i) = (pts.y[i] - f.gradient(pts.t[i], pts.log_t[i], u.data(), p.data(), g)) * scale;
-    for (int j = 0; j < k; ++j) (*jacobian)(i, j) = -g[j] * scale;
+    r(i) = (pts.y[i] - gradient(pts.t[i], pts.log_t[i], u.data(), p.data(), g)) * scale[i];
+    for (int j = 0; j < k; ++j) jacobian(i, j) = -g[j] * scale[i];
   }
+}
+
+// The weighted residuals and their Jacobian in u, plus the prior's rows, at u.
+void Residuals(const Family& f, const Points& pts, const PointScales& scale, const Params& u,
+               const Params& prior, bool pin_asymptote, Residual& r, Jacobian& jacobian) {
+  const int k = f.num_params;
+  const int m = static_cast<int>(pts.t.size());
+  r.resize(m + k);
+  jacobian.resize(m + k, k);
+  Decoded p{};
+  f.decode(u.data(), p.data());
+  switch (f.shape) {
+    case Shape::kPow3:
+      DataRows<3>(GradientPow3, pts, scale, u, p, r, jacobian);
+      break;
+    case Shape::kExp3:
+      DataRows<3>(GradientExp3, pts, scale, u, p, r, jacobian);
+      break;
+    case Shape::kLogLogistic:
+      DataRows<4>(GradientLogLogistic, pts, scale, u, p, r, jacobian);
+      break;
+    case Shape::kJanoschek:
+      DataRows<4>(GradientJanoschek, pts, scale, u, p, r, jacobian);
+      break;
+  }
+  jacobian.bottomRows(k).setZero();
   for (int j = 0; j < k; ++j) {
     const double prior_scale = std::sqrt(j == 0 && pin_asymptote ? kPinPrecision : kPriorPrecision);
-    (*r)(m + j) = (u[j] - prior[j]) * prior_scale;
-    if (jacobian != nullptr) (*jacobian)(m + j, j) = prior_scale;
+    r(m + j) = (u[j] - prior[j]) * prior_scale;
+    jacobian(m + j, j) = prior_scale;
   }
+}
+
+// J^T J, by explicit sums: with at most kMaxParams columns, Eigen's general matrix product
+// (packing, blocking) costs more than the arithmetic.
+Square Gram(const Jacobian& jacobian) {
+  const int k = static_cast<int>(jacobian.cols());
+  const int rows = static_cast<int>(jacobian.rows());
+  Square out(k, k);
+  for (int a = 0; a < k; ++a) {
+    for (int b = 0; b <= a; ++b) {
+      double sum = 0;
+      for (int i = 0; i < rows; ++i) sum += jacobian(i, a) * jacobian(i, b);
+      out(a, b) = out(b, a) = sum;
+    }
+  }
+  return out;
+}
+
+// J^T r, likewise.
+Vector TransposeTimes(const Jacobian& jacobian, const Residual& r) {
+  const int k = static_cast<int>(jacobian.cols());
+  const int rows = static_cast<int>(jacobian.rows());
+  Vector out(k);
+  for (int a = 0; a < k; ++a) {
+    double sum = 0;
+    for (int i = 0; i < rows; ++i) sum += jacobian(i, a) * r(i);
+    out(a) = sum;
+  }
+  return out;
 }
 
 // Levenberg-Marquardt from `start` on the least squares weighted and regularised by the
@@ -266,12 +321,14 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
   Params u = start;
   Residual r;
   Jacobian jacobian;
-  Residuals(f, pts, u, prior, pin_asymptote, inv_sigma, &r, &jacobian);
+  PointScales scale{};
+  for (size_t i = 0; i < pts.weight.size(); ++i) scale[i] = std::sqrt(pts.weight[i]) * inv_sigma;
+  Residuals(f, pts, scale, u, prior, pin_asymptote, r, jacobian);
   double cost = r.squaredNorm();
   double lambda = 1e-2;
   for (int iteration = 0; iteration < 60; ++iteration) {
-    const Square jtj = jacobian.transpose() * jacobian;
-    const Vector jtr = jacobian.transpose() * r;
+    const Square jtj = Gram(jacobian);
+    const Vector jtr = TransposeTimes(jacobian, r);
     bool improved = false;
     for (int tries = 0; tries < 8 && !improved; ++tries) {
       Square damped = jtj;
@@ -279,13 +336,18 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
       const Vector step = damped.ldlt().solve(-jtr);
       Params trial = u;
       for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
+      // With its Jacobian at once, which a taken step needs: evaluating a taken step twice
+      // (its cost, then its Jacobian) cost more on the replay tables than evaluating a
+      // refused one in full (bench/RESULTS.md, session 37).
       Residual r2;
-      Residuals(f, pts, trial, prior, pin_asymptote, inv_sigma, &r2, nullptr);
+      Jacobian jacobian2;
+      Residuals(f, pts, scale, trial, prior, pin_asymptote, r2, jacobian2);
       const double cost2 = r2.squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
         const bool converged = cost - cost2 < 1e-6 * (1 + cost);
         u = trial;
-        Residuals(f, pts, u, prior, pin_asymptote, inv_sigma, &r, &jacobian);
+        r = r2;
+        jacobian = jacobian2;
         cost = cost2;
         lambda = std::max(1e-7, lambda / 3);
         improved = true;
@@ -299,7 +361,7 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
   Fit fit;
   fit.family = &f;
   fit.u = u;
-  Square precision = jacobian.transpose() * jacobian;
+  Square precision = Gram(jacobian);
   precision.diagonal().array() += 1e-9;
   Eigen::LLT<Square> llt(precision);
   if (llt.info() != Eigen::Success || !std::isfinite(cost)) return fit;
