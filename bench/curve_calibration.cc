@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -82,7 +83,16 @@ struct CutStats {
   int unreached_judged = 0;       // ... predicted to reach it with probability < 0.5
   std::vector<double> micros;     // prediction latency
   std::vector<Outcome> outcomes;  // every prediction for a curve not at the target by the cut
+  uint64_t digest = 14695981039346656037ULL;  // of every prediction's samples and P(reach)
 };
+
+// Folds x's bytes into an FNV-1a digest: two builds that predict alike, sample for sample,
+// print the same digest (bench/curve_latency_ab.py compares them).
+void Fold(uint64_t& digest, double x) {
+  unsigned char bytes[sizeof x];
+  std::memcpy(bytes, &x, sizeof x);
+  for (unsigned char b : bytes) digest = (digest ^ b) * 1099511628211ULL;
+}
 
 // The reliability of P(reach): kBins bins of the prediction, each with its count, mean
 // prediction and observed share; the Brier score; the expected calibration error.
@@ -309,6 +319,8 @@ int main(int argc, char** argv) {
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                 .count());
         s.outcomes.push_back({p.p_reach, first != 0});
+        Fold(s.digest, p.p_reach);
+        for (double sample : p.samples) Fold(s.digest, sample);
         if (first == 0) {
           ++s.unreached;
           if (p.p_reach < 0.5) ++s.unreached_judged;
@@ -337,13 +349,15 @@ int main(int argc, char** argv) {
             "\"median_abs_error_epochs\": %s, \"median_rel_error\": %s, "
             "\"coverage80\": %s, \"predicted_never\": %d, \"unreached\": %d, "
             "\"unreached_judged_unlikely\": %d, \"latency_p50_us\": %s, "
-            "\"latency_p99_us\": %s, \"latency_max_us\": %s, \"noise\": %.5f}\n",
+            "\"latency_p99_us\": %s, \"latency_max_us\": %s, \"noise\": %.5f, "
+            "\"predictions_digest\": \"%016llx\"}\n",
             name.c_str(), target, targets.size(), cut, s.predicted,
             JsonNumber(Median(s.abs_error), 3).c_str(), JsonNumber(Median(s.rel_error), 4).c_str(),
             JsonNumber(coverage, 4).c_str(), s.never_predicted, s.unreached, s.unreached_judged,
             JsonNumber(Median(s.micros), 1).c_str(),
             JsonNumber(Quantile(s.micros, 0.99), 1).c_str(),
-            JsonNumber(Quantile(s.micros, 1.0), 1).c_str(), noise);
+            JsonNumber(Quantile(s.micros, 1.0), 1).c_str(), noise,
+            static_cast<unsigned long long>(s.digest));
       } else {
         char unreached[32];
         std::snprintf(unreached, sizeof(unreached), "%d/%d", s.unreached_judged, s.unreached);

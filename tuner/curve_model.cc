@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cmath>
 #include <random>
 
@@ -13,9 +14,12 @@ constexpr int kMaxParams = 4;
 constexpr int kAsymptoteLevels = 6;  // profile fits per family (see Predict)
 constexpr int kMaxBins = 32;         // a long curve is fitted on at most this many averaged points
 using Params = std::array<double, kMaxParams>;
-// A family's decoded parameters, and what they save recomputing (log-logistic: log m; the
-// four-parameter families: see kFloorShare).
-using Decoded = std::array<double, kMaxParams + 2>;
+// A family's decoded parameters p[0 .. num_params), and two slots for what they save
+// recomputing: log m (log-logistic), and Sigmoid(u[1]) = b / a (the two four-parameter
+// families), the same at every point where their gradients need it.
+constexpr int kLogM = kMaxParams;
+constexpr int kFloorShare = kMaxParams + 1;
+using Decoded = std::array<double, kFloorShare + 1>;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double Logit(double p) {
@@ -39,10 +43,11 @@ struct Family {
   double (*reaches)(double y, const double* p);
 };
 
-// Each family's Gradient...(t, log t, u, p, g) puts d value / d u at t into
-// g[0 .. num_params), given u's decoded parameters p, and returns the value (which shares
-// its exponentials), computed as the family's value function computes it. A fit calls them
-// directly (DataRows), not through Family.
+// Each family's Gradient...(t, log t, p, g) puts d value / d u at t into g[0 .. num_params),
+// given u's decoded parameters p, and returns the value (which shares its exponentials),
+// computed as the family's value function computes it, so that the curve fitted and the
+// curve sampled are one function. A fit calls them as template arguments (DataRows), not
+// through Family.
 
 // pow3: a - b t^-c. Its decoding (a in (0, 1), b and c > 0) serves exp3 too.
 void DecodePow3(const double* u, double* p) {
@@ -51,7 +56,7 @@ void DecodePow3(const double* u, double* p) {
   p[2] = std::exp(u[2]);
 }
 double Pow3(double, double log_t, const double* p) { return p[0] - p[1] * std::exp(-p[2] * log_t); }
-double GradientPow3(double, double log_t, const double*, const double* p, double* g) {
+double GradientPow3(double, double log_t, const double* p, double* g) {
   const double power = p[1] * std::exp(-p[2] * log_t);
   g[0] = p[0] * (1 - p[0]);
   g[1] = -power;
@@ -65,7 +70,7 @@ double ReachesPow3(double y, const double* p) {
 
 // exp3: a - b e^(-c t).
 double Exp3(double t, double, const double* p) { return p[0] - p[1] * std::exp(-p[2] * t); }
-double GradientExp3(double t, double, const double*, const double* p, double* g) {
+double GradientExp3(double t, double, const double* p, double* g) {
   const double decay = p[1] * std::exp(-p[2] * t);
   g[0] = p[0] * (1 - p[0]);
   g[1] = -decay;
@@ -80,29 +85,26 @@ double ReachesExp3(double y, const double* p) {
 // log-logistic ("log power" in Domhan et al., with a floor): b + (a - b) / (1 + (t / m)^-c),
 // a sigmoid in log t from b (chance) towards a: flat, then a rise around epoch m. The slow
 // starter's shape.
-// The two four-parameter families keep Sigmoid(u[1]) (b / a) in p[5]: their gradients need
-// it at every point, and it is the same at all of them.
-constexpr int kFloorShare = kMaxParams + 1;
 void DecodeLogLogistic(const double* u, double* p) {
   p[0] = Sigmoid(u[0]);
   p[kFloorShare] = Sigmoid(u[1]);
   p[1] = p[0] * p[kFloorShare];
   p[2] = std::exp(u[2]);
   p[3] = std::exp(u[3]);
-  p[4] = u[2];  // log m
+  p[kLogM] = u[2];
 }
 double LogLogistic(double, double log_t, const double* p) {
-  return p[1] + (p[0] - p[1]) / (1.0 + std::exp(p[3] * (p[4] - log_t)));  // (t / m)^-c
+  return p[1] + (p[0] - p[1]) / (1.0 + std::exp(p[3] * (p[kLogM] - log_t)));  // (t / m)^-c
 }
-double GradientLogLogistic(double, double log_t, const double*, const double* p, double* g) {
+double GradientLogLogistic(double, double log_t, const double* p, double* g) {
   const double s1 = p[kFloorShare];
-  const double r = std::exp(p[3] * (p[4] - log_t));  // (t / m)^-c
+  const double r = std::exp(p[3] * (p[kLogM] - log_t));  // (t / m)^-c
   const double rise = 1.0 / (1.0 + r);
   const double span = p[0] - p[1];
   g[0] = (s1 + (1 - s1) * rise) * p[0] * (1 - p[0]);
   g[1] = p[0] * s1 * (1 - s1) * (1 - rise);
   g[2] = -span * rise * rise * r * p[3];
-  g[3] = -span * rise * rise * r * (p[4] - log_t) * p[3];
+  g[3] = -span * rise * rise * r * (p[kLogM] - log_t) * p[3];
   return p[1] + span / (1.0 + r);  // as LogLogistic computes it
 }
 double ReachesLogLogistic(double y, const double* p) {
@@ -122,7 +124,7 @@ void DecodeJanoschek(const double* u, double* p) {
 double Janoschek(double, double log_t, const double* p) {
   return p[0] - (p[0] - p[1]) * std::exp(-p[2] * std::exp(p[3] * log_t));
 }
-double GradientJanoschek(double, double log_t, const double*, const double* p, double* g) {
+double GradientJanoschek(double, double log_t, const double* p, double* g) {
   const double s1 = p[kFloorShare];
   const double td = std::exp(p[3] * log_t);
   const double h = std::exp(-p[2] * td);
@@ -139,7 +141,7 @@ double ReachesJanoschek(double y, const double* p) {
   return std::max(1.0, std::pow(std::log((p[0] - p[1]) / (p[0] - y)) / p[2], 1.0 / p[3]));
 }
 
-const Family kFamilies[] = {
+constexpr Family kFamilies[] = {
     {Shape::kPow3, "pow3", 3, DecodePow3, Pow3, ReachesPow3},
     {Shape::kExp3, "exp3", 3, DecodePow3, Exp3, ReachesExp3},
     {Shape::kLogLogistic, "log-logistic", 4, DecodeLogLogistic, LogLogistic, ReachesLogLogistic},
@@ -158,7 +160,8 @@ constexpr int kExactEpochs = 16;
 
 // Eigen's matrices sized at most to a fit (points, prior rows and parameters): on the
 // stack, as a prediction runs a few dozen fits of a few dozen iterations.
-constexpr int kMaxRows = kExactEpochs + kMaxBins + kMaxParams;
+constexpr int kMaxPoints = kExactEpochs + kMaxBins;
+constexpr int kMaxRows = kMaxPoints + kMaxParams;
 using Residual = Eigen::Matrix<double, Eigen::Dynamic, 1, Eigen::ColMajor, kMaxRows, 1>;
 using Jacobian =
     Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, kMaxRows, kMaxParams>;
@@ -235,18 +238,27 @@ struct Fit {
 constexpr double kPriorPrecision = 0.05;  // a weak Gaussian prior on u around the start
 constexpr double kPinPrecision = 1e8;     // holds the asymptote where a profile fit puts it
 
-// Each point's weight in the least squares: sqrt(its epochs) / sigma.
-using PointScales = std::array<double, kMaxRows>;
+// A family's number of parameters, from kFamilies: at compile time, for DataRows.
+constexpr int ParamsOf(Shape shape) {
+  for (const Family& f : kFamilies) {
+    if (f.shape == shape) return f.num_params;
+  }
+  return 0;
+}
 
-// The data rows of Residuals, with the family's gradient called directly (inlined: a fit
-// evaluates it at every point of every step).
-template <int k, typename GradientOf>
-void DataRows(GradientOf gradient, const Points& pts, const PointScales& scale, const Params& u,
-              const Decoded& p, Residual& r, Jacobian& jacobian) {
+// Each point's weight in the least squares: sqrt(its epochs) / sigma.
+using PointScales = std::array<double, kMaxPoints>;
+
+// The data rows of Residuals for a family of k parameters whose gradient is Gradient: a
+// template argument, so that the call at every point of every step is direct and can be
+// inlined (a function pointer cost about a tenth of a prediction's instructions).
+template <int k, double (*Gradient)(double, double, const double*, double*)>
+void DataRows(const Points& pts, const PointScales& scale, const Decoded& p, Residual& r,
+              Jacobian& jacobian) {
   const int m = static_cast<int>(pts.t.size());
   double g[kMaxParams];
   for (int i = 0; i < m; ++i) {
-    r(i) = (pts.y[i] - gradient(pts.t[i], pts.log_t[i], u.data(), p.data(), g)) * scale[i];
+    r(i) = (pts.y[i] - Gradient(pts.t[i], pts.log_t[i], p.data(), g)) * scale[i];
     for (int j = 0; j < k; ++j) jacobian(i, j) = -g[j] * scale[i];
   }
 }
@@ -260,18 +272,19 @@ void Residuals(const Family& f, const Points& pts, const PointScales& scale, con
   jacobian.resize(m + k, k);
   Decoded p{};
   f.decode(u.data(), p.data());
+  assert(m <= kMaxPoints);
   switch (f.shape) {
     case Shape::kPow3:
-      DataRows<3>(GradientPow3, pts, scale, u, p, r, jacobian);
+      DataRows<ParamsOf(Shape::kPow3), GradientPow3>(pts, scale, p, r, jacobian);
       break;
     case Shape::kExp3:
-      DataRows<3>(GradientExp3, pts, scale, u, p, r, jacobian);
+      DataRows<ParamsOf(Shape::kExp3), GradientExp3>(pts, scale, p, r, jacobian);
       break;
     case Shape::kLogLogistic:
-      DataRows<4>(GradientLogLogistic, pts, scale, u, p, r, jacobian);
+      DataRows<ParamsOf(Shape::kLogLogistic), GradientLogLogistic>(pts, scale, p, r, jacobian);
       break;
     case Shape::kJanoschek:
-      DataRows<4>(GradientJanoschek, pts, scale, u, p, r, jacobian);
+      DataRows<ParamsOf(Shape::kJanoschek), GradientJanoschek>(pts, scale, p, r, jacobian);
       break;
   }
   jacobian.bottomRows(k).setZero();
@@ -336,9 +349,10 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
       const Vector step = damped.ldlt().solve(-jtr);
       Params trial = u;
       for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
-      // With its Jacobian at once, which a taken step needs: evaluating a taken step twice
-      // (its cost, then its Jacobian) cost more on the replay tables than evaluating a
-      // refused one in full (bench/RESULTS.md, session 37).
+      // With its Jacobian at once, which a taken step needs, rather than once for its cost
+      // and again for its Jacobian if it is taken: on the replay tables this cut a
+      // prediction's instructions by about a seventh (session 37), so taken steps outnumber
+      // refused ones by enough to pay for the Jacobians of the refused.
       Residual r2;
       Jacobian jacobian2;
       Residuals(f, pts, scale, trial, prior, pin_asymptote, r2, jacobian2);
