@@ -12,9 +12,12 @@ work.
 
   python3 bench/curve_latency_ab.py A_BINARY B_BINARY [--rounds 5] [--core 1] [TABLE.csv...]
 
-Build A from the baseline's source (for example a git worktree at the baseline commit:
-cmake --build W/build --target bench_curve_calibration). The tables default to
-bench/replay/*.csv.
+Both binaries must print `predictions_digest` (bench/curve_calibration.cc since session 37).
+For a baseline older than that, compile this bench/curve_calibration.cc against the
+baseline's tuner library, for example:
+  g++ -O3 -DNDEBUG -std=c++17 -I. -I/usr/include/eigen3 bench/curve_calibration.cc \
+      build/workers/libtopotune_replay.a BASELINE/libtopotune_tuner.a -o A -lpthread
+The tables default to bench/replay/*.csv.
 """
 
 import argparse
