@@ -331,6 +331,15 @@ void NormalEquations(const Jacobian& jacobian, const Residual& r, Square& jtj, V
   }
 }
 
+// x . y over the first k entries (Eigen's own dot, on these fixed-capacity vectors, draws
+// a false array-bounds warning from GCC 12).
+template <typename X, typename Y>
+double Dot(const X& x, const Y& y, int k) {
+  double sum = 0;
+  for (int i = 0; i < k; ++i) sum += x(i) * y(i);
+  return sum;
+}
+
 // Solves a x = b for a symmetric positive definite matrix a of at most kMaxParams rows, by
 // Cholesky in plain loops; x is NaN where a is not positive definite (a NaN entry: the
 // damped normal equations of a fit are otherwise, by the prior's rows). Eigen's LDLT, for
@@ -371,6 +380,17 @@ Vector SolvePositiveDefinite(const Square& a, const Vector& b) {
 // Levenberg-Marquardt from `start` on the least squares weighted and regularised by the
 // weak prior around `prior`. With `pin_asymptote`, the asymptote stays at the prior's (a
 // profile fit over the asymptote).
+//
+// The damping follows each step's gain ratio rho, the cost's actual decrease over the
+// decrease its quadratic model predicted (Nielsen 1999): lambda shrinks by up to 3 after a
+// step the model foresaw well, hardly at all after one it did not, and grows by a doubling
+// factor after each refused step. And the fit stops once the undamped Gauss-Newton step
+// would gain less than kConvergedGain in cost: at the optimum, to within a negligible
+// share of a log evidence. With fixed factors (lambda / 3 after every taken step, x 4
+// after a refused one) and a stop only when a taken step gained little, the free fits
+// crawled along the flat valleys of curves still far from their plateaus.
+constexpr double kConvergedGain = 1e-4;
+
 Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Params& prior,
               double sigma, bool pin_asymptote = false) {
   const int k = f.num_params;
@@ -386,17 +406,24 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
   Residuals(f, pts, scale, u, prior, pin_asymptote, residuals[at], jacobians[at]);
   double cost = residuals[at].squaredNorm();
   double lambda = 1e-2;
+  double growth = 2;  // lambda's factor after a refused step, doubled at each refusal
   for (int iteration = 0; iteration < 60; ++iteration) {
     Square jtj;
     Vector jtr;
     NormalEquations(jacobians[at], residuals[at], jtj, jtr);
+    // The Gauss-Newton step -jtj^-1 jtr would lower the cost by jtr . jtj^-1 jtr.
+    if (Dot(jtr, SolvePositiveDefinite(jtj, jtr), k) < kConvergedGain) break;
     bool improved = false;
     for (int tries = 0; tries < 8 && !improved; ++tries) {
       Square damped = jtj;
       damped.diagonal() += lambda * (jtj.diagonal().array() + 1e-9).matrix();
-      const Vector step = SolvePositiveDefinite(damped, -jtr);
+      const Vector solved = SolvePositiveDefinite(damped, -jtr);
+      Vector step(k);
       Params trial = u;
-      for (int j = 0; j < k; ++j) trial[j] += std::clamp(step(j), -3.0, 3.0);
+      for (int j = 0; j < k; ++j) trial[j] += step(j) = std::clamp(solved(j), -3.0, 3.0);
+      // The quadratic model's decrease for the step taken (clamped or not).
+      double predicted = -2 * Dot(jtr, step, k);
+      for (int a = 0; a < k; ++a) predicted -= step(a) * Dot(jtj.col(a), step, k);
       // With its Jacobian at once, which a taken step needs, rather than once for its cost
       // and again for its Jacobian if it is taken: on the replay tables this cut a
       // prediction's instructions by about a seventh (session 37), so taken steps outnumber
@@ -405,14 +432,17 @@ Fit FitFamily(const Family& f, const Points& pts, const Params& start, const Par
       const double cost2 = residuals[1 - at].squaredNorm();
       if (std::isfinite(cost2) && cost2 < cost) {
         const bool converged = cost - cost2 < 1e-6 * (1 + cost);
+        const double rho = (cost - cost2) / std::max(predicted, 1e-300);
+        lambda = std::max(1e-7, lambda * std::max(1.0 / 3, 1 - std::pow(2 * rho - 1, 3)));
+        growth = 2;
         u = trial;
         at = 1 - at;
         cost = cost2;
-        lambda = std::max(1e-7, lambda / 3);
         improved = true;
         if (converged) iteration = 1 << 20;
       } else {
-        lambda *= 4;
+        lambda *= growth;
+        growth *= 2;
       }
     }
     if (!improved) break;
