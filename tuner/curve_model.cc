@@ -382,9 +382,10 @@ Vector SolvePositiveDefinite(const Square& a, const Vector& b) {
 // profile fit over the asymptote).
 //
 // The damping follows each step's gain ratio rho, the cost's actual decrease over the
-// decrease its quadratic model predicted (Nielsen 1999): lambda shrinks by up to 3 after a
-// step the model foresaw well, hardly at all after one it did not, and grows by a doubling
-// factor after each refused step. And the fit stops once the undamped Gauss-Newton step
+// decrease its quadratic model predicted (Nielsen 1999). After a taken step lambda shrinks
+// by up to 3 where rho is near 1 or above (the model foresaw the step well), stays at
+// rho = 1/2, and grows by up to 2 as rho falls towards 0; after each refused step it grows
+// by a factor that doubles at each refusal. And the fit stops once the undamped Gauss-Newton step
 // would gain less than kConvergedGain in cost: at the optimum, to within a negligible
 // share of a log evidence. With fixed factors (lambda / 3 after every taken step, x 4
 // after a refused one) and a stop only when a taken step gained little, the free fits
