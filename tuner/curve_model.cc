@@ -14,6 +14,7 @@ constexpr int kMaxParams = 4;
 constexpr int kAsymptoteLevels = 6;  // profile fits per family (see Predict)
 constexpr int kMaxBins = 32;         // a long curve is fitted on at most this many averaged points
 using Params = std::array<double, kMaxParams>;
+using CurveRefs = std::vector<const std::vector<double>*>;
 // A family's decoded parameters p[0 .. num_params), and two slots for what they save
 // recomputing: log m (log-logistic), and Sigmoid(u[1]) = b / a (the two four-parameter
 // families), the same at every point where their gradients need it.
@@ -560,11 +561,12 @@ int StuckEpochs(const std::vector<double>& curve) {
 // where the job stopped the others would fall back to 1/2). A network that predicts one class for
 // epochs on end seldom recovers: on the committed replay tables, 231-238 curves (with the noise at
 // 0.003-0.01) were stuck for 3 epochs or more while flat, and none reached the target.
-double StuckRecoveryRate(const std::vector<std::vector<double>>& others, int from, int stuck,
-                         double target, int max_epochs, double sigma, double prior_successes) {
+double StuckRecoveryRate(const CurveRefs& others, int from, int stuck, double target,
+                         int max_epochs, double sigma, double prior_successes) {
   std::vector<int> at_risk(static_cast<size_t>(stuck) + 1, 0);
   std::vector<int> recovered(static_cast<size_t>(stuck) + 1, 0);
-  for (const std::vector<double>& z : others) {
+  for (const std::vector<double>* other : others) {
+    const std::vector<double>& z = *other;
     if (z.empty()) continue;
     const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
     const bool reached = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
@@ -616,8 +618,7 @@ double StuckRecoveryRate(const std::vector<std::vector<double>>& others, int fro
 // O(max_epochs^2): 10^8 steps per prediction at a 10,000-epoch limit.)
 class TakeOffLaw {
  public:
-  TakeOffLaw(int flat_epochs, double target, int max_epochs, double sigma,
-             const std::vector<std::vector<double>>& others);
+  TakeOffLaw(int flat_epochs, double target, int max_epochs, double sigma, const CurveRefs& others);
   // One first epoch at the target; kNever when the curve does not reach it by max_epochs.
   double Sample(std::mt19937_64& rng) const;
 
@@ -681,17 +682,18 @@ long TakeOffLaw::Law::Invert(double u) const {
 }
 
 TakeOffLaw::TakeOffLaw(int flat_epochs, double target, int max_epochs, double sigma,
-                       const std::vector<std::vector<double>>& others)
+                       const CurveRefs& others)
     : max_epochs_(std::max(2, max_epochs)),
       log_m_(std::log(static_cast<double>(max_epochs_))),
       first_leave_(std::max(1, flat_epochs + 1)) {
   const int m = max_epochs_;
   size_t longest = 0;
-  for (const std::vector<double>& z : others) longest = std::max(longest, z.size());
+  for (const std::vector<double>* z : others) longest = std::max(longest, z->size());
   const size_t size = std::min<size_t>(longest, static_cast<size_t>(m)) + 1;
   std::vector<double> leave_at_risk(size, 0.0), leave_events(size, 0.0);
   std::vector<double> reach_at_risk(size, 0.0), reach_events(size, 0.0);
-  for (const std::vector<double>& z : others) {
+  for (const std::vector<double>* other : others) {
+    const std::vector<double>& z = *other;
     const int length = std::min(static_cast<int>(z.size()), m);
     if (length == 0) continue;
     const double early = (z[0] + z[std::min<size_t>(1, z.size() - 1)]) / 2;
@@ -771,6 +773,14 @@ double CurveModel::EstimateNoise(const std::vector<std::vector<double>>& curves)
 EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double target, int max_epochs,
                                    double noise, uint64_t seed,
                                    const std::vector<std::vector<double>>& others) {
+  CurveRefs refs;
+  refs.reserve(others.size());
+  for (const std::vector<double>& z : others) refs.push_back(&z);
+  return Predict(curve, target, max_epochs, noise, seed, refs);
+}
+
+EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double target, int max_epochs,
+                                   double noise, uint64_t seed, const CurveRefs& others) {
   EpochsToTarget out;
   const int n = static_cast<int>(curve.size());
   const int samples = std::max(16, options_.samples);
@@ -802,7 +812,8 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   };
   std::vector<Analog> analogs;
   if (n >= 1 && options_.analogs > 0) {
-    for (const std::vector<double>& z : others) {
+    for (const std::vector<double>* other : others) {
+      const std::vector<double>& z = *other;
       if (static_cast<int>(z.size()) <= n) continue;
       double d2 = 0;
       for (int i = 0; i < n; ++i) {
@@ -908,7 +919,8 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
                             options_.censored_take_off ? 0.0 : 1.0);
     } else {
       int reached = 0, finished = 0;
-      for (const std::vector<double>& z : others) {
+      for (const std::vector<double>* other : others) {
+        const std::vector<double>& z = *other;
         const size_t horizon = std::min(z.size(), static_cast<size_t>(std::max(0, max_epochs)));
         const bool hit = std::any_of(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(horizon),
                                      [&](double a) { return a >= target; });

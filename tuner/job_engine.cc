@@ -552,17 +552,25 @@ double JobEngine::EpochSeconds(const LiveTrial& t) const {
 }
 
 EpochsToTarget JobEngine::Predict(CurveModel& model, const LiveTrial& t) {
-  std::vector<std::vector<double>> curves;
-  std::vector<std::vector<double>> others;
+  // The other curves by address, in trial order, and the noise pooled over all of them:
+  // the same for every trial until a curve changes, so it is kept for that version.
+  std::vector<const std::vector<double>*> others;
+  others.reserve(trials_.size());
   for (const auto& [id, other] : trials_) {
-    if (other.epoch_accuracy.empty()) continue;
-    curves.push_back(other.epoch_accuracy);
-    if (id != t.record.id) others.push_back(other.epoch_accuracy);
+    if (!other.epoch_accuracy.empty() && id != t.record.id) others.push_back(&other.epoch_accuracy);
+  }
+  PooledNoise& pooled = &model == &curve_model_ ? forecast_noise_ : observed_noise_;
+  if (pooled.version != curves_version_) {
+    std::vector<std::vector<double>> curves;
+    for (const auto& [id, other] : trials_) {
+      if (!other.epoch_accuracy.empty()) curves.push_back(other.epoch_accuracy);
+    }
+    pooled = {curves_version_, model.EstimateNoise(curves)};
   }
   // Seeded by the trial and its epochs: a restored engine predicts the same.
   const uint64_t seed = t.record.seed ^ (0x9e3779b97f4a7c15ULL * (t.epoch_accuracy.size() + 1));
   return model.Predict(t.epoch_accuracy, spec_.target_accuracy, spec_.asha.MaxEpochs(),
-                       model.EstimateNoise(curves), seed, others);
+                       pooled.noise, seed, others);
 }
 
 const EpochsToTarget& JobEngine::Forecast(LiveTrial& t) {

@@ -314,6 +314,14 @@ class JobEngine {
   // no curve changed: a forecast is then a function of the job's current state alone, and
   // a restored engine, which starts with none cached, predicts as the original did.
   uint64_t curves_version_ = 1;
+  // Each model's noise pooled over the job's curves (CurveModel::EstimateNoise), as of a
+  // curves_version_ (0: none yet).
+  struct PooledNoise {
+    uint64_t version = 0;
+    double noise = 0.0;
+  };
+  PooledNoise forecast_noise_;  // curve_model_'s
+  PooledNoise observed_noise_;  // observed_model_'s
 };
 
 }  // namespace topotune
