@@ -126,7 +126,8 @@ class CurveModel {
   // The same, with the other curves by address (not copied; they must outlive the call),
   // in the same order: the same prediction. The job engine predicts every live trial from
   // all the job's curves; copying them (and pooling the noise) for each prediction took
-  // about a third of its forecasts' time at 300 trials (session 38).
+  // about a third of its forecasts' time at 300 trials (session 38). (An empty braced list
+  // as `others` would match both overloads: leave the argument out instead.)
   EpochsToTarget Predict(const std::vector<double>& curve, double target, int max_epochs,
                          double noise, uint64_t seed,
                          const std::vector<const std::vector<double>*>& others);

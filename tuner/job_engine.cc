@@ -1,6 +1,7 @@
 #include "tuner/job_engine.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdio>
 
@@ -559,6 +560,7 @@ EpochsToTarget JobEngine::Predict(CurveModel& model, const LiveTrial& t) {
   for (const auto& [id, other] : trials_) {
     if (!other.epoch_accuracy.empty() && id != t.record.id) others.push_back(&other.epoch_accuracy);
   }
+  assert(&model == &curve_model_ || &model == &observed_model_);
   PooledNoise& pooled = &model == &curve_model_ ? forecast_noise_ : observed_noise_;
   if (pooled.version != curves_version_) {
     std::vector<std::vector<double>> curves;
