@@ -3,7 +3,8 @@
 //
 //   bench_sampler_latency [--n 100,1000] [--rounds 200] [--seed 1] [--json]
 //
-// For GpSampler, TpeSampler and RandomSampler and each N: a fresh sampler over batch size
+// For GpSampler, TpeSampler and RandomSampler (and the first two as the forecast configures
+// them: forecast-tpe, forecast-gp) and each N: a fresh sampler over batch size
 // 16..512 (powers of two), learning rate 1e-4..1 (log) and {sgd, adam} observes N trials
 // (random configurations; 10% failed, the rest scored by a smooth function of the
 // configuration on the engine's scale, tuner/job_engine.cc: 2 - log10(1 + TTA) / 10 for a
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "tuner/algorithms.h"
 #include "tuner/gp_sampler.h"
 #include "tuner/sampler.h"
 #include "tuner/tpe_sampler.h"
@@ -45,6 +47,17 @@ SearchSpace Space() {
   s.lr_max = 1.0;
   s.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
   return s;
+}
+
+// The spec of a forecast job over `space` with `sampler` ("tpe" or "gp").
+topotune::JobSpec ForecastSpec(const SearchSpace& space, uint64_t seed,
+                               const std::string& sampler) {
+  topotune::JobSpec spec;
+  spec.space = space;
+  spec.seed = seed;
+  spec.algorithm = "forecast";
+  spec.forecast_sampler = sampler;
+  return spec;
 }
 
 // A smooth TTA surface: best near lr 3e-3 (sgd) / 1e-3 (adam), batch 64.
@@ -170,6 +183,10 @@ int main(int argc, char** argv) {
           {"topotune-tpe", [&] { return std::make_unique<topotune::TpeSampler>(space, seed); }},
           {"topotune-random",
            [&] { return std::make_unique<topotune::RandomSampler>(space, seed); }},
+          // The samplers as the forecast configures them (tuner/algorithms.cc: TPE without
+          // a freshness bar, the GP with a repeat radius).
+          {"forecast-tpe", [&] { return topotune::MakeSampler(ForecastSpec(space, seed, "tpe")); }},
+          {"forecast-gp", [&] { return topotune::MakeSampler(ForecastSpec(space, seed, "gp")); }},
       };
   if (!json) {
     std::printf("%-16s %6s %6s %10s %10s %10s %10s\n", "sampler", "N", "rounds", "first ms",

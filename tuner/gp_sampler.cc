@@ -406,6 +406,12 @@ struct GpSampler::State {
   // An upper bound of the posterior variance of the candidate whose covariances with the
   // model's points are `k`: the variance given only the kBoundPoints nearest of them.
   double LocalVariance(const Eigen::Ref<const Eigen::VectorXd>& k) const;
+  // Files the learning rates of the earlier proposals, observed or pending, by batch size
+  // and optimizer, for IsRepeat (options.repeat_radius).
+  void FileEarlier();
+  // Whether `c` has an earlier proposal's batch size and optimizer and a learning rate
+  // within options.repeat_radius of its.
+  bool IsRepeat(const Candidate& c) const;
   Eigen::RowVector3d Encode(const Candidate& c) const {
     return {encoding.Batch(c.batch_index), c.lr, encoding.Opt(c.optimizer_index)};
   }
@@ -459,6 +465,8 @@ struct GpSampler::State {
   Eigen::MatrixXd pending_chol;  ///< Cholesky factor of the pending rows' Schur complement
   Points candidate_x;
   Eigen::MatrixXd k_pending, k_refine;
+  // FileEarlier's: the sorted learning rates of each (batch, optimizer) pair, encoded.
+  std::map<std::pair<double, double>, std::vector<double>> earlier;
 };
 
 GpSampler::GpSampler(SearchSpace space, uint64_t seed, GpSamplerOptions options)
@@ -798,6 +806,7 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
     return startup.Propose(max_batch_size);
   }
   if (dirty || rung != model_rung) Build(model_rung);
+  if (options.repeat_radius > 0) FileEarlier();
   const int slices = static_cast<int>(pool.size()) / per_slice;
   DrawPoolSlice(next_slice);
   next_slice = (next_slice + 1) % slices;
@@ -858,6 +867,24 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
   return encoding.Decode(best.batch_index, best.lr, best.optimizer_index);
 }
 
+void GpSampler::State::FileEarlier() {
+  earlier.clear();
+  const auto file = [&](const Eigen::RowVector3d& e) { earlier[{e(0), e(2)}].push_back(e(1)); };
+  for (const Eigen::RowVector3d& e : encoded) file(e);
+  for (const TrialConfig& c : pending) file(encoding.Encode(c));
+  for (auto& [key, lrs] : earlier) std::sort(lrs.begin(), lrs.end());
+}
+
+bool GpSampler::State::IsRepeat(const Candidate& c) const {
+  const Eigen::RowVector3d e = Encode(c);
+  const auto found = earlier.find({e(0), e(2)});
+  if (found == earlier.end()) return false;
+  const std::vector<double>& lrs = found->second;
+  const auto next = std::lower_bound(lrs.begin(), lrs.end(), e(1));
+  return (next != lrs.end() && *next - e(1) < options.repeat_radius) ||
+         (next != lrs.begin() && e(1) - *(next - 1) < options.repeat_radius);
+}
+
 double GpSampler::State::LocalVariance(const Eigen::Ref<const Eigen::VectorXd>& k) const {
   // The largest covariances, largest first, and their points.
   const int count = static_cast<int>(std::min<Eigen::Index>(kBoundPoints, k.size()));
@@ -916,7 +943,9 @@ Acquisition GpSampler::State::Acquire(const std::vector<Candidate>& candidates,
   std::vector<double> bound(m), variance(m);
   for (int j = 0; j < m; ++j) {
     variance[j] = std::max(signal - nearest[j] * nearest[j] / (signal + noise), 1e-12);
-    bound[j] = LogExpectedImprovement(mean[j], std::sqrt(variance[j]), target);
+    bound[j] = options.repeat_radius > 0 && IsRepeat(candidates[j])
+                   ? -kInf
+                   : LogExpectedImprovement(mean[j], std::sqrt(variance[j]), target);
   }
   std::vector<int> order(m);
   std::iota(order.begin(), order.end(), 0);
