@@ -75,14 +75,14 @@ std::unique_ptr<Sampler> MakeSampler(const JobSpec& spec) {
   if (a == "gp" || (a == "forecast" && spec.forecast_sampler == "gp")) {
     // The forecast's GP learns from the same scores as its TPE would (JobEngine: a stopped
     // trial's expected score over its forecast), and for the same reason as its TPE passes
-    // over repeats (below). Without the rule it settled on one point: on the cpu replay
-    // table it tried the near-optimal configuration in 30% of runs, and one run spent 38
-    // of its 60 trials on one configuration. Search benchmark, forecast-gp, seeds
-    // 1560-1639, median cost to near-optimal / success, radius 0 -> 0.05 (0.05: about
-    // TPE's radius at 20-60 observations, half its kernel width):
-    //   cpu 30% -> 0.037 / 92%   mnist 0.048 / 79% -> 0.036 / 98%
-    //   hard 0.139 / 76% -> 0.101 / 100%   mnist-hard 0.212 / 65% -> 0.119 / 96%
-    // (fresh seeds: bench/RESULTS.md, "The forecast's GP passes over repeats").
+    // over repeats (below; the radius 0.05 is a little under TPE's, half its kernel width,
+    // 0.07-0.08 at 20-60 observations). Without the rule it settled on one point: on the
+    // cpu replay table one run spent 38 of its 60 trials on one configuration. Search
+    // benchmark, forecast-gp, fresh seeds 1640-1799, median cost to near-optimal /
+    // success, without -> with the rule (bench/RESULTS.md, "The forecast's GP passes over
+    // repeats"):
+    //   cpu inf / 32% -> 0.042 / 91%      mnist 0.044 / 86% -> 0.038 / 99%
+    //   hard 0.165 / 76% -> 0.098 / 98%   mnist-hard 0.186 / 61% -> 0.094 / 96%
     GpSamplerOptions options;
     options.promote_fraction = promote_fraction;
     if (a == "forecast") options.repeat_radius = 0.05;

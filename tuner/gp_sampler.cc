@@ -401,8 +401,11 @@ struct GpSampler::State {
   std::vector<Candidate> LocalCandidates(int allowed_batches);
   // The candidate with the largest expected improvement above floor.value (index -1 and
   // `floor` if none). Column j of k holds candidate j's covariances with the model's points.
+  // Repeats (IsRepeat) are left out, with kLeaveOutUnlessAll only if some candidate is not one.
+  enum class Repeats { kKeep, kLeaveOut, kLeaveOutUnlessAll };
   Acquisition Acquire(const std::vector<Candidate>& candidates,
-                      const Eigen::Ref<const Eigen::MatrixXd>& k, const Acquisition& floor);
+                      const Eigen::Ref<const Eigen::MatrixXd>& k, const Acquisition& floor,
+                      Repeats repeats);
   // An upper bound of the posterior variance of the candidate whose covariances with the
   // model's points are `k`: the variance given only the kBoundPoints nearest of them.
   double LocalVariance(const Eigen::Ref<const Eigen::VectorXd>& k) const;
@@ -844,11 +847,14 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
   Covariance(x, candidate_x, hyper, pool_k.block(0, local_columns - num_local, n, num_local));
   candidates.insert(candidates.end(), pool.begin(),
                     pool.begin() + allowed * encoding.num_optimizers() * per_slice);
+  const bool rule = options.repeat_radius > 0;
   const Acquisition first = Acquire(
       candidates,
       pool_k.block(0, local_columns - num_local, n, static_cast<Eigen::Index>(candidates.size())),
-      Acquisition());
+      Acquisition(), rule ? Repeats::kLeaveOutUnlessAll : Repeats::kKeep);
   Candidate best = candidates[first.index];
+  // A repeat won only if every candidate was one: then so may the refinement.
+  const Repeats refine_repeats = rule && !IsRepeat(best) ? Repeats::kLeaveOut : Repeats::kKeep;
   std::vector<Candidate> refined;
   const double scales[] = {0.002, 0.006, 0.02};
   for (int i = 0; i < options.n_refine_candidates; ++i) {
@@ -861,7 +867,7 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
     for (size_t i = 0; i < refined.size(); ++i) candidate_x.row(i) = Encode(refined[i]);
     k_refine.resize(n, candidate_x.rows());
     Covariance(x, candidate_x, hyper, k_refine);
-    const int second = Acquire(refined, k_refine, /*floor=*/first).index;
+    const int second = Acquire(refined, k_refine, /*floor=*/first, refine_repeats).index;
     if (second >= 0) best = refined[second];
   }
   return encoding.Decode(best.batch_index, best.lr, best.optimizer_index);
@@ -921,7 +927,7 @@ double GpSampler::State::LocalVariance(const Eigen::Ref<const Eigen::VectorXd>& 
 
 Acquisition GpSampler::State::Acquire(const std::vector<Candidate>& candidates,
                                       const Eigen::Ref<const Eigen::MatrixXd>& k,
-                                      const Acquisition& floor) {
+                                      const Acquisition& floor, Repeats repeats) {
   const int m = static_cast<int>(candidates.size());
   const double signal = hyper.signal();
   const double noise = factor.diagonal();
@@ -940,12 +946,17 @@ Acquisition GpSampler::State::Acquire(const std::vector<Candidate>& candidates,
   // given fewer points is larger. First, given the nearest point only, for all; then, for
   // those that can still beat the best exact EI so far, given the kBoundPoints nearest
   // model points; then the exact O(n^2) variance in chunks, for those that still can.
+  std::vector<char> left_out(m, 0);
+  if (repeats != Repeats::kKeep) {
+    int fresh = m;
+    for (int j = 0; j < m; ++j) fresh -= left_out[j] = IsRepeat(candidates[j]);
+    if (fresh == 0 && repeats == Repeats::kLeaveOutUnlessAll) left_out.assign(m, 0);
+  }
   std::vector<double> bound(m), variance(m);
   for (int j = 0; j < m; ++j) {
     variance[j] = std::max(signal - nearest[j] * nearest[j] / (signal + noise), 1e-12);
-    bound[j] = options.repeat_radius > 0 && IsRepeat(candidates[j])
-                   ? -kInf
-                   : LogExpectedImprovement(mean[j], std::sqrt(variance[j]), target);
+    bound[j] =
+        left_out[j] ? -kInf : LogExpectedImprovement(mean[j], std::sqrt(variance[j]), target);
   }
   std::vector<int> order(m);
   std::iota(order.begin(), order.end(), 0);

@@ -24,10 +24,7 @@ struct GpSamplerOptions {
   double failure_margin = 0.25;  ///< failed/infeasible score: worst - margin * (best - worst)
   double promote_fraction = 1.0 / 3;  ///< the scheduler's 1/eta (see StoppedBelowRung)
   bool incremental = true;  ///< edit the Cholesky factor as data changes; false: refactor (tests)
-  // > 0: a candidate with an earlier proposal's batch size and optimizer and a normalised
-  // learning rate within this of its is a repeat, and EI is maximised over the others (see
-  // Acquisition). 0 = off.
-  double repeat_radius = 0.0;
+  double repeat_radius = 0.0;  ///< > 0: candidates this near an earlier proposal are repeats
 };
 
 // Gaussian-process Bayesian optimisation over (batch size, learning rate, optimizer).
@@ -66,13 +63,20 @@ struct GpSamplerOptions {
 // candidate whose bounds can still beat the best exact EI.
 // A random_fraction of the proposals after the start-up is random (SMAC's and BOHB's
 // interleaving), which keeps EI from settling on a local optimum the GP is sure of.
-// Repeats (repeat_radius > 0, which the forecast sets): a candidate with an earlier
-// proposal's batch size and optimizer (observed or pending) and a normalised learning rate
-// within repeat_radius of its is left out of both stages, unless every candidate is one.
-// Under the forecast a trial is stopped as soon as it cannot beat the incumbent, and its
-// score is what its forecast expects: a point the GP knows well can keep the largest EI
-// while the GP is surer still that the rest is worse, and it was proposed again and again
-// (38 of 60 trials on one replay-table configuration in a run; see algorithms.cc).
+//
+// Repeats (repeat_radius > 0, which the forecast sets). A candidate with the batch size and
+// optimizer of an earlier proposal (observed, or one of the pending ones below) and a
+// normalised log learning rate within repeat_radius of its is a repeat. Repeats are left
+// out of the first stage unless every candidate is one, and out of the second unless the
+// first stage's winner is one; so the GP proposes a repeat only when it has nothing else,
+// and then the one of largest EI. Under the forecast a trial is stopped as soon as it
+// cannot beat the incumbent, and its score is what its forecast expects: a point the GP
+// knows well can keep the largest EI while the GP is surer still that the rest is worse,
+// and it was proposed again and again (38 of 60 trials on one replay-table configuration
+// in a run; see algorithms.cc). A job long enough that every learning rate of every
+// (batch size, optimizer) pair lies within the radius of an earlier proposal has only
+// repeats left, and the rule no longer applies (bench_sampler_latency's 1,000 random
+// observations are such a history).
 //
 // Failed and infeasible observations. A configuration that diverged or ran out of memory
 // at a short budget would at a longer one too, so they count at every rung: each enters
