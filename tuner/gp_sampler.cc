@@ -949,7 +949,10 @@ Acquisition GpSampler::State::Acquire(const std::vector<Candidate>& candidates,
   std::vector<char> left_out(m, 0);
   if (repeats != Repeats::kKeep) {
     int fresh = m;
-    for (int j = 0; j < m; ++j) fresh -= left_out[j] = IsRepeat(candidates[j]);
+    for (int j = 0; j < m; ++j) {
+      left_out[j] = IsRepeat(candidates[j]);
+      fresh -= left_out[j];
+    }
     if (fresh == 0 && repeats == Repeats::kLeaveOutUnlessAll) left_out.assign(m, 0);
   }
   std::vector<double> bound(m), variance(m);
