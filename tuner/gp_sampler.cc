@@ -399,10 +399,15 @@ struct GpSampler::State {
   // Draws the learning rates of one (batch size, optimizer) slice of the pool afresh.
   void DrawPoolSlice(int slice);
   std::vector<Candidate> LocalCandidates(int allowed_batches);
+  // What Acquire does with repeats.
+  enum class Repeats {
+    kKeep,               ///< weighs them as any candidate
+    kLeaveOut,           ///< leaves them out (the floor if every candidate is one)
+    kLeaveOutUnlessAll,  ///< leaves them out unless every candidate is one
+  };
   // The candidate with the largest expected improvement above floor.value (index -1 and
   // `floor` if none). Column j of k holds candidate j's covariances with the model's points.
-  // Repeats (IsRepeat) are left out, with kLeaveOutUnlessAll only if some candidate is not one.
-  enum class Repeats { kKeep, kLeaveOut, kLeaveOutUnlessAll };
+  // Repeats (IsRepeat) among the candidates: see `Repeats`.
   Acquisition Acquire(const std::vector<Candidate>& candidates,
                       const Eigen::Ref<const Eigen::MatrixXd>& k, const Acquisition& floor,
                       Repeats repeats);
@@ -847,14 +852,15 @@ TrialConfig GpSampler::State::Propose(int max_batch_size) {
   Covariance(x, candidate_x, hyper, pool_k.block(0, local_columns - num_local, n, num_local));
   candidates.insert(candidates.end(), pool.begin(),
                     pool.begin() + allowed * encoding.num_optimizers() * per_slice);
-  const bool rule = options.repeat_radius > 0;
+  const bool leave_out_repeats = options.repeat_radius > 0;
   const Acquisition first = Acquire(
       candidates,
       pool_k.block(0, local_columns - num_local, n, static_cast<Eigen::Index>(candidates.size())),
-      Acquisition(), rule ? Repeats::kLeaveOutUnlessAll : Repeats::kKeep);
+      Acquisition(), leave_out_repeats ? Repeats::kLeaveOutUnlessAll : Repeats::kKeep);
   Candidate best = candidates[first.index];
   // A repeat won only if every candidate was one: then so may the refinement.
-  const Repeats refine_repeats = rule && !IsRepeat(best) ? Repeats::kLeaveOut : Repeats::kKeep;
+  const Repeats refine_repeats =
+      leave_out_repeats && !IsRepeat(best) ? Repeats::kLeaveOut : Repeats::kKeep;
   std::vector<Candidate> refined;
   const double scales[] = {0.002, 0.006, 0.02};
   for (int i = 0; i < options.n_refine_candidates; ++i) {

@@ -24,7 +24,7 @@ struct GpSamplerOptions {
   double failure_margin = 0.25;  ///< failed/infeasible score: worst - margin * (best - worst)
   double promote_fraction = 1.0 / 3;  ///< the scheduler's 1/eta (see StoppedBelowRung)
   bool incremental = true;  ///< edit the Cholesky factor as data changes; false: refactor (tests)
-  double repeat_radius = 0.0;  ///< > 0: candidates this near an earlier proposal are repeats
+  double repeat_radius = 0.0;  ///< log-lr distance of a repeat (same batch, optimizer); 0 = off
 };
 
 // Gaussian-process Bayesian optimisation over (batch size, learning rate, optimizer).
