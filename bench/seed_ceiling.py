@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The success a tuner can reach on a replay table when it trains each configuration once.
+
+    bench/seed_ceiling.py TABLE.csv [--target X] [--draws 20000] [--confirm 2,3,5]
+
+search_benchmark.py names a run's incumbent as the trial of least observed time-to-accuracy
+(TTA), and calls the run a success when that configuration's true TTA (the mean over the
+seeds recorded for it) is within 10% of the best. A trial replays one recorded seed. Where
+seeds of one configuration differ by more than that 10%, a trial's seed can decide which
+configuration looks best.
+
+This script draws, many times over, one recorded seed for every configuration (as a grid
+search of one trial per configuration, whatever the order, would see), names the least
+observed TTA, and prints how often that is near-optimal: an upper bound on the success of
+any search that trains each configuration at most once and names its incumbent that way.
+Then, for each k of --confirm, the same draws with the k least observed trained again on
+every recorded seed and the least mean named: what confirming the top k across seeds would
+reach, and what those confirmations cost (median over the draws, as a share of the grid,
+each stopped at its target or at twice the least observed TTA, as the engine's
+confirmations are; the naming takes every seed's whole TTA, so it does not count what such a
+stop would hide). Nothing is trained; a few seconds.
+"""
+
+import argparse
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import search_benchmark as sb  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("table")
+    ap.add_argument("--target", type=float, help="default: the table's '# bench_target=' line")
+    ap.add_argument("--draws", type=int, default=20000)
+    ap.add_argument("--confirm", default="2,3,5", help="k values, comma-separated")
+    args = ap.parse_args()
+
+    table = sb.Table(args.table)
+    target = args.target if args.target is not None else float(table.meta.get("bench_target", 0.80))
+    truth = sb.Truth(table, target)
+    per_seed = {k: [sb.seed_tta(c, target) for _, c in sorted(table.curves[k].items())]
+                for k in table.order}
+    whole = {k: [sum(s for _, s in c) for _, c in sorted(table.curves[k].items())]
+             for k in table.order}
+    ks = [int(x) for x in args.confirm.split(",") if x]
+
+    rng = random.Random(1)
+    once = 0
+    confirmed = {k: 0 for k in ks}
+    costs = {k: [] for k in ks}
+    for _ in range(args.draws):
+        drawn = {key: rng.randrange(len(v)) for key, v in per_seed.items()}
+        seen = {key: per_seed[key][i] for key, i in drawn.items()}
+        ranked = sorted(seen, key=seen.get)
+        once += truth.near_optimal(ranked[0])
+        limit = 2.0 * seen[ranked[0]]
+        for k in ks:
+            confirmed[k] += truth.near_optimal(min(ranked[:k], key=truth.tta.get))
+            costs[k].append(sum(min(per_seed[key][j], whole[key][j], limit)
+                                for key in ranked[:k] for j in range(len(per_seed[key]))
+                                if j != drawn[key]) / truth.grid_full)
+
+    seeds = sorted({len(s) for s in table.curves.values()})
+    print(f"{args.table}: target {target}, seeds per configuration {seeds}, "
+          f"near-optimal: {', '.join('%d/%g/%s' % k for k in truth.near)}")
+    print(f"  each configuration once, least observed TTA named: near-optimal in "
+          f"{100.0 * once / args.draws:.1f}% of {args.draws} draws")
+    for k in ks:
+        print(f"  then the {k} least observed on every seed, least mean named: "
+              f"{100.0 * confirmed[k] / args.draws:.1f}%, for {sb.quantile(costs[k], 0.5):.3f} of grid")
+
+
+if __name__ == "__main__":
+    main()
