@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The success a tuner can reach on a replay table when it trains each configuration once.
+"""What seed luck does to a search's success on a replay table with several seeds.
 
-    bench/seed_ceiling.py TABLE.csv [--target X] [--draws 20000] [--confirm 2,3,5]
+    bench/seed_luck.py TABLE.csv [--target X] [--draws 20000] [--confirm 2,3,5]
 
 search_benchmark.py names a run's incumbent as the trial of least observed time-to-accuracy
 (TTA), and calls the run a success when that configuration's true TTA (the mean over the
@@ -9,10 +9,12 @@ seeds recorded for it) is within 10% of the best. A trial replays one recorded s
 seeds of one configuration differ by more than that 10%, a trial's seed can decide which
 configuration looks best.
 
-This script draws, many times over, one recorded seed for every configuration (as a grid
-search of one trial per configuration, whatever the order, would see), names the least
-observed TTA, and prints how often that is near-optimal: an upper bound on the success of
-any search that trains each configuration at most once and names its incumbent that way.
+This script draws, many times over, one recorded seed for every configuration, names the
+least observed TTA, and prints how often that is near-optimal: the success of a search that
+trains every configuration once to the target (a grid on random seeds). It is not a bound
+on other searches: one that never trains a configuration on its lucky seed, or stops it
+first, can do better.
+
 Then, for each k of --confirm, the same draws with the k least observed trained again on
 every recorded seed and the least mean named: what confirming the top k across seeds would
 reach, and what those confirmations cost (median over the draws, as a share of the grid,
@@ -41,6 +43,8 @@ def main():
     table = sb.Table(args.table)
     target = args.target if args.target is not None else float(table.meta.get("bench_target", 0.80))
     truth = sb.Truth(table, target)
+    if truth.reaching == 0:
+        sys.exit(f"no configuration reaches {target} on every seed it has: lower --target")
     per_seed = {k: [sb.seed_tta(c, target) for _, c in sorted(table.curves[k].items())]
                 for k in table.order}
     whole = {k: [sum(s for _, s in c) for _, c in sorted(table.curves[k].items())]
