@@ -200,6 +200,35 @@ class Truth:
         return self.tta[key] <= NEAR * self.tta_star
 
 
+def seed_luck(table, truth, draws, ks, rng_seed=1):
+    """How often a grid on random seeds names a near-optimal configuration (bench/seed_luck.py
+    says more). Each draw picks one recorded seed for every configuration and names the least
+    observed TTA, as evaluate() names the incumbent. Returns that share, and for each k of ks
+    the share when the k least observed are trained on every seed and the least mean named,
+    with the median cost of those confirmations (each stopped at its target or at twice the
+    least observed TTA) as a share of the grid."""
+    per_seed = {k: [seed_tta(c, truth.target) for _, c in sorted(table.curves[k].items())]
+                for k in table.order}
+    whole = {k: [sum(s for _, s in c) for _, c in sorted(table.curves[k].items())]
+             for k in table.order}
+    rng = random.Random(rng_seed)
+    once = 0
+    confirmed = {k: 0 for k in ks}
+    costs = {k: [] for k in ks}
+    for _ in range(draws):
+        drawn = {key: rng.randrange(len(v)) for key, v in per_seed.items()}
+        seen = {key: per_seed[key][i] for key, i in drawn.items()}
+        ranked = sorted(seen, key=seen.get)
+        once += truth.near_optimal(ranked[0])
+        limit = 2.0 * seen[ranked[0]]
+        for k in ks:
+            confirmed[k] += truth.near_optimal(min(ranked[:k], key=truth.tta.get))
+            costs[k].append(sum(min(per_seed[key][j], whole[key][j], limit)
+                                for key in ranked[:k] for j in range(len(per_seed[key]))
+                                if j != drawn[key]) / truth.grid_full)
+    return once / draws, {k: (confirmed[k] / draws, quantile(costs[k], 0.5)) for k in ks}
+
+
 # ------------------------------------------------------------------------- the evaluation
 
 
@@ -754,6 +783,13 @@ def main():
     print(f"grid cost (every configuration, all {table.epochs} epochs): {truth.grid_full:.1f} s;"
           f" grid stopping each run at the target: {truth.grid_stop:.1f} s "
           f"({truth.grid_stop / truth.grid_full:.3f} of the full grid)")
+    luck = None
+    if max(len(s) for s in table.curves.values()) > 1:
+        once, confirmed = seed_luck(table, truth, 2000, [3])
+        luck = {"grid": once, "confirm_top3": confirmed[3][0]}
+        print(f"seed luck: a grid on random seeds names a near-optimal configuration in "
+              f"{100 * once:.1f}% of 2000 draws, and {100 * confirmed[3][0]:.1f}% with its 3 "
+              f"best confirmed on every seed (bench/seed_luck.py)")
     seeds = (f"{args.seeds} seeds" if args.first_seed == 0 else
              f"{args.seeds} seeds ({args.first_seed}..{args.first_seed + args.seeds - 1})")
     if args.time_budget_s > 0:
@@ -863,7 +899,7 @@ def main():
             "configurations": grid_points, "reaching": truth.reaching,
             "tta_star": truth.tta_star, "best": list(truth.best_key),
             "near_optimal": [list(k) + [truth.tta[k]] for k in truth.near],
-            "grid_full_s": truth.grid_full, "grid_stop_s": truth.grid_stop,
+            "grid_full_s": truth.grid_full, "grid_stop_s": truth.grid_stop, "seed_luck": luck,
             "summary": rows, "verdict": verdict, "runs": results, "elapsed_s": elapsed,
         }
         with open(args.json, "w") as f:

@@ -25,7 +25,6 @@ stop would hide). Nothing is trained; a few seconds.
 
 import argparse
 import os
-import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,36 +44,18 @@ def main():
     truth = sb.Truth(table, target)
     if truth.reaching == 0:
         sys.exit(f"no configuration reaches {target} on every seed it has: lower --target")
-    per_seed = {k: [sb.seed_tta(c, target) for _, c in sorted(table.curves[k].items())]
-                for k in table.order}
-    whole = {k: [sum(s for _, s in c) for _, c in sorted(table.curves[k].items())]
-             for k in table.order}
     ks = [int(x) for x in args.confirm.split(",") if x]
-
-    rng = random.Random(1)
-    once = 0
-    confirmed = {k: 0 for k in ks}
-    costs = {k: [] for k in ks}
-    for _ in range(args.draws):
-        drawn = {key: rng.randrange(len(v)) for key, v in per_seed.items()}
-        seen = {key: per_seed[key][i] for key, i in drawn.items()}
-        ranked = sorted(seen, key=seen.get)
-        once += truth.near_optimal(ranked[0])
-        limit = 2.0 * seen[ranked[0]]
-        for k in ks:
-            confirmed[k] += truth.near_optimal(min(ranked[:k], key=truth.tta.get))
-            costs[k].append(sum(min(per_seed[key][j], whole[key][j], limit)
-                                for key in ranked[:k] for j in range(len(per_seed[key]))
-                                if j != drawn[key]) / truth.grid_full)
+    once, confirmed = sb.seed_luck(table, truth, args.draws, ks)
 
     seeds = sorted({len(s) for s in table.curves.values()})
     print(f"{args.table}: target {target}, seeds per configuration {seeds}, "
           f"near-optimal: {', '.join('%d/%g/%s' % k for k in truth.near)}")
     print(f"  each configuration once, least observed TTA named: near-optimal in "
-          f"{100.0 * once / args.draws:.1f}% of {args.draws} draws")
+          f"{100.0 * once:.1f}% of {args.draws} draws")
     for k in ks:
+        share, cost = confirmed[k]
         print(f"  then the {k} least observed on every seed, least mean named: "
-              f"{100.0 * confirmed[k] / args.draws:.1f}%, for {sb.quantile(costs[k], 0.5):.3f} of grid")
+              f"{100.0 * share:.1f}%, for {cost:.3f} of grid")
 
 
 if __name__ == "__main__":
