@@ -222,6 +222,14 @@ void PrintReport(const json& r) {
                   reference.empty() ? "measured" : reference.c_str(),
                   Fixed(best["best_accuracy"].get<double>(), 3).c_str(),
                   best["epochs_done"].get<int>());
+      const json& seeds = r.value("best_seed_tta_s", json::array());
+      if (seeds.is_array() && seeds.size() > 1) {
+        std::string each;
+        for (const json& s : seeds) {
+          if (s.is_number()) each += (each.empty() ? "" : ", ") + Fixed(s.get<double>(), 2);
+        }
+        std::printf("  the mean over %zu seeds, whose TTAs were %s s\n", seeds.size(), each.c_str());
+      }
     } else {
       std::printf("  the target was NOT reached; best validation accuracy %s after %d epochs\n",
                   Fixed(best["best_accuracy"].get<double>(), 3).c_str(),

@@ -302,6 +302,7 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   if (field != nullptr) TOPOTUNE_RETURN_IF_ERROR(ParseScheduler(*field, &spec));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_trials", 1, 10000, &spec.max_trials));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("seed", 0, INT64_MAX, &spec.seed));
+  TOPOTUNE_RETURN_IF_ERROR(f.IntAs("incumbent_seeds", 1, 5, &spec.incumbent_seeds));
   TOPOTUNE_RETURN_IF_ERROR(f.Number("momentum", &spec.momentum));
   if (!(spec.momentum >= 0 && spec.momentum < 1)) {
     return Status::InvalidArgument("momentum must be in [0, 1), got " + Num(spec.momentum));
@@ -365,6 +366,7 @@ json JobSpecToJson(const JobSpec& spec) {
               {"auto_reason", spec.auto_reason}}},
             {"max_trials", spec.max_trials},
             {"seed", spec.seed},
+            {"incumbent_seeds", spec.incumbent_seeds},
             {"momentum", spec.momentum},
             {"grid_lr_points", spec.grid_lr_points}};
   if (spec.asha.unit == RungUnit::kSeconds) {

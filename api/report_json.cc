@@ -125,6 +125,7 @@ json ToJson(const Report& r) {
           {"target_accuracy", r.target_accuracy},
           {"target_reached", r.target_reached},
           {"best", r.best ? with_classes(*r.best) : json(nullptr)},
+          {"best_seed_tta_s", r.best_seed_tta_s},
           {"best_curve", curve},
           {"trials_total", r.trials_total},
           {"trials_by_state", r.trials_by_state},

@@ -238,6 +238,12 @@ constexpr const char* kCutSeconds = R"sql(
 ALTER TABLE trials ADD COLUMN cut_s REAL NOT NULL DEFAULT 0;
 )sql";
 
+// A rerun on another seed that repeated an earlier run's curve (TrialRecord::repeats: that
+// run's number; -1: not one).
+constexpr const char* kSeedRepeats = R"sql(
+ALTER TABLE trials ADD COLUMN repeats INTEGER NOT NULL DEFAULT -1;
+)sql";
+
 Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   char* error = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::OK();
@@ -312,7 +318,7 @@ const std::vector<Migration>& Migrations() {
       {11, kForecastScores},    {12, kCountedLinks},
       {13, kAdamOptimizerPart}, {14, kAdamDoesNotFit},
       {15, kPointDeviceClass},  {16, kProbeTimedSeconds},
-      {17, kCutSeconds},
+      {17, kCutSeconds},        {18, kSeedRepeats},
   };
   return kMigrations;
 }

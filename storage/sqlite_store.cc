@@ -120,7 +120,7 @@ constexpr const char* kTrialFields =
     "job_id, number, batch_size, learning_rate, optimizer, seed, state, rung, "
     "epochs_done, target_epochs, worker, reason, reached_target, tta_s, train_s, "
     "best_accuracy, attempt, bracket, rung_start_epoch, forecast_tta_s, forecast_lo_s, "
-    "forecast_hi_s, forecast_p_win, forecast_p_reach, confirms, forecast_score, cut_s";
+    "forecast_hi_s, forecast_p_win, forecast_p_reach, confirms, forecast_score, cut_s, repeats";
 constexpr const char* kSelectWorkers =
     "SELECT id, device_kind, device_name, cores, memory_bytes, state, connected_at, "
     "last_heartbeat, device_class, site FROM workers";
@@ -184,6 +184,7 @@ StatusOr<TrialRecord> ReadTrial(const Statement& row) {
   }
   trial.confirms = static_cast<int>(row.Int(25));
   trial.cut_s = row.Double(27);
+  trial.repeats = static_cast<int>(row.Int(28));
   return trial;
 }
 
@@ -289,7 +290,7 @@ Statement& BindTrialFields(Statement& stmt, const TrialRecord& trial) {
   } else {
     stmt.BindNull();
   }
-  return stmt.BindDouble(trial.cut_s);
+  return stmt.BindDouble(trial.cut_s).BindInt(trial.repeats);
 }
 
 Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
@@ -300,7 +301,7 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
                  "train_s = ?, best_accuracy = ?, attempt = ?, bracket = ?, "
                  "rung_start_epoch = ?, forecast_tta_s = ?, forecast_lo_s = ?, "
                  "forecast_hi_s = ?, forecast_p_win = ?, forecast_p_reach = ?, confirms = ?, "
-                 "forecast_score = ?, cut_s = ? "
+                 "forecast_score = ?, cut_s = ?, repeats = ? "
                  "WHERE id = ?",
                  "updating trial " + std::to_string(trial.id));
   BindTrialFields(stmt, trial).BindInt(trial.id);
@@ -315,7 +316,7 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
 Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
   const std::string sql =
       std::string("INSERT INTO trials (") + kTrialFields +
-      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
   Statement stmt(db, sql.c_str(), what);
   BindTrialFields(stmt, trial);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

@@ -106,6 +106,11 @@ Status JobEngine::Rebuild() {
     ++sampled_;
   }
 
+  for (auto& [id, t] : trials_) {
+    for (const auto& [first_id, first] : trials_) {
+      if (IsRerunOf(t.record, first.record)) t.rerun = true;
+    }
+  }
   // The epochs done, from their stored points; points after them belong to a segment that
   // was cut before its trial was reset (stores written before ResetTrial existed).
   StatusOr<std::vector<CurvePoint>> points = journal_->ListCurvePoints(job_.id);
@@ -216,12 +221,83 @@ StatusOr<Target> JobEngine::CountedReference(const Target& now_known) {
   return now_known;
 }
 
+std::vector<const TrialRecord*> JobEngine::Records() const {
+  std::vector<const TrialRecord*> records;
+  records.reserve(trials_.size());
+  for (const auto& [id, t] : trials_) records.push_back(&t.record);
+  return records;
+}
+
 std::optional<double> JobEngine::IncumbentTta() const {
+  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
   std::optional<double> best;
+  if (named != nullptr) best = named->MeanTta();
   for (const auto& [id, t] : trials_) {
-    if (t.record.reached_target && (!best || t.record.tta_s < *best)) best = t.record.tta_s;
+    if (!t.record.reached_target || (best && t.record.tta_s >= *best)) continue;
+    const bool unnamed_first =
+        named == nullptr && t.record.confirms < 0 && !groups.at(t.record.number).missed;
+    if (IsConfirmation(t) || unnamed_first) best = t.record.tta_s;
   }
   return best;
+}
+
+double JobEngine::RerunCap(const SeedGroup& group) const {
+  double cap = kConfirmLimit * group.first->tta_s;
+  const SeedGroup* named = NamedGroup(GroupBySeed(Records()), spec_.incumbent_seeds);
+  if (named != nullptr && named->first != group.first) {
+    double spent = 0.0;
+    for (double s : group.tta_s) spent += s;
+    cap = std::min(cap, spec_.incumbent_seeds * named->MeanTta() - spent);
+  }
+  return cap;
+}
+
+std::vector<const JobEngine::LiveTrial*> JobEngine::DueReruns(int max_batch) const {
+  std::vector<const LiveTrial*> due;
+  if (spec_.incumbent_seeds <= 1) return due;
+  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
+  std::vector<const SeedGroup*> open;
+  for (const auto& [number, g] : groups) {
+    if (!g.first->reached_target || g.missed || g.running || g.seed_free ||
+        g.runs >= spec_.incumbent_seeds || g.first->config.batch_size > max_batch ||
+        (named != nullptr && g.MeanTta() >= named->MeanTta())) {
+      continue;
+    }
+    const double cap = RerunCap(g);
+    if (cap <= 0 || (spec_.time_budget_s > 0 && cap > spec_.time_budget_s - SpentSeconds())) {
+      continue;
+    }
+    open.push_back(&g);
+  }
+  std::sort(open.begin(), open.end(), [](const SeedGroup* a, const SeedGroup* b) {
+    return a->MeanTta() < b->MeanTta() ||
+           (a->MeanTta() == b->MeanTta() && a->first->number < b->first->number);
+  });
+  for (const SeedGroup* g : open) {
+    for (const auto& [id, t] : trials_) {
+      if (&t.record == g->first) due.push_back(&t);
+    }
+  }
+  return due;
+}
+
+int JobEngine::RepeatedRun(const LiveTrial& t) const {
+  const size_t done = t.epoch_accuracy.size();
+  for (const auto& [id, other] : trials_) {
+    const bool earlier_run =
+        other.record.number == t.record.confirms ||
+        (other.rerun && other.record.confirms == t.record.confirms &&
+         other.record.number < t.record.number && other.record.repeats < 0);
+    if (!earlier_run || other.epoch_accuracy.empty()) continue;
+    const size_t n = std::min<size_t>(kSameCurveEpochs, other.epoch_accuracy.size());
+    if (done == n && std::equal(t.epoch_accuracy.begin(), t.epoch_accuracy.end(),
+                                other.epoch_accuracy.begin())) {
+      return other.record.number;
+    }
+  }
+  return -1;
 }
 
 void JobEngine::SetWorkerOnline(const std::string& worker_id, bool online,
@@ -256,7 +332,7 @@ std::vector<const JobEngine::LiveTrial*> JobEngine::DueConfirmations(int max_bat
   for (const auto& [id, t] : trials_) {
     if (IsConfirmation(t)) {
       confirmed.insert(t.record.confirms);
-    } else if (t.record.reached_target) {
+    } else if (t.record.reached_target && !t.rerun) {
       reached.push_back(&t);
     }
   }
@@ -431,22 +507,29 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
   ++t.record.attempt;
   t.record.reason.clear();
   t.stop_reason.clear();
-  const std::optional<double> incumbent = IncumbentTta();
-  t.bound_s = IsConfirmation(t) ? ConfirmLimit(t) : incumbent ? *incumbent : 0.0;
+  if (IsConfirmation(t)) {
+    t.bound_s = ConfirmLimit(t);
+  } else if (t.rerun) {
+    const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+    t.bound_s = RerunCap(groups.at(t.record.confirms));
+  } else {
+    const std::optional<double> incumbent = IncumbentTta();
+    t.bound_s = incumbent ? *incumbent : 0.0;
+  }
   a.job_id = job_.id;
   a.placement = placement;
   a.trial = t.record;
   a.start_epoch = start_epoch;
   a.max_train_s = t.bound_s;
-  if (InSeconds() && !IsConfirmation(t)) {
+  if (InSeconds() && t.record.confirms < 0) {
     const double rung_s = spec_.asha.RungSeconds(t.record.rung);
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, rung_s) : rung_s;
   }
   t.budget_cap_s = 0.0;
-  if (spec_.time_budget_s > 0 && !IsConfirmation(t)) {
+  if (spec_.time_budget_s > 0 && t.record.confirms < 0) {
     // Ends where the budget would, had no other segment run meanwhile (OnEpoch stops it
-    // earlier if one did). A confirmation starts only when the budget covers its limit
-    // (ConfirmationFits), and runs to it.
+    // earlier if one did). A confirmation or a rerun starts only when the budget covers its
+    // limit (ConfirmationFits, DueReruns), and runs to it.
     t.budget_cap_s = t.record.train_s + std::max(0.0, spec_.time_budget_s - SpentSeconds());
     a.max_train_s = a.max_train_s > 0 ? std::min(a.max_train_s, t.budget_cap_s) : t.budget_cap_s;
   }
@@ -481,10 +564,13 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& p
   }
   using Step = StatusOr<std::optional<Assignment>> (JobEngine::*)(const Placement&);
   const std::vector<Step> steps =
-      Forecasting() ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryContinue,
-                                        &JobEngine::TryNewTrial, &JobEngine::TryConfirm}
-                    : std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryPromotion,
-                                        &JobEngine::TryNewTrial, &JobEngine::TryConfirm};
+      Forecasting()
+          ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryRerun,
+                              &JobEngine::TryContinue, &JobEngine::TryNewTrial,
+                              &JobEngine::TryConfirm}
+          : std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryRerun,
+                              &JobEngine::TryPromotion, &JobEngine::TryNewTrial,
+                              &JobEngine::TryConfirm};
   for (Step step : steps) {
     StatusOr<std::optional<Assignment>> got = (this->*step)(placement);
     if (!got.ok()) return got.status();
@@ -935,6 +1021,35 @@ StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& place
   return std::optional<Assignment>();
 }
 
+StatusOr<std::optional<Assignment>> JobEngine::TryRerun(const Placement& placement) {
+  const std::vector<const LiveTrial*> due = DueReruns(placement.max_batch_size);
+  if (due.empty()) return std::optional<Assignment>();
+  const TrialRecord& first = due.front()->record;
+  int reruns = 0;
+  for (const auto& [id, t] : trials_) {
+    if (t.rerun && t.record.confirms == first.number) ++reruns;
+  }
+  TrialRecord record;
+  record.job_id = job_.id;
+  record.number = spec_.max_trials + confirmations_;
+  record.confirms = first.number;
+  record.config = first.config;
+  record.seed = first.seed + static_cast<uint64_t>(reruns) + 1;  // the next seed
+  record.state = TrialState::kRunning;
+  record.bracket = first.bracket;
+  record.rung = first.rung;
+  record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
+  record.worker = placement.lead();
+  StatusOr<int64_t> id = journal_->CreateTrial(record);
+  if (!id.ok()) return id.status();
+  record.id = *id;
+  ++confirmations_;
+  LiveTrial& t = trials_[record.id];
+  t.record = record;
+  t.rerun = true;
+  return std::optional<Assignment>(Start(t, placement, 0));
+}
+
 StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& point) {
   auto it = trials_.find(trial_id);
   if (it == trials_.end()) return Status::NotFound("trial " + std::to_string(trial_id));
@@ -971,18 +1086,28 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   Recount(t);
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
-  // A confirmation runs to its own limit, not the incumbent's time.
-  const std::optional<double> incumbent = !IsConfirmation(t) ? IncumbentTta()
-                                          : t.bound_s > 0.0  ? std::optional<double>(t.bound_s)
-                                                             : std::nullopt;
-  if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
+  // A confirmation or a rerun runs to its own limit, not the incumbent's time.
+  std::optional<double> incumbent;
+  if (t.record.confirms < 0) {
+    incumbent = IncumbentTta();
+  } else if (t.bound_s > 0.0) {
+    incumbent = t.bound_s;
+  }
+  const int repeated = t.rerun && t.record.repeats < 0 ? RepeatedRun(t) : -1;
+  if (repeated >= 0) {
+    t.record.repeats = repeated;
+    verdict = {true, "its first " + std::to_string(point.epoch) +
+                         " epochs repeat trial " + std::to_string(repeated) +
+                         "'s exactly: the seed does not change this configuration's training"};
+    t.stop_reason = verdict.reason;
+  } else if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
     t.record.reached_target = true;
     t.record.tta_s = t.record.train_s;
     verdict = {true, "reached the target"};
   } else if (incumbent && t.record.train_s >= *incumbent) {
     verdict = {true, BoundReason(t, *incumbent)};
     t.stop_reason = verdict.reason;
-  } else if (!IsConfirmation(t) && BudgetSpent()) {
+  } else if (t.record.confirms < 0 && BudgetSpent()) {
     verdict = {true, BudgetReason()};
     t.stop_reason = verdict.reason;
   }
@@ -1024,7 +1149,32 @@ Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
   return journal_->UpdateTrial(r);
 }
 
+Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
+  TrialRecord& r = t.record;
+  const std::string what = "reruns trial " + std::to_string(r.confirms) + " on seed " +
+                           std::to_string(r.seed) + ": ";
+  if (r.repeats >= 0) {
+    r.state = TrialState::kStopped;
+    r.reason = what + t.stop_reason;
+  } else if (r.reached_target) {
+    r.state = TrialState::kCompleted;
+    r.reason = what + Format("TTA %.2f s", r.tta_s);
+  } else if (outcome.status == SegmentStatus::kInfeasible) {
+    r.state = TrialState::kInfeasible;
+    r.reason = what + outcome.message;
+  } else if (outcome.status == SegmentStatus::kFailed) {
+    r.state = TrialState::kFailed;
+    r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
+  } else {
+    r.state = TrialState::kStopped;
+    r.reason = what + Format("the target not reached in %.2f s", r.train_s) +
+               Format(" (its cap %.2f s: past it the configuration cannot win)", t.bound_s);
+  }
+  return journal_->UpdateTrial(r);
+}
+
 Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
+  if (t.rerun) return EndRerun(t, outcome);
   if (IsConfirmation(t)) return EndConfirmation(t, outcome);
   TrialRecord& r = t.record;
   if (r.reached_target) {
@@ -1164,6 +1314,7 @@ Status JobEngine::MaybeFinish(double now) {
       if (!*pruned && CanResumeOn(t, "")) return Status::OK();  // a worker will take it
     }
   }
+  if (!DueReruns(kAnyBatchSize).empty()) return Status::OK();
   // The best trials counted from another class are measured on the reference class, where
   // the time budget leaves enough for it.
   if (can_confirm) {

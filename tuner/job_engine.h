@@ -13,6 +13,7 @@
 #include "tuner/curve_model.h"
 #include "tuner/journal.h"
 #include "tuner/sampler.h"
+#include "tuner/seed_groups.h"
 #include "tuner/segment.h"
 #include "tuner/status.h"
 #include "tuner/types.h"
@@ -146,7 +147,10 @@ class JobEngine {
   // The checkpoints this job may still resume from: each unfinished trial's stem, with the
   // start of its current rung (older checkpoints of it are never used again).
   std::map<std::string, int> CheckpointsToKeep() const;
-  // The best time-to-accuracy so far, if any trial reached the target.
+  // The incumbent's time-to-accuracy, if any trial reached the target: the least mean over
+  // the settled configurations (tuner/seed_groups.h; with incumbent_seeds 1, every trial
+  // that reached the target is one), or while none is, the least single TTA of those whose
+  // runs so far all reached it; confirmations on the reference class count too.
   std::optional<double> IncumbentTta() const;
   // The least TTA among trials that reached the target with no epoch counted from another
   // class's seconds (confirmations, and trials that ran on the reference class).
@@ -174,6 +178,7 @@ class JobEngine {
     // The score of its last observation (what the sampler learnt), once it has one.
     std::optional<double> observed_score;
     bool scaled = false;  // some of its seconds were counted from another class's
+    bool rerun = false;   // it reruns a sampler's trial on another seed (seed_groups.h)
   };
 
   StatusOr<std::optional<Assignment>> TryPending(const Placement& placement);
@@ -234,7 +239,26 @@ class JobEngine {
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   // A confirmation (see kConfirmTop) for a placement of the reference class.
   StatusOr<std::optional<Assignment>> TryConfirm(const Placement& placement);
-  static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0; }
+  static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0 && !t.rerun; }
+  // JobSpec::incumbent_seeds > 1: the next rerun of the most promising unsettled
+  // configuration (tuner/seed_groups.h), before any other new work of the job.
+  StatusOr<std::optional<Assignment>> TryRerun(const Placement& placement);
+  // The sampler's trials whose configuration is due its next seed, most promising first:
+  // it reached the target, every run so far did, none is running, it has fewer than
+  // incumbent_seeds runs, its mean so far is below the named incumbent's, and its next
+  // rerun's cap (RerunCap) is positive and fits the time budget left.
+  std::vector<const LiveTrial*> DueReruns(int max_batch) const;
+  // The seconds the next run of `group` may train: kConfirmLimit x its first run's TTA,
+  // and no more than would leave its mean over incumbent_seeds runs below the named
+  // incumbent's (the trials' sums compared, SMAC's adaptive capping).
+  double RerunCap(const SeedGroup& group) const;
+  // Where `t`'s first epochs equal, exactly, those of an earlier run of its configuration
+  // (kSameCurveEpochs of them, or all that run has), that run's number; else -1.
+  int RepeatedRun(const LiveTrial& t) const;
+  static constexpr int kSameCurveEpochs = 3;
+  Status EndRerun(LiveTrial& t, const SegmentResult& outcome);
+  // The job's trial records, and its sampler's trials grouped by seed.
+  std::vector<const TrialRecord*> Records() const;
   // The sampler's trials still to confirm, best first: among the kConfirmTop best that
   // reached the target, and the next ones whose count is below BestMeasuredTta, those
   // scaled, not confirmed yet, and whose batch is <= max_batch.

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "tuner/objective.h"
+#include "tuner/seed_groups.h"
 
 namespace topotune {
 
@@ -18,18 +19,42 @@ bool TrialRanksAbove(const TrialRecord& a, const TrialRecord& b) {
 
 namespace {
 
-// A trial confirmed on the job's reference class (TrialRecord::confirms) gives way to its
-// confirmation: what was measured there supersedes what was counted from another class.
-std::optional<TrialRecord> Best(const std::vector<TrialRecord>& trials) {
+// The named configuration's runs (Report::best): its seed group (tuner/seed_groups.h),
+// or where none is settled, the best trial alone. A trial confirmed on the job's
+// reference class (TrialRecord::confirms) gives way to its confirmation: what was measured
+// there supersedes what was counted from another class. A rerun on another seed counts
+// only through its group, and a configuration with a run that missed the target is not
+// named.
+std::optional<TrialRecord> Best(const std::vector<TrialRecord>& trials, int seeds,
+                                std::vector<double>* seed_tta_s = nullptr) {
+  std::vector<const TrialRecord*> records;
+  for (const auto& t : trials) records.push_back(&t);
+  const std::map<int, SeedGroup> groups = GroupBySeed(records);
+  if (const SeedGroup* named = NamedGroup(groups, seeds); named != nullptr && seeds > 1) {
+    TrialRecord best = *named->first;
+    best.tta_s = named->MeanTta();
+    if (seed_tta_s != nullptr) *seed_tta_s = named->tta_s;
+    return best;
+  }
   std::set<int> confirmed;
+  std::set<int> reruns;
   for (const auto& t : trials) {
-    if (t.confirms >= 0 && t.epochs_done > 0) confirmed.insert(t.confirms);
+    auto group = groups.find(t.confirms);
+    if (group != groups.end() && IsRerunOf(t, *group->second.first)) {
+      reruns.insert(t.number);
+    } else if (t.confirms >= 0 && t.epochs_done > 0) {
+      confirmed.insert(t.confirms);
+    }
   }
   std::optional<TrialRecord> best;
   for (const auto& t : trials) {
-    if (t.epochs_done == 0 || (t.confirms < 0 && confirmed.count(t.number))) continue;
+    if (t.epochs_done == 0 || reruns.count(t.number) ||
+        (t.confirms < 0 && (confirmed.count(t.number) || groups.at(t.number).missed))) {
+      continue;
+    }
     if (!best || TrialRanksAbove(t, *best)) best = t;
   }
+  if (best && seed_tta_s != nullptr && best->reached_target) *seed_tta_s = {best->tta_s};
   return best;
 }
 
@@ -90,7 +115,7 @@ Report BuildReport(const JobRecord& job, const JobSpec& spec,
     ++r.trials_by_state[TrialStateName(t.state)];
     r.cut_s += t.cut_s;
   }
-  r.best = Best(trials);
+  r.best = Best(trials, spec.incumbent_seeds, &r.best_seed_tta_s);
   r.target_reached = r.best && r.best->reached_target;
   for (const auto& p : points) {
     r.compute_s += p.wall_s;
@@ -146,7 +171,7 @@ JobProgress SummariseProgress(const JobRecord& job, const JobSpec& spec,
     if (IsTerminal(t.state) || t.state == TrialState::kPaused) ++settled;
     spent_s += t.train_s + t.cut_s;
   }
-  p.best = Best(trials);
+  p.best = Best(trials, spec.incumbent_seeds);
   if (IsTerminal(job.state)) {
     p.fraction = 1.0;
   } else if (spec.max_trials > 0) {

@@ -38,8 +38,12 @@ struct Report {
   double target_accuracy = 0.0;
   bool target_reached = false;
   // Least TTA, else highest accuracy; a trial confirmed on the reference class counts by
-  // its confirmation (the measured one), not by its own counted seconds.
+  // its confirmation (the measured one), not by its own counted seconds. With
+  // JobSpec::incumbent_seeds > 1, the settled configuration with the least mean TTA over
+  // its seeds (tuner/seed_groups.h): its first trial, tta_s that mean; while none is
+  // settled, as above among the configurations whose runs so far all reached the target.
   std::optional<TrialRecord> best;
+  std::vector<double> best_seed_tta_s;  ///< that configuration's TTA on each of its seeds
   std::vector<CurvePoint> best_curve;
   int trials_total = 0;
   std::map<std::string, int> trials_by_state;  ///< state name -> count

@@ -97,6 +97,9 @@ struct JobSpec {
   AshaSettings asha;
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
+  // The seeds a configuration is trained on before the job names it best
+  // (tuner/seed_groups.h): 1 = its one trial names it.
+  int incumbent_seeds = 1;
   int grid_lr_points = 8;  ///< learning rates a comparable hand grid would try
   // The topology the report answers for (api/topology_json.h), as validated JSON text;
   // "" = none. Each of its targets gets a ranking in the report.
@@ -206,6 +209,10 @@ struct TrialRecord {
   // seed) on the job's reference class, whose time-to-accuracy was counted there from
   // seconds on another class. -1: a trial the sampler proposed.
   int confirms = -1;
+  // >= 0: a rerun on another seed (tuner/seed_groups.h) whose first epochs repeated trial
+  // number `repeats`'s curve exactly: the seed does not change this configuration's
+  // training, so the rerun measured nothing new and was stopped.
+  int repeats = -1;
 };
 
 // One epoch of one trial, as the worker measured it.
