@@ -232,38 +232,81 @@ def seed_luck(table, truth, draws, ks, rng_seed=1):
 # ------------------------------------------------------------------------- the evaluation
 
 
-def evaluate(events, config_of, truth, apply_bound):
+def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
     """events: [(trial, epoch, val_accuracy, seconds)] in the order trained; config_of:
-    trial -> recorded configuration key. Returns the run's cost to near-optimal, its total
-    compute, and the seconds dropped as overrun (apply_bound: the controller's bound rule)."""
+    trial -> recorded configuration key; reruns: trial -> (the sampler's trial it reruns on
+    another seed, the run whose curve it repeated or -1), the product's reruns with
+    incumbent_seeds = `seeds` (tuner/seed_groups.h). Returns the run's cost to near-optimal,
+    its total compute, and the seconds dropped as overrun (apply_bound: the controller's
+    bound rule). The incumbent is named as the controller names it: the settled
+    configuration with the least mean TTA over its seeds, or while none is, the least
+    single TTA among configurations whose runs so far all reached the target."""
+    reruns = reruns or {}
     target = truth.target
+    last = {}
+    for i, (trial, _e, _a, _s) in enumerate(events):
+        last[trial] = i
     cum = 0.0
     train = {}
     reached = set()
     stopped = set()
     overrun = 0.0
     overrun_epochs = 0
-    inc, inc_tta = None, INF
+    # Per sampler's trial that reached the target: its runs' TTAs, and its group's state.
+    groups = {}
     good_since = None
-    for trial, _epoch, acc, sec in events:
+    inc = None
+
+    def named():
+        best, best_mean = None, INF
+        for first, g in groups.items():
+            if g["running"] or g["missed"] or not (g["seed_free"] or len(g["tta"]) >= seeds):
+                continue
+            mean = sum(g["tta"]) / len(g["tta"])
+            if mean < best_mean:
+                best, best_mean = first, mean
+        if best is not None:
+            return best, best_mean
+        for first, g in groups.items():
+            if not g["missed"] and g["tta"][0] < best_mean:
+                best, best_mean = first, g["tta"][0]
+        return best, best_mean
+
+    inc_tta = INF
+    for i, (trial, _epoch, acc, sec) in enumerate(events):
         if trial in stopped or trial in reached:
             overrun += sec
             overrun_epochs += 1
             continue
         cum += sec
         train[trial] = train.get(trial, 0.0) + sec
-        if acc >= target:
+        if trial in reruns:
+            first, repeats = reruns[trial]
+            g = groups[first]
+            g["running"] = True
+            if acc >= target and repeats < 0:
+                reached.add(trial)
+            if i == last[trial] or trial in reached:
+                g["running"] = False
+                if repeats >= 0:
+                    g["seed_free"] = True
+                elif trial in reached:
+                    g["tta"].append(train[trial])
+                else:
+                    g["missed"] = True
+        elif acc >= target:
             reached.add(trial)
-            if train[trial] < inc_tta:
-                inc, inc_tta = trial, train[trial]
+            groups[trial] = {"tta": [train[trial]], "running": False, "missed": False,
+                             "seed_free": False}
         elif apply_bound and train[trial] >= inc_tta:
             stopped.add(trial)
+        inc, inc_tta = named()
         if inc is not None and truth.near_optimal(config_of[inc]):
             if good_since is None:
                 good_since = cum
         else:
             good_since = None
-    near_trials = {t for t, k in config_of.items() if truth.near_optimal(k)}
+    near_trials = {t for t, k in config_of.items() if truth.near_optimal(k) and t not in reruns}
     return {
         "cost": good_since if good_since is not None else INF,
         # Diagnostics: did the run try a near-optimal configuration, did one reach the target?
@@ -277,7 +320,8 @@ def evaluate(events, config_of, truth, apply_bound):
         "overrun_epochs": overrun_epochs,
         "incumbent": list(config_of[inc]) if inc is not None else None,
         "incumbent_true_tta": truth.tta[config_of[inc]] if inc is not None else None,
-        "trials": len(config_of),
+        "trials": len(config_of) - len(reruns),
+        "reruns": len(reruns),
         "epochs": len(events) - overrun_epochs,
     }
 
@@ -373,8 +417,8 @@ class Lane:
                 "JOIN trials t ON t.id = cp.trial_id WHERE t.job_id = ? ORDER BY cp.rowid",
                 (job_id,)).fetchall()
             trials = con.execute(
-                "SELECT number, batch_size, learning_rate, optimizer, seed FROM trials "
-                "WHERE job_id = ?", (job_id,)).fetchall()
+                "SELECT number, batch_size, learning_rate, optimizer, seed, confirms, repeats "
+                "FROM trials WHERE job_id = ?", (job_id,)).fetchall()
         finally:
             con.close()
         return rows, trials
@@ -428,23 +472,30 @@ def job_spec(table, args, algorithm, seed):
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     if getattr(args, "time_budget_s", 0) > 0:
         spec["time_budget_s"] = args.time_budget_s
+    if getattr(args, "incumbent_seeds", 1) > 1:
+        spec["incumbent_seeds"] = args.incumbent_seeds
     return spec
 
 
 def topotune_run(lane, table, truth, args, algorithm, seed):
     job_id, scheduler = lane.run_job(job_spec(table, args, algorithm, seed))
     rows, trials = lane.events(job_id)
-    config_of = {}
-    for number, bs, lr, opt, _tseed in trials:
+    config_of, seed_of, reruns = {}, {}, {}
+    for number, bs, lr, opt, tseed, _confirms, _repeats in trials:
         config_of[number] = table.nearest(bs, lr, opt)
+        seed_of[number] = tseed
+    for number, _bs, _lr, _opt, tseed, confirms, repeats in trials:
+        if confirms >= 0 and tseed != seed_of.get(confirms):
+            reruns[number] = (confirms, repeats)
     events, mismatches = [], 0
     for number, bs, lr, opt, tseed, epoch, acc, sec in rows:
         curve = table.curve_for(config_of[number], tseed & 0xFFFFFFFFFFFFFFFF)
         if epoch > len(curve) or abs(curve[epoch - 1][0] - acc) > 1e-9:
             mismatches += 1
         events.append((number, epoch, acc, sec))
-    result = evaluate(events, config_of, truth, apply_bound=True)
-    raw = evaluate(events, config_of, truth, apply_bound=False)
+    seeds = args.incumbent_seeds
+    result = evaluate(events, config_of, truth, True, reruns, seeds)
+    raw = evaluate(events, config_of, truth, False, reruns, seeds)
     result["raw_cost"], result["raw_total"] = raw["cost"], raw["total"]
     result["replay_mismatches"] = mismatches
     result["job_id"] = job_id
@@ -721,6 +772,9 @@ def main():
                     help="each job's time_budget_s, as a share of the full grid's cost "
                          "(0 = none): success is then the share of runs that end with a "
                          "near-optimal incumbent within that budget")
+    ap.add_argument("--incumbent-seeds", type=int, default=1,
+                    help="the job's incumbent_seeds: seeds a configuration is trained on "
+                    "before the job names it best")
     ap.add_argument("--min-epochs", type=int, default=1)
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=None,
@@ -896,6 +950,7 @@ def main():
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "table": args.table, "meta": table.meta, "target": args.target,
             "budget": args.budget, "seeds": args.seeds, "rungs": rungs,
+            "incumbent_seeds": args.incumbent_seeds,
             "configurations": grid_points, "reaching": truth.reaching,
             "tta_star": truth.tta_star, "best": list(truth.best_key),
             "near_optimal": [list(k) + [truth.tta[k]] for k in truth.near],

@@ -244,7 +244,8 @@ std::optional<double> JobEngine::IncumbentTta() const {
 
 double JobEngine::RerunCap(const SeedGroup& group) const {
   double cap = kConfirmLimit * group.first->tta_s;
-  const SeedGroup* named = NamedGroup(GroupBySeed(Records()), spec_.incumbent_seeds);
+  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
   if (named != nullptr && named->first != group.first) {
     double spent = 0.0;
     for (double s : group.tta_s) spent += s;
