@@ -228,7 +228,8 @@ void PrintReport(const json& r) {
         for (const json& s : seeds) {
           if (s.is_number()) each += (each.empty() ? "" : ", ") + Fixed(s.get<double>(), 2);
         }
-        std::printf("  the mean over %zu seeds, whose TTAs were %s s\n", seeds.size(), each.c_str());
+        std::printf("  the mean over %zu seeds, whose TTAs were %s s\n", seeds.size(),
+                    each.c_str());
       }
     } else {
       std::printf("  the target was NOT reached; best validation accuracy %s after %d epochs\n",

@@ -314,9 +314,9 @@ Status UpdateTrialRow(sqlite3* db, const TrialRecord& trial) {
 
 // Inserts the trial and sets *id to its row id.
 Status InsertTrialRow(sqlite3* db, const TrialRecord& trial, const std::string& what, int64_t* id) {
-  const std::string sql =
-      std::string("INSERT INTO trials (") + kTrialFields +
-      ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  const std::string sql = std::string("INSERT INTO trials (") + kTrialFields +
+                          ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                          "?, ?, ?, ?, ?, ?, ?, ?)";
   Statement stmt(db, sql.c_str(), what);
   BindTrialFields(stmt, trial);
   TOPOTUNE_RETURN_IF_ERROR(stmt.Run());

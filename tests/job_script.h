@@ -23,7 +23,8 @@ namespace topotune {
 // The spec of a scripted job for `algorithm`: 24 trials over batch sizes 16..256, three
 // rungs of 1, 3 and 9 epochs (eta 3), a target some configurations reach. "asha-seconds"
 // is ASHA with rungs in seconds; "forecast" has no rungs and a limit of 12 epochs
-// ("forecast-gp": with the GP sampler).
+// ("forecast-gp": with the GP sampler). "forecast-seeds" and "asha-seeds" rerun a
+// configuration that beats the incumbent on 2 more seeds (JobSpec::incumbent_seeds).
 inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   JobSpec spec;
   spec.model = "lenet";
@@ -35,13 +36,20 @@ inline JobSpec ScriptSpec(const std::string& algorithm, int max_trials = 24) {
   spec.max_trials = max_trials;
   spec.algorithm = algorithm;
   spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
-  if (algorithm == "forecast" || algorithm == "forecast-budget" || algorithm == "forecast-gp") {
+  if (algorithm == "forecast" || algorithm == "forecast-budget" || algorithm == "forecast-gp" ||
+      algorithm == "forecast-seeds") {
     spec.algorithm = "forecast";
     spec.asha.rungless = true;  // no rungs: 12 epochs in segments of 1
     spec.asha.num_rungs = 1;
     spec.asha.max_epochs = 12;
   }
   if (algorithm == "forecast-gp") spec.forecast_sampler = "gp";
+  // Reruns on other seeds (tuner/seed_groups.h), the trial seed changing the curve.
+  if (algorithm == "forecast-seeds" || algorithm == "asha-seeds") spec.incumbent_seeds = 3;
+  if (algorithm == "asha-seeds") {
+    spec.algorithm = "asha";
+    spec.target_accuracy = 0.7;  // under ASHA's 9 epochs, no configuration reaches 0.8
+  }
   // A time budget that ends the job before its trials are done.
   if (algorithm == "forecast-budget") spec.time_budget_s = 40;
   if (algorithm == "asha-budget") {

@@ -203,6 +203,23 @@ TEST(JobSpec, ATimeBudgetIsALimitForEveryAlgorithmAndTheForecastsOnlyOne) {
   }
 }
 
+TEST(JobSpec, IncumbentSeedsIsOneByDefaultAndAtMostFive) {
+  StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->incumbent_seeds, 1);
+  json j = ValidSpec();
+  j["incumbent_seeds"] = 3;
+  spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->incumbent_seeds, 3);
+  EXPECT_EQ(JobSpecToJson(*spec)["incumbent_seeds"], 3);
+  for (const char* bad : {"0", "6", "-1", "2.5", "\"3\""}) {
+    std::string text = ValidSpec().dump();
+    text.insert(text.size() - 1, std::string(", \"incumbent_seeds\": ") + bad);
+    EXPECT_NE(ErrorOf(text).find("incumbent_seeds"), std::string::npos) << bad;
+  }
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

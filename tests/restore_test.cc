@@ -176,6 +176,17 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
       ASSERT_LT(script.steps(), 5000) << "the job does not end";
     }
     ASSERT_EQ(engine.state(), JobState::kCompleted);
+    // The seeds variants rerun configurations on other seeds, some of them to the target.
+    if (ScriptSpec(algorithm).incumbent_seeds > 1) {
+      int reruns = 0, reached = 0;
+      for (const auto& [id, t] : journal.trials) {
+        if (t.confirms < 0) continue;
+        ++reruns;
+        reached += t.reached_target;
+      }
+      ASSERT_GE(reruns, 2);
+      ASSERT_GE(reached, 1);
+    }
     // The budget variants end by their budget, not by running out of trials.
     if (ScriptSpec(algorithm).time_budget_s > 0) {
       ASSERT_TRUE(engine.BudgetSpent());
@@ -215,7 +226,8 @@ TEST_P(RestoreDeterminism, ARestoredEngineDecidesAsTheOriginalAtEveryPointTried)
 INSTANTIATE_TEST_SUITE_P(Algorithms, RestoreDeterminism,
                          ::testing::Values("asha", "sha", "hyperband", "tpe", "gp", "bohb", "grid",
                                            "random", "asha-seconds", "forecast", "asha-budget",
-                                           "forecast-budget", "forecast-gp"),
+                                           "forecast-budget", "forecast-gp", "forecast-seeds",
+                                           "asha-seeds"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& c : name) {

@@ -287,10 +287,9 @@ std::vector<const JobEngine::LiveTrial*> JobEngine::DueReruns(int max_batch) con
 int JobEngine::RepeatedRun(const LiveTrial& t) const {
   const size_t done = t.epoch_accuracy.size();
   for (const auto& [id, other] : trials_) {
-    const bool earlier_run =
-        other.record.number == t.record.confirms ||
-        (other.rerun && other.record.confirms == t.record.confirms &&
-         other.record.number < t.record.number && other.record.repeats < 0);
+    const bool earlier_run = other.record.number == t.record.confirms ||
+                             (other.rerun && other.record.confirms == t.record.confirms &&
+                              other.record.number < t.record.number && other.record.repeats < 0);
     if (!earlier_run || other.epoch_accuracy.empty()) continue;
     const size_t n = std::min<size_t>(kSameCurveEpochs, other.epoch_accuracy.size());
     if (done == n && std::equal(t.epoch_accuracy.begin(), t.epoch_accuracy.end(),
@@ -566,9 +565,8 @@ StatusOr<std::optional<Assignment>> JobEngine::NextAssignment(const Placement& p
   using Step = StatusOr<std::optional<Assignment>> (JobEngine::*)(const Placement&);
   const std::vector<Step> steps =
       Forecasting()
-          ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryRerun,
-                              &JobEngine::TryContinue, &JobEngine::TryNewTrial,
-                              &JobEngine::TryConfirm}
+          ? std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryRerun, &JobEngine::TryContinue,
+                              &JobEngine::TryNewTrial, &JobEngine::TryConfirm}
           : std::vector<Step>{&JobEngine::TryPending, &JobEngine::TryRerun,
                               &JobEngine::TryPromotion, &JobEngine::TryNewTrial,
                               &JobEngine::TryConfirm};
@@ -1011,12 +1009,14 @@ StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& place
     record.rung = due->record.rung;
     record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
     record.worker = placement.lead();
+    record.attempt = 1;  // as stored: a restore finds its first segment started
     StatusOr<int64_t> id = journal_->CreateTrial(record);
     if (!id.ok()) return id.status();
     record.id = *id;
     ++confirmations_;
     LiveTrial& t = trials_[record.id];
     t.record = record;
+    t.record.attempt = 0;  // Start counts this segment
     return std::optional<Assignment>(Start(t, placement, 0));
   }
   return std::optional<Assignment>();
@@ -1041,12 +1041,14 @@ StatusOr<std::optional<Assignment>> JobEngine::TryRerun(const Placement& placeme
   record.rung = first.rung;
   record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
   record.worker = placement.lead();
+  record.attempt = 1;  // as stored: a restore finds its first segment started
   StatusOr<int64_t> id = journal_->CreateTrial(record);
   if (!id.ok()) return id.status();
   record.id = *id;
   ++confirmations_;
   LiveTrial& t = trials_[record.id];
   t.record = record;
+  t.record.attempt = 0;  // Start counts this segment
   t.rerun = true;
   return std::optional<Assignment>(Start(t, placement, 0));
 }
@@ -1097,8 +1099,8 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   const int repeated = t.rerun && t.record.repeats < 0 ? RepeatedRun(t) : -1;
   if (repeated >= 0) {
     t.record.repeats = repeated;
-    verdict = {true, "its first " + std::to_string(point.epoch) +
-                         " epochs repeat trial " + std::to_string(repeated) +
+    verdict = {true, "its first " + std::to_string(point.epoch) + " epochs repeat trial " +
+                         std::to_string(repeated) +
                          "'s exactly: the seed does not change this configuration's training"};
     t.stop_reason = verdict.reason;
   } else if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
@@ -1152,8 +1154,8 @@ Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
 
 Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
   TrialRecord& r = t.record;
-  const std::string what = "reruns trial " + std::to_string(r.confirms) + " on seed " +
-                           std::to_string(r.seed) + ": ";
+  const std::string what =
+      "reruns trial " + std::to_string(r.confirms) + " on seed " + std::to_string(r.seed) + ": ";
   if (r.repeats >= 0) {
     r.state = TrialState::kStopped;
     r.reason = what + t.stop_reason;

@@ -1,0 +1,245 @@
+// Reruns on other seeds (tuner/seed_groups.h): a job names a configuration by its mean
+// time-to-accuracy over seeds, not by one lucky seed.
+#include "tuner/seed_groups.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "tests/memory_journal.h"
+#include "tuner/job_engine.h"
+#include "tuner/report.h"
+
+namespace topotune {
+namespace {
+
+TrialRecord SeedRun(int number, int confirms, uint64_t seed, bool reached, double tta_s,
+                    TrialState state = TrialState::kCompleted) {
+  TrialRecord t;
+  t.id = number + 1;
+  t.number = number;
+  t.confirms = confirms;
+  t.seed = seed;
+  t.state = state;
+  t.reached_target = reached;
+  t.tta_s = reached ? tta_s : 0.0;
+  t.train_s = tta_s;
+  t.epochs_done = 1;
+  return t;
+}
+
+std::vector<const TrialRecord*> Pointers(const std::vector<TrialRecord>& trials) {
+  std::vector<const TrialRecord*> p;
+  for (const TrialRecord& t : trials) p.push_back(&t);
+  return p;
+}
+
+TEST(SeedGroups, TheLeastMeanIsNamedNotTheLeastSingleRun) {
+  // Trial 0 reached in 1 s on its seed and in 5 and 6 s on the next two (mean 4); trial 1 in
+  // 3 s on each of its three.
+  const std::vector<TrialRecord> trials = {
+      SeedRun(0, -1, 100, true, 1.0), SeedRun(1, -1, 200, true, 3.0),
+      SeedRun(10, 0, 101, true, 5.0), SeedRun(11, 0, 102, true, 6.0),
+      SeedRun(12, 1, 201, true, 3.0), SeedRun(13, 1, 202, true, 3.0)};
+  const std::map<int, SeedGroup> groups = GroupBySeed(Pointers(trials));
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups.at(0).runs, 3);
+  EXPECT_DOUBLE_EQ(groups.at(0).MeanTta(), 4.0);
+  const SeedGroup* named = NamedGroup(groups, 3);
+  ASSERT_NE(named, nullptr);
+  EXPECT_EQ(named->first->number, 1);
+  EXPECT_DOUBLE_EQ(named->MeanTta(), 3.0);
+  EXPECT_EQ(named->tta_s, (std::vector<double>{3.0, 3.0, 3.0}));
+}
+
+TEST(SeedGroups, AGroupIsNotNamedWhileARerunRunsOrOnceOneMissedTheTarget) {
+  std::vector<TrialRecord> trials = {SeedRun(0, -1, 100, true, 1.0), SeedRun(10, 0, 101, true, 1.5),
+                                     SeedRun(11, 0, 102, false, 0.5, TrialState::kRunning)};
+  EXPECT_EQ(NamedGroup(GroupBySeed(Pointers(trials)), 3), nullptr);  // running
+  trials[2] = SeedRun(11, 0, 102, false, 2.0, TrialState::kStopped);
+  const std::map<int, SeedGroup> missed = GroupBySeed(Pointers(trials));
+  EXPECT_TRUE(missed.at(0).missed);
+  EXPECT_EQ(NamedGroup(missed, 3), nullptr);
+  trials.pop_back();  // two runs of three
+  EXPECT_EQ(NamedGroup(GroupBySeed(Pointers(trials)), 3), nullptr);
+  EXPECT_NE(NamedGroup(GroupBySeed(Pointers(trials)), 2), nullptr);
+}
+
+TEST(SeedGroups, ARepeatedCurveSettlesTheGroupWithTheRunsItHas) {
+  std::vector<TrialRecord> trials = {SeedRun(0, -1, 100, true, 2.0),
+                                     SeedRun(10, 0, 101, false, 0.6, TrialState::kStopped)};
+  trials[1].repeats = 0;
+  const std::map<int, SeedGroup> groups = GroupBySeed(Pointers(trials));
+  EXPECT_TRUE(groups.at(0).seed_free);
+  EXPECT_FALSE(groups.at(0).missed);
+  const SeedGroup* named = NamedGroup(groups, 3);
+  ASSERT_NE(named, nullptr);
+  EXPECT_EQ(named->runs, 1);
+  EXPECT_DOUBLE_EQ(named->MeanTta(), 2.0);
+}
+
+TEST(SeedGroups, AConfirmationOnTheSameSeedIsNotARerun) {
+  const std::vector<TrialRecord> trials = {SeedRun(0, -1, 100, true, 2.0),
+                                           SeedRun(10, 0, 100, true, 9.0)};
+  EXPECT_FALSE(IsRerunOf(trials[1], trials[0]));
+  const std::map<int, SeedGroup> groups = GroupBySeed(Pointers(trials));
+  EXPECT_TRUE(groups.at(0).reruns.empty());
+  EXPECT_EQ(groups.count(10), 0u);
+}
+
+JobSpec SeedsSpec(int incumbent_seeds) {
+  JobSpec spec;
+  spec.model = "lenet";
+  spec.algorithm = "forecast";
+  spec.space.batch_sizes = {16, 32, 64};
+  spec.space.optimizers = {Optimizer::kSgd, Optimizer::kAdam};
+  spec.space.lr_min = 1e-3;
+  spec.space.lr_max = 1.0;
+  spec.target_accuracy = 0.8;
+  spec.max_trials = 12;
+  spec.asha.rungless = true;
+  spec.asha.num_rungs = 1;
+  spec.asha.min_epochs = 1;
+  spec.asha.max_epochs = 30;
+  spec.seed = 5;
+  spec.incumbent_seeds = incumbent_seeds;
+  return spec;
+}
+
+using Accuracy = std::function<double(const TrialRecord&, int)>;
+
+// Runs the job to its end on one worker, every epoch 1 s at accuracy(trial, epoch).
+void RunJob(JobEngine& engine, const Accuracy& accuracy) {
+  engine.SetWorkerOnline("w1", true);
+  for (int round = 0; round < 2000 && engine.state() != JobState::kCompleted; ++round) {
+    StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    if (!next->has_value()) break;
+    const Assignment& a = **next;
+    for (int e = a.start_epoch + 1; e <= a.trial.target_epochs; ++e) {
+      CurvePoint p;
+      p.epoch = e;
+      p.val_accuracy = accuracy(a.trial, e);
+      p.compute_s = 1.0;
+      p.wall_s = 1.0;
+      StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      if (v->stop) break;
+    }
+    ASSERT_TRUE(
+        engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0)
+            .ok());
+  }
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+}
+
+Report ReportOf(MemoryJournal& journal, const JobSpec& spec) {
+  std::vector<TrialRecord> trials;
+  for (const auto& [id, t] : journal.trials) trials.push_back(t);
+  std::vector<CurvePoint> points;
+  for (const auto& [key, p] : journal.points) points.push_back(p);
+  return BuildReport(*journal.GetJob(1), spec, trials, points);
+}
+
+JobRecord StoredJob(MemoryJournal& journal) {
+  JobRecord job;
+  job.state = JobState::kQueued;
+  job.id = *journal.CreateJob(job);
+  return job;
+}
+
+// Learning rates of 0.1 and more reach the target at epoch 2 on the seed the sampler gave
+// them, and at epoch 20 on any other; the rest reach it at epoch 6 on every seed (their
+// curves differ a little from seed to seed).
+double LuckyOrSteady(const TrialRecord& t, int epoch) {
+  const bool lucky = t.config.learning_rate >= 0.1;
+  const int reach = !lucky ? 6 : t.confirms < 0 ? 2 : 20;
+  const double wobble = 0.001 * static_cast<double>(t.seed % 7);
+  return epoch >= reach ? 0.85 : 0.1 + 0.6 * epoch / reach + wobble;
+}
+
+TEST(SeedGroups, ALuckySeedDoesNotNameItsConfiguration) {
+  // One seed each: the job names a lucky configuration, at 2 s.
+  MemoryJournal one;
+  const JobSpec spec1 = SeedsSpec(1);
+  JobEngine engine1(StoredJob(one), spec1, &one);
+  RunJob(engine1, LuckyOrSteady);
+  const Report r1 = ReportOf(one, spec1);
+  ASSERT_TRUE(r1.best.has_value());
+  ASSERT_GE(r1.best->config.learning_rate, 0.1);
+  ASSERT_DOUBLE_EQ(r1.best->tta_s, 2.0);
+
+  // Three: each lucky configuration is rerun, misses the target within its cap, and the
+  // job names a steady one by its mean over three seeds.
+  MemoryJournal three;
+  const JobSpec spec3 = SeedsSpec(3);
+  JobEngine engine3(StoredJob(three), spec3, &three);
+  RunJob(engine3, LuckyOrSteady);
+  const Report r3 = ReportOf(three, spec3);
+  ASSERT_TRUE(r3.best.has_value());
+  EXPECT_LT(r3.best->config.learning_rate, 0.1);
+  EXPECT_DOUBLE_EQ(r3.best->tta_s, 6.0);
+  EXPECT_EQ(r3.best_seed_tta_s, (std::vector<double>{6.0, 6.0, 6.0}));
+  ASSERT_TRUE(engine3.IncumbentTta().has_value());
+  EXPECT_DOUBLE_EQ(*engine3.IncumbentTta(), 6.0);
+  int lucky_firsts = 0;
+  for (const auto& [id, t] : three.trials) {
+    if (t.confirms >= 0 || !t.reached_target || t.config.learning_rate < 0.1) continue;
+    ++lucky_firsts;
+    int reruns = 0;
+    for (const auto& [other_id, r] : three.trials) {
+      if (r.confirms != t.number) continue;
+      ++reruns;
+      EXPECT_NE(r.seed, t.seed);
+      EXPECT_FALSE(r.reached_target) << r.reason;
+      EXPECT_EQ(r.state, TrialState::kStopped);
+      // Capped at twice the lucky run's TTA (at most; less once a steady mean is named).
+      EXPECT_LE(r.train_s, 4.0) << r.reason;
+      EXPECT_NE(r.reason.find("cannot win"), std::string::npos) << r.reason;
+    }
+    EXPECT_EQ(reruns, 1) << "trial " << t.number << ": one rerun that misses ends its group";
+  }
+  EXPECT_GE(lucky_firsts, 1);
+}
+
+// The trial seed changes nothing: a rerun stops once its first three epochs repeat the
+// first run's, and the job names what a one-seed job names.
+double SeedFree(const TrialRecord& t, int epoch) {
+  const double speed = 1.0 + std::abs(std::log10(t.config.learning_rate) + 1.5);
+  return std::min(0.9, 0.1 + 0.1 * epoch / speed);
+}
+
+TEST(SeedGroups, ARerunWhoseCurveRepeatsStopsAfterThreeEpochsAndChangesNoAnswer) {
+  MemoryJournal one;
+  const JobSpec spec1 = SeedsSpec(1);
+  JobEngine engine1(StoredJob(one), spec1, &one);
+  RunJob(engine1, SeedFree);
+  MemoryJournal three;
+  const JobSpec spec3 = SeedsSpec(3);
+  JobEngine engine3(StoredJob(three), spec3, &three);
+  RunJob(engine3, SeedFree);
+  const Report r1 = ReportOf(one, spec1);
+  const Report r3 = ReportOf(three, spec3);
+  ASSERT_TRUE(r1.best.has_value() && r1.best->reached_target);
+  ASSERT_TRUE(r3.best.has_value());
+  EXPECT_EQ(r3.best->number, r1.best->number);
+  EXPECT_DOUBLE_EQ(r3.best->tta_s, r1.best->tta_s);
+  int reruns = 0;
+  std::map<int, int> per_first;
+  for (const auto& [id, r] : three.trials) {
+    if (r.confirms < 0) continue;
+    ++reruns;
+    ++per_first[r.confirms];
+    EXPECT_EQ(r.repeats, r.confirms);
+    EXPECT_EQ(r.state, TrialState::kStopped);
+    EXPECT_EQ(r.epochs_done, 3) << r.reason;
+    EXPECT_NE(r.reason.find("does not change"), std::string::npos) << r.reason;
+  }
+  EXPECT_GE(reruns, 1);
+  for (const auto& [first, n] : per_first) EXPECT_EQ(n, 1) << "trial " << first;
+}
+
+}  // namespace
+}  // namespace topotune
