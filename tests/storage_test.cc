@@ -141,6 +141,7 @@ void ExpectSameTrial(const TrialRecord& a, const TrialRecord& b) {
   EXPECT_EQ(a.cut_s, b.cut_s);
   EXPECT_EQ(a.best_accuracy, b.best_accuracy);
   EXPECT_EQ(a.confirms, b.confirms);
+  EXPECT_EQ(a.repeats, b.repeats);
   ASSERT_EQ(a.forecast.has_value(), b.forecast.has_value());
   if (a.forecast) {
     EXPECT_EQ(a.forecast->tta_s, b.forecast->tta_s);
@@ -430,6 +431,7 @@ TEST(Storage, UpdateTrialOverwritesEveryField) {
   updated.train_s = 2.0 / 3.0;
   updated.best_accuracy = 0.99;
   updated.confirms = 3;
+  updated.repeats = 2;
   // A stopped trial's forecast, "never" included: infinite seconds survive the file.
   updated.forecast =
       TrialForecast{12.5, 7.25, std::numeric_limits<double>::infinity(), 0.004, 0.35, 0.61};
