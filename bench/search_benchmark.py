@@ -75,7 +75,7 @@ import urllib.request
 
 INF = float("inf")
 TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto",
-                       "asha@s", "gp@s", "bohb@s", "forecast", "forecast-gp"]
+                       "asha@s", "gp@s", "bohb@s", "forecast", "forecast-gp", "forecast-seeds"]
 SECONDS_SUFFIX = "@s"  # the same algorithm with rungs in seconds ("rung_unit": "seconds")
 OPTUNA_SETUPS = ["optuna-tpe-sha", "optuna-random-hb"]
 NEAR = 1.1  # near-optimal: true TTA within 10% of TTA*
@@ -436,6 +436,11 @@ class Lane:
             f.close()
 
 
+def incumbent_seeds(args, algorithm):
+    """The job's incumbent_seeds: 3 for "forecast-seeds", else --incumbent-seeds."""
+    return 3 if algorithm == "forecast-seeds" else getattr(args, "incumbent_seeds", 1)
+
+
 def job_spec(table, args, algorithm, seed):
     spec = {
         "name": f"bench-{algorithm}-{seed}",
@@ -460,10 +465,11 @@ def job_spec(table, args, algorithm, seed):
                              "rung_unit": "seconds", "min_seconds": args.min_seconds,
                              "max_epochs": table.epochs, "reduction_factor": args.eta,
                              "rungs": args.rungs}
-    if algorithm in ("forecast", "auto", "forecast-gp"):
+    if algorithm in ("forecast", "auto", "forecast-gp", "forecast-seeds"):
         # No rung schedule: the epoch limit alone (the table's length), as a user would
         # give it; "auto" picks the algorithm (and for a short limit, the rungs) from it.
-        # "forecast-gp": the forecast with the GP sampler ("sampler": "gp").
+        # "forecast-gp": the forecast with the GP sampler ("sampler": "gp");
+        # "forecast-seeds": with "incumbent_seeds": 3 (tuner/seed_groups.h).
         spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
         if algorithm == "forecast-gp":
             spec["scheduler"] = {"algorithm": "forecast", "sampler": "gp",
@@ -472,8 +478,8 @@ def job_spec(table, args, algorithm, seed):
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     if getattr(args, "time_budget_s", 0) > 0:
         spec["time_budget_s"] = args.time_budget_s
-    if getattr(args, "incumbent_seeds", 1) > 1:
-        spec["incumbent_seeds"] = args.incumbent_seeds
+    if incumbent_seeds(args, algorithm) > 1:
+        spec["incumbent_seeds"] = incumbent_seeds(args, algorithm)
     return spec
 
 
@@ -493,7 +499,7 @@ def topotune_run(lane, table, truth, args, algorithm, seed):
         if epoch > len(curve) or abs(curve[epoch - 1][0] - acc) > 1e-9:
             mismatches += 1
         events.append((number, epoch, acc, sec))
-    seeds = args.incumbent_seeds
+    seeds = incumbent_seeds(args, algorithm)
     result = evaluate(events, config_of, truth, True, reruns, seeds)
     raw = evaluate(events, config_of, truth, False, reruns, seeds)
     result["raw_cost"], result["raw_total"] = raw["cost"], raw["total"]
