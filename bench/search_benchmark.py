@@ -471,6 +471,8 @@ def job_spec(table, args, algorithm, seed):
         # "forecast-gp": the forecast with the GP sampler ("sampler": "gp");
         # "forecast-seeds": with "incumbent_seeds": 3 (tuner/seed_groups.h).
         spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
+        if algorithm == "forecast-seeds":
+            spec["scheduler"] = {"algorithm": "forecast", "max_epochs": table.epochs}
         if algorithm == "forecast-gp":
             spec["scheduler"] = {"algorithm": "forecast", "sampler": "gp",
                                  "max_epochs": table.epochs}
