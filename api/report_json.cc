@@ -28,9 +28,11 @@ json ToJson(const TrialRecord& t) {
             {"cut_s", t.cut_s},
             {"best_accuracy", t.best_accuracy}};
   j["tta_s"] = t.reached_target ? json(t.tta_s) : json(nullptr);
-  // A confirmation: the number of the trial whose configuration it measures on the job's
-  // reference class (null for the sampler's trials).
+  // A confirmation (same seed, on the job's reference class) or a rerun on another seed
+  // (tuner/seed_groups.h): the number of the trial whose configuration it measures (null
+  // for the sampler's trials). A rerun that repeated an earlier run's curve names that run.
   j["confirms"] = t.confirms >= 0 ? json(t.confirms) : json(nullptr);
+  j["repeats"] = t.repeats >= 0 ? json(t.repeats) : json(nullptr);
   if (t.forecast) {
     // Seconds the forecast never reaches within the epoch limit are null.
     const auto seconds = [](double s) { return std::isfinite(s) ? json(s) : json(nullptr); };

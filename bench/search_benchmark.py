@@ -282,7 +282,9 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
         train[trial] = train.get(trial, 0.0) + sec
         if trial in reruns:
             first, repeats = reruns[trial]
-            g = groups[first]
+            g = groups.get(first)
+            if g is None:  # its first run's crossing was not in the stream: nothing to name
+                continue
             g["running"] = True
             if acc >= target and repeats < 0:
                 reached.add(trial)

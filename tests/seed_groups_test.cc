@@ -58,10 +58,18 @@ TEST(SeedGroups, AGroupIsNotNamedWhileARerunRunsOrOnceOneMissedTheTarget) {
   std::vector<TrialRecord> trials = {SeedRun(0, -1, 100, true, 1.0), SeedRun(10, 0, 101, true, 1.5),
                                      SeedRun(11, 0, 102, false, 0.5, TrialState::kRunning)};
   EXPECT_EQ(NamedGroup(GroupBySeed(Pointers(trials)), 3), nullptr);  // running
-  trials[2] = SeedRun(11, 0, 102, false, 2.0, TrialState::kStopped);
+  // Trained to its cap without reaching the target: a miss.
+  trials[2] = SeedRun(11, 0, 102, false, 2.0, TrialState::kCompleted);
   const std::map<int, SeedGroup> missed = GroupBySeed(Pointers(trials));
   EXPECT_TRUE(missed.at(0).missed);
   EXPECT_EQ(NamedGroup(missed, 3), nullptr);
+  // Stopped by a cancel before it measured anything: not a miss, but the group cannot
+  // settle.
+  trials[2] = SeedRun(11, 0, 102, false, 0.5, TrialState::kStopped);
+  const std::map<int, SeedGroup> cut_short = GroupBySeed(Pointers(trials));
+  EXPECT_FALSE(cut_short.at(0).missed);
+  EXPECT_TRUE(cut_short.at(0).incomplete);
+  EXPECT_EQ(NamedGroup(cut_short, 3), nullptr);
   trials.pop_back();  // two runs of three
   EXPECT_EQ(NamedGroup(GroupBySeed(Pointers(trials)), 3), nullptr);
   EXPECT_NE(NamedGroup(GroupBySeed(Pointers(trials)), 2), nullptr);
@@ -86,7 +94,9 @@ TEST(SeedGroups, AConfirmationOnTheSameSeedIsNotARerun) {
   EXPECT_FALSE(IsRerunOf(trials[1], trials[0]));
   const std::map<int, SeedGroup> groups = GroupBySeed(Pointers(trials));
   EXPECT_TRUE(groups.at(0).reruns.empty());
-  EXPECT_EQ(groups.count(10), 0u);
+  const SeedGroup* named = NamedGroup(groups, 1);
+  ASSERT_NE(named, nullptr);
+  EXPECT_DOUBLE_EQ(named->MeanTta(), 2.0);  // the confirmation's 9 s is not in its mean
 }
 
 JobSpec SeedsSpec(int incumbent_seeds) {
@@ -109,9 +119,11 @@ JobSpec SeedsSpec(int incumbent_seeds) {
 }
 
 using Accuracy = std::function<double(const TrialRecord&, int)>;
+using Seconds = std::function<double(const TrialRecord&)>;
 
-// Runs the job to its end on one worker, every epoch 1 s at accuracy(trial, epoch).
-void RunJob(JobEngine& engine, const Accuracy& accuracy) {
+// Runs the job to its end on one worker, every epoch of seconds(trial) (1 s without it) at
+// accuracy(trial, epoch).
+void RunJob(JobEngine& engine, const Accuracy& accuracy, const Seconds& seconds = nullptr) {
   engine.SetWorkerOnline("w1", true);
   for (int round = 0; round < 2000 && engine.state() != JobState::kCompleted; ++round) {
     StatusOr<std::optional<Assignment>> next = engine.NextAssignment("w1", 0);
@@ -122,8 +134,8 @@ void RunJob(JobEngine& engine, const Accuracy& accuracy) {
       CurvePoint p;
       p.epoch = e;
       p.val_accuracy = accuracy(a.trial, e);
-      p.compute_s = 1.0;
-      p.wall_s = 1.0;
+      p.compute_s = seconds ? seconds(a.trial) : 1.0;
+      p.wall_s = p.compute_s;
       StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
       ASSERT_TRUE(v.ok()) << v.status().ToString();
       if (v->stop) break;
@@ -194,7 +206,7 @@ TEST(SeedGroups, ALuckySeedDoesNotNameItsConfiguration) {
       ++reruns;
       EXPECT_NE(r.seed, t.seed);
       EXPECT_FALSE(r.reached_target) << r.reason;
-      EXPECT_EQ(r.state, TrialState::kStopped);
+      EXPECT_EQ(r.state, TrialState::kCompleted);  // trained to its cap: a measurement
       // Capped at twice the lucky run's TTA (at most; less once a steady mean is named).
       EXPECT_LE(r.train_s, 4.0) << r.reason;
       EXPECT_NE(r.reason.find("cannot win"), std::string::npos) << r.reason;
@@ -239,6 +251,169 @@ TEST(SeedGroups, ARerunWhoseCurveRepeatsStopsAfterThreeEpochsAndChangesNoAnswer)
   }
   EXPECT_GE(reruns, 1);
   for (const auto& [first, n] : per_first) EXPECT_EQ(n, 1) << "trial " << first;
+}
+
+// The run of its configuration a trial is: 0 for the sampler's, k for its k-th rerun.
+int RunIndex(const MemoryJournal& journal, const TrialRecord& t) {
+  if (t.confirms < 0) return 0;
+  for (const auto& [id, first] : journal.trials) {
+    if (first.confirms < 0 && first.number == t.confirms)
+      return static_cast<int>(t.seed - first.seed);
+  }
+  return -1;
+}
+
+TEST(SeedGroups, ARerunIsCappedWhereItsConfigurationsMeanCouldNoLongerBeatTheIncumbents) {
+  // Random search, each trial trained in one segment: trial 0 and its reruns first.
+  JobSpec spec = SeedsSpec(3);
+  spec.algorithm = "random";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2);
+  spec.max_trials = 2;
+  MemoryJournal journal;
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  // Trial 0 reaches the target in 3 epochs of 1 s on every seed (mean 3 s). Trial 1 in one
+  // epoch of 2.5 s on its own seed, in two of 1.7 s (3.4 s) on the next; on the third it
+  // would need 4 (6.8 s), but 3 x 3 - 2.5 - 3.4 = 3.1 s is all it may take and still win.
+  const auto reach_epoch = [&](const TrialRecord& t) {
+    if (t.number == 0 || t.confirms == 0) return 3;
+    return std::vector<int>{1, 2, 4}.at(static_cast<size_t>(RunIndex(journal, t)));
+  };
+  RunJob(
+      engine,
+      [&](const TrialRecord& t, int epoch) {
+        const double wobble = 0.001 * static_cast<double>(RunIndex(journal, t));
+        return epoch >= reach_epoch(t) ? 0.85 : 0.2 + wobble;
+      },
+      [&](const TrialRecord& t) {
+        if (t.number == 0 || t.confirms == 0) return 1.0;
+        return RunIndex(journal, t) == 0 ? 2.5 : 1.7;
+      });
+  std::vector<const TrialRecord*> second;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.confirms == 1) second.push_back(&t);
+  }
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_TRUE(second[0]->reached_target);
+  EXPECT_DOUBLE_EQ(second[0]->tta_s, 3.4);
+  EXPECT_FALSE(second[1]->reached_target);
+  EXPECT_EQ(second[1]->state, TrialState::kCompleted);  // a measurement: not within its cap
+  EXPECT_DOUBLE_EQ(second[1]->train_s, 3.4);            // stopped at the first epoch past 3.1 s
+  EXPECT_NE(second[1]->reason.find("its cap 3.10 s"), std::string::npos) << second[1]->reason;
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_DOUBLE_EQ(*engine.IncumbentTta(), 3.0);
+  const Report r = ReportOf(journal, spec);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->number, 0);
+}
+
+TEST(SeedGroups, AFlatStartThatEverySeedSharesIsNotTakenForARepeat) {
+  // Every seed sits at 0.1 for 5 epochs; then the seed changes the curve. The rerun's
+  // first 3 epochs equal the first run's, but it is not a repeat.
+  MemoryJournal journal;
+  JobSpec spec = SeedsSpec(2);
+  spec.algorithm = "random";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/4);
+  spec.max_trials = 4;
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  RunJob(engine, [](const TrialRecord& t, int epoch) {
+    if (epoch <= 5) return 0.1;
+    return std::min(0.9, 0.1 + 0.1 * (epoch - 5) + 0.001 * static_cast<double>(t.seed % 5));
+  });
+  int reruns = 0;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.confirms < 0) continue;
+    ++reruns;
+    EXPECT_EQ(t.repeats, -1) << t.reason;
+    EXPECT_TRUE(t.reached_target) << t.reason;
+  }
+  EXPECT_GE(reruns, 1);
+}
+
+// One configuration (max_trials 1), every run reaching the target at epoch 3 of 1 s, the
+// seed moving the curve a little.
+JobSpec OneConfigSpec() {
+  JobSpec spec = SeedsSpec(3);
+  spec.algorithm = "random";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/2);
+  spec.max_trials = 1;
+  return spec;
+}
+
+// Trains `a`'s segment from its start: accuracy(epoch) at 1 s an epoch, up to `epochs` of
+// them or the engine's stop. Returns whether the engine said stop.
+bool Train(JobEngine& engine, const Assignment& a, int epochs,
+           const std::function<double(int)>& accuracy) {
+  for (int e = a.start_epoch + 1; e <= std::min(epochs, a.trial.target_epochs); ++e) {
+    CurvePoint p;
+    p.epoch = e;
+    p.val_accuracy = accuracy(e);
+    p.compute_s = 1.0;
+    StatusOr<EpochVerdict> v = engine.OnEpoch(a.trial.id, p);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    if (!v.ok() || v->stop) return true;
+  }
+  return false;
+}
+
+Assignment NextFor(JobEngine& engine) {
+  StatusOr<std::optional<Assignment>> a = engine.NextAssignment("w1", 0);
+  EXPECT_TRUE(a.ok() && a->has_value());
+  return a.ok() && a->has_value() ? **a : Assignment{};
+}
+
+void End(JobEngine& engine, const Assignment& a) {
+  ASSERT_TRUE(
+      engine.OnSegmentEnded({a.trial.id, a.trial.attempt, SegmentStatus::kCompleted, ""}, 0).ok());
+}
+
+TEST(SeedGroups, ACancelDuringTheLastRerunLeavesTheConfigurationNamedByWhatItMeasured) {
+  MemoryJournal journal;
+  const JobSpec spec = OneConfigSpec();
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  const auto rising = [](double offset) {
+    return [offset](int e) { return e >= 3 ? 0.85 : 0.3 + 0.1 * e + offset; };
+  };
+  const Assignment first = NextFor(engine);
+  EXPECT_TRUE(Train(engine, first, 9, rising(0.0)));
+  End(engine, first);
+  const Assignment rerun1 = NextFor(engine);
+  ASSERT_EQ(rerun1.trial.confirms, 0);
+  EXPECT_TRUE(Train(engine, rerun1, 9, rising(0.01)));
+  End(engine, rerun1);
+  const Assignment rerun2 = NextFor(engine);
+  ASSERT_EQ(rerun2.trial.confirms, 0);
+  EXPECT_FALSE(Train(engine, rerun2, 1, rising(0.02)));
+  ASSERT_TRUE(engine.Cancel(0).ok());
+  // The cancelled rerun measured nothing: the configuration is not settled, but nothing
+  // counts against it either, and the report names it by its first run.
+  const Report r = ReportOf(journal, spec);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_TRUE(r.target_reached);
+  EXPECT_EQ(r.best->number, 0);
+  EXPECT_DOUBLE_EQ(r.best->tta_s, 3.0);
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_DOUBLE_EQ(*engine.IncumbentTta(), 3.0);
+}
+
+TEST(SeedGroups, ARerunThatRepeatedItsCurveEndsWhenItsWorkerIsLostAndIsNotTrainedAgain) {
+  MemoryJournal journal;
+  const JobSpec spec = OneConfigSpec();
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  const auto same = [](int e) { return e >= 3 ? 0.85 : 0.3 + 0.1 * e; };
+  const Assignment first = NextFor(engine);
+  EXPECT_TRUE(Train(engine, first, 9, same));
+  End(engine, first);
+  const Assignment rerun = NextFor(engine);
+  ASSERT_EQ(rerun.trial.confirms, 0);
+  EXPECT_TRUE(Train(engine, rerun, 9, same));  // stopped after 3 equal epochs
+  ASSERT_TRUE(engine.OnWorkerLost("w1", 0).ok());
+  const TrialRecord& r = journal.trials.at(rerun.trial.id);
+  EXPECT_EQ(r.state, TrialState::kStopped) << r.reason;
+  EXPECT_EQ(r.repeats, 0);
+  EXPECT_NE(r.reason.find("does not change"), std::string::npos) << r.reason;
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
 }
 
 }  // namespace

@@ -106,10 +106,13 @@ Status JobEngine::Rebuild() {
     ++sampled_;
   }
 
+  std::map<int, const TrialRecord*> sampler_trial;  // by number
+  for (const auto& [id, t] : trials_) {
+    if (t.record.confirms < 0) sampler_trial[t.record.number] = &t.record;
+  }
   for (auto& [id, t] : trials_) {
-    for (const auto& [first_id, first] : trials_) {
-      if (IsRerunOf(t.record, first.record)) t.rerun = true;
-    }
+    auto first = sampler_trial.find(t.record.confirms);
+    t.rerun = first != sampler_trial.end() && IsRerunOf(t.record, *first->second);
   }
   // The epochs done, from their stored points; points after them belong to a segment that
   // was cut before its trial was reset (stores written before ResetTrial existed).
@@ -201,7 +204,8 @@ Status JobEngine::Rebuild() {
 
   // The controller that ran the segments is gone, and so are their workers' connections.
   for (auto& [id, t] : trials_) {
-    if (t.record.state == TrialState::kRunning && t.record.reached_target) {
+    if (t.record.state == TrialState::kRunning &&
+        (t.record.reached_target || t.record.repeats >= 0)) {
       TOPOTUNE_RETURN_IF_ERROR(
           EndSegment(t, {id, t.record.attempt, SegmentStatus::kCompleted, ""}));
     } else if (t.record.state == TrialState::kRunning) {
@@ -229,23 +233,28 @@ std::vector<const TrialRecord*> JobEngine::Records() const {
 }
 
 std::optional<double> JobEngine::IncumbentTta() const {
-  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
-  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
   std::optional<double> best;
-  if (named != nullptr) best = named->MeanTta();
+  if (spec_.incumbent_seeds <= 1) {  // every trial that reached the target, as measured
+    for (const auto& [id, t] : trials_) {
+      if (t.record.reached_target && (!best || t.record.tta_s < *best)) best = t.record.tta_s;
+    }
+    return best;
+  }
+  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+  if (const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds); named != nullptr) {
+    return named->MeanTta();
+  }
   for (const auto& [id, t] : trials_) {
     if (!t.record.reached_target || (best && t.record.tta_s >= *best)) continue;
-    const bool unnamed_first =
-        named == nullptr && t.record.confirms < 0 && !groups.at(t.record.number).missed;
-    if (IsConfirmation(t) || unnamed_first) best = t.record.tta_s;
+    if (IsConfirmation(t) || (t.record.confirms < 0 && !groups.at(t.record.number).missed)) {
+      best = t.record.tta_s;
+    }
   }
   return best;
 }
 
-double JobEngine::RerunCap(const SeedGroup& group) const {
+double JobEngine::RerunCap(const SeedGroup& group, const SeedGroup* named) const {
   double cap = kConfirmLimit * group.first->tta_s;
-  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
-  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
   if (named != nullptr && named->first != group.first) {
     double spent = 0.0;
     for (double s : group.tta_s) spent += s;
@@ -254,46 +263,58 @@ double JobEngine::RerunCap(const SeedGroup& group) const {
   return cap;
 }
 
+bool JobEngine::RerunFitsBudget(double cap) const {
+  return spec_.time_budget_s <= 0 || cap <= spec_.time_budget_s - SpentSeconds();
+}
+
 std::vector<const JobEngine::LiveTrial*> JobEngine::DueReruns(int max_batch) const {
   std::vector<const LiveTrial*> due;
   if (spec_.incumbent_seeds <= 1) return due;
   const std::map<int, SeedGroup> groups = GroupBySeed(Records());
   const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
+  // The unresolved configurations that can still win, most promising first.
   std::vector<const SeedGroup*> open;
   for (const auto& [number, g] : groups) {
-    if (!g.first->reached_target || g.missed || g.running || g.seed_free ||
-        g.runs >= spec_.incumbent_seeds || g.first->config.batch_size > max_batch ||
-        (named != nullptr && g.MeanTta() >= named->MeanTta())) {
+    if (!g.first->reached_target || g.missed || g.incomplete || g.seed_free ||
+        g.runs >= spec_.incumbent_seeds || (named != nullptr && g.MeanTta() >= named->MeanTta())) {
       continue;
     }
-    const double cap = RerunCap(g);
-    if (cap <= 0 || (spec_.time_budget_s > 0 && cap > spec_.time_budget_s - SpentSeconds())) {
-      continue;
-    }
-    open.push_back(&g);
+    const double cap = RerunCap(g, named);
+    if (g.running || (cap > 0 && RerunFitsBudget(cap))) open.push_back(&g);
   }
   std::sort(open.begin(), open.end(), [](const SeedGroup* a, const SeedGroup* b) {
     return a->MeanTta() < b->MeanTta() ||
            (a->MeanTta() == b->MeanTta() && a->first->number < b->first->number);
   });
-  for (const SeedGroup* g : open) {
-    for (const auto& [id, t] : trials_) {
-      if (&t.record == g->first) due.push_back(&t);
-    }
+  // One configuration at a time, the most promising: the others wait for its answer (it
+  // may name an incumbent that they cannot beat).
+  if (open.empty() || open.front()->running || open.front()->first->config.batch_size > max_batch) {
+    return due;
+  }
+  for (const auto& [id, t] : trials_) {
+    if (&t.record == open.front()->first) due.push_back(&t);
   }
   return due;
 }
 
 int JobEngine::RepeatedRun(const LiveTrial& t) const {
-  const size_t done = t.epoch_accuracy.size();
+  const std::vector<double>& mine = t.epoch_accuracy;
   for (const auto& [id, other] : trials_) {
     const bool earlier_run = other.record.number == t.record.confirms ||
                              (other.rerun && other.record.confirms == t.record.confirms &&
                               other.record.number < t.record.number && other.record.repeats < 0);
-    if (!earlier_run || other.epoch_accuracy.empty()) continue;
-    const size_t n = std::min<size_t>(kSameCurveEpochs, other.epoch_accuracy.size());
-    if (done == n && std::equal(t.epoch_accuracy.begin(), t.epoch_accuracy.end(),
-                                other.epoch_accuracy.begin())) {
+    if (!earlier_run) continue;
+    // At least kSameCurveEpochs, and past the curve's flat start: a configuration stuck at
+    // chance may read the same on every seed for a while.
+    const std::vector<double>& theirs = other.epoch_accuracy;
+    size_t n = kSameCurveEpochs;
+    while (n < theirs.size() &&
+           std::all_of(theirs.begin(), theirs.begin() + static_cast<std::ptrdiff_t>(n),
+                       [&](double a) { return a == theirs.front(); })) {
+      ++n;
+    }
+    if (mine.size() == n && n <= theirs.size() &&
+        std::equal(mine.begin(), mine.end(), theirs.begin())) {
       return other.record.number;
     }
   }
@@ -511,7 +532,7 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     t.bound_s = ConfirmLimit(t);
   } else if (t.rerun) {
     const std::map<int, SeedGroup> groups = GroupBySeed(Records());
-    t.bound_s = RerunCap(groups.at(t.record.confirms));
+    t.bound_s = RerunCap(groups.at(t.record.confirms), NamedGroup(groups, spec_.incumbent_seeds));
   } else {
     const std::optional<double> incumbent = IncumbentTta();
     t.bound_s = incumbent ? *incumbent : 0.0;
@@ -591,12 +612,40 @@ StatusOr<std::optional<Assignment>> JobEngine::TryPending(const Placement& place
     if (IsConfirmation(t) && (placement.device_class != spec_.reference_class || !RerunFits(t))) {
       continue;
     }
+    if (t.rerun) {
+      StatusOr<bool> ended = EndCutRerunIfBeaten(t);
+      if (!ended.ok()) return ended.status();
+      if (*ended) continue;
+    }
     if (!CanResumeOn(t, placement.lead())) continue;
     Assignment a = Start(t, placement, SegmentStart(t));
     TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
     return std::optional<Assignment>(std::move(a));
   }
   return std::optional<Assignment>();
+}
+
+StatusOr<bool> JobEngine::EndCutRerunIfBeaten(LiveTrial& t) {
+  const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+  const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds);
+  const SeedGroup& group = groups.at(t.record.confirms);
+  const double cap = RerunCap(group, named);
+  std::string why;
+  if (named != nullptr && group.MeanTta() >= named->MeanTta()) {
+    why = Format("its configuration's mean so far, %.2f s,", group.MeanTta()) +
+          Format(" no longer beats the incumbent's %.2f s", named->MeanTta());
+  } else if (cap <= 0) {
+    why = "no time is left under the incumbent's mean";
+  } else if (!RerunFitsBudget(cap)) {
+    why = Format("the time budget left does not cover its cap of %.2f s", cap);
+  } else {
+    return false;
+  }
+  t.record.state = TrialState::kStopped;
+  t.record.reason = "reruns trial " + std::to_string(t.record.confirms) + " on seed " +
+                    std::to_string(t.record.seed) + ": cut, and not rerun: " + why;
+  TOPOTUNE_RETURN_IF_ERROR(journal_->UpdateTrial(t.record));
+  return true;
 }
 
 StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
@@ -1100,9 +1149,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   if (repeated >= 0) {
     t.record.repeats = repeated;
     verdict = {true, "its first " + std::to_string(point.epoch) + " epochs repeat trial " +
-                         std::to_string(repeated) +
-                         "'s exactly: the seed does not change this configuration's training"};
-    t.stop_reason = verdict.reason;
+                         std::to_string(repeated) + "'s exactly"};
   } else if (!t.record.reached_target && point.val_accuracy >= spec_.target_accuracy) {
     t.record.reached_target = true;
     t.record.tta_s = t.record.train_s;
@@ -1158,7 +1205,9 @@ Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
       "reruns trial " + std::to_string(r.confirms) + " on seed " + std::to_string(r.seed) + ": ";
   if (r.repeats >= 0) {
     r.state = TrialState::kStopped;
-    r.reason = what + t.stop_reason;
+    r.reason = what + "its first " + std::to_string(r.epochs_done) + " epochs repeat trial " +
+               std::to_string(r.repeats) +
+               "'s exactly: the seed does not change this configuration's training";
   } else if (r.reached_target) {
     r.state = TrialState::kCompleted;
     r.reason = what + Format("TTA %.2f s", r.tta_s);
@@ -1169,7 +1218,8 @@ Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
     r.state = TrialState::kFailed;
     r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
   } else {
-    r.state = TrialState::kStopped;
+    // Trained to its cap (or the epoch limit): a measurement, that the target is beyond it.
+    r.state = TrialState::kCompleted;
     r.reason = what + Format("the target not reached in %.2f s", r.train_s) +
                Format(" (its cap %.2f s: past it the configuration cannot win)", t.bound_s);
   }
@@ -1241,7 +1291,7 @@ Status JobEngine::OnWorkerLost(const std::string& worker_id, double now) {
   SetWorkerOnline(worker_id, false);
   for (auto& [id, t] : trials_) {
     if (t.record.state != TrialState::kRunning || t.record.worker != worker_id) continue;
-    if (t.record.reached_target) {
+    if (t.record.reached_target || t.record.repeats >= 0) {
       TOPOTUNE_RETURN_IF_ERROR(
           EndSegment(t, {id, t.record.attempt, SegmentStatus::kCompleted, ""}));
       continue;

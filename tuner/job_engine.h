@@ -243,17 +243,25 @@ class JobEngine {
   // JobSpec::incumbent_seeds > 1: the next rerun of the most promising unsettled
   // configuration (tuner/seed_groups.h), before any other new work of the job.
   StatusOr<std::optional<Assignment>> TryRerun(const Placement& placement);
-  // The sampler's trials whose configuration is due its next seed, most promising first:
-  // it reached the target, every run so far did, none is running, it has fewer than
-  // incumbent_seeds runs, its mean so far is below the named incumbent's, and its next
-  // rerun's cap (RerunCap) is positive and fits the time budget left.
+  // The sampler's trial whose configuration is due its next seed, if any: of the
+  // configurations that reached the target on every run so far, have fewer than
+  // incumbent_seeds runs, a mean so far below the named incumbent's, and a next rerun whose
+  // cap (RerunCap) is positive and fits the time budget left, the one of least mean, unless
+  // a rerun of it is running or its batch exceeds max_batch. One configuration at a time.
   std::vector<const LiveTrial*> DueReruns(int max_batch) const;
   // The seconds the next run of `group` may train: kConfirmLimit x its first run's TTA,
-  // and no more than would leave its mean over incumbent_seeds runs below the named
-  // incumbent's (the trials' sums compared, SMAC's adaptive capping).
-  double RerunCap(const SeedGroup& group) const;
+  // and no more than would leave its mean over incumbent_seeds runs below the `named`
+  // group's (the trials' sums compared, SMAC's adaptive capping); `named` may be null.
+  double RerunCap(const SeedGroup& group, const SeedGroup* named) const;
+  // Whether the job's time budget left covers a rerun's cap (always, without a budget).
+  bool RerunFitsBudget(double cap) const;
+  // A rerun that a cut sent back restarts only while its configuration can still win and
+  // the budget covers its cap; otherwise it is stopped here (its group then cannot settle).
+  // Returns whether it was.
+  StatusOr<bool> EndCutRerunIfBeaten(LiveTrial& t);
   // Where `t`'s first epochs equal, exactly, those of an earlier run of its configuration
-  // (kSameCurveEpochs of them, or all that run has), that run's number; else -1.
+  // (kSameCurveEpochs of them, more while that run's curve has not moved from its first
+  // value), that run's number; else -1.
   int RepeatedRun(const LiveTrial& t) const;
   static constexpr int kSameCurveEpochs = 3;
   Status EndRerun(LiveTrial& t, const SegmentResult& outcome);

@@ -6,7 +6,8 @@
 namespace topotune {
 
 bool SeedGroup::Settled(int seeds) const {
-  return first->reached_target && !running && !missed && (seed_free || runs >= seeds);
+  return first->reached_target && !running && !missed && !incomplete &&
+         (seed_free || runs >= seeds);
 }
 
 double SeedGroup::MeanTta() const {
@@ -45,14 +46,16 @@ std::map<int, SeedGroup> GroupBySeed(const std::vector<const TrialRecord*>& tria
     g.reruns.push_back(t);
     if (t->repeats >= 0) {
       g.seed_free = true;
-    } else if (!IsTerminal(t->state)) {
-      g.running = true;
-    } else if (t->state == TrialState::kCompleted && t->reached_target) {
+    } else if (t->reached_target) {
       g.tta_s.push_back(t->tta_s);
       ++g.runs;
-    } else {
+    } else if (!IsTerminal(t->state)) {
+      g.running = true;
+    } else if (t->state == TrialState::kCompleted) {
       g.missed = true;
       ++g.runs;
+    } else {
+      g.incomplete = true;
     }
   }
   return groups;

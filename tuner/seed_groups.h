@@ -22,14 +22,19 @@ struct SeedGroup {
   // in number order; repeats included.
   std::vector<const TrialRecord*> reruns;
   std::vector<double> tta_s;  ///< per distinct seed that reached the target, first's first
-  bool running = false;       ///< a rerun has not ended
-  bool missed = false;        ///< a distinct run ended without reaching the target
+  bool running = false;       ///< a rerun has not ended (nor reached the target)
+  // A rerun trained to its cap (or the epoch limit) without reaching the target (it ended
+  // kCompleted): this configuration's mean cannot beat the incumbent's.
+  bool missed = false;
+  // A rerun ended before it measured anything (stopped by a cancel or the time budget, or
+  // failed): the group cannot settle, and gets no more reruns.
+  bool incomplete = false;
   // A rerun repeated an earlier run's curve (TrialRecord::repeats): the seed does not
   // change this configuration's training, so its runs so far are all it has.
   bool seed_free = false;
-  int runs = 0;  ///< distinct runs that ended (first included once it reached the target)
-  // Whether the job may name it: every run reached the target, none is running, and it
-  // has `seeds` distinct runs (or its seed changes nothing).
+  int runs = 0;  ///< distinct runs measured (first included once it reached the target)
+  // Whether the job may name it: every run reached the target, none is running or ended
+  // unmeasured, and it has `seeds` distinct runs (or its seed changes nothing).
   bool Settled(int seeds) const;
   double MeanTta() const;  ///< mean of tta_s; +inf when empty
 };
