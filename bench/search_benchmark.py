@@ -408,7 +408,7 @@ class Lane:
             delay = min(delay * 1.5, 0.25)
         if job["state"] != "completed":
             raise RuntimeError(f"job {job_id} {job['state']}: {job.get('message')}")
-        return job_id, job["spec"]["scheduler"]
+        return job_id, job["spec"]
 
     def events(self, job_id):
         con = sqlite3.connect(self.db, timeout=30)
@@ -488,7 +488,7 @@ def job_spec(table, args, algorithm, seed):
 
 
 def topotune_run(lane, table, truth, args, algorithm, seed):
-    job_id, scheduler = lane.run_job(job_spec(table, args, algorithm, seed))
+    job_id, spec = lane.run_job(job_spec(table, args, algorithm, seed))
     rows, trials = lane.events(job_id)
     config_of, seed_of, reruns = {}, {}, {}
     for number, bs, lr, opt, tseed, _confirms, _repeats in trials:
@@ -503,13 +503,15 @@ def topotune_run(lane, table, truth, args, algorithm, seed):
         if epoch > len(curve) or abs(curve[epoch - 1][0] - acc) > 1e-9:
             mismatches += 1
         events.append((number, epoch, acc, sec))
-    seeds = incumbent_seeds(args, algorithm)
+    # As the controller normalised it: "auto" may have chosen it (api/job_spec_json.h).
+    seeds = spec.get("incumbent_seeds", 1)
     result = evaluate(events, config_of, truth, True, reruns, seeds)
     raw = evaluate(events, config_of, truth, False, reruns, seeds)
     result["raw_cost"], result["raw_total"] = raw["cost"], raw["total"]
     result["replay_mismatches"] = mismatches
     result["job_id"] = job_id
-    result["chosen"] = scheduler.get("algorithm")
+    result["chosen"] = spec["scheduler"].get("algorithm")
+    result["incumbent_seeds"] = seeds
     return result
 
 
