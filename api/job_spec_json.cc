@@ -302,7 +302,6 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   if (field != nullptr) TOPOTUNE_RETURN_IF_ERROR(ParseScheduler(*field, &spec));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_trials", 1, 10000, &spec.max_trials));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("seed", 0, INT64_MAX, &spec.seed));
-  const bool seeds_given = j.contains("incumbent_seeds");
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("incumbent_seeds", 1, 5, &spec.incumbent_seeds));
   TOPOTUNE_RETURN_IF_ERROR(f.Number("momentum", &spec.momentum));
   if (!(spec.momentum >= 0 && spec.momentum < 1)) {
@@ -331,12 +330,7 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
     spec.reference_class = reference_class;
   }
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
-  if (spec.algorithm == "auto") {
-    spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
-    std::string why;
-    if (!seeds_given) spec.incumbent_seeds = AutoIncumbentSeeds(spec, &why);
-    spec.auto_reason += why;
-  }
+  if (spec.algorithm == "auto") spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
   return spec;
 }
 

@@ -220,34 +220,6 @@ TEST(JobSpec, IncumbentSeedsIsOneByDefaultAndAtMostFive) {
   }
 }
 
-TEST(JobSpec, AutoNamesTheBestOfALongJobByItsMeanOverThreeSeedsUnlessTheJobSays) {
-  json j = ValidSpec();
-  j["scheduler"] = {{"algorithm", "auto"}, {"max_epochs", 80}};
-  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
-  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  EXPECT_EQ(spec->incumbent_seeds, 3);
-  EXPECT_NE(spec->auto_reason.find("mean over 3 seeds"), std::string::npos) << spec->auto_reason;
-  StatusOr<JobSpec> again = JobSpecFromJson(JobSpecToJson(*spec));
-  ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_EQ(again->incumbent_seeds, 3);
-  // Under 50 epochs, or with incumbent_seeds given, or without auto: as the job says.
-  j["scheduler"]["max_epochs"] = 49;
-  spec = ParseJobSpec(j.dump());
-  ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->incumbent_seeds, 1);
-  EXPECT_EQ(spec->auto_reason.find("seeds"), std::string::npos) << spec->auto_reason;
-  j["scheduler"]["max_epochs"] = 80;
-  j["incumbent_seeds"] = 1;
-  spec = ParseJobSpec(j.dump());
-  ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->incumbent_seeds, 1);
-  j.erase("incumbent_seeds");
-  j["scheduler"]["algorithm"] = "forecast";
-  spec = ParseJobSpec(j.dump());
-  ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->incumbent_seeds, 1);
-}
-
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

@@ -44,18 +44,6 @@ std::string AutoAlgorithm(const JobSpec& spec, std::string* why) {
   return "tpe";
 }
 
-int AutoIncumbentSeeds(const JobSpec& spec, std::string* why) {
-  const int limit = spec.asha.MaxEpochs();
-  if (limit < kLateTargetEpochs) return 1;
-  *why = "; a trial may train " + std::to_string(limit) + " epochs (" +
-         std::to_string(kLateTargetEpochs) +
-         " or more), where one seed's crossing of the target is noisy (on the 80-epoch replay "
-         "tables one configuration's seeds differ by up to 2.4x), so the best is named by its "
-         "mean over " +
-         std::to_string(kAutoIncumbentSeeds) + " seeds (incumbent_seeds)";
-  return kAutoIncumbentSeeds;
-}
-
 std::vector<BracketPlan> PlanBrackets(const JobSpec& spec) {
   const int top = spec.asha.num_rungs - 1;
   const std::string& a = spec.algorithm;

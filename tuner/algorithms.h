@@ -35,13 +35,6 @@ const std::vector<std::string>& KnownAlgorithms();  // without "auto"
 // What "auto" picks for `spec` (its budget and space), and why, in words.
 std::string AutoAlgorithm(const JobSpec& spec, std::string* why);
 
-// The seeds "auto" trains a configuration on before naming it best, for a job that does
-// not say (JobSpec::incumbent_seeds): kAutoIncumbentSeeds where a trial may train
-// kLateTargetEpochs epochs or more, else 1; `why` gets a sentence for the former.
-int AutoIncumbentSeeds(const JobSpec& spec, std::string* why);
-constexpr int kAutoIncumbentSeeds = 3;
-constexpr int kLateTargetEpochs = 50;
-
 // A bracket of successive halving: trials enter at start_rung; quota of them in all.
 struct BracketPlan {
   int start_rung = 0;
