@@ -943,6 +943,65 @@ TEST(Integration, AReplayWorkerRunsAWholeJobThroughTheControllerInSeconds) {
   fs::remove(table);
 }
 
+// Two configurations, 3 seeds, 1 s an epoch: lr 0.1 reaches 0.7 at epoch 1 on seeds 0
+// and 1 and at epoch 9 on seed 2 (mean 3.67 s); lr 0.01 at epoch 3 on every seed (3 s).
+fs::path WriteLuckyTable(const std::string& name) {
+  const fs::path table =
+      fs::temp_directory_path() / ("topotune-" + name + "-" + std::to_string(getpid()) + ".csv");
+  std::ofstream out(table);
+  out << "# model=lenet\n# device=synthetic\n"
+      << "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  for (const double lr : {0.01, 0.1}) {
+    for (int seed = 0; seed < 3; ++seed) {
+      const int reach = lr == 0.01 ? 3 : seed < 2 ? 1 : 9;
+      for (int e = 1; e <= 9; ++e) {
+        const double acc = e >= reach ? 0.75 : 0.2 + 0.01 * e + 0.001 * seed;
+        out << "16," << lr << ",sgd," << seed << "," << e << "," << acc << ",1\n";
+      }
+    }
+  }
+  return table;
+}
+
+TEST(Integration, WithIncumbentSeedsTheReportNamesTheBestMeanOverSeedsNotALuckyRun) {
+  const fs::path table = WriteLuckyTable("replay-lucky");
+  Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
+  json spec = SmallJob();
+  spec["target_accuracy"] = 0.7;
+  spec["search_space"] = {{"batch_size", {{"min", 16}, {"max", 16}}},
+                          {"learning_rate", {{"min", 0.01}, {"max", 0.1}}},
+                          {"optimizer", {"sgd"}}};
+  spec["scheduler"] = {{"algorithm", "random"}, {"min_epochs", 9}, {"rungs", 1}};
+  spec["max_trials"] = 8;
+  spec["incumbent_seeds"] = 3;
+  const int64_t id = cluster.Submit(spec);
+  ASSERT_GE(id, 0);
+  const json job = cluster.WaitForJob(id, 60);
+  ASSERT_EQ(job["state"], "completed") << job.dump() << cluster.Log("w1.log");
+  auto report_res = cluster.Get("/v1/jobs/" + std::to_string(id) + "/report");
+  ASSERT_TRUE(report_res);
+  const json report = json::parse(report_res->body);
+  // Both configurations were tried (the worker replays the nearest recorded one).
+  int lucky = 0, steady = 0;
+  for (const json& t : report["ranking"]) {
+    if (!t["confirms"].is_null()) continue;
+    (t["config"]["learning_rate"].get<double>() > 0.0316 ? lucky : steady) += 1;
+  }
+  ASSERT_GE(lucky, 1) << report.dump();
+  ASSERT_GE(steady, 1) << report.dump();
+  ASSERT_TRUE(report["target_reached"].get<bool>()) << report.dump();
+  EXPECT_LT(report["best"]["config"]["learning_rate"].get<double>(), 0.0316) << report.dump();
+  EXPECT_DOUBLE_EQ(report["best"]["tta_s"].get<double>(), 3.0);
+  EXPECT_EQ(report["best_seed_tta_s"], json({3.0, 3.0, 3.0}));
+  const auto [rc, text] = RunCommand(std::string(TOPOTUNE_CLI_BIN) + " report " +
+                                     std::to_string(id) + " --db " + cluster.db().string());
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find("the mean over 3 seeds, whose TTAs were 3.00, 3.00, 3.00 s"),
+            std::string::npos)
+      << text;
+  fs::remove(table);
+}
+
 TEST(Integration, AJobWithATimeBudgetEndsWhenItIsSpentAndItsReportSaysSo) {
   const fs::path table = WriteSyntheticTable("replay-table-budget");
   Cluster cluster("15", {{"--replay", table.string(), "--speedup", "0"}});
