@@ -1047,47 +1047,23 @@ StatusOr<std::optional<Assignment>> JobEngine::TryConfirm(const Placement& place
   }
   for (const LiveTrial* due : DueConfirmations(placement.max_batch_size)) {
     if (!ConfirmationFits(*due)) continue;
-    TrialRecord record;
-    record.job_id = job_.id;
-    record.number = spec_.max_trials + confirmations_;
-    record.confirms = due->record.number;
-    record.config = due->record.config;
-    record.seed = due->record.seed;
-    record.state = TrialState::kRunning;
-    record.bracket = due->record.bracket;
-    record.rung = due->record.rung;
-    record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
-    record.worker = placement.lead();
-    record.attempt = 1;  // as stored: a restore finds its first segment started
-    StatusOr<int64_t> id = journal_->CreateTrial(record);
-    if (!id.ok()) return id.status();
-    record.id = *id;
-    ++confirmations_;
-    LiveTrial& t = trials_[record.id];
-    t.record = record;
-    t.record.attempt = 0;  // Start counts this segment
-    return std::optional<Assignment>(Start(t, placement, 0));
+    return StartRemeasurement(due->record, due->record.seed, placement);
   }
   return std::optional<Assignment>();
 }
 
-StatusOr<std::optional<Assignment>> JobEngine::TryRerun(const Placement& placement) {
-  const std::vector<const LiveTrial*> due = DueReruns(placement.max_batch_size);
-  if (due.empty()) return std::optional<Assignment>();
-  const TrialRecord& first = due.front()->record;
-  int reruns = 0;
-  for (const auto& [id, t] : trials_) {
-    if (t.rerun && t.record.confirms == first.number) ++reruns;
-  }
+StatusOr<std::optional<Assignment>> JobEngine::StartRemeasurement(const TrialRecord& of,
+                                                                  uint64_t seed,
+                                                                  const Placement& placement) {
   TrialRecord record;
   record.job_id = job_.id;
   record.number = spec_.max_trials + confirmations_;
-  record.confirms = first.number;
-  record.config = first.config;
-  record.seed = first.seed + static_cast<uint64_t>(reruns) + 1;  // the next seed
+  record.confirms = of.number;
+  record.config = of.config;
+  record.seed = seed;
   record.state = TrialState::kRunning;
-  record.bracket = first.bracket;
-  record.rung = first.rung;
+  record.bracket = of.bracket;
+  record.rung = of.rung;
   record.target_epochs = InSeconds() ? spec_.asha.max_epochs : spec_.asha.MaxEpochs();
   record.worker = placement.lead();
   record.attempt = 1;  // as stored: a restore finds its first segment started
@@ -1098,8 +1074,20 @@ StatusOr<std::optional<Assignment>> JobEngine::TryRerun(const Placement& placeme
   LiveTrial& t = trials_[record.id];
   t.record = record;
   t.record.attempt = 0;  // Start counts this segment
-  t.rerun = true;
+  t.rerun = seed != of.seed;
   return std::optional<Assignment>(Start(t, placement, 0));
+}
+
+StatusOr<std::optional<Assignment>> JobEngine::TryRerun(const Placement& placement) {
+  const std::vector<const LiveTrial*> due = DueReruns(placement.max_batch_size);
+  if (due.empty()) return std::optional<Assignment>();
+  const TrialRecord& first = due.front()->record;
+  int reruns = 0;
+  for (const auto& [id, t] : trials_) {
+    if (t.rerun && t.record.confirms == first.number) ++reruns;
+  }
+  // The next seed.
+  return StartRemeasurement(first, first.seed + static_cast<uint64_t>(reruns) + 1, placement);
 }
 
 StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& point) {

@@ -239,6 +239,11 @@ class JobEngine {
   StatusOr<std::optional<Assignment>> TryNewTrial(const Placement& placement);
   // A confirmation (see kConfirmTop) for a placement of the reference class.
   StatusOr<std::optional<Assignment>> TryConfirm(const Placement& placement);
+  // Creates a trial that measures `of`'s configuration again (TrialRecord::confirms) with
+  // `seed`: a confirmation on the same seed, a rerun (seed_groups.h) on another; and starts
+  // it on `placement`.
+  StatusOr<std::optional<Assignment>> StartRemeasurement(const TrialRecord& of, uint64_t seed,
+                                                         const Placement& placement);
   static bool IsConfirmation(const LiveTrial& t) { return t.record.confirms >= 0 && !t.rerun; }
   // JobSpec::incumbent_seeds > 1: the next rerun of the most promising unsettled
   // configuration (tuner/seed_groups.h), before any other new work of the job.
