@@ -1165,6 +1165,20 @@ Status JobEngine::OnSegmentEnded(const SegmentResult& outcome, double now) {
   return MaybeFinish(now);
 }
 
+bool JobEngine::EndedByTheWorker(TrialRecord& r, const SegmentResult& outcome,
+                                 const std::string& what) {
+  if (outcome.status == SegmentStatus::kInfeasible) {
+    r.state = TrialState::kInfeasible;
+    r.reason = what + outcome.message;
+  } else if (outcome.status == SegmentStatus::kFailed) {
+    r.state = TrialState::kFailed;
+    r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
   TrialRecord& r = t.record;
   const std::string what =
@@ -1173,13 +1187,7 @@ Status JobEngine::EndConfirmation(LiveTrial& t, const SegmentResult& outcome) {
     r.state = TrialState::kCompleted;
     r.reason = what + Format("measured TTA %.2f s", r.tta_s) +
                Format(" (counted %.2f s)", ConfirmLimit(t) / kConfirmLimit);
-  } else if (outcome.status == SegmentStatus::kInfeasible) {
-    r.state = TrialState::kInfeasible;
-    r.reason = what + outcome.message;
-  } else if (outcome.status == SegmentStatus::kFailed) {
-    r.state = TrialState::kFailed;
-    r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
-  } else {
+  } else if (!EndedByTheWorker(r, outcome, what)) {
     r.state = TrialState::kStopped;
     r.reason = what + Format("the target not reached in %.2f s", r.train_s) +
                Format(" (%.2f s counted)", ConfirmLimit(t) / kConfirmLimit);
@@ -1199,13 +1207,7 @@ Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
   } else if (r.reached_target) {
     r.state = TrialState::kCompleted;
     r.reason = what + Format("TTA %.2f s", r.tta_s);
-  } else if (outcome.status == SegmentStatus::kInfeasible) {
-    r.state = TrialState::kInfeasible;
-    r.reason = what + outcome.message;
-  } else if (outcome.status == SegmentStatus::kFailed) {
-    r.state = TrialState::kFailed;
-    r.reason = what + (outcome.message.empty() ? "failed on the worker" : outcome.message);
-  } else {
+  } else if (!EndedByTheWorker(r, outcome, what)) {
     // Trained to its cap (or the epoch limit): a measurement, that the target is beyond it.
     r.state = TrialState::kCompleted;
     r.reason = what + Format("the target not reached in %.2f s", r.train_s) +

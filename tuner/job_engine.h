@@ -282,6 +282,10 @@ class JobEngine {
   // The training seconds a confirmation of `t` may take: kConfirmLimit x its counted TTA.
   double ConfirmLimit(const LiveTrial& t) const;
   Status EndConfirmation(LiveTrial& t, const SegmentResult& outcome);
+  // A segment the worker ended infeasible or failed: sets `r`'s state and reason (after
+  // `what`) and returns true; otherwise changes nothing.
+  static bool EndedByTheWorker(TrialRecord& r, const SegmentResult& outcome,
+                               const std::string& what);
   Assignment Start(LiveTrial& t, const Placement& placement, int start_epoch);
   // A paused trial that cannot beat the incumbent is stopped; returns true if it was.
   StatusOr<bool> PruneIfBeaten(LiveTrial& t);
