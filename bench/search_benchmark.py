@@ -232,6 +232,15 @@ def seed_luck(table, truth, draws, ks, rng_seed=1):
 # ------------------------------------------------------------------------- the evaluation
 
 
+def repeat_epochs(theirs, at_least=3):
+    """The epochs after which the controller compares a rerun's curve with an earlier run's
+    (JobEngine::RepeatedRun): 3, and more while that run's curve has not moved."""
+    n = at_least
+    while n < len(theirs) and all(a == theirs[0] for a in theirs[:n]):
+        n += 1
+    return n
+
+
 def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
     """events: [(trial, epoch, val_accuracy, seconds)] in the order trained; config_of:
     trial -> recorded configuration key; reruns: trial -> (the sampler's trial it reruns on
@@ -273,6 +282,7 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
         return best, best_mean
 
     inc_tta = INF
+    curves = {}  # trial -> validation accuracies so far
     for i, (trial, _epoch, acc, sec) in enumerate(events):
         if trial in stopped or trial in reached:
             overrun += sec
@@ -280,6 +290,7 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
             continue
         cum += sec
         train[trial] = train.get(trial, 0.0) + sec
+        curves.setdefault(trial, []).append(acc)
         if trial in reruns:
             first, repeats = reruns[trial]
             g = groups.get(first)
@@ -288,7 +299,11 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
             g["running"] = True
             if acc >= target and repeats < 0:
                 reached.add(trial)
-            if i == last[trial] or trial in reached:
+            if repeats >= 0 and len(curves[trial]) == repeat_epochs(curves.get(repeats, [])):
+                # The controller's repeat verdict (JobEngine::RepeatedRun): the epochs the
+                # replay worker trains after it are replay artifacts, as a bound stop's are.
+                stopped.add(trial)
+            if i == last[trial] or trial in reached or trial in stopped:
                 g["running"] = False
                 if repeats >= 0:
                     g["seed_free"] = True

@@ -1134,7 +1134,11 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
     incumbent = t.bound_s;
   }
   const int repeated = t.rerun && t.record.repeats < 0 ? RepeatedRun(t) : -1;
-  if (repeated >= 0) {
+  if (t.rerun && t.record.repeats >= 0) {
+    // An epoch the worker trained before it heard the repeat verdict: spent, but it
+    // measures nothing.
+    verdict = {true, "its curve repeats trial " + std::to_string(t.record.repeats) + "'s"};
+  } else if (repeated >= 0) {
     t.record.repeats = repeated;
     verdict = {true, "its first " + std::to_string(point.epoch) + " epochs repeat trial " +
                          std::to_string(repeated) + "'s exactly"};
