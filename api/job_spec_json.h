@@ -23,9 +23,9 @@
 // bound compare a slow board and a fast server fairly. "reference_class": "edge" names
 // another class; without either, seconds count as measured.
 //
-// "incumbent_seeds": 3 (1-5, default 1) trains a configuration that beats the incumbent on
-// its next seeds too, and names the best by its mean time-to-accuracy over them
-// (tuner/seed_groups.h).
+// "incumbent_seeds": 3 (1-5; default 3 for algorithm "forecast", given or chosen by
+// "auto", else 1) trains a configuration that beats the incumbent on its next seeds too,
+// and names the best by its mean time-to-accuracy over them (tuner/seed_groups.h).
 //
 // Unknown fields are errors (a typo must not silently fall back to a default).
 

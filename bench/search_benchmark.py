@@ -75,7 +75,7 @@ import urllib.request
 
 INF = float("inf")
 TOPOTUNE_ALGORITHMS = ["random", "asha", "sha", "hyperband", "tpe", "gp", "bohb", "auto",
-                       "asha@s", "gp@s", "bohb@s", "forecast", "forecast-gp", "forecast-seeds"]
+                       "asha@s", "gp@s", "bohb@s", "forecast", "forecast-gp"]
 SECONDS_SUFFIX = "@s"  # the same algorithm with rungs in seconds ("rung_unit": "seconds")
 OPTUNA_SETUPS = ["optuna-tpe-sha", "optuna-random-hb"]
 NEAR = 1.1  # near-optimal: true TTA within 10% of TTA*
@@ -454,8 +454,9 @@ class Lane:
 
 
 def incumbent_seeds(args, algorithm):
-    """The job's incumbent_seeds: 3 for "forecast-seeds", else --incumbent-seeds."""
-    return 3 if algorithm == "forecast-seeds" else getattr(args, "incumbent_seeds", 1)
+    """The incumbent_seeds the job gives: 3 for "forecast-seeds", else --incumbent-seeds
+    (None: the job leaves it to the controller's default)."""
+    return 3 if algorithm == "forecast-seeds" else getattr(args, "incumbent_seeds", None)
 
 
 def job_spec(table, args, algorithm, seed):
@@ -486,7 +487,8 @@ def job_spec(table, args, algorithm, seed):
         # No rung schedule: the epoch limit alone (the table's length), as a user would
         # give it; "auto" picks the algorithm (and for a short limit, the rungs) from it.
         # "forecast-gp": the forecast with the GP sampler ("sampler": "gp");
-        # "forecast-seeds": with "incumbent_seeds": 3 (tuner/seed_groups.h).
+        # "forecast-seeds": with "incumbent_seeds": 3 (tuner/seed_groups.h), which has been
+        # the forecast's default since session 41; not in the default list.
         spec["scheduler"] = {"algorithm": algorithm, "max_epochs": table.epochs}
         if algorithm == "forecast-seeds":
             spec["scheduler"] = {"algorithm": "forecast", "max_epochs": table.epochs}
@@ -497,7 +499,7 @@ def job_spec(table, args, algorithm, seed):
         spec["max_trials"] = len(table.batch_sizes) * len(table.lrs) * len(table.optimizers)
     if getattr(args, "time_budget_s", 0) > 0:
         spec["time_budget_s"] = args.time_budget_s
-    if incumbent_seeds(args, algorithm) > 1:
+    if incumbent_seeds(args, algorithm) is not None:
         spec["incumbent_seeds"] = incumbent_seeds(args, algorithm)
     return spec
 
@@ -799,9 +801,10 @@ def main():
                     help="each job's time_budget_s, as a share of the full grid's cost "
                          "(0 = none): success is then the share of runs that end with a "
                          "near-optimal incumbent within that budget")
-    ap.add_argument("--incumbent-seeds", type=int, default=1,
+    ap.add_argument("--incumbent-seeds", type=int, default=None,
                     help="the job's incumbent_seeds: seeds a configuration is trained on "
-                    "before the job names it best")
+                    "before the job names it best (default: the controller's, 3 for the "
+                    "forecast and 1 for the rest)")
     ap.add_argument("--min-epochs", type=int, default=1)
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=None,

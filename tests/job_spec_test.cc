@@ -220,6 +220,28 @@ TEST(JobSpec, IncumbentSeedsIsOneByDefaultAndAtMostFive) {
   }
 }
 
+TEST(JobSpec, TheForecastNamesItsBestByTheMeanOverThreeSeedsUnlessTheJobSays) {
+  json j = ValidSpec();
+  j["scheduler"] = {{"algorithm", "forecast"}, {"max_epochs", 20}};
+  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->incumbent_seeds, kForecastIncumbentSeeds);
+  StatusOr<JobSpec> again = JobSpecFromJson(JobSpecToJson(*spec));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->incumbent_seeds, kForecastIncumbentSeeds);
+  j["scheduler"]["algorithm"] = "auto";  // which picks the forecast for such a job
+  spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->algorithm, "forecast");
+  EXPECT_EQ(spec->incumbent_seeds, kForecastIncumbentSeeds);
+  EXPECT_NE(spec->auto_reason.find("mean time-to-accuracy over 3 seeds"), std::string::npos)
+      << spec->auto_reason;
+  j["incumbent_seeds"] = 1;
+  spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->incumbent_seeds, 1);
+}
+
 TEST(JobSpec, NormalisedFormRoundTrips) {
   StatusOr<JobSpec> spec = ParseJobSpec(ValidSpec().dump());
   ASSERT_TRUE(spec.ok());

@@ -77,6 +77,9 @@ struct AshaSettings {
 };
 
 // A validated tuning job. See api/job_spec_json.h for the JSON form.
+// The forecast's default JobSpec::incumbent_seeds.
+constexpr int kForecastIncumbentSeeds = 3;
+
 struct JobSpec {
   std::string name;
   std::string model;  ///< one of KnownModels()
@@ -98,7 +101,8 @@ struct JobSpec {
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
   // The seeds a configuration is trained on before the job names it best
-  // (tuner/seed_groups.h): 1 = its one trial names it.
+  // (tuner/seed_groups.h): 1 = its one trial names it. A job spec without it gets
+  // kForecastIncumbentSeeds for algorithm "forecast" (api/job_spec_json.cc), 1 otherwise.
   int incumbent_seeds = 1;
   int grid_lr_points = 8;  ///< learning rates a comparable hand grid would try
   // The topology the report answers for (api/topology_json.h), as validated JSON text;
