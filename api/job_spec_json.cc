@@ -302,7 +302,6 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   if (field != nullptr) TOPOTUNE_RETURN_IF_ERROR(ParseScheduler(*field, &spec));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("max_trials", 1, 10000, &spec.max_trials));
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("seed", 0, INT64_MAX, &spec.seed));
-  const bool seeds_given = j.contains("incumbent_seeds");
   TOPOTUNE_RETURN_IF_ERROR(f.IntAs("incumbent_seeds", 1, 5, &spec.incumbent_seeds));
   TOPOTUNE_RETURN_IF_ERROR(f.Number("momentum", &spec.momentum));
   if (!(spec.momentum >= 0 && spec.momentum < 1)) {
@@ -332,13 +331,19 @@ StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   }
   TOPOTUNE_RETURN_IF_ERROR(f.NoOthers());
   if (spec.algorithm == "auto") spec.algorithm = AutoAlgorithm(spec, &spec.auto_reason);
+  return spec;
+}
+
+StatusOr<JobSpec> SubmittedJobSpec(const json& j) {
+  StatusOr<JobSpec> spec = JobSpecFromJson(j);
+  if (!spec.ok()) return spec;
   // The forecast names its best by the mean over kForecastIncumbentSeeds seeds unless the
   // job says otherwise (bench/RESULTS.md, "Naming the best by its mean over seeds").
-  if (spec.algorithm == "forecast" && !seeds_given) {
-    spec.incumbent_seeds = kForecastIncumbentSeeds;
-    if (!spec.auto_reason.empty()) {
-      spec.auto_reason += "; it names the best configuration by its mean time-to-accuracy over " +
-                          std::to_string(kForecastIncumbentSeeds) + " seeds (incumbent_seeds)";
+  if (spec->algorithm == "forecast" && !j.contains("incumbent_seeds")) {
+    spec->incumbent_seeds = kForecastIncumbentSeeds;
+    if (!spec->auto_reason.empty()) {
+      spec->auto_reason += "; it names the best configuration by its mean time-to-accuracy over " +
+                           std::to_string(kForecastIncumbentSeeds) + " seeds (incumbent_seeds)";
     }
   }
   return spec;

@@ -23,8 +23,8 @@
 // bound compare a slow board and a fast server fairly. "reference_class": "edge" names
 // another class; without either, seconds count as measured.
 //
-// "incumbent_seeds": 3 (1-5; default 3 for algorithm "forecast", given or chosen by
-// "auto", else 1) trains a configuration that beats the incumbent on its next seeds too,
+// "incumbent_seeds": 3 (1-5; on submission, default 3 for algorithm "forecast", given or
+// chosen by "auto", else 1: SubmittedJobSpec) trains a configuration that beats the incumbent on its next seeds too,
 // and names the best by its mean time-to-accuracy over them (tuner/seed_groups.h).
 //
 // Unknown fields are errors (a typo must not silently fall back to a default).
@@ -41,6 +41,11 @@ namespace topotune {
 // must be: "search_space.learning_rate: min (1) must be less than max (0.001)".
 StatusOr<JobSpec> ParseJobSpec(const std::string& text);
 StatusOr<JobSpec> JobSpecFromJson(const nlohmann::json& j);
+// A job spec as a user submits it (POST /v1/jobs): JobSpecFromJson, then the defaults that
+// only new jobs get: the forecast's incumbent_seeds (kForecastIncumbentSeeds) where `j`
+// does not give it. A stored spec is normalised (JobSpecToJson writes every field) and is
+// read with JobSpecFromJson alone, so one stored before such a default keeps its meaning.
+StatusOr<JobSpec> SubmittedJobSpec(const nlohmann::json& j);
 // The normalised spec, every default filled in; JobSpecFromJson(JobSpecToJson(s)) == s.
 nlohmann::json JobSpecToJson(const JobSpec& spec);
 

@@ -264,7 +264,7 @@ struct RestRouter::Impl {
   StatusOr<json> Health(const Call&) { return json{{"ok", true}}; }
 
   StatusOr<json> Submit(const Call& call) {
-    StatusOr<JobSpec> spec = JobSpecFromJson(call.body);
+    StatusOr<JobSpec> spec = SubmittedJobSpec(call.body);
     if (!spec.ok()) return spec.status();
     StatusOr<JobRecord> job = service->Submit(*spec, DumpJson(JobSpecToJson(*spec)));
     if (!job.ok()) return job.status();

@@ -299,7 +299,8 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
             g["running"] = True
             if acc >= target and repeats < 0:
                 reached.add(trial)
-            if repeats >= 0 and len(curves[trial]) == repeat_epochs(curves.get(repeats, [])):
+            if (apply_bound and repeats >= 0
+                    and len(curves[trial]) == repeat_epochs(curves.get(repeats, []))):
                 # The controller's repeat verdict (JobEngine::RepeatedRun): the epochs the
                 # replay worker trains after it are replay artifacts, as a bound stop's are.
                 stopped.add(trial)

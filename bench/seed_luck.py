@@ -3,8 +3,9 @@
 
     bench/seed_luck.py TABLE.csv [--target X] [--draws 20000] [--confirm 2,3,5]
 
-search_benchmark.py names a run's incumbent as the trial of least observed time-to-accuracy
-(TTA), and calls the run a success when that configuration's true TTA (the mean over the
+A search that names its incumbent as the trial of least observed time-to-accuracy (TTA),
+as search_benchmark.py did for every job before session 41 (and still does for a job with
+incumbent_seeds 1), calls the run a success when that configuration's true TTA (the mean over the
 seeds recorded for it) is within 10% of the best. A trial replays one recorded seed. Where
 seeds of one configuration differ by more than that 10%, a trial's seed can decide which
 configuration looks best.

@@ -18,8 +18,12 @@ It also prints when a near-optimal configuration was first proposed (trial numbe
 all runs, failed ones included; `never` = not in the run's trials) and, of the trials that
 ended by epoch 3, the share of the cost their epochs 2 and 3 took.
 
+It names the incumbent by the least single TTA, as jobs with one seed do: since session 41
+the forecast's default reruns a winner on 3 seeds (tuner/seed_groups.h), so give the
+search --incumbent-seeds 1.
+
   python3 bench/search_benchmark.py --table bench/replay/T.csv --seeds 160 --grid-seeds 0 \\
-      --algorithms forecast --optuna '' --quiet --workdir /tmp/wd
+      --algorithms forecast --optuna '' --quiet --workdir /tmp/wd --incumbent-seeds 1
   python3 bench/where_compute.py /tmp/wd bench/replay/T.csv [--target X]
 """
 

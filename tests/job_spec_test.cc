@@ -220,24 +220,33 @@ TEST(JobSpec, IncumbentSeedsIsOneByDefaultAndAtMostFive) {
   }
 }
 
-TEST(JobSpec, TheForecastNamesItsBestByTheMeanOverThreeSeedsUnlessTheJobSays) {
+TEST(JobSpec, ASubmittedForecastNamesItsBestByTheMeanOverThreeSeedsUnlessItSays) {
   json j = ValidSpec();
   j["scheduler"] = {{"algorithm", "forecast"}, {"max_epochs", 20}};
-  StatusOr<JobSpec> spec = ParseJobSpec(j.dump());
+  StatusOr<JobSpec> spec = SubmittedJobSpec(j);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->incumbent_seeds, kForecastIncumbentSeeds);
-  StatusOr<JobSpec> again = JobSpecFromJson(JobSpecToJson(*spec));
+  // Stored normalised, it reads back the same.
+  StatusOr<JobSpec> again = ParseJobSpec(JobSpecToJson(*spec).dump());
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->incumbent_seeds, kForecastIncumbentSeeds);
-  j["scheduler"]["algorithm"] = "auto";  // which picks the forecast for such a job
+  // A spec stored before the default existed has no such field: it keeps its one seed.
   spec = ParseJobSpec(j.dump());
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->incumbent_seeds, 1);
+  j["scheduler"]["algorithm"] = "auto";  // which picks the forecast for such a job
+  spec = SubmittedJobSpec(j);
   ASSERT_TRUE(spec.ok());
   EXPECT_EQ(spec->algorithm, "forecast");
   EXPECT_EQ(spec->incumbent_seeds, kForecastIncumbentSeeds);
   EXPECT_NE(spec->auto_reason.find("mean time-to-accuracy over 3 seeds"), std::string::npos)
       << spec->auto_reason;
   j["incumbent_seeds"] = 1;
-  spec = ParseJobSpec(j.dump());
+  spec = SubmittedJobSpec(j);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->incumbent_seeds, 1);
+  // Other algorithms keep one seed.
+  spec = SubmittedJobSpec(ValidSpec());
   ASSERT_TRUE(spec.ok());
   EXPECT_EQ(spec->incumbent_seeds, 1);
 }

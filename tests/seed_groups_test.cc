@@ -396,6 +396,37 @@ TEST(SeedGroups, ACancelDuringTheLastRerunLeavesTheConfigurationNamedByWhatItMea
   EXPECT_DOUBLE_EQ(*engine.IncumbentTta(), 3.0);
 }
 
+TEST(SeedGroups, EpochsAWorkerSendsAfterTheRepeatVerdictMeasureNothing) {
+  MemoryJournal journal;
+  JobSpec spec = OneConfigSpec();
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  const auto same = [](int e) { return e >= 5 ? 0.85 : 0.3 + 0.1 * e; };
+  const Assignment first = NextFor(engine);
+  EXPECT_TRUE(Train(engine, first, 9, same));
+  End(engine, first);
+  const Assignment rerun = NextFor(engine);
+  ASSERT_EQ(rerun.trial.confirms, 0);
+  // A fast worker trains on past the verdict at epoch 3, through the target at epoch 5.
+  for (int e = 1; e <= 6; ++e) {
+    CurvePoint p;
+    p.epoch = e;
+    p.val_accuracy = same(e);
+    p.compute_s = 1.0;
+    StatusOr<EpochVerdict> v = engine.OnEpoch(rerun.trial.id, p);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->stop, e >= 3) << "epoch " << e;
+  }
+  End(engine, rerun);
+  const TrialRecord& r = journal.trials.at(rerun.trial.id);
+  EXPECT_EQ(r.repeats, 0);
+  EXPECT_FALSE(r.reached_target);
+  EXPECT_EQ(r.state, TrialState::kStopped);
+  EXPECT_DOUBLE_EQ(r.train_s, 6.0);  // spent all the same
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
 TEST(SeedGroups, ARerunThatRepeatedItsCurveEndsWhenItsWorkerIsLostAndIsNotTrainedAgain) {
   MemoryJournal journal;
   const JobSpec spec = OneConfigSpec();

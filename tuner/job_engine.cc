@@ -1133,7 +1133,8 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   } else if (t.bound_s > 0.0) {
     incumbent = t.bound_s;
   }
-  const int repeated = t.rerun && t.record.repeats < 0 ? RepeatedRun(t) : -1;
+  const int repeated =
+      t.rerun && t.record.repeats < 0 && !t.record.reached_target ? RepeatedRun(t) : -1;
   if (t.rerun && t.record.repeats >= 0) {
     // An epoch the worker trained before it heard the repeat verdict: spent, but it
     // measures nothing.
@@ -1205,8 +1206,7 @@ Status JobEngine::EndRerun(LiveTrial& t, const SegmentResult& outcome) {
       "reruns trial " + std::to_string(r.confirms) + " on seed " + std::to_string(r.seed) + ": ";
   if (r.repeats >= 0) {
     r.state = TrialState::kStopped;
-    r.reason = what + "its first " + std::to_string(r.epochs_done) + " epochs repeat trial " +
-               std::to_string(r.repeats) +
+    r.reason = what + "its first epochs repeat trial " + std::to_string(r.repeats) +
                "'s exactly: the seed does not change this configuration's training";
   } else if (r.reached_target) {
     r.state = TrialState::kCompleted;

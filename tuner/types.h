@@ -101,8 +101,8 @@ struct JobSpec {
   double momentum = 0.9;   ///< SGD momentum
   uint64_t seed = 0;       ///< the sampler's seed; trial seeds derive from it
   // The seeds a configuration is trained on before the job names it best
-  // (tuner/seed_groups.h): 1 = its one trial names it. A job spec without it gets
-  // kForecastIncumbentSeeds for algorithm "forecast" (api/job_spec_json.cc), 1 otherwise.
+  // (tuner/seed_groups.h): 1 = its one trial names it. A submitted job spec without it
+  // gets kForecastIncumbentSeeds for algorithm "forecast" (SubmittedJobSpec), 1 otherwise.
   int incumbent_seeds = 1;
   int grid_lr_points = 8;  ///< learning rates a comparable hand grid would try
   // The topology the report answers for (api/topology_json.h), as validated JSON text;
