@@ -247,9 +247,11 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
     another seed, the run whose curve it repeated or -1), the product's reruns with
     incumbent_seeds = `seeds` (tuner/seed_groups.h). Returns the run's cost to near-optimal,
     its total compute, and the seconds dropped as overrun (apply_bound: the controller's
-    bound rule). The incumbent is named as the controller names it: the settled
-    configuration with the least mean TTA over its seeds, or while none is, the least
-    single TTA among configurations whose runs so far all reached the target."""
+    bound rule: a sampler's trial is stopped at the slowest run of the settled incumbent,
+    JobEngine::ChallengerBar, else at the incumbent's TTA). The incumbent is named as the
+    controller names it: the settled configuration with the least mean TTA over its seeds,
+    or while none is, the least single TTA among configurations whose runs so far all
+    reached the target."""
     reruns = reruns or {}
     target = truth.target
     last = {}
@@ -267,6 +269,8 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
     inc = None
 
     def named():
+        """The incumbent, its TTA, and the bar a sampler's trial must beat
+        (JobEngine::ChallengerBar: the slowest run of a settled incumbent)."""
         best, best_mean = None, INF
         for first, g in groups.items():
             if g["running"] or g["missed"] or not (g["seed_free"] or len(g["tta"]) >= seeds):
@@ -275,13 +279,13 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
             if mean < best_mean:
                 best, best_mean = first, mean
         if best is not None:
-            return best, best_mean
+            return best, best_mean, max(groups[best]["tta"])
         for first, g in groups.items():
             if not g["missed"] and g["tta"][0] < best_mean:
                 best, best_mean = first, g["tta"][0]
-        return best, best_mean
+        return best, best_mean, best_mean
 
-    inc_tta = INF
+    bar = INF
     curves = {}  # trial -> validation accuracies so far
     for i, (trial, _epoch, acc, sec) in enumerate(events):
         if trial in stopped or trial in reached:
@@ -316,9 +320,9 @@ def evaluate(events, config_of, truth, apply_bound, reruns=None, seeds=1):
             reached.add(trial)
             groups[trial] = {"tta": [train[trial]], "running": False, "missed": False,
                              "seed_free": False}
-        elif apply_bound and train[trial] >= inc_tta:
+        elif apply_bound and train[trial] >= bar:
             stopped.add(trial)
-        inc, inc_tta = named()
+        inc, _, bar = named()
         if inc is not None and truth.near_optimal(config_of[inc]):
             if good_since is None:
                 good_since = cum

@@ -306,6 +306,55 @@ TEST(SeedGroups, ARerunIsCappedWhereItsConfigurationsMeanCouldNoLongerBeatTheInc
   EXPECT_EQ(r.best->number, 0);
 }
 
+TEST(SeedGroups, AFirstRunIsMeasuredAgainstTheIncumbentsSlowestRunNotItsMean) {
+  // Random search, each trial trained in one segment, every epoch 1 s. Trial 0 reaches the
+  // target in 3, 4 and 6 epochs on its three seeds: mean 4.33 s, slowest 6 s. Trial 1 in 5,
+  // 2 and 3: its first run is slower than trial 0's mean, but its own mean, 3.33 s, is the
+  // better. Measured against the mean, trial 1 was stopped at 4.33 s and trial 0 named.
+  // Trial 2 would need 8 epochs on its first seed, after every run of the configuration
+  // named by then (trial 1's: 5, 2 and 3 s).
+  JobSpec spec = SeedsSpec(3);
+  spec.algorithm = "random";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
+  spec.max_trials = 3;
+  MemoryJournal journal;
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  const auto reach_epoch = [&](const TrialRecord& t) {
+    const int group = t.confirms < 0 ? t.number : t.confirms;
+    const std::vector<std::vector<int>> reach = {{3, 4, 6}, {5, 2, 3}, {8, 1, 1}};
+    return reach.at(static_cast<size_t>(group)).at(static_cast<size_t>(RunIndex(journal, t)));
+  };
+  RunJob(engine, [&](const TrialRecord& t, int epoch) {
+    const double wobble = 0.001 * static_cast<double>(RunIndex(journal, t));
+    return epoch >= reach_epoch(t) ? 0.85 : 0.2 + wobble;
+  });
+  const TrialRecord* second = nullptr;
+  const TrialRecord* third = nullptr;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.number == 1) second = &t;
+    if (t.number == 2) third = &t;
+  }
+  ASSERT_NE(second, nullptr);
+  ASSERT_NE(third, nullptr);
+  EXPECT_TRUE(second->reached_target) << second->reason;
+  EXPECT_DOUBLE_EQ(second->tta_s, 5.0);
+  int second_reruns = 0;
+  for (const auto& [id, t] : journal.trials) second_reruns += t.confirms == 1;
+  EXPECT_EQ(second_reruns, 2);
+  // Slower than every run of the named configuration: stopped at the slowest, 5 s.
+  EXPECT_FALSE(third->reached_target);
+  EXPECT_EQ(third->state, TrialState::kStopped);
+  EXPECT_DOUBLE_EQ(third->train_s, 5.0);
+  EXPECT_NE(third->reason.find("the slowest of the incumbent's runs on 3 seeds, 5.00 s"),
+            std::string::npos)
+      << third->reason;
+  const Report r = ReportOf(journal, spec);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->number, 1);
+  EXPECT_DOUBLE_EQ(r.best->tta_s, 10.0 / 3.0);
+  EXPECT_EQ(r.best_seed_tta_s, (std::vector<double>{5.0, 2.0, 3.0}));
+}
+
 TEST(SeedGroups, AFlatStartThatEverySeedSharesIsNotTakenForARepeat) {
   // Every seed sits at 0.1 for 5 epochs; then the seed changes the curve. The rerun's
   // first 3 epochs equal the first run's, but it is not a repeat.
@@ -445,6 +494,48 @@ TEST(SeedGroups, ARerunThatRepeatedItsCurveEndsWhenItsWorkerIsLostAndIsNotTraine
   EXPECT_EQ(r.repeats, 0);
   EXPECT_NE(r.reason.find("does not change"), std::string::npos) << r.reason;
   EXPECT_EQ(engine.state(), JobState::kCompleted);
+}
+
+TEST(SeedGroups, ACutFirstRerunOfAChallengerBelowTheIncumbentsSlowestRunIsTrainedAgain) {
+  // Trial 0's runs reach the target at epochs 2, 3 and 4 (mean 3 s, slowest 4 s); trial 1's
+  // at 3, 2 and 2 (mean 2.33 s). Trial 1's first run, 3 s, is no faster than trial 0's mean
+  // but faster than its slowest run, so it earns reruns; its first rerun's worker is lost
+  // after one epoch. The cut rerun is trained again, and trial 1 is named.
+  JobSpec spec = SeedsSpec(3);
+  spec.algorithm = "random";
+  spec.asha = AshaSettings::InEpochs(/*min_epochs=*/1, /*reduction_factor=*/3, /*num_rungs=*/3);
+  spec.max_trials = 2;
+  MemoryJournal journal;
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  engine.SetWorkerOnline("w1", true);
+  const auto reaching = [](int reach, double offset) {
+    return [=](int e) { return e >= reach ? 0.85 : 0.2 + offset + 0.01 * e; };
+  };
+  const std::vector<std::pair<int, int>> runs = {{0, 2}, {0, 3}, {0, 4}, {1, 3}};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Assignment a = NextFor(engine);
+    ASSERT_EQ(a.trial.confirms < 0 ? a.trial.number : a.trial.confirms, runs[i].first);
+    EXPECT_TRUE(Train(engine, a, 9, reaching(runs[i].second, 0.001 * i)));
+    End(engine, a);
+  }
+  const Assignment cut = NextFor(engine);
+  ASSERT_EQ(cut.trial.confirms, 1);
+  EXPECT_FALSE(Train(engine, cut, 1, reaching(2, 0.01)));
+  ASSERT_TRUE(engine.OnWorkerLost("w1", 0).ok());
+  engine.SetWorkerOnline("w1", true);
+  const Assignment again = NextFor(engine);
+  ASSERT_EQ(again.trial.id, cut.trial.id) << journal.trials.at(cut.trial.id).reason;
+  EXPECT_TRUE(Train(engine, again, 9, reaching(2, 0.01)));
+  End(engine, again);
+  const Assignment last = NextFor(engine);
+  ASSERT_EQ(last.trial.confirms, 1);
+  EXPECT_TRUE(Train(engine, last, 9, reaching(2, 0.02)));
+  End(engine, last);
+  EXPECT_EQ(engine.state(), JobState::kCompleted);
+  const Report r = ReportOf(journal, spec);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->number, 1);
+  EXPECT_NEAR(r.best->tta_s, 7.0 / 3.0, 1e-9);
 }
 
 }  // namespace

@@ -253,6 +253,24 @@ std::optional<double> JobEngine::IncumbentTta() const {
   return best;
 }
 
+std::optional<JobEngine::Bar> JobEngine::ChallengerBar() const {
+  if (spec_.incumbent_seeds > 1) {
+    const std::map<int, SeedGroup> groups = GroupBySeed(Records());
+    if (const SeedGroup* named = NamedGroup(groups, spec_.incumbent_seeds); named != nullptr) {
+      // max: the mean of equal runs can round above them.
+      const double slowest = std::max(named->SlowestTta(), named->MeanTta());
+      return Bar{slowest, slowest > named->MeanTta() ? static_cast<int>(named->tta_s.size()) : 0};
+    }
+  }
+  const std::optional<double> incumbent = IncumbentTta();
+  if (!incumbent) return std::nullopt;
+  return Bar{*incumbent, 0};
+}
+
+double JobEngine::RerunBar(const SeedGroup& group, const SeedGroup& named) {
+  return group.runs <= 1 ? std::max(named.SlowestTta(), named.MeanTta()) : named.MeanTta();
+}
+
 double JobEngine::RerunCap(const SeedGroup& group, const SeedGroup* named) const {
   double cap = kConfirmLimit * group.first->tta_s;
   if (named != nullptr && named->first != group.first) {
@@ -276,7 +294,8 @@ std::vector<const JobEngine::LiveTrial*> JobEngine::DueReruns(int max_batch) con
   std::vector<const SeedGroup*> open;
   for (const auto& [number, g] : groups) {
     if (!g.first->reached_target || g.missed || g.incomplete || g.seed_free ||
-        g.runs >= spec_.incumbent_seeds || (named != nullptr && g.MeanTta() >= named->MeanTta())) {
+        g.runs >= spec_.incumbent_seeds ||
+        (named != nullptr && g.MeanTta() >= RerunBar(g, *named))) {
       continue;
     }
     const double cap = RerunCap(g, named);
@@ -468,6 +487,13 @@ std::string JobEngine::BoundReason(const LiveTrial& t, double incumbent) const {
          Format(" the incumbent's time-to-accuracy %.2f s", incumbent);
 }
 
+std::string JobEngine::BoundReason(const LiveTrial& t, const Bar& bar) const {
+  if (bar.slowest_of == 0) return BoundReason(t, bar.seconds);
+  return Format("bound: %.2f s of training already exceed", t.record.train_s) +
+         " the slowest of the incumbent's runs on " + std::to_string(bar.slowest_of) +
+         Format(" seeds, %.2f s", bar.seconds);
+}
+
 Status JobEngine::RecordRungResult(LiveTrial& t, Observation::Kind kind,
                                    std::optional<double> score_override) {
   TrialRecord& r = t.record;
@@ -534,8 +560,9 @@ Assignment JobEngine::Start(LiveTrial& t, const Placement& placement, int start_
     const std::map<int, SeedGroup> groups = GroupBySeed(Records());
     t.bound_s = RerunCap(groups.at(t.record.confirms), NamedGroup(groups, spec_.incumbent_seeds));
   } else {
-    const std::optional<double> incumbent = IncumbentTta();
-    t.bound_s = incumbent ? *incumbent : 0.0;
+    const std::optional<Bar> bar = ChallengerBar();
+    t.bound_s = bar ? bar->seconds : 0.0;
+    t.bound_slowest_of = bar ? bar->slowest_of : 0;
   }
   a.job_id = job_.id;
   a.placement = placement;
@@ -631,9 +658,13 @@ StatusOr<bool> JobEngine::EndCutRerunIfBeaten(LiveTrial& t) {
   const SeedGroup& group = groups.at(t.record.confirms);
   const double cap = RerunCap(group, named);
   std::string why;
-  if (named != nullptr && group.MeanTta() >= named->MeanTta()) {
-    why = Format("its configuration's mean so far, %.2f s,", group.MeanTta()) +
-          Format(" no longer beats the incumbent's %.2f s", named->MeanTta());
+  if (named != nullptr && group.MeanTta() >= RerunBar(group, *named)) {
+    why = group.runs <= 1
+              ? Format("its configuration's first run, %.2f s,", group.MeanTta()) +
+                    Format(" is no faster than the slowest of the incumbent's runs, %.2f s",
+                           RerunBar(group, *named))
+              : Format("its configuration's mean so far, %.2f s,", group.MeanTta()) +
+                    Format(" no longer beats the incumbent's %.2f s", named->MeanTta());
   } else if (cap <= 0) {
     why = "no time is left under the incumbent's mean";
   } else if (!RerunFitsBudget(cap)) {
@@ -649,11 +680,11 @@ StatusOr<bool> JobEngine::EndCutRerunIfBeaten(LiveTrial& t) {
 }
 
 StatusOr<bool> JobEngine::PruneIfBeaten(LiveTrial& t) {
-  const std::optional<double> incumbent = IncumbentTta();
-  if (!incumbent || t.record.train_s < *incumbent) return false;
+  const std::optional<Bar> bar = ChallengerBar();
+  if (!bar || t.record.train_s < bar->seconds) return false;
   brackets_[static_cast<size_t>(t.record.bracket)].rungs.MarkPromoted(t.record.rung, t.record.id);
   t.record.state = TrialState::kStopped;
-  t.record.reason = BoundReason(t, *incumbent);
+  t.record.reason = BoundReason(t, *bar);
   TOPOTUNE_RETURN_IF_ERROR(journal_->MarkPromoted(t.record, t.record.rung));
   return true;
 }
@@ -720,7 +751,8 @@ const EpochsToTarget& JobEngine::Forecast(LiveTrial& t) {
 double JobEngine::WinProbability(LiveTrial& t) {
   const double epoch_s = EpochSeconds(t);
   if (epoch_s <= 0) return 1.0;
-  std::optional<double> reference = IncumbentTta();
+  std::optional<double> reference;
+  if (const std::optional<Bar> bar = ChallengerBar()) reference = bar->seconds;
   if (!reference) {
     for (auto& [id, other] : trials_) {
       if (id == t.record.id || IsTerminal(other.record.state) || other.epoch_accuracy.empty() ||
@@ -831,7 +863,9 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
   constexpr double kStopBelow = 0.01;
   constexpr double kWaitBelow = 0.1;
   constexpr double kLikely = 0.5;
-  const std::optional<double> incumbent = IncumbentTta();
+  const std::optional<Bar> bar = ChallengerBar();
+  const std::optional<double> incumbent =
+      bar ? std::optional<double>(bar->seconds) : std::optional<double>();
   const bool can_sample = sampled_ < spec_.max_trials && !spec_.space.batch_sizes.empty() &&
                           spec_.space.batch_sizes.front() <= placement.max_batch_size;
   LiveTrial* best = nullptr;
@@ -888,7 +922,7 @@ StatusOr<std::optional<Assignment>> JobEngine::TryContinue(const Placement& plac
                     "P(reaches the target by epoch %d) = %.2f)",
                     incumbent ? "incumbent" : "best predicted trial", p, f.median * epoch_s,
                     f.lo * epoch_s, f.hi * epoch_s, spec_.asha.MaxEpochs(), f.p_reach);
-      t.record.reason = beaten ? BoundReason(t, *incumbent) : why;
+      t.record.reason = beaten ? BoundReason(t, *bar) : why;
       t.record.forecast = TrialForecast{f.median * epoch_s, f.lo * epoch_s, f.hi * epoch_s,
                                         beaten ? 0.0 : p, f.p_reach};
       t.record.forecast->score = ForecastScore(t, f);
@@ -1127,11 +1161,11 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
   t.record.best_accuracy = std::max(t.record.best_accuracy, point.val_accuracy);
   EpochVerdict verdict;
   // A confirmation or a rerun runs to its own limit, not the incumbent's time.
-  std::optional<double> incumbent;
+  std::optional<Bar> incumbent;
   if (t.record.confirms < 0) {
-    incumbent = IncumbentTta();
+    incumbent = ChallengerBar();
   } else if (t.bound_s > 0.0) {
-    incumbent = t.bound_s;
+    incumbent = Bar{t.bound_s, 0};
   }
   const int repeated =
       t.rerun && t.record.repeats < 0 && !t.record.reached_target ? RepeatedRun(t) : -1;
@@ -1147,7 +1181,7 @@ StatusOr<EpochVerdict> JobEngine::OnEpoch(int64_t trial_id, const CurvePoint& po
     t.record.reached_target = true;
     t.record.tta_s = t.record.train_s;
     verdict = {true, "reached the target"};
-  } else if (incumbent && t.record.train_s >= *incumbent) {
+  } else if (incumbent && t.record.train_s >= incumbent->seconds) {
     verdict = {true, BoundReason(t, *incumbent)};
     t.stop_reason = verdict.reason;
   } else if (t.record.confirms < 0 && BudgetSpent()) {
@@ -1235,9 +1269,11 @@ Status JobEngine::EndSegment(LiveTrial& t, const SegmentResult& outcome) {
     return RecordRungResult(t, Observation::Kind::kOk);
   } else if (outcome.status == SegmentStatus::kCompleted) {
     if (ReachedSeconds(r.train_s, t.bound_s) && !RungDone(t)) {
-      // The worker applied the bound itself, at the epoch our verdict would have named.
+      // The worker applied the bound it was given: the bar when the segment began. With
+      // several workers the bar can have risen since (a configuration settled elsewhere, and
+      // ChallengerBar is its slowest run), and the trial is stopped all the same.
       r.state = TrialState::kStopped;
-      r.reason = BoundReason(t, t.bound_s);
+      r.reason = BoundReason(t, Bar{t.bound_s, t.bound_slowest_of});
       return RecordRungResult(t, Observation::Kind::kOk);
     } else if ((BudgetSpent() || ReachedSeconds(r.train_s, t.budget_cap_s)) && !RungDone(t)) {
       // The worker ended it where the budget ran out, as it stood when the segment began.

@@ -152,6 +152,23 @@ class JobEngine {
   // that reached the target is one), or while none is, the least single TTA of those whose
   // runs so far all reached it; confirmations on the reference class count too.
   std::optional<double> IncumbentTta() const;
+  // What a sampler's trial (not a rerun, not a confirmation) must beat: the time that stops
+  // it (its bound), the forecast's reference, and, once it reaches the target, the time it
+  // must have reached it in to earn reruns. IncumbentTta, except that with incumbent_seeds
+  // > 1 and a named configuration it is the slowest of that configuration's runs. A first
+  // run is one seed, and measured against a mean it is lost whenever its seed is slower than
+  // the mean, though its own mean may be the better (mnist-hard with 3 seeds: the winner's
+  // slowest seed, 4.46 s, against a runner-up's mean of 4.33 s over 2.5, 4.0 and 5.5 s).
+  // Slower than every run of the incumbent, it is still stopped. Where the named
+  // configuration has one distinct run (its seed changed nothing) this is that run.
+  struct Bar {
+    double seconds = 0.0;
+    int slowest_of = 0;  ///< > 0: the slowest of the named configuration's this many runs
+  };
+  std::optional<Bar> ChallengerBar() const;
+  // What a configuration with `group`'s runs must stay below to earn its next rerun: its
+  // first run, ChallengerBar's slowest run of `named`; after a rerun, `named`'s mean.
+  static double RerunBar(const SeedGroup& group, const SeedGroup& named);
   // The least TTA among trials that reached the target with no epoch counted from another
   // class's seconds (confirmations, and trials that ran on the reference class).
   std::optional<double> BestMeasuredTta() const;
@@ -168,6 +185,7 @@ class JobEngine {
     std::vector<double> epoch_accuracy;  // validation accuracy of each epoch done
     std::string stop_reason;             // set when the engine asked the worker to stop
     double bound_s = 0.0;                // the incumbent's TTA when its segment began; 0: none
+    int bound_slowest_of = 0;            // bound_s is ChallengerBar's slowest of this many
     double budget_cap_s = 0.0;           // where the job's time budget ends its segment; 0: none
     double time_scale = 1.0;             // its current segment's (Assignment::time_scale)
     std::string device_class;            // its current segment's (Placement::device_class)
@@ -304,6 +322,7 @@ class JobEngine {
   // The trial's current rung is trained to its end: its epochs, or its seconds.
   bool RungDone(const LiveTrial& t) const;
   std::string BoundReason(const LiveTrial& t, double incumbent) const;
+  std::string BoundReason(const LiveTrial& t, const Bar& bar) const;
   std::string BudgetReason() const;
   // Whether the job's time budget left covers a confirmation of `due` to its limit (always,
   // without a budget): one that does not is not started, so none is cut short.

@@ -17,6 +17,11 @@ double SeedGroup::MeanTta() const {
   return sum / static_cast<double>(tta_s.size());
 }
 
+double SeedGroup::SlowestTta() const {
+  if (tta_s.empty()) return std::numeric_limits<double>::infinity();
+  return *std::max_element(tta_s.begin(), tta_s.end());
+}
+
 bool IsRerunOf(const TrialRecord& t, const TrialRecord& first) {
   return t.confirms == first.number && first.confirms < 0 && t.seed != first.seed;
 }

@@ -6,7 +6,9 @@
 // JobSpec::incumbent_seeds > 1 a sampler's trial that reaches the target faster than the
 // incumbent is rerun on the next seeds, and the job names its best configuration by the
 // mean TTA over them (SMAC's intensification, simplified: a challenger runs its seeds one
-// at a time, each capped where it could no longer beat the incumbent's mean).
+// at a time, each capped where it could no longer beat the incumbent's mean). A new trial
+// is one seed, so it is measured against the slowest of the named configuration's runs,
+// not their mean (JobEngine::ChallengerBar).
 
 #include <map>
 #include <optional>
@@ -36,7 +38,8 @@ struct SeedGroup {
   // Whether the job may name it: every run reached the target, none is running or ended
   // unmeasured, and it has `seeds` distinct runs (or its seed changes nothing).
   bool Settled(int seeds) const;
-  double MeanTta() const;  ///< mean of tta_s; +inf when empty
+  double MeanTta() const;     ///< mean of tta_s; +inf when empty
+  double SlowestTta() const;  ///< the largest of tta_s; +inf when empty
 };
 
 // Whether `t` reruns `first`'s configuration on another seed.
