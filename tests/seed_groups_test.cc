@@ -355,6 +355,38 @@ TEST(SeedGroups, AFirstRunIsMeasuredAgainstTheIncumbentsSlowestRunNotItsMean) {
   EXPECT_EQ(r.best_seed_tta_s, (std::vector<double>{5.0, 2.0, 3.0}));
 }
 
+TEST(SeedGroups, UnderTheForecastAFirstRunIsMeasuredAgainstTheIncumbentsSlowestRun) {
+  // The runs of the test above, under the forecast, each curve rising steadily to the
+  // target at its epoch. Trial 1 is paused at epoch 4 with trial 0 named (mean 4.33 s,
+  // slowest run 6 s): its forecast, about 6 s, cannot beat the mean (the forecast stopped
+  // it there with P(win) = 0 when the mean was the bar) but may beat the slowest run.
+  JobSpec spec = SeedsSpec(3);
+  spec.max_trials = 2;
+  MemoryJournal journal;
+  JobEngine engine(StoredJob(journal), spec, &journal);
+  const auto reach_epoch = [&](const TrialRecord& t) {
+    const int group = t.confirms < 0 ? t.number : t.confirms;
+    const std::vector<std::vector<int>> reach = {{3, 4, 6}, {5, 2, 3}};
+    return reach.at(static_cast<size_t>(group)).at(static_cast<size_t>(RunIndex(journal, t)));
+  };
+  RunJob(engine, [&](const TrialRecord& t, int epoch) {
+    const double wobble = 0.001 * static_cast<double>(RunIndex(journal, t));
+    const int reach = reach_epoch(t);
+    return std::min(0.85, 0.1 + 0.75 * epoch / reach) + wobble;
+  });
+  const TrialRecord* second = nullptr;
+  for (const auto& [id, t] : journal.trials) {
+    if (t.number == 1) second = &t;
+  }
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(second->reached_target) << second->reason;
+  EXPECT_DOUBLE_EQ(second->tta_s, 5.0);
+  const Report r = ReportOf(journal, spec);
+  ASSERT_TRUE(r.best.has_value());
+  EXPECT_EQ(r.best->number, 1);
+  EXPECT_EQ(r.best_seed_tta_s, (std::vector<double>{5.0, 2.0, 3.0}));
+}
+
 TEST(SeedGroups, AFlatStartThatEverySeedSharesIsNotTakenForARepeat) {
   // Every seed sits at 0.1 for 5 epochs; then the seed changes the curve. The rerun's
   // first 3 epochs equal the first run's, but it is not a repeat.
