@@ -17,8 +17,18 @@
 // cut's epochs (M = 1: the others trained in step with this one; 0: none).
 // --censored-take-off measures the model the engine's samplers learn from instead.
 //
+// --search-view K judges P(reach) as a search's stop and resume rules meet it instead. Each
+// curve is cut after every K epochs (a forecast segment: 4 on an 80-epoch job), the other
+// configurations' curves at the same epoch (a job whose trials trained in step; --others-cut
+// changes the multiple), and only curves that have left chance by the cut count: the best
+// accuracy so far more than 3 pooled noise deviations above the mean of the first two
+// epochs, the curves the model fits its families to. Prints, per table and pooled over the
+// tables, the reliability of P(reach) and the mean P(reach) against the share that reached,
+// split by how much of the way from its first epochs to the target the curve has come.
+//
 //   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--reliability]
-//                           [--others-cut M] [--censored-take-off] [--json] TABLE.csv...
+//                           [--others-cut M] [--censored-take-off] [--search-view K]
+//                           [--json] TABLE.csv...
 //
 // The target is --target or the table's "# bench_target=" line; --levels adds three lower
 // targets per table (the accuracies 10%, 20% and 30% of its configurations reach), pooled
@@ -130,6 +140,7 @@ Reliability ReliabilityOf(const std::vector<Outcome>& outcomes) {
 }
 
 // Prints a cut's reliability: one JSON object, or a line and one line per non-empty bin.
+// A cut (and target) that is not finite is --search-view's, over every segment.
 void PrintReliability(const Reliability& r, size_t predictions, const std::string& table,
                       double target, double cut, bool json) {
   if (json) {
@@ -142,21 +153,146 @@ void PrintReliability(const Reliability& r, size_t predictions, const std::strin
               ", \"reached\": " + (empty ? "null" : JsonNumber(r.share[b], 4)) + "}";
     }
     std::printf(
-        "{\"kind\": \"reliability\", \"table\": \"%s\", \"target\": %.4f, \"cut\": %.2f, "
+        "{\"kind\": \"reliability\", \"table\": \"%s\", \"target\": %s, \"cut\": %s, "
         "\"predictions\": %zu, \"bins\": [%s], \"brier\": %s, \"ece\": %s}\n",
-        table.c_str(), target, cut, predictions, bins.c_str(), JsonNumber(r.brier, 4).c_str(),
-        JsonNumber(r.ece, 4).c_str());
+        table.c_str(), JsonNumber(target, 4).c_str(), JsonNumber(cut, 2).c_str(), predictions,
+        bins.c_str(), JsonNumber(r.brier, 4).c_str(), JsonNumber(r.ece, 4).c_str());
     return;
   }
-  std::printf(
-      "  P(reach) at cut %.2f: %zu predictions, Brier %.3f, ECE %.3f; bin: count mean_p "
-      "reached\n",
-      cut, predictions, r.brier, r.ece);
+  char at[32] = "at every segment";
+  if (std::isfinite(cut)) std::snprintf(at, sizeof(at), "at cut %.2f", cut);
+  std::printf("  P(reach) %s: %zu predictions, Brier %.3f, ECE %.3f; bin: count mean_p reached\n",
+              at, predictions, r.brier, r.ece);
   for (int b = 0; b < kBins; ++b) {
     if (r.count[b] == 0) continue;
     std::printf("    %.1f-%.1f  %5d  %.2f  %.2f\n", 1.0 * b / kBins, 1.0 * (b + 1) / kBins,
                 r.count[b], r.mean_p[b], r.share[b]);
   }
+}
+
+// A replay table's curves (one per configuration and seed), the configuration each was
+// recorded for, and its target (target_flag if >= 0, else its "# bench_target=" line).
+bool LoadCurves(const std::string& path, double target_flag,
+                std::vector<std::vector<double>>& curves, std::vector<size_t>& run_of,
+                double& target) {
+  topotune::StatusOr<ReplayTable> table = topotune::LoadReplayTable(path);
+  if (!table.ok()) {
+    std::fprintf(stderr, "bench_curve_calibration: %s\n", table.status().ToString().c_str());
+    return false;
+  }
+  target = target_flag;
+  if (target < 0) {
+    auto it = table->meta().find("bench_target");
+    if (it == table->meta().end()) {
+      std::fprintf(stderr, "bench_curve_calibration: %s has no bench_target; use --target\n",
+                   path.c_str());
+      return false;
+    }
+    target = std::atof(it->second.c_str());
+  }
+  for (size_t r = 0; r < table->runs().size(); ++r) {
+    for (const auto& [seed, epochs] : table->runs()[r].curves) {
+      std::vector<double> c;
+      for (const ReplayTable::Epoch& e : epochs) c.push_back(e.val_accuracy);
+      curves.push_back(std::move(c));
+      run_of.push_back(r);
+    }
+  }
+  return true;
+}
+
+// The other configurations' curves than run_of[self]'s, each up to `keep` epochs.
+std::vector<std::vector<double>> OthersUpTo(const std::vector<std::vector<double>>& curves,
+                                            const std::vector<size_t>& run_of, size_t self,
+                                            double keep) {
+  std::vector<std::vector<double>> others;
+  if (keep < 1) return others;
+  for (size_t o = 0; o < curves.size(); ++o) {
+    if (run_of[o] == run_of[self]) continue;
+    const size_t n = keep >= static_cast<double>(curves[o].size()) ? curves[o].size()
+                                                                   : static_cast<size_t>(keep);
+    others.emplace_back(curves[o].begin(), curves[o].begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  return others;
+}
+
+// --search-view (see the top of this file). Returns main's exit status.
+int SearchView(const std::vector<std::string>& tables, double target_flag,
+               const topotune::CurveModelOptions& options, int every, double others_cut,
+               bool json) {
+  // Progress: the share of the way from the mean of the first two epochs to the target
+  // that the best accuracy so far has come.
+  constexpr double kProgressEdges[] = {0.5, 0.9};
+  const char* const kProgressNames[] = {"< 0.5", "0.5-0.9", ">= 0.9"};
+  std::vector<Outcome> all;
+  std::array<std::vector<Outcome>, 3> all_by_progress;
+  const auto print = [&](const std::string& name, const std::vector<Outcome>& outcomes,
+                         const std::array<std::vector<Outcome>, 3>& by_progress) {
+    PrintReliability(ReliabilityOf(outcomes), outcomes.size(), name, NAN, NAN, json);
+    for (size_t g = 0; g < by_progress.size(); ++g) {
+      double p = 0, reached = 0;
+      for (const Outcome& o : by_progress[g]) {
+        p += o.p_reach;
+        reached += o.reached;
+      }
+      const double n = static_cast<double>(by_progress[g].size());
+      if (json) {
+        std::printf(
+            "{\"kind\": \"progress\", \"table\": \"%s\", \"progress\": \"%s\", "
+            "\"predictions\": %zu, \"mean_p\": %s, \"reached\": %s}\n",
+            name.c_str(), kProgressNames[g], by_progress[g].size(),
+            JsonNumber(n > 0 ? p / n : NAN, 4).c_str(),
+            JsonNumber(n > 0 ? reached / n : NAN, 4).c_str());
+      } else if (n > 0) {
+        std::printf("    progress %-8s %5zu predictions: mean P(reach) %.3f, reached %.3f\n",
+                    kProgressNames[g], by_progress[g].size(), p / n, reached / n);
+      }
+    }
+  };
+  CurveModel model(options);
+  for (const std::string& path : tables) {
+    std::vector<std::vector<double>> curves;
+    std::vector<size_t> run_of;
+    double target = 0;
+    if (!LoadCurves(path, target_flag, curves, run_of, target)) return 1;
+    const double noise = model.EstimateNoise(curves);
+    std::vector<Outcome> outcomes;
+    std::array<std::vector<Outcome>, 3> by_progress;
+    uint64_t seed = 1;
+    for (size_t ci = 0; ci < curves.size(); ++ci) {
+      const std::vector<double>& c = curves[ci];
+      const int length = static_cast<int>(c.size());
+      if (length < 2) continue;
+      int first = 0;
+      for (int e = 0; e < length && first == 0; ++e) {
+        if (c[static_cast<size_t>(e)] >= target) first = e + 1;
+      }
+      const double early = (c[0] + c[1]) / 2;
+      for (int n = every; n < length && (first == 0 || first > n); n += every) {
+        const double best = *std::max_element(c.begin(), c.begin() + n);
+        if (best - early <= 3 * noise) continue;  // still at chance
+        const std::vector<double> partial(c.begin(), c.begin() + n);
+        const EpochsToTarget p =
+            model.Predict(partial, target, length, noise, seed++,
+                          OthersUpTo(curves, run_of, ci, std::round(others_cut * n)));
+        const Outcome o{p.p_reach, first != 0};
+        const double progress = target > early ? (best - early) / (target - early) : 1.0;
+        const size_t g = progress < kProgressEdges[0] ? 0 : progress < kProgressEdges[1] ? 1 : 2;
+        outcomes.push_back(o);
+        by_progress[g].push_back(o);
+        all.push_back(o);
+        all_by_progress[g].push_back(o);
+      }
+    }
+    const std::string name = path.substr(path.find_last_of('/') + 1);
+    if (!json) std::printf("%s, target %.3f, every %d epochs:\n", name.c_str(), target, every);
+    print(name, outcomes, by_progress);
+  }
+  if (tables.size() > 1) {
+    if (!json) std::printf("pooled over the %zu tables:\n", tables.size());
+    print("pooled", all, all_by_progress);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -169,6 +305,7 @@ int main(int argc, char** argv) {
   bool levels = false;
   bool reliability = false;
   double others_cut = -1;  // < 0: the other curves whole
+  int search_view = 0;     // > 0: --search-view's segment
   std::vector<double> cuts = {0.10, 0.25, 0.50};
   std::vector<std::string> tables;
   for (int i = 1; i < argc; ++i) {
@@ -214,6 +351,12 @@ int main(int argc, char** argv) {
         }
         c = *end == ',' ? end + 1 : end;
       }
+    } else if (arg == "--search-view" && i + 1 < argc) {
+      search_view = std::atoi(argv[++i]);
+      if (search_view < 1) {
+        std::fprintf(stderr, "bench_curve_calibration: --search-view takes epochs >= 1\n");
+        return 2;
+      }
     } else if (arg == "--json") {
       json = true;
     } else if (!arg.empty() && arg[0] != '-') {
@@ -222,7 +365,8 @@ int main(int argc, char** argv) {
       std::fprintf(
           stderr,
           "usage: bench_curve_calibration [--target X] [--levels] [--cuts A,B,...] "
-          "[--reliability] [--others-cut M] [--censored-take-off] [--json] TABLE.csv...\n");
+          "[--reliability] [--others-cut M] [--censored-take-off] [--search-view K] [--json] "
+          "TABLE.csv...\n");
       return 2;
     }
   }
@@ -230,37 +374,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_curve_calibration: no table given\n");
     return 2;
   }
+  if (search_view > 0) {
+    return SearchView(tables, target_flag, options, search_view, others_cut < 0 ? 1 : others_cut,
+                      json);
+  }
   if (!json) {
     std::printf("%-28s %7s %5s %7s %9s %9s %9s %10s %9s %9s %9s\n", "table", "target", "cut",
                 "curves", "MAE_ep", "med_rel", "cover80", "unreached", "p50_us", "p99_us",
                 "max_us");
   }
   for (const std::string& path : tables) {
-    topotune::StatusOr<ReplayTable> table = topotune::LoadReplayTable(path);
-    if (!table.ok()) {
-      std::fprintf(stderr, "bench_curve_calibration: %s\n", table.status().ToString().c_str());
-      return 1;
-    }
-    double target = target_flag;
-    if (target < 0) {
-      auto it = table->meta().find("bench_target");
-      if (it == table->meta().end()) {
-        std::fprintf(stderr, "bench_curve_calibration: %s has no bench_target; use --target\n",
-                     path.c_str());
-        return 1;
-      }
-      target = std::atof(it->second.c_str());
-    }
     std::vector<std::vector<double>> curves;
     std::vector<size_t> run_of;  // the configuration each curve was recorded for
-    for (size_t r = 0; r < table->runs().size(); ++r) {
-      for (const auto& [seed, epochs] : table->runs()[r].curves) {
-        std::vector<double> c;
-        for (const ReplayTable::Epoch& e : epochs) c.push_back(e.val_accuracy);
-        curves.push_back(std::move(c));
-        run_of.push_back(r);
-      }
-    }
+    double target = 0;
+    if (!LoadCurves(path, target_flag, curves, run_of, target)) return 1;
     CurveModel model(options);
     const double noise = model.EstimateNoise(curves);
     std::string name = path.substr(path.find_last_of('/') + 1);
@@ -270,7 +397,8 @@ int main(int argc, char** argv) {
     std::vector<double> targets = {target};
     if (levels) {
       std::vector<double> best;
-      for (size_t r = 0; r < table->runs().size(); ++r) {
+      const size_t configurations = run_of.empty() ? 0 : run_of.back() + 1;
+      for (size_t r = 0; r < configurations; ++r) {
         double worst = 1.0;
         for (size_t ci = 0; ci < curves.size(); ++ci) {
           if (run_of[ci] == r)
@@ -302,16 +430,8 @@ int main(int argc, char** argv) {
         if (first != 0 && first <= n) continue;  // reached before the cut: nothing to predict
         // The other configurations' curves, whole (what a job that trained them all to the
         // end knows) or, with --others-cut, up to that multiple of this curve's epochs.
-        std::vector<std::vector<double>> others;
-        const double kept = others_cut < 0 ? INFINITY : std::round(others_cut * n);
-        for (size_t o = 0; o < curves.size(); ++o) {
-          if (run_of[o] == run_of[ci] || kept < 1) continue;
-          const size_t keep = kept >= static_cast<double>(curves[o].size())
-                                  ? curves[o].size()
-                                  : static_cast<size_t>(kept);
-          others.emplace_back(curves[o].begin(),
-                              curves[o].begin() + static_cast<std::ptrdiff_t>(keep));
-        }
+        const std::vector<std::vector<double>> others =
+            OthersUpTo(curves, run_of, ci, others_cut < 0 ? INFINITY : std::round(others_cut * n));
         const std::vector<double> partial(c.begin(), c.begin() + n);
         const auto start = std::chrono::steady_clock::now();
         const EpochsToTarget p = model.Predict(partial, target, length, noise, seed++, others);
