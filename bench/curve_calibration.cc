@@ -226,9 +226,9 @@ int SearchView(const std::vector<std::string>& tables, double target_flag,
   const char* const kProgressNames[] = {"< 0.5", "0.5-0.9", ">= 0.9"};
   std::vector<Outcome> all;
   std::array<std::vector<Outcome>, 3> all_by_progress;
-  const auto print = [&](const std::string& name, const std::vector<Outcome>& outcomes,
+  const auto print = [&](const std::string& name, double target, const std::vector<Outcome>& outcomes,
                          const std::array<std::vector<Outcome>, 3>& by_progress) {
-    PrintReliability(ReliabilityOf(outcomes), outcomes.size(), name, NAN, NAN, json);
+    PrintReliability(ReliabilityOf(outcomes), outcomes.size(), name, target, NAN, json);
     for (size_t g = 0; g < by_progress.size(); ++g) {
       double p = 0, reached = 0;
       for (const Outcome& o : by_progress[g]) {
@@ -286,11 +286,11 @@ int SearchView(const std::vector<std::string>& tables, double target_flag,
     }
     const std::string name = path.substr(path.find_last_of('/') + 1);
     if (!json) std::printf("%s, target %.3f, every %d epochs:\n", name.c_str(), target, every);
-    print(name, outcomes, by_progress);
+    print(name, target, outcomes, by_progress);
   }
   if (tables.size() > 1) {
     if (!json) std::printf("pooled over the %zu tables:\n", tables.size());
-    print("pooled", all, all_by_progress);
+    print("pooled", NAN, all, all_by_progress);  // targets differ by table
   }
   return 0;
 }
