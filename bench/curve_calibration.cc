@@ -20,11 +20,13 @@
 // --search-view K judges P(reach) as a search's stop and resume rules meet it instead. Each
 // curve is cut after every K epochs (a forecast segment: 4 on an 80-epoch job), the other
 // configurations' curves at the same epoch (a job whose trials trained in step; --others-cut
-// changes the multiple), and only curves that have left chance by the cut count: the best
-// accuracy so far more than 3 pooled noise deviations above the mean of the first two
-// epochs, the curves the model fits its families to. Prints, per table and pooled over the
+// changes the multiple, default 1), and only curves that have left chance by the cut count:
+// the best accuracy so far more than 3 pooled noise deviations above the mean of the first
+// two epochs. (The model tests against the larger of that noise and the curve's own, so a
+// few of these curves it still treats as at chance.) Prints, per table and pooled over the
 // tables, the reliability of P(reach) and the mean P(reach) against the share that reached,
 // split by how much of the way from its first epochs to the target the curve has come.
+// --levels, --cuts, --reliability and --verbose do not apply to it.
 //
 //   bench_curve_calibration [--target X] [--levels] [--cuts 0.1,0.25,0.5] [--reliability]
 //                           [--others-cut M] [--censored-take-off] [--search-view K]
@@ -140,7 +142,8 @@ Reliability ReliabilityOf(const std::vector<Outcome>& outcomes) {
 }
 
 // Prints a cut's reliability: one JSON object, or a line and one line per non-empty bin.
-// A cut (and target) that is not finite is --search-view's, over every segment.
+// A cut that is not finite is --search-view's, over every segment; a target that is not
+// finite, its pool over tables with different targets.
 void PrintReliability(const Reliability& r, size_t predictions, const std::string& table,
                       double target, double cut, bool json) {
   if (json) {
@@ -171,10 +174,11 @@ void PrintReliability(const Reliability& r, size_t predictions, const std::strin
 }
 
 // A replay table's curves (one per configuration and seed), the configuration each was
-// recorded for, and its target (target_flag if >= 0, else its "# bench_target=" line).
+// recorded for, how many configurations it has, and its target (target_flag if >= 0, else
+// its "# bench_target=" line).
 bool LoadCurves(const std::string& path, double target_flag,
                 std::vector<std::vector<double>>& curves, std::vector<size_t>& run_of,
-                double& target) {
+                size_t& configurations, double& target) {
   topotune::StatusOr<ReplayTable> table = topotune::LoadReplayTable(path);
   if (!table.ok()) {
     std::fprintf(stderr, "bench_curve_calibration: %s\n", table.status().ToString().c_str());
@@ -190,7 +194,8 @@ bool LoadCurves(const std::string& path, double target_flag,
     }
     target = std::atof(it->second.c_str());
   }
-  for (size_t r = 0; r < table->runs().size(); ++r) {
+  configurations = table->runs().size();
+  for (size_t r = 0; r < configurations; ++r) {
     for (const auto& [seed, epochs] : table->runs()[r].curves) {
       std::vector<double> c;
       for (const ReplayTable::Epoch& e : epochs) c.push_back(e.val_accuracy);
@@ -201,7 +206,8 @@ bool LoadCurves(const std::string& path, double target_flag,
   return true;
 }
 
-// The other configurations' curves than run_of[self]'s, each up to `keep` epochs.
+// The curves of the configurations other than run_of[self]'s, each cut to its first `keep`
+// epochs (none if keep < 1, whole if keep is at least its length).
 std::vector<std::vector<double>> OthersUpTo(const std::vector<std::vector<double>>& curves,
                                             const std::vector<size_t>& run_of, size_t self,
                                             double keep) {
@@ -226,7 +232,8 @@ int SearchView(const std::vector<std::string>& tables, double target_flag,
   const char* const kProgressNames[] = {"< 0.5", "0.5-0.9", ">= 0.9"};
   std::vector<Outcome> all;
   std::array<std::vector<Outcome>, 3> all_by_progress;
-  const auto print = [&](const std::string& name, double target, const std::vector<Outcome>& outcomes,
+  const auto print = [&](const std::string& name, double target,
+                         const std::vector<Outcome>& outcomes,
                          const std::array<std::vector<Outcome>, 3>& by_progress) {
     PrintReliability(ReliabilityOf(outcomes), outcomes.size(), name, target, NAN, json);
     for (size_t g = 0; g < by_progress.size(); ++g) {
@@ -253,8 +260,9 @@ int SearchView(const std::vector<std::string>& tables, double target_flag,
   for (const std::string& path : tables) {
     std::vector<std::vector<double>> curves;
     std::vector<size_t> run_of;
+    size_t configurations = 0;
     double target = 0;
-    if (!LoadCurves(path, target_flag, curves, run_of, target)) return 1;
+    if (!LoadCurves(path, target_flag, curves, run_of, configurations, target)) return 1;
     const double noise = model.EstimateNoise(curves);
     std::vector<Outcome> outcomes;
     std::array<std::vector<Outcome>, 3> by_progress;
@@ -268,7 +276,8 @@ int SearchView(const std::vector<std::string>& tables, double target_flag,
         if (c[static_cast<size_t>(e)] >= target) first = e + 1;
       }
       const double early = (c[0] + c[1]) / 2;
-      for (int n = every; n < length && (first == 0 || first > n); n += every) {
+      // From epoch 2 on: "left chance" compares with the first two epochs.
+      for (int n = std::max(every, 2); n < length && (first == 0 || first > n); n += every) {
         const double best = *std::max_element(c.begin(), c.begin() + n);
         if (best - early <= 3 * noise) continue;  // still at chance
         const std::vector<double> partial(c.begin(), c.begin() + n);
@@ -352,7 +361,11 @@ int main(int argc, char** argv) {
         c = *end == ',' ? end + 1 : end;
       }
     } else if (arg == "--search-view" && i + 1 < argc) {
-      search_view = std::atoi(argv[++i]);
+      char* end = nullptr;
+      const long epochs = std::strtol(argv[++i], &end, 10);
+      search_view = end != argv[i] && *end == '\0' && epochs >= 1 && epochs <= 100000
+                        ? static_cast<int>(epochs)
+                        : 0;
       if (search_view < 1) {
         std::fprintf(stderr, "bench_curve_calibration: --search-view takes epochs >= 1\n");
         return 2;
@@ -386,8 +399,9 @@ int main(int argc, char** argv) {
   for (const std::string& path : tables) {
     std::vector<std::vector<double>> curves;
     std::vector<size_t> run_of;  // the configuration each curve was recorded for
+    size_t configurations = 0;
     double target = 0;
-    if (!LoadCurves(path, target_flag, curves, run_of, target)) return 1;
+    if (!LoadCurves(path, target_flag, curves, run_of, configurations, target)) return 1;
     CurveModel model(options);
     const double noise = model.EstimateNoise(curves);
     std::string name = path.substr(path.find_last_of('/') + 1);
@@ -397,7 +411,6 @@ int main(int argc, char** argv) {
     std::vector<double> targets = {target};
     if (levels) {
       std::vector<double> best;
-      const size_t configurations = run_of.empty() ? 0 : run_of.back() + 1;
       for (size_t r = 0; r < configurations; ++r) {
         double worst = 1.0;
         for (size_t ci = 0; ci < curves.size(); ++ci) {
