@@ -943,6 +943,107 @@ TEST(Forecast, AnUninformedForecastDoesNotStopALearnerForGood) {
   EXPECT_NEAR(*(*restored)->IncumbentTta(), 9.0, 1e-9);
 }
 
+// Learning rates in [10^-2.5, 10^-1.5) rise slowly and reach 0.8 at epoch 32; the others never
+// leave chance (their accuracy still moves, so none is stuck).
+bool LateLearner(const TrialConfig& c) {
+  return c.learning_rate >= std::pow(10.0, -2.5) && c.learning_rate < std::pow(10.0, -1.5);
+}
+double ChanceOrLateLearner(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.004 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (!LateLearner(c)) return 0.1 + wobble;
+  return 0.1 + 0.75 * (1.0 - std::exp(-epoch / 11.5)) + wobble;
+}
+
+// Before any trial reaches the target, a trial still at chance past sqrt(max_epochs) (the
+// take-off prior's median, 8 epochs on a 60-epoch job) waits while configurations are left
+// to propose, observed by the sampler; it is not stopped. Without the wait the take-off
+// prior kept such trials training, one for 44 epochs before the last proposal here.
+TEST(Forecast, WithNoTrialAtTheTargetATrialStillAtChanceWaitsPastTheTakeOffPriorsMedian) {
+  MemoryJournal journal;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/24, /*target=*/0.8, /*lr_min=*/1e-5,
+                                    /*min_epochs=*/4, /*max_epochs=*/60);
+  ASSERT_EQ(spec.asha.SegmentEpochs(), 4);
+  JobEngine engine(Job(), spec, &journal);
+  int started = 0;
+  bool reached = false;
+  std::map<int64_t, int> epochs_before_last;  // trial at chance -> epochs trained meanwhile
+  RunOnOneWorker(engine, [&](const TrialConfig& c, int epoch, int64_t id) {
+    if (epoch == 1) ++started;
+    const double accuracy = ChanceOrLateLearner(c, epoch, id);
+    if (!LateLearner(c) && started < spec.max_trials && !reached) {
+      epochs_before_last[id] = epoch;
+    }
+    reached = reached || accuracy >= spec.target_accuracy;
+    return accuracy;
+  });
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  ASSERT_GE(epochs_before_last.size(), 5u);
+  int most = 0;
+  for (const auto& [id, epochs] : epochs_before_last) most = std::max(most, epochs);
+  std::printf(
+      "[ forecast ] %zu trials at chance, at most %d epochs each before the last proposal\n",
+      epochs_before_last.size(), most);
+  EXPECT_LE(most, 8);
+  std::set<int64_t> observed;
+  for (const SamplerEvent& e : journal.sampler_events[Job().id]) {
+    if (e.kind == SamplerEvent::Kind::kObserve) observed.insert(e.trial_id);
+  }
+  for (const auto& [id, t] : journal.trials) {
+    EXPECT_TRUE(observed.count(id)) << "trial " << t.number << " never observed";
+  }
+}
+
+// Learning rates of 10^-4 or more rise at once to a plateau of 0.7; the others level off at
+// 0.35 over their first segment (4 epochs), then climb to 0.8 by epoch 9.
+double PlateauOrLateClimb(const TrialConfig& c, int epoch, int64_t trial_id) {
+  const double wobble = 0.003 * std::sin(13.0 * epoch + 7.0 * trial_id);
+  if (c.learning_rate >= 1e-4) return 0.7 - 0.6 * std::exp(-0.8 * epoch) + wobble;
+  if (epoch <= 4) return 0.1 + 0.25 * (1.0 - std::exp(-3.0 * (epoch - 1))) + wobble;
+  return std::min(0.9, 0.35 + 0.09 * (epoch - 4)) + wobble;
+}
+
+// Before any trial reaches the target, a trial's forecast after one segment rests on a fit of
+// a few epochs, and one that levels off there says it never reaches the target. Such a trial
+// is reprieved, not stopped: paused, observed by the sampler, it waits until nothing is left
+// to propose, and only then may it be stopped. Without the reprieve no trial here reached
+// the target.
+TEST(Forecast, AfterOneSegmentATrialBelowTheBarIsReprievedNotStopped) {
+  MemoryJournal journal;
+  const JobSpec spec = ForecastSpec(/*max_trials=*/16, /*target=*/0.8, /*lr_min=*/1e-5,
+                                    /*min_epochs=*/4, /*max_epochs=*/40);
+  ASSERT_EQ(spec.asha.SegmentEpochs(), 4);
+  JobEngine engine(Job(), spec, &journal);
+  int started = 0;
+  std::set<int64_t> reprieved;
+  std::vector<std::string> early_stops;
+  RunOnOneWorker(engine, [&](const TrialConfig& c, int epoch, int64_t id) {
+    if (epoch == 1) ++started;
+    for (const auto& [tid, t] : journal.trials) {
+      if (t.state == TrialState::kPaused && t.epochs_done == 4 &&
+          t.reason.find("after one segment (4 epochs): waits until nothing is left to propose") !=
+              std::string::npos) {
+        reprieved.insert(tid);
+      }
+      if (reprieved.count(tid) && t.state == TrialState::kStopped && started < spec.max_trials) {
+        early_stops.push_back("trial " + std::to_string(t.number) + ": " + t.reason);
+      }
+    }
+    return PlateauOrLateClimb(c, epoch, id);
+  });
+  ASSERT_EQ(engine.state(), JobState::kCompleted);
+  std::printf("[ forecast ] %zu trials reprieved after one segment\n", reprieved.size());
+  EXPECT_GE(reprieved.size(), 1u);
+  EXPECT_TRUE(early_stops.empty()) << early_stops.front();
+  std::set<int64_t> observed;
+  for (const SamplerEvent& e : journal.sampler_events[Job().id]) {
+    if (e.kind == SamplerEvent::Kind::kObserve) observed.insert(e.trial_id);
+  }
+  for (int64_t id : reprieved) EXPECT_TRUE(observed.count(id)) << "trial id " << id;
+  ASSERT_TRUE(engine.IncumbentTta().has_value());
+  EXPECT_NEAR(*engine.IncumbentTta(), 9.0, 1.0 + 1e-9);
+}
+
 }  // namespace
 }  // namespace topotune
 

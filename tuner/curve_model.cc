@@ -751,6 +751,16 @@ int CurveModel::FewestEpochsToFit() {
   return fewest;
 }
 
+bool CurveModel::HasMoved(const std::vector<double>& curve, double noise) {
+  if (curve.size() < 2) return false;
+  const double early = (curve[0] + curve[1]) / 2;
+  return *std::max_element(curve.begin(), curve.end()) - early > 3 * noise;
+}
+
+double CurveModel::TakeOffPriorMedian(int max_epochs) {
+  return std::sqrt(static_cast<double>(std::max(1, max_epochs)));
+}
+
 double CurveModel::EstimateNoise(const std::vector<std::vector<double>>& curves) const {
   std::vector<double> deviations;
   for (const std::vector<double>& c : curves) {
@@ -855,7 +865,7 @@ EpochsToTarget CurveModel::Predict(const std::vector<double>& curve, double targ
   // configuration that never learns) says nothing about its future: no family is fitted to
   // it, and its parametric share is the uninformative answer below.
   const double early = n > 0 ? (curve[0] + curve[std::min<size_t>(1, n - 1)]) / 2 : 0.0;
-  const bool moved = n >= 2 && *std::max_element(curve.begin(), curve.end()) - early > 3 * sigma;
+  const bool moved = HasMoved(curve, sigma);
   std::vector<Fit> fits;
   if (moved && n < max_epochs) {
     const Points pts = Bin(curve);

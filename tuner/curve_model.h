@@ -103,6 +103,16 @@ class CurveModel {
   // whatever level the curve has reached.
   static int FewestEpochsToFit();
 
+  // Whether `curve` has moved beyond its noise: its best accuracy is more than 3 `noise`
+  // deviations above the mean of its first two epochs. Until it has, Predict fits no family
+  // to it (a slow starter at chance, or a configuration that never learns).
+  static bool HasMoved(const std::vector<double>& curve, double noise);
+
+  // The epoch by which half of the curves that learn at all have taken off, under the
+  // take-off prior Predict gives a curve still at chance (log-uniform over [1, max_epochs],
+  // free of scale): sqrt(max_epochs).
+  static double TakeOffPriorMedian(int max_epochs);
+
   // Predicts when `curve` (validation accuracy after epochs 1, 2, ..., its size) first
   // reaches `target` at an epoch of at most `max_epochs`. `noise` is the standard deviation
   // of one epoch's accuracy around the curve's trend (EstimateNoise over the job's curves);
