@@ -338,6 +338,9 @@ class JobEngine {
   // the forecast stopped).
   Status RecordRungResult(LiveTrial& t, Observation::Kind kind,
                           std::optional<double> score_override = std::nullopt);
+  // A paused trial that waits: the sampler observes its forecast (the sampler's model),
+  // as if it had been stopped, unless it has already observed the trial.
+  Status ObserveWaiting(LiveTrial& t);
   // The trial's segment ended as `outcome` says: its new state and its rung result.
   Status EndSegment(LiveTrial& t, const SegmentResult& outcome);
   // The trial's running segment is lost: back to pending at the start of the segment, its
