@@ -145,30 +145,18 @@ void PrintPlans(const nlohmann::json& answer, int top) {
   }
 }
 
-int RunPredictOffline(const PredictOptions& options) {
-  auto fail = [](const Status& s) {
-    std::fprintf(stderr, "topotune predict: %s\n", s.message().c_str());
-    return 1;
-  };
-  if (options.curves.empty() || options.profile.empty() || options.topology.empty()) {
-    return fail(
-        Status::InvalidArgument("needs --curves TABLE.csv, --profile PROFILE.csv and "
-                                "--topology FILE"));
-  }
-  StatusOr<std::string> curves_text = ReadFile(options.curves, "curves");
-  if (!curves_text.ok()) return fail(curves_text.status());
-  StatusOr<CurveTable> table = CurveTable::Parse(*curves_text, options.curves);
-  if (!table.ok()) return fail(table.status());
-  StatusOr<std::string> profile_text = ReadFile(options.profile, "profile");
-  if (!profile_text.ok()) return fail(profile_text.status());
+StatusOr<nlohmann::json> PredictOffline(const PredictOptions& options,
+                                        const std::string& curves_text,
+                                        const std::string& profile_text,
+                                        const std::string& topology_text) {
+  StatusOr<CurveTable> table = CurveTable::Parse(curves_text, options.curves);
+  if (!table.ok()) return table.status();
   StatusOr<std::vector<PlacementMeasurement>> profile =
-      ParseProfileCsv(*profile_text, options.profile);
-  if (!profile.ok()) return fail(profile.status());
-  StatusOr<std::string> topology_text = ReadFile(options.topology, "topology");
-  if (!topology_text.ok()) return fail(topology_text.status());
-  StatusOr<Topology> topology = ParseTopology(*topology_text);
+      ParseProfileCsv(profile_text, options.profile);
+  if (!profile.ok()) return profile.status();
+  StatusOr<Topology> topology = ParseTopology(topology_text);
   if (!topology.ok()) {
-    return fail(Status::InvalidArgument(options.topology + ": " + topology.status().message()));
+    return Status::InvalidArgument(options.topology + ": " + topology.status().message());
   }
 
   PlanInput input;
@@ -186,8 +174,8 @@ int RunPredictOffline(const PredictOptions& options) {
                           : meta_number("target_accuracy") > 0 ? meta_number("target_accuracy")
                                                                : meta_number("bench_target");
   if (!(input.target_accuracy > 0 && input.target_accuracy <= 1)) {
-    return fail(Status::InvalidArgument(
-        "needs --target-accuracy X in (0, 1] (the table has no '# target_accuracy=' line)"));
+    return Status::InvalidArgument(
+        "needs --target-accuracy X in (0, 1] (the table has no '# target_accuracy=' line)");
   }
   if (options.train_samples > 0) {
     input.workload.train_samples = options.train_samples;
@@ -195,12 +183,33 @@ int RunPredictOffline(const PredictOptions& options) {
     input.workload.train_samples = static_cast<long long>(meta_number("train_samples"));
   }
   StatusOr<std::vector<TargetPlan>> plans = Plan(input);
-  if (!plans.ok()) return fail(plans.status());
-  const nlohmann::json answer = PlansToJson(*plans, input.target_accuracy);
+  if (!plans.ok()) return plans.status();
+  return PlansToJson(*plans, input.target_accuracy);
+}
+
+int RunPredictOffline(const PredictOptions& options) {
+  auto fail = [](const Status& s) {
+    std::fprintf(stderr, "topotune predict: %s\n", s.message().c_str());
+    return 1;
+  };
+  if (options.curves.empty() || options.profile.empty() || options.topology.empty()) {
+    return fail(
+        Status::InvalidArgument("needs --curves TABLE.csv, --profile PROFILE.csv and "
+                                "--topology FILE"));
+  }
+  StatusOr<std::string> curves_text = ReadFile(options.curves, "curves");
+  if (!curves_text.ok()) return fail(curves_text.status());
+  StatusOr<std::string> profile_text = ReadFile(options.profile, "profile");
+  if (!profile_text.ok()) return fail(profile_text.status());
+  StatusOr<std::string> topology_text = ReadFile(options.topology, "topology");
+  if (!topology_text.ok()) return fail(topology_text.status());
+  StatusOr<nlohmann::json> answer =
+      PredictOffline(options, *curves_text, *profile_text, *topology_text);
+  if (!answer.ok()) return fail(answer.status());
   if (options.as_json) {
-    std::printf("%s\n", answer.dump(2).c_str());
+    std::printf("%s\n", answer->dump(2).c_str());
   } else {
-    PrintPlans(answer, options.top);
+    PrintPlans(*answer, options.top);
   }
   return 0;
 }

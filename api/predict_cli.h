@@ -27,8 +27,18 @@ struct PredictOptions {
 // `top` configurations with their terms, then the targets fastest first.
 void PrintPlans(const nlohmann::json& answer, int top);
 
-// Runs the planner and prints its answer on stdout (text or JSON); errors go to stderr.
-// Returns the process exit status: 0, 1 for bad files or values.
+// The offline planner's answer (PlansToJson) on the text of the three files, which
+// `options.curves`, `.profile` and `.topology` name in errors: what RunPredictOffline prints,
+// without reading or printing anything. The target accuracy and the training samples come
+// from `options`, else from the topology or the table's "# key=value" lines. Errors: a file
+// that does not parse (its name and line), no target accuracy, or the planner's.
+StatusOr<nlohmann::json> PredictOffline(const PredictOptions& options,
+                                        const std::string& curves_text,
+                                        const std::string& profile_text,
+                                        const std::string& topology_text);
+
+// Reads the three files and runs PredictOffline, then prints its answer on stdout (text or
+// JSON); errors go to stderr. Returns the process exit status: 0, 1 for bad files or values.
 int RunPredictOffline(const PredictOptions& options);
 
 }  // namespace topotune
