@@ -777,6 +777,22 @@ TEST(Planner, ProfileCsvErrorsNameTheLine) {
   }
 }
 
+// A row's step includes its synchronisation: a longer sync (a fuzzer's profile, 4 s of sync
+// in a 1 s step) gave the compute at the placement's other batches a negative slowdown, and
+// epochs of negative seconds at the low end of their interval.
+TEST(Planner, ProfileCsvRejectsASyncLongerThanItsStep) {
+  const std::string header =
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n";
+  StatusOr<std::vector<PlacementMeasurement>> rows =
+      ParseProfileCsv(header + "cloud,1,2,32,1,1\ncloud,1,2,64,1,4\n", "p.csv");
+  ASSERT_FALSE(rows.ok());
+  EXPECT_NE(rows.status().message().find("p.csv:3: sync_seconds (4) is more than step_seconds (1)"),
+            std::string::npos)
+      << rows.status().message();
+  // All of the step: allowed.
+  EXPECT_TRUE(ParseProfileCsv(header + "cloud,1,2,32,1,1\n", "p.csv").ok());
+}
+
 }  // namespace
 }  // namespace topotune
 

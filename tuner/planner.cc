@@ -153,6 +153,27 @@ Reading ReadFamily(const LearningRateFamily& family, double learning_rate) {
   return r;
 }
 
+// What is wrong with a row of PROFILE.csv, or "" when nothing is.
+std::string PlacementProblem(const PlacementMeasurement& m) {
+  if (m.device_class.empty() || m.nodes < 1 || m.devices_per_node < 1 || m.local_batch < 1 ||
+      !(m.step_seconds > 0) || !std::isfinite(m.step_seconds) || !(m.sync_seconds >= 0) ||
+      !std::isfinite(m.sync_seconds)) {
+    return "needs a device_class, nodes, devices_per_node and local_batch >= 1, step_seconds > "
+           "0 and sync_seconds >= 0";
+  }
+  // The step includes its synchronisation (topotune-worker dp-probe's step_s); a sync longer
+  // than the step would leave the compute a negative time.
+  if (m.sync_seconds > m.step_seconds) {
+    char why[160];
+    std::snprintf(why, sizeof(why),
+                  "sync_seconds (%g) is more than step_seconds (%g), the whole step that includes "
+                  "it",
+                  m.sync_seconds, m.step_seconds);
+    return why;
+  }
+  return "";
+}
+
 }  // namespace
 
 StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
@@ -214,12 +235,8 @@ StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& t
     } catch (const std::exception&) {
       return Status::InvalidArgument(where + ": a field is not a number");
     }
-    if (m.device_class.empty() || m.nodes < 1 || m.devices_per_node < 1 || m.local_batch < 1 ||
-        !(m.step_seconds > 0) || !std::isfinite(m.step_seconds) || !(m.sync_seconds >= 0) ||
-        !std::isfinite(m.sync_seconds)) {
-      return Status::InvalidArgument(where +
-                                     ": needs a device_class, nodes, devices_per_node and "
-                                     "local_batch >= 1, step_seconds > 0 and sync_seconds >= 0");
+    if (const std::string problem = PlacementProblem(m); !problem.empty()) {
+      return Status::InvalidArgument(where + ": " + problem);
     }
     rows.push_back(m);
   }
