@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace topotune {
 namespace {
 
@@ -106,6 +110,29 @@ TEST(ReplayTable, RejectsMalformedTablesNamingTheLine) {
   const std::string bad_opt =
       "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n32,0.1,rmsprop,0,1,0.5,1\n";
   EXPECT_FALSE(ReplayTable::Parse(bad_opt, "o.csv").ok());
+}
+
+// Each value a planner computes with is held to a range, and the error names the field: an
+// infinite learning rate went into the offline planner's answer, and a batch size of 6e8
+// overflowed the int global batch of 4 data-parallel devices (planner_input_fuzzer's harness).
+TEST(ReplayTable, RejectsValuesOutOfRangeNamingTheField) {
+  const std::string header = "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n";
+  for (const auto& [row, error] : std::vector<std::pair<std::string, std::string>>{
+           {"600000000,0.1,sgd,0,1,0.5,1",
+            "t.csv:2: batch_size must be in [1, 1048576], got 600000000"},
+           {"0,0.1,sgd,0,1,0.5,1", "t.csv:2: batch_size must be in [1, 1048576], got 0"},
+           {"32,inf,sgd,0,1,0.5,1", "t.csv:2: lr must be a finite number > 0, got inf"},
+           {"32,0,sgd,0,1,0.5,1", "t.csv:2: lr must be a finite number > 0, got 0"},
+           {"32,0.1,sgd,0,1,1.5,1", "t.csv:2: val_accuracy must be in [0, 1], got 1.5"},
+           {"32,0.1,sgd,0,1,0.5,inf",
+            "t.csv:2: epoch_seconds must be a finite number >= 0, got inf"},
+           {"32,0.1,sgd,0,1,0.5,-1",
+            "t.csv:2: epoch_seconds must be a finite number >= 0, got -1"}}) {
+    StatusOr<ReplayTable> table = ReplayTable::Parse(header + row + "\n", "t.csv");
+    ASSERT_FALSE(table.ok()) << row;
+    EXPECT_EQ(table.status().message(), error);
+  }
+  EXPECT_TRUE(ReplayTable::Parse(header + "1048576,100,adam,0,1,1,0\n", "t.csv").ok());
 }
 
 }  // namespace

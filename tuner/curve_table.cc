@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <optional>
@@ -67,9 +68,23 @@ StatusOr<CurveTable> CurveTable::Parse(const std::string& text, const std::strin
     std::optional<Optimizer> optimizer = ParseOptimizer(f[2]);
     if (!optimizer) return Status::InvalidArgument(where + ": unknown optimizer '" + f[2] + "'");
     config.optimizer = *optimizer;
-    if (config.batch_size < 1 || !(config.learning_rate > 0) || !(e.seconds >= 0) ||
-        !(e.val_accuracy >= 0 && e.val_accuracy <= 1)) {
-      return Status::InvalidArgument(where + ": a value is out of range");
+    auto out_of_range = [&](const char* field, const std::string& range, double value) {
+      char got[32];
+      std::snprintf(got, sizeof(got), "%.10g", value);
+      return Status::InvalidArgument(where + ": " + field + " must be " + range + ", got " + got);
+    };
+    if (config.batch_size < 1 || config.batch_size > kMaxBatchSize) {
+      return out_of_range("batch_size", "in [1, " + std::to_string(kMaxBatchSize) + "]",
+                          config.batch_size);
+    }
+    if (!(config.learning_rate > 0) || !std::isfinite(config.learning_rate)) {
+      return out_of_range("lr", "a finite number > 0", config.learning_rate);
+    }
+    if (!(e.val_accuracy >= 0 && e.val_accuracy <= 1)) {
+      return out_of_range("val_accuracy", "in [0, 1]", e.val_accuracy);
+    }
+    if (!(e.seconds >= 0) || !std::isfinite(e.seconds)) {
+      return out_of_range("epoch_seconds", "a finite number >= 0", e.seconds);
     }
     const auto key = std::make_tuple(config.batch_size, config.learning_rate,
                                      static_cast<int>(config.optimizer));
