@@ -9,6 +9,8 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace topotune {
 namespace {
@@ -791,6 +793,58 @@ TEST(Planner, ProfileCsvRejectsASyncLongerThanItsStep) {
       << rows.status().message();
   // All of the step: allowed.
   EXPECT_TRUE(ParseProfileCsv(header + "cloud,1,2,32,1,1\n", "p.csv").ok());
+}
+
+// Each value is held to a range that the planner computes with, and the error names the
+// field: 100000 x 100000 devices overflowed an int, and steps of 1e200 or 1e-200 s made the
+// step-time fit's weights (1 / step^2) overflow and predicted NaN seconds.
+TEST(Planner, ProfileCsvRejectsValuesOutOfRangeNamingTheField) {
+  const std::string header =
+      "device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds\n";
+  for (const auto& [row, error] : std::vector<std::pair<std::string, std::string>>{
+           {"cloud,100000,100000,16,0.004,0.001",
+            "p.csv:2: nodes x devices_per_node must be at most 1048576, got 100000 x 100000"},
+           {"cloud,1,1,2000000,0.004,0",
+            "p.csv:2: local_batch must be at most 1048576, got 2000000"},
+           {"cloud,1,1,16,1e200,0", "p.csv:2: step_seconds must be in [1e-09, 1e+06], got 1e+200"},
+           {"cloud,1,1,16,1e-200,0",
+            "p.csv:2: step_seconds must be in [1e-09, 1e+06], got 1e-200"}}) {
+    StatusOr<std::vector<PlacementMeasurement>> rows =
+        ParseProfileCsv(header + row + "\n", "p.csv");
+    ASSERT_FALSE(rows.ok()) << row;
+    EXPECT_EQ(rows.status().message(), error);
+  }
+  EXPECT_TRUE(
+      ParseProfileCsv(header + "cloud,1024,1024,1048576,1e-9,0\ncloud,1,1,1,1e6,1e6\n", "p.csv")
+          .ok());
+}
+
+// A data-parallel target's global batch is its local batch times its devices: 2^20 on 4,096
+// devices is 2^32, which overflowed an int (to 0: a division by zero in the steps per epoch).
+// That configuration is left out with a note; the rest still rank.
+TEST(Planner, AGlobalBatchBeyondAnIntIsLeftOut) {
+  const CurveTable table = TableOf(Curve(1 << 20, 0.01, "sgd", 0, 3, 4, 8.0));
+  PlanInput input = Input(table);
+  input.workload.train_samples = int64_t{1} << 30;
+  input.profile.push_back({"cloud", 1, 1, 256, 0.001, 0});
+  Target dp = FourCloudDevicesOnOneNode();
+  dp.devices = 4096;
+  input.targets = {dp};
+  StatusOr<std::vector<TargetPlan>> plans = Plan(input);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  // 2^20 split over the devices, 256 each, ranks; 2^20 on each device (2^32 in all) does not.
+  ASSERT_EQ((*plans)[0].ranked.size(), 1u) << (*plans)[0].note;
+  EXPECT_EQ((*plans)[0].ranked[0].cost.local_batch, 256);
+  EXPECT_EQ((*plans)[0].ranked[0].cost.global_batch, 1 << 20);
+
+  // PredictTta itself refuses it, naming the target.
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{256, 0.001}});
+  ASSERT_TRUE(step.ok());
+  StatusOr<TtaBreakdown> cost =
+      PredictTta(dp, input.workload, 1 << 20, Estimate::Measured(3), *step);
+  ASSERT_FALSE(cost.ok());
+  EXPECT_EQ(cost.status().message(),
+            "target cloud-x4: a global batch of 1048576 x 4096 devices is too large");
 }
 
 }  // namespace

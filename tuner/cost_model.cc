@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -407,6 +408,10 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
           std::min(target.inter_node.bandwidth_bytes_s, target.intra_node.bandwidth_bytes_s);
       slowest.latency_s = std::max(target.inter_node.latency_s, target.intra_node.latency_s);
     }
+  }
+  if (static_cast<long long>(local_batch) * devices > std::numeric_limits<int>::max()) {
+    return invalid("a global batch of " + std::to_string(local_batch) + " x " +
+                   std::to_string(devices) + " devices is too large");
   }
   t.global_batch = local_batch * devices;
   t.steps_per_epoch = steps(workload.train_samples, t.global_batch);

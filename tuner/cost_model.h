@@ -224,7 +224,7 @@ struct TtaBreakdown {
 // `warmup_steps` (a trial's one-time start-up, in compute steps) adds warmup_steps x the
 // compute step, once: data-parallel devices and federated clients warm up side by side.
 // Errors: a target or workload that cannot be costed (no devices, no samples, a link
-// without bandwidth where bytes must cross it), named by field.
+// without bandwidth where bytes must cross it, a global batch beyond an int), named by field.
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
                                   std::optional<Estimate> sync = std::nullopt,

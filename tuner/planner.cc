@@ -153,6 +153,13 @@ Reading ReadFamily(const LearningRateFamily& family, double learning_rate) {
   return r;
 }
 
+// A profile row's ranges. The devices as a topology's (api/topology_json.cc), the batch as a
+// table's; a step from a nanosecond to 11 days, whose least-squares weights (1 / step^2) and
+// products with the steps to target stay finite.
+constexpr long long kMaxPlacementDevices = 1 << 20;
+constexpr double kMinStepSeconds = 1e-9;
+constexpr double kMaxStepSeconds = 1e6;
+
 // What is wrong with a row of PROFILE.csv, or "" when nothing is.
 std::string PlacementProblem(const PlacementMeasurement& m) {
   if (m.device_class.empty() || m.nodes < 1 || m.devices_per_node < 1 || m.local_batch < 1 ||
@@ -161,10 +168,25 @@ std::string PlacementProblem(const PlacementMeasurement& m) {
     return "needs a device_class, nodes, devices_per_node and local_batch >= 1, step_seconds > "
            "0 and sync_seconds >= 0";
   }
+  char why[160];
+  if (static_cast<long long>(m.nodes) * m.devices_per_node > kMaxPlacementDevices) {
+    std::snprintf(why, sizeof(why), "nodes x devices_per_node must be at most %lld, got %d x %d",
+                  kMaxPlacementDevices, m.nodes, m.devices_per_node);
+    return why;
+  }
+  if (m.local_batch > CurveTable::kMaxBatchSize) {
+    std::snprintf(why, sizeof(why), "local_batch must be at most %d, got %d",
+                  CurveTable::kMaxBatchSize, m.local_batch);
+    return why;
+  }
+  if (m.step_seconds < kMinStepSeconds || m.step_seconds > kMaxStepSeconds) {
+    std::snprintf(why, sizeof(why), "step_seconds must be in [%g, %g], got %g", kMinStepSeconds,
+                  kMaxStepSeconds, m.step_seconds);
+    return why;
+  }
   // The step includes its synchronisation (topotune-worker dp-probe's step_s); a sync longer
   // than the step would leave the compute a negative time.
   if (m.sync_seconds > m.step_seconds) {
-    char why[160];
     std::snprintf(why, sizeof(why),
                   "sync_seconds (%g) is more than step_seconds (%g), the whole step that includes "
                   "it",
@@ -624,7 +646,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         if (c.batch_size % devices == 0) {
           candidates.push_back({c.batch_size / devices, m.epochs, m.from});
         }
-        const int global = c.batch_size * devices;
+        const long long global = static_cast<long long>(c.batch_size) * devices;
         const auto at_global = [&](const std::vector<Measured>& list) {
           return std::any_of(list.begin(), list.end(), [&](const Measured& o) {
             return o.config.batch_size == global && o.config.optimizer == c.optimizer &&
@@ -635,8 +657,12 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         // the what-if batches already predict it (at the equal noise temperature where the
         // recorded batch sizes around it allow): one prediction per configuration and
         // placement. Both used to be listed, and the lower ranked first.
-        if (!at_global(measured) && !at_global(what_if)) {
-          const Measured up = scaled(m, global);
+        if (global > std::numeric_limits<int>::max()) {
+          error = "target " + target.name + ": a global batch of " + std::to_string(global) + " (" +
+                  std::to_string(c.batch_size) + " x " + std::to_string(devices) +
+                  " devices) is too large";
+        } else if (!at_global(measured) && !at_global(what_if)) {
+          const Measured up = scaled(m, static_cast<int>(global));
           candidates.push_back({c.batch_size, up.epochs, up.from});
         }
       }
