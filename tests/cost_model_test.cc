@@ -51,6 +51,40 @@ TEST(CostModel, StepTimeWithOneBatchIsProportionalAndNoiseNeverGoesNegative) {
   EXPECT_FALSE(StepTimeModel::Fit({{8, std::nan("")}}).ok());
 }
 
+// Steps many orders of magnitude apart (a table's epochs of 3 s and 1e60 s, from
+// planner_input_fuzzer): the normal equations' determinant cancelled to 0 and the fit was
+// NaN. A fit stays finite and positive, or says why there is none.
+TEST(CostModel, StepTimeFitsStepsOrdersOfMagnitudeApart) {
+  StatusOr<StepTimeModel> wide = StepTimeModel::Fit({{1, 1.5}, {4, 1e60}});
+  ASSERT_TRUE(wide.ok()) << wide.status().message();
+  EXPECT_TRUE(std::isfinite(wide->alpha()) && std::isfinite(wide->beta()));
+  for (int batch : {2, 3, 8}) {
+    const Estimate e = wide->At(batch);
+    EXPECT_TRUE(std::isfinite(e.value) && e.value > 0 && e.lo <= e.value && e.value <= e.hi)
+        << batch << ": " << e.value;
+  }
+  // The same shape as the normal equations give where they do not cancel.
+  StatusOr<StepTimeModel> scaled = StepTimeModel::Fit({{16, 0.010e-9}, {64, 0.034e-9}});
+  ASSERT_TRUE(scaled.ok());
+  EXPECT_NEAR(scaled->alpha(), 0.002e-9, 1e-20);
+  EXPECT_NEAR(scaled->beta(), 0.0005e-9, 1e-21);
+  const StatusOr<StepTimeModel> apart = StepTimeModel::Fit({{1, 1e-300}, {2, 1e300}});
+  ASSERT_FALSE(apart.ok());
+  EXPECT_NE(apart.status().message().find("too far apart"), std::string::npos);
+}
+
+// A product of extreme inputs that overflows is an error, not an infinite answer.
+TEST(CostModel, AnOverflowingTimeToAccuracyIsAnError) {
+  StatusOr<StepTimeModel> step = StepTimeModel::Fit({{16, 1e306}});  // x 20 epochs x 3,125 steps
+  ASSERT_TRUE(step.ok());
+  StatusOr<TtaBreakdown> cost = PredictTta(MakeTarget("slow", Target::Kind::kSingle, "gpu"),
+                                           {50000, 1e6}, 16, Estimate::Measured(20), *step);
+  ASSERT_FALSE(cost.ok());
+  EXPECT_NE(cost.status().message().find("target slow: the time to accuracy is not a finite"),
+            std::string::npos)
+      << cost.status().message();
+}
+
 TEST(CostModel, RingAllReduceAndTransfer) {
   const Link link{1e9, 1e-3};  // 1 GB/s, 1 ms
   // 2 (N-1)/N x bytes / bandwidth + 2 (N-1) x latency.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <set>
@@ -57,33 +58,67 @@ StatusOr<StepTimeModel> StepTimeModel::Fit(std::vector<StepSample> samples) {
     model.beta_ = model.samples_[0].seconds / model.samples_[0].batch;
     return model;
   }
-  // Least squares of seconds on batch, relative (each point weighted by 1/seconds^2), so
-  // that a small batch's step counts as much as a large one's.
-  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  // Least squares of seconds on batch, relative, so that a small batch's step counts as much
+  // as a large one's: minimise the sum of ((alpha + beta b) / s - 1)^2, the least squares of
+  // 1 on the columns u = 1 / s and v = b / s. In units of the slowest step, and by
+  // Gram-Schmidt (a QR of the two columns): the normal equations' determinant,
+  // sum(u^2) sum(v^2) - sum(uv)^2, cancelled to 0 where the steps spanned many orders of
+  // magnitude (1.5 s and 1e60 s), and the fit was NaN.
+  double unit = 0.0;
+  for (const StepSample& s : model.samples_) unit = std::max(unit, s.seconds);
+  std::vector<double> u, v;
   for (const StepSample& s : model.samples_) {
-    const double w = 1.0 / (s.seconds * s.seconds);
-    sw += w;
-    sx += w * s.batch;
-    sy += w * s.seconds;
-    sxx += w * s.batch * s.batch;
-    sxy += w * s.batch * s.seconds;
+    u.push_back(unit / s.seconds);
+    v.push_back(s.batch * (unit / s.seconds));
+    if (!std::isfinite(v.back())) {
+      char why[120];
+      std::snprintf(why, sizeof(why), "step times of %g s and %g s are too far apart to fit",
+                    s.seconds, unit);
+      return Status::InvalidArgument(why);
+    }
   }
-  const double det = sw * sxx - sx * sx;
-  model.beta_ = (sw * sxy - sx * sy) / det;
-  model.alpha_ = (sy - model.beta_ * sx) / sw;
+  // The least-squares coefficient of 1 on one column x: sum(x) / sum(x^2), scaled by its
+  // largest element so that no square overflows.
+  auto through_one = [](const std::vector<double>& x) {
+    const double top = *std::max_element(x.begin(), x.end());
+    double sum = 0, squares = 0;
+    for (double xi : x) sum += xi / top, squares += (xi / top) * (xi / top);
+    return sum / squares / top;
+  };
+  auto norm = [](const std::vector<double>& x) {
+    double top = 0;
+    for (double xi : x) top = std::max(top, std::abs(xi));
+    if (top == 0) return 0.0;
+    double squares = 0;
+    for (double xi : x) squares += (xi / top) * (xi / top);
+    return top * std::sqrt(squares);
+  };
+  const double r11 = norm(u);
+  std::vector<double> q1(n), w(n);
+  double r12 = 0;
+  for (size_t i = 0; i < n; ++i) q1[i] = u[i] / r11, r12 += q1[i] * v[i];
+  for (size_t i = 0; i < n; ++i) w[i] = v[i] - r12 * q1[i];
+  const double r22 = norm(w);
+  double alpha = -1, beta = 0;  // in units of `unit`
+  if (r22 > 0) {                // else u and v are parallel to rounding: through the origin
+    double c1 = 0, c2 = 0;
+    for (size_t i = 0; i < n; ++i) c1 += q1[i], c2 += w[i] / r22;
+    beta = c2 / r22;
+    alpha = (c1 - r12 * beta) / r11;
+  }
   // Noise can give a negative overhead or a step that gets faster with the batch; then the
   // nearest sensible shape: through the origin, or flat.
-  if (model.alpha_ < 0) {
-    double num = 0, den = 0;
-    for (const StepSample& s : model.samples_) {
-      num += s.batch / s.seconds;
-      den += static_cast<double>(s.batch) * s.batch / (s.seconds * s.seconds);
-    }
-    model.alpha_ = 0.0;
-    model.beta_ = num / den;
-  } else if (model.beta_ < 0) {
-    model.alpha_ = sy / sw;
-    model.beta_ = 0.0;
+  if (!(alpha >= 0)) {
+    alpha = 0.0;
+    beta = through_one(v);
+  } else if (beta < 0) {
+    alpha = through_one(u);
+    beta = 0.0;
+  }
+  model.alpha_ = alpha * unit;
+  model.beta_ = beta * unit;
+  if (!std::isfinite(model.alpha_) || !std::isfinite(model.beta_)) {
+    return Status::InvalidArgument("the step times do not fit alpha + beta x batch");
   }
   std::vector<double> residuals;
   for (const StepSample& s : model.samples_) {
@@ -339,6 +374,20 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   if (!(epochs_to_target.value > 0)) return invalid("epochs to target must be > 0");
   if (!(warmup_steps.lo >= 0)) return invalid("warm-up steps must be >= 0");
   auto needs_bandwidth = [](const Link& link) { return !(link.bandwidth_bytes_s > 0); };
+  // Finite terms, or an error: a product of extreme inputs (a step of 1e306 s) overflows.
+  auto finite = [&](const TtaBreakdown& t) -> StatusOr<TtaBreakdown> {
+    for (const Estimate* e : {&t.epochs, &t.step_compute, &t.step_sync, &t.epoch, &t.rounds,
+                              &t.round, &t.transfer, &t.warmup_steps, &t.warmup, &t.tta}) {
+      if (!std::isfinite(e->value) || !std::isfinite(e->lo) || !std::isfinite(e->hi)) {
+        char why[120];
+        std::snprintf(why, sizeof(why),
+                      "the time to accuracy is not a finite number (%g s: epochs %g, step %g s)",
+                      t.tta.hi, t.epochs.hi, t.step_compute.hi);
+        return invalid(why);
+      }
+    }
+    return t;
+  };
   TtaBreakdown t;
   t.local_batch = local_batch;
   t.global_batch = local_batch;
@@ -384,7 +433,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
         Estimate::Predicted(rounds(t.epochs.value), rounds(t.epochs.lo), rounds(t.epochs.hi));
     t.tta = Plus(Plus(Times(t.rounds, t.round), t.warmup), t.transfer);
     t.tta.measured = false;  // a prediction, whatever its terms were
-    return t;
+    return finite(t);
   }
 
   int devices = 1;
@@ -433,7 +482,7 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   t.epoch = Times(Estimate::Measured(static_cast<double>(t.steps_per_epoch)), step_total);
   t.tta = Plus(Plus(Times(t.epochs, t.epoch), t.warmup), t.transfer);
   t.tta.measured = false;  // a prediction, whatever its terms were
-  return t;
+  return finite(t);
 }
 
 }  // namespace topotune

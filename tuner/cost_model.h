@@ -71,7 +71,8 @@ struct StepSample {
 // (1.28 standard deviations, at least 10%); a measured batch returns its measurement.
 class StepTimeModel {
  public:
-  // Errors: no sample, or a sample with batch < 1 or seconds not > 0.
+  // Errors: no sample, a sample with batch < 1 or seconds not > 0, or samples too far apart
+  // to fit (their ratio beyond a double's range).
   static StatusOr<StepTimeModel> Fit(std::vector<StepSample> samples);
   Estimate At(int batch) const;
   double alpha() const { return alpha_; }
@@ -224,7 +225,8 @@ struct TtaBreakdown {
 // `warmup_steps` (a trial's one-time start-up, in compute steps) adds warmup_steps x the
 // compute step, once: data-parallel devices and federated clients warm up side by side.
 // Errors: a target or workload that cannot be costed (no devices, no samples, a link
-// without bandwidth where bytes must cross it, a global batch beyond an int), named by field.
+// without bandwidth where bytes must cross it, a global batch beyond an int), named by field,
+// and terms that are not all finite numbers (extreme inputs whose product overflows).
 StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload, int local_batch,
                                   const Estimate& epochs_to_target, const StepTimeModel& step,
                                   std::optional<Estimate> sync = std::nullopt,
