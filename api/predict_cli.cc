@@ -1,6 +1,7 @@
 #include "api/predict_cli.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -23,6 +24,23 @@ StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
     return Status::InvalidArgument(path + " is larger than 256 MiB");
   }
   return text.str();
+}
+
+// The table's "# train_samples=N" line: a whole number in [1, 2^40] (as --train-samples and
+// a topology's "train_samples"); 0 without the line.
+StatusOr<long long> TrainSamplesLine(const CurveTable& table, const std::string& name) {
+  auto it = table.meta().find("train_samples");
+  if (it == table.meta().end()) return 0LL;
+  const std::string& text = it->second;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(v >= 1 && v <= static_cast<double>(1LL << 40)) ||
+      v != std::floor(v)) {
+    return Status::InvalidArgument(name + ": '# train_samples=' must be a whole number in [1, " +
+                                   std::to_string(1LL << 40) + "], got '" + text.substr(0, 32) +
+                                   "'");
+  }
+  return static_cast<long long>(v);
 }
 
 std::string Seconds(double s) {
@@ -180,7 +198,9 @@ StatusOr<nlohmann::json> PredictOffline(const PredictOptions& options,
   if (options.train_samples > 0) {
     input.workload.train_samples = options.train_samples;
   } else if (input.workload.train_samples == 0) {
-    input.workload.train_samples = static_cast<long long>(meta_number("train_samples"));
+    StatusOr<long long> samples = TrainSamplesLine(*table, options.curves);
+    if (!samples.ok()) return samples.status();
+    input.workload.train_samples = *samples;
   }
   StatusOr<std::vector<TargetPlan>> plans = Plan(input);
   if (!plans.ok()) return plans.status();

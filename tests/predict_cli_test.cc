@@ -125,4 +125,41 @@ TEST(PredictCli, BadFilesGetAnErrorThatNamesTheProblem) {
   EXPECT_NE(out.find("--batch-sizes"), std::string::npos) << out;
 }
 
+// The table's "# train_samples=" line where the topology has none: a whole number in
+// [1, 2^40], as --train-samples. 1e30 was cast to a long long out of its range (undefined
+// behaviour, found with planner_input_fuzzer's harness).
+TEST(PredictCli, TheTablesTrainSamplesLineMustBeAWholeNumberInRange) {
+  const std::string dir = testing::TempDir();
+  auto write = [](const std::string& path, const std::string& text) {
+    FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  };
+  write(dir + "/one-class.json",
+        R"({"sites": {"a": {"cpu-1t": 1}}, "targets": [{"name": "x", "class": "cpu-1t",
+            "site": "a"}]})");
+  const std::string rows =
+      "batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds\n"
+      "16,0.01,sgd,0,1,0.3,1\n16,0.01,sgd,0,2,0.6,1\n";
+  const std::string command = std::string(TOPOTUNE_BIN) + " predict --curves " + dir +
+                              "/samples.csv --profile " + TOPOTUNE_SOURCE_DIR +
+                              "/examples/topologies/lenet-profile.csv --topology " + dir +
+                              "/one-class.json --target-accuracy 0.5 --json";
+  std::string out;
+  for (const char* bad : {"1e30", "2000.5", "0", "many"}) {
+    write(dir + "/samples.csv", std::string("# train_samples=") + bad + "\n" + rows);
+    EXPECT_EQ(RunCommand(command, &out), 1) << bad;
+    EXPECT_NE(out.find("samples.csv: '# train_samples=' must be a whole number in [1, "
+                       "1099511627776], got '" +
+                       std::string(bad) + "'"),
+              std::string::npos)
+        << out;
+  }
+  write(dir + "/samples.csv", "# train_samples=1e4\n" + rows);
+  ASSERT_EQ(RunCommand(command, &out), 0) << out;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["targets"][0]["ranked"][0]["steps_per_epoch"], 625);  // 10,000 samples / 16
+}
+
 }  // namespace
