@@ -16,6 +16,7 @@ extern "C" int JobSpecFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int FrameFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int RestRouterFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int TopologyFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int PlannerInputFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -63,6 +64,10 @@ TEST(FuzzRegression, RestRouterInputs) {
 
 TEST(FuzzRegression, TopologyInputs) {
   EXPECT_GT(Replay("topology_fuzzer", TopologyFuzzerTestOneInput), 0u);
+}
+
+TEST(FuzzRegression, PlannerInputs) {
+  EXPECT_GT(Replay("planner_input_fuzzer", PlannerInputFuzzerTestOneInput), 0u);
 }
 
 }  // namespace
