@@ -821,7 +821,7 @@ TEST(Planner, ProfileCsvRejectsValuesOutOfRangeNamingTheField) {
 
 // A data-parallel target's global batch is its local batch times its devices: 2^20 on 4,096
 // devices is 2^32, which overflowed an int (to 0: a division by zero in the steps per epoch).
-// That configuration is left out with a note; the rest still rank.
+// That configuration is left out, and the plan's left_out says so; the rest still rank.
 TEST(Planner, AGlobalBatchBeyondAnIntIsLeftOut) {
   const CurveTable table = TableOf(Curve(1 << 20, 0.01, "sgd", 0, 3, 4, 8.0));
   PlanInput input = Input(table);
@@ -836,6 +836,8 @@ TEST(Planner, AGlobalBatchBeyondAnIntIsLeftOut) {
   ASSERT_EQ((*plans)[0].ranked.size(), 1u) << (*plans)[0].note;
   EXPECT_EQ((*plans)[0].ranked[0].cost.local_batch, 256);
   EXPECT_EQ((*plans)[0].ranked[0].cost.global_batch, 1 << 20);
+  EXPECT_EQ((*plans)[0].left_out,
+            "1 configuration whose global batch on the target's devices is above 2147483647");
 
   // PredictTta itself refuses it, naming the target.
   StatusOr<StepTimeModel> step = StepTimeModel::Fit({{256, 0.001}});
@@ -844,7 +846,7 @@ TEST(Planner, AGlobalBatchBeyondAnIntIsLeftOut) {
       PredictTta(dp, input.workload, 1 << 20, Estimate::Measured(3), *step);
   ASSERT_FALSE(cost.ok());
   EXPECT_EQ(cost.status().message(),
-            "target cloud-x4: a global batch of 1048576 x 4096 devices is too large");
+            "target cloud-x4: a global batch of 1048576 x 4096 devices is above 2147483647");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -192,10 +193,20 @@ TEST(ReplayRecorder, RejectsAnEmptyGrid) {
   EXPECT_TRUE(ValidateReplayGrid(listed).ok());
   for (const ReplayConfig& bad :
        {ReplayConfig{0, 0.1, Optimizer::kSgd, 0}, ReplayConfig{16, 0.0, Optimizer::kSgd, 0},
-        ReplayConfig{16, 0.1, Optimizer::kSgd, -1}}) {
+        ReplayConfig{16, 0.1, Optimizer::kSgd, -1},
+        ReplayConfig{(1 << 20) + 1, 0.1, Optimizer::kSgd, 0},
+        ReplayConfig{16, std::numeric_limits<double>::infinity(), Optimizer::kSgd, 0}}) {
     listed.configs = {bad};
     EXPECT_FALSE(ValidateReplayGrid(listed).ok());
   }
+  // Nor a grid whose table the replay worker could not read back (CurveTable::Parse's ranges).
+  grid.shard = 0;
+  grid.num_shards = 1;
+  grid.batch_sizes = {(1 << 20) + 1};
+  EXPECT_FALSE(ValidateReplayGrid(grid).ok());
+  grid.batch_sizes = {16};
+  grid.learning_rates = {std::numeric_limits<double>::infinity()};
+  EXPECT_FALSE(ValidateReplayGrid(grid).ok());
 }
 
 }  // namespace

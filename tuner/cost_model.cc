@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <utility>
 
 namespace topotune {
 namespace {
@@ -99,6 +100,9 @@ StatusOr<StepTimeModel> StepTimeModel::Fit(std::vector<StepSample> samples) {
   for (size_t i = 0; i < n; ++i) q1[i] = u[i] / r11, r12 += q1[i] * v[i];
   for (size_t i = 0; i < n; ++i) w[i] = v[i] - r12 * q1[i];
   const double r22 = norm(w);
+  if (!std::isfinite(r11) || !std::isfinite(r22)) {
+    return Status::InvalidArgument("step times are too far apart to fit");
+  }
   double alpha = -1, beta = 0;  // in units of `unit`
   if (r22 > 0) {                // else u and v are parallel to rounding: through the origin
     double c1 = 0, c2 = 0;
@@ -117,7 +121,8 @@ StatusOr<StepTimeModel> StepTimeModel::Fit(std::vector<StepSample> samples) {
   }
   model.alpha_ = alpha * unit;
   model.beta_ = beta * unit;
-  if (!std::isfinite(model.alpha_) || !std::isfinite(model.beta_)) {
+  if (!std::isfinite(model.alpha_) || !std::isfinite(model.beta_) || model.alpha_ < 0 ||
+      model.beta_ < 0 || !(model.alpha_ + model.beta_ > 0)) {
     return Status::InvalidArgument("the step times do not fit alpha + beta x batch");
   }
   std::vector<double> residuals;
@@ -374,15 +379,20 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   if (!(epochs_to_target.value > 0)) return invalid("epochs to target must be > 0");
   if (!(warmup_steps.lo >= 0)) return invalid("warm-up steps must be >= 0");
   auto needs_bandwidth = [](const Link& link) { return !(link.bandwidth_bytes_s > 0); };
-  // Finite terms, or an error: a product of extreme inputs (a step of 1e306 s) overflows.
+  // Finite terms, or an error naming the first that is not: a product of extreme inputs (a
+  // step of 1e306 s) overflows.
   auto finite = [&](const TtaBreakdown& t) -> StatusOr<TtaBreakdown> {
-    for (const Estimate* e : {&t.epochs, &t.step_compute, &t.step_sync, &t.epoch, &t.rounds,
-                              &t.round, &t.transfer, &t.warmup_steps, &t.warmup, &t.tta}) {
+    const std::pair<const char*, const Estimate*> terms[] = {
+        {"epochs", &t.epochs},       {"step compute", &t.step_compute},
+        {"step sync", &t.step_sync}, {"epoch", &t.epoch},
+        {"rounds", &t.rounds},       {"round", &t.round},
+        {"transfer", &t.transfer},   {"warm-up steps", &t.warmup_steps},
+        {"warm-up", &t.warmup},      {"time to accuracy", &t.tta}};
+    for (const auto& [name, e] : terms) {
       if (!std::isfinite(e->value) || !std::isfinite(e->lo) || !std::isfinite(e->hi)) {
-        char why[120];
-        std::snprintf(why, sizeof(why),
-                      "the time to accuracy is not a finite number (%g s: epochs %g, step %g s)",
-                      t.tta.hi, t.epochs.hi, t.step_compute.hi);
+        char why[160];
+        std::snprintf(why, sizeof(why), "the %s term is not a finite number (%g, %g-%g)", name,
+                      e->value, e->lo, e->hi);
         return invalid(why);
       }
     }
@@ -460,7 +470,8 @@ StatusOr<TtaBreakdown> PredictTta(const Target& target, const Workload& workload
   }
   if (static_cast<long long>(local_batch) * devices > std::numeric_limits<int>::max()) {
     return invalid("a global batch of " + std::to_string(local_batch) + " x " +
-                   std::to_string(devices) + " devices is too large");
+                   std::to_string(devices) + " devices is above " +
+                   std::to_string(std::numeric_limits<int>::max()));
   }
   t.global_batch = local_batch * devices;
   t.steps_per_epoch = steps(workload.train_samples, t.global_batch);

@@ -89,7 +89,8 @@ Estimate WarmupSteps(const CurveTable& table, long long train_samples) {
       const size_t k = later.size();
       const double steady = (later[(k - 1) / 2] + later[k / 2]) / 2;
       if (!(steady > 0) || !std::isfinite(steady) || !std::isfinite(curve[0].seconds)) continue;
-      excess.push_back(std::max(0.0, (curve[0].seconds - steady) / (steady / steps)));
+      const double steps_more = (curve[0].seconds - steady) / (steady / steps);
+      if (std::isfinite(steps_more)) excess.push_back(std::max(0.0, steps_more));
     }
   }
   if (excess.empty()) return Estimate::Measured(0.0);
@@ -535,8 +536,9 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
     }
     StatusOr<StepTimeModel> step = StepTimeModel::Fit(samples);
     if (!step.ok()) {
-      plan.note = "no step time for device class '" + target.device_class +
-                  "': add its rows (one device) to the profile";
+      plan.note =
+          "no step time for device class '" + target.device_class + "': " +
+          (samples.empty() ? "add its rows (one device) to the profile" : step.status().message());
       plans.push_back(std::move(plan));
       continue;
     }
@@ -628,6 +630,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                                          : adam_limit->second;
     int too_large = 0;
     int adam_too_large = 0;  // of those, the Adam configurations that fit with SGD's state
+    int beyond_int = 0;      // configurations whose global batch on this target exceeds an int
     std::vector<Measured> all_runs = measured;
     all_runs.insert(all_runs.end(), forecast.begin(), forecast.end());
     all_runs.insert(all_runs.end(), what_if.begin(), what_if.end());
@@ -658,9 +661,7 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
         // recorded batch sizes around it allow): one prediction per configuration and
         // placement. Both used to be listed, and the lower ranked first.
         if (global > std::numeric_limits<int>::max()) {
-          error = "target " + target.name + ": a global batch of " + std::to_string(global) + " (" +
-                  std::to_string(c.batch_size) + " x " + std::to_string(devices) +
-                  " devices) is too large";
+          ++beyond_int;
         } else if (!at_global(measured) && !at_global(what_if)) {
           const Measured up = scaled(m, static_cast<int>(global));
           candidates.push_back({c.batch_size, up.epochs, up.from});
@@ -786,11 +787,11 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
                      [](const PlannedConfig& a, const PlannedConfig& b) {
                        return a.cost.tta.value < b.cost.tta.value;
                      });
+    auto configurations = [](int n) {
+      return std::to_string(n) + " configuration" + (n == 1 ? "" : "s");
+    };
     if (too_large > 0) {
       const int sgd_too_large = too_large - adam_too_large;
-      auto configurations = [](int n) {
-        return std::to_string(n) + " configuration" + (n == 1 ? "" : "s");
-      };
       if (sgd_too_large > 0) {
         plan.left_out = configurations(sgd_too_large) + " with a local batch of " +
                         std::to_string(no_fit) + " or more";
@@ -802,7 +803,12 @@ StatusOr<std::vector<TargetPlan>> Plan(const PlanInput& input) {
       }
       plan.left_out += ": it does not fit " + target.device_class + "'s memory (its probe)";
     }
-    if (plan.ranked.empty()) plan.note = too_large > 0 ? plan.left_out : error;
+    if (beyond_int > 0) {
+      plan.left_out += (plan.left_out.empty() ? "" : "; ") + configurations(beyond_int) +
+                       " whose global batch on the target's devices is above " +
+                       std::to_string(std::numeric_limits<int>::max());
+    }
+    if (plan.ranked.empty()) plan.note = too_large + beyond_int > 0 ? plan.left_out : error;
     plans.push_back(std::move(plan));
   }
   return plans;

@@ -123,7 +123,9 @@ struct TargetPlan {
   Target target;
   std::vector<PlannedConfig> ranked;  ///< ascending predicted TTA
   std::string note;                   ///< why a target has no ranking, if it has none
-  std::string left_out;  ///< what was left out because it does not fit the class's memory
+  /// What was left out: configurations that do not fit the class's memory, and those whose
+  /// global batch on the target's devices is above an int's range.
+  std::string left_out;
 };
 
 // Plans every target. Errors: no curves, a target accuracy outside (0, 1], a workload

@@ -8,6 +8,7 @@
 #include <random>
 #include <utility>
 
+#include "tuner/curve_table.h"
 #include "workers/trainer.h"
 
 namespace topotune {
@@ -28,17 +29,24 @@ Status ValidateReplayGrid(const ReplayGrid& grid) {
     return Status::InvalidArgument(
         "a replay grid needs at least one batch size, learning rate, optimizer and seed");
   }
+  // The ranges CurveTable::Parse reads back: a table this writes, its worker can replay.
+  const std::string batch_range = "in [1, " + std::to_string(CurveTable::kMaxBatchSize) + "]";
   for (const ReplayConfig& c : grid.configs) {
-    if (c.batch_size < 1 || !(c.lr > 0) || !std::isfinite(c.lr) || c.epochs < 0) {
-      return Status::InvalidArgument(
-          "a configuration needs a batch size >= 1, a learning rate > 0 and epochs >= 0");
+    if (c.batch_size < 1 || c.batch_size > CurveTable::kMaxBatchSize || !(c.lr > 0) ||
+        !std::isfinite(c.lr) || c.epochs < 0) {
+      return Status::InvalidArgument("a configuration needs a batch size " + batch_range +
+                                     ", a finite learning rate > 0 and epochs >= 0");
     }
   }
   for (int b : grid.batch_sizes) {
-    if (b < 1) return Status::InvalidArgument("batch sizes must be >= 1");
+    if (b < 1 || b > CurveTable::kMaxBatchSize) {
+      return Status::InvalidArgument("batch sizes must be " + batch_range);
+    }
   }
   for (double lr : grid.learning_rates) {
-    if (!(lr > 0)) return Status::InvalidArgument("learning rates must be > 0");
+    if (!(lr > 0) || !std::isfinite(lr)) {
+      return Status::InvalidArgument("learning rates must be finite and > 0");
+    }
   }
   if (grid.epochs < 1) return Status::InvalidArgument("epochs must be >= 1");
   if (grid.num_shards < 1 || grid.shard < 0 || grid.shard >= grid.num_shards) {
