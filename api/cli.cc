@@ -460,11 +460,10 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
         std::string item;
         while (std::getline(list, item, ',')) {
           const long long b = std::strtoll(item.c_str(), &end, 10);
-          if (item.empty() || *end != '\0' || b < 1 || b > (1 << 20) ||
+          if (item.empty() || *end != '\0' || b < 1 || b > kMaxBatchSize ||
               p.what_if_batches.size() >= 64) {
-            *error =
-                "--batch-sizes takes up to 64 comma-separated batch sizes in [1, 1048576], got " +
-                value;
+            *error = "--batch-sizes takes up to 64 comma-separated batch sizes in [1, " +
+                     std::to_string(kMaxBatchSize) + "], got " + value;
             return false;
           }
           p.what_if_batches.push_back(static_cast<int>(b));
@@ -479,7 +478,7 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
       }
       if (arg == "--train-samples" || arg == "--top") {
         const long long v = std::strtoll(value.c_str(), &end, 10);
-        if (*end != '\0' || v < 1 || v > (1LL << 40)) {
+        if (*end != '\0' || v < 1 || v > kMaxTrainSamples) {
           *error = arg + " must be a positive integer, got " + value;
           return false;
         }

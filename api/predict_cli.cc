@@ -10,6 +10,7 @@
 #include "api/plan_json.h"
 #include "api/topology_json.h"
 #include "tuner/curve_table.h"
+#include "tuner/target.h"
 
 namespace topotune {
 namespace {
@@ -35,11 +36,11 @@ StatusOr<long long> TrainSamplesLine(const CurveTable& table, const std::string&
   const std::string& text = it->second;
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(v >= 1 && v <= static_cast<double>(1LL << 40)) ||
+  if (text.empty() || *end != '\0' || !(v >= 1 && v <= static_cast<double>(kMaxTrainSamples)) ||
       v != std::floor(v)) {
     return Status::InvalidArgument(name + ": '# train_samples=' must be a whole number in [1, " +
-                                   std::to_string(1LL << 40) + "], got '" + text.substr(0, 32) +
-                                   "'");
+                                   std::to_string(kMaxTrainSamples) + "], got '" +
+                                   text.substr(0, 32) + "'");
   }
   return static_cast<long long>(v);
 }

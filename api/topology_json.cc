@@ -5,6 +5,7 @@
 
 #include "api/json_fields.h"
 #include "api/json_input.h"
+#include "tuner/target.h"
 
 namespace topotune {
 namespace {
@@ -15,7 +16,6 @@ constexpr size_t kMaxSites = 64;
 constexpr size_t kMaxLinks = 256;
 constexpr size_t kMaxTargets = 64;
 constexpr size_t kMaxNameBytes = 64;
-constexpr int64_t kMaxDevices = 1 << 20;
 
 Status Invalid(const std::string& path, const std::string& what) {
   return Status::InvalidArgument(path + " " + what);
@@ -257,7 +257,7 @@ StatusOr<Topology> TopologyFromJson(const json& j) {
   }
   TOPOTUNE_RETURN_IF_ERROR(Positive(f, "model_bytes", false, &t.workload.model_bytes));
   int64_t samples = 0;
-  TOPOTUNE_RETURN_IF_ERROR(f.Int("train_samples", 1, int64_t{1} << 40, &samples));
+  TOPOTUNE_RETURN_IF_ERROR(f.Int("train_samples", 1, kMaxTrainSamples, &samples));
   t.workload.train_samples = samples;
 
   const json* targets = nullptr;

@@ -33,12 +33,9 @@ class CurveTable {
     std::map<uint64_t, std::vector<Epoch>> curves;
   };
 
-  // The largest batch size a table may hold, as `topotune predict --batch-sizes` allows.
-  static constexpr int kMaxBatchSize = 1 << 20;
-
   // Parses a table: "# key=value" comments, the header
   // batch_size,lr,optimizer,seed,epoch,val_accuracy,epoch_seconds, then rows (epochs of a
-  // curve in order from 1): batch_size in [1, kMaxBatchSize], lr finite and > 0,
+  // curve in order from 1): batch_size in [1, kMaxBatchSize] (tuner/target.h), lr finite and > 0,
   // val_accuracy in [0, 1], epoch_seconds finite and >= 0. `name` (the file's) prefixes
   // errors, which name the line and the field.
   static StatusOr<CurveTable> Parse(const std::string& text, const std::string& name);

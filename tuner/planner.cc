@@ -157,7 +157,6 @@ Reading ReadFamily(const LearningRateFamily& family, double learning_rate) {
 // A profile row's ranges. The devices as a topology's (api/topology_json.cc), the batch as a
 // table's; a step from a nanosecond to 11 days, whose least-squares weights (1 / step^2) and
 // products with the steps to target stay finite.
-constexpr long long kMaxPlacementDevices = 1 << 20;
 constexpr double kMinStepSeconds = 1e-9;
 constexpr double kMaxStepSeconds = 1e6;
 
@@ -170,14 +169,14 @@ std::string PlacementProblem(const PlacementMeasurement& m) {
            "0 and sync_seconds >= 0";
   }
   char why[160];
-  if (static_cast<long long>(m.nodes) * m.devices_per_node > kMaxPlacementDevices) {
-    std::snprintf(why, sizeof(why), "nodes x devices_per_node must be at most %lld, got %d x %d",
-                  kMaxPlacementDevices, m.nodes, m.devices_per_node);
+  if (static_cast<long long>(m.nodes) * m.devices_per_node > kMaxDevices) {
+    std::snprintf(why, sizeof(why), "nodes x devices_per_node must be at most %d, got %d x %d",
+                  kMaxDevices, m.nodes, m.devices_per_node);
     return why;
   }
-  if (m.local_batch > CurveTable::kMaxBatchSize) {
-    std::snprintf(why, sizeof(why), "local_batch must be at most %d, got %d",
-                  CurveTable::kMaxBatchSize, m.local_batch);
+  if (m.local_batch > kMaxBatchSize) {
+    std::snprintf(why, sizeof(why), "local_batch must be at most %d, got %d", kMaxBatchSize,
+                  m.local_batch);
     return why;
   }
   if (m.step_seconds < kMinStepSeconds || m.step_seconds > kMaxStepSeconds) {

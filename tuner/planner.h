@@ -172,7 +172,7 @@ std::vector<DataMoveVerdict> CompareDataMoves(const std::vector<TargetPlan>& pla
 // device_class,nodes,devices_per_node,local_batch,step_seconds,sync_seconds, optionally with
 // ",optimizer" ("sgd", "adam" or empty; it counts for rows of one device), and one row per
 // measured placement; '#' lines are comments. Ranges: nodes and devices_per_node >= 1 with
-// at most 2^20 devices in all, local_batch in [1, CurveTable::kMaxBatchSize], step_seconds in
+// at most 2^20 devices in all, local_batch in [1, kMaxBatchSize], step_seconds in
 // [1e-9, 1e6], sync_seconds in [0, step_seconds]. Errors name the line and the field.
 StatusOr<std::vector<PlacementMeasurement>> ParseProfileCsv(const std::string& text,
                                                             const std::string& name);

@@ -9,6 +9,11 @@
 
 namespace topotune {
 
+// What a topology, a profile, a replay table or the CLI may hold; parsers refuse more.
+constexpr int kMaxDevices = 1 << 20;               ///< devices of a target or a placement
+constexpr int kMaxBatchSize = 1 << 20;             ///< a configuration's batch size
+constexpr long long kMaxTrainSamples = 1LL << 40;  ///< a workload's training samples
+
 // A network path: bandwidth in bytes per second and one-way latency in seconds.
 struct Link {
   double bandwidth_bytes_s = 0.0;

@@ -8,7 +8,7 @@
 #include <random>
 #include <utility>
 
-#include "tuner/curve_table.h"
+#include "tuner/target.h"
 #include "workers/trainer.h"
 
 namespace topotune {
@@ -30,16 +30,16 @@ Status ValidateReplayGrid(const ReplayGrid& grid) {
         "a replay grid needs at least one batch size, learning rate, optimizer and seed");
   }
   // The ranges CurveTable::Parse reads back: a table this writes, its worker can replay.
-  const std::string batch_range = "in [1, " + std::to_string(CurveTable::kMaxBatchSize) + "]";
+  const std::string batch_range = "in [1, " + std::to_string(kMaxBatchSize) + "]";
   for (const ReplayConfig& c : grid.configs) {
-    if (c.batch_size < 1 || c.batch_size > CurveTable::kMaxBatchSize || !(c.lr > 0) ||
-        !std::isfinite(c.lr) || c.epochs < 0) {
+    if (c.batch_size < 1 || c.batch_size > kMaxBatchSize || !(c.lr > 0) || !std::isfinite(c.lr) ||
+        c.epochs < 0) {
       return Status::InvalidArgument("a configuration needs a batch size " + batch_range +
                                      ", a finite learning rate > 0 and epochs >= 0");
     }
   }
   for (int b : grid.batch_sizes) {
-    if (b < 1 || b > CurveTable::kMaxBatchSize) {
+    if (b < 1 || b > kMaxBatchSize) {
       return Status::InvalidArgument("batch sizes must be " + batch_range);
     }
   }
